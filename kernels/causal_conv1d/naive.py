@@ -1,0 +1,70 @@
+"""Plain PyTorch references for the depthwise causal conv1d of a Mamba block."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+
+def causal_conv1d_ref(
+    x: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor | None = None,
+    initial_state: torch.Tensor | None = None,
+    return_final_state: bool = False,
+    activation: str | None = None,
+):
+    """Depthwise causal convolution: out_t = sum_k weight[:, k] * x_{t - W + 1 + k} (+ bias).
+
+    Args:
+        x: [B, D, L] input.
+        weight: [D, W] one filter per channel, W the width.
+        bias: [D] optional.
+        initial_state: [B, D, W - 1] the W - 1 inputs before position 0 (zeros when None).
+        return_final_state: also return the last W - 1 inputs (the conv state for the next chunk).
+        activation: None or "silu".
+
+    Returns:
+        out [B, D, L] in x's dtype, and final_state [B, D, W - 1] in x's dtype when asked.
+    """
+    if activation not in (None, "silu"):
+        raise ValueError(f"activation must be None or 'silu', got {activation!r}")
+    dtype_in = x.dtype
+    dim, width = weight.shape
+    if initial_state is None:
+        initial_state = x.new_zeros(x.shape[0], dim, width - 1)
+    xx = torch.cat([initial_state.to(x.dtype), x], dim=-1)  # [B, D, W - 1 + L]
+    out = F.conv1d(xx.float(), weight.float().unsqueeze(1), None if bias is None else bias.float(), groups=dim)
+    if activation == "silu":
+        out = F.silu(out)
+    out = out.to(dtype_in)
+    if return_final_state:
+        return out, xx[:, :, xx.shape[-1] - (width - 1):].clone()
+    return out
+
+
+def causal_conv1d_update_ref(
+    x: torch.Tensor,
+    conv_state: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor | None = None,
+    activation: str | None = None,
+) -> torch.Tensor:
+    """One decoding step of the causal conv1d; shifts ``conv_state`` in place.
+
+    Args:
+        x: [B, D] input at this position.
+        conv_state: [B, D, W - 1] the previous W - 1 inputs, overwritten with the new ones.
+        weight: [D, W]; bias: [D] optional; activation: None or "silu".
+
+    Returns:
+        out [B, D] in x's dtype.
+    """
+    window = torch.cat([conv_state, x.unsqueeze(-1).to(conv_state.dtype)], dim=-1)  # [B, D, W]
+    out = (window.float() * weight.float()).sum(-1)
+    if bias is not None:
+        out = out + bias.float()
+    if activation == "silu":
+        out = F.silu(out)
+    conv_state.copy_(window[:, :, 1:])
+    return out.to(x.dtype)

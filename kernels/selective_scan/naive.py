@@ -1,0 +1,148 @@
+"""Plain PyTorch references for the Mamba-1 selective scan: an fp32 loop over positions.
+
+These are the ground truth every faster path is tested against. They follow mamba_ssm's
+``selective_scan_ref`` argument layout and semantics (real-valued A only), plus an ``initial_state``
+that carries gradients, so that a sequence split in two gives the same result as one pass.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+
+def _expand_groups(X: torch.Tensor, dim: int) -> torch.Tensor:
+    """[B, G, N, L] -> [B, D, N, L] by repeating each group D // G times."""
+    return X.repeat_interleave(dim // X.shape[1], dim=1)
+
+
+def selective_scan_ref(
+    u: torch.Tensor,
+    delta: torch.Tensor,
+    A: torch.Tensor,
+    B: torch.Tensor,
+    C: torch.Tensor,
+    D: torch.Tensor | None = None,
+    z: torch.Tensor | None = None,
+    delta_bias: torch.Tensor | None = None,
+    delta_softplus: bool = False,
+    initial_state: torch.Tensor | None = None,
+    return_final_state: bool = False,
+):
+    """Selective scan, one position at a time in fp32.
+
+    h_t = exp(Δ_t A) h_{t-1} + Δ_t B_t u_t;  y_t = C_t h_t + D u_t;  out = y · SiLU(z).
+
+    Args:
+        u: [B, D, L] input.
+        delta: [B, D, L] step sizes Δ (before ``delta_bias`` and softplus).
+        A: [D, N] state matrix (diagonal per channel, real, normally negative).
+        B: [D, N] (time-invariant), [B, N, L] (per position) or [B, G, N, L] (grouped channels).
+        C: same forms as B.
+        D: [D] skip connection, optional.
+        z: [B, D, L] gate, optional.
+        delta_bias: [D] added to Δ before softplus, optional.
+        delta_softplus: apply softplus to Δ (+ bias).
+        initial_state: [B, D, N] state before position 0, optional (zeros when None).
+        return_final_state: also return the state after the last position.
+
+    Returns:
+        out [B, D, L] in u's dtype, and final_state [B, D, N] in fp32 when asked.
+    """
+    dtype_in = u.dtype
+    u = u.float()
+    delta = delta.float()
+    if delta_bias is not None:
+        delta = delta + delta_bias[..., None].float()
+    if delta_softplus:
+        delta = F.softplus(delta)
+    batch, dim, length = u.shape
+    A = A.float()
+    B = B.float()
+    C = C.float()
+    if B.dim() == 4:
+        B = _expand_groups(B, dim)
+    if C.dim() == 4:
+        C = _expand_groups(C, dim)
+
+    if initial_state is None:
+        h = u.new_zeros(batch, dim, A.shape[1])
+    else:
+        h = initial_state.float()
+    deltaA = torch.exp(delta.unsqueeze(-1) * A[:, None, :])  # [B, D, L, N]
+    if B.dim() == 2:
+        deltaB_u = (delta * u).unsqueeze(-1) * B[:, None, :]
+    elif B.dim() == 3:
+        deltaB_u = (delta * u).unsqueeze(-1) * B.transpose(1, 2).unsqueeze(1)
+    else:
+        deltaB_u = (delta * u).unsqueeze(-1) * B.permute(0, 1, 3, 2)
+
+    ys = []
+    for t in range(length):
+        h = deltaA[:, :, t] * h + deltaB_u[:, :, t]
+        if C.dim() == 2:
+            y = (h * C).sum(-1)
+        elif C.dim() == 3:
+            y = (h * C[:, None, :, t]).sum(-1)
+        else:
+            y = (h * C[:, :, :, t]).sum(-1)
+        ys.append(y)
+    y = torch.stack(ys, dim=2) if ys else u.new_zeros(batch, dim, 0)
+    out = y if D is None else y + u * D.float()[:, None]
+    if z is not None:
+        out = out * F.silu(z.float())
+    out = out.to(dtype_in)
+    return (out, h) if return_final_state else out
+
+
+def selective_state_update_ref(
+    state: torch.Tensor,
+    x: torch.Tensor,
+    dt: torch.Tensor,
+    A: torch.Tensor,
+    B: torch.Tensor,
+    C: torch.Tensor,
+    D: torch.Tensor | None = None,
+    z: torch.Tensor | None = None,
+    dt_bias: torch.Tensor | None = None,
+    dt_softplus: bool = False,
+) -> torch.Tensor:
+    """One decoding step of the selective scan; updates ``state`` in place.
+
+    Args:
+        state: [B, D, N] fp32 SSM state, overwritten with the new state.
+        x: [B, D] input at this position.
+        dt: [B, D] step size Δ (before ``dt_bias`` and softplus).
+        A: [D, N].
+        B, C: [B, N] or grouped [B, G, N].
+        D: [D] optional; z: [B, D] optional gate; dt_bias: [D] optional.
+
+    Returns:
+        y [B, D] in x's dtype.
+    """
+    dtype_in = x.dtype
+    xf = x.float()
+    dt = dt.float()
+    if dt_bias is not None:
+        dt = dt + dt_bias.float()
+    if dt_softplus:
+        dt = F.softplus(dt)
+    dim = x.shape[1]
+    Bf, Cf = B.float(), C.float()
+    if Bf.dim() == 3:
+        Bf = Bf.repeat_interleave(dim // Bf.shape[1], dim=1)
+    else:
+        Bf = Bf[:, None, :]
+    if Cf.dim() == 3:
+        Cf = Cf.repeat_interleave(dim // Cf.shape[1], dim=1)
+    else:
+        Cf = Cf[:, None, :]
+    dA = torch.exp(dt.unsqueeze(-1) * A.float())
+    new_state = dA * state.float() + (dt * xf).unsqueeze(-1) * Bf
+    state.copy_(new_state)
+    y = (new_state * Cf).sum(-1)
+    if D is not None:
+        y = y + xf * D.float()
+    if z is not None:
+        y = y * F.silu(z.float())
+    return y.to(dtype_in)
