@@ -1,0 +1,68 @@
+"""Optimiser, schedule and run records shared by the training pipelines."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import platform
+from pathlib import Path
+
+import numpy as np
+import torch
+
+import seqssm
+
+
+def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
+    """AdamW groups: decay matrices only; norms, biases, embeddings' scale-free params, A_log and D never decay."""
+    decay, no_decay = [], []
+    for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        leaf = name.rsplit(".", 1)[-1]
+        (no_decay if p.ndim < 2 or leaf in ("A_log", "D") else decay).append(p)
+    return [
+        {"params": decay, "weight_decay": weight_decay},
+        {"params": no_decay, "weight_decay": 0.0},
+    ]
+
+
+def cosine_schedule(optimizer: torch.optim.Optimizer, warmup: int, total: int, floor: float = 0.1):
+    """Linear warm-up for ``warmup`` steps, then cosine decay to ``floor`` × the base rate at ``total``."""
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / max(1, warmup)
+        progress = min(1.0, (step - warmup) / max(1, total - warmup))
+        return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress))
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+def versions() -> dict:
+    """The versions that decide a run's numbers, written beside every checkpoint."""
+    info = {
+        "seqssm": seqssm.__version__,
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "numpy": np.__version__,
+        "platform": platform.platform(),
+    }
+    if torch.cuda.is_available():
+        info["cuda_device"] = torch.cuda.get_device_name()
+    try:
+        import triton
+
+        info["triton"] = triton.__version__
+    except ImportError:
+        pass
+    return info
+
+
+def write_run_record(directory: Path, config, extra: dict | None = None) -> Path:
+    """Write ``run.json``: the full resolved config, versions and any results, for reproducibility."""
+    record = {"config": dataclasses.asdict(config), "versions": versions(), **(extra or {})}
+    path = Path(directory) / "run.json"
+    path.write_text(json.dumps(record, indent=2, default=str) + "\n")
+    return path
