@@ -1,0 +1,94 @@
+"""Model configuration: one small dataclass, derived sizes computed once, a JSON-safe round trip."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+from seqssm.errors import InputError
+
+
+@dataclass
+class MambaConfig:
+    """Sizes and initialisation of a Mamba (or bidirectional Caduceus-style) sequence model.
+
+    Field names follow mamba_ssm's ``Mamba`` / ``MambaConfig``. The last three fields are derived in
+    ``__post_init__`` and never passed in: ``d_inner = expand * d_model``, ``resolved_dt_rank``
+    (``ceil(d_model / 16)`` when ``dt_rank == "auto"``) and ``padded_vocab_size`` (``vocab_size`` rounded
+    up to ``pad_vocab_size_multiple``, so the embedding and LM head matmuls stay aligned).
+    """
+
+    d_model: int
+    n_layer: int
+    vocab_size: int
+    d_state: int = 16
+    d_conv: int = 4
+    expand: int = 2
+    dt_rank: int | str = "auto"
+    dt_min: float = 0.001
+    dt_max: float = 0.1
+    dt_init_floor: float = 1e-4
+    dt_scale: float = 1.0
+    conv_bias: bool = True
+    bias: bool = False
+    norm_eps: float = 1e-5
+    residual_in_fp32: bool = True
+    tie_embeddings: bool = True
+    pad_vocab_size_multiple: int = 8
+    initializer_range: float = 0.02
+    rescale_prenorm_residual: bool = True
+    bidirectional: bool = False
+    bidirectional_weight_tie: bool = True
+    tokenizer: str = "nucleotide"
+
+    d_inner: int = field(init=False)
+    resolved_dt_rank: int = field(init=False)
+    padded_vocab_size: int = field(init=False)
+
+    def __post_init__(self) -> None:
+        for name in ("d_model", "n_layer", "vocab_size", "d_state", "d_conv", "expand",
+                     "pad_vocab_size_multiple"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise InputError(f"MambaConfig.{name} must be a positive integer, got {value!r}")
+        if self.dt_rank != "auto" and (
+            isinstance(self.dt_rank, bool) or not isinstance(self.dt_rank, int) or self.dt_rank < 1
+        ):
+            raise InputError(f"MambaConfig.dt_rank must be 'auto' or a positive integer, "
+                             f"got {self.dt_rank!r}")
+        for name in ("dt_min", "dt_max", "dt_init_floor", "dt_scale", "norm_eps", "initializer_range"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+                raise InputError(f"MambaConfig.{name} must be a number > 0, got {value!r}")
+        if self.dt_min > self.dt_max:
+            raise InputError(f"MambaConfig needs dt_min <= dt_max, got dt_min={self.dt_min}, "
+                             f"dt_max={self.dt_max}")
+        if not isinstance(self.tokenizer, str) or not self.tokenizer:
+            raise InputError(f"MambaConfig.tokenizer must be a tokenizer name such as 'nucleotide', "
+                             f"got {self.tokenizer!r}")
+        self.d_inner = self.expand * self.d_model
+        self.resolved_dt_rank = math.ceil(self.d_model / 16) if self.dt_rank == "auto" else self.dt_rank
+        multiple = self.pad_vocab_size_multiple
+        self.padded_vocab_size = -(-self.vocab_size // multiple) * multiple
+
+    def to_dict(self) -> dict[str, Any]:
+        """The constructor arguments as a JSON-safe dict (derived fields left out)."""
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.init}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> MambaConfig:
+        """Inverse of :meth:`to_dict`; unknown or missing keys raise :class:`InputError` naming them."""
+        if not isinstance(data, dict):
+            raise InputError(f"a MambaConfig must be built from a JSON object, got {type(data).__name__}")
+        fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
+        unknown = sorted(set(data) - set(fields))
+        if unknown:
+            raise InputError(f"unknown MambaConfig keys {unknown}; the known keys are {sorted(fields)}")
+        required = [n for n, f in fields.items()
+                    if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING]
+        missing = [n for n in required if n not in data]
+        if missing:
+            raise InputError(f"MambaConfig keys {missing} are missing; they have no default")
+        return cls(**data)

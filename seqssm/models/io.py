@@ -1,0 +1,130 @@
+"""Checkpoint directories: ``config.json`` plus ``model.safetensors``, never pickle.
+
+safetensors refuses tensors that share storage, so tied weights (lm_head = embedding, the shared
+projections of a bidirectional layer) are written once by ``safetensors.torch.save_model`` and re-tied by
+the model's own ``tie_weights`` when loading.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_model
+
+from seqssm.config import MambaConfig
+from seqssm.errors import InputError
+from seqssm.models.lm import MambaLMHeadModel
+
+CONFIG_NAME = "config.json"
+WEIGHTS_NAME = "model.safetensors"
+ARCHITECTURE = "MambaLMHeadModel"
+
+
+def save_pretrained(model: MambaLMHeadModel, path: str | os.PathLike) -> None:
+    """Write ``path/config.json`` (config, "architecture", "seqssm_version") and ``model.safetensors``."""
+    import seqssm  # at call time: seqssm/__init__ may import this module before it defines __version__
+
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise InputError(f"cannot save a checkpoint to {path}: it is a file; pass a directory path")
+    path.mkdir(parents=True, exist_ok=True)
+    meta = {"architecture": ARCHITECTURE, "seqssm_version": seqssm.__version__}
+    # Written under a temporary name and renamed, so an interrupted save never leaves a half file behind.
+    tmp = path / (WEIGHTS_NAME + ".tmp")
+    save_model(model, str(tmp), metadata={"format": "pt", **meta})
+    os.replace(tmp, path / WEIGHTS_NAME)
+    tmp = path / (CONFIG_NAME + ".tmp")
+    tmp.write_text(json.dumps({**meta, **model.config.to_dict()}, indent=2) + "\n")
+    os.replace(tmp, path / CONFIG_NAME)
+
+
+def _read_config(path: Path) -> MambaConfig:
+    if not path.exists():
+        raise InputError(f"checkpoint directory {path} does not exist; pass a directory written by "
+                         "save_pretrained")
+    if not path.is_dir():
+        raise InputError(f"{path} is not a checkpoint directory (it is a file); pass the directory holding "
+                         f"{CONFIG_NAME} and {WEIGHTS_NAME}")
+    config_file = path / CONFIG_NAME
+    if not config_file.is_file():
+        raise InputError(f"{path} is not a checkpoint directory: {CONFIG_NAME} is missing")
+    try:
+        data = json.loads(config_file.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise InputError(f"{config_file} is not valid JSON ({err}); re-save the checkpoint") from None
+    if not isinstance(data, dict):
+        raise InputError(f"{config_file} must hold a JSON object, got {type(data).__name__}")
+    architecture = data.pop("architecture", None)
+    data.pop("seqssm_version", None)
+    if architecture != ARCHITECTURE:
+        raise InputError(f"{config_file}: architecture {architecture!r} is not one seqssm loads "
+                         f"(expected {ARCHITECTURE!r})")
+    try:
+        return MambaConfig.from_dict(data)
+    except InputError as err:
+        raise InputError(f"{config_file}: {err}") from None
+
+
+def _materialize(model: torch.nn.Module, device: torch.device | str) -> None:
+    """Give a meta-device model real (uninitialised) storage on ``device``, keeping ties and param markers."""
+    # to_empty makes new Parameter objects: ties break and attributes such as _no_weight_decay are lost.
+    marks = {name: dict(p.__dict__) for name, p in model.named_parameters() if p.__dict__}
+    model.to_empty(device=device)
+    model.tie_weights()
+    params = dict(model.named_parameters())
+    for name, mark in marks.items():
+        params[name].__dict__.update(mark)
+
+
+def load_model(
+    path: str | os.PathLike,
+    device: torch.device | str = "cpu",
+    *,
+    dtype: torch.dtype | None = None,
+    impl: str = "auto",
+) -> MambaLMHeadModel:
+    """Read a checkpoint directory written by :meth:`MambaLMHeadModel.save_pretrained`, bit-exactly.
+
+    Args:
+        path: the directory.
+        device: where the weights go.
+        dtype: cast the weights to this dtype; None keeps the saved dtype.
+        impl: kernel path of the mixers ("auto", "triton", "chunked", "ref").
+
+    Returns:
+        the model, weights tied as at save time. The global RNG is not touched (no random init happens).
+    """
+    path = Path(path)
+    config = _read_config(path)
+    weights = path / WEIGHTS_NAME
+    if not weights.is_file():
+        raise InputError(f"{path} is not a complete checkpoint: {WEIGHTS_NAME} is missing")
+    try:
+        state = load_file(str(weights), device=str(device))
+    except (SafetensorError, OSError) as err:
+        raise InputError(f"{weights} cannot be read as safetensors ({err}); re-save the checkpoint") from None
+    if not state:
+        raise InputError(f"{weights} holds no tensors; re-save the checkpoint")
+    if dtype is None:
+        dtype = state.get("backbone.embedding.weight", next(iter(state.values()))).dtype
+
+    model = MambaLMHeadModel(config, impl=impl, device="meta").to(dtype)
+    _materialize(model, device)
+    own = model.state_dict()
+    unexpected = sorted(set(state) - set(own))
+    # A key absent from the file is fine only when it is tied to (shares storage with) one that is present.
+    loaded = {own[k].data_ptr() for k in state if k in own}
+    missing = sorted(k for k in own if k not in state and own[k].data_ptr() not in loaded)
+    if missing or unexpected:
+        raise InputError(f"{weights} does not match {path / CONFIG_NAME}: missing tensors {missing[:4]}, "
+                         f"unexpected tensors {unexpected[:4]}; the two files come from different models")
+    try:
+        model.load_state_dict(state, strict=False)
+    except RuntimeError as err:
+        detail = "; ".join(line.strip() for line in str(err).splitlines()[1:3])
+        raise InputError(f"{weights} does not match {path / CONFIG_NAME}: {detail}") from None
+    return model

@@ -1,0 +1,238 @@
+"""Mamba backbone (embedding → blocks → final norm) and the LM head model on top of it.
+
+Names mirror mamba_ssm's ``MixerModel`` / ``MambaLMHeadModel`` (backbone.embedding, backbone.layers.i.mixer,
+backbone.norm_f, lm_head), so its state dicts load one to one into a causal model.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+
+import torch
+from torch import nn
+
+from seqssm.config import MambaConfig
+from seqssm.errors import InputError
+from seqssm.models.bidirectional import BiMambaMixer, reverse_index
+from seqssm.models.block import Block
+from seqssm.models.cache import InferenceCache
+from seqssm.models.mixer import IMPLS, MambaMixer
+from seqssm.models.norm import RMSNorm, add_rms_norm
+
+
+def _check_input_ids(input_ids: torch.Tensor, vocab_size: int, dims: int, what: str) -> None:
+    if not isinstance(input_ids, torch.Tensor) or input_ids.dim() != dims:
+        shape = "[B, L]" if dims == 2 else "[B]"
+        got = tuple(input_ids.shape) if isinstance(input_ids, torch.Tensor) else type(input_ids).__name__
+        raise InputError(f"{what}: input_ids must be a {shape} tensor of token ids, got {got}")
+    if input_ids.dtype not in (torch.int64, torch.int32):
+        raise InputError(f"{what}: input_ids must be int64 or int32 token ids, got {input_ids.dtype}")
+    if input_ids.numel() and (int(input_ids.min()) < 0 or int(input_ids.max()) >= vocab_size):
+        raise InputError(f"{what}: token ids must lie in [0, {vocab_size}), got range "
+                         f"[{int(input_ids.min())}, {int(input_ids.max())}]; check the tokenizer matches "
+                         "the model")
+
+
+def _check_attention_mask(attention_mask: torch.Tensor, input_ids: torch.Tensor) -> None:
+    if attention_mask.shape != input_ids.shape:
+        raise InputError(f"attention_mask shape {tuple(attention_mask.shape)} differs from input_ids shape "
+                         f"{tuple(input_ids.shape)}; pass one [B, L] mask of 1 (token) / 0 (padding)")
+    mask = attention_mask.long()
+    pos = torch.arange(mask.shape[1], device=mask.device).unsqueeze(0)
+    right_padded = pos < mask.sum(dim=1, keepdim=True)
+    if not torch.equal(mask, right_padded.long()):
+        raise InputError("attention_mask must hold only 0/1 with padding at the right end of each row "
+                         "(1 1 1 0 0); left or interior padding is not supported")
+
+
+@torch.no_grad()
+def _init_weights(module: nn.Module, config: MambaConfig) -> None:
+    """mamba_ssm's ``_init_weights``: zero Linear biases (but dt_proj's), N(0, 0.02) embeddings, and
+    out_proj re-drawn then scaled by 1/sqrt(n_layer), so the residual stream's variance does not grow with
+    depth.
+    """
+    for sub in module.modules():
+        if isinstance(sub, nn.Linear) and sub.bias is not None and not getattr(sub.bias, "_no_reinit", False):
+            nn.init.zeros_(sub.bias)
+        elif isinstance(sub, nn.Embedding):
+            nn.init.normal_(sub.weight, std=config.initializer_range)
+    if config.rescale_prenorm_residual:
+        for name, p in module.named_parameters():  # deduplicated, so a tied out_proj is scaled once
+            if name.endswith("out_proj.weight"):
+                nn.init.kaiming_uniform_(p, a=math.sqrt(5))
+                p /= math.sqrt(config.n_layer)
+
+
+class MambaBackbone(nn.Module):
+    """Token ids [B, L] → hidden states [B, L, D] after the final norm (the embeddings pipelines pool)."""
+
+    def __init__(self, config: MambaConfig, *, impl: str = "auto", device=None, dtype=None):
+        super().__init__()
+        if impl not in IMPLS:
+            raise InputError(f"impl must be one of {IMPLS}, got {impl!r}")
+        self.config = config
+        factory = {"device": device, "dtype": dtype}
+        mixer_kwargs = dict(
+            d_model=config.d_model, d_state=config.d_state, d_conv=config.d_conv, expand=config.expand,
+            dt_rank=config.resolved_dt_rank, dt_min=config.dt_min, dt_max=config.dt_max,
+            dt_init_floor=config.dt_init_floor, dt_scale=config.dt_scale, conv_bias=config.conv_bias,
+            bias=config.bias, impl=impl, **factory,
+        )
+        self.embedding = nn.Embedding(config.padded_vocab_size, config.d_model, **factory)
+        self.layers = nn.ModuleList(
+            Block(
+                BiMambaMixer(weight_tie=config.bidirectional_weight_tie, **mixer_kwargs)
+                if config.bidirectional else MambaMixer(**mixer_kwargs),
+                d_model=config.d_model, norm_eps=config.norm_eps, residual_in_fp32=config.residual_in_fp32,
+                **factory,
+            )
+            for _ in range(config.n_layer)
+        )
+        self.norm_f = RMSNorm(config.d_model, eps=config.norm_eps, **factory)
+        _init_weights(self, config)
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """Hidden states after the final norm.
+
+        Args:
+            input_ids: [B, L] token ids.
+            attention_mask: [B, L] 1 for tokens, 0 for right padding, optional. Real positions come out as if
+                each row were run alone; padding positions hold meaningless values.
+
+        Returns:
+            [B, L, D].
+        """
+        _check_input_ids(input_ids, self.config.vocab_size, 2, "forward")
+        mixer_kwargs = {}
+        if attention_mask is not None:
+            _check_attention_mask(attention_mask, input_ids)
+            # A causal mixer never looks right, so right padding cannot reach real positions.
+            if self.config.bidirectional:
+                mixer_kwargs["rev_index"] = reverse_index(attention_mask.long())
+        return self._forward(input_ids, **mixer_kwargs)
+
+    def _forward(self, input_ids: torch.Tensor, *, cache: InferenceCache | None = None,
+                 rev_index: torch.Tensor | None = None) -> torch.Tensor:
+        hidden, residual = self.embedding(input_ids), None
+        for i, layer in enumerate(self.layers):
+            if cache is not None:
+                hidden, residual = layer(hidden, residual, cache=cache.layers[i])
+            elif rev_index is not None:
+                hidden, residual = layer(hidden, residual, rev_index=rev_index)
+            else:
+                hidden, residual = layer(hidden, residual)
+        normed, _ = add_rms_norm(hidden, residual, self.norm_f.weight, self.norm_f.eps,
+                                 self.config.residual_in_fp32)
+        return normed
+
+    def step(self, input_ids: torch.Tensor, cache: InferenceCache) -> torch.Tensor:
+        """One token per row: input_ids [B] → hidden [B, D], advancing ``cache`` in place."""
+        hidden, residual = self.embedding(input_ids), None
+        for layer, layer_cache in zip(self.layers, cache.layers, strict=True):
+            hidden, residual = layer.step(hidden, residual, layer_cache)
+        normed, _ = add_rms_norm(hidden, residual, self.norm_f.weight, self.norm_f.eps,
+                                 self.config.residual_in_fp32)
+        return normed
+
+
+class MambaLMHeadModel(nn.Module):
+    """Backbone plus a linear head to token logits; causal LM, or masked LM when ``config.bidirectional``.
+
+    Logits cover ``config.vocab_size`` tokens: the padded rows of the embedding exist only for matmul
+    alignment and are sliced away.
+    """
+
+    def __init__(self, config: MambaConfig, *, impl: str = "auto", device=None, dtype=None):
+        super().__init__()
+        self.config = config
+        self.backbone = MambaBackbone(config, impl=impl, device=device, dtype=dtype)
+        self.lm_head = nn.Linear(config.d_model, config.padded_vocab_size, bias=False,
+                                 device=device, dtype=dtype)
+        self.tie_weights()
+
+    def tie_weights(self) -> None:
+        """Share lm_head with the embedding and the bidirectional projections (again after ``to_empty``)."""
+        if self.config.tie_embeddings:
+            self.lm_head.weight = self.backbone.embedding.weight
+        for layer in self.backbone.layers:
+            if isinstance(layer.mixer, BiMambaMixer):
+                layer.mixer.tie_weights()
+
+    def _logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        return self.lm_head(hidden)[..., : self.config.vocab_size]
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """input_ids [B, L] (attention_mask [B, L] optional, 1 = token, right padding) → logits [B, L, V]."""
+        return self._logits(self.backbone(input_ids, attention_mask))
+
+    def _require_causal(self, what: str) -> None:
+        if self.config.bidirectional:
+            raise InputError(f"{what} needs a causal model, but this one is bidirectional (each "
+                             "position sees the whole sequence, so there is no left-to-right state); call "
+                             "the model on the full sequence instead")
+
+    def allocate_cache(self, batch_size: int, device=None, dtype=None) -> InferenceCache:
+        """Zero states for ``batch_size`` rows on the model's device; conv state in the model's dtype."""
+        self._require_causal("allocate_cache")
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise InputError(f"allocate_cache: batch_size must be a positive integer, got {batch_size!r}")
+        weight = self.backbone.embedding.weight
+        c = self.config
+        return InferenceCache.allocate(
+            n_layer=c.n_layer, batch_size=batch_size, d_inner=c.d_inner, d_state=c.d_state, d_conv=c.d_conv,
+            device=weight.device if device is None else device,
+            dtype=weight.dtype if dtype is None else dtype,
+        )
+
+    def _check_cache(self, cache: InferenceCache, batch_size: int, what: str) -> None:
+        if not isinstance(cache, InferenceCache) or len(cache.layers) != self.config.n_layer:
+            raise InputError(f"{what}: cache must be an InferenceCache from this model's allocate_cache "
+                             f"({self.config.n_layer} layers)")
+        if cache.batch_size != batch_size:
+            raise InputError(f"{what}: cache holds {cache.batch_size} rows but input_ids has {batch_size}; "
+                             "allocate the cache with the same batch size")
+
+    @torch.no_grad()
+    def prefill(
+        self, input_ids: torch.Tensor, cache: InferenceCache | None = None
+    ) -> tuple[torch.Tensor, InferenceCache]:
+        """Run a prompt in one parallel pass and keep the final states.
+
+        Args:
+            input_ids: [B, L] prompt (all rows the same length: no padding).
+            cache: continue from this cache (e.g. a prompt fed in pieces); a fresh one when None.
+
+        Returns:
+            logits [B, L, V] and the cache after the prompt (``seqlen_offset`` advanced by L).
+        """
+        self._require_causal("prefill")
+        _check_input_ids(input_ids, self.config.vocab_size, 2, "prefill")
+        if cache is None:
+            cache = self.allocate_cache(input_ids.shape[0])
+        self._check_cache(cache, input_ids.shape[0], "prefill")
+        logits = self._logits(self.backbone._forward(input_ids, cache=cache))
+        cache.seqlen_offset += input_ids.shape[1]
+        return logits, cache
+
+    @torch.no_grad()
+    def step(self, input_ids: torch.Tensor, cache: InferenceCache) -> torch.Tensor:
+        """One token per row: input_ids [B] → logits [B, V]; ``cache`` advances in place (constant memory)."""
+        self._require_causal("step")
+        _check_input_ids(input_ids, self.config.vocab_size, 1, "step")
+        self._check_cache(cache, input_ids.shape[0], "step")
+        logits = self._logits(self.backbone.step(input_ids, cache))
+        cache.seqlen_offset += 1
+        return logits
+
+    def save_pretrained(self, path: str | os.PathLike) -> None:
+        """Write ``config.json`` and ``model.safetensors`` into directory ``path`` (created if needed)."""
+        # Imported here: io imports this module to rebuild the model.
+        from seqssm.models.io import save_pretrained
+
+        save_pretrained(self, path)
+
+
+def count_parameters(model: nn.Module, trainable_only: bool = False) -> int:
+    """Number of distinct parameter values (a tied weight counts once)."""
+    return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)
