@@ -5,9 +5,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from torch.utils.data import DataLoader
 
-from seqssm.datasets.batching import Record, pack_sequences, pad_batch, unpack
+from seqssm.datasets.batching import Collate, Record, pack_sequences, pad_batch, unpack
+from seqssm.datasets.tables import read_labelled_table
 from seqssm.errors import InputError
+from seqssm.tokenizers import NucleotideTokenizer
 
 
 def _random_seqs(lengths, vocab=10):
@@ -127,3 +130,46 @@ def test_pack_sequences_bad_inputs():
 def test_record_is_a_plain_tuple():
     assert Record("a", "ACGT") == ("a", "ACGT", None)
     assert Record(*("b", "AC", "1")).label == "1"
+
+
+def test_collate_pads_tokenises_and_indexes_labels():
+    tok = NucleotideTokenizer()
+    records = [("a", "ACGTN", "pos"), Record("b", "gg", "neg"), ("c", torch.tensor([5, 6, 7]), "pos")]
+    batch = Collate(tok, classes=["neg", "pos"], pad_to_multiple_of=4)(records)
+    expected, _ = pad_batch([tok.encode("ACGTN"), tok.encode("gg"), [5, 6, 7]], tok.pad_id, 4)
+    assert batch["ids"] == ["a", "b", "c"]
+    assert torch.equal(batch["input_ids"], expected) and batch["input_ids"].shape == (3, 8)
+    assert batch["attention_mask"].sum(1).tolist() == [5, 2, 3]
+    assert batch["labels"].dtype == torch.int64 and batch["labels"].tolist() == [1, 0, 1]
+
+
+def test_collate_raw_labels_no_labels_and_packing():
+    tok = NucleotideTokenizer()
+    raw = Collate(tok)([("a", "AC", "x"), ("b", "G", "y")])
+    assert raw["labels"] == ["x", "y"]
+    assert "labels" not in Collate(tok)([("a", "AC", None), ("b", "G")])
+    packed = Collate(tok, classes=["x", "y"], pack=True, pack_length=4)([("a", "ACG", "y"), ("b", "TT", "x")])
+    reference = pack_sequences([tok.encode("ACG"), tok.encode("TT")], 4, pad_id=tok.pad_id)
+    assert torch.equal(packed["input_ids"], reference.ids) and packed["input_ids"].shape == (2, 4)
+    assert torch.equal(packed["seq_idx"], reference.seq_idx)
+    assert torch.equal(packed["position_ids"], reference.position_ids)
+    assert packed["cu_seqlens"].tolist() == [0, 3, 5] and packed["labels"].tolist() == [1, 0]
+
+
+def test_collate_in_a_dataloader_over_a_real_table(shared_data):
+    table = read_labelled_table(shared_data / "labelled" / "ecoli_sigma_subtypes.tsv")
+    tok = NucleotideTokenizer()
+    subset = [table[i] for i in range(6)]
+    loader = DataLoader(subset, batch_size=3, collate_fn=Collate(tok, classes=table.classes))
+    batches = list(loader)
+    assert [b["input_ids"].shape for b in batches] == [(3, 81), (3, 81)]
+    assert batches[1]["labels"].tolist() == table.label_indices[3:6].tolist()
+    assert torch.equal(batches[0]["input_ids"][2], torch.from_numpy(tok.encode(table.sequences[2])))
+
+
+def test_collate_errors():
+    tok = NucleotideTokenizer()
+    with pytest.raises(InputError, match=r"record 'b' has label 'maybe', not among the classes \(no, yes\)"):
+        Collate(tok, classes=["no", "yes"])([("a", "AC", "yes"), ("b", "GT", "maybe")])
+    with pytest.raises(InputError, match="pack_length given without pack=True"):
+        Collate(tok, pack_length=8)
