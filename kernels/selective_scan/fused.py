@@ -1,0 +1,570 @@
+"""Fused selective scan (Mamba-1 "S6") in Triton: forward and backward.
+
+One program owns BLOCK_D channels of one sequence and walks its length in chunks of BLOCK_T positions,
+keeping the [BLOCK_D, N] state on chip in fp32. Per chunk it loads [BLOCK_D, BLOCK_T] tiles of u, Δ, z
+(contiguous along L) and, state by state, [BLOCK_T] rows of B and C; softplus(Δ + bias), exp(ΔA), ΔBu,
+the scan (``tl.associative_scan`` over the chunk), C·h, +D·u and the SiLU(z) gate all happen in registers,
+so the [B, D, L, N] tensor never exists. The forward stores the state at each chunk start ([B, NC, D, N]
+fp32) when a gradient is needed; the backward walks the chunks in reverse, recomputes each chunk's states
+from that boundary state and runs the reverse scan for dh, carrying a_{t+1}·dh_{t+1} across chunks.
+
+The reverse scan g_t = x_t + a_{t+1} g_{t+1} needs a shifted by one position, which a register tile cannot
+do; so it scans triples (P, Q, a_first) that map the carry entering a segment to g at the segment's first
+position (see ``_rev_combine``). ``reverse=True`` scans from position L-1 down to 0 by flipping the address
+arithmetic, never the data.
+
+dB and dC of per-position B/C are sums over channels; each program adds its [BLOCK_T] partial with fp32
+atomics into a zeroed buffer. dA, dD and d(delta_bias) are summed over the chunks in registers and over the
+batch on the host.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import NamedTuple
+
+import torch
+import triton
+import triton.language as tl
+
+from seqssm.errors import InputError
+
+LOG2E = 1.4426950408889634
+
+
+class ScanConfig(NamedTuple):
+    """Launch shape of one kernel: channels and positions per tile, warps per program."""
+
+    block_d: int
+    block_t: int
+    num_warps: int
+
+
+# Chosen on an H100 with benchmarks/bench_scan.py (see NOTES-scan.md); the interpreter gets small tiles.
+FWD_CONFIG = ScanConfig(block_d=4, block_t=256, num_warps=4)
+BWD_CONFIG = ScanConfig(block_d=4, block_t=256, num_warps=4)
+INTERPRET_CONFIG = ScanConfig(block_d=2, block_t=16, num_warps=1)
+
+
+@triton.jit
+def _fwd_combine(a1, b1, a2, b2):
+    # (a1, b1) then (a2, b2): h -> a2 (a1 h + b1) + b2
+    return a1 * a2, a2 * b1 + b2
+
+
+@triton.jit
+def _rev_combine(p_later, q_later, a_later, p_earlier, q_earlier, a_earlier):
+    # A segment maps the carry G entering from its right, a_{s+1} g_{s+1}, to g at its first position:
+    # g_first = P + Q G, and remembers a_first. Joining an earlier segment to a later one:
+    # G_mid = a_first(later) · g_first(later).
+    s = q_earlier * a_later
+    return p_earlier + s * p_later, s * q_later, a_earlier
+
+
+@triton.jit
+def _softplus(x):
+    # Same threshold as torch.nn.functional.softplus.
+    return tl.where(x <= 20.0, tl.log(1.0 + tl.exp(x)), x)
+
+
+@triton.jit
+def _column(S, offs_n, n):
+    """Column n of a [BLOCK_D, N_PAD] tile as a [BLOCK_D] vector."""
+    return tl.sum(tl.where(offs_n[None, :] == n, S, 0.0), axis=1)
+
+
+@triton.jit
+def _selective_scan_fwd_kernel(
+    u_ptr, dt_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_ptr, h0_ptr,
+    out_ptr, hT_ptr, hc_ptr,
+    dim, length, n_state, b_cpg, c_cpg, n_chunks,
+    s_u_b, s_u_d, s_u_l,
+    s_dt_b, s_dt_d, s_dt_l,
+    s_A_d, s_A_n,
+    s_B_b, s_B_g, s_B_n, s_B_l,
+    s_C_b, s_C_g, s_C_n, s_C_l,
+    s_z_b, s_z_d, s_z_l,
+    s_o_b, s_o_d, s_o_l,
+    HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_H0: tl.constexpr,
+    SOFTPLUS: tl.constexpr, B_VAR: tl.constexpr, C_VAR: tl.constexpr,
+    STORE_FINAL: tl.constexpr, STORE_CHUNKS: tl.constexpr, REVERSE: tl.constexpr,
+    BLOCK_D: tl.constexpr, BLOCK_T: tl.constexpr, N_PAD: tl.constexpr,
+):
+    pid_b = tl.program_id(0).to(tl.int64)
+    d0 = tl.program_id(1) * BLOCK_D
+    offs_d = d0 + tl.arange(0, BLOCK_D)
+    mask_d = offs_d < dim
+    offs_n = tl.arange(0, N_PAD)
+    mask_n = offs_n < n_state
+    offs_j = tl.arange(0, BLOCK_T)
+    # BLOCK_D divides the channels per group (b_cpg, c_cpg), so one group of B and of C serves the tile.
+
+    u_base = u_ptr + pid_b * s_u_b + offs_d.to(tl.int64)[:, None] * s_u_d
+    dt_base = dt_ptr + pid_b * s_dt_b + offs_d.to(tl.int64)[:, None] * s_dt_d
+    z_base = z_ptr + pid_b * s_z_b + offs_d.to(tl.int64)[:, None] * s_z_d
+    o_base = out_ptr + pid_b * s_o_b + offs_d.to(tl.int64)[:, None] * s_o_d
+    if B_VAR:
+        B_base = B_ptr + pid_b * s_B_b + (d0 // b_cpg) * s_B_g
+    else:
+        B_base = B_ptr + offs_d * s_B_b
+    if C_VAR:
+        C_base = C_ptr + pid_b * s_C_b + (d0 // c_cpg) * s_C_g
+    else:
+        C_base = C_ptr + offs_d * s_C_b
+    state_offs = (pid_b * dim + offs_d[:, None]) * n_state + offs_n[None, :]
+    state_mask = mask_d[:, None] & mask_n[None, :]
+
+    if HAS_D:
+        Dv = tl.load(D_ptr + offs_d, mask=mask_d, other=0.0).to(tl.float32)
+    if HAS_BIAS:
+        bias = tl.load(bias_ptr + offs_d, mask=mask_d, other=0.0).to(tl.float32)
+    if HAS_H0:
+        S = tl.load(h0_ptr + state_offs, mask=state_mask, other=0.0).to(tl.float32)
+    else:
+        S = tl.zeros((BLOCK_D, N_PAD), dtype=tl.float32)
+
+    for c in range(n_chunks):
+        if STORE_CHUNKS:
+            hc_offs = ((pid_b * n_chunks + c) * dim + offs_d[:, None]) * n_state + offs_n[None, :]
+            tl.store(hc_ptr + hc_offs, S, mask=state_mask)
+        t = c * BLOCK_T + offs_j
+        mask_t = t < length
+        if REVERSE:
+            pos = (length - 1 - t).to(tl.int64)
+        else:
+            pos = t.to(tl.int64)
+        mask = mask_d[:, None] & mask_t[None, :]
+        u = tl.load(u_base + pos[None, :] * s_u_l, mask=mask, other=0.0).to(tl.float32)
+        dt = tl.load(dt_base + pos[None, :] * s_dt_l, mask=mask, other=0.0).to(tl.float32)
+        if HAS_BIAS:
+            dt += bias[:, None]
+        if SOFTPLUS:
+            dt = _softplus(dt)
+        # Δ = 0 past the end makes those positions the identity, so the last column is the final state.
+        dt = tl.where(mask, dt, 0.0)
+        dtu = dt * u
+        y = tl.zeros((BLOCK_D, BLOCK_T), dtype=tl.float32)
+        S_next = S
+        for n in range(n_state):
+            A_n = tl.load(A_ptr + offs_d * s_A_d + n * s_A_n, mask=mask_d, other=0.0).to(tl.float32)
+            a = tl.exp2(dt * (A_n * LOG2E)[:, None])
+            if B_VAR:
+                B_n = tl.load(B_base + n * s_B_n + pos * s_B_l, mask=mask_t, other=0.0).to(tl.float32)
+                b = dtu * B_n[None, :]
+            else:
+                B_n = tl.load(B_base + n * s_B_n, mask=mask_d, other=0.0).to(tl.float32)
+                b = dtu * B_n[:, None]
+            a_c, b_c = tl.associative_scan((a, b), axis=1, combine_fn=_fwd_combine)
+            h = b_c + a_c * _column(S, offs_n, n)[:, None]
+            if C_VAR:
+                C_n = tl.load(C_base + n * s_C_n + pos * s_C_l, mask=mask_t, other=0.0).to(tl.float32)
+                y += h * C_n[None, :]
+            else:
+                C_n = tl.load(C_base + n * s_C_n, mask=mask_d, other=0.0).to(tl.float32)
+                y += h * C_n[:, None]
+            h_last = tl.sum(tl.where(offs_j[None, :] == BLOCK_T - 1, h, 0.0), axis=1)
+            S_next = tl.where(offs_n[None, :] == n, h_last[:, None], S_next)
+        S = S_next
+        if HAS_D:
+            y += u * Dv[:, None]
+        if HAS_Z:
+            zz = tl.load(z_base + pos[None, :] * s_z_l, mask=mask, other=0.0).to(tl.float32)
+            y *= zz * tl.sigmoid(zz)
+        tl.store(o_base + pos[None, :] * s_o_l, y.to(out_ptr.dtype.element_ty), mask=mask)
+
+    if STORE_FINAL:
+        tl.store(hT_ptr + state_offs, S, mask=state_mask)
+
+
+@triton.jit
+def _selective_scan_bwd_kernel(
+    u_ptr, dt_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_ptr, hc_ptr, dout_ptr, dhT_ptr,
+    du_ptr, ddt_ptr, dz_ptr, dA_ptr, dB_ptr, dC_ptr, dD_ptr, dbias_ptr, dh0_ptr,
+    dim, length, n_state, b_cpg, c_cpg, n_chunks, chunk_stride, n_saved,
+    s_u_b, s_u_d, s_u_l,
+    s_dt_b, s_dt_d, s_dt_l,
+    s_A_d, s_A_n,
+    s_B_b, s_B_g, s_B_n, s_B_l,
+    s_C_b, s_C_g, s_C_n, s_C_l,
+    s_z_b, s_z_d, s_z_l,
+    s_g_b, s_g_d, s_g_l,
+    HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_DHT: tl.constexpr,
+    SOFTPLUS: tl.constexpr, B_VAR: tl.constexpr, C_VAR: tl.constexpr, REVERSE: tl.constexpr,
+    BLOCK_D: tl.constexpr, BLOCK_T: tl.constexpr, N_PAD: tl.constexpr,
+):
+    pid_b = tl.program_id(0).to(tl.int64)
+    d0 = tl.program_id(1) * BLOCK_D
+    offs_d = d0 + tl.arange(0, BLOCK_D)
+    mask_d = offs_d < dim
+    offs_n = tl.arange(0, N_PAD)
+    mask_n = offs_n < n_state
+    offs_j = tl.arange(0, BLOCK_T)
+
+    row = offs_d.to(tl.int64)[:, None]
+    u_base = u_ptr + pid_b * s_u_b + row * s_u_d
+    dt_base = dt_ptr + pid_b * s_dt_b + row * s_dt_d
+    z_base = z_ptr + pid_b * s_z_b + row * s_z_d
+    # dout, du, ddelta and dz share one contiguous [B, D, L] layout (made so on the host).
+    g_off = pid_b * s_g_b + row * s_g_d
+    if B_VAR:
+        B_base = B_ptr + pid_b * s_B_b + (d0 // b_cpg) * s_B_g
+        # dB is a contiguous fp32 [B, G, N, L] buffer.
+        dB_base = dB_ptr + (pid_b * (dim // b_cpg) + d0 // b_cpg) * n_state * length
+    else:
+        B_base = B_ptr + offs_d * s_B_b
+    if C_VAR:
+        C_base = C_ptr + pid_b * s_C_b + (d0 // c_cpg) * s_C_g
+        dC_base = dC_ptr + (pid_b * (dim // c_cpg) + d0 // c_cpg) * n_state * length
+    else:
+        C_base = C_ptr + offs_d * s_C_b
+    state_offs = (pid_b * dim + offs_d[:, None]) * n_state + offs_n[None, :]
+    state_mask = mask_d[:, None] & mask_n[None, :]
+
+    if HAS_D:
+        Dv = tl.load(D_ptr + offs_d, mask=mask_d, other=0.0).to(tl.float32)
+    if HAS_BIAS:
+        bias = tl.load(bias_ptr + offs_d, mask=mask_d, other=0.0).to(tl.float32)
+    # G: a_{t+1} dh_{t+1} entering the current chunk from its right; the final-state gradient at first.
+    if HAS_DHT:
+        G = tl.load(dhT_ptr + state_offs, mask=state_mask, other=0.0).to(tl.float32)
+    else:
+        G = tl.zeros((BLOCK_D, N_PAD), dtype=tl.float32)
+    dA_acc = tl.zeros((BLOCK_D, N_PAD), dtype=tl.float32)
+    dB_acc = tl.zeros((BLOCK_D, N_PAD), dtype=tl.float32)
+    dC_acc = tl.zeros((BLOCK_D, N_PAD), dtype=tl.float32)
+    dD_acc = tl.zeros((BLOCK_D,), dtype=tl.float32)
+    dbias_acc = tl.zeros((BLOCK_D,), dtype=tl.float32)
+    ones = tl.full((BLOCK_D, BLOCK_T), 1.0, dtype=tl.float32)
+
+    for cc in range(n_chunks):
+        c = n_chunks - 1 - cc
+        hc_offs = ((pid_b * n_saved + c * chunk_stride) * dim + offs_d[:, None]) * n_state + offs_n[None, :]
+        S0 = tl.load(hc_ptr + hc_offs, mask=state_mask, other=0.0)
+        t = c * BLOCK_T + offs_j
+        mask_t = t < length
+        if REVERSE:
+            pos = (length - 1 - t).to(tl.int64)
+        else:
+            pos = t.to(tl.int64)
+        mask = mask_d[:, None] & mask_t[None, :]
+        u = tl.load(u_base + pos[None, :] * s_u_l, mask=mask, other=0.0).to(tl.float32)
+        dt_raw = tl.load(dt_base + pos[None, :] * s_dt_l, mask=mask, other=0.0).to(tl.float32)
+        if HAS_BIAS:
+            dt_raw += bias[:, None]
+        if SOFTPLUS:
+            dt = _softplus(dt_raw)
+        else:
+            dt = dt_raw
+        dt = tl.where(mask, dt, 0.0)
+        dtu = dt * u
+        dout = tl.load(dout_ptr + g_off + pos[None, :] * s_g_l, mask=mask, other=0.0).to(tl.float32)
+        if HAS_Z:
+            zz = tl.load(z_base + pos[None, :] * s_z_l, mask=mask, other=0.0).to(tl.float32)
+            sz = tl.sigmoid(zz)
+            dy = dout * zz * sz
+        else:
+            dy = dout
+        y = tl.zeros((BLOCK_D, BLOCK_T), dtype=tl.float32)
+        ddt = tl.zeros((BLOCK_D, BLOCK_T), dtype=tl.float32)
+        du = tl.zeros((BLOCK_D, BLOCK_T), dtype=tl.float32)
+        G_next = G
+        for n in range(n_state):
+            A_n = tl.load(A_ptr + offs_d * s_A_d + n * s_A_n, mask=mask_d, other=0.0).to(tl.float32)
+            a = tl.exp2(dt * (A_n * LOG2E)[:, None])
+            if B_VAR:
+                B_row = tl.load(B_base + n * s_B_n + pos * s_B_l, mask=mask_t, other=0.0).to(tl.float32)
+                B_n = B_row[None, :]
+            else:
+                B_col = tl.load(B_base + n * s_B_n, mask=mask_d, other=0.0).to(tl.float32)
+                B_n = B_col[:, None]
+            if C_VAR:
+                C_row = tl.load(C_base + n * s_C_n + pos * s_C_l, mask=mask_t, other=0.0).to(tl.float32)
+                C_n = C_row[None, :]
+            else:
+                C_col = tl.load(C_base + n * s_C_n, mask=mask_d, other=0.0).to(tl.float32)
+                C_n = C_col[:, None]
+            b = dtu * B_n
+            a_c, b_c = tl.associative_scan((a, b), axis=1, combine_fn=_fwd_combine)
+            h = b_c + a_c * _column(S0, offs_n, n)[:, None]
+            if HAS_Z:
+                y += h * C_n
+            p, q, _ = tl.associative_scan((dy * C_n, ones, a), axis=1, combine_fn=_rev_combine, reverse=True)
+            g = p + q * _column(G, offs_n, n)[:, None]
+            G_n = tl.sum(tl.where(offs_j[None, :] == 0, a * g, 0.0), axis=1)
+            G_next = tl.where(offs_n[None, :] == n, G_n[:, None], G_next)
+            # h - b = a_t h_{t-1}, the part of h_t that came through exp(Δ_t A).
+            gh = g * (h - b)
+            ddt += gh * A_n[:, None] + g * B_n * u
+            du += g * dt * B_n
+            dA_acc += tl.where(offs_n[None, :] == n, tl.sum(gh * dt, axis=1)[:, None], 0.0)
+            if B_VAR:
+                dB_row = tl.sum(g * dtu, axis=0)
+                tl.atomic_add(dB_base + n * length + pos, dB_row, mask=mask_t, sem="relaxed")
+            else:
+                dB_acc += tl.where(offs_n[None, :] == n, tl.sum(g * dtu, axis=1)[:, None], 0.0)
+            if C_VAR:
+                dC_row = tl.sum(h * dy, axis=0)
+                tl.atomic_add(dC_base + n * length + pos, dC_row, mask=mask_t, sem="relaxed")
+            else:
+                dC_acc += tl.where(offs_n[None, :] == n, tl.sum(h * dy, axis=1)[:, None], 0.0)
+        G = G_next
+        if HAS_D:
+            du += dy * Dv[:, None]
+            dD_acc += tl.sum(dy * u, axis=1)
+        if HAS_Z:
+            if HAS_D:
+                y += u * Dv[:, None]
+            dz = dout * y * sz * (1.0 + zz * (1.0 - sz))
+            tl.store(dz_ptr + g_off + pos[None, :] * s_g_l, dz.to(dz_ptr.dtype.element_ty), mask=mask)
+        if SOFTPLUS:
+            ddt = ddt * tl.sigmoid(dt_raw)
+        ddt = tl.where(mask, ddt, 0.0)
+        dbias_acc += tl.sum(ddt, axis=1)
+        tl.store(du_ptr + g_off + pos[None, :] * s_g_l, du.to(du_ptr.dtype.element_ty), mask=mask)
+        tl.store(ddt_ptr + g_off + pos[None, :] * s_g_l, ddt.to(ddt_ptr.dtype.element_ty), mask=mask)
+
+    # Per-batch partials, summed over the batch on the host.
+    tl.store(dh0_ptr + state_offs, G, mask=state_mask)
+    tl.store(dA_ptr + state_offs, dA_acc, mask=state_mask)
+    if not B_VAR:
+        tl.store(dB_ptr + state_offs, dB_acc, mask=state_mask)
+    if not C_VAR:
+        tl.store(dC_ptr + state_offs, dC_acc, mask=state_mask)
+    if HAS_D:
+        tl.store(dD_ptr + pid_b * dim + offs_d, dD_acc, mask=mask_d)
+    if HAS_BIAS:
+        tl.store(dbias_ptr + pid_b * dim + offs_d, dbias_acc, mask=mask_d)
+
+
+def _default_configs(device: torch.device) -> tuple[ScanConfig, ScanConfig]:
+    if device.type == "cuda":
+        return FWD_CONFIG, BWD_CONFIG
+    return INTERPRET_CONFIG, INTERPRET_CONFIG
+
+
+class _Layout(NamedTuple):
+    """How B and C are laid out, and the channel tile that keeps one group per tile."""
+
+    b_var: bool
+    c_var: bool
+    b_groups: int
+    c_groups: int
+    b_strides: tuple[int, int, int, int]
+    c_strides: tuple[int, int, int, int]
+    block_d: int
+
+
+def _bc_strides(X: torch.Tensor) -> tuple[bool, int, tuple[int, int, int, int]]:
+    """(time-varying?, groups, strides as (b, g, n, l)); a [D, N] matrix uses (d, 0, n, 0)."""
+    if X.dim() == 2:
+        return False, 1, (X.stride(0), 0, X.stride(1), 0)
+    if X.dim() == 3:
+        return True, 1, (X.stride(0), 0, X.stride(1), X.stride(2))
+    return True, X.shape[1], tuple(X.stride())
+
+
+def _layout(B: torch.Tensor, C: torch.Tensor, dim: int, cfg: ScanConfig) -> _Layout:
+    b_var, b_groups, sB = _bc_strides(B)
+    c_var, c_groups, sC = _bc_strides(C)
+    per_group = math.gcd(dim // b_groups, dim // c_groups)
+    bd = min(cfg.block_d, triton.next_power_of_2(dim))
+    while per_group % bd:
+        bd //= 2
+    return _Layout(b_var, c_var, b_groups, c_groups, sB, sC, bd)
+
+
+def _rows_contiguous(X: torch.Tensor | None) -> torch.Tensor | None:
+    """Unit stride along L, so that tiles load in wide coalesced accesses."""
+    if X is None or X.stride(-1) == 1:
+        return X
+    return X.contiguous()
+
+
+def _selective_scan_fwd(u, delta, A, B, C, D, z, delta_bias, initial_state, softplus, reverse,
+                        store_chunks, cfg):
+    batch, dim, length = u.shape
+    n_state = A.shape[1]
+    lay = _layout(B, C, dim, cfg)
+    n_chunks = triton.cdiv(length, cfg.block_t)
+    f32 = dict(device=u.device, dtype=torch.float32)
+    out = torch.empty_like(u, memory_format=torch.contiguous_format)
+    final = torch.empty(batch, dim, n_state, **f32)
+    chunks = torch.empty(batch, n_chunks, dim, n_state, **f32) if store_chunks else None
+    h0 = None if initial_state is None else initial_state.float().contiguous()
+    zz = z if z is not None else u
+    _selective_scan_fwd_kernel[(batch, triton.cdiv(dim, lay.block_d))](
+        u, delta, A, B, C, D, z, delta_bias, h0, out, final, chunks,
+        dim, length, n_state, dim // lay.b_groups, dim // lay.c_groups, n_chunks,
+        *u.stride(), *delta.stride(), *A.stride(), *lay.b_strides, *lay.c_strides,
+        *zz.stride(), *out.stride(),
+        HAS_D=D is not None, HAS_Z=z is not None, HAS_BIAS=delta_bias is not None, HAS_H0=h0 is not None,
+        SOFTPLUS=softplus, B_VAR=lay.b_var, C_VAR=lay.c_var, STORE_FINAL=True, STORE_CHUNKS=store_chunks,
+        REVERSE=reverse, BLOCK_D=lay.block_d, BLOCK_T=cfg.block_t, N_PAD=triton.next_power_of_2(n_state),
+        num_warps=cfg.num_warps,
+    )
+    return out, final, chunks
+
+
+def _selective_scan_bwd(u, delta, A, B, C, D, z, delta_bias, chunks, dout, dfinal, softplus, reverse,
+                        fwd_block_t, cfg):
+    batch, dim, length = u.shape
+    n_state = A.shape[1]
+    lay = _layout(B, C, dim, cfg)
+    # A backward chunk must start where a forward chunk started, at a saved state.
+    stride = max(cfg.block_t // fwd_block_t, 1)
+    block_t = stride * fwd_block_t
+    dout = dout.contiguous()
+    du = torch.empty_like(dout)
+    ddelta = torch.empty_like(dout, dtype=delta.dtype)
+    dz = torch.empty_like(dout, dtype=z.dtype) if z is not None else None
+    f32 = dict(device=u.device, dtype=torch.float32)
+    dA = torch.empty(batch, dim, n_state, **f32)
+    dB = torch.zeros(batch, lay.b_groups, n_state, length, **f32) if lay.b_var else torch.empty_like(dA)
+    dC = torch.zeros(batch, lay.c_groups, n_state, length, **f32) if lay.c_var else torch.empty_like(dA)
+    dD = torch.empty(batch, dim, **f32) if D is not None else None
+    dbias = torch.empty(batch, dim, **f32) if delta_bias is not None else None
+    dh0 = torch.empty(batch, dim, n_state, **f32)
+    dhT = dfinal.float().contiguous() if dfinal is not None else None
+    zz = z if z is not None else u
+    _selective_scan_bwd_kernel[(batch, triton.cdiv(dim, lay.block_d))](
+        u, delta, A, B, C, D, z, delta_bias, chunks, dout, dhT,
+        du, ddelta, dz, dA, dB, dC, dD, dbias, dh0,
+        dim, length, n_state, dim // lay.b_groups, dim // lay.c_groups, triton.cdiv(length, block_t),
+        stride, chunks.shape[1],
+        *u.stride(), *delta.stride(), *A.stride(), *lay.b_strides, *lay.c_strides,
+        *zz.stride(), *dout.stride(),
+        HAS_D=D is not None, HAS_Z=z is not None, HAS_BIAS=delta_bias is not None, HAS_DHT=dhT is not None,
+        SOFTPLUS=softplus, B_VAR=lay.b_var, C_VAR=lay.c_var, REVERSE=reverse,
+        BLOCK_D=lay.block_d, BLOCK_T=block_t, N_PAD=triton.next_power_of_2(n_state), num_warps=cfg.num_warps,
+    )
+    if B.dim() == 3:
+        dB = dB.squeeze(1)
+    elif B.dim() == 2:
+        dB = dB.sum(0)
+    if C.dim() == 3:
+        dC = dC.squeeze(1)
+    elif C.dim() == 2:
+        dC = dC.sum(0)
+    dD = dD.sum(0) if dD is not None else None
+    dbias = dbias.sum(0) if dbias is not None else None
+    return du, ddelta, dA.sum(0), dB, dC, dD, dz, dbias, dh0
+
+
+class _SelectiveScanFn(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, u, delta, A, B, C, D, z, delta_bias, initial_state, softplus, reverse, need_grad,
+                fwd_cfg, bwd_cfg):
+        out, final, chunks = _selective_scan_fwd(u, delta, A, B, C, D, z, delta_bias, initial_state, softplus,
+                                                 reverse, need_grad, fwd_cfg)
+        if need_grad:
+            ctx.save_for_backward(u, delta, A, B, C, D, z, delta_bias, chunks)
+            ctx.softplus, ctx.reverse, ctx.bwd_cfg = softplus, reverse, bwd_cfg
+            ctx.fwd_block_t = fwd_cfg.block_t
+            ctx.has_h0 = initial_state is not None
+        return out, final
+
+    @staticmethod
+    def backward(ctx, dout, dfinal):
+        u, delta, A, B, C, D, z, delta_bias, chunks = ctx.saved_tensors
+        du, ddelta, dA, dB, dC, dD, dz, dbias, dh0 = _selective_scan_bwd(
+            u, delta, A, B, C, D, z, delta_bias, chunks, dout, dfinal, ctx.softplus, ctx.reverse,
+            ctx.fwd_block_t, ctx.bwd_cfg,
+        )
+
+        def cast(grad, like):
+            return None if like is None else grad.to(like.dtype)
+
+        return (du, ddelta, cast(dA, A), cast(dB, B), cast(dC, C), cast(dD, D), dz, cast(dbias, delta_bias),
+                dh0 if ctx.has_h0 else None, None, None, None, None, None)
+
+
+def _check(name: str, X: torch.Tensor | None, shape: tuple[int, ...], device: torch.device, fn: str) -> None:
+    if X is None:
+        return
+    if tuple(X.shape) != shape:
+        raise InputError(f"{fn}: {name} has shape {tuple(X.shape)}; expected {list(shape)}")
+    if X.device != device:
+        raise InputError(f"{fn}: {name} is on {X.device} but u is on {device}; move all inputs to one device")
+    if X.dtype not in (torch.float32, torch.float16, torch.bfloat16):
+        raise InputError(f"{fn}: {name} has dtype {X.dtype}; use float32, float16 or bfloat16")
+
+
+def _check_bc(name: str, X: torch.Tensor, batch: int, dim: int, n_state: int, length: int, fn: str) -> None:
+    forms = {2: (dim, n_state), 3: (batch, n_state, length)}
+    if X.dim() == 4:
+        groups = X.shape[1]
+        if groups == 0 or dim % groups:
+            raise InputError(f"{fn}: {name} has {groups} groups, which does not divide D = {dim}; "
+                             f"use a group count that divides D")
+        forms[4] = (batch, groups, n_state, length)
+    if X.dim() not in forms:
+        raise InputError(f"{fn}: {name} has shape {tuple(X.shape)}; expected [D, N], [B, N, L] "
+                         "or [B, G, N, L]")
+    _check(name, X, forms[X.dim()], X.device, fn)
+
+
+def selective_scan_fused(
+    u: torch.Tensor,
+    delta: torch.Tensor,
+    A: torch.Tensor,
+    B: torch.Tensor,
+    C: torch.Tensor,
+    D: torch.Tensor | None = None,
+    z: torch.Tensor | None = None,
+    delta_bias: torch.Tensor | None = None,
+    delta_softplus: bool = False,
+    initial_state: torch.Tensor | None = None,
+    return_final_state: bool = False,
+    reverse: bool = False,
+    *,
+    fwd_config: ScanConfig | None = None,
+    bwd_config: ScanConfig | None = None,
+):
+    """Selective scan, one Triton kernel each way; same arguments and results as ``selective_scan_ref``.
+
+    h_t = exp(Δ_t A) h_{t-1} + Δ_t B_t u_t;  y_t = C_t h_t + D u_t;  out = y · SiLU(z).
+
+    Args:
+        u, delta: [B, D, L]; z: [B, D, L] optional gate.
+        A: [D, N] (real). B, C: [D, N], [B, N, L] or grouped [B, G, N, L].
+        D, delta_bias: [D] optional. delta_softplus: Δ <- softplus(Δ + delta_bias).
+        initial_state: [B, D, N] state before the first scanned position (zeros when None); it gets a
+            gradient.
+        return_final_state: also return the fp32 [B, D, N] state after the last scanned position.
+        reverse: scan from position L-1 down to 0 (the backward half of a bidirectional layer), equal to
+            flipping every L axis, scanning, and flipping ``out`` back, without making flipped copies.
+        fwd_config, bwd_config: launch shapes (benchmarks only); defaults suit the device.
+
+    Returns:
+        out [B, D, L] in u's dtype, and final_state [B, D, N] fp32 when asked.
+    """
+    fn = "selective_scan_fused"
+    if u.dim() != 3:
+        raise InputError(f"{fn}: u has shape {tuple(u.shape)}; expected [B, D, L]")
+    batch, dim, length = u.shape
+    _check("u", u, (batch, dim, length), u.device, fn)
+    if A.dim() != 2 or A.shape[0] != dim:
+        raise InputError(f"{fn}: A has shape {tuple(A.shape)}; expected [D, N] with D = {dim}")
+    n_state = A.shape[1]
+    _check("A", A, (dim, n_state), u.device, fn)
+    _check("delta", delta, (batch, dim, length), u.device, fn)
+    _check("z", z, (batch, dim, length), u.device, fn)
+    _check("D", D, (dim,), u.device, fn)
+    _check("delta_bias", delta_bias, (dim,), u.device, fn)
+    _check("initial_state", initial_state, (batch, dim, n_state), u.device, fn)
+    _check_bc("B", B, batch, dim, n_state, length, fn)
+    _check_bc("C", C, batch, dim, n_state, length, fn)
+    if u.device.type == "cpu" and not triton.knobs.runtime.interpret:
+        raise InputError(f"{fn}: inputs are on the CPU; move them to CUDA, or use selective_scan_chunked "
+                         "(set TRITON_INTERPRET=1 before importing triton only to test the kernel)")
+    if length == 0 or n_state == 0:
+        raise InputError(f"{fn}: empty input (L = {length}, N = {n_state}); pass at least one position "
+                         "and one state")
+    fwd_default, bwd_default = _default_configs(u.device)
+    fwd_config, bwd_config = fwd_config or fwd_default, bwd_config or bwd_default
+    tensors = (u, delta, A, B, C, D, z, delta_bias, initial_state)
+    need_grad = torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
+    u, delta, z, B, C = (_rows_contiguous(X) for X in (u, delta, z, B, C))
+    out, final = _SelectiveScanFn.apply(u, delta, A, B, C, D, z, delta_bias, initial_state, delta_softplus,
+                                        reverse, need_grad, fwd_config, bwd_config)
+    return (out, final) if return_final_state else out
