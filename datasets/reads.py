@@ -15,6 +15,7 @@ import os
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
+from numbers import Integral
 from pathlib import Path
 
 import pysam
@@ -71,7 +72,7 @@ class ReadIterator:
         elif isinstance(region, str):
             records = handle.fetch(region)
         else:
-            records = handle.fetch(region[0], region[1], region[2])
+            records = handle.fetch(region[0], int(region[1]), int(region[2]))
         self._reads = self._filter(records, mapped_only, min_mapq, primary_only, original_strand)
 
     def _filter(self, records, mapped_only, min_mapq, primary_only, original_strand) -> Iterator[Read]:
@@ -143,7 +144,7 @@ def _check_region(handle: pysam.AlignmentFile, path: Path, region: Region | str)
     if len(region) != 3:
         raise InputError(f"{path}: region {region!r} must be a contig name or (contig, start, end)")
     _, start, end = region
-    if not (isinstance(start, int) and isinstance(end, int)) or start < 0 or end < start:
+    if not (isinstance(start, Integral) and isinstance(end, Integral)) or start < 0 or end < start:
         raise InputError(
             f"{path}: region {region!r} needs integers 0 <= start <= end (0-based half-open)"
         )
