@@ -8,6 +8,7 @@ mtime, so a changed file never meets a stale index. Plain gzip cannot be indexed
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import hashlib
 import os
@@ -57,6 +58,16 @@ def _open_text(path: Path):
     return gzip.open(path, "rt", encoding="ascii", errors="surrogateescape")
 
 
+@contextlib.contextmanager
+def _corrupt_gzip_is_input_error(path: Path) -> Iterator[None]:
+    try:
+        yield
+    except (EOFError, zlib.error, gzip.BadGzipFile) as err:
+        raise InputError(
+            f"{path} is a truncated or corrupt gzip file ({err}); re-download or re-compress it"
+        ) from None
+
+
 def _check_starts_like_fasta(path: Path, handle) -> None:
     """The first non-blank text must open a '>' header; reads only the start of the file."""
     skipped = 0
@@ -82,25 +93,20 @@ def iter_fasta(path: str | os.PathLike) -> Iterator[tuple[str, str]]:
     errors found while reading name the path and, where useful, the record.
     """
     path = _existing_file(path)
-    with _open_text(path) as handle:
+    with _corrupt_gzip_is_input_error(path), _open_text(path) as handle:
         _check_starts_like_fasta(path, handle)
     return _records(path)
 
 
 def _records(path: Path) -> Iterator[tuple[str, str]]:
-    try:
-        with _open_text(path) as handle:
-            for number, (title, seq) in enumerate(SimpleFastaParser(handle), start=1):
-                name = title.split(None, 1)[0] if title.strip() else ""
-                if not name:
-                    raise InputError(f"{path}: record {number} has an empty header line; give it a name")
-                if not seq:
-                    raise InputError(f"{path}: record {name!r} (record {number}) has no sequence")
-                yield name, seq
-    except (EOFError, zlib.error, gzip.BadGzipFile) as err:
-        raise InputError(
-            f"{path} is a truncated or corrupt gzip file ({err}); re-download or re-compress it"
-        ) from None
+    with _corrupt_gzip_is_input_error(path), _open_text(path) as handle:
+        for number, (title, seq) in enumerate(SimpleFastaParser(handle), start=1):
+            name = title.split(None, 1)[0] if title.strip() else ""
+            if not name:
+                raise InputError(f"{path}: record {number} has an empty header line; give it a name")
+            if not seq:
+                raise InputError(f"{path}: record {name!r} (record {number}) has no sequence")
+            yield name, seq
 
 
 def _writable_dir(folder: Path) -> bool:
@@ -173,10 +179,10 @@ class FastaFile:
         kind = sniff_compression(self.path)
         if kind == "gzip":
             raise InputError(
-                f"{self.path} is gzip but not bgzip, so it cannot be indexed for random access; recompress "
-                "with `bgzip` (zcat in.fa.gz | bgzip > out.fa.gz) or use streaming (iter_fasta)"
+                f"{self.path} is gzip but not bgzip; recompress with `bgzip` (zcat in.fa.gz | bgzip > "
+                "out.fa.gz) or use streaming (iter_fasta): plain gzip cannot be indexed for random access"
             )
-        with _open_text(self.path) as handle:
+        with _corrupt_gzip_is_input_error(self.path), _open_text(self.path) as handle:
             _check_starts_like_fasta(self.path, handle)
         self.fai, self.gzi = _index_paths(self.path, bgzip=kind == "bgzip")
         self._handle: pysam.FastaFile | None = None
