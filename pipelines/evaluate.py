@@ -1,0 +1,427 @@
+"""Evaluating a classifier's prediction table: metrics (scikit-learn), pictures and an HTML report."""
+
+from __future__ import annotations
+
+import csv
+import json
+import warnings
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+import numpy as np
+from sklearn.exceptions import UndefinedMetricWarning
+from sklearn.metrics import (
+    accuracy_score,
+    average_precision_score,
+    balanced_accuracy_score,
+    classification_report,
+    confusion_matrix,
+    f1_score,
+    hamming_loss,
+    matthews_corrcoef,
+    multilabel_confusion_matrix,
+    roc_auc_score,
+)
+from sklearn.preprocessing import MultiLabelBinarizer
+
+import seqssm
+from seqssm.errors import InputError
+from seqssm.pipelines import report as pictures
+from seqssm.pipelines.common import atomic_path, require_file
+
+TASKS = ("auto", "binary", "multiclass", "multilabel")
+PROB_PREFIX = "prob_"
+# A softmax written with 4-6 decimals still sums to 1 within this; independent sigmoids almost never do.
+_SUM_TOLERANCE = 0.01
+_OPTIONAL_OUTPUTS = ("curves.png", "roc_pr.png")
+
+
+@dataclass
+class EvaluateConfig:
+    """Everything `seqssm evaluate` takes; the Python API takes the same object.
+
+    ``labels``: a TSV/CSV table with ``id_column`` and ``label_column``, joined on id when the true labels
+    are not in the predictions file (if given, it is used even when they are). ``history``: a fine-tuning
+    ``train_log.tsv`` to plot. ``positive_label``: the positive class of a binary task (default: the second
+    of the sorted labels). ``task``: "auto" infers binary / multiclass / multilabel from the table.
+    """
+
+    predictions: str
+    out: str
+    labels: str | None = None
+    label_column: str = "label"
+    id_column: str = "id"
+    history: str | None = None
+    title: str | None = None
+    positive_label: str | None = None
+    task: str = "auto"
+
+    def __post_init__(self):
+        if self.task not in TASKS:
+            raise InputError(f"--task must be one of {', '.join(TASKS)}, got {self.task!r}")
+
+
+@dataclass
+class PredictionTable:
+    """A parsed prediction table: N rows, K classes (in the file's column order)."""
+
+    path: Path
+    columns: list[str]
+    lines: list[int]  # file line of each row, for error messages
+    ids: list[str] | None
+    predicted: list[str]  # raw cells; multi-label sets joined by ";"
+    true: list[str] | None  # raw cells of the label column, None when the file has none
+    classes: list[str]
+    probs: np.ndarray  # [N, K] float64
+
+
+def _read_table(path: Path, what: str) -> tuple[list[str], list[tuple[int, list[str]]]]:
+    """Header and (line number, cells) rows of a TSV, or of a CSV when the header has commas but no tabs."""
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as f:
+            first = f.readline()
+            delimiter = "," if "\t" not in first and "," in first else "\t"
+            f.seek(0)
+            reader = csv.reader(f, delimiter=delimiter)
+            header = next(reader, None)
+            rows = [(reader.line_num, row) for row in reader if row]
+    except UnicodeDecodeError as err:
+        raise InputError(f"{what} {str(path)!r} is not a UTF-8 text table ({err.reason})") from err
+    if not header:
+        raise InputError(f"{what} {str(path)!r} is empty; expected a header line and one row per sequence")
+    header = [h.strip() for h in header]
+    if not rows:
+        raise InputError(f"{what} {str(path)!r} has a header but no rows")
+    for line, row in rows:
+        if len(row) != len(header):
+            raise InputError(f"line {line} of {what} {str(path)!r} has {len(row)} fields but the header has "
+                             f"{len(header)}; check for stray tabs or a truncated file")
+    return header, rows
+
+
+def _natural(labels) -> list[str]:
+    """Sorted by value when every label is a number ("2" before "10"), else as strings."""
+    try:
+        return sorted(labels, key=float)
+    except ValueError:
+        return sorted(labels)
+
+
+def read_predictions(path: str | Path, *, label_column: str = "label",
+                     id_column: str = "id") -> PredictionTable:
+    """Read the table `seqssm predict` writes.
+
+    Tab-separated with a header: ``id``, ``predicted``, one ``prob_<label>`` column per class, and optionally
+    ``label`` (the true label). Multi-class probabilities are a softmax (each row sums to 1); multi-label ones
+    are independent sigmoids, and there ``label`` / ``predicted`` hold the set of labels joined by ``;``
+    (empty = none). Labels are strings. Extra columns are ignored.
+    """
+    path = require_file(path, "predictions file")
+    header, rows = _read_table(path, "predictions file")
+    where = f"predictions file {str(path)!r} (columns: {', '.join(header)})"
+    prob_cols = [c for c in header if c.startswith(PROB_PREFIX) and len(c) > len(PROB_PREFIX)]
+    if "predicted" not in header:
+        raise InputError(f"no 'predicted' column in {where}; `seqssm predict` writes one")
+    if not prob_cols:
+        raise InputError(f"no {PROB_PREFIX}<label> columns in {where}; write one probability column a class")
+    classes = [c[len(PROB_PREFIX):] for c in prob_cols]
+    if len(set(classes)) != len(classes):
+        raise InputError(f"a {PROB_PREFIX}<label> column appears twice in {where}")
+    col = {name: i for i, name in enumerate(header)}
+    probs = np.empty((len(rows), len(classes)))
+    for r, (line, row) in enumerate(rows):
+        for k, name in enumerate(prob_cols):
+            try:
+                probs[r, k] = float(row[col[name]])
+            except ValueError:
+                raise InputError(f"line {line} of predictions file {str(path)!r}: {name} = "
+                                 f"{row[col[name]]!r} is not a number") from None
+    bad = ~np.isfinite(probs) | (probs < -1e-6) | (probs > 1 + 1e-6)
+    if bad.any():
+        r, k = np.argwhere(bad)[0]
+        raise InputError(f"line {rows[r][0]} of predictions file {str(path)!r}: {prob_cols[k]} = "
+                         f"{probs[r, k]} is not a probability in [0, 1]")
+
+    def cells(name):
+        return [row[col[name]].strip() for _, row in rows] if name in col else None
+
+    return PredictionTable(path=path, columns=header, lines=[line for line, _ in rows], ids=cells(id_column),
+                           predicted=cells("predicted"), true=cells(label_column), classes=classes,
+                           probs=np.clip(probs, 0.0, 1.0))
+
+
+def _join_labels(table: PredictionTable, labels_path: str, id_column: str, label_column: str) -> list[str]:
+    """The true label of each prediction row, looked up by id in a separate table."""
+    path = require_file(labels_path, "labels table")
+    if table.ids is None:
+        raise InputError(f"no {id_column!r} column in predictions file {str(table.path)!r} to join labels "
+                         f"table {str(path)!r} on; pass id_column= the name of its id column")
+    header, rows = _read_table(path, "labels table")
+    missing = [c for c in (id_column, label_column) if c not in header]
+    if missing:
+        raise InputError(f"labels table {str(path)!r} lacks column(s) {', '.join(map(repr, missing))} "
+                         f"(columns: {', '.join(header)}); set id_column= / label_column= to its names")
+    i, j = header.index(id_column), header.index(label_column)
+    truth: dict[str, str] = {}
+    for line, row in rows:
+        key, value = row[i].strip(), row[j].strip()
+        if truth.setdefault(key, value) != value:
+            raise InputError(f"line {line} of labels table {str(path)!r}: id {key!r} appears again with a "
+                             f"different label ({truth[key]!r} before, {value!r} here)")
+    absent = [key for key in dict.fromkeys(table.ids) if key not in truth]
+    if absent:
+        examples = ", ".join(repr(a) for a in absent[:3])
+        raise InputError(f"{len(absent)} of {len(set(table.ids))} prediction ids are missing from labels "
+                         f"table {str(path)!r} (e.g. {examples}); ids must match its {id_column!r} column")
+    return [truth[key] for key in table.ids]
+
+
+def _infer_task(table: PredictionTable, true: list[str], requested: str, notes: list[str]) -> str:
+    k = len(table.classes)
+    sums = table.probs.sum(axis=1)
+    if requested == "auto":
+        reasons = []
+        if any(";" in c for c in table.predicted + true):
+            reasons.append("label cells hold ';'-joined sets")
+        if any(not c for c in table.predicted):
+            reasons.append("some 'predicted' cells are empty")
+        if np.abs(sums - 1).max() > _SUM_TOLERANCE:
+            reasons.append("probability rows do not sum to 1")
+        if reasons:
+            notes.append(f"task taken as multi-label: {', '.join(reasons)}; pass task= to override")
+            requested = "multilabel"
+        else:
+            requested = "binary" if k == 2 else "multiclass"
+    if requested != "multilabel" and k < 2:
+        raise InputError(f"predictions file {str(table.path)!r} has a single {PROB_PREFIX} column; a "
+                         "single-label classifier needs one per class (at least two)")
+    if requested == "binary" and k != 2:
+        raise InputError(f"task 'binary' needs exactly two {PROB_PREFIX} columns; predictions file "
+                         f"{str(table.path)!r} has {k}; use task='multiclass'")
+    return requested
+
+
+def _parse_labels(cells: list[str], column: str, table: PredictionTable, multilabel: bool, source: str):
+    """Check every label against the prob_ columns; a list of labels, or of label lists when multi-label."""
+    known = set(table.classes)
+    parsed = []
+    for line, cell in zip(table.lines, cells, strict=True):
+        labels = [p.strip() for p in cell.split(";") if p.strip()] if multilabel else [cell]
+        if not multilabel and not cell:
+            raise InputError(f"line {line} of {source}: empty {column!r} cell; every row of a single-label "
+                             "task needs one label (pass task='multilabel' if empty means 'no label')")
+        unknown = [x for x in labels if x not in known]
+        if unknown:
+            raise InputError(f"line {line} of {source}: label {unknown[0]!r} in column {column!r} has no "
+                             f"{PROB_PREFIX}{unknown[0]} column (classes: {', '.join(table.classes)})")
+        parsed.append(labels if multilabel else cell)
+    return parsed
+
+
+def _curve_scores(y_bin: np.ndarray, probs: np.ndarray, classes: list[str], notes: list[str]):
+    """Per-class one-vs-rest AUROC and AUPRC, for the classes that have both positives and negatives."""
+    auroc, auprc = {}, {}
+    for k, name in enumerate(classes):
+        positives = int(y_bin[:, k].sum())
+        if 0 < positives < len(y_bin):
+            auroc[name] = float(roc_auc_score(y_bin[:, k], probs[:, k]))
+            auprc[name] = float(average_precision_score(y_bin[:, k], probs[:, k]))
+        else:
+            notes.append(f"AUROC/AUPRC of {name!r} undefined: {'no' if positives == 0 else 'only'} true "
+                         f"{name!r} rows")
+    return auroc, auprc
+
+
+def _macro_curve_scores(y_bin: np.ndarray, probs: np.ndarray, ok: list[int]):
+    """Macro AUROC and AUPRC over the columns ``ok`` (None, None when there are none)."""
+    if not ok:
+        return None, None
+    return (roc_auc_score(y_bin[:, ok], probs[:, ok], average="macro"),
+            average_precision_score(y_bin[:, ok], probs[:, ok], average="macro"))
+
+
+def _split_report(rep: dict, classes: list[str]) -> tuple[dict, dict]:
+    """classification_report's dict split into per-class rows and average rows, supports as integers."""
+    rows = {k: {**v, "support": int(v["support"])} for k, v in rep.items() if isinstance(v, dict)}
+    return {c: rows[c] for c in classes}, {k: v for k, v in rows.items() if k not in classes}
+
+
+def _single_label(classes, y_true, y_pred, probs, positive, notes) -> dict:
+    y_bin = (np.asarray(y_true)[:, None] == np.asarray(classes)[None, :]).astype(int)
+    auroc, auprc = _curve_scores(y_bin, probs, classes, notes)
+    metrics = {
+        "accuracy": accuracy_score(y_true, y_pred),
+        "balanced_accuracy": balanced_accuracy_score(y_true, y_pred),
+        "macro_f1": f1_score(y_true, y_pred, labels=classes, average="macro", zero_division=0),
+        "mcc": matthews_corrcoef(y_true, y_pred),
+    }
+    if positive is not None:
+        metrics["auroc"], metrics["auprc"] = auroc.get(positive), auprc.get(positive)
+    else:
+        ok = [k for k, c in enumerate(classes) if c in auroc]
+        if ok and len(ok) < len(classes):
+            notes.append(f"macro AUROC/AUPRC average the {len(ok)} of {len(classes)} classes in the truth")
+        metrics["macro_auroc"], metrics["macro_auprc"] = _macro_curve_scores(y_bin, probs, ok)
+    rep = classification_report(y_true, y_pred, labels=classes, target_names=classes, output_dict=True,
+                                zero_division=0)
+    per_class, averages = _split_report(rep, classes)
+    majority = max(classes, key=lambda c: per_class[c]["support"])
+    baseline = {"label": majority, "accuracy": accuracy_score(y_true, [majority] * len(y_true))}
+    return {"metrics": metrics, "majority_baseline": baseline, "per_class": per_class, "averages": averages,
+            "y_bin": y_bin, "auroc": auroc, "auprc": auprc,
+            "confusion_matrix": confusion_matrix(y_true, y_pred, labels=classes)}
+
+
+def _multilabel(classes, y_true, y_pred, probs, notes) -> dict:
+    binarizer = MultiLabelBinarizer(classes=classes)
+    t, p = binarizer.fit_transform(y_true), binarizer.transform(y_pred)
+    auroc, auprc = _curve_scores(t, probs, classes, notes)
+    macro_auroc, macro_auprc = _macro_curve_scores(t, probs, [k for k, c in enumerate(classes) if c in auroc])
+    metrics = {
+        "subset_accuracy": accuracy_score(t, p),
+        "micro_f1": f1_score(t, p, average="micro", zero_division=0),
+        "macro_f1": f1_score(t, p, average="macro", zero_division=0),
+        "hamming_loss": hamming_loss(t, p),
+        "macro_auroc": macro_auroc,
+        "macro_auprc": macro_auprc,
+    }
+    rep = classification_report(t, p, target_names=classes, output_dict=True, zero_division=0)
+    per_class, averages = _split_report(rep, classes)
+    return {"metrics": metrics, "per_class": per_class, "averages": averages, "y_bin": t, "auroc": auroc,
+            "auprc": auprc, "confusion_matrix": multilabel_confusion_matrix(t, p)}
+
+
+def read_history(path: str | Path) -> tuple[str, np.ndarray, dict[str, np.ndarray]]:
+    """A training log: (x column name, x [R], {train_*/val_* column: values [R], NaN for an empty cell})."""
+    path = require_file(path, "training history")
+    header, rows = _read_table(path, "training history")
+    x_name = next((c for c in ("step", "epoch") if c in header), None)
+    names = [c for c in header if c.startswith(("train_", "val_"))]
+    if x_name is None or not names:
+        raise InputError(f"training history {str(path)!r} needs a 'step' or 'epoch' column and train_*/val_* "
+                         f"columns (it has: {', '.join(header)})")
+    values = np.full((len(rows), len(names) + 1), np.nan)
+    for r, (line, row) in enumerate(rows):
+        for j, name in enumerate([x_name, *names]):
+            cell = row[header.index(name)].strip()
+            try:
+                values[r, j] = float(cell) if cell else np.nan
+            except ValueError:
+                raise InputError(f"line {line} of training history {str(path)!r}: {name} = {cell!r} is not a "
+                                 "number") from None
+    series = {name: values[:, j + 1] for j, name in enumerate(names) if not np.isnan(values[:, j + 1]).all()}
+    if not series:
+        raise InputError(f"training history {str(path)!r} has no values in its train_*/val_* columns")
+    return x_name, values[:, 0], series
+
+
+def _jsonable(value):
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple, np.ndarray)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, (np.integer, int)) and not isinstance(value, bool):
+        return int(value)
+    if isinstance(value, (np.floating, float)):
+        return None if np.isnan(value) else float(value)
+    return value
+
+
+def _write(path: Path, data: bytes) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(data)
+
+
+def evaluate(cfg: EvaluateConfig) -> dict:
+    """Score ``cfg.predictions`` against the true labels; write the results to ``cfg.out``; return the report.
+
+    Writes ``metrics.json`` (the returned dict), ``confusion_matrix.png``, ``roc_pr.png`` (when some class
+    has both positive and negative rows), ``curves.png`` (when ``cfg.history`` is given) and a self-contained
+    ``report.html``. Every input is checked before anything is written; each file is written under a temporary
+    name and renamed, and an optional picture left from an earlier run that this run does not make is removed.
+
+    Single-label tasks: accuracy, balanced accuracy, macro F1, MCC, and AUROC/AUPRC of the positive class
+    (binary) or their one-vs-rest macro averages (multi-class). Multi-label: subset accuracy, micro/macro F1,
+    Hamming loss, macro AUROC/AUPRC. All tasks: per-class precision, recall, F1, support, AUROC and AUPRC.
+    """
+    table = read_predictions(cfg.predictions, label_column=cfg.label_column, id_column=cfg.id_column)
+    where = f"predictions file {str(table.path)!r}"
+    if cfg.labels is not None:
+        true_cells = _join_labels(table, cfg.labels, cfg.id_column, cfg.label_column)
+        source = f"labels table {cfg.labels!r}"
+    elif table.true is not None:
+        true_cells, source = table.true, where
+    else:
+        raise InputError(f"no {cfg.label_column!r} column in {where} (columns: {', '.join(table.columns)}); "
+                         "pass labels= a table with id and label columns, or label_column= the truth column")
+    notes: list[str] = []
+    task = _infer_task(table, true_cells, cfg.task, notes)
+    multilabel = task == "multilabel"
+    y_true = _parse_labels(true_cells, cfg.label_column, table, multilabel, source)
+    y_pred = _parse_labels(table.predicted, "predicted", table, multilabel, where)
+    order = _natural(table.classes)
+    probs = table.probs[:, [table.classes.index(c) for c in order]]
+    positive = None
+    if task == "binary":
+        positive = order[1] if cfg.positive_label is None else str(cfg.positive_label)
+        if positive not in order:
+            raise InputError(f"positive_label {positive!r} is not a class of {where} "
+                             f"(classes: {', '.join(order)})")
+    elif cfg.positive_label is not None:
+        raise InputError(f"positive_label is only for binary tasks; {where} is {task} "
+                         f"with {len(order)} classes")
+    history = read_history(cfg.history) if cfg.history is not None else None
+
+    with warnings.catch_warnings():
+        # Undefined cases (a class never predicted, a class absent from the truth) are reported in `notes`.
+        warnings.simplefilter("ignore", UndefinedMetricWarning)
+        warnings.filterwarnings("ignore", message="y_pred contains classes not in y_true")
+        scores = (_multilabel(order, y_true, y_pred, probs, notes) if multilabel
+                  else _single_label(order, y_true, y_pred, probs, positive, notes))
+    title = cfg.title or f"Evaluation of {table.path.name}"
+    report = _jsonable({
+        "title": title, "task": task, "predictions": str(cfg.predictions),
+        "labels_from": cfg.labels if cfg.labels is not None else f"column {cfg.label_column!r}",
+        "n": len(y_true), "classes": order, "positive_label": positive, "metrics": scores["metrics"],
+        "per_class": scores["per_class"], "averages": scores["averages"],
+        "majority_baseline": scores.get("majority_baseline"),
+        "confusion_matrix": scores["confusion_matrix"], "notes": notes,
+    })
+    for name in order:
+        for key in ("auroc", "auprc"):
+            report["per_class"][name][key] = scores[key].get(name)
+
+    images: dict[str, tuple[str, bytes]] = {}
+    if multilabel:
+        images["Confusion matrix"] = ("confusion_matrix.png", pictures.multilabel_confusion_png(
+            scores["confusion_matrix"], order, subset_accuracy=report["metrics"]["subset_accuracy"],
+            title=title))
+    else:
+        images["Confusion matrix"] = ("confusion_matrix.png", pictures.confusion_png(
+            scores["confusion_matrix"], order, accuracy=report["metrics"]["accuracy"], title=title))
+    # A binary task shows the positive class only: the negative class's ROC curve is its mirror image.
+    shown = scores["auroc"] if positive is None else {
+        c: v for c, v in scores["auroc"].items() if c == positive}
+    if shown:
+        images["ROC and precision–recall"] = ("roc_pr.png", pictures.roc_pr_png(
+            scores["y_bin"], probs, order, auroc=shown, auprc=scores["auprc"], title=title))
+    if history is not None:
+        x_name, x, series = history
+        images["Training history"] = ("curves.png", pictures.history_png(x_name, x, series, title=title))
+        report["history"] = {"path": str(cfg.history), "rows": len(x), "last": {
+            name: float(v[~np.isnan(v)][-1]) for name, v in series.items()}}
+    report["files"] = [file for file, _ in images.values()] + ["metrics.json", "report.html"]
+    page = pictures.render_html(report, {heading: png for heading, (_, png) in images.items()},
+                                generated=datetime.now().isoformat(timespec="seconds"),
+                                version=seqssm.__version__)
+
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    for file, png in images.values():
+        _write(out / file, png)
+    _write(out / "metrics.json", (json.dumps(report, indent=2) + "\n").encode())
+    _write(out / "report.html", page.encode())
+    for stale in set(_OPTIONAL_OUTPUTS) - set(report["files"]):
+        (out / stale).unlink(missing_ok=True)
+    return report
