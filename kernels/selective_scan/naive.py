@@ -77,15 +77,19 @@ def selective_scan_ref(
     else:
         deltaB_u = (delta * u).unsqueeze(-1) * B.permute(0, 1, 3, 2)
 
+    # unbind, not [:, :, t] indexing: each indexing step's backward would allocate a whole [B, D, L, N]
+    # zero tensor, making the backward O(L^2)
+    deltaA_t, deltaB_u_t = deltaA.unbind(2), deltaB_u.unbind(2)
+    C_t = C.unbind(-1) if C.dim() > 2 else None
     ys = []
     for t in range(length):
-        h = deltaA[:, :, t] * h + deltaB_u[:, :, t]
+        h = deltaA_t[t] * h + deltaB_u_t[t]
         if C.dim() == 2:
             y = (h * C).sum(-1)
         elif C.dim() == 3:
-            y = (h * C[:, None, :, t]).sum(-1)
+            y = (h * C_t[t][:, None, :]).sum(-1)
         else:
-            y = (h * C[:, :, :, t]).sum(-1)
+            y = (h * C_t[t]).sum(-1)
         ys.append(y)
     y = torch.stack(ys, dim=2) if ys else u.new_zeros(batch, dim, 0)
     out = y if D is None else y + u * D.float()[:, None]
