@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import warnings
@@ -13,6 +14,7 @@ import torch.nn.functional as F
 from seqssm.config import MambaConfig
 from seqssm.errors import InputError
 from seqssm.models import BiMambaMixer, MambaLMHeadModel, MambaMixer, count_parameters
+from seqssm.models import mixer as mixer_module
 from seqssm.models.bidirectional import reverse_index, reverse_padded
 from seqssm.models.mixer import _warn_once, select_kernels
 
@@ -284,12 +286,17 @@ def test_auto_on_cpu_takes_chunked_or_warns_once():
     assert second == first
 
 
+@pytest.mark.parametrize("chunk_size", [None, 8])
 @pytest.mark.parametrize("bidirectional", [False, True])
-def test_ref_and_chunked_agree_with_gradients(bidirectional):
+def test_ref_and_chunked_agree_with_gradients(bidirectional, chunk_size, monkeypatch):
     try:
-        from seqssm.kernels.selective_scan import selective_scan_chunked  # noqa: F401
+        from seqssm.kernels.selective_scan import selective_scan_chunked
     except ImportError:
         pytest.skip("seqssm.kernels.selective_scan.selective_scan_chunked is not importable yet")
+    if chunk_size is not None:  # several chunks and a ragged tail within L = 37
+        kernels = mixer_module._chunked_kernels()._replace(
+            scan=functools.partial(selective_scan_chunked, chunk_size=chunk_size))
+        monkeypatch.setattr(mixer_module, "_chunked_kernels", lambda: kernels)
     c = tiny(bidirectional=bidirectional)
     ref = MambaLMHeadModel(c, impl="ref")
     randomize(ref)
