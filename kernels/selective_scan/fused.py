@@ -33,11 +33,14 @@ LOG2E = 1.4426950408889634
 
 
 class ScanConfig(NamedTuple):
-    """Launch shape of one kernel: channels and positions per tile, warps per program."""
+    """Launch shape of one kernel: channels and positions per tile, warps per program, how many times the
+    loop over states is unrolled and how many chunks the loop over L keeps in flight (software pipelining)."""
 
     block_d: int
     block_t: int
     num_warps: int
+    unroll_n: int = 1
+    stages: int = 1
 
 
 # Chosen on an H100 with benchmarks/bench_scan.py (see NOTES-scan.md); the interpreter gets small tiles.
@@ -89,6 +92,7 @@ def _selective_scan_fwd_kernel(
     SOFTPLUS: tl.constexpr, B_VAR: tl.constexpr, C_VAR: tl.constexpr,
     STORE_FINAL: tl.constexpr, STORE_CHUNKS: tl.constexpr, REVERSE: tl.constexpr,
     BLOCK_D: tl.constexpr, BLOCK_T: tl.constexpr, N_PAD: tl.constexpr,
+    UNROLL_N: tl.constexpr, STAGES: tl.constexpr,
 ):
     pid_b = tl.program_id(0).to(tl.int64)
     d0 = tl.program_id(1) * BLOCK_D
@@ -123,7 +127,7 @@ def _selective_scan_fwd_kernel(
     else:
         S = tl.zeros((BLOCK_D, N_PAD), dtype=tl.float32)
 
-    for c in range(n_chunks):
+    for c in tl.range(0, n_chunks, num_stages=STAGES):
         if STORE_CHUNKS:
             hc_offs = ((pid_b * n_chunks + c) * dim + offs_d[:, None]) * n_state + offs_n[None, :]
             tl.store(hc_ptr + hc_offs, S, mask=state_mask)
@@ -145,7 +149,7 @@ def _selective_scan_fwd_kernel(
         dtu = dt * u
         y = tl.zeros((BLOCK_D, BLOCK_T), dtype=tl.float32)
         S_next = S
-        for n in range(n_state):
+        for n in tl.range(0, n_state, loop_unroll_factor=UNROLL_N):
             A_n = tl.load(A_ptr + offs_d * s_A_d + n * s_A_n, mask=mask_d, other=0.0).to(tl.float32)
             a = tl.exp2(dt * (A_n * LOG2E)[:, None])
             if B_VAR:
@@ -191,6 +195,7 @@ def _selective_scan_bwd_kernel(
     HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_DHT: tl.constexpr,
     SOFTPLUS: tl.constexpr, B_VAR: tl.constexpr, C_VAR: tl.constexpr, REVERSE: tl.constexpr,
     BLOCK_D: tl.constexpr, BLOCK_T: tl.constexpr, N_PAD: tl.constexpr,
+    UNROLL_N: tl.constexpr, STAGES: tl.constexpr,
 ):
     pid_b = tl.program_id(0).to(tl.int64)
     d0 = tl.program_id(1) * BLOCK_D
@@ -236,7 +241,7 @@ def _selective_scan_bwd_kernel(
     dbias_acc = tl.zeros((BLOCK_D,), dtype=tl.float32)
     ones = tl.full((BLOCK_D, BLOCK_T), 1.0, dtype=tl.float32)
 
-    for cc in range(n_chunks):
+    for cc in tl.range(0, n_chunks, num_stages=STAGES):
         c = n_chunks - 1 - cc
         hc_offs = ((pid_b * n_saved + c * chunk_stride) * dim + offs_d[:, None]) * n_state + offs_n[None, :]
         S0 = tl.load(hc_ptr + hc_offs, mask=state_mask, other=0.0)
@@ -268,7 +273,7 @@ def _selective_scan_bwd_kernel(
         ddt = tl.zeros((BLOCK_D, BLOCK_T), dtype=tl.float32)
         du = tl.zeros((BLOCK_D, BLOCK_T), dtype=tl.float32)
         G_next = G
-        for n in range(n_state):
+        for n in tl.range(0, n_state, loop_unroll_factor=UNROLL_N):
             A_n = tl.load(A_ptr + offs_d * s_A_d + n * s_A_n, mask=mask_d, other=0.0).to(tl.float32)
             a = tl.exp2(dt * (A_n * LOG2E)[:, None])
             if B_VAR:
@@ -400,7 +405,7 @@ def _selective_scan_fwd(u, delta, A, B, C, D, z, delta_bias, initial_state, soft
         HAS_D=D is not None, HAS_Z=z is not None, HAS_BIAS=delta_bias is not None, HAS_H0=h0 is not None,
         SOFTPLUS=softplus, B_VAR=lay.b_var, C_VAR=lay.c_var, STORE_FINAL=True, STORE_CHUNKS=store_chunks,
         REVERSE=reverse, BLOCK_D=lay.block_d, BLOCK_T=cfg.block_t, N_PAD=triton.next_power_of_2(n_state),
-        num_warps=cfg.num_warps,
+        UNROLL_N=cfg.unroll_n, STAGES=cfg.stages, num_warps=cfg.num_warps,
     )
     return out, final, chunks
 
@@ -435,7 +440,8 @@ def _selective_scan_bwd(u, delta, A, B, C, D, z, delta_bias, chunks, dout, dfina
         *zz.stride(), *dout.stride(),
         HAS_D=D is not None, HAS_Z=z is not None, HAS_BIAS=delta_bias is not None, HAS_DHT=dhT is not None,
         SOFTPLUS=softplus, B_VAR=lay.b_var, C_VAR=lay.c_var, REVERSE=reverse,
-        BLOCK_D=lay.block_d, BLOCK_T=block_t, N_PAD=triton.next_power_of_2(n_state), num_warps=cfg.num_warps,
+        BLOCK_D=lay.block_d, BLOCK_T=block_t, N_PAD=triton.next_power_of_2(n_state),
+        UNROLL_N=cfg.unroll_n, STAGES=cfg.stages, num_warps=cfg.num_warps,
     )
     if B.dim() == 3:
         dB = dB.squeeze(1)
