@@ -262,14 +262,14 @@ class AudioClipDataset(Dataset):
                 self.skipped.append((record, str(err)))
             else:
                 good.append(record)
+        if not good:
+            raise InputError(f"all {len(records)} audio records are unreadable, e.g. {self.skipped[0][1]}")
         if self.skipped:
             listing = "; ".join(reason for _, reason in self.skipped[:20])
             more = f" (and {len(self.skipped) - 20} more)" if len(self.skipped) > 20 else ""
             warnings.warn(
                 f"skipped {len(self.skipped)} unreadable audio file(s): {listing}{more}", stacklevel=3
             )
-        if not good:
-            raise InputError(f"all {len(records)} audio records are unreadable, e.g. {self.skipped[0][1]}")
         return good
 
     def set_epoch(self, epoch: int) -> None:
