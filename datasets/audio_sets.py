@@ -64,7 +64,8 @@ def folder_records(root: str | Path, extensions: Sequence[str] = AUDIO_EXTENSION
     stray = sorted(p.name for p in root.iterdir() if p.is_file() and p.suffix.lower() in extensions)
     if stray:
         raise InputError(
-            f"{root}: audio file {stray[0]} (and {len(stray) - 1} more) lies outside a class folder; "
+            f"{root}: audio file {stray[0]}{f' and {len(stray) - 1} more' if len(stray) > 1 else ''} "
+            "lie outside any class folder; "
             "the layout is root/<label>/<file>, so give the parent folder or move the files"
         )
     records = []
@@ -96,7 +97,7 @@ def manifest_records(path: str | Path) -> list[AudioRecord]:
     if not path.is_file():
         raise InputError(f"{path}: manifest not found; check the path")
     records = []
-    with path.open(newline="", encoding="utf-8") as handle:
+    with path.open(newline="", encoding="utf-8-sig") as handle:  # -sig: spreadsheets often write a BOM
         reader = csv.DictReader(handle, delimiter=delimiter)
         columns = reader.fieldnames or []
         if "path" not in columns:
