@@ -1,0 +1,131 @@
+"""Embedding DNA with a checkpoint's backbone: pooled per record or per window, or per position."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from seqssm.datasets.batching import pad_batch
+from seqssm.datasets.fasta import iter_fasta
+from seqssm.datasets.windows import tile_windows
+from seqssm.errors import InputError
+from seqssm.models import load_model
+from seqssm.pipelines.common import atomic_path, autocast, progress, require_file, resolve_device
+from seqssm.tokenizers import get_tokenizer
+
+
+@dataclass
+class EmbedConfig:
+    """Everything `seqssm embed` takes; the Python API takes the same object.
+
+    ``window`` None embeds each FASTA record whole; otherwise records are tiled into windows of that many
+    bases every ``stride`` (default: ``window``) bases, the last window of a record possibly shorter.
+    """
+
+    checkpoint: str
+    fasta: str
+    out: str
+    window: int | None = None
+    stride: int | None = None
+    per_position: bool = False
+    batch_size: int = 8
+    device: str = "auto"
+
+    def __post_init__(self):
+        if self.window is not None and self.window <= 0:
+            raise InputError(f"--window must be positive, got {self.window}")
+        if self.stride is not None and (self.window is None or self.stride <= 0):
+            raise InputError("--stride needs --window and must be positive")
+        if self.batch_size <= 0:
+            raise InputError(f"--batch-size must be positive, got {self.batch_size}")
+
+
+@dataclass
+class EmbedResult:
+    embeddings: Path
+    index: Path
+    count: int
+    dim: int
+
+
+def _pieces(cfg: EmbedConfig, tokenizer):
+    """(record, start, end, ids) in file order, 0-based half-open coordinates."""
+    if cfg.window is None:
+        for name, seq in iter_fasta(cfg.fasta):
+            yield name, 0, len(seq), tokenizer.encode(seq)
+    else:
+        yield from tile_windows(cfg.fasta, cfg.window, stride=cfg.stride or cfg.window)
+
+
+def _batches(pieces, batch_size):
+    batch = []
+    for piece in pieces:
+        batch.append(piece)
+        if len(batch) == batch_size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+@torch.no_grad()
+def embed(cfg: EmbedConfig) -> EmbedResult:
+    """Embed every record (or window) of ``cfg.fasta``; write ``embeddings.npy`` and ``index.tsv`` to ``cfg.out``.
+
+    Pooled mode: ``embeddings.npy`` is float32 [R, D], the mean of the final hidden states over real bases,
+    row i described by line i of ``index.tsv``: id (``record:start-end``, 1-based inclusive as samtools
+    writes regions), record, start, end (0-based half-open, as BED).
+    Per-position mode: ``embeddings.npy`` is a float16 [P, D] array over all positions in file order
+    (memory-mapped: open it with ``np.load(path, mmap_mode="r")``) and ``index.tsv`` gives each piece's row
+    ``offset``.
+    """
+    require_file(cfg.fasta, "FASTA file")
+    device = resolve_device(cfg.device)
+    model = load_model(cfg.checkpoint).to(device).eval()
+    tokenizer = get_tokenizer(model.config.tokenizer)
+    dim = model.config.d_model
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+
+    if cfg.per_position:
+        # One pass to count positions so the memory-mapped array can be sized before any model work.
+        total = sum(end - start for _, start, end, _ in _pieces(cfg, tokenizer))
+    rows, pooled, offset = [], [], 0
+    with atomic_path(out / "embeddings.npy") as tmp_npy:
+        if cfg.per_position:
+            array = np.lib.format.open_memmap(tmp_npy, mode="w+", dtype=np.float16, shape=(total, dim))
+        bar = progress(desc="embed", unit="bp")
+        for batch in _batches(_pieces(cfg, tokenizer), cfg.batch_size):
+            ids, mask = pad_batch([torch.as_tensor(piece[3]) for piece in batch], pad_id=tokenizer.pad_id)
+            ids, mask = ids.to(device), mask.to(device)
+            with autocast(device):
+                hidden = model.backbone(ids, attention_mask=mask).float()
+            if cfg.per_position:
+                for (name, start, end, _), h in zip(batch, hidden, strict=True):
+                    array[offset:offset + end - start] = h[: end - start].cpu().numpy().astype(np.float16)
+                    rows.append((name, start, end, offset))
+                    offset += end - start
+            else:
+                m = mask.unsqueeze(-1).float()
+                pooled.append(((hidden * m).sum(1) / m.sum(1).clamp_min(1)).cpu().numpy())
+                rows.extend((name, start, end, None) for name, start, end, _ in batch)
+            bar.update(int(mask.sum()))
+        bar.close()
+        if not rows:
+            raise InputError(f"FASTA file {cfg.fasta!r} has no sequence to embed")
+        if cfg.per_position:
+            array.flush()
+            del array
+        else:
+            with open(tmp_npy, "wb") as f:
+                np.save(f, np.concatenate(pooled).astype(np.float32), allow_pickle=False)
+    with atomic_path(out / "index.tsv") as tmp_tsv:
+        with open(tmp_tsv, "w") as f:
+            f.write("id\trecord\tstart\tend" + ("\toffset" if cfg.per_position else "") + "\n")
+            for name, start, end, off in rows:
+                tail = f"\t{off}" if cfg.per_position else ""
+                f.write(f"{name}:{start + 1}-{end}\t{name}\t{start}\t{end}{tail}\n")
+    return EmbedResult(embeddings=out / "embeddings.npy", index=out / "index.tsv", count=len(rows), dim=dim)

@@ -1,0 +1,144 @@
+"""The `seqssm` command line: each command parses its options into a pipeline's config and calls it."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import typer
+
+from seqssm.errors import InputError
+
+app = typer.Typer(
+    name="seqssm",
+    help="Long-sequence models of DNA and audio with selective state space models (Mamba).",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_show_locals=False,
+    rich_markup_mode="markdown",
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+
+def _example(*lines: str) -> str:
+    return "**Example:**\n\n" + "\n\n".join(f"`{line}`" for line in lines)
+
+
+@app.command(epilog=_example("seqssm pretrain genome.fa.gz --out runs/lm --steps 2000 --window 1024"))
+def pretrain(
+    fasta: Path = typer.Argument(..., help="Genome FASTA (plain, gzip or bgzip)."),
+    out: Path = typer.Option(..., "--out", "-o", help="Output folder (checkpoint/, train_log.tsv, run.json)."),
+    window: int = typer.Option(1024, help="Training window length in bases."),
+    batch_size: int = typer.Option(16, help="Windows per step."),
+    steps: int = typer.Option(1000, help="Optimiser steps."),
+    lr: float = typer.Option(2e-3, help="Peak learning rate (AdamW, warm-up then cosine decay)."),
+    weight_decay: float = typer.Option(0.1),
+    warmup_steps: int = typer.Option(50),
+    grad_clip: float = typer.Option(1.0, help="Gradient-norm clip."),
+    val_every: int = typer.Option(100, help="Validate and checkpoint every N steps."),
+    val_windows: int = typer.Option(64, help="Validation windows (from the last --val-fraction of each contig)."),
+    val_fraction: float = typer.Option(0.1),
+    max_minutes: float | None = typer.Option(None, help="Stop (and checkpoint) after this much wall time."),
+    d_model: int = typer.Option(128), n_layer: int = typer.Option(4), d_state: int = typer.Option(16),
+    expand: int = typer.Option(2),
+    init_from: Path | None = typer.Option(None, help="Continue from this checkpoint folder."),
+    impl: str = typer.Option("auto", help="Scan path: auto, triton, chunked or ref."),
+    seed: int = typer.Option(0), device: str = typer.Option("auto", help="auto, cpu, cuda or cuda:N."),
+):
+    """Pretrain a causal DNA language model on random windows of a genome."""
+    from seqssm.pipelines.pretrain import PretrainConfig
+    from seqssm.pipelines.pretrain import pretrain as run
+
+    result = run(PretrainConfig(
+        fasta=str(fasta), out=str(out), window=window, batch_size=batch_size, steps=steps, lr=lr,
+        weight_decay=weight_decay, warmup_steps=warmup_steps, grad_clip=grad_clip, val_every=val_every,
+        val_windows=val_windows, val_fraction=val_fraction, max_minutes=max_minutes, d_model=d_model,
+        n_layer=n_layer, d_state=d_state, expand=expand, init_from=str(init_from) if init_from else None,
+        impl=impl, seed=seed, device=device,
+    ))
+    typer.echo(f"validation: {result.val_bits_per_token:.4f} bits per base (uniform {result.uniform_bits:.1f}) "
+               f"after {result.steps} steps, {result.seconds:.0f} s")
+    typer.echo(f"checkpoint: {result.checkpoint}")
+
+
+@app.command(epilog=_example("seqssm embed runs/lm/checkpoint genome.fa --out emb --window 1024",
+                             "seqssm embed runs/lm/checkpoint reads.fa --out emb_pos --per-position"))
+def embed(
+    checkpoint: Path = typer.Argument(..., help="Checkpoint folder (config.json + model.safetensors)."),
+    fasta: Path = typer.Argument(..., help="FASTA file to embed."),
+    out: Path = typer.Option(..., "--out", "-o", help="Output folder (embeddings.npy, index.tsv)."),
+    window: int | None = typer.Option(None, help="Tile records into windows of this many bases."),
+    stride: int | None = typer.Option(None, help="Window step (default: --window)."),
+    per_position: bool = typer.Option(False, help="One float16 vector per base (memory-mapped .npy)."),
+    batch_size: int = typer.Option(8), device: str = typer.Option("auto"),
+):
+    """Embed FASTA records or windows: mean-pooled vectors, or one vector per base."""
+    from seqssm.pipelines.embed import EmbedConfig
+    from seqssm.pipelines.embed import embed as run
+
+    result = run(EmbedConfig(checkpoint=str(checkpoint), fasta=str(fasta), out=str(out), window=window,
+                             stride=stride, per_position=per_position, batch_size=batch_size, device=device))
+    typer.echo(f"{result.count} embeddings of {result.dim} dims: {result.embeddings} (index {result.index})")
+
+
+@app.command(epilog=_example("seqssm generate runs/lm/checkpoint --out sample.fa --length 1000 --top-p 0.95",
+                             "seqssm generate runs/lm/checkpoint --out more.fa --prompt ACGTTGCA -n 4"))
+def generate(
+    checkpoint: Path = typer.Argument(..., help="Causal checkpoint folder."),
+    out: Path = typer.Option(..., "--out", "-o", help="FASTA file to write."),
+    length: int = typer.Option(1000, help="Bases to generate after the prompt."),
+    prompt: str | None = typer.Option(None, help="Prompt DNA text."),
+    prompt_fasta: Path | None = typer.Option(None, help="Prompt: the first record of this FASTA."),
+    num_sequences: int = typer.Option(1, "--num-sequences", "-n"),
+    temperature: float = typer.Option(1.0), top_k: int = typer.Option(0, help="0 = off."),
+    top_p: float = typer.Option(1.0, help="Nucleus sampling mass (1 = off)."),
+    seed: int = typer.Option(0), device: str = typer.Option("auto"),
+):
+    """Sample DNA from a causal checkpoint (constant memory per generated base) and write FASTA."""
+    from seqssm.pipelines.generate import GenerateConfig
+    from seqssm.pipelines.generate import generate as run
+
+    path = run(GenerateConfig(checkpoint=str(checkpoint), out=str(out), length=length, prompt=prompt,
+                              prompt_fasta=str(prompt_fasta) if prompt_fasta else None,
+                              num_sequences=num_sequences, temperature=temperature, top_k=top_k, top_p=top_p,
+                              seed=seed, device=device))
+    typer.echo(f"wrote {num_sequences} sequence(s) of {length} bases to {path}")
+
+
+@app.command(epilog=_example("seqssm info runs/demo/pretrain/checkpoint"))
+def info(checkpoint: Path = typer.Argument(..., help="Checkpoint folder.")):
+    """Show a checkpoint's config and parameter count."""
+    from seqssm.pipelines.info import info as run
+
+    typer.echo(json.dumps(run(str(checkpoint)), indent=2))
+
+
+@app.command(epilog=_example("seqssm demo --out runs/demo --minutes 2.5"))
+def demo(
+    out: Path = typer.Option(Path("runs/demo"), "--out", "-o"),
+    minutes: float = typer.Option(2.5, help="Pretraining time budget."),
+    steps: int = typer.Option(600, help="Pretraining steps (stops earlier at --minutes)."),
+    seed: int = typer.Option(0), device: str = typer.Option("auto"),
+):
+    """The quick-start: pretrain on the bundled lambda phage genome, embed it, generate 1 kb of DNA."""
+    from seqssm.pipelines.demo import DemoConfig
+    from seqssm.pipelines.demo import demo as run
+
+    run(DemoConfig(out=str(out), minutes=minutes, steps=steps, seed=seed, device=device), echo=typer.echo)
+
+
+def main() -> None:
+    """Entry point: user mistakes become one line on stderr and exit code 2, never a traceback."""
+    try:
+        app()
+    except InputError as err:
+        typer.echo(f"seqssm: error: {err}", err=True)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        typer.echo("seqssm: interrupted", err=True)
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

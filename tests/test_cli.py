@@ -1,0 +1,134 @@
+"""The `seqssm` command as a user runs it: a tiny end-to-end round trip, help text and bad input."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from Bio import SeqIO
+
+SEQSSM = str(Path(sys.executable).parent / "seqssm")
+TINY = ["--d-model", "16", "--n-layer", "1", "--d-state", "4", "--window", "32", "--batch-size", "2",
+        "--val-windows", "2", "--device", "cpu"]
+
+
+def run(*args, cwd=None) -> subprocess.CompletedProcess:
+    env = {**os.environ, "SEQSSM_PROGRESS": "0"}
+    return subprocess.run([SEQSSM, *map(str, args)], capture_output=True, text=True, cwd=cwd, env=env)
+
+
+def assert_user_error(proc: subprocess.CompletedProcess, *fragments: str):
+    assert proc.returncode == 2, proc.stderr
+    assert "Traceback" not in proc.stderr
+    line = proc.stderr.strip().splitlines()[-1]
+    for fragment in fragments:
+        assert fragment in line, line
+
+
+@pytest.fixture(scope="module")
+def genome(tmp_path_factory) -> Path:
+    rng = np.random.default_rng(0)
+    path = tmp_path_factory.mktemp("genome") / "toy.fa.gz"
+    seqs = ["".join(rng.choice(list("ACGT"), n)) for n in (900, 400)]
+    with gzip.open(path, "wt") as f:
+        for i, s in enumerate(seqs):
+            f.write(f">contig{i}\n{s}\n")
+    return path
+
+
+@pytest.fixture(scope="module")
+def checkpoint(genome, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("run")
+    proc = run("pretrain", genome, "--out", out, "--steps", "4", "--val-every", "2", *TINY)
+    assert proc.returncode == 0, proc.stderr
+    assert "bits per base" in proc.stdout
+    log = (out / "train_log.tsv").read_text().splitlines()
+    assert len(log) == 3  # header + validations at steps 2 and 4
+    record = json.loads((out / "run.json").read_text())
+    assert record["config"]["steps"] == 4 and "torch" in record["versions"]
+    return out / "checkpoint"
+
+
+def test_info(checkpoint):
+    proc = run("info", checkpoint)
+    assert proc.returncode == 0, proc.stderr
+    info = json.loads(proc.stdout)
+    assert info["config"]["d_model"] == 16 and info["parameters"] > 0
+
+
+def test_embed_windows_and_per_position(checkpoint, genome, tmp_path):
+    proc = run("embed", checkpoint, genome, "--out", tmp_path / "w", "--window", "256", "--device", "cpu")
+    assert proc.returncode == 0, proc.stderr
+    emb = np.load(tmp_path / "w" / "embeddings.npy")
+    index = (tmp_path / "w" / "index.tsv").read_text().splitlines()
+    # 900 bp -> 4 windows (last 132 bp), 400 bp -> 2 windows
+    assert emb.shape == (6, 16) and len(index) == 7 and np.isfinite(emb).all()
+    assert index[4].split("\t") == ["contig0:769-900", "contig0", "768", "900"]
+
+    proc = run("embed", checkpoint, genome, "--out", tmp_path / "p", "--per-position", "--device", "cpu")
+    assert proc.returncode == 0, proc.stderr
+    pos = np.load(tmp_path / "p" / "embeddings.npy", mmap_mode="r")
+    assert pos.shape == (1300, 16) and pos.dtype == np.float16
+
+
+def test_generate_writes_fasta(checkpoint, tmp_path):
+    out = tmp_path / "gen.fa"
+    proc = run("generate", checkpoint, "--out", out, "--length", "50", "-n", "2", "--prompt", "ACGTACGT",
+               "--top-k", "3", "--top-p", "0.9", "--device", "cpu")
+    assert proc.returncode == 0, proc.stderr
+    records = list(SeqIO.parse(out, "fasta"))
+    assert [len(r.seq) for r in records] == [50, 50]
+    assert set("".join(str(r.seq) for r in records)) <= set("ACGTN")
+
+
+def test_help_shows_an_example():
+    for command in ("pretrain", "embed", "generate", "info", "demo"):
+        proc = run(command, "--help")
+        assert proc.returncode == 0 and "Example" in proc.stdout and f"seqssm {command}" in proc.stdout
+
+
+def test_missing_fasta(tmp_path):
+    assert_user_error(run("pretrain", tmp_path / "nope.fa", "--out", tmp_path / "o", *TINY), "nope.fa",
+                      "does not exist")
+
+
+def test_empty_and_non_fasta(tmp_path):
+    empty = tmp_path / "empty.fa"
+    empty.write_text("")
+    assert_user_error(run("pretrain", empty, "--out", tmp_path / "o", *TINY), "empty.fa")
+    text = tmp_path / "notes.fa"
+    text.write_text("hello world\nthis is not a FASTA file\n")
+    assert_user_error(run("pretrain", text, "--out", tmp_path / "o", *TINY), "notes.fa")
+
+
+def test_characters_outside_iupac(tmp_path):
+    bad = tmp_path / "bad.fa"
+    bad.write_text(">r1\nACGTACGTAC\n>r2\nACGT1234ACGT\n")
+    assert_user_error(run("pretrain", bad, "--out", tmp_path / "o", *TINY), "'1'")
+
+
+def test_window_longer_than_genome(genome, tmp_path):
+    args = [a if a != "32" else "5000" for a in TINY]
+    assert_user_error(run("pretrain", genome, "--out", tmp_path / "o", *args), "window")
+
+
+def test_not_a_checkpoint(genome, tmp_path):
+    assert_user_error(run("info", tmp_path), str(tmp_path))
+    out = tmp_path / "gen.fa"
+    assert_user_error(run("generate", tmp_path, "--out", out, "--device", "cpu"), str(tmp_path))
+    assert not out.exists()
+
+
+def test_failed_run_leaves_no_partial_output(checkpoint, tmp_path):
+    out = tmp_path / "emb"
+    bad = tmp_path / "bad.fa"
+    bad.write_text(">r1\n" + "ACGT" * 100 + "\n>r2\nAC-GT\n")
+    assert_user_error(run("embed", checkpoint, bad, "--out", out, "--device", "cpu"), "'-'")
+    assert not (out / "embeddings.npy").exists() and not (out / "index.tsv").exists()
+    assert not out.exists() or list(out.iterdir()) == []
