@@ -24,10 +24,11 @@ def _short(name: str) -> str:
     return name if len(name) <= _NAME_CHARS else name[: _NAME_CHARS - 1] + "…"
 
 
-def _png(fig: Figure) -> bytes:
+def _png(fig: Figure, tight: bool = False) -> bytes:
+    """PNG bytes; ``tight`` crops to the drawn content (a second draw) for legends outside the axes."""
     FigureCanvasAgg(fig)
     buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=_DPI, bbox_inches="tight", facecolor="white")
+    fig.savefig(buf, format="png", dpi=_DPI, facecolor="white", bbox_inches="tight" if tight else None)
     return buf.getvalue()
 
 
@@ -72,7 +73,7 @@ def confusion_png(matrix: np.ndarray, classes: Sequence[str], *, accuracy: float
     """Confusion matrix [K, K] (rows true, columns predicted) as a heatmap with counts and row shares."""
     k = len(classes)
     matrix = np.asarray(matrix)
-    fig = Figure(figsize=(max(4.8, 0.62 * k + 2.6), max(4.0, 0.55 * k + 1.9)))
+    fig = Figure(figsize=(max(4.8, 0.62 * k + 2.6), max(4.0, 0.55 * k + 1.9)), layout="constrained")
     totals = np.broadcast_to(matrix.sum(axis=1, keepdims=True), matrix.shape)
     _heatmap(fig, matrix, totals, classes, classes, xlabel="predicted", ylabel="true",
              title=f"{title}\naccuracy {accuracy:.3f}  ·  n = {int(np.sum(matrix)):,}",
@@ -90,7 +91,7 @@ def multilabel_confusion_png(matrices: np.ndarray, classes: Sequence[str], *, su
     matrices = np.asarray(matrices)
     counts = matrices.reshape(len(classes), 4)
     totals = np.repeat(matrices.sum(axis=2), 2, axis=1)
-    fig = Figure(figsize=(6.4, max(2.6, 0.42 * len(classes) + 1.6)))
+    fig = Figure(figsize=(6.4, max(2.6, 0.42 * len(classes) + 1.6)), layout="constrained")
     _heatmap(fig, counts, totals, classes, ["true neg", "false pos", "false neg", "true pos"],
              xlabel="outcome", ylabel="label",
              title=f"{title}\nsubset accuracy {subset_accuracy:.3f}  ·  n = {int(counts[0].sum()):,}",
@@ -106,6 +107,7 @@ def roc_pr_png(y_true: np.ndarray, scores: np.ndarray, classes: Sequence[str], *
     """
     shown = [k for k, c in enumerate(classes) if c in auroc]
     colors = _colors(len(classes))
+    ncol = 2 if len(shown) <= 8 else 3
     fig = Figure(figsize=(11.0, 4.8))
     roc_ax, pr_ax = fig.subplots(1, 2)
     for k in shown:
@@ -133,10 +135,10 @@ def roc_pr_png(y_true: np.ndarray, scores: np.ndarray, classes: Sequence[str], *
             ax.legend(loc=where, fontsize=8, frameon=False)
         else:
             # Below the panel: inside, many classes would hide the low-precision curves.
-            ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=2 if len(shown) <= 8 else 3,
+            ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=ncol,
                       fontsize=8, frameon=False)
     fig.suptitle(title, fontsize=11)
-    return _png(fig)
+    return _png(fig, tight=True)
 
 
 def history_png(x_name: str, x: np.ndarray, series: Mapping[str, np.ndarray], *, title: str) -> bytes:
@@ -147,7 +149,7 @@ def history_png(x_name: str, x: np.ndarray, series: Mapping[str, np.ndarray], *,
     losses = {k: v for k, v in series.items() if k.endswith("loss")}
     others = {k: v for k, v in series.items() if k not in losses}
     panels = [(p, label) for p, label in ((losses, "loss"), (others, "metric")) if p]
-    fig = Figure(figsize=(5.4 * len(panels), 4.0))
+    fig = Figure(figsize=(5.4 * len(panels), 4.0), layout="constrained")
     axes = np.atleast_1d(fig.subplots(1, len(panels)))
     for ax, (panel, ylabel) in zip(axes, panels, strict=True):
         for color, (name, values) in zip(_colors(len(panel)), panel.items(), strict=True):
