@@ -160,6 +160,18 @@ def test_reverse_complement_tensor_ids(tok, dtype):
     assert torch.equal(tok.reverse_complement(rc), ids)
 
 
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_reverse_complement_cuda_ids_match_cpu(tok):
+    for dtype in (torch.int64, torch.int32, torch.uint8):
+        ids = torch.randint(0, tok.vocab_size, (3, 257), dtype=dtype)
+        rc = tok.reverse_complement(ids.cuda())
+        assert rc.device.type == "cuda" and rc.dtype == dtype
+        assert torch.equal(rc.cpu(), tok.reverse_complement(ids))
+    with pytest.raises(InputError, match="range"):
+        tok.reverse_complement(torch.tensor([5, 11], device="cuda"))
+
+
 def test_reverse_complement_keeps_n_and_specials(tok):
     ids = np.array([0, 1, 2, 3, 4, 9, 5])
     assert tok.reverse_complement(ids).tolist() == [8, 9, 4, 3, 2, 1, 0]
