@@ -57,6 +57,7 @@ class GenomeWindowDataset(Dataset):
         in_memory_max_bp: int = 64_000_000,
     ):
         tokenizer = NucleotideTokenizer() if tokenizer is None else tokenizer
+        window = int(window) if isinstance(window, np.integer) else window
         _check_args(window, tokenizer, num_samples, seed, max_n_fraction, split, val_fraction)
         self.path, self.window, self.tokenizer = path, window, tokenizer
         self.num_samples, self.seed, self.both_strands = num_samples, seed, both_strands
@@ -88,6 +89,8 @@ class GenomeWindowDataset(Dataset):
         starts = np.array([max(0, hi - lo - window + 1) for lo, hi in regions], dtype=np.int64)
         if starts.sum() == 0:
             longest = max((hi - lo for lo, hi in regions), default=0)
+            if longest == 0:
+                raise InputError(f"split {split!r} of {path} is empty (val_fraction={val_fraction}); raise it")
             raise InputError(
                 f"window {window} is longer than every contig of {path} in split {split!r} (longest "
                 f"available: {longest} bp); use a window of at most {longest}"
@@ -95,8 +98,8 @@ class GenomeWindowDataset(Dataset):
             )
         self._cum_starts = np.cumsum(starts)
 
-    def _encode(self, seq: str, contig: str, offset: int = 0) -> np.ndarray:
-        where = f"{contig} of {self.path}" + (f" (window at {offset})" if offset else "")
+    def _encode(self, seq: str, contig: str, offset: int | None = None) -> np.ndarray:
+        where = f"{contig} of {self.path}" + (f" (window starting at {offset})" if offset is not None else "")
         return self.tokenizer.encode_codes(seq, source=where)
 
     def _load_streamed(self, max_bp: int) -> tuple[list[str], list[np.ndarray]]:

@@ -134,6 +134,8 @@ def test_too_long_window_names_longest_length(genome):
     with pytest.raises(InputError, match=r"longest available: 1201 bp"):
         GenomeWindowDataset(path, 1202, split="all")
     assert GenomeWindowDataset(path, 1201, split="all", max_n_fraction=1.0).locate(0).contig == "c2"
+    with pytest.raises(InputError, match=r"split 'val' of .* is empty \(val_fraction=0.0\)"):
+        GenomeWindowDataset(path, 5, split="val", val_fraction=0.0)
 
 
 def test_random_access_equals_in_memory(tmp_path, genome):
