@@ -29,6 +29,13 @@ import triton.language as tl
 
 from seqssm.errors import InputError
 
+# Tests set POISON so that every fresh output buffer starts as NaN and an element no kernel wrote shows up.
+POISON = False
+
+
+def _fresh(X: torch.Tensor) -> torch.Tensor:
+    return X.fill_(float("nan")) if POISON else X
+
 LOG2E = 1.4426950408889634
 
 
@@ -105,7 +112,6 @@ def _selective_scan_fwd_kernel(
 
     u_base = u_ptr + pid_b * s_u_b + offs_d.to(tl.int64)[:, None] * s_u_d
     dt_base = dt_ptr + pid_b * s_dt_b + offs_d.to(tl.int64)[:, None] * s_dt_d
-    z_base = z_ptr + pid_b * s_z_b + offs_d.to(tl.int64)[:, None] * s_z_d
     o_base = out_ptr + pid_b * s_o_b + offs_d.to(tl.int64)[:, None] * s_o_d
     if B_VAR:
         B_base = B_ptr + pid_b * s_B_b + (d0 // b_cpg) * s_B_g
@@ -172,7 +178,8 @@ def _selective_scan_fwd_kernel(
         if HAS_D:
             y += u * Dv[:, None]
         if HAS_Z:
-            zz = tl.load(z_base + pos[None, :] * s_z_l, mask=mask, other=0.0).to(tl.float32)
+            z_ptrs = z_ptr + pid_b * s_z_b + offs_d.to(tl.int64)[:, None] * s_z_d + pos[None, :] * s_z_l
+            zz = tl.load(z_ptrs, mask=mask, other=0.0).to(tl.float32)
             y *= zz * tl.sigmoid(zz)
         tl.store(o_base + pos[None, :] * s_o_l, y.to(out_ptr.dtype.element_ty), mask=mask)
 
@@ -208,7 +215,6 @@ def _selective_scan_bwd_kernel(
     row = offs_d.to(tl.int64)[:, None]
     u_base = u_ptr + pid_b * s_u_b + row * s_u_d
     dt_base = dt_ptr + pid_b * s_dt_b + row * s_dt_d
-    z_base = z_ptr + pid_b * s_z_b + row * s_z_d
     # dout, du, ddelta and dz share one contiguous [B, D, L] layout (made so on the host).
     g_off = pid_b * s_g_b + row * s_g_d
     if B_VAR:
@@ -264,7 +270,8 @@ def _selective_scan_bwd_kernel(
         dtu = dt * u
         dout = tl.load(dout_ptr + g_off + pos[None, :] * s_g_l, mask=mask, other=0.0).to(tl.float32)
         if HAS_Z:
-            zz = tl.load(z_base + pos[None, :] * s_z_l, mask=mask, other=0.0).to(tl.float32)
+            zz = tl.load(z_ptr + pid_b * s_z_b + row * s_z_d + pos[None, :] * s_z_l, mask=mask, other=0.0)
+            zz = zz.to(tl.float32)
             sz = tl.sigmoid(zz)
             dy = dout * zz * sz
         else:
@@ -392,9 +399,9 @@ def _selective_scan_fwd(u, delta, A, B, C, D, z, delta_bias, initial_state, soft
     lay = _layout(B, C, dim, cfg)
     n_chunks = triton.cdiv(length, cfg.block_t)
     f32 = dict(device=u.device, dtype=torch.float32)
-    out = torch.empty_like(u, memory_format=torch.contiguous_format)
-    final = torch.empty(batch, dim, n_state, **f32)
-    chunks = torch.empty(batch, n_chunks, dim, n_state, **f32) if store_chunks else None
+    out = _fresh(torch.empty_like(u, memory_format=torch.contiguous_format))
+    final = _fresh(torch.empty(batch, dim, n_state, **f32))
+    chunks = _fresh(torch.empty(batch, n_chunks, dim, n_state, **f32)) if store_chunks else None
     h0 = None if initial_state is None else initial_state.float().contiguous()
     zz = z if z is not None else u
     _selective_scan_fwd_kernel[(batch, triton.cdiv(dim, lay.block_d))](
@@ -419,16 +426,17 @@ def _selective_scan_bwd(u, delta, A, B, C, D, z, delta_bias, chunks, dout, dfina
     stride = max(cfg.block_t // fwd_block_t, 1)
     block_t = stride * fwd_block_t
     dout = dout.contiguous()
-    du = torch.empty_like(dout)
-    ddelta = torch.empty_like(dout, dtype=delta.dtype)
-    dz = torch.empty_like(dout, dtype=z.dtype) if z is not None else None
+    du = _fresh(torch.empty_like(dout))
+    ddelta = _fresh(torch.empty_like(dout, dtype=delta.dtype))
+    dz = _fresh(torch.empty_like(dout, dtype=z.dtype)) if z is not None else None
     f32 = dict(device=u.device, dtype=torch.float32)
-    dA = torch.empty(batch, dim, n_state, **f32)
-    dB = torch.zeros(batch, lay.b_groups, n_state, length, **f32) if lay.b_var else torch.empty_like(dA)
-    dC = torch.zeros(batch, lay.c_groups, n_state, length, **f32) if lay.c_var else torch.empty_like(dA)
-    dD = torch.empty(batch, dim, **f32) if D is not None else None
-    dbias = torch.empty(batch, dim, **f32) if delta_bias is not None else None
-    dh0 = torch.empty(batch, dim, n_state, **f32)
+    dA = _fresh(torch.empty(batch, dim, n_state, **f32))
+    # Per-position dB, dC gather atomic adds from every channel tile, so they start at zero.
+    dB = torch.zeros(batch, lay.b_groups, n_state, length, **f32) if lay.b_var else _fresh(torch.empty_like(dA))
+    dC = torch.zeros(batch, lay.c_groups, n_state, length, **f32) if lay.c_var else _fresh(torch.empty_like(dA))
+    dD = _fresh(torch.empty(batch, dim, **f32)) if D is not None else None
+    dbias = _fresh(torch.empty(batch, dim, **f32)) if delta_bias is not None else None
+    dh0 = _fresh(torch.empty(batch, dim, n_state, **f32))
     dhT = dfinal.float().contiguous() if dfinal is not None else None
     zz = z if z is not None else u
     _selective_scan_bwd_kernel[(batch, triton.cdiv(dim, lay.block_d))](

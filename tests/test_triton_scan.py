@@ -1,0 +1,237 @@
+"""Triton selective scan and decode step against the fp32 loop references in kernels/selective_scan/naive.py.
+
+On a CUDA machine the kernels run compiled at large sizes. Without CUDA they run under Triton's interpreter
+at small sizes: TRITON_INTERPRET=1 must be set before triton is first imported, which another test file of
+the same session may already have done, so this module reruns itself in a child pytest with the variable set
+and each test here reports its child twin's outcome.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import subprocess
+import sys
+import tempfile
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import pytest
+import torch
+
+ON_CUDA = torch.cuda.is_available()
+PROXY = not ON_CUDA and os.environ.get("TRITON_INTERPRET") != "1"
+DEVICE = "cuda" if ON_CUDA else "cpu"
+# (batch, channels, states, lengths): small under the interpreter, a few chunks of 256 on the GPU.
+BATCH, DIM, NSTATE = (2, 64, 16) if ON_CUDA else (2, 4, 3)
+LENGTHS = (1, 256, 1337) if ON_CUDA else (1, 16, 37)
+LONG = LENGTHS[-1]
+
+if not PROXY:
+    from seqssm.errors import InputError
+    from seqssm.kernels.selective_scan import fused, fused_update
+    from seqssm.kernels.selective_scan.fused import selective_scan_fused
+    from seqssm.kernels.selective_scan.fused_update import selective_state_update_fused
+    from seqssm.kernels.selective_scan.naive import selective_scan_ref, selective_state_update_ref
+
+
+@functools.lru_cache(maxsize=1)
+def _child_outcomes() -> dict[str, tuple[str, str]]:
+    """Run this file under TRITON_INTERPRET=1 in a child pytest; test name -> (outcome, message)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        report = Path(tmp) / "report.xml"
+        cmd = [sys.executable, "-c", "import sys, pytest; sys.exit(pytest.main(sys.argv[1:]))",
+               str(Path(__file__).resolve()), "-q", "-p", "no:cacheprovider", f"--junitxml={report}"]
+        env = {**os.environ, "TRITON_INTERPRET": "1"}
+        proc = subprocess.run(cmd, cwd=tmp, env=env, capture_output=True, text=True, timeout=900)
+        if not report.exists():
+            return {"": ("failed", proc.stdout[-3000:] + proc.stderr[-3000:])}
+        outcomes = {}
+        for case in ET.parse(report).iter("testcase"):
+            outcome, message = "passed", ""
+            for kind in ("failure", "error", "skipped"):
+                node = case.find(kind)
+                if node is not None:
+                    outcome = "skipped" if kind == "skipped" else "failed"
+                    message = (node.get("message") or "") + "\n" + (node.text or "")
+            outcomes[case.get("name")] = (outcome, message)
+        return outcomes
+
+
+def _interpreted(fn):
+    """In the proxy process, replace a test by a lookup of its twin's outcome in the interpreted child."""
+    if not PROXY:
+        return fn
+
+    @functools.wraps(fn)
+    def twin(*args, **kwargs):
+        name = os.environ["PYTEST_CURRENT_TEST"].split("::")[-1].rsplit(" ", 1)[0]
+        outcomes = _child_outcomes()
+        outcome, message = outcomes.get(name, outcomes.get("", ("failed", f"{name} did not run in the child")))
+        if outcome == "skipped":
+            pytest.skip(message)
+        if outcome != "passed":
+            pytest.fail(f"under TRITON_INTERPRET=1:\n{message}", pytrace=False)
+
+    return twin
+
+
+@pytest.fixture(autouse=True)
+def _poison(monkeypatch):
+    """Fresh kernel outputs start as NaN, so that any element a kernel fails to write fails the comparison."""
+    if not PROXY:
+        monkeypatch.setattr(fused, "POISON", True)
+        monkeypatch.setattr(fused_update, "POISON", True)
+
+
+def _rel(x: torch.Tensor, ref: torch.Tensor) -> float:
+    return ((x.double() - ref.double()).norm() / ref.double().norm().clamp_min(1e-30)).item()
+
+
+def _rounded(ref: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """ref stored in dtype as the kernels store it: round to nearest even, except that Triton 3.6's interpreter
+    truncates fp32 to bf16 (it passes no rounding mode to its converter), so there the baseline truncates."""
+    if dtype == torch.bfloat16 and not ON_CUDA:
+        return (ref.float().contiguous().view(torch.int32) & -65536).view(torch.float32)
+    return ref.to(dtype)
+
+
+def _bc(form: str, length: int, dtype: torch.dtype) -> torch.Tensor:
+    shapes = {"const": (DIM, NSTATE), "var": (BATCH, NSTATE, length), "grouped": (BATCH, 2, NSTATE, length)}
+    return torch.randn(*shapes[form], device=DEVICE, dtype=dtype)
+
+
+def _inputs(length, form="var", dtype=torch.float32, optional=True, initial=True, softplus=True):
+    """Random inputs in the Mamba ranges: A < 0, Δ > 0 (after softplus when asked), parameters fp32."""
+    x = {
+        "u": torch.randn(BATCH, DIM, length, device=DEVICE, dtype=dtype),
+        "delta": ((0.5 * torch.randn(BATCH, DIM, length, device=DEVICE) - 1.0) if softplus
+                  else (0.05 + 0.5 * torch.rand(BATCH, DIM, length, device=DEVICE))).to(dtype),
+        "A": -(0.5 + 4 * torch.rand(DIM, NSTATE, device=DEVICE)),
+        "B": _bc(form, length, dtype),
+        "C": _bc(form, length, dtype),
+    }
+    if optional:
+        x["D"] = torch.randn(DIM, device=DEVICE)
+        x["z"] = torch.randn(BATCH, DIM, length, device=DEVICE, dtype=dtype)
+        x["delta_bias"] = 0.5 * torch.randn(DIM, device=DEVICE)
+    if initial:
+        x["initial_state"] = torch.randn(BATCH, DIM, NSTATE, device=DEVICE)
+    return {k: v.requires_grad_() for k, v in x.items()}
+
+
+def _flip_l(name: str, X: torch.Tensor) -> torch.Tensor:
+    return X.flip(-1) if X.dim() >= 3 and name != "initial_state" else X
+
+
+def _reference(inputs, softplus, reverse):
+    """The fp32 loop on fp32 leaf copies (so that its gradients stay fp32), and those copies.
+
+    A reverse scan is the forward scan of everything flipped along L.
+    """
+    leaves = {k: v.detach().float().requires_grad_() for k, v in inputs.items()}
+    x = {k: _flip_l(k, v) if reverse else v for k, v in leaves.items()}
+    out, last = selective_scan_ref(**x, delta_softplus=softplus, return_final_state=True)
+    return (out.flip(-1) if reverse else out), last, leaves
+
+
+def _compare(inputs, softplus, reverse, rounding_factor=None):
+    """Outputs, final state and every gradient of the fused scan against the reference.
+
+    fp32 inputs: relative error under 1e-4. Lower precision: under ``rounding_factor`` times the error of
+    rounding the fp32 reference to the input dtype.
+    """
+    out, last = selective_scan_fused(**inputs, delta_softplus=softplus, return_final_state=True, reverse=reverse)
+    ref_out, ref_last, ref_leaves = _reference(inputs, softplus, reverse)
+    dout = torch.randn_like(ref_out).to(out.dtype).float()
+    dlast = torch.randn_like(ref_last)
+    names = list(inputs)
+    grads = torch.autograd.grad((out.float() * dout).sum() + (last * dlast).sum(), [inputs[k] for k in names])
+    ref_loss = (ref_out * dout).sum() + (ref_last * dlast).sum()
+    ref_grads = torch.autograd.grad(ref_loss, [ref_leaves[k] for k in names])
+    pairs = [("out", out, ref_out), ("final_state", last, ref_last)]
+    pairs += [(f"d{k}", g, r) for k, g, r in zip(names, grads, ref_grads, strict=True)]
+    for name, got, ref in pairs:
+        assert got.shape == ref.shape, name
+        assert torch.isfinite(got).all(), f"{name} has non-finite entries"
+        err = _rel(got, ref)
+        if rounding_factor is None:
+            assert err < 1e-4, f"{name}: relative error {err:.2e}"
+        else:
+            rounding = _rel(_rounded(ref, out.dtype), ref)
+            assert err <= rounding_factor * rounding, f"{name}: relative error {err:.2e}, rounding {rounding:.2e}"
+
+
+@_interpreted
+@pytest.mark.parametrize("reverse", [False, True], ids=["forward", "reverse"])
+@pytest.mark.parametrize("form", ["const", "var", "grouped"])
+def test_scan_all_inputs_matches_reference(form, reverse):
+    _compare(_inputs(LONG, form), softplus=True, reverse=reverse)
+
+
+@_interpreted
+@pytest.mark.parametrize("length", LENGTHS)
+def test_scan_without_optional_inputs(length):
+    _compare(_inputs(length, optional=False, initial=False, softplus=False), softplus=False, reverse=False)
+
+
+@_interpreted
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=["bf16", "fp16"])
+def test_scan_low_precision_within_rounding(dtype):
+    _compare(_inputs(LONG, "grouped", dtype=dtype), softplus=True, reverse=False, rounding_factor=1.5)
+
+
+@_interpreted
+def test_scan_strided_inputs():
+    """B, C as [B, L, N] transposed views (as the mixer passes them) and u sliced out of a wider tensor."""
+    x = _inputs(LONG)
+    wide = torch.randn(BATCH, 2 * DIM, LONG, device=DEVICE)
+    x["u"] = wide[:, DIM:].requires_grad_()
+    x["B"] = torch.randn(BATCH, LONG, NSTATE, device=DEVICE).transpose(1, 2).requires_grad_()
+    _compare(x, softplus=True, reverse=False)
+
+
+@_interpreted
+def test_scan_two_halves_equal_one_pass():
+    """The final state handed on as the next initial state continues the scan exactly."""
+    x = {k: v.detach() for k, v in _inputs(LONG, optional=False, initial=False).items()}
+    whole = selective_scan_fused(**x, delta_softplus=True)
+    cut = LONG // 2 + 1
+    first, last = {}, {}
+    for k, v in x.items():
+        first[k], last[k] = (v[..., :cut], v[..., cut:]) if v.dim() >= 3 else (v, v)
+    y1, state = selective_scan_fused(**first, delta_softplus=True, return_final_state=True)
+    y2 = selective_scan_fused(**last, delta_softplus=True, initial_state=state)
+    assert _rel(torch.cat([y1, y2], -1), whole) < 1e-5
+
+
+@_interpreted
+def test_scan_rejects_bad_shapes():
+    x = {k: v.detach() for k, v in _inputs(LONG, optional=False, initial=False).items()}
+    with pytest.raises(InputError, match="delta has shape"):
+        selective_scan_fused(**{**x, "delta": x["delta"][..., :-1]})
+    with pytest.raises(InputError, match="groups"):
+        selective_scan_fused(**{**x, "B": torch.randn(BATCH, 3, NSTATE, LONG, device=DEVICE)})
+
+
+@_interpreted
+@pytest.mark.parametrize("grouped", [False, True], ids=["shared", "grouped"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["fp32", "bf16"])
+def test_state_update_matches_reference(grouped, dtype):
+    bc = (BATCH, 2, NSTATE) if grouped else (BATCH, NSTATE)
+    state = torch.randn(BATCH, DIM, NSTATE, device=DEVICE)
+    args = dict(
+        x=torch.randn(BATCH, DIM, device=DEVICE, dtype=dtype),
+        dt=torch.randn(BATCH, DIM, device=DEVICE, dtype=dtype),
+        A=-torch.rand(DIM, NSTATE, device=DEVICE) - 0.5,
+        B=torch.randn(*bc, device=DEVICE, dtype=dtype),
+        C=torch.randn(*bc, device=DEVICE, dtype=dtype),
+        D=torch.randn(DIM, device=DEVICE),
+        z=torch.randn(BATCH, DIM, device=DEVICE, dtype=dtype),
+        dt_bias=torch.randn(DIM, device=DEVICE),
+    )
+    ref_state = state.clone()
+    y = selective_state_update_fused(state, **args, dt_softplus=True)
+    y_ref = selective_state_update_ref(ref_state, **{k: v.float() for k, v in args.items()}, dt_softplus=True)
+    assert _rel(state, ref_state) < 1e-5
+    assert _rel(y.float(), y_ref) <= (1e-5 if dtype == torch.float32 else 1.5 * _rel(_rounded(y_ref, dtype), y_ref))
