@@ -30,11 +30,15 @@ def causal_conv1d_ref(
     if activation not in (None, "silu"):
         raise ValueError(f"activation must be None or 'silu', got {activation!r}")
     dtype_in = x.dtype
+    # fp32 at least; float64 stays float64 so that gradcheck can test this reference
+    compute = torch.promote_types(x.dtype, torch.float32)
     dim, width = weight.shape
     if initial_state is None:
         initial_state = x.new_zeros(x.shape[0], dim, width - 1)
     xx = torch.cat([initial_state.to(x.dtype), x], dim=-1)  # [B, D, W - 1 + L]
-    out = F.conv1d(xx.float(), weight.float().unsqueeze(1), None if bias is None else bias.float(), groups=dim)
+    out = F.conv1d(
+        xx.to(compute), weight.to(compute).unsqueeze(1), None if bias is None else bias.to(compute), groups=dim
+    )
     if activation == "silu":
         out = F.silu(out)
     out = out.to(dtype_in)
@@ -60,10 +64,13 @@ def causal_conv1d_update_ref(
     Returns:
         out [B, D] in x's dtype.
     """
+    if activation not in (None, "silu"):
+        raise ValueError(f"activation must be None or 'silu', got {activation!r}")
+    compute = torch.promote_types(x.dtype, torch.float32)
     window = torch.cat([conv_state, x.unsqueeze(-1).to(conv_state.dtype)], dim=-1)  # [B, D, W]
-    out = (window.float() * weight.float()).sum(-1)
+    out = (window.to(compute) * weight.to(compute)).sum(-1)
     if bias is not None:
-        out = out + bias.float()
+        out = out + bias.to(compute)
     if activation == "silu":
         out = F.silu(out)
     conv_state.copy_(window[:, :, 1:])
