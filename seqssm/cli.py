@@ -114,6 +114,30 @@ def info(checkpoint: Path = typer.Argument(..., help="Checkpoint folder.")):
     typer.echo(json.dumps(run(str(checkpoint)), indent=2))
 
 
+@app.command(epilog=_example("seqssm evaluate predictions.tsv --out report --history runs/ft/train_log.tsv"))
+def evaluate(
+    predictions: Path = typer.Argument(..., help="TSV from `seqssm predict` (id, predicted, prob_<label>…)."),
+    out: Path = typer.Option(..., "--out", "-o", help="Folder for metrics.json, PNGs and report.html."),
+    labels: Path | None = typer.Option(None, help="Table with id and label columns, when predictions lack them."),
+    label_column: str = typer.Option("label"), id_column: str = typer.Option("id"),
+    history: Path | None = typer.Option(None, help="A train_log.tsv to plot as training curves."),
+    title: str | None = typer.Option(None), positive_label: str | None = typer.Option(None),
+    task: str = typer.Option("auto", help="auto, binary, multiclass or multilabel."),
+):
+    """Score predictions with scikit-learn metrics; write metrics.json, pictures and an HTML report."""
+    from seqssm.pipelines.evaluate import EvaluateConfig
+    from seqssm.pipelines.evaluate import evaluate as run
+
+    report = run(EvaluateConfig(
+        predictions=str(predictions), out=str(out), labels=str(labels) if labels else None,
+        label_column=label_column, id_column=id_column, history=str(history) if history else None, title=title,
+        positive_label=positive_label, task=task,
+    ))
+    shown = ", ".join(f"{k} {v:.4f}" for k, v in report["metrics"].items() if isinstance(v, float))
+    typer.echo(f"{report['task']}, {report['n']} rows: {shown}")
+    typer.echo(f"report: {Path(out) / 'report.html'}")
+
+
 @app.command(epilog=_example("seqssm demo --out runs/demo --minutes 2.5"))
 def demo(
     out: Path = typer.Option(Path("runs/demo"), "--out", "-o"),
