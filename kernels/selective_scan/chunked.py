@@ -79,11 +79,16 @@ def _scan(a: torch.Tensor, b: torch.Tensor, reverse: bool = False) -> torch.Tens
     return b
 
 
-def _chunk_fwd_kernel(u, delta, A, B, h0, s, e):
-    """States of positions s..e-1 [T, B, D, N] given h0 [B, D, N], the state before s; also a = exp(ΔA)."""
-    a = torch.exp(delta[s:e].unsqueeze(-1) * A)
+def _chunk_fwd_kernel(u, delta, A, B, h0, s, e, keep_a=False):
+    """States of positions s..e-1 [T, B, D, N] given h0 [B, D, N], the state before s.
+
+    With keep_a, also a = exp(ΔA) [T, B, D, N] (the scan clobbers its own copy); else None.
+    """
+    a = (delta[s:e].unsqueeze(-1) * A).exp_()
     b = _outer(delta[s:e] * u[s:e], B, s, e)
     b[0].addcmul_(a[0], h0)
+    if not keep_a:
+        return _scan(a, b), None
     return _scan(a.clone(), b), a
 
 
@@ -92,7 +97,7 @@ def _chunk_bwd_kernel(u, delta, A, B, C, h0, dy, dh, s, e):
 
     Returns du, ddelta [T, B, D]; dA [D, N]; dB, dC (chunk rows or [D, N]); dh0, the gradient of h0.
     """
-    hs, a = _chunk_fwd_kernel(u, delta, A, B, h0, s, e)
+    hs, a = _chunk_fwd_kernel(u, delta, A, B, h0, s, e, keep_a=True)
     dts, dtu, dys = delta[s:e], delta[s:e] * u[s:e], dy[s:e]
     g = _outer(dys, C, s, e)
     g[-1] += dh
@@ -106,10 +111,12 @@ def _chunk_bwd_kernel(u, delta, A, B, C, h0, dy, dh, s, e):
     gB = _dot(g, B, s, e)
     du = dts * gB
     ddelta = u[s:e] * gB
-    # d(ΔA)_t = g_t h_{t-1} a_t, written over the shifted states to save a buffer
-    q = torch.cat([h0.unsqueeze(0), hs[:-1]]).mul_(a).mul_(g)
-    ddelta += _dot(q, A, s, e)
+    q = torch.empty_like(a)  # d(ΔA)_t = g_t h_{t-1} a_t
+    torch.mul(h0, a[0], out=q[0])
+    torch.mul(hs[:-1], a[1:], out=q[1:])
+    q.mul_(g)
     dA = (q * dts.unsqueeze(-1)).sum((0, 1))
+    ddelta += q.mul_(A).sum(-1)
     return du, ddelta, dA, dB, dC, a[0] * g[0]
 
 
