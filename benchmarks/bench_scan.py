@@ -1,0 +1,309 @@
+"""Selective scan speed on a CUDA GPU: seqssm's Triton kernel side by side with mamba_ssm, SDPA and PyTorch.
+
+Shape: B = 1, D = 1536, N = 16, bf16 u/Δ/z/B/C (B, C per position), fp32 A/D/delta_bias, with z, delta_bias
+and softplus; L = 4,096 ... 1,048,576. For each implementation: forward and forward+backward time (median of
+CUDA-event timings, L2 flushed by writing a 256 MB buffer before each repeat, random inputs), peak memory
+(inputs included), and the forward's achieved bandwidth over the minimum bytes (4·D + 2·N)·L·2 (u, Δ, z, B, C
+read once, out written once) next to the measured device copy bandwidth. Also the output error of each scan
+against the fp32 loop reference at the smallest L.
+
+Implementations: seqssm Triton (``selective_scan_fused``); mamba_ssm's CUDA ``selective_scan_fn`` when
+importable; PyTorch SDPA flash attention (12 heads × 64, causal) for scale; the chunked PyTorch scan and the
+loop reference at small L only.
+
+    python benchmarks/bench_scan.py --out $OUT            # the table
+    python benchmarks/bench_scan.py --sweep --out $OUT    # launch-shape sweep of the Triton kernels first
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+from datetime import date
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+import triton
+
+from seqssm.kernels.selective_scan.fused import BWD_CONFIG, FWD_CONFIG, ScanConfig, selective_scan_fused
+
+DIM, NSTATE = 1536, 16
+LENGTHS = (4096, 16384, 65536, 262144, 1048576)
+FLUSH = None
+
+
+def flush_l2() -> None:
+    global FLUSH
+    if FLUSH is None:
+        FLUSH = torch.empty(256 * 2**20, dtype=torch.uint8, device="cuda")
+    FLUSH.zero_()
+
+
+def time_ms(fn, reps: int, setup=None) -> float:
+    """Median milliseconds of fn() over reps, each after an L2 flush (and setup, untimed)."""
+    times = []
+    for _ in range(reps):
+        if setup is not None:
+            setup()
+        flush_l2()
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        fn()
+        end.record()
+        end.synchronize()
+        times.append(start.elapsed_time(end))
+    return statistics.median(times)
+
+
+def reps_for(length: int) -> int:
+    return 20 if length <= 65536 else (10 if length <= 262144 else 5)
+
+
+def make_inputs(length: int, seed: int = 0) -> dict[str, torch.Tensor]:
+    g = torch.Generator(device="cuda").manual_seed(seed)
+    bf16 = dict(device="cuda", dtype=torch.bfloat16)
+
+    def randn(*shape, scale=1.0, shift=0.0, **kw):
+        return torch.empty(*shape, **kw).normal_(shift, scale, generator=g)
+
+    return {
+        "u": randn(1, DIM, length, **bf16),
+        "delta": randn(1, DIM, length, scale=0.5, shift=-1.0, **bf16),
+        "A": -torch.empty(DIM, NSTATE, device="cuda").uniform_(0.5, 16.0, generator=g),
+        "B": randn(1, NSTATE, length, **bf16),
+        "C": randn(1, NSTATE, length, **bf16),
+        "D": randn(DIM, device="cuda"),
+        "z": randn(1, DIM, length, **bf16),
+        "delta_bias": randn(DIM, scale=0.5, device="cuda"),
+    }
+
+
+def scan_impls(fwd_cfg: ScanConfig, bwd_cfg: ScanConfig) -> dict[str, tuple[object, int]]:
+    """name -> (fn(**inputs) -> out, largest L to run it at)."""
+    impls = {
+        "seqssm triton": (lambda **x: selective_scan_fused(**x, delta_softplus=True, fwd_config=fwd_cfg,
+                                                           bwd_config=bwd_cfg), LENGTHS[-1]),
+    }
+    try:
+        from mamba_ssm.ops.selective_scan_interface import selective_scan_fn
+
+        impls["mamba_ssm CUDA"] = (lambda **x: selective_scan_fn(**x, delta_softplus=True), LENGTHS[-1])
+    except ImportError as err:
+        print(f"mamba_ssm not importable ({err}); its rows are left out", flush=True)
+    try:
+        from seqssm.kernels.selective_scan import selective_scan_chunked
+
+        impls["seqssm chunked (PyTorch)"] = (lambda **x: selective_scan_chunked(**x, delta_softplus=True), 16384)
+    except ImportError:
+        print("selective_scan_chunked not importable; its rows are left out", flush=True)
+    from seqssm.kernels.selective_scan import selective_scan_ref
+
+    impls["loop reference (PyTorch)"] = (lambda **x: selective_scan_ref(**x, delta_softplus=True), 4096)
+    return impls
+
+
+def measure_scan(fn, length: int, do_bwd: bool = True) -> dict[str, float]:
+    x = make_inputs(length)
+    reps = reps_for(length)
+    row = {}
+    with torch.no_grad():
+        fn(**x)
+        torch.cuda.synchronize()
+        row["fwd_ms"] = time_ms(lambda: fn(**x), reps)
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats()
+        fn(**x)
+        torch.cuda.synchronize()
+        row["fwd_peak_gb"] = (torch.cuda.max_memory_allocated() - FLUSH.numel()) / 1e9
+    if do_bwd:
+        leaves = {k: v.requires_grad_() for k, v in x.items()}
+        dout = torch.randn(1, DIM, length, device="cuda", dtype=torch.bfloat16)
+
+        def clear():
+            for v in leaves.values():
+                v.grad = None
+
+        def step():
+            fn(**leaves).backward(dout)
+
+        step()
+        torch.cuda.synchronize()
+        row["fwdbwd_ms"] = time_ms(step, reps, setup=clear)
+        clear()
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats()
+        step()
+        torch.cuda.synchronize()
+        row["fwdbwd_peak_gb"] = (torch.cuda.max_memory_allocated() - FLUSH.numel()) / 1e9
+    row["fwd_gbps"] = (4 * DIM + 2 * NSTATE) * length * 2 / (row["fwd_ms"] * 1e6)
+    return row
+
+
+def measure_sdpa(length: int) -> dict[str, float]:
+    q, k, v = (torch.randn(1, 12, length, 64, device="cuda", dtype=torch.bfloat16, requires_grad=True)
+               for _ in range(3))
+    reps = 3 if length > 65536 else 10
+    row = {}
+    with torch.nn.attention.sdpa_kernel(torch.nn.attention.SDPBackend.FLASH_ATTENTION):
+        with torch.no_grad():
+            F.scaled_dot_product_attention(q, k, v, is_causal=True)
+            row["fwd_ms"] = time_ms(lambda: F.scaled_dot_product_attention(q, k, v, is_causal=True), reps)
+        if length <= 65536:
+            dout = torch.randn_like(q)
+
+            def step():
+                F.scaled_dot_product_attention(q, k, v, is_causal=True).backward(dout)
+
+            step()
+            row["fwdbwd_ms"] = time_ms(step, reps)
+    return row
+
+
+def copy_bandwidth() -> float:
+    """Device-to-device copy of 2 GiB, counting bytes read plus bytes written, in GB/s."""
+    src = torch.randn(2**29, device="cuda")
+    dst = torch.empty_like(src)
+    dst.copy_(src)
+    ms = time_ms(lambda: dst.copy_(src), 10)
+    return 2 * src.numel() * 4 / (ms * 1e6)
+
+
+def output_errors(impls) -> dict[str, float]:
+    """‖out − ref‖ / ‖ref‖ against the fp32 loop reference at L = 4096, and for the bf16 rounding of ref."""
+    from seqssm.kernels.selective_scan import selective_scan_ref
+
+    x = make_inputs(4096, seed=1)
+    ref = selective_scan_ref(**{k: v.float() for k, v in x.items()}, delta_softplus=True).double()
+    errs = {"bf16 rounding of the reference": ((ref.bfloat16().double() - ref).norm() / ref.norm()).item()}
+    for name, (fn, _) in impls.items():
+        if name.startswith("seqssm triton") or name.startswith("mamba_ssm"):
+            errs[name] = ((fn(**x).double() - ref).norm() / ref.norm()).item()
+    return errs
+
+
+FWD_CANDIDATES = [ScanConfig(*c) for c in [
+    (1, 256, 1), (1, 512, 2), (2, 256, 2), (2, 512, 2), (4, 256, 4), (4, 512, 4), (4, 1024, 4), (8, 256, 8),
+    (8, 512, 8), (4, 128, 4), (4, 256, 4, 2), (4, 512, 4, 2), (4, 256, 4, 4)]]
+BWD_CANDIDATES = [ScanConfig(*c) for c in [
+    (2, 256, 2), (4, 256, 4), (4, 128, 4), (8, 256, 8), (8, 128, 8), (16, 128, 8), (4, 512, 4), (4, 256, 4, 2)]]
+
+
+def _fastest(kind: str, candidates, configs, length: int, log: list[str]) -> ScanConfig | None:
+    """The candidate with the smallest forward (kind "fwd") or backward-only ("bwd") time at L = length."""
+    timed = []
+    for cand in candidates:
+        fc, bc = configs(cand)
+
+        def fn(fc=fc, bc=bc, **x):
+            return selective_scan_fused(**x, delta_softplus=True, fwd_config=fc, bwd_config=bc)
+
+        t0 = time.time()
+        try:
+            row = measure_scan(fn, length, do_bwd=kind == "bwd")
+        except Exception as err:  # a shape that fails to compile or run is reported, not fatal
+            log.append(f"{kind} {tuple(cand)}: failed {err!r:.300}")
+            print(log[-1], flush=True)
+            continue
+        ms = row["fwd_ms"] if kind == "fwd" else row["fwdbwd_ms"] - row["fwd_ms"]
+        timed.append((ms, cand))
+        log.append(f"{kind} {tuple(cand)}: {ms:.3f} ms ({time.time() - t0:.1f} s with compile)")
+        print(log[-1], flush=True)
+    return min(timed)[1] if timed else None
+
+
+def sweep(length: int, log: list[str]) -> tuple[ScanConfig, ScanConfig]:
+    """Time launch shapes of the forward, then of the backward behind the fastest forward."""
+    fwd = _fastest("fwd", FWD_CANDIDATES, lambda c: (c, BWD_CONFIG), length, log) or FWD_CONFIG
+    bwd = _fastest("bwd", BWD_CANDIDATES, lambda c: (fwd, c), length, log) or BWD_CONFIG
+    return fwd, bwd
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", type=Path, default=Path("."))
+    parser.add_argument("--sweep", action="store_true", help="sweep launch shapes at --sweep-length first")
+    parser.add_argument("--sweep-length", type=int, default=65536)
+    parser.add_argument("--sweep-only", action="store_true", help="write the chosen shapes to OUT/sweep.json, stop")
+    parser.add_argument("--configs", type=Path, help="a sweep.json from an earlier --sweep to take shapes from")
+    parser.add_argument("--lengths", type=int, nargs="*", default=list(LENGTHS))
+    args = parser.parse_args()
+    args.out.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(0)
+    log: list[str] = []
+    fwd_cfg, bwd_cfg = FWD_CONFIG, BWD_CONFIG
+    if args.sweep:
+        fwd_cfg, bwd_cfg = sweep(args.sweep_length, log)
+        log.append(f"chosen fwd {fwd_cfg}, bwd {bwd_cfg}")
+        print(log[-1], flush=True)
+        (args.out / "sweep.json").write_text(json.dumps({"fwd": fwd_cfg, "bwd": bwd_cfg, "log": log}, indent=1))
+        if args.sweep_only:
+            return
+    if args.configs:
+        chosen = json.loads(args.configs.read_text())
+        fwd_cfg, bwd_cfg = ScanConfig(*chosen["fwd"]), ScanConfig(*chosen["bwd"])
+    impls = scan_impls(fwd_cfg, bwd_cfg)
+    versions = {"torch": torch.__version__, "triton": triton.__version__, "cuda": torch.version.cuda}
+    try:
+        import mamba_ssm
+
+        versions["mamba_ssm"] = mamba_ssm.__version__
+    except ImportError:
+        pass
+    copy_gbps = copy_bandwidth()
+    errors = output_errors(impls)
+    rows = []
+    for length in args.lengths:
+        for name, (fn, max_len) in impls.items():
+            if length > max_len:
+                continue
+            t0 = time.time()
+            try:
+                row = measure_scan(fn, length)
+            except torch.OutOfMemoryError:
+                row = {"note": "out of memory"}
+            rows.append({"impl": name, "L": length, **row})
+            print(f"{name} L={length}: {row} ({time.time() - t0:.1f} s)", flush=True)
+            torch.cuda.empty_cache()
+        if length <= 262144:
+            row = measure_sdpa(length)
+            rows.append({"impl": "SDPA flash attention 12x64 causal", "L": length, **row})
+            print(f"SDPA L={length}: {row}", flush=True)
+
+    device = torch.cuda.get_device_name()
+    header = (f"{device}, {date.today()}, " + ", ".join(f"{k} {v}" for k, v in versions.items())
+              + f"; fwd {fwd_cfg}, bwd {bwd_cfg}; copy bandwidth {copy_gbps:.0f} GB/s")
+    lines = [header, "",
+             "| impl | L | fwd ms | fwd+bwd ms | peak fwd GB | peak fwd+bwd GB | fwd GB/s (% of copy) |",
+             "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
+
+    def f(v, fmt):
+        return format(v, fmt) if isinstance(v, float) else "-"
+
+    for r in rows:
+        gbps = r.get("fwd_gbps")
+        bw = f"{gbps:.0f} ({100 * gbps / copy_gbps:.0f}%)" if gbps else "-"
+        lines.append(f"| {r['impl']} | {r['L']:,} | {f(r.get('fwd_ms'), '.3f')} | {f(r.get('fwdbwd_ms'), '.3f')} | "
+                     f"{f(r.get('fwd_peak_gb'), '.2f')} | {f(r.get('fwdbwd_peak_gb'), '.2f')} | {bw} |")
+    ours = {r["L"]: r for r in rows if r["impl"] == "seqssm triton"}
+    theirs = {r["L"]: r for r in rows if r["impl"] == "mamba_ssm CUDA"}
+    if theirs:
+        lines += ["", "| L | fwd speedup vs mamba_ssm | fwd+bwd speedup | peak fwd+bwd ratio (ours/theirs) |",
+                  "| ---: | ---: | ---: | ---: |"]
+        for length in sorted(set(ours) & set(theirs)):
+            a, b = ours[length], theirs[length]
+            if "fwd_ms" in a and "fwd_ms" in b:
+                lines.append(f"| {length:,} | {b['fwd_ms'] / a['fwd_ms']:.2f}x | "
+                             f"{b['fwdbwd_ms'] / a['fwdbwd_ms']:.2f}x | "
+                             f"{a['fwdbwd_peak_gb'] / b['fwdbwd_peak_gb']:.2f} |")
+    lines += ["", "Output error vs fp32 loop reference at L = 4096: "
+              + ", ".join(f"{k} {v:.2e}" for k, v in errors.items())]
+    table = "\n".join(lines)
+    (args.out / "bench_scan.md").write_text(table + "\n")
+    print("\n" + "\n".join(log) + "\n\n" + table)
+
+
+if __name__ == "__main__":
+    main()
