@@ -156,26 +156,27 @@ def _causal_conv1d_bwd_kernel(
 
     if HAS_S0:
         if pid_t == 0:
-            # State entry i sits at position p = i - (W - 1) and feeds outputs p + W - 1 - k = i - k >= 0.
+            # State entry i sits at position i - (W - 1) and feeds outputs i - k >= 0 through tap k.
+            # (Names differ from the loop above: a branch taken at run time may not retype a variable.)
             i = tl.arange(0, 4)
             ds0 = tl.zeros((BLOCK_D, 4), dtype=tl.float32)
             for k in tl.static_range(W):
-                q = i - k
-                ok = (q >= 0) & (q < length) & (i < W - 1)
-                dpre = tl.load(dout_ptr + g_base + q[None, :] * s_g_l, mask=mask_d[:, None] & ok[None, :],
-                               other=0.0).to(tl.float32)
+                q0 = i - k
+                ok = (q0 >= 0) & (q0 < length) & (i < W - 1)
+                dpre0 = tl.load(dout_ptr + g_base + q0[None, :] * s_g_l, mask=mask_d[:, None] & ok[None, :],
+                                other=0.0).to(tl.float32)
                 if SILU:
-                    pre = _conv_at(x_base, s0_base, s_x_l, s_s_w, w_ptr, s_w_d, s_w_k, offs_d, mask_d, q,
-                                   length, bias, W, HAS_BIAS, HAS_S0)
-                    sg = tl.sigmoid(pre)
-                    dpre = dpre * sg * (1.0 + pre * (1.0 - sg))
-                wk = tl.load(w_ptr + offs_d * s_w_d + k * s_w_k, mask=mask_d, other=0.0).to(tl.float32)
-                ds0 += wk[:, None] * tl.where(ok[None, :], dpre, 0.0)
+                    pre0 = _conv_at(x_base, s0_base, s_x_l, s_s_w, w_ptr, s_w_d, s_w_k, offs_d, mask_d, q0,
+                                    length, bias, W, HAS_BIAS, HAS_S0)
+                    sg0 = tl.sigmoid(pre0)
+                    dpre0 = dpre0 * sg0 * (1.0 + pre0 * (1.0 - sg0))
+                w0 = tl.load(w_ptr + offs_d * s_w_d + k * s_w_k, mask=mask_d, other=0.0).to(tl.float32)
+                ds0 += w0[:, None] * tl.where(ok[None, :], dpre0, 0.0)
             if HAS_DST:
                 # With L < W - 1 part of the initial state survives into the final state.
-                j = i - length
-                keep = (j >= 0) & (i < W - 1)
-                ds0 += tl.load(dsT_ptr + (pid_b * dim + row) * (W - 1) + j[None, :],
+                j0 = i - length
+                keep = (j0 >= 0) & (i < W - 1)
+                ds0 += tl.load(dsT_ptr + (pid_b * dim + row) * (W - 1) + j0[None, :],
                                mask=mask_d[:, None] & keep[None, :], other=0.0).to(tl.float32)
             tl.store(ds0_ptr + (pid_b * dim + row) * (W - 1) + i[None, :], ds0,
                      mask=mask_d[:, None] & (i < W - 1)[None, :])
@@ -217,7 +218,8 @@ def _tiles(device: torch.device, length: int) -> tuple[int, int, int]:
     """(BLOCK_D, BLOCK_T, num_warps): small tiles for the interpreter."""
     if device.type != "cuda":
         return 4, 16, 1
-    return 16, min(512, triton.next_power_of_2(length)), 4
+    # 8 positions a thread: the backward's recomputed taps stay in registers (no spills at W = 4).
+    return 4, min(256, triton.next_power_of_2(length)), 4
 
 
 def _causal_conv1d_fwd(x, weight, bias, initial_state, return_final_state, silu):

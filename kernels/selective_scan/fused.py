@@ -36,7 +36,7 @@ POISON = False
 def _fresh(X: torch.Tensor) -> torch.Tensor:
     return X.fill_(float("nan")) if POISON else X
 
-LOG2E = 1.4426950408889634
+LOG2E = tl.constexpr(1.4426950408889634)
 
 
 class ScanConfig(NamedTuple):
@@ -139,11 +139,15 @@ def _selective_scan_fwd_kernel(
             tl.store(hc_ptr + hc_offs, S, mask=state_mask)
         t = c * BLOCK_T + offs_j
         mask_t = t < length
+        # Offsets along L stay 32-bit (rows are unit-stride); the row bases carry the 64-bit part.
         if REVERSE:
-            pos = (length - 1 - t).to(tl.int64)
+            pos = length - 1 - t
         else:
-            pos = t.to(tl.int64)
+            pos = t
         mask = mask_d[:, None] & mask_t[None, :]
+        # B and C rows are read through a [BLOCK_D, BLOCK_T] pointer tile (each warp its own copy, from L1)
+        # so that they arrive in the tile's layout without a shared-memory shuffle.
+        pos_2d = tl.broadcast_to(pos[None, :], (BLOCK_D, BLOCK_T))
         u = tl.load(u_base + pos[None, :] * s_u_l, mask=mask, other=0.0).to(tl.float32)
         dt = tl.load(dt_base + pos[None, :] * s_dt_l, mask=mask, other=0.0).to(tl.float32)
         if HAS_BIAS:
@@ -159,16 +163,16 @@ def _selective_scan_fwd_kernel(
             A_n = tl.load(A_ptr + offs_d * s_A_d + n * s_A_n, mask=mask_d, other=0.0).to(tl.float32)
             a = tl.exp2(dt * (A_n * LOG2E)[:, None])
             if B_VAR:
-                B_n = tl.load(B_base + n * s_B_n + pos * s_B_l, mask=mask_t, other=0.0).to(tl.float32)
-                b = dtu * B_n[None, :]
+                B_n = tl.load(B_base + n * s_B_n + pos_2d * s_B_l, mask=mask, other=0.0).to(tl.float32)
+                b = dtu * B_n
             else:
                 B_n = tl.load(B_base + n * s_B_n, mask=mask_d, other=0.0).to(tl.float32)
                 b = dtu * B_n[:, None]
             a_c, b_c = tl.associative_scan((a, b), axis=1, combine_fn=_fwd_combine)
             h = b_c + a_c * _column(S, offs_n, n)[:, None]
             if C_VAR:
-                C_n = tl.load(C_base + n * s_C_n + pos * s_C_l, mask=mask_t, other=0.0).to(tl.float32)
-                y += h * C_n[None, :]
+                C_n = tl.load(C_base + n * s_C_n + pos_2d * s_C_l, mask=mask, other=0.0).to(tl.float32)
+                y += h * C_n
             else:
                 C_n = tl.load(C_base + n * s_C_n, mask=mask_d, other=0.0).to(tl.float32)
                 y += h * C_n[:, None]
@@ -253,11 +257,15 @@ def _selective_scan_bwd_kernel(
         S0 = tl.load(hc_ptr + hc_offs, mask=state_mask, other=0.0)
         t = c * BLOCK_T + offs_j
         mask_t = t < length
+        # Offsets along L stay 32-bit (rows are unit-stride); the row bases carry the 64-bit part.
         if REVERSE:
-            pos = (length - 1 - t).to(tl.int64)
+            pos = length - 1 - t
         else:
-            pos = t.to(tl.int64)
+            pos = t
         mask = mask_d[:, None] & mask_t[None, :]
+        # B and C rows are read through a [BLOCK_D, BLOCK_T] pointer tile (each warp its own copy, from L1)
+        # so that they arrive in the tile's layout without a shared-memory shuffle.
+        pos_2d = tl.broadcast_to(pos[None, :], (BLOCK_D, BLOCK_T))
         u = tl.load(u_base + pos[None, :] * s_u_l, mask=mask, other=0.0).to(tl.float32)
         dt_raw = tl.load(dt_base + pos[None, :] * s_dt_l, mask=mask, other=0.0).to(tl.float32)
         if HAS_BIAS:
@@ -284,14 +292,12 @@ def _selective_scan_bwd_kernel(
             A_n = tl.load(A_ptr + offs_d * s_A_d + n * s_A_n, mask=mask_d, other=0.0).to(tl.float32)
             a = tl.exp2(dt * (A_n * LOG2E)[:, None])
             if B_VAR:
-                B_row = tl.load(B_base + n * s_B_n + pos * s_B_l, mask=mask_t, other=0.0).to(tl.float32)
-                B_n = B_row[None, :]
+                B_n = tl.load(B_base + n * s_B_n + pos_2d * s_B_l, mask=mask, other=0.0).to(tl.float32)
             else:
                 B_col = tl.load(B_base + n * s_B_n, mask=mask_d, other=0.0).to(tl.float32)
                 B_n = B_col[:, None]
             if C_VAR:
-                C_row = tl.load(C_base + n * s_C_n + pos * s_C_l, mask=mask_t, other=0.0).to(tl.float32)
-                C_n = C_row[None, :]
+                C_n = tl.load(C_base + n * s_C_n + pos_2d * s_C_l, mask=mask, other=0.0).to(tl.float32)
             else:
                 C_col = tl.load(C_base + n * s_C_n, mask=mask_d, other=0.0).to(tl.float32)
                 C_n = C_col[:, None]
