@@ -27,7 +27,7 @@ def demo(cfg: DemoConfig, echo=print) -> dict:
     echo(f"[1/3] pretraining a causal Mamba DNA model on {fasta.name} (48,502 bp) for at most "
          f"{cfg.minutes:g} min")
     result = pretrain(PretrainConfig(
-        fasta=str(fasta), out=str(out / "pretrain"), window=512, batch_size=16, steps=cfg.steps, lr=3e-3,
+        data=str(fasta), out=str(out / "pretrain"), window=512, batch_size=16, steps=cfg.steps, lr=3e-3,
         warmup_steps=30, val_every=100, val_windows=32, max_minutes=cfg.minutes, seed=cfg.seed,
         device=cfg.device, d_model=128, n_layer=4,
     ))

@@ -1,4 +1,4 @@
-"""Pretraining a DNA language model on windows of a genome (causal LM)."""
+"""Pretraining a language model on windows of a genome (causal or masked LM) or of audio (causal LM)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 
 from seqssm.config import MambaConfig
 from seqssm.datasets.windows import GenomeWindowDataset
@@ -22,6 +21,7 @@ from seqssm.pipelines.common import (
     resolve_device,
     seed_everything,
 )
+from seqssm.pipelines.objectives import IGNORE, causal_lm_loss, mask_tokens, masked_lm_loss
 from seqssm.pipelines.train_utils import cosine_schedule, param_groups, write_run_record
 from seqssm.tokenizers import get_tokenizer
 
@@ -30,9 +30,14 @@ from seqssm.tokenizers import get_tokenizer
 class PretrainConfig:
     """Everything `seqssm pretrain` takes; the Python API takes the same object."""
 
-    fasta: str
+    data: str
     out: str
     objective: str = "clm"
+    modality: str = "dna"
+    bidirectional: bool = False
+    rc_equivariant: bool = False
+    mask_prob: float = 0.15
+    sample_rate: int | None = None
     window: int = 1024
     batch_size: int = 16
     steps: int = 1000
@@ -54,8 +59,18 @@ class PretrainConfig:
     impl: str = "auto"
 
     def __post_init__(self):
-        if self.objective not in ("clm",):
-            raise InputError(f"objective {self.objective!r} is not supported; use 'clm'")
+        if self.objective not in ("clm", "mlm"):
+            raise InputError(f"--objective {self.objective!r} is not supported; use 'clm' or 'mlm'")
+        if self.modality not in ("dna", "audio"):
+            raise InputError(f"--modality {self.modality!r} is not supported; use 'dna' or 'audio'")
+        if self.objective == "mlm" and not (self.bidirectional or self.rc_equivariant):
+            raise InputError("--objective mlm needs a bidirectional model: add --bidirectional")
+        if self.objective == "clm" and (self.bidirectional or self.rc_equivariant):
+            raise InputError("a bidirectional model sees the future: train it with --objective mlm")
+        if self.modality == "audio" and (self.objective != "clm" or self.rc_equivariant):
+            raise InputError("audio models are causal LMs: use --objective clm without --rc-equivariant")
+        if not 0 < self.mask_prob < 1:
+            raise InputError(f"--mask-prob must be between 0 and 1, got {self.mask_prob}")
         for name in ("window", "batch_size", "steps", "val_every", "val_windows", "d_model", "n_layer"):
             if getattr(self, name) <= 0:
                 raise InputError(f"--{name.replace('_', '-')} must be positive, got {getattr(self, name)}")
@@ -73,60 +88,103 @@ class PretrainResult:
     history: list
 
 
-def causal_lm_loss(model: torch.nn.Module, ids: torch.Tensor) -> torch.Tensor:
-    """Mean next-token cross-entropy (nats) over positions 1..L-1 of ids [B, L]."""
-    logits = model(ids[:, :-1])
-    return F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), ids[:, 1:].reshape(-1))
+class Objective:
+    """The loss of one batch of windows ids [B, L]: next-token (clm) or masked-token (mlm) cross-entropy.
+
+    Returns (mean loss in nats, number of predicted positions) so validation can average exactly.
+    """
+
+    def __init__(self, cfg: PretrainConfig, tokenizer):
+        self.kind = cfg.objective
+        self.mask_prob = cfg.mask_prob
+        if self.kind == "mlm":
+            self.mask_id = tokenizer.mask_id
+            self.vocab_ids = torch.tensor(sorted(set(range(tokenizer.vocab_size)) - set(tokenizer.special_ids)))
+
+    def __call__(self, model, ids: torch.Tensor, generator: torch.Generator | None = None):
+        if self.kind == "clm":
+            return causal_lm_loss(model, ids), ids.shape[0] * (ids.shape[1] - 1)
+        inputs, labels = mask_tokens(ids, mask_id=self.mask_id, vocab_ids=self.vocab_ids,
+                                     mask_prob=self.mask_prob, generator=generator)
+        return masked_lm_loss(model, inputs, labels), int((labels != IGNORE).sum())
 
 
 @torch.no_grad()
-def evaluate_bits(model, batches, device) -> float:
-    """Validation loss in bits per predicted token, averaged over every predicted position."""
+def evaluate_bits(model, objective: Objective, batches, device) -> float:
+    """Validation loss in bits per predicted token, averaged over every predicted position.
+
+    The masked-LM masks are drawn from a fixed seed, so every validation scores the same positions.
+    """
     model.eval()
+    generator = torch.Generator().manual_seed(1234)
     total, count = 0.0, 0
     for ids in batches:
         ids = ids.to(device)
         with autocast(device):
-            loss = causal_lm_loss(model, ids)
-        n = ids.shape[0] * (ids.shape[1] - 1)
+            loss, n = objective(model, ids, generator)
         total += loss.item() * n
         count += n
     model.train()
-    return total / count / math.log(2)
+    return total / max(count, 1) / math.log(2)
 
 
-def _build_model(cfg: PretrainConfig, vocab_size: int) -> MambaLMHeadModel:
+def _build_model(cfg: PretrainConfig, tokenizer, sample_rate: int | None) -> MambaLMHeadModel:
     if cfg.init_from:
-        return load_model(cfg.init_from)
+        return load_model(cfg.init_from, impl=cfg.impl)
+    extra = {"rc_equivariant": True} if cfg.rc_equivariant else {}
     config = MambaConfig(
-        d_model=cfg.d_model, n_layer=cfg.n_layer, vocab_size=vocab_size, d_state=cfg.d_state, expand=cfg.expand
+        d_model=cfg.d_model, n_layer=cfg.n_layer, vocab_size=tokenizer.vocab_size, d_state=cfg.d_state,
+        expand=cfg.expand, bidirectional=cfg.bidirectional or cfg.rc_equivariant, tokenizer=tokenizer.name,
+        sample_rate=sample_rate, **extra,
     )
     return MambaLMHeadModel(config, impl=cfg.impl)
 
 
+def _datasets(cfg: PretrainConfig):
+    """(tokenizer, train, val, sample rate): datasets of int64 windows [window + 1] for this modality."""
+    if cfg.modality == "audio":
+        from seqssm.pipelines.audio_lm import audio_lm_datasets
+        from seqssm.transforms import AudioTokenizer
+
+        tokenizer = AudioTokenizer("mulaw", bits=8)
+        train, val, rate = audio_lm_datasets(
+            cfg.data, cfg.window + 1, num_train=cfg.steps * cfg.batch_size, num_val=cfg.val_windows,
+            seed=cfg.seed, val_fraction=cfg.val_fraction, sample_rate=cfg.sample_rate, tokenizer=tokenizer,
+        )
+        return tokenizer, train, val, rate
+    require_file(cfg.data, "FASTA file")
+    tokenizer = get_tokenizer("nucleotide")
+    # clm: +1 so the model sees `window` tokens and predicts the next one at each position.
+    length = cfg.window + 1 if cfg.objective == "clm" else cfg.window
+    train = GenomeWindowDataset(
+        cfg.data, length, tokenizer=tokenizer, num_samples=cfg.steps * cfg.batch_size,
+        seed=cfg.seed, split="train", val_fraction=cfg.val_fraction,
+    )
+    val = GenomeWindowDataset(
+        cfg.data, length, tokenizer=tokenizer, num_samples=cfg.val_windows,
+        seed=cfg.seed + 1, split="val", val_fraction=cfg.val_fraction,
+    )
+    return tokenizer, train, val, None
+
+
 def pretrain(cfg: PretrainConfig) -> PretrainResult:
-    """Train a causal DNA LM on random windows of ``cfg.fasta``; validate on the held-out tail of each contig.
+    """Train an LM on random windows of ``cfg.data``; validate on the held-out tail of each contig.
+
+    DNA: causal LM, or masked LM (15% of positions, 80/10/10) for bidirectional / RC-equivariant models;
+    both strands are sampled (reverse-complement augmentation). Audio (``modality="audio"``, ``data`` a
+    folder or file of recordings; for DNA it is a FASTA file): causal LM over 8-bit mu-law tokens.
 
     Writes ``{out}/checkpoint`` (config.json + model.safetensors, replaced atomically at every validation),
     ``{out}/train_log.tsv`` and ``{out}/run.json`` (resolved config, versions, results).
     """
-    require_file(cfg.fasta, "FASTA file")
     device = resolve_device(cfg.device)
-    seed_everything(cfg.seed)
-    tokenizer = get_tokenizer("nucleotide")
-    # +1: the model sees `window` tokens and predicts the next one at each position.
-    train = GenomeWindowDataset(
-        cfg.fasta, cfg.window + 1, tokenizer=tokenizer, num_samples=cfg.steps * cfg.batch_size,
-        seed=cfg.seed, split="train", val_fraction=cfg.val_fraction,
-    )
-    val = GenomeWindowDataset(
-        cfg.fasta, cfg.window + 1, tokenizer=tokenizer, num_samples=cfg.val_windows,
-        seed=cfg.seed + 1, split="val", val_fraction=cfg.val_fraction,
-    )
+    generator = seed_everything(cfg.seed)
+    tokenizer, train, val, sample_rate = _datasets(cfg)
+    objective = Objective(cfg, tokenizer)
     train_loader = torch.utils.data.DataLoader(train, batch_size=cfg.batch_size, shuffle=False)
     val_batches = list(torch.utils.data.DataLoader(val, batch_size=cfg.batch_size))
 
-    model = _build_model(cfg, tokenizer.vocab_size).to(device)
+    model = _build_model(cfg, tokenizer, sample_rate).to(device)
     optimizer = torch.optim.AdamW(param_groups(model, cfg.weight_decay), lr=cfg.lr, betas=(0.9, 0.95))
     scheduler = cosine_schedule(optimizer, cfg.warmup_steps, cfg.steps)
     out = Path(cfg.out)
@@ -135,7 +193,7 @@ def pretrain(cfg: PretrainConfig) -> PretrainResult:
     log_path.write_text("step\ttrain_loss\tval_bits_per_token\tlr\tseconds\n")
 
     def validate_and_save(step: int, train_loss: float) -> float:
-        bits = evaluate_bits(model, val_batches, device)
+        bits = evaluate_bits(model, objective, val_batches, device)
         with atomic_path(out / "checkpoint") as tmp:
             model.save_pretrained(tmp)
         elapsed = time.perf_counter() - start
@@ -153,7 +211,7 @@ def pretrain(cfg: PretrainConfig) -> PretrainResult:
     for ids in train_loader:
         ids = ids.to(device)
         with autocast(device):
-            loss = causal_lm_loss(model, ids)
+            loss, _ = objective(model, ids, generator)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
@@ -171,10 +229,11 @@ def pretrain(cfg: PretrainConfig) -> PretrainResult:
     bar.close()
     seconds = time.perf_counter() - start
     result = PretrainResult(
-        checkpoint=out / "checkpoint", val_bits_per_token=bits, uniform_bits=math.log2(4), steps=step,
+        checkpoint=out / "checkpoint", val_bits_per_token=bits,
+        uniform_bits=math.log2(4 if cfg.modality == "dna" else tokenizer.vocab_size), steps=step,
         seconds=seconds, history=history,
     )
     write_run_record(out, cfg, {
-        "result": {"val_bits_per_base": bits, "steps": step, "seconds": round(seconds, 1)}, "history": history,
+        "result": {"val_bits_per_token": bits, "steps": step, "seconds": round(seconds, 1)}, "history": history,
     })
     return result

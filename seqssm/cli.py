@@ -25,11 +25,21 @@ def _example(*lines: str) -> str:
     return "**Example:**\n\n" + "\n\n".join(f"`{line}`" for line in lines)
 
 
-@app.command(epilog=_example("seqssm pretrain genome.fa.gz --out runs/lm --steps 2000 --window 1024"))
+@app.command(epilog=_example(
+    "seqssm pretrain genome.fa.gz --out runs/lm --steps 2000 --window 1024",
+    "seqssm pretrain genome.fa.gz --out runs/mlm --objective mlm --rc-equivariant",
+    "seqssm pretrain recordings/ --modality audio --out runs/audio --window 8000",
+))
 def pretrain(
-    fasta: Path = typer.Argument(..., help="Genome FASTA (plain, gzip or bgzip)."),
+    data: Path = typer.Argument(..., help="Genome FASTA (plain, gzip or bgzip), or audio folder/file."),
     out: Path = typer.Option(..., "--out", "-o", help="Output folder (checkpoint/, train_log.tsv, run.json)."),
-    window: int = typer.Option(1024, help="Training window length in bases."),
+    objective: str = typer.Option("clm", help="clm (causal, next token) or mlm (masked, bidirectional models)."),
+    modality: str = typer.Option("dna", help="dna or audio (8-bit mu-law tokens)."),
+    bidirectional: bool = typer.Option(False, help="Caduceus-style bidirectional backbone (use with mlm)."),
+    rc_equivariant: bool = typer.Option(False, help="Reverse-complement-equivariant bidirectional model (mlm)."),
+    mask_prob: float = typer.Option(0.15, help="mlm: fraction of positions chosen (80/10/10)."),
+    sample_rate: int | None = typer.Option(None, help="audio: resample recordings to this rate (Hz)."),
+    window: int = typer.Option(1024, help="Training window length in tokens (bases or samples)."),
     batch_size: int = typer.Option(16, help="Windows per step."),
     steps: int = typer.Option(1000, help="Optimiser steps."),
     lr: float = typer.Option(2e-3, help="Peak learning rate (AdamW, warm-up then cosine decay)."),
@@ -46,18 +56,21 @@ def pretrain(
     impl: str = typer.Option("auto", help="Scan path: auto, triton, chunked or ref."),
     seed: int = typer.Option(0), device: str = typer.Option("auto", help="auto, cpu, cuda or cuda:N."),
 ):
-    """Pretrain a causal DNA language model on random windows of a genome."""
+    """Pretrain a language model on random windows of a genome (causal or masked) or of audio."""
     from seqssm.pipelines.pretrain import PretrainConfig
     from seqssm.pipelines.pretrain import pretrain as run
 
     result = run(PretrainConfig(
-        fasta=str(fasta), out=str(out), window=window, batch_size=batch_size, steps=steps, lr=lr,
+        data=str(data), out=str(out), objective=objective, modality=modality, bidirectional=bidirectional,
+        rc_equivariant=rc_equivariant, mask_prob=mask_prob, sample_rate=sample_rate, window=window,
+        batch_size=batch_size, steps=steps, lr=lr,
         weight_decay=weight_decay, warmup_steps=warmup_steps, grad_clip=grad_clip, val_every=val_every,
         val_windows=val_windows, val_fraction=val_fraction, max_minutes=max_minutes, d_model=d_model,
         n_layer=n_layer, d_state=d_state, expand=expand, init_from=str(init_from) if init_from else None,
         impl=impl, seed=seed, device=device,
     ))
-    typer.echo(f"validation: {result.val_bits_per_token:.4f} bits per base (uniform {result.uniform_bits:.1f}) "
+    unit = "sample" if modality == "audio" else "base"
+    typer.echo(f"validation: {result.val_bits_per_token:.4f} bits per {unit} (uniform {result.uniform_bits:.1f}) "
                f"after {result.steps} steps, {result.seconds:.0f} s")
     typer.echo(f"checkpoint: {result.checkpoint}")
 

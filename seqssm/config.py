@@ -15,7 +15,8 @@ class MambaConfig:
     """Sizes and initialisation of a Mamba (or bidirectional Caduceus-style) sequence model.
 
     Field names follow mamba_ssm's ``Mamba`` / ``MambaConfig``. The last three fields are derived in
-    ``__post_init__`` and never passed in: ``d_inner = expand * d_model``, ``resolved_dt_rank``
+    ``__post_init__`` and never passed in (``sample_rate`` is set for audio models, the rate their tokens
+    are at): ``d_inner = expand * d_model``, ``resolved_dt_rank``
     (``ceil(d_model / 16)`` when ``dt_rank == "auto"``) and ``padded_vocab_size`` (``vocab_size`` rounded
     up to ``pad_vocab_size_multiple``, so the embedding and LM head matmuls stay aligned).
     """
@@ -42,6 +43,7 @@ class MambaConfig:
     bidirectional: bool = False
     bidirectional_weight_tie: bool = True
     tokenizer: str = "nucleotide"
+    sample_rate: int | None = None
 
     d_inner: int = field(init=False)
     resolved_dt_rank: int = field(init=False)
@@ -68,6 +70,10 @@ class MambaConfig:
         if not isinstance(self.tokenizer, str) or not self.tokenizer:
             raise InputError(f"MambaConfig.tokenizer must be a tokenizer name such as 'nucleotide', "
                              f"got {self.tokenizer!r}")
+        if self.sample_rate is not None and (isinstance(self.sample_rate, bool)
+                                             or not isinstance(self.sample_rate, int) or self.sample_rate < 1):
+            raise InputError(f"MambaConfig.sample_rate must be a positive integer (Hz) or None, "
+                             f"got {self.sample_rate!r}")
         self.d_inner = self.expand * self.d_model
         self.resolved_dt_rank = math.ceil(self.d_model / 16) if self.dt_rank == "auto" else self.dt_rank
         multiple = self.pad_vocab_size_multiple

@@ -273,12 +273,16 @@ class ByteTokenizer:
         return self.decode_bytes(ids).decode("utf-8", errors="replace")
 
 
-def get_tokenizer(name: str) -> NucleotideTokenizer | ByteTokenizer:
-    """The tokenizer a checkpoint's config names: "nucleotide" or "byte"."""
+def get_tokenizer(name: str):
+    """The tokenizer a checkpoint's config names: "nucleotide", "byte", or an audio one ("mulaw8", "linear8")."""
+    from seqssm.transforms import AudioTokenizer
+
     choices = {"nucleotide": NucleotideTokenizer, "byte": ByteTokenizer}
-    if name not in choices:
-        raise InputError(f"unknown tokenizer {name!r}; choose one of {', '.join(sorted(choices))}")
-    return choices[name]()
+    if name in choices:
+        return choices[name]()
+    if name.startswith(("mulaw", "linear")):
+        return AudioTokenizer.from_name(name)
+    raise InputError(f"unknown tokenizer {name!r}; choose one of nucleotide, byte, mulaw8, linear8")
 
 
 def _where(source: str | None) -> str:
