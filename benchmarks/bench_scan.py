@@ -184,11 +184,12 @@ def output_errors(impls) -> dict[str, float]:
     return errs
 
 
+# Shapes that compile without register spills for sm_90 (checked offline with ptxas -v).
 FWD_CANDIDATES = [ScanConfig(*c) for c in [
-    (1, 256, 1), (1, 512, 2), (2, 256, 2), (2, 512, 2), (4, 256, 4), (4, 512, 4), (4, 1024, 4), (8, 256, 8),
-    (8, 512, 8), (4, 128, 4), (4, 256, 4, 2), (4, 512, 4, 2), (4, 256, 4, 4)]]
+    (1, 256, 1), (1, 512, 2), (2, 256, 2), (4, 256, 4), (8, 256, 8), (4, 128, 4), (4, 512, 4), (2, 512, 4),
+    (1, 1024, 4), (4, 256, 8), (8, 512, 8), (4, 256, 4, 4)]]
 BWD_CANDIDATES = [ScanConfig(*c) for c in [
-    (2, 256, 2), (4, 256, 4), (4, 128, 4), (8, 256, 8), (8, 128, 8), (16, 128, 8), (4, 512, 4), (4, 256, 4, 2)]]
+    (1, 256, 1), (2, 256, 2), (4, 256, 4), (8, 256, 8), (1, 512, 2), (2, 256, 4)]]
 
 
 def _fastest(kind: str, candidates, configs, length: int, log: list[str]) -> ScanConfig | None:
