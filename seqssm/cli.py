@@ -95,20 +95,39 @@ def embed(
     typer.echo(f"{result.count} embeddings of {result.dim} dims: {result.embeddings} (index {result.index})")
 
 
-@app.command(epilog=_example("seqssm generate runs/lm/checkpoint --out sample.fa --length 1000 --top-p 0.95",
-                             "seqssm generate runs/lm/checkpoint --out more.fa --prompt ACGTTGCA -n 4"))
+@app.command(epilog=_example(
+    "seqssm generate runs/lm/checkpoint --out sample.fa --length 1000 --top-p 0.95",
+    "seqssm generate runs/lm/checkpoint --out more.fa --prompt ACGTTGCA -n 4",
+    "seqssm generate runs/audio/checkpoint --modality audio --seconds 2 --out clip.wav -n 4",
+))
 def generate(
     checkpoint: Path = typer.Argument(..., help="Causal checkpoint folder."),
-    out: Path = typer.Option(..., "--out", "-o", help="FASTA file to write."),
-    length: int = typer.Option(1000, help="Bases to generate after the prompt."),
-    prompt: str | None = typer.Option(None, help="Prompt DNA text."),
-    prompt_fasta: Path | None = typer.Option(None, help="Prompt: the first record of this FASTA."),
-    num_sequences: int = typer.Option(1, "--num-sequences", "-n"),
+    out: Path = typer.Option(..., "--out", "-o", help="FASTA file (dna) or WAV file (audio) to write."),
+    modality: str = typer.Option("dna", help="dna (FASTA out) or audio (WAV out)."),
+    length: int = typer.Option(1000, help="dna: bases to generate after the prompt."),
+    seconds: float = typer.Option(2.0, help="audio: seconds to generate after the prompt."),
+    prompt: str | None = typer.Option(None, help="dna: prompt DNA text."),
+    prompt_fasta: Path | None = typer.Option(None, help="dna: prompt is the first record of this FASTA."),
+    prompt_audio: Path | None = typer.Option(None, help="audio: continue this recording."),
+    prompt_seconds: float | None = typer.Option(None, help="audio: use only the last S seconds of the prompt."),
+    num_sequences: int = typer.Option(1, "--num-sequences", "-n", help="Sequences (or clips) to sample."),
     temperature: float = typer.Option(1.0), top_k: int = typer.Option(0, help="0 = off."),
     top_p: float = typer.Option(1.0, help="Nucleus sampling mass (1 = off)."),
     seed: int = typer.Option(0), device: str = typer.Option("auto"),
 ):
-    """Sample DNA from a causal checkpoint (constant memory per generated base) and write FASTA."""
+    """Sample DNA (to FASTA) or audio (to WAV) from a causal checkpoint, with constant memory per token."""
+    if modality == "audio":
+        from seqssm.pipelines.audio_lm import GenerateAudioConfig, generate_audio
+
+        paths = generate_audio(GenerateAudioConfig(
+            checkpoint=str(checkpoint), out=str(out), seconds=seconds,
+            prompt_audio=str(prompt_audio) if prompt_audio else None, prompt_seconds=prompt_seconds,
+            num_clips=num_sequences, temperature=temperature, top_k=top_k, top_p=top_p, seed=seed, device=device,
+        ))
+        typer.echo(f"wrote {len(paths)} clip(s) of {seconds:g} s: {', '.join(map(str, paths))}")
+        return
+    if modality != "dna":
+        raise InputError(f"--modality {modality!r} is not supported; use 'dna' or 'audio'")
     from seqssm.pipelines.generate import GenerateConfig
     from seqssm.pipelines.generate import generate as run
 
