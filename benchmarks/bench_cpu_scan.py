@@ -86,7 +86,7 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="D = 64, L = 1,024 and 8,192")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--chunk-size", type=int, default=64, help="chunk_size of the main table")
+    parser.add_argument("--chunk-size", type=int, default=32, help="chunk_size of the main table")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     dim, lengths = (64, (1024, 8192)) if args.quick else (256, (4096, 65536))

@@ -223,7 +223,7 @@ def selective_scan_chunked(
     delta_softplus: bool = False,
     initial_state: torch.Tensor | None = None,
     return_final_state: bool = False,
-    chunk_size: int = 64,
+    chunk_size: int = 32,
 ):
     """Selective scan over chunks of ``chunk_size`` positions; same semantics as ``selective_scan_ref``.
 
@@ -241,7 +241,8 @@ def selective_scan_chunked(
         delta_softplus: apply softplus to Δ (+ bias).
         initial_state: [B, D, N] state before position 0, optional (zeros when None).
         return_final_state: also return the state after the last position.
-        chunk_size: positions T per chunk; the scan holds one [B, D, T, N] block at a time.
+        chunk_size: positions T per chunk; the scan holds one [B, D, T, N] block at a time. 32 was fastest
+            on 2 CPU threads for D = 256, N = 16 (16 ties at D = 1,536): benchmarks/bench_cpu_scan.py.
 
     Returns:
         out [B, D, L] in u's dtype, and final_state [B, D, N] in fp32 when asked. Computed in fp32.
