@@ -184,12 +184,12 @@ def output_errors(impls) -> dict[str, float]:
     return errs
 
 
-# Shapes that compile without register spills for sm_90 (checked offline with ptxas -v).
 FWD_CANDIDATES = [ScanConfig(*c) for c in [
-    (1, 256, 1), (1, 512, 2), (2, 256, 2), (4, 256, 4), (8, 256, 8), (4, 128, 4), (4, 512, 4), (2, 512, 4),
-    (1, 1024, 4), (4, 256, 8), (8, 512, 8), (4, 256, 4, 4)]]
+    (4, 256, 4, 4), (4, 256, 4, 8), (4, 256, 4, 16), (2, 256, 2, 8), (8, 256, 8, 4), (8, 256, 8, 8), (1, 512, 2, 4),
+    (1, 512, 2, 8), (4, 256, 4, 4, 2), (1, 256, 1, 8), (1, 512, 4, 4), (2, 512, 4, 4)]]
 BWD_CANDIDATES = [ScanConfig(*c) for c in [
-    (1, 256, 1), (2, 256, 2), (4, 256, 4), (8, 256, 8), (1, 512, 2), (2, 256, 4)]]
+    (1, 512, 2), (1, 512, 2, 2), (1, 512, 2, 4), (1, 512, 4, 4), (1, 512, 4, 2), (1, 256, 1, 2), (2, 256, 2, 2),
+    (1, 512, 2, 1, 2)]]
 
 
 def _fastest(kind: str, candidates, configs, length: int, log: list[str]) -> ScanConfig | None:

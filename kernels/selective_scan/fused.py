@@ -51,8 +51,8 @@ class ScanConfig(NamedTuple):
 
 
 # Chosen on an H100 with benchmarks/bench_scan.py (see NOTES-scan.md); the interpreter gets small tiles.
-FWD_CONFIG = ScanConfig(block_d=4, block_t=256, num_warps=4)
-BWD_CONFIG = ScanConfig(block_d=4, block_t=256, num_warps=4)
+FWD_CONFIG = ScanConfig(block_d=4, block_t=256, num_warps=4, unroll_n=4)
+BWD_CONFIG = ScanConfig(block_d=1, block_t=512, num_warps=2)
 INTERPRET_CONFIG = ScanConfig(block_d=2, block_t=16, num_warps=1)
 
 
@@ -83,7 +83,8 @@ def _column(S, offs_n, n):
     return tl.sum(tl.where(offs_n[None, :] == n, S, 0.0), axis=1)
 
 
-@triton.jit
+# Lengths are not specialised: L = 1 would otherwise get its own (constant-trip-count) compilation.
+@triton.jit(do_not_specialize=["length", "n_chunks"])
 def _selective_scan_fwd_kernel(
     u_ptr, dt_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_ptr, h0_ptr,
     out_ptr, hT_ptr, hc_ptr,
@@ -191,7 +192,7 @@ def _selective_scan_fwd_kernel(
         tl.store(hT_ptr + state_offs, S, mask=state_mask)
 
 
-@triton.jit
+@triton.jit(do_not_specialize=["length", "n_chunks", "chunk_stride", "n_saved"])
 def _selective_scan_bwd_kernel(
     u_ptr, dt_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_ptr, hc_ptr, dout_ptr, dhT_ptr,
     du_ptr, ddt_ptr, dz_ptr, dA_ptr, dB_ptr, dC_ptr, dD_ptr, dbias_ptr, dh0_ptr,
@@ -276,17 +277,15 @@ def _selective_scan_bwd_kernel(
             dt = dt_raw
         dt = tl.where(mask, dt, 0.0)
         dtu = dt * u
-        dout = tl.load(dout_ptr + g_off + pos[None, :] * s_g_l, mask=mask, other=0.0).to(tl.float32)
+        dy = tl.load(dout_ptr + g_off + pos[None, :] * s_g_l, mask=mask, other=0.0).to(tl.float32)
         if HAS_Z:
+            # z and dout are read again for dz after the state loop rather than held in registers through it.
             zz = tl.load(z_ptr + pid_b * s_z_b + row * s_z_d + pos[None, :] * s_z_l, mask=mask, other=0.0)
-            zz = zz.to(tl.float32)
-            sz = tl.sigmoid(zz)
-            dy = dout * zz * sz
-        else:
-            dy = dout
+            dy = dy * tl.sigmoid(zz.to(tl.float32)) * zz.to(tl.float32)
         y = tl.zeros((BLOCK_D, BLOCK_T), dtype=tl.float32)
+        # sum_n dh·A·(h - b) and sum_n dh·B: dΔ and du follow from them after the loop.
         ddt = tl.zeros((BLOCK_D, BLOCK_T), dtype=tl.float32)
-        du = tl.zeros((BLOCK_D, BLOCK_T), dtype=tl.float32)
+        gB = tl.zeros((BLOCK_D, BLOCK_T), dtype=tl.float32)
         G_next = G
         for n in tl.range(0, n_state, loop_unroll_factor=UNROLL_N):
             A_n = tl.load(A_ptr + offs_d * s_A_d + n * s_A_n, mask=mask_d, other=0.0).to(tl.float32)
@@ -312,8 +311,8 @@ def _selective_scan_bwd_kernel(
             G_next = tl.where(offs_n[None, :] == n, G_n[:, None], G_next)
             # h - b = a_t h_{t-1}, the part of h_t that came through exp(Δ_t A).
             gh = g * (h - b)
-            ddt += gh * A_n[:, None] + g * B_n * u
-            du += g * dt * B_n
+            ddt += gh * A_n[:, None]
+            gB += g * B_n
             dA_acc += tl.where(offs_n[None, :] == n, tl.sum(gh * dt, axis=1)[:, None], 0.0)
             if B_VAR:
                 dB_row = tl.sum(g * dtu, axis=0)
@@ -326,12 +325,18 @@ def _selective_scan_bwd_kernel(
             else:
                 dC_acc += tl.where(offs_n[None, :] == n, tl.sum(h * dy, axis=1)[:, None], 0.0)
         G = G_next
+        ddt += gB * u
+        du = gB * dt
         if HAS_D:
             du += dy * Dv[:, None]
             dD_acc += tl.sum(dy * u, axis=1)
         if HAS_Z:
             if HAS_D:
                 y += u * Dv[:, None]
+            zz = tl.load(z_ptr + pid_b * s_z_b + row * s_z_d + pos[None, :] * s_z_l, mask=mask, other=0.0)
+            zz = zz.to(tl.float32)
+            sz = tl.sigmoid(zz)
+            dout = tl.load(dout_ptr + g_off + pos[None, :] * s_g_l, mask=mask, other=0.0).to(tl.float32)
             dz = dout * y * sz * (1.0 + zz * (1.0 - sz))
             tl.store(dz_ptr + g_off + pos[None, :] * s_g_l, dz.to(dz_ptr.dtype.element_ty), mask=mask)
         if SOFTPLUS:
