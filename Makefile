@@ -19,7 +19,8 @@ test: $(STAMP)
 	$(VENV)/bin/pytest
 
 bench: $(STAMP)
-	$(PY) benchmarks/bench_cpu.py
+	$(PY) benchmarks/bench_cpu_scan.py
+	$(PY) benchmarks/bench_tokenizer.py
 
 clean:
 	rm -rf runs build dist *.egg-info
