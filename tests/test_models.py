@@ -314,3 +314,43 @@ def test_ref_and_chunked_agree_with_gradients(bidirectional, chunk_size, monkeyp
     torch.testing.assert_close(outs[1][0], outs[0][0], atol=1e-5, rtol=1e-4)
     for name, grad in outs[0][1].items():
         torch.testing.assert_close(outs[1][1][name], grad, atol=1e-5, rtol=1e-4, msg=name)
+
+
+# ---------------------------------------------------------------- inputs_embeds
+
+
+@pytest.mark.parametrize("bidirectional", [False, True])
+def test_inputs_embeds_equal_embedded_ids_with_gradients(bidirectional):
+    model = MambaLMHeadModel(tiny(bidirectional=bidirectional), impl="ref")
+    randomize(model)
+    ids = torch.randint(0, VOCAB, (2, 11))
+    mask = torch.ones_like(ids)
+    mask[1, 7:] = 0
+    embeds = model.backbone.embedding(ids).detach().requires_grad_(True)
+    from_ids = model.backbone(ids, mask)
+    from_embeds = model.backbone(inputs_embeds=embeds, attention_mask=mask)
+    torch.testing.assert_close(from_embeds, from_ids, atol=0, rtol=0)
+    torch.testing.assert_close(model(inputs_embeds=embeds, attention_mask=mask), model(ids, attention_mask=mask),
+                               atol=0, rtol=0)
+    weight = torch.randn_like(from_embeds)
+    (grad,) = torch.autograd.grad((from_embeds * weight).sum(), embeds)
+    emb = model.backbone.embedding.weight
+    (grad_emb,) = torch.autograd.grad((model.backbone(ids, mask) * weight).sum(), emb)
+    expected = torch.zeros_like(emb).index_add_(0, ids.flatten(), grad.flatten(0, 1))
+    torch.testing.assert_close(grad_emb, expected, atol=1e-6, rtol=1e-5)
+
+
+@pytest.mark.parametrize("kwargs", [{}, {"both": True}, {"embeds": torch.randn(2, 5, 8)},
+                                    {"embeds": torch.randn(5, 16)},
+                                    {"embeds": torch.zeros(2, 5, 16, dtype=torch.long)},
+                                    {"embeds": torch.randn(2, 5, 16), "mask": torch.ones(2, 4)}])
+def test_inputs_embeds_bad_calls_raise(kwargs):
+    model = MambaLMHeadModel(tiny(), impl="ref")
+    if kwargs.get("both"):
+        call = {"input_ids": torch.zeros(2, 5, dtype=torch.long), "inputs_embeds": torch.randn(2, 5, 16)}
+    else:
+        call = {"inputs_embeds": kwargs["embeds"]} if "embeds" in kwargs else {}
+        if "mask" in kwargs:
+            call["attention_mask"] = kwargs["mask"]
+    with pytest.raises(InputError, match="inputs_embeds|input_ids|attention_mask"):
+        model.backbone(**call)

@@ -34,10 +34,24 @@ def _check_input_ids(input_ids: torch.Tensor, vocab_size: int, dims: int, what: 
                          "the model")
 
 
-def _check_attention_mask(attention_mask: torch.Tensor, input_ids: torch.Tensor) -> None:
-    if attention_mask.shape != input_ids.shape:
-        raise InputError(f"attention_mask shape {tuple(attention_mask.shape)} differs from input_ids shape "
-                         f"{tuple(input_ids.shape)}; pass one [B, L] mask of 1 (token) / 0 (padding)")
+def _check_inputs_embeds(inputs_embeds: torch.Tensor, d_model: int) -> None:
+    if not isinstance(inputs_embeds, torch.Tensor) or inputs_embeds.dim() != 3 \
+            or inputs_embeds.shape[-1] != d_model:
+        got = tuple(inputs_embeds.shape) if isinstance(inputs_embeds, torch.Tensor) \
+            else type(inputs_embeds).__name__
+        raise InputError(f"forward: inputs_embeds must be a [B, L, {d_model}] tensor (d_model = {d_model}), "
+                         f"got {got}")
+    if not inputs_embeds.dtype.is_floating_point:
+        raise InputError(f"forward: inputs_embeds must be floating point, got {inputs_embeds.dtype}; pass "
+                         "token ids as input_ids instead")
+
+
+def _check_attention_mask(attention_mask: torch.Tensor, shape: torch.Size, what: str) -> None:
+    if not isinstance(attention_mask, torch.Tensor) or attention_mask.shape != shape:
+        got = tuple(attention_mask.shape) if isinstance(attention_mask, torch.Tensor) \
+            else type(attention_mask).__name__
+        raise InputError(f"attention_mask shape {got} differs from the {what} shape {tuple(shape)}; pass one "
+                         "[B, L] mask of 1 (token) / 0 (padding)")
     mask = attention_mask.long()
     pos = torch.arange(mask.shape[1], device=mask.device).unsqueeze(0)
     right_padded = pos < mask.sum(dim=1, keepdim=True)
@@ -92,29 +106,46 @@ class MambaBackbone(nn.Module):
         self.norm_f = RMSNorm(config.d_model, eps=config.norm_eps, **factory)
         _init_weights(self, config)
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(
+        self,
+        input_ids: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        *,
+        inputs_embeds: torch.Tensor | None = None,
+    ) -> torch.Tensor:
         """Hidden states after the final norm.
 
         Args:
-            input_ids: [B, L] token ids.
+            input_ids: [B, L] token ids; or None when ``inputs_embeds`` is given (exactly one of the two).
             attention_mask: [B, L] 1 for tokens, 0 for right padding, optional. Real positions come out as if
                 each row were run alone; padding positions hold meaningless values.
+            inputs_embeds: [B, L, D] continuous inputs (e.g. a projection of waveform samples) that take the
+                place of ``embedding(input_ids)``.
 
         Returns:
             [B, L, D].
         """
-        _check_input_ids(input_ids, self.config.vocab_size, 2, "forward")
+        if (input_ids is None) == (inputs_embeds is None):
+            raise InputError("forward: pass exactly one of input_ids ([B, L] token ids) and inputs_embeds "
+                             "([B, L, D] vectors)")
+        if inputs_embeds is None:
+            _check_input_ids(input_ids, self.config.vocab_size, 2, "forward")
+            hidden, what = self.embedding(input_ids), "input_ids"
+        else:
+            _check_inputs_embeds(inputs_embeds, self.config.d_model)
+            hidden, what = inputs_embeds, "inputs_embeds [B, L]"
         mixer_kwargs = {}
         if attention_mask is not None:
-            _check_attention_mask(attention_mask, input_ids)
+            _check_attention_mask(attention_mask, hidden.shape[:2], what)
             # A causal mixer never looks right, so right padding cannot reach real positions.
             if self.config.bidirectional:
                 mixer_kwargs["rev_index"] = reverse_index(attention_mask.long())
-        return self._forward(input_ids, **mixer_kwargs)
+        return self._forward(hidden, **mixer_kwargs)
 
-    def _forward(self, input_ids: torch.Tensor, *, cache: InferenceCache | None = None,
+    def _forward(self, hidden: torch.Tensor, *, cache: InferenceCache | None = None,
                  rev_index: torch.Tensor | None = None) -> torch.Tensor:
-        hidden, residual = self.embedding(input_ids), None
+        """Embedded inputs [B, L, D] → normed hidden states [B, L, D]."""
+        residual = None
         for i, layer in enumerate(self.layers):
             if cache is not None:
                 hidden, residual = layer(hidden, residual, cache=cache.layers[i])
@@ -162,9 +193,17 @@ class MambaLMHeadModel(nn.Module):
     def _logits(self, hidden: torch.Tensor) -> torch.Tensor:
         return self.lm_head(hidden)[..., : self.config.vocab_size]
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
-        """input_ids [B, L] (attention_mask [B, L] optional, 1 = token, right padding) → logits [B, L, V]."""
-        return self._logits(self.backbone(input_ids, attention_mask))
+    def forward(
+        self,
+        input_ids: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        *,
+        inputs_embeds: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """input_ids [B, L] or inputs_embeds [B, L, D] (attention_mask [B, L] optional, 1 = token, right
+        padding) → logits [B, L, V].
+        """
+        return self._logits(self.backbone(input_ids, attention_mask, inputs_embeds=inputs_embeds))
 
     def _require_causal(self, what: str) -> None:
         if self.config.bidirectional:
@@ -211,7 +250,7 @@ class MambaLMHeadModel(nn.Module):
         if cache is None:
             cache = self.allocate_cache(input_ids.shape[0])
         self._check_cache(cache, input_ids.shape[0], "prefill")
-        logits = self._logits(self.backbone._forward(input_ids, cache=cache))
+        logits = self._logits(self.backbone._forward(self.backbone.embedding(input_ids), cache=cache))
         cache.seqlen_offset += input_ids.shape[1]
         return logits, cache
 
