@@ -282,7 +282,7 @@ def get_tokenizer(name: str):
         return choices[name]()
     if name.startswith(("mulaw", "linear")):
         return AudioTokenizer.from_name(name)
-    raise InputError(f"unknown tokenizer {name!r}; choose one of nucleotide, byte, mulaw8, linear8")
+    raise InputError(f"unknown tokenizer {name!r}; choose one of byte, nucleotide, linear8, mulaw8")
 
 
 def _where(source: str | None) -> str:
