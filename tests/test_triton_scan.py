@@ -85,7 +85,9 @@ def _poison(monkeypatch):
 
 
 def _rel(x: torch.Tensor, ref: torch.Tensor) -> float:
-    return ((x.double() - ref.double()).norm() / ref.double().norm().clamp_min(1e-30)).item()
+    """‖x − ref‖ / ‖ref‖, with ‖ref‖ floored at 0.01: some exact gradients are zero (dA with L = 1 and no
+    initial state), where fp32 rounding alone would give an unbounded ratio."""
+    return ((x.double() - ref.double()).norm() / ref.double().norm().clamp_min(1e-2)).item()
 
 
 def _rounded(ref: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:

@@ -83,8 +83,7 @@ def _column(S, offs_n, n):
     return tl.sum(tl.where(offs_n[None, :] == n, S, 0.0), axis=1)
 
 
-# Lengths are not specialised: L = 1 would otherwise get its own (constant-trip-count) compilation.
-@triton.jit(do_not_specialize=["length", "n_chunks"])
+@triton.jit
 def _selective_scan_fwd_kernel(
     u_ptr, dt_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_ptr, h0_ptr,
     out_ptr, hT_ptr, hc_ptr,
@@ -192,7 +191,7 @@ def _selective_scan_fwd_kernel(
         tl.store(hT_ptr + state_offs, S, mask=state_mask)
 
 
-@triton.jit(do_not_specialize=["length", "n_chunks", "chunk_stride", "n_saved"])
+@triton.jit
 def _selective_scan_bwd_kernel(
     u_ptr, dt_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_ptr, hc_ptr, dout_ptr, dhT_ptr,
     du_ptr, ddt_ptr, dz_ptr, dA_ptr, dB_ptr, dC_ptr, dD_ptr, dbias_ptr, dh0_ptr,
