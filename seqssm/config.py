@@ -14,11 +14,17 @@ from seqssm.errors import InputError
 class MambaConfig:
     """Sizes and initialisation of a Mamba (or bidirectional Caduceus-style) sequence model.
 
-    Field names follow mamba_ssm's ``Mamba`` / ``MambaConfig``. The last three fields are derived in
-    ``__post_init__`` and never passed in (``sample_rate`` is set for audio models, the rate their tokens
-    are at): ``d_inner = expand * d_model``, ``resolved_dt_rank``
-    (``ceil(d_model / 16)`` when ``dt_rank == "auto"``) and ``padded_vocab_size`` (``vocab_size`` rounded
-    up to ``pad_vocab_size_multiple``, so the embedding and LM head matmuls stay aligned).
+    Field names follow mamba_ssm's ``Mamba`` / ``MambaConfig``. ``sample_rate`` is set for audio models,
+    the rate their tokens are at. ``rc_equivariant`` makes a Caduceus-PS model: reverse-complement
+    equivariant by parameter sharing, bidirectional (so it sets ``bidirectional``), its hidden states of
+    width ``d_model`` (even) holding the two strands in halves of ``d_model / 2``; it needs the
+    "nucleotide" tokenizer, whose complement map it uses.
+
+    The last four fields are derived in ``__post_init__`` and never passed in: ``d_mixer``, the width one
+    mixer runs at (``d_model``, or ``d_model / 2`` per strand when ``rc_equivariant``),
+    ``d_inner = expand * d_mixer``, ``resolved_dt_rank`` (``ceil(d_mixer / 16)`` when
+    ``dt_rank == "auto"``) and ``padded_vocab_size`` (``vocab_size`` rounded up to
+    ``pad_vocab_size_multiple``, so the embedding and LM head matmuls stay aligned).
     """
 
     d_model: int
@@ -42,9 +48,11 @@ class MambaConfig:
     rescale_prenorm_residual: bool = True
     bidirectional: bool = False
     bidirectional_weight_tie: bool = True
+    rc_equivariant: bool = False
     tokenizer: str = "nucleotide"
     sample_rate: int | None = None
 
+    d_mixer: int = field(init=False)
     d_inner: int = field(init=False)
     resolved_dt_rank: int = field(init=False)
     padded_vocab_size: int = field(init=False)
@@ -67,6 +75,10 @@ class MambaConfig:
         if self.dt_min > self.dt_max:
             raise InputError(f"MambaConfig needs dt_min <= dt_max, got dt_min={self.dt_min}, "
                              f"dt_max={self.dt_max}")
+        for name in ("conv_bias", "bias", "residual_in_fp32", "tie_embeddings", "rescale_prenorm_residual",
+                     "bidirectional", "bidirectional_weight_tie", "rc_equivariant"):
+            if not isinstance(getattr(self, name), bool):
+                raise InputError(f"MambaConfig.{name} must be true or false, got {getattr(self, name)!r}")
         if not isinstance(self.tokenizer, str) or not self.tokenizer:
             raise InputError(f"MambaConfig.tokenizer must be a tokenizer name such as 'nucleotide', "
                              f"got {self.tokenizer!r}")
@@ -74,8 +86,18 @@ class MambaConfig:
                                              or not isinstance(self.sample_rate, int) or self.sample_rate < 1):
             raise InputError(f"MambaConfig.sample_rate must be a positive integer (Hz) or None, "
                              f"got {self.sample_rate!r}")
-        self.d_inner = self.expand * self.d_model
-        self.resolved_dt_rank = math.ceil(self.d_model / 16) if self.dt_rank == "auto" else self.dt_rank
+        if self.rc_equivariant:
+            if self.d_model % 2:
+                raise InputError(f"MambaConfig.d_model must be even when rc_equivariant (one half per "
+                                 f"strand), got {self.d_model}")
+            if self.tokenizer != "nucleotide":
+                raise InputError(f"MambaConfig.rc_equivariant needs the 'nucleotide' tokenizer (its "
+                                 f"complement map), got {self.tokenizer!r}; drop rc_equivariant")
+            # Parameter sharing over the strands is a bidirectional model of each strand.
+            self.bidirectional = True
+        self.d_mixer = self.d_model // 2 if self.rc_equivariant else self.d_model
+        self.d_inner = self.expand * self.d_mixer
+        self.resolved_dt_rank = math.ceil(self.d_mixer / 16) if self.dt_rank == "auto" else self.dt_rank
         multiple = self.pad_vocab_size_multiple
         self.padded_vocab_size = -(-self.vocab_size // multiple) * multiple
 

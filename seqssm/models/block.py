@@ -15,7 +15,8 @@ class Block(nn.Module):
     """Takes (hidden, residual) and returns the mixer output and the updated residual stream.
 
     Carrying the residual separately lets the next block (or the final norm) do the add and the norm in one
-    place, with the sum kept in fp32 when ``residual_in_fp32``.
+    place, with the sum kept in fp32 when ``residual_in_fp32``. ``rc_halves``: the norm of a
+    reverse-complement-equivariant model, shared over the two strand halves (see :func:`rms_norm`).
     """
 
     def __init__(
@@ -25,12 +26,13 @@ class Block(nn.Module):
         d_model: int,
         norm_eps: float = 1e-5,
         residual_in_fp32: bool = True,
+        rc_halves: bool = False,
         device=None,
         dtype=None,
     ):
         super().__init__()
         self.mixer = mixer
-        self.norm = RMSNorm(d_model, eps=norm_eps, device=device, dtype=dtype)
+        self.norm = RMSNorm(d_model, eps=norm_eps, rc_halves=rc_halves, device=device, dtype=dtype)
         self.residual_in_fp32 = residual_in_fp32
 
     def forward(
@@ -48,4 +50,5 @@ class Block(nn.Module):
         return self.mixer.step(normed, cache), residual
 
     def _add_norm(self, hidden: torch.Tensor, residual: torch.Tensor | None):
-        return add_rms_norm(hidden, residual, self.norm.weight, self.norm.eps, self.residual_in_fp32)
+        return add_rms_norm(hidden, residual, self.norm.weight, self.norm.eps, self.residual_in_fp32,
+                            rc_halves=self.norm.rc_halves)

@@ -19,6 +19,8 @@ from seqssm.models.block import Block
 from seqssm.models.cache import InferenceCache
 from seqssm.models.mixer import IMPLS, MambaMixer
 from seqssm.models.norm import RMSNorm, add_rms_norm
+from seqssm.models.rcps import RCPSBiMambaMixer, RCPSEmbedding, RCPSLMHead, complement_map
+from seqssm.tokenizers import get_tokenizer
 
 
 def _check_input_ids(input_ids: torch.Tensor, vocab_size: int, dims: int, what: str) -> None:
@@ -60,6 +62,11 @@ def _check_attention_mask(attention_mask: torch.Tensor, shape: torch.Size, what:
                          "(1 1 1 0 0); left or interior padding is not supported")
 
 
+def _complement(config: MambaConfig) -> torch.Tensor:
+    """[padded_vocab_size] complement map of the config's tokenizer (rows past the vocab map to themselves)."""
+    return complement_map(get_tokenizer(config.tokenizer), config.padded_vocab_size)
+
+
 @torch.no_grad()
 def _init_weights(module: nn.Module, config: MambaConfig) -> None:
     """mamba_ssm's ``_init_weights``: zero Linear biases (but dt_proj's), N(0, 0.02) embeddings, and
@@ -88,22 +95,28 @@ class MambaBackbone(nn.Module):
         self.config = config
         factory = {"device": device, "dtype": dtype}
         mixer_kwargs = dict(
-            d_model=config.d_model, d_state=config.d_state, d_conv=config.d_conv, expand=config.expand,
+            d_model=config.d_mixer, d_state=config.d_state, d_conv=config.d_conv, expand=config.expand,
             dt_rank=config.resolved_dt_rank, dt_min=config.dt_min, dt_max=config.dt_max,
             dt_init_floor=config.dt_init_floor, dt_scale=config.dt_scale, conv_bias=config.conv_bias,
             bias=config.bias, impl=impl, **factory,
         )
-        self.embedding = nn.Embedding(config.padded_vocab_size, config.d_model, **factory)
+        rc = config.rc_equivariant
+        if rc:
+            self.embedding = RCPSEmbedding(config.padded_vocab_size, config.d_model,
+                                           _complement(config), **factory)
+        else:
+            self.embedding = nn.Embedding(config.padded_vocab_size, config.d_model, **factory)
+        mixer_cls = RCPSBiMambaMixer if rc else BiMambaMixer
         self.layers = nn.ModuleList(
             Block(
-                BiMambaMixer(weight_tie=config.bidirectional_weight_tie, **mixer_kwargs)
+                mixer_cls(weight_tie=config.bidirectional_weight_tie, **mixer_kwargs)
                 if config.bidirectional else MambaMixer(**mixer_kwargs),
                 d_model=config.d_model, norm_eps=config.norm_eps, residual_in_fp32=config.residual_in_fp32,
-                **factory,
+                rc_halves=rc, **factory,
             )
             for _ in range(config.n_layer)
         )
-        self.norm_f = RMSNorm(config.d_model, eps=config.norm_eps, **factory)
+        self.norm_f = RMSNorm(config.d_model, eps=config.norm_eps, rc_halves=rc, **factory)
         _init_weights(self, config)
 
     def forward(
@@ -130,17 +143,23 @@ class MambaBackbone(nn.Module):
                              "([B, L, D] vectors)")
         if inputs_embeds is None:
             _check_input_ids(input_ids, self.config.vocab_size, 2, "forward")
-            hidden, what = self.embedding(input_ids), "input_ids"
+            shape, what = input_ids.shape, "input_ids"
         else:
             _check_inputs_embeds(inputs_embeds, self.config.d_model)
-            hidden, what = inputs_embeds, "inputs_embeds [B, L]"
-        mixer_kwargs = {}
+            shape, what = inputs_embeds.shape[:2], "inputs_embeds [B, L]"
+        rev_index = None
         if attention_mask is not None:
-            _check_attention_mask(attention_mask, hidden.shape[:2], what)
+            _check_attention_mask(attention_mask, shape, what)
             # A causal mixer never looks right, so right padding cannot reach real positions.
             if self.config.bidirectional:
-                mixer_kwargs["rev_index"] = reverse_index(attention_mask.long())
-        return self._forward(hidden, **mixer_kwargs)
+                rev_index = reverse_index(attention_mask.long())
+        if inputs_embeds is not None:
+            hidden = inputs_embeds
+        elif self.config.rc_equivariant:
+            hidden = self.embedding(input_ids, rev_index)
+        else:
+            hidden = self.embedding(input_ids)
+        return self._forward(hidden, rev_index=rev_index)
 
     def _forward(self, hidden: torch.Tensor, *, cache: InferenceCache | None = None,
                  rev_index: torch.Tensor | None = None) -> torch.Tensor:
@@ -154,7 +173,7 @@ class MambaBackbone(nn.Module):
             else:
                 hidden, residual = layer(hidden, residual)
         normed, _ = add_rms_norm(hidden, residual, self.norm_f.weight, self.norm_f.eps,
-                                 self.config.residual_in_fp32)
+                                 self.config.residual_in_fp32, rc_halves=self.norm_f.rc_halves)
         return normed
 
     def step(self, input_ids: torch.Tensor, cache: InferenceCache) -> torch.Tensor:
@@ -178,8 +197,12 @@ class MambaLMHeadModel(nn.Module):
         super().__init__()
         self.config = config
         self.backbone = MambaBackbone(config, impl=impl, device=device, dtype=dtype)
-        self.lm_head = nn.Linear(config.d_model, config.padded_vocab_size, bias=False,
-                                 device=device, dtype=dtype)
+        if config.rc_equivariant:
+            self.lm_head = RCPSLMHead(config.d_model, config.padded_vocab_size, _complement(config),
+                                      device=device, dtype=dtype)
+        else:
+            self.lm_head = nn.Linear(config.d_model, config.padded_vocab_size, bias=False,
+                                     device=device, dtype=dtype)
         self.tie_weights()
 
     def tie_weights(self) -> None:

@@ -6,17 +6,27 @@ import torch
 from torch import nn
 
 
-def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
+def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float = 1e-5, *, rc_halves: bool = False) -> torch.Tensor:
     """x / sqrt(mean(x²) + eps) · weight over the last dim, computed in fp32.
 
+    With ``rc_halves`` (reverse-complement parameter sharing, Caduceus-PS) x holds two strands in halves
+    [..., 2H]: each half is normalised on its own, the first scaled by ``weight`` [H], the second by
+    ``weight`` with its channels reversed, which is the same norm applied to the channel-flipped strand.
+
     Args:
-        x: [..., D]; weight: [D].
+        x: [..., D]; weight: [D] (or [D / 2] with ``rc_halves``).
 
     Returns:
         [..., D] in weight's dtype (the dtype the next matmul runs in).
     """
     xf = x.float()
-    out = xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + eps) * weight.float()
+    w = weight.float()
+    if rc_halves:
+        xf = xf.unflatten(-1, (2, -1))  # [..., 2, H]
+        w = torch.stack([w, w.flip(0)])
+    out = xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + eps) * w
+    if rc_halves:
+        out = out.flatten(-2)
     return out.to(weight.dtype)
 
 
@@ -26,6 +36,8 @@ def add_rms_norm(
     weight: torch.Tensor,
     eps: float = 1e-5,
     residual_in_fp32: bool = True,
+    *,
+    rc_halves: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """residual ← x + residual; return (rms_norm(residual), residual).
 
@@ -34,7 +46,7 @@ def add_rms_norm(
 
     Args:
         x: [..., D] the previous mixer's output (or the embeddings); residual: [..., D] or None (first block).
-        weight: [D].
+        weight: [D] ([D / 2] with ``rc_halves``, see :func:`rms_norm`).
 
     Returns:
         normed [..., D] in weight's dtype, residual [..., D] (fp32 when ``residual_in_fp32``).
@@ -42,19 +54,21 @@ def add_rms_norm(
     residual = x if residual is None else x + residual
     if residual_in_fp32:
         residual = residual.float()
-    return rms_norm(residual, weight, eps), residual
+    return rms_norm(residual, weight, eps, rc_halves=rc_halves), residual
 
 
 class RMSNorm(nn.Module):
-    """Thin module over :func:`rms_norm`; the weight starts at one."""
+    """Thin module over :func:`rms_norm`; the weight starts at one ([dim / 2] with ``rc_halves``)."""
 
-    def __init__(self, dim: int, *, eps: float = 1e-5, device=None, dtype=None):
+    def __init__(self, dim: int, *, eps: float = 1e-5, rc_halves: bool = False, device=None, dtype=None):
         super().__init__()
         self.eps = eps
-        self.weight = nn.Parameter(torch.ones(dim, device=device, dtype=dtype))
+        self.rc_halves = rc_halves
+        self.weight = nn.Parameter(torch.ones(dim // 2 if rc_halves else dim, device=device, dtype=dtype))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return rms_norm(x, self.weight, self.eps)
+        return rms_norm(x, self.weight, self.eps, rc_halves=self.rc_halves)
 
     def extra_repr(self) -> str:
-        return f"{self.weight.shape[0]}, eps={self.eps}"
+        halves = ", rc_halves=True" if self.rc_halves else ""
+        return f"{self.weight.shape[0]}, eps={self.eps}{halves}"
