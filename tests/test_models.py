@@ -15,7 +15,6 @@ from seqssm.config import MambaConfig
 from seqssm.errors import InputError
 from seqssm.models import BiMambaMixer, MambaLMHeadModel, MambaMixer, count_parameters
 from seqssm.models import mixer as mixer_module
-from seqssm.models.bidirectional import reverse_index, reverse_padded
 from seqssm.models.mixer import _warn_once, select_kernels
 
 VOCAB = 10
@@ -59,7 +58,8 @@ def test_config_rejects_unknown_and_missing_keys():
 
 
 @pytest.mark.parametrize("bad", [{"d_model": 0}, {"n_layer": 1.5}, {"dt_rank": "big"}, {"dt_min": 0.2},
-                                 {"norm_eps": "x"}, {"tokenizer": ""}, {"expand": True}])
+                                 {"norm_eps": "x"}, {"tokenizer": ""}, {"expand": True}, {"bias": "yes"},
+                                 {"bidirectional": 1}])
 def test_config_rejects_bad_values(bad):
     with pytest.raises(InputError, match="MambaConfig"):
         tiny(**bad)
@@ -203,41 +203,6 @@ def test_bidirectional_equals_forward_plus_flipped_reverse():
     hidden = torch.randn(2, 10, 16)
     expected = mixer.fwd(hidden) + mixer.rev(hidden.flip(1)).flip(1)
     torch.testing.assert_close(mixer(hidden), expected, atol=0, rtol=0)
-
-
-def test_reverse_index_reverses_each_real_prefix():
-    mask = torch.tensor([[1, 1, 1, 0, 0], [1, 1, 1, 1, 1], [1, 0, 0, 0, 0]])
-    idx = reverse_index(mask)
-    assert idx.tolist() == [[2, 1, 0, 3, 4], [4, 3, 2, 1, 0], [0, 1, 2, 3, 4]]
-    x = torch.randn(3, 5, 2)
-    torch.testing.assert_close(reverse_padded(reverse_padded(x, idx), idx), x)
-
-
-@pytest.mark.parametrize("bidirectional", [False, True])
-def test_padded_batch_equals_each_sequence_alone(bidirectional):
-    model = MambaLMHeadModel(tiny(bidirectional=bidirectional), impl="ref")
-    randomize(model)
-    lengths = [13, 6, 1]
-    seqs = [torch.randint(0, VOCAB, (n,)) for n in lengths]
-    ids = torch.zeros(len(seqs), max(lengths), dtype=torch.long)
-    mask = torch.zeros_like(ids)
-    for i, s in enumerate(seqs):
-        ids[i, : len(s)] = s
-        mask[i, : len(s)] = 1
-    ids[1, 6:] = torch.randint(0, VOCAB, (7,))  # padding content must not matter either
-    batched = model(ids, attention_mask=mask)
-    for i, s in enumerate(seqs):
-        alone = model(s[None])
-        torch.testing.assert_close(batched[i, : len(s)], alone[0], atol=1e-5, rtol=1e-5)
-
-
-def test_bidirectional_padding_without_mask_leaks():
-    """The mask is what makes padding harmless: without it the reverse pass reads the padding first."""
-    model = MambaLMHeadModel(tiny(bidirectional=True), impl="ref")
-    randomize(model)
-    s = torch.randint(0, VOCAB, (6,))
-    ids = torch.cat([s, torch.randint(0, VOCAB, (5,))])[None]
-    assert (model(ids)[0, :6] - model(s[None])[0]).abs().max() > 1e-4
 
 
 @pytest.mark.parametrize("mask", [[[0, 1, 1]], [[1, 0, 1]], [[1, 2, 0]], [[1, 1]]])
