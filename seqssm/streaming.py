@@ -1,0 +1,574 @@
+"""Million-length sequences: chunked forward with state carry, exact chunked backward, block checkpointing.
+
+A causal Mamba layer is a recurrence, so a sequence of any length can go through the model chunk by chunk
+([B, T] at a time) as long as every layer's conv state [B, E, W - 1] and SSM state [B, E, N] are carried
+from one chunk to the next. Memory is then set by T, not L, and the outputs equal the one-pass forward up
+to float rounding.
+
+Training the same way (``chunked_backward``) runs all chunks forward without grad, keeping only each
+chunk's boundary states (every layer's two states), then walks the chunks in reverse: it recomputes one
+chunk with grad from its boundary states and backpropagates the chunk's loss together with the gradient
+the later chunks sent back into its final states. The gradients are exact; only one chunk's activations
+are alive at a time. ``truncate_bptt=True`` drops the carried state gradient instead (one pass, cheaper).
+
+A bidirectional layer mixes a forward and a reverse scan, so its output at any position depends on the
+whole sequence, and the next layer cannot start before this one has finished. Those models go layer by
+layer: a forward sweep and a reverse sweep over the chunks, each carrying its own state, summed per
+chunk. The per-position hidden states and residuals ([B, L, D] each, fp32) sit in numpy arrays, spilled
+to ``np.memmap`` files in a temporary directory when they would not fit in ``memory_budget`` bytes.
+Their backward goes layer by layer too, from stored layer inputs and sweep boundary states.
+
+Shapes: B batch, L length, T chunk length, D d_model, E d_inner, N d_state, W d_conv, V vocab.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import tempfile
+from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch.utils.checkpoint import checkpoint
+
+from seqssm.errors import InputError
+from seqssm.models import BiMambaMixer, InferenceCache, LayerCache, MambaLMHeadModel, MambaMixer
+from seqssm.models.mixer import select_kernels
+from seqssm.models.norm import add_rms_norm
+
+__all__ = [
+    "blocks_checkpointed",
+    "checkpoint_blocks",
+    "chunked_backward",
+    "chunked_forward",
+    "lm_chunk_loss",
+    "mixer_chunk",
+    "stream_hidden",
+]
+
+LossFn = Callable[[torch.Tensor, int, int], torch.Tensor]
+States = list  # per layer: LayerCache, or None before the first chunk (zero states)
+
+
+# ------------------------------------------------------------------------------------------ one chunk
+
+
+def mixer_chunk(
+    mixer: MambaMixer, hidden: torch.Tensor, conv_state: torch.Tensor | None, ssm_state: torch.Tensor | None
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``MambaMixer.forward`` as a pure function of its states, differentiable in them.
+
+    The mixer's own cache path overwrites its states in place, which autograd cannot see through; this
+    returns new states instead.
+
+    Args:
+        mixer: the layer whose weights and kernels (its ``impl``) are used.
+        hidden: [B, T, D].
+        conv_state: [B, E, W - 1] the W - 1 conv inputs before the chunk, or None (zeros).
+        ssm_state: [B, E, N] fp32 scan state before the chunk, or None (zeros).
+
+    Returns:
+        out [B, T, D], conv_state [B, E, W - 1], ssm_state [B, E, N] after the chunk.
+    """
+    kernels = select_kernels(mixer.impl, hidden.device)
+    x, z = mixer.in_proj(hidden).transpose(1, 2).chunk(2, dim=1)  # [B, E, T] each
+    x, conv_state = kernels.conv(x, mixer._conv_weight(), mixer.conv1d.bias, initial_state=conv_state,
+                                 return_final_state=True, activation="silu")
+    dt, B, C = torch.split(mixer.x_proj(x.transpose(1, 2)), [mixer.dt_rank, mixer.d_state, mixer.d_state],
+                           dim=-1)
+    dt = F.linear(dt, mixer.dt_proj.weight).transpose(1, 2)  # bias goes in as delta_bias, as in the mixer
+    A = -torch.exp(mixer.A_log.float())
+    y, ssm_state = kernels.scan(x, dt, A, B.transpose(1, 2), C.transpose(1, 2), mixer.D.float(), z=z,
+                                delta_bias=mixer.dt_proj.bias.float(), delta_softplus=True,
+                                initial_state=ssm_state, return_final_state=True)
+    return mixer.out_proj(y.transpose(1, 2)), conv_state, ssm_state
+
+
+def _causal_layer(layer, hidden, residual, conv_state, ssm_state):
+    normed, residual = add_rms_norm(hidden, residual, layer.norm.weight, layer.norm.eps, layer.residual_in_fp32)
+    out, conv_state, ssm_state = mixer_chunk(layer.mixer, normed, conv_state, ssm_state)
+    return out, residual, conv_state, ssm_state
+
+
+def _final_norm(model: MambaLMHeadModel, hidden, residual) -> torch.Tensor:
+    norm_f = model.backbone.norm_f
+    return add_rms_norm(hidden, residual, norm_f.weight, norm_f.eps, model.config.residual_in_fp32)[0]
+
+
+def _head(model: MambaLMHeadModel, normed: torch.Tensor) -> torch.Tensor:
+    return model.lm_head(normed)[..., : model.config.vocab_size]
+
+
+def _causal_chunk(model: MambaLMHeadModel, ids: torch.Tensor, states: States, use_checkpoint: bool = False):
+    """ids [B, T] from ``states`` -> (normed hidden [B, T, D], states after the chunk)."""
+    hidden, residual, new_states = model.backbone.embedding(ids), None, []
+    for layer, state in zip(model.backbone.layers, states, strict=True):
+        conv, ssm = (None, None) if state is None else (state.conv_state, state.ssm_state)
+        if use_checkpoint and torch.is_grad_enabled():
+            hidden, residual, conv, ssm = checkpoint(_causal_layer, layer, hidden, residual, conv, ssm,
+                                                     use_reentrant=False)
+        else:
+            hidden, residual, conv, ssm = _causal_layer(layer, hidden, residual, conv, ssm)
+        new_states.append(LayerCache(conv_state=conv, ssm_state=ssm))
+    return _final_norm(model, hidden, residual), new_states
+
+
+# ------------------------------------------------------------------------------------------ checks
+
+
+def _check_model(model, what: str) -> None:
+    if not isinstance(model, MambaLMHeadModel):
+        raise InputError(f"{what}: model must be a MambaLMHeadModel (e.g. from seqssm.load_model), "
+                         f"got {type(model).__name__}")
+    for i, layer in enumerate(model.backbone.layers):
+        if type(layer.mixer) not in (MambaMixer, BiMambaMixer):
+            raise InputError(f"{what}: layer {i} has a {type(layer.mixer).__name__} mixer; chunked processing "
+                             "handles MambaMixer and BiMambaMixer layers only")
+
+
+def _check_ids(input_ids, model: MambaLMHeadModel, what: str) -> None:
+    if not isinstance(input_ids, torch.Tensor) or input_ids.dim() != 2 or input_ids.dtype not in (
+            torch.int64, torch.int32):
+        got = tuple(input_ids.shape) if isinstance(input_ids, torch.Tensor) else type(input_ids).__name__
+        raise InputError(f"{what}: input_ids must be a [B, L] int64 tensor of token ids, got {got}")
+    if input_ids.shape[1] == 0:
+        raise InputError(f"{what}: input_ids has length 0; give at least one token")
+    vocab = model.config.vocab_size
+    if int(input_ids.min()) < 0 or int(input_ids.max()) >= vocab:
+        raise InputError(f"{what}: token ids must lie in [0, {vocab}), got [{int(input_ids.min())}, "
+                         f"{int(input_ids.max())}]; check the tokenizer matches the model")
+
+
+def _check_chunk_size(chunk_size, what: str) -> int:
+    if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
+        raise InputError(f"{what}: chunk_size must be a positive integer such as 65536, got {chunk_size!r}")
+    return chunk_size
+
+
+def _spans(length: int, chunk_size: int) -> list[tuple[int, int]]:
+    return [(s, min(s + chunk_size, length)) for s in range(0, length, chunk_size)]
+
+
+# ------------------------------------------------------------------------------------------ inference
+
+
+@torch.no_grad()
+def stream_hidden(
+    model: MambaLMHeadModel, chunks: Iterable[torch.Tensor], cache: InferenceCache | None = None,
+    *, logits: bool = False,
+) -> Iterator[torch.Tensor]:
+    """Run a causal model over a stream of chunks, yielding each chunk's output as it is computed.
+
+    Memory is set by the largest chunk: nothing of earlier chunks is kept but ``cache``.
+
+    Args:
+        model: a causal MambaLMHeadModel (bidirectional models need the whole sequence: ``chunked_forward``).
+        chunks: [B, T_i] token ids, any lengths T_i, on the model's device.
+        cache: states to continue from (``model.allocate_cache(B)`` or a ``prefill`` result); advanced in
+            place after every chunk, so it can be saved and the stream resumed. A fresh one when None.
+
+    Yields:
+        normed hidden states [B, T_i, D] (the embeddings the pipelines use), or logits [B, T_i, V].
+    """
+    _check_model(model, "stream_hidden")
+    if model.config.bidirectional:
+        raise InputError("stream_hidden needs a causal model, but this one is bidirectional (every position "
+                         "sees the whole sequence); use chunked_forward, which sweeps both directions")
+    for ids in chunks:
+        _check_ids(ids, model, "stream_hidden")
+        if cache is None:
+            cache = model.allocate_cache(ids.shape[0])
+        if not isinstance(cache, InferenceCache) or len(cache.layers) != model.config.n_layer \
+                or cache.batch_size != ids.shape[0]:
+            raise InputError(f"stream_hidden: cache must come from this model's allocate_cache({ids.shape[0]}) "
+                             f"({model.config.n_layer} layers, {ids.shape[0]} rows like the chunks)")
+        states = cache.layers if cache.seqlen_offset else [None] * len(cache.layers)
+        normed, new = _causal_chunk(model, ids, states)
+        for old, state in zip(cache.layers, new, strict=True):
+            old.conv_state.copy_(state.conv_state)
+            old.ssm_state.copy_(state.ssm_state)
+        cache.seqlen_offset += ids.shape[1]
+        yield _head(model, normed) if logits else normed
+
+
+# ------------------------------------------------------------------------------------------ per-position arrays
+
+
+class _Buffers:
+    """Makes [B, L, D] fp32 numpy arrays: in RAM, or ``np.memmap`` files in a temporary directory when
+    ``count`` of them would exceed ``memory_budget`` bytes.
+    """
+
+    def __init__(self, shape: tuple[int, ...], count: int, memory_budget: int | None, spill_dir):
+        self.shape = shape
+        self.spill = memory_budget is not None and count * int(np.prod(shape)) * 4 > memory_budget
+        self._tmp = tempfile.TemporaryDirectory(prefix="seqssm-spill-", dir=spill_dir) if self.spill else None
+        self._made = 0
+
+    def new(self, device: torch.device) -> _Array:
+        if not self.spill:
+            return _Array(np.empty(self.shape, dtype=np.float32), device)
+        self._made += 1
+        path = Path(self._tmp.name) / f"buffer{self._made}.f32"
+        return _Array(np.memmap(path, dtype=np.float32, mode="w+", shape=self.shape), device)
+
+    def close(self) -> None:
+        if self._tmp is not None:
+            self._tmp.cleanup()
+
+
+class _Array:
+    """A [B, L, D] fp32 array read and written by chunk as torch tensors, read back in the dtype last
+    written (bf16 and fp16 values round-trip through fp32 exactly).
+    """
+
+    def __init__(self, data: np.ndarray, device: torch.device):
+        self.data, self.device, self.dtype = data, device, torch.float32
+
+    def read(self, s: int, e: int) -> torch.Tensor:
+        # A copy: chunks become autograd leaves and must not alias what later chunks overwrite.
+        return torch.from_numpy(np.array(self.data[:, s:e])).to(device=self.device, dtype=self.dtype)
+
+    def write(self, s: int, e: int, value: torch.Tensor) -> None:
+        self.dtype = value.dtype
+        self.data[:, s:e] = value.detach().float().cpu().numpy()
+
+    def add(self, s: int, e: int, value: torch.Tensor) -> None:
+        self.data[:, s:e] += value.detach().float().cpu().numpy()
+
+
+# ------------------------------------------------------------------------------------------ bidirectional
+
+
+def _bi_layer_forward(layer, h_in: _Array, r_in: _Array | None, h_out: _Array, r_out: _Array, spans,
+                      record: dict | None = None) -> None:
+    """One BiMambaMixer block over the whole sequence: a forward sweep then a reverse sweep, each carrying
+    its (conv, ssm) states. ``h_out``/``r_out`` may be ``h_in``/``r_in`` (a chunk is read before it is
+    rewritten). ``record`` receives the state before each chunk of each sweep, indexed like ``spans``.
+    """
+    norm = layer.norm
+    conv = ssm = None
+    for i, (s, e) in enumerate(spans):
+        if record is not None:
+            record["fwd"][i] = (conv, ssm)
+        residual = None if r_in is None else r_in.read(s, e)
+        normed, residual = add_rms_norm(h_in.read(s, e), residual, norm.weight, norm.eps, layer.residual_in_fp32)
+        y, conv, ssm = mixer_chunk(layer.mixer.fwd, normed, conv, ssm)
+        r_out.write(s, e, residual)
+        h_out.write(s, e, y)
+    conv = ssm = None
+    for i in reversed(range(len(spans))):
+        s, e = spans[i]
+        if record is not None:
+            record["rev"][i] = (conv, ssm)
+        # add_rms_norm's normed output is rms_norm of the summed residual, which r_out now holds.
+        normed = add_rms_norm(r_out.read(s, e), None, norm.weight, norm.eps, layer.residual_in_fp32)[0]
+        y, conv, ssm = mixer_chunk(layer.mixer.rev, normed.flip(1), conv, ssm)
+        h_out.add(s, e, y.flip(1))
+
+
+def _leaf(state):
+    """A boundary state as autograd leaves: (conv, ssm) that collect the gradient sent back into them."""
+    conv, ssm = state
+    if conv is None:
+        return None, None
+    return conv.detach().requires_grad_(), ssm.detach().requires_grad_()
+
+
+def _bi_layer_backward(layer, h_in: _Array, r_in: _Array | None, record: dict, gh: _Array, gr: _Array,
+                       gh_in: _Array, gr_in: _Array | None, spans) -> None:
+    """Gradients of one bidirectional block: (gh, gr) on its outputs -> (gh_in, gr_in) on its inputs;
+    parameter gradients accumulate. The forward mixer's chunks go last to first, the reverse mixer's first
+    to last (its sweep ran last to first), each carrying the gradient of its boundary state.
+    """
+    norm = layer.norm
+    for mixer, order, first in ((layer.mixer.fwd, reversed(range(len(spans))), True),
+                                (layer.mixer.rev, range(len(spans)), False)):
+        g_state = None
+        for i in order:
+            s, e = spans[i]
+            h = h_in.read(s, e).requires_grad_()
+            r = None if r_in is None else r_in.read(s, e).requires_grad_()
+            conv, ssm = _leaf(record["fwd" if first else "rev"][i])
+            normed, residual = add_rms_norm(h, r, norm.weight, norm.eps, layer.residual_in_fp32)
+            if first:
+                y, conv_out, ssm_out = mixer_chunk(mixer, normed, conv, ssm)
+                outs, grads = [y, residual], [gh.read(s, e), gr.read(s, e)]
+            else:
+                y, conv_out, ssm_out = mixer_chunk(mixer, normed.flip(1), conv, ssm)
+                outs, grads = [y.flip(1)], [gh.read(s, e)]
+            if g_state is not None:
+                outs, grads = outs + [conv_out, ssm_out], grads + list(g_state)
+            torch.autograd.backward(outs, grads)
+            (gh_in.write if first else gh_in.add)(s, e, h.grad)
+            if r is not None:
+                (gr_in.write if first else gr_in.add)(s, e, r.grad)
+            g_state = None if conv is None else (conv.grad, ssm.grad)
+
+
+def _bi_forward(model, input_ids, spans, buffers: _Buffers, keep: bool):
+    """Layer-major forward up to the final norm's inputs. Returns (hidden, residual, saved): with ``keep``,
+    ``saved`` holds every layer's (input arrays, sweep boundary states) for the backward; without it the
+    arrays are updated in place and nothing is kept.
+    """
+    device = model.backbone.embedding.weight.device
+    hidden, residual, saved = buffers.new(device), None, []
+    for s, e in spans:
+        hidden.write(s, e, model.backbone.embedding(input_ids[:, s:e]))
+    for layer in model.backbone.layers:
+        if keep:
+            record = {"fwd": [None] * len(spans), "rev": [None] * len(spans)}
+            h_out, r_out = buffers.new(device), buffers.new(device)
+            saved.append((hidden, residual, record))
+        else:
+            record, h_out = None, hidden
+            r_out = residual if residual is not None else buffers.new(device)
+        _bi_layer_forward(layer, hidden, residual, h_out, r_out, spans, record)
+        hidden, residual = h_out, r_out
+    return hidden, residual, saved
+
+
+# ------------------------------------------------------------------------------------------ public entry points
+
+
+def _out_array(out, shape: tuple[int, ...], what: str):
+    if tuple(out.shape) != shape:
+        raise InputError(f"{what}: out has shape {tuple(out.shape)}, expected {list(shape)} ([B, L, D], or "
+                         "[B, L, V] with logits=True)")
+    return out
+
+
+def _write(out, s: int, e: int, value: torch.Tensor) -> None:
+    if isinstance(out, torch.Tensor):
+        out[:, s:e] = value.to(out.dtype)
+    else:
+        out[:, s:e] = value.float().cpu().numpy().astype(out.dtype, copy=False)
+
+
+@torch.no_grad()
+def chunked_forward(
+    model: MambaLMHeadModel,
+    input_ids: torch.Tensor,
+    *,
+    chunk_size: int,
+    logits: bool = False,
+    out=None,
+    memory_budget: int | None = None,
+    spill_dir: str | None = None,
+):
+    """The model's output for a sequence of any length, computed ``chunk_size`` positions at a time.
+
+    Causal models carry every layer's states from chunk to chunk (memory set by the chunk). Bidirectional
+    models go layer by layer with a forward and a reverse sweep; their per-position hidden states and
+    residuals ([B, L, D] fp32 each) are numpy arrays, spilled to memory-mapped files in a temporary
+    directory under ``spill_dir`` when together they exceed ``memory_budget`` bytes (None: never spill).
+
+    Args:
+        model: MambaLMHeadModel, causal or bidirectional, on any device; ``eval()`` it first.
+        input_ids: [B, L] token ids on the model's device (no padding).
+        chunk_size: T, positions per chunk; need not divide L.
+        logits: return logits [B, L, V] instead of the normed hidden states [B, L, D].
+        out: where to write the result chunk by chunk: a numpy array or memmap (e.g. float16) or a tensor of
+            shape [B, L, D] / [B, L, V]. None: a new tensor on the model's device.
+
+    Returns:
+        ``out``, filled: equal to ``model.backbone(input_ids)`` (or ``model(input_ids)``) up to float rounding.
+    """
+    _check_model(model, "chunked_forward")
+    _check_ids(input_ids, model, "chunked_forward")
+    chunk_size = _check_chunk_size(chunk_size, "chunked_forward")
+    batch, length = input_ids.shape
+    width = model.config.vocab_size if logits else model.config.d_model
+    if out is None:
+        out = torch.empty(batch, length, width, device=input_ids.device,
+                          dtype=model.backbone.embedding.weight.dtype)
+    out = _out_array(out, (batch, length, width), "chunked_forward")
+    spans = _spans(length, chunk_size)
+    if not model.config.bidirectional:
+        cache = model.allocate_cache(batch)
+        pieces = (input_ids[:, s:e] for s, e in spans)
+        for (s, e), y in zip(spans, stream_hidden(model, pieces, cache, logits=logits), strict=True):
+            _write(out, s, e, y)
+        return out
+    buffers = _Buffers((batch, length, model.config.d_model), 2, memory_budget, spill_dir)
+    try:
+        hidden, residual, _ = _bi_forward(model, input_ids, spans, buffers, keep=False)
+        for s, e in spans:
+            normed = _final_norm(model, hidden.read(s, e), residual.read(s, e))
+            _write(out, s, e, _head(model, normed) if logits else normed)
+    finally:
+        buffers.close()
+    return out
+
+
+def lm_chunk_loss(targets: torch.Tensor, *, ignore_index: int = -100,
+                  normaliser: float | None = None) -> LossFn:
+    """A loss for ``chunked_backward``: summed token cross-entropy of a chunk / ``normaliser``.
+
+    Args:
+        targets: [B, L] the id to predict at each input position, ``ignore_index`` where nothing is
+            predicted (causal LM: ``ids[:, 1:]`` for inputs ``ids[:, :-1]``; masked LM: the labels).
+        normaliser: what the sum is divided by; None: the number of predicted positions, which makes the
+            total the mean cross-entropy that ``causal_lm_loss`` / ``masked_lm_loss`` compute.
+
+    Returns:
+        loss_fn(logits [B, T, V], start, end) -> scalar.
+    """
+    if normaliser is None:
+        normaliser = max(int((targets != ignore_index).sum()), 1)
+
+    def loss_fn(chunk_logits: torch.Tensor, start: int, end: int) -> torch.Tensor:
+        flat = chunk_logits.float().reshape(-1, chunk_logits.shape[-1])
+        labels = targets[:, start:end].reshape(-1)
+        return F.cross_entropy(flat, labels, ignore_index=ignore_index, reduction="sum") / normaliser
+
+    return loss_fn
+
+
+def chunked_backward(
+    model: MambaLMHeadModel,
+    input_ids: torch.Tensor,
+    loss_fn: LossFn,
+    *,
+    chunk_size: int,
+    truncate_bptt: bool = False,
+    checkpoint_layers: bool = False,
+    memory_budget: int | None = None,
+    spill_dir: str | None = None,
+) -> torch.Tensor:
+    """Forward and backward of a loss that is a sum over chunks, one chunk's activations alive at a time.
+
+    Parameter gradients accumulate into ``.grad`` exactly as ``loss.backward()`` of the one-pass loss would
+    (float rounding aside); call ``optimizer.zero_grad()`` before, ``optimizer.step()`` after.
+
+    Causal models: a no-grad forward keeps each chunk's boundary states; then chunks are recomputed last to
+    first with grad and each backpropagates its loss plus the carried gradient of its final states.
+    ``truncate_bptt`` instead cuts the state gradient at chunk boundaries (one forward-with-grad pass,
+    inexact). ``checkpoint_layers`` also recomputes each layer inside the chunk, keeping only layer inputs.
+    Bidirectional models: layer by layer (see the module notes); per-position arrays as in
+    ``chunked_forward`` (every layer's inputs are kept: (2 n_layer + 6) [B, L, D] fp32 arrays).
+
+    Args:
+        model: MambaLMHeadModel in train mode.
+        input_ids: [B, L] token ids on the model's device.
+        loss_fn: (logits [B, T, V], start, end) -> scalar, the part of the loss on positions [start, end);
+            the total loss is the sum of the parts. ``lm_chunk_loss`` makes the usual one.
+        chunk_size: T; need not divide L.
+
+    Returns:
+        The total loss, detached (a 0-dim tensor).
+    """
+    _check_model(model, "chunked_backward")
+    _check_ids(input_ids, model, "chunked_backward")
+    chunk_size = _check_chunk_size(chunk_size, "chunked_backward")
+    spans = _spans(input_ids.shape[1], chunk_size)
+    if model.config.bidirectional:
+        if truncate_bptt:
+            raise InputError("chunked_backward: truncate_bptt needs a causal model; a bidirectional model's "
+                             "gradients are always exact here")
+        return _bi_backward(model, input_ids, loss_fn, spans, memory_budget, spill_dir)
+    if truncate_bptt:
+        return _causal_backward_truncated(model, input_ids, loss_fn, spans, checkpoint_layers)
+    return _causal_backward(model, input_ids, loss_fn, spans, checkpoint_layers)
+
+
+def _causal_backward(model, input_ids, loss_fn, spans, use_checkpoint: bool) -> torch.Tensor:
+    n_layer = model.config.n_layer
+    boundary = [[None] * n_layer]
+    with torch.no_grad():
+        for s, e in spans[:-1]:
+            boundary.append(_causal_chunk(model, input_ids[:, s:e], boundary[-1])[1])
+    total = torch.zeros((), device=input_ids.device)
+    g_states = None
+    for s, e in reversed(spans):
+        states = boundary.pop()  # a finished chunk's boundary states are not needed again
+        leaves = [None if st is None else LayerCache(*_leaf((st.conv_state, st.ssm_state))) for st in states]
+        normed, new = _causal_chunk(model, input_ids[:, s:e], leaves, use_checkpoint)
+        loss = loss_fn(_head(model, normed), s, e)
+        outs, grads = [loss], [torch.ones_like(loss)]
+        if g_states is not None:
+            for st, (g_conv, g_ssm) in zip(new, g_states, strict=True):
+                outs += [st.conv_state, st.ssm_state]
+                grads += [g_conv, g_ssm]
+        torch.autograd.backward(outs, grads)
+        total += loss.detach()
+        g_states = None if leaves[0] is None else [(st.conv_state.grad, st.ssm_state.grad) for st in leaves]
+    return total
+
+
+def _causal_backward_truncated(model, input_ids, loss_fn, spans, use_checkpoint: bool) -> torch.Tensor:
+    states = [None] * model.config.n_layer
+    total = torch.zeros((), device=input_ids.device)
+    for s, e in spans:
+        normed, new = _causal_chunk(model, input_ids[:, s:e], states, use_checkpoint)
+        loss = loss_fn(_head(model, normed), s, e)
+        loss.backward()
+        total += loss.detach()
+        states = [LayerCache(st.conv_state.detach(), st.ssm_state.detach()) for st in new]
+    return total
+
+
+def _bi_backward(model, input_ids, loss_fn, spans, memory_budget, spill_dir) -> torch.Tensor:
+    device = input_ids.device
+    n_arrays = 2 * model.config.n_layer + 6
+    buffers = _Buffers((input_ids.shape[0], input_ids.shape[1], model.config.d_model), n_arrays,
+                       memory_budget, spill_dir)
+    try:
+        with torch.no_grad():
+            hidden, residual, saved = _bi_forward(model, input_ids, spans, buffers, keep=True)
+        gh, gr = buffers.new(device), buffers.new(device)
+        spare = buffers.new(device), buffers.new(device)
+        total = torch.zeros((), device=device)
+        for s, e in spans:
+            h, r = hidden.read(s, e).requires_grad_(), residual.read(s, e).requires_grad_()
+            loss = loss_fn(_head(model, _final_norm(model, h, r)), s, e)
+            loss.backward()
+            gh.write(s, e, h.grad)
+            gr.write(s, e, r.grad)
+            total += loss.detach()
+        for layer, (h_in, r_in, record) in zip(reversed(model.backbone.layers), reversed(saved), strict=True):
+            gh_in, gr_in = spare
+            _bi_layer_backward(layer, h_in, r_in, record, gh, gr, gh_in, None if r_in is None else gr_in, spans)
+            spare, (gh, gr) = (gh, gr), (gh_in, gr_in)
+        for s, e in spans:
+            model.backbone.embedding(input_ids[:, s:e]).backward(gh.read(s, e))
+    finally:
+        buffers.close()
+    return total
+
+
+# ------------------------------------------------------------------------------------------ checkpointing
+
+
+def _checkpointed(forward, *args, **kwargs):
+    if torch.is_grad_enabled():
+        return checkpoint(forward, *args, use_reentrant=False, **kwargs)
+    return forward(*args, **kwargs)
+
+
+def checkpoint_blocks(model: MambaLMHeadModel, enabled: bool = True) -> MambaLMHeadModel:
+    """Recompute each block in the backward pass instead of keeping its activations (one-pass training).
+
+    Wraps every block's ``forward`` in ``torch.utils.checkpoint`` from outside, per instance, so the
+    module tree and state-dict keys are unchanged; only the block inputs stay alive between forward and
+    backward. ``enabled=False`` restores the plain forwards. Returns ``model``.
+    """
+    _check_model(model, "checkpoint_blocks")
+    for layer in model.backbone.layers:
+        layer.__dict__.pop("forward", None)
+        if enabled:
+            layer.forward = functools.partial(_checkpointed, layer.forward)
+    return model
+
+
+@contextlib.contextmanager
+def blocks_checkpointed(model: MambaLMHeadModel):
+    """``checkpoint_blocks`` for the duration of a ``with`` block."""
+    checkpoint_blocks(model, True)
+    try:
+        yield model
+    finally:
+        checkpoint_blocks(model, False)
