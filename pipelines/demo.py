@@ -15,7 +15,7 @@ from seqssm.pipelines.pretrain import PretrainConfig, pretrain
 class DemoConfig:
     out: str = "runs/demo"
     minutes: float = 2.5
-    steps: int = 600
+    steps: int = 250
     device: str = "auto"
     seed: int = 0
 
@@ -27,9 +27,9 @@ def demo(cfg: DemoConfig, echo=print) -> dict:
     echo(f"[1/3] pretraining a causal Mamba DNA model on {fasta.name} (48,502 bp) for at most "
          f"{cfg.minutes:g} min")
     result = pretrain(PretrainConfig(
-        data=str(fasta), out=str(out / "pretrain"), window=512, batch_size=16, steps=cfg.steps, lr=3e-3,
-        warmup_steps=30, val_every=100, val_windows=32, max_minutes=cfg.minutes, seed=cfg.seed,
-        device=cfg.device, d_model=128, n_layer=4,
+        data=str(fasta), out=str(out / "pretrain"), window=256, batch_size=16, steps=cfg.steps, lr=3e-3,
+        warmup_steps=30, val_every=50, val_windows=64, max_minutes=cfg.minutes, seed=cfg.seed,
+        device=cfg.device, d_model=128, n_layer=2,
     ))
     echo(f"      {result.steps} steps in {result.seconds:.0f} s; validation {result.val_bits_per_token:.3f} bits per "
          f"base (a uniform model: {result.uniform_bits:.1f})")

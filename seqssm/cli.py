@@ -174,7 +174,7 @@ def evaluate(
 def demo(
     out: Path = typer.Option(Path("runs/demo"), "--out", "-o"),
     minutes: float = typer.Option(2.5, help="Pretraining time budget."),
-    steps: int = typer.Option(600, help="Pretraining steps (stops earlier at --minutes)."),
+    steps: int = typer.Option(250, help="Pretraining steps (stops earlier at --minutes)."),
     seed: int = typer.Option(0), device: str = typer.Option("auto"),
 ):
     """The quick-start: pretrain on the bundled lambda phage genome, embed it, generate 1 kb of DNA."""
