@@ -1,0 +1,463 @@
+"""Audio language modelling: training windows of μ-law tokens, and sampling WAVs from a checkpoint.
+
+Training data (:func:`audio_lm_datasets`). A folder's recordings (recursive; WAV, FLAC, OGG, MP3) are split
+by file into train and val, and each split is laid end to end, in a seeded order, as one stream with
+``SILENCE_GAP_SECONDS`` of digital silence between recordings. Windows are drawn anywhere in that stream,
+so a window may be longer than any one recording (FSDD clips are 0.14-2.28 s) and then spans several,
+with short silences between them: the model sees real signal and learns where an utterance starts and
+ends, rather than long runs of padding. The gaps are exact silence (the tokenizer's ``pad_id``) and cost
+the model almost nothing to predict, so they lower the validation bits by their share of the positions
+(0.02 s per FSDD clip of 0.44 s on average: about 4 %). One long recording is cut in time instead: its
+last ``val_fraction`` is val.
+
+Sampling (:func:`generate_audio`). The prompt is consumed in one parallel pass, then each sample is one
+recurrent step, so memory per generated sample is constant. On CUDA the step is replayed from a CUDA graph
+(a decode step is dozens of tiny kernels, so launch overhead would dominate); the eager ``model.step`` is
+the reference beside it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import re
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import NamedTuple
+
+import numpy as np
+import soundfile as sf
+import torch
+from torch.utils.data import Dataset
+
+from seqssm.datasets.audio import audio_info, decoded_frames, load_audio
+from seqssm.datasets.audio_sets import AUDIO_EXTENSIONS
+from seqssm.errors import InputError
+from seqssm.models import load_model
+from seqssm.pipelines.common import atomic_path, progress, require_file, resolve_device, seed_everything
+from seqssm.pipelines.generate import sample_next
+from seqssm.transforms import AudioTokenizer
+
+__all__ = [
+    "PRELOAD_SAMPLES",
+    "SILENCE_GAP_SECONDS",
+    "AudioStreamWindows",
+    "GenerateAudioConfig",
+    "audio_lm_datasets",
+    "generate_audio",
+]
+
+SILENCE_GAP_SECONDS = 0.02
+PRELOAD_SAMPLES = 2**26  # a split of at most this many samples is decoded once into memory (64 MB of ids)
+_FSDD_NAME = re.compile(r"^\d_[A-Za-z]+_(\d+)$")
+_FSDD_VAL_TAKES = range(5)  # the dataset's README: takes 0-4 of every speaker and digit are the test set
+_TRAIN, _VAL = 0, 1
+
+
+class _Piece(NamedTuple):
+    """Frames [first, first + frames) of a file, in its own rate."""
+
+    path: Path
+    rate: int
+    first: int
+    frames: int
+
+
+class AudioStreamWindows(Dataset):
+    """Windows of ``window`` μ-law ids from recordings laid end to end: item i is int64 [window].
+
+    The pieces are joined in the given order with ``gap`` samples of silence between them; item i starts
+    at a position drawn uniformly from the whole stream with ``numpy.random.default_rng([seed, stream,
+    i])``, so items are reproducible and the same in every DataLoader worker. Recordings are mixed to mono
+    and resampled to ``sample_rate`` (each piece as a whole).
+
+    With ``preload`` the whole stream is decoded and tokenized once, here, into one id tensor (a byte per
+    sample for 8-bit ids) and items are slices of it: pretraining loads its batches in the training
+    process, where decoding a few files per window (about 5 ms) would stall a GPU. Otherwise
+    only the recordings under a window are decoded, by seeking (:meth:`read`); a resampled read starts and
+    ends a little beyond the window, where the two rates' sample grids meet, so it matches the preloaded
+    ids but for rare one-step differences (float rounding in the resampler, MP3 seeking). Without
+    resampling both paths give the same ids.
+    """
+
+    def __init__(
+        self,
+        pieces: Sequence[_Piece],
+        window: int,
+        num_windows: int,
+        *,
+        sample_rate: int,
+        tokenizer: AudioTokenizer,
+        seed: int,
+        stream: int,
+        gap: int,
+        preload: bool = False,
+    ) -> None:
+        self.pieces = list(pieces)
+        self.window, self.num_windows, self.sample_rate = window, num_windows, sample_rate
+        self.tokenizer, self.seed, self.stream, self.gap = tokenizer, seed, stream, gap
+        # Each piece's length at sample_rate, rounded down so a read never runs past the file's end.
+        self._lengths = np.array([p.frames * sample_rate // p.rate for p in self.pieces], dtype=np.int64)
+        self._starts = np.concatenate([[0], np.cumsum(self._lengths + gap)[:-1]]).astype(np.int64)
+        self.total = int(self._starts[-1] + self._lengths[-1])
+        self._ids = self._decode_all() if preload else None
+
+    @property
+    def files(self) -> list[Path]:
+        """The recordings in this stream, in stream order."""
+        return [p.path for p in self.pieces]
+
+    def __len__(self) -> int:
+        return self.num_windows
+
+    def window_start(self, index: int) -> int:
+        """First stream position (samples at ``sample_rate``) of item ``index``."""
+        if not 0 <= index < self.num_windows:
+            raise IndexError(f"window {index} out of range [0, {self.num_windows})")
+        rng = np.random.default_rng([self.seed, self.stream, index])
+        return int(rng.integers(self.total - self.window + 1))
+
+    def read(self, start: int, stop: int) -> torch.Tensor:
+        """Stream samples [start, stop) as a float32 waveform [stop - start]; gaps are 0.0."""
+        out = torch.zeros(stop - start, dtype=torch.float32)
+        k = max(int(np.searchsorted(self._starts, start, side="right")) - 1, 0)
+        while k < len(self.pieces) and self._starts[k] < stop:
+            lo = max(start, int(self._starts[k]))
+            hi = min(stop, int(self._starts[k] + self._lengths[k]))
+            if lo < hi:
+                wave = self._read_piece(self.pieces[k], lo - int(self._starts[k]), hi - int(self._starts[k]))
+                out[lo - start : lo - start + wave.shape[0]] = wave
+            k += 1
+        return out
+
+    def _decode_all(self) -> torch.Tensor:
+        vocab = self.tokenizer.vocab_size
+        dtype = torch.uint8 if vocab <= 256 else torch.int16 if vocab <= 2**15 else torch.int32
+        ids = torch.full((self.total,), self.tokenizer.pad_id, dtype=dtype)
+        for piece, start, length in zip(self.pieces, self._starts.tolist(), self._lengths.tolist(), strict=True):
+            if length:
+                wave = self._read_piece(piece, 0, length)
+                ids[start : start + wave.shape[0]] = self.tokenizer.encode(wave).to(dtype)
+        return ids
+
+    def _read_piece(self, piece: _Piece, u: int, v: int) -> torch.Tensor:
+        # Samples [u, v) of the piece at sample_rate; at most v - u (an MP3 may yield less than its header).
+        if piece.rate == self.sample_rate:
+            return load_audio(piece.path, None, "mix", piece.first + u, v - u)[0][0]
+        # Read from a frame where the source and target sample grids meet (every rate/g frames), with a
+        # margin wider than the sinc kernel on both sides, so each sample has the phase and the neighbours it
+        # has when the whole piece is resampled. The kernel spans 6 / 0.99 periods of the lower rate on each
+        # side (torchaudio's default lowpass_filter_width and rolloff, which load_audio uses).
+        g = math.gcd(piece.rate, self.sample_rate)
+        block_in, block_out = piece.rate // g, self.sample_rate // g
+        reach = math.ceil(6 * block_in / (0.99 * min(block_in, block_out))) + 1  # source frames
+        margin = -(-reach // block_in)  # in blocks
+        first_block = max(u // block_out - margin, 0)
+        offset = first_block * block_in
+        end = min(piece.frames, (-(-v // block_out) + margin) * block_in)
+        wave = load_audio(piece.path, self.sample_rate, "mix", piece.first + offset, end - offset)[0][0]
+        skip = u - first_block * block_out
+        return wave[skip : skip + v - u]
+
+    def __getitem__(self, index: int) -> torch.Tensor:
+        start = self.window_start(index)
+        if self._ids is not None:
+            return self._ids[start : start + self.window].long()
+        return self.tokenizer.encode(self.read(start, start + self.window))
+
+
+def _audio_files(root: Path) -> list[Path]:
+    files = [
+        p for p in root.rglob("*")
+        if p.is_file() and p.suffix.lower() in AUDIO_EXTENSIONS
+        and not any(part.startswith(".") for part in p.relative_to(root).parts)
+    ]
+    if not files:
+        raise InputError(f"{root}: no {'/'.join(AUDIO_EXTENSIONS)} recordings in this folder or below it; "
+                         "give a folder of recordings or one audio file")
+    return sorted(files, key=lambda p: p.relative_to(root).as_posix())
+
+
+def _unit_hash(seed: int, name: str) -> float:
+    digest = hashlib.blake2b(f"{seed}/{name}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big") / 2**64
+
+
+def _val_flags(names: Sequence[str], seed: int, val_fraction: float) -> list[bool]:
+    """Which files are val: FSDD takes 0-4 when every name is FSDD's, else a seeded hash of each name.
+
+    The hash rule is stable: a file keeps its side when others are added or removed. Each side gets at
+    least one file (the lowest hash goes to val, the highest to train, when the rule leaves one empty).
+    """
+    takes = [_FSDD_NAME.match(Path(name).stem) for name in names]
+    if all(takes):
+        flags = [int(m.group(1)) in _FSDD_VAL_TAKES for m in takes]
+        if any(flags) and not all(flags):
+            return flags
+    keys = [_unit_hash(seed, name) for name in names]
+    flags = [key < val_fraction for key in keys]
+    if not any(flags):
+        flags[int(np.argmin(keys))] = True
+    if all(flags):
+        flags[int(np.argmax(keys))] = False
+    return flags
+
+
+def _frames(path: Path) -> tuple[int, int]:
+    info = audio_info(path)
+    # An MP3 header's frame count is an estimate; decoding the tail finds the real one.
+    frames = decoded_frames(path) if info.format == "MP3" else info.frames
+    if frames == 0:
+        raise InputError(f"{path}: the recording has no frames (zero length); remove it")
+    return info.sample_rate, frames
+
+
+def audio_lm_datasets(
+    data: str,
+    window: int,
+    *,
+    num_train: int,
+    num_val: int,
+    seed: int,
+    val_fraction: float,
+    sample_rate: int | None,
+    tokenizer: AudioTokenizer,
+) -> tuple[AudioStreamWindows, AudioStreamWindows, int]:
+    """Train and val datasets of μ-law token windows [window] int64 from a folder or file of recordings.
+
+    Args:
+        data: a folder (searched recursively; hidden files skipped) or one audio file.
+        window: tokens per item.
+        num_train, num_val: items in each dataset.
+        seed: item i of a split is drawn from (seed, split, i); also seeds the file split and order.
+        val_fraction: a folder: the share of files (seeded hash of each relative path) that is val, except
+            FSDD's ``{digit}_{speaker}_{take}.wav`` names, split by its custom (takes 0-4 are val); one
+            file (or a folder holding one): the last ``val_fraction`` of it in time.
+        sample_rate: resample to this rate (Hz); None keeps the recordings' rate, which must be common.
+        tokenizer: the :class:`AudioTokenizer` that turns samples into ids.
+
+    Returns:
+        (train, val, sample_rate): :class:`AudioStreamWindows` (see the module notes for the silence gaps
+        between recordings), each decoded into memory once when it holds at most ``PRELOAD_SAMPLES``
+        samples; their ``files`` list each split's recordings.
+    """
+    path = Path(data)
+    if not path.exists():
+        raise InputError(f"{data}: audio folder or file not found; check the path")
+    if not 0 < val_fraction < 1:
+        raise InputError(f"val_fraction must be between 0 and 1, got {val_fraction}")
+    files = _audio_files(path) if path.is_dir() else [path]
+    info = [_frames(f) for f in files]
+    rates = sorted({rate for rate, _ in info})
+    if sample_rate is None:
+        if len(rates) > 1:
+            raise InputError(f"{data}: recordings have sample rates {rates} Hz; pass --sample-rate to "
+                             "resample them all to one rate")
+        sample_rate = rates[0]
+    if isinstance(sample_rate, bool) or not isinstance(sample_rate, int) or sample_rate < 1:
+        raise InputError(f"sample_rate must be a positive integer (Hz), got {sample_rate!r}")
+    pieces = [_Piece(f, rate, 0, frames) for f, (rate, frames) in zip(files, info, strict=True)]
+
+    if len(pieces) == 1:
+        (piece,) = pieces
+        cut = round(piece.frames * (1 - val_fraction))
+        splits = {_TRAIN: [piece._replace(frames=cut)],
+                  _VAL: [piece._replace(first=cut, frames=piece.frames - cut)]}
+        hint = "lower --window or change --val-fraction"
+    else:
+        flags = _val_flags([f.relative_to(path).as_posix() for f in files], seed, val_fraction)
+        splits = {}
+        for stream in (_TRAIN, _VAL):
+            chosen = [p for p, is_val in zip(pieces, flags, strict=True) if is_val == (stream == _VAL)]
+            order = np.random.default_rng([seed, stream]).permutation(len(chosen))
+            splits[stream] = [chosen[i] for i in order]
+        hint = "lower --window or add recordings"
+
+    gap = round(SILENCE_GAP_SECONDS * sample_rate)
+    datasets = []
+    for stream, count in ((_TRAIN, num_train), (_VAL, num_val)):
+        pieces = splits[stream]
+        total = sum(p.frames * sample_rate // p.rate for p in pieces) + gap * (len(pieces) - 1)
+        if total < window:
+            name = "train" if stream == _TRAIN else "val"
+            raise InputError(f"{data}: the {name} split holds {total} samples at {sample_rate} Hz, fewer "
+                             f"than one window of {window}; {hint}")
+        datasets.append(AudioStreamWindows(
+            pieces, window, count, sample_rate=sample_rate, tokenizer=tokenizer, seed=seed, stream=stream,
+            gap=gap, preload=total <= PRELOAD_SAMPLES,
+        ))
+    return datasets[0], datasets[1], sample_rate
+
+
+@dataclass
+class GenerateAudioConfig:
+    """Everything `seqssm generate --modality audio` takes; the Python API takes the same object."""
+
+    checkpoint: str
+    out: str
+    seconds: float = 2.0
+    prompt_audio: str | None = None
+    prompt_seconds: float | None = None
+    num_clips: int = 1
+    temperature: float = 1.0
+    top_k: int = 0
+    top_p: float = 1.0
+    seed: int = 0
+    device: str = "auto"
+    cuda_graph: bool = True
+
+    def __post_init__(self):
+        if not self.seconds > 0:
+            raise InputError(f"--seconds must be > 0, got {self.seconds}")
+        if self.num_clips < 1:
+            raise InputError(f"--num-sequences (clips) must be positive, got {self.num_clips}")
+        if self.temperature <= 0:
+            raise InputError(f"--temperature must be > 0, got {self.temperature}")
+        if not 0 < self.top_p <= 1:
+            raise InputError(f"--top-p must be in (0, 1], got {self.top_p}")
+        if self.top_k < 0:
+            raise InputError(f"--top-k must be >= 0 (0 = off), got {self.top_k}")
+        if self.prompt_seconds is not None and (self.prompt_audio is None or not self.prompt_seconds > 0):
+            raise InputError("--prompt-seconds needs --prompt-audio and must be > 0")
+        if Path(self.out).suffix.lower() != ".wav":
+            raise InputError(f"--out {self.out!r}: audio is written as WAV; give a path ending in .wav")
+
+
+def _audio_tokenizer(model, checkpoint: str) -> AudioTokenizer:
+    config = model.config
+    if config.sample_rate is None or not config.tokenizer.startswith(("mulaw", "linear")):
+        raise InputError(f"checkpoint {checkpoint!r} is not an audio model (tokenizer {config.tokenizer!r}, "
+                         f"sample rate {config.sample_rate}); train one with `seqssm pretrain --modality audio`")
+    if config.bidirectional:
+        raise InputError(f"checkpoint {checkpoint!r} is a bidirectional model; generation needs a causal one")
+    tokenizer = AudioTokenizer.from_name(config.tokenizer)
+    if tokenizer.vocab_size != config.vocab_size:
+        raise InputError(f"checkpoint {checkpoint!r}: tokenizer {config.tokenizer} has {tokenizer.vocab_size} "
+                         f"ids but the model {config.vocab_size}; the config.json is inconsistent")
+    return tokenizer
+
+
+def _prompt_ids(cfg: GenerateAudioConfig, sample_rate: int, tokenizer: AudioTokenizer) -> torch.Tensor:
+    """The prompt (its last ``prompt_seconds``) at the model's rate as ids [T]."""
+    path = require_file(cfg.prompt_audio, "prompt audio")
+    offset = 0
+    if cfg.prompt_seconds is not None:
+        info = audio_info(path)
+        frames = decoded_frames(path) if info.format == "MP3" else info.frames
+        offset = max(frames - round(cfg.prompt_seconds * info.sample_rate), 0)
+        wave, _ = load_audio(path, sample_rate, "mix", offset, frames - offset)
+    else:
+        wave, _ = load_audio(path, sample_rate, "mix")
+    return tokenizer.encode(wave[0])
+
+
+class _GraphStep:
+    """``model.step`` for a fixed cache, replayed from a CUDA graph: same kernels, one launch per token.
+
+    The cache's buffers are updated in place by the captured kernels, so the graph owns ``cache`` from
+    construction on; capture runs the step three times, so the states are saved and put back.
+    """
+
+    def __init__(self, model, cache, example_ids: torch.Tensor) -> None:
+        self.cache = cache
+        self.ids = example_ids.clone()
+        saved = [(layer.conv_state.clone(), layer.ssm_state.clone()) for layer in cache.layers]
+        side = torch.cuda.Stream()
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(side):  # warm-up on a side stream, as torch.cuda.graph requires
+            for _ in range(2):
+                model._logits(model.backbone.step(self.ids, cache))
+        torch.cuda.current_stream().wait_stream(side)
+        self.graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(self.graph):
+            self.logits = model._logits(model.backbone.step(self.ids, cache))
+        for layer, (conv, ssm) in zip(cache.layers, saved, strict=True):
+            layer.conv_state.copy_(conv)
+            layer.ssm_state.copy_(ssm)
+
+    def __call__(self, ids: torch.Tensor) -> torch.Tensor:
+        self.ids.copy_(ids)
+        self.graph.replay()
+        self.cache.seqlen_offset += 1
+        return self.logits
+
+
+def _out_paths(out: Path, count: int) -> list[Path]:
+    if count == 1:
+        return [out]
+    width = len(str(count))
+    return [out.with_name(f"{out.stem}_{i + 1:0{width}d}{out.suffix}") for i in range(count)]
+
+
+@torch.no_grad()
+def generate_audio(cfg: GenerateAudioConfig, echo: Callable[[str], None] = print) -> list[Path]:
+    """Sample ``num_clips`` clips of ``seconds`` from an audio checkpoint; write WAVs and their scores.
+
+    Clips are 16-bit PCM WAVs at the model's ``config.sample_rate``: ``out`` itself for one clip, else
+    ``{stem}_1.wav``, ``{stem}_2.wav``, …. With ``prompt_audio`` the recording (its last
+    ``prompt_seconds``; resampled to the model's rate, μ-law encoded) is run through the model in one
+    parallel pass and each clip is the prompt followed by its continuation, so the seam can be heard;
+    without one, sampling starts from the model's zero state after one silence sample (not written). Each
+    generated sample is one recurrent step (constant memory), drawn with ``temperature``, ``top_k`` and
+    ``top_p``.
+
+    The score of a clip is the mean log2-probability of its generated samples under the model itself
+    (temperature 1, no filtering), in bits per sample: higher is more likely. Scores go to
+    ``{out stem}.scores.tsv`` (file, prompt_seconds, seconds, mean_log2_prob) and, one line per clip,
+    to ``echo``. Returns the WAV paths.
+    """
+    device = resolve_device(cfg.device)
+    generator = seed_everything(cfg.seed)
+    model = load_model(cfg.checkpoint, device=device).eval()
+    tokenizer = _audio_tokenizer(model, cfg.checkpoint)
+    rate, batch = model.config.sample_rate, cfg.num_clips
+    length = max(round(cfg.seconds * rate), 1)
+
+    prompt = _prompt_ids(cfg, rate, tokenizer) if cfg.prompt_audio else torch.tensor([tokenizer.pad_id])
+    # The prompt runs once, for one row, and its states are copied to every clip's row.
+    logits, prompt_cache = model.prefill(prompt[None].to(device))
+    logits = logits[:, -1].expand(batch, -1)
+    cache = model.allocate_cache(batch)
+    for row, one in zip(cache.layers, prompt_cache.layers, strict=True):
+        row.conv_state.copy_(one.conv_state.expand_as(row.conv_state))
+        row.ssm_state.copy_(one.ssm_state.expand_as(row.ssm_state))
+    cache.seqlen_offset = prompt_cache.seqlen_offset
+    del prompt_cache
+
+    ids = torch.empty(batch, length, dtype=torch.uint8 if tokenizer.vocab_size <= 256 else torch.int32)
+    log2_prob = torch.zeros(batch, dtype=torch.float64, device=device)
+    step = None
+    start = time.perf_counter()
+    for t in progress(range(length), desc="generate", unit="sample"):
+        nxt = sample_next(logits, cfg.temperature, cfg.top_k, cfg.top_p, generator=generator)
+        log2_prob += logits.float().log_softmax(-1).gather(1, nxt[:, None])[:, 0].double() / math.log(2)
+        ids[:, t] = nxt.cpu()
+        if t + 1 < length:
+            if step is None:
+                step = (_GraphStep(model, cache, nxt) if cfg.cuda_graph and device.type == "cuda"
+                        else lambda x: model.step(x, cache))
+            logits = step(nxt)
+    seconds_taken = time.perf_counter() - start
+    scores = (log2_prob / length).tolist()
+
+    prompt_part = prompt.numpy() if cfg.prompt_audio else np.zeros(0, dtype=np.int64)
+    prompt_seconds = len(prompt_part) / rate
+    paths = _out_paths(Path(cfg.out), batch)
+    for path, row in zip(paths, ids.numpy(), strict=True):
+        clip = tokenizer.decode(torch.from_numpy(np.concatenate([prompt_part, row.astype(np.int64)])))
+        with atomic_path(path) as tmp:
+            sf.write(tmp, clip.numpy(), rate, subtype="PCM_16", format="WAV")
+    scores_path = Path(cfg.out).with_suffix(".scores.tsv")
+    with atomic_path(scores_path) as tmp:
+        lines = ["file\tprompt_seconds\tseconds\tmean_log2_prob"]
+        lines += [f"{p.name}\t{prompt_seconds:.4f}\t{length / rate:.4f}\t{s:.4f}"
+                  for p, s in zip(paths, scores, strict=True)]
+        tmp.write_text("\n".join(lines) + "\n")
+    for path, score in zip(paths, scores, strict=True):
+        echo(f"{path}\t{score:.3f} bits per sample (mean log2-probability under the model)")
+    echo(f"sampled {batch} x {length} samples in {seconds_taken:.2f} s on {device.type}: "
+         f"{batch * length / seconds_taken:,.0f} samples/s ({length / seconds_taken:,.0f} steps/s); "
+         f"scores: {scores_path}")
+    return paths
