@@ -20,6 +20,7 @@ POISON = False
 def _fresh(X: torch.Tensor) -> torch.Tensor:
     return X.fill_(float("nan")) if POISON else X
 
+
 LOG2E = tl.constexpr(1.4426950408889634)
 
 
