@@ -51,10 +51,11 @@ def _chunked_kernels() -> Kernels:
 
 
 def _triton_kernels() -> Kernels:
-    from seqssm.kernels.causal_conv1d import causal_conv1d_fn
-    from seqssm.kernels.selective_scan import selective_scan_fused
+    from seqssm.kernels.causal_conv1d import causal_conv1d_fn, causal_conv1d_update_fn
+    from seqssm.kernels.selective_scan import selective_scan_fused, selective_state_update_fused
 
-    return _ref_kernels()._replace(scan=selective_scan_fused, conv=causal_conv1d_fn)
+    return Kernels(scan=selective_scan_fused, conv=causal_conv1d_fn,
+                   state_update=selective_state_update_fused, conv_update=causal_conv1d_update_fn)
 
 
 def select_kernels(impl: str, device: torch.device) -> Kernels:
