@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -140,7 +141,30 @@ def _build_model(cfg: PretrainConfig, tokenizer, sample_rate: int | None) -> Mam
     return MambaLMHeadModel(config, impl=cfg.impl)
 
 
-def _datasets(cfg: PretrainConfig):
+def distributed_setup(device_name: str) -> tuple[int, int, torch.device]:
+    """(rank, world size, device). Under `torchrun` (WORLD_SIZE > 1) joins the process group: NCCL with one
+    GPU per process (LOCAL_RANK), or gloo on the CPU."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world == 1:
+        return 0, 1, resolve_device(device_name)
+    device = resolve_device(device_name)
+    if device.type == "cuda":
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+        torch.cuda.set_device(device)
+    torch.distributed.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    return torch.distributed.get_rank(), world, device
+
+
+def agree(flag: bool, world: int, device: torch.device) -> bool:
+    """True on every rank if it is True on any rank (so all ranks stop at the same step)."""
+    if world == 1:
+        return flag
+    t = torch.tensor([float(flag)], device=device)
+    torch.distributed.all_reduce(t, op=torch.distributed.ReduceOp.MAX)
+    return bool(t.item())
+
+
+def _datasets(cfg: PretrainConfig, world: int = 1):
     """(tokenizer, train, val, sample rate): datasets of int64 windows [window + 1] for this modality."""
     if cfg.modality == "audio":
         from seqssm.pipelines.audio_lm import audio_lm_datasets
@@ -148,7 +172,7 @@ def _datasets(cfg: PretrainConfig):
 
         tokenizer = AudioTokenizer("mulaw", bits=8)
         train, val, rate = audio_lm_datasets(
-            cfg.data, cfg.window + 1, num_train=cfg.steps * cfg.batch_size, num_val=cfg.val_windows,
+            cfg.data, cfg.window + 1, num_train=cfg.steps * cfg.batch_size * world, num_val=cfg.val_windows,
             seed=cfg.seed, val_fraction=cfg.val_fraction, sample_rate=cfg.sample_rate, tokenizer=tokenizer,
         )
         return tokenizer, train, val, rate
@@ -157,7 +181,7 @@ def _datasets(cfg: PretrainConfig):
     # clm: +1 so the model sees `window` tokens and predicts the next one at each position.
     length = cfg.window + 1 if cfg.objective == "clm" else cfg.window
     train = GenomeWindowDataset(
-        cfg.data, length, tokenizer=tokenizer, num_samples=cfg.steps * cfg.batch_size,
+        cfg.data, length, tokenizer=tokenizer, num_samples=cfg.steps * cfg.batch_size * world,
         seed=cfg.seed, split="train", val_fraction=cfg.val_fraction,
     )
     val = GenomeWindowDataset(
@@ -177,22 +201,30 @@ def pretrain(cfg: PretrainConfig) -> PretrainResult:
     Writes ``{out}/checkpoint`` (config.json + model.safetensors, replaced atomically at every validation),
     ``{out}/train_log.tsv`` and ``{out}/run.json`` (resolved config, versions, results).
     """
-    device = resolve_device(cfg.device)
+    rank, world, device = distributed_setup(cfg.device)
     generator = seed_everything(cfg.seed)
-    tokenizer, train, val, sample_rate = _datasets(cfg)
+    tokenizer, train, val, sample_rate = _datasets(cfg, world)
     objective = Objective(cfg, tokenizer)
-    train_loader = torch.utils.data.DataLoader(train, batch_size=cfg.batch_size, shuffle=False)
+    # Each rank trains on its own stride of the sample indices: the global batch is batch_size × world.
+    shard = torch.utils.data.Subset(train, range(rank, len(train), world))
+    train_loader = torch.utils.data.DataLoader(shard, batch_size=cfg.batch_size, shuffle=False)
     val_batches = list(torch.utils.data.DataLoader(val, batch_size=cfg.batch_size))
 
+    # Same seed on every rank, so every rank starts from the same weights.
     model = _build_model(cfg, tokenizer, sample_rate).to(device)
+    trained = model if world == 1 else torch.nn.parallel.DistributedDataParallel(model)
     optimizer = torch.optim.AdamW(param_groups(model, cfg.weight_decay), lr=cfg.lr, betas=(0.9, 0.95))
     scheduler = cosine_schedule(optimizer, cfg.warmup_steps, cfg.steps)
     out = Path(cfg.out)
-    out.mkdir(parents=True, exist_ok=True)
     log_path = out / "train_log.tsv"
-    log_path.write_text("step\ttrain_loss\tval_bits_per_token\tlr\tseconds\n")
+    if rank == 0:
+        out.mkdir(parents=True, exist_ok=True)
+        log_path.write_text("step\ttrain_loss\tval_bits_per_token\tlr\tseconds\n")
 
     def validate_and_save(step: int, train_loss: float) -> float:
+        if rank != 0:
+            torch.distributed.barrier()
+            return float("nan")
         bits = evaluate_bits(model, objective, val_batches, device)
         with atomic_path(out / "checkpoint") as tmp:
             model.save_pretrained(tmp)
@@ -200,18 +232,20 @@ def pretrain(cfg: PretrainConfig) -> PretrainResult:
         history.append({"step": step, "train_loss": train_loss, "val_bits": bits, "seconds": elapsed})
         with log_path.open("a") as f:
             f.write(f"{step}\t{train_loss:.4f}\t{bits:.4f}\t{scheduler.get_last_lr()[0]:.3g}\t{elapsed:.1f}\n")
+        if world > 1:
+            torch.distributed.barrier()
         return bits
 
     history: list = []
     start = time.perf_counter()
     deadline = None if cfg.max_minutes is None else start + 60 * cfg.max_minutes
-    bar = progress(total=cfg.steps, desc="pretrain", unit="step")
+    bar = progress(total=cfg.steps, desc="pretrain", unit="step", disable=True if rank else None)
     step, running, bits = 0, float("nan"), float("nan")
     model.train()
     for ids in train_loader:
         ids = ids.to(device)
         with autocast(device):
-            loss, _ = objective(model, ids, generator)
+            loss, _ = objective(trained, ids, generator)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
@@ -221,18 +255,22 @@ def pretrain(cfg: PretrainConfig) -> PretrainResult:
         running = loss.item() if math.isnan(running) else 0.9 * running + 0.1 * loss.item()
         bar.update(1)
         bar.set_postfix(loss=f"{running:.3f}", val_bits=f"{bits:.3f}")
-        out_of_time = deadline is not None and time.perf_counter() > deadline
+        out_of_time = agree(deadline is not None and time.perf_counter() > deadline, world, device)
         if step % cfg.val_every == 0 or step == cfg.steps or out_of_time:
             bits = validate_and_save(step, running)
         if step >= cfg.steps or out_of_time:
             break
     bar.close()
+    if world > 1:
+        torch.distributed.destroy_process_group()
     seconds = time.perf_counter() - start
     result = PretrainResult(
         checkpoint=out / "checkpoint", val_bits_per_token=bits,
         uniform_bits=math.log2(4 if cfg.modality == "dna" else tokenizer.vocab_size), steps=step,
         seconds=seconds, history=history,
     )
+    if rank != 0:
+        return result
     write_run_record(out, cfg, {
         "result": {"val_bits_per_token": bits, "steps": step, "seconds": round(seconds, 1)}, "history": history,
     })

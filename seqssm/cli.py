@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -69,6 +70,8 @@ def pretrain(
         n_layer=n_layer, d_state=d_state, expand=expand, init_from=str(init_from) if init_from else None,
         impl=impl, seed=seed, device=device,
     ))
+    if int(os.environ.get("RANK", "0")) != 0:
+        return  # under torchrun only rank 0 validates, saves and reports
     unit = "sample" if modality == "audio" else "base"
     typer.echo(f"validation: {result.val_bits_per_token:.4f} bits per {unit} (uniform {result.uniform_bits:.1f}) "
                f"after {result.steps} steps, {result.seconds:.0f} s")
