@@ -16,7 +16,8 @@ whole sequence, and the next layer cannot start before this one has finished. Th
 layer: a forward sweep and a reverse sweep over the chunks, each carrying its own state, summed per
 chunk. The per-position hidden states and residuals ([B, L, D] each, fp32) sit in numpy arrays, spilled
 to ``np.memmap`` files in a temporary directory when they would not fit in ``memory_budget`` bytes.
-Their backward goes layer by layer too, from stored layer inputs and sweep boundary states.
+Their backward goes layer by layer too, from stored layer inputs and sweep boundary states. RC-equivariant
+(Caduceus-PS) layers are two such bidirectional layers side by side, one per strand half of the channels.
 
 Shapes: B batch, L length, T chunk length, D d_model, E d_inner, N d_state, W d_conv, V vocab.
 """
@@ -28,6 +29,7 @@ import functools
 import tempfile
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -38,6 +40,7 @@ from seqssm.errors import InputError
 from seqssm.models import BiMambaMixer, InferenceCache, LayerCache, MambaLMHeadModel, MambaMixer
 from seqssm.models.mixer import select_kernels
 from seqssm.models.norm import add_rms_norm
+from seqssm.models.rcps import RCPSBiMambaMixer
 
 __all__ = [
     "blocks_checkpointed",
@@ -87,15 +90,22 @@ def mixer_chunk(
     return mixer.out_proj(y.transpose(1, 2)), conv_state, ssm_state
 
 
+def _block_norm(layer, hidden, residual):
+    norm = layer.norm
+    return add_rms_norm(hidden, residual, norm.weight, norm.eps, layer.residual_in_fp32,
+                        rc_halves=norm.rc_halves)
+
+
 def _causal_layer(layer, hidden, residual, conv_state, ssm_state):
-    normed, residual = add_rms_norm(hidden, residual, layer.norm.weight, layer.norm.eps, layer.residual_in_fp32)
+    normed, residual = _block_norm(layer, hidden, residual)
     out, conv_state, ssm_state = mixer_chunk(layer.mixer, normed, conv_state, ssm_state)
     return out, residual, conv_state, ssm_state
 
 
 def _final_norm(model: MambaLMHeadModel, hidden, residual) -> torch.Tensor:
     norm_f = model.backbone.norm_f
-    return add_rms_norm(hidden, residual, norm_f.weight, norm_f.eps, model.config.residual_in_fp32)[0]
+    return add_rms_norm(hidden, residual, norm_f.weight, norm_f.eps, model.config.residual_in_fp32,
+                        rc_halves=norm_f.rc_halves)[0]
 
 
 def _head(model: MambaLMHeadModel, normed: torch.Tensor) -> torch.Tensor:
@@ -124,9 +134,9 @@ def _check_model(model, what: str) -> None:
         raise InputError(f"{what}: model must be a MambaLMHeadModel (e.g. from seqssm.load_model), "
                          f"got {type(model).__name__}")
     for i, layer in enumerate(model.backbone.layers):
-        if type(layer.mixer) not in (MambaMixer, BiMambaMixer):
+        if type(layer.mixer) not in (MambaMixer, BiMambaMixer, RCPSBiMambaMixer):
             raise InputError(f"{what}: layer {i} has a {type(layer.mixer).__name__} mixer; chunked processing "
-                             "handles MambaMixer and BiMambaMixer layers only")
+                             "handles MambaMixer, BiMambaMixer and RCPSBiMambaMixer layers only")
 
 
 def _check_ids(input_ids, model: MambaLMHeadModel, what: str) -> None:
@@ -243,31 +253,69 @@ class _Array:
 # ------------------------------------------------------------------------------------------ bidirectional
 
 
+class _Lane(NamedTuple):
+    """One causal mixer sweeping one direction over some channels of a bidirectional layer's input.
+
+    A BiMambaMixer has one lane per direction over all channels. An RC-PS layer has two: the forward
+    strand half [:H] as in BiMamba, and the reverse-complement half [H:], which the shared mixer reads
+    channel-flipped and length-reversed, so there the forward sweep belongs to ``rev`` and the reverse
+    sweep to ``fwd`` (see ``seqssm.models.rcps``).
+    """
+
+    mixer: MambaMixer
+    channels: slice
+    flip_channels: bool
+
+
+def _lanes(layer, reverse: bool) -> list[_Lane]:
+    mixer = layer.mixer
+    if isinstance(mixer, RCPSBiMambaMixer):
+        half = mixer.fwd.d_model
+        first, second = (mixer.rev, mixer.fwd) if reverse else (mixer.fwd, mixer.rev)
+        return [_Lane(first, slice(0, half), False), _Lane(second, slice(half, None), True)]
+    return [_Lane(mixer.rev if reverse else mixer.fwd, slice(None), False)]
+
+
+def _lanes_chunk(lanes: list[_Lane], normed: torch.Tensor, states: list, reverse: bool):
+    """One chunk through every lane of one direction: normed [B, T, D], states per lane (conv, ssm)
+    -> (output [B, T, D], states after the chunk). ``reverse`` scans the chunk back to front.
+    """
+    outs, new = [], []
+    for lane, (conv, ssm) in zip(lanes, states, strict=True):
+        x = normed[..., lane.channels]
+        x = x.flip(-1) if lane.flip_channels else x
+        y, conv, ssm = mixer_chunk(lane.mixer, x.flip(1) if reverse else x, conv, ssm)
+        y = y.flip(1) if reverse else y
+        outs.append(y.flip(-1) if lane.flip_channels else y)
+        new.append((conv, ssm))
+    return (outs[0] if len(outs) == 1 else torch.cat(outs, dim=-1)), new
+
+
 def _bi_layer_forward(layer, h_in: _Array, r_in: _Array | None, h_out: _Array, r_out: _Array, spans,
                       record: dict | None = None) -> None:
-    """One BiMambaMixer block over the whole sequence: a forward sweep then a reverse sweep, each carrying
-    its (conv, ssm) states. ``h_out``/``r_out`` may be ``h_in``/``r_in`` (a chunk is read before it is
-    rewritten). ``record`` receives the state before each chunk of each sweep, indexed like ``spans``.
+    """One bidirectional block over the whole sequence: a forward sweep then a reverse sweep, each carrying
+    its lanes' (conv, ssm) states. ``h_out``/``r_out`` may be ``h_in``/``r_in`` (a chunk is read before it
+    is rewritten). ``record`` receives the states before each chunk of each sweep, indexed like ``spans``.
     """
-    norm = layer.norm
-    conv = ssm = None
+    lanes = _lanes(layer, reverse=False)
+    states = [(None, None)] * len(lanes)
     for i, (s, e) in enumerate(spans):
         if record is not None:
-            record["fwd"][i] = (conv, ssm)
-        residual = None if r_in is None else r_in.read(s, e)
-        normed, residual = add_rms_norm(h_in.read(s, e), residual, norm.weight, norm.eps, layer.residual_in_fp32)
-        y, conv, ssm = mixer_chunk(layer.mixer.fwd, normed, conv, ssm)
+            record["fwd"][i] = states
+        normed, residual = _block_norm(layer, h_in.read(s, e), None if r_in is None else r_in.read(s, e))
+        y, states = _lanes_chunk(lanes, normed, states, reverse=False)
         r_out.write(s, e, residual)
         h_out.write(s, e, y)
-    conv = ssm = None
+    lanes = _lanes(layer, reverse=True)
+    states = [(None, None)] * len(lanes)
     for i in reversed(range(len(spans))):
         s, e = spans[i]
         if record is not None:
-            record["rev"][i] = (conv, ssm)
-        # add_rms_norm's normed output is rms_norm of the summed residual, which r_out now holds.
-        normed = add_rms_norm(r_out.read(s, e), None, norm.weight, norm.eps, layer.residual_in_fp32)[0]
-        y, conv, ssm = mixer_chunk(layer.mixer.rev, normed.flip(1), conv, ssm)
-        h_out.add(s, e, y.flip(1))
+            record["rev"][i] = states
+        # add_rms_norm's normed output is the norm of the summed residual, which r_out now holds.
+        normed = _block_norm(layer, r_out.read(s, e), None)[0]
+        y, states = _lanes_chunk(lanes, normed, states, reverse=True)
+        h_out.add(s, e, y)
 
 
 def _leaf(state):
@@ -281,32 +329,29 @@ def _leaf(state):
 def _bi_layer_backward(layer, h_in: _Array, r_in: _Array | None, record: dict, gh: _Array, gr: _Array,
                        gh_in: _Array, gr_in: _Array | None, spans) -> None:
     """Gradients of one bidirectional block: (gh, gr) on its outputs -> (gh_in, gr_in) on its inputs;
-    parameter gradients accumulate. The forward mixer's chunks go last to first, the reverse mixer's first
-    to last (its sweep ran last to first), each carrying the gradient of its boundary state.
+    parameter gradients accumulate. The forward sweep's chunks go last to first, the reverse sweep's first
+    to last (it ran last to first), each carrying the gradient of its boundary states.
     """
-    norm = layer.norm
-    for mixer, order, first in ((layer.mixer.fwd, reversed(range(len(spans))), True),
-                                (layer.mixer.rev, range(len(spans)), False)):
-        g_state = None
-        for i in order:
+    for reverse in (False, True):
+        lanes = _lanes(layer, reverse)
+        g_states = None
+        for i in (range(len(spans)) if reverse else reversed(range(len(spans)))):
             s, e = spans[i]
             h = h_in.read(s, e).requires_grad_()
             r = None if r_in is None else r_in.read(s, e).requires_grad_()
-            conv, ssm = _leaf(record["fwd" if first else "rev"][i])
-            normed, residual = add_rms_norm(h, r, norm.weight, norm.eps, layer.residual_in_fp32)
-            if first:
-                y, conv_out, ssm_out = mixer_chunk(mixer, normed, conv, ssm)
-                outs, grads = [y, residual], [gh.read(s, e), gr.read(s, e)]
-            else:
-                y, conv_out, ssm_out = mixer_chunk(mixer, normed.flip(1), conv, ssm)
-                outs, grads = [y.flip(1)], [gh.read(s, e)]
-            if g_state is not None:
-                outs, grads = outs + [conv_out, ssm_out], grads + list(g_state)
+            states = [_leaf(st) for st in record["rev" if reverse else "fwd"][i]]
+            normed, residual = _block_norm(layer, h, r)
+            y, new = _lanes_chunk(lanes, normed, states, reverse)
+            # the residual stream's own gradient goes through once, with the first sweep
+            outs, grads = ([y], [gh.read(s, e)]) if reverse else ([y, residual], [gh.read(s, e), gr.read(s, e)])
+            if g_states is not None:
+                outs += [t for st in new for t in st]
+                grads += g_states
             torch.autograd.backward(outs, grads)
-            (gh_in.write if first else gh_in.add)(s, e, h.grad)
+            (gh_in.add if reverse else gh_in.write)(s, e, h.grad)
             if r is not None:
-                (gr_in.write if first else gr_in.add)(s, e, r.grad)
-            g_state = None if conv is None else (conv.grad, ssm.grad)
+                (gr_in.add if reverse else gr_in.write)(s, e, r.grad)
+            g_states = None if states[0][0] is None else [t.grad for st in states for t in st]
 
 
 def _bi_forward(model, input_ids, spans, buffers: _Buffers, keep: bool):

@@ -22,7 +22,7 @@ from seqssm.streaming import (
 
 VOCAB = 10
 LENGTH = 45  # odd: of the chunk sizes below only 45 divides it
-CHUNKS = [4, 16, 45, 100]
+CHUNKS = [4, 16, 100]
 
 
 def make_model(*, impl: str = "chunked", **kw) -> MambaLMHeadModel:
@@ -49,7 +49,7 @@ def assert_grads_close(model, expected: dict[str, torch.Tensor], rtol=1e-4) -> N
         assert (p.grad - expected[name]).abs().max() <= rtol * scale, name
 
 
-@pytest.fixture(params=["causal", "bidirectional", "bidirectional_untied"])
+@pytest.fixture(params=["causal", "bidirectional", "bidirectional_untied", "rc_equivariant"])
 def kind(request):
     return request.param
 
@@ -57,6 +57,8 @@ def kind(request):
 def model_of(kind: str, **kw) -> MambaLMHeadModel:
     if kind == "causal":
         return make_model(**kw)
+    if kind == "rc_equivariant":
+        return make_model(rc_equivariant=True, **kw)
     return make_model(bidirectional=True, bidirectional_weight_tie=kind == "bidirectional", **kw)
 
 
@@ -125,11 +127,11 @@ def test_reference_kernels_agree_with_chunked_kernels():
 # ------------------------------------------------------------------------------------------ backward
 
 
-@pytest.mark.parametrize("chunk_size", [7, 45])
+@pytest.mark.parametrize("chunk_size", [6, 29])
 def test_chunked_backward_gives_the_one_pass_loss_and_every_gradient(kind, chunk_size):
     model = model_of(kind).train()
-    ids = torch.randint(0, VOCAB, (2, LENGTH))
-    targets = torch.randint(0, VOCAB, (2, LENGTH))
+    ids = torch.randint(0, VOCAB, (2, 29))
+    targets = torch.randint(0, VOCAB, (2, 29))
     targets[0, ::3] = -100  # some positions predict nothing, as in a masked LM
     loss, expected = one_pass_grads(model, ids, targets)
     model.zero_grad(set_to_none=True)
@@ -140,7 +142,7 @@ def test_chunked_backward_gives_the_one_pass_loss_and_every_gradient(kind, chunk
 
 def test_one_position_chunks_shorter_than_the_conv_window(kind):
     model = model_of(kind).train()
-    ids, targets = torch.randint(0, VOCAB, (2, 7)), torch.randint(0, VOCAB, (2, 7))
+    ids, targets = torch.randint(0, VOCAB, (2, 5)), torch.randint(0, VOCAB, (2, 5))
     with torch.no_grad():
         torch.testing.assert_close(chunked_forward(model, ids, chunk_size=1), model.backbone(ids),
                                    rtol=1e-5, atol=1e-5)
