@@ -1,0 +1,368 @@
+"""Streaming per-position embeddings of whole chromosomes or megabase reads, resumable; streamed audio scores.
+
+``stream_embed`` runs a causal checkpoint over one FASTA contig (or a region of it) or one read of a
+SAM/BAM/CRAM file, ``chunk_size`` bases at a time, carrying every layer's states (seqssm.streaming), so
+memory stays flat whatever the length. Output folder:
+
+- ``embeddings.npy``: float16 [L, D], row i the normed final hidden state at base ``start + i``;
+  open with ``np.load(path, mmap_mode="r")``.
+- ``index.tsv``: one row (id ``record:start+1-end``, record, start, end, offset) as ``seqssm embed
+  --per-position`` writes it; it appears only when the run is complete.
+- while running: ``stream.json`` (what is being embedded: source, record, region, chunk size, the
+  checkpoint's weights digest) and ``stream_state.safetensors`` (position reached and every layer's conv
+  and SSM state), replaced atomically after each chunk. A run started again on the same folder with the
+  same job continues from there and writes a file identical to an uninterrupted run.
+
+Why ``.npy`` through ``np.lib.format.open_memmap``: zarr and h5py are not dependencies; a ``.npy`` memmap
+is written in place chunk by chunk, needs no library to read (numpy, or any .npy reader), gives O(1) access
+to any row, and makes resuming trivial, since rows are at fixed offsets and a chunk interrupted half-way is
+simply rewritten. What it lacks is compression: L × D × 2 bytes (512 MB per Mbp at D = 256).
+
+``stream_audio`` scores a long recording with a causal audio LM in one streamed pass: windows read by
+seeking (``load_audio``), μ-law tokens, bits per sample of each next-sample prediction, optionally the
+per-position embeddings too.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from safetensors.torch import load_file, save_file
+from torchaudio.transforms import Resample
+
+from seqssm.datasets.audio import audio_info, decoded_frames, load_audio
+from seqssm.datasets.fasta import FastaFile
+from seqssm.datasets.reads import iter_reads
+from seqssm.errors import InputError
+from seqssm.models import InferenceCache, load_model
+from seqssm.pipelines.common import atomic_path, autocast, progress, require_file, resolve_device
+from seqssm.streaming import stream_hidden
+from seqssm.tokenizers import get_tokenizer
+from seqssm.transforms import AudioTokenizer
+
+__all__ = ["StreamAudioConfig", "StreamAudioResult", "StreamEmbedConfig", "StreamEmbedResult", "stream_audio",
+           "stream_embed"]
+
+READ_SUFFIXES = (".sam", ".bam", ".cram")
+STATE_NAME, JOB_NAME = "stream_state.safetensors", "stream.json"
+
+
+@dataclass
+class StreamEmbedConfig:
+    """What ``seqssm embed --per-position --stream`` takes.
+
+    ``source`` is a FASTA (plain or bgzip; indexed on first use) or, by its suffix, a SAM/BAM/CRAM file.
+    ``record`` names the FASTA contig or the read (None: the file's only contig / read). ``start``/``end``
+    select a 0-based half-open region of it (end None: to its end). ``reference`` is the FASTA a CRAM needs.
+    ``resume`` continues an interrupted run in ``out``; False starts over.
+    """
+
+    checkpoint: str
+    source: str
+    out: str
+    record: str | None = None
+    start: int = 0
+    end: int | None = None
+    chunk_size: int = 1 << 16
+    reference: str | None = None
+    device: str = "auto"
+    resume: bool = True
+
+    def __post_init__(self):
+        if isinstance(self.chunk_size, bool) or not isinstance(self.chunk_size, int) or self.chunk_size < 1:
+            raise InputError(f"--chunk-size must be a positive integer, got {self.chunk_size!r}")
+        if self.start < 0 or (self.end is not None and self.end <= self.start):
+            raise InputError(f"region [{self.start}, {self.end}) is empty or negative; use 0 <= start < end")
+
+
+@dataclass
+class StreamEmbedResult:
+    embeddings: Path
+    index: Path
+    record: str
+    start: int
+    end: int
+    dim: int
+    resumed_from: int
+
+
+def _weights_digest(checkpoint: str) -> str:
+    digest = hashlib.sha256()
+    with open(Path(checkpoint) / "model.safetensors", "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _open_source(cfg: StreamEmbedConfig) -> tuple[str, int, Callable[[int, int], str]]:
+    """(record name, record length, fetch(start, end) -> bases) for the record ``cfg`` names."""
+    path = require_file(cfg.source, "sequence file")
+    if path.suffix.lower() in READ_SUFFIXES:
+        names = []
+        with iter_reads(path, reference=cfg.reference) as reads:
+            for read in reads:
+                if cfg.record is None or read.name == cfg.record:
+                    names.append(read.name)
+                    sequence = read.sequence
+        if len(names) != 1:
+            what = "no read" if not names else f"{len(names)} reads"
+            raise InputError(f"{path}: {what} named {cfg.record!r}; pass --record with one read's name"
+                             if cfg.record is not None else
+                             f"{path} holds {len(names)} reads; pass --record with the one to embed")
+        return names[0], len(sequence), lambda s, e: sequence[s:e]
+    fasta = FastaFile(path)
+    if cfg.record is None and len(fasta.contigs) != 1:
+        shown = ", ".join(fasta.contigs[:5]) + (", ..." if len(fasta.contigs) > 5 else "")
+        raise InputError(f"{path} has {len(fasta.contigs)} records ({shown}); pass --record with one of them")
+    name = cfg.record if cfg.record is not None else fasta.contigs[0]
+    if name not in fasta.lengths:
+        shown = ", ".join(fasta.contigs[:5]) + (", ..." if len(fasta.contigs) > 5 else "")
+        raise InputError(f"{path} has no record {name!r}; pass --record with one of {shown}")
+    return name, fasta.lengths[name], lambda s, e: fasta.fetch(name, s, e)
+
+
+def _save_state(path: Path, cache: InferenceCache, position: int) -> None:
+    tensors = {}
+    for i, layer in enumerate(cache.layers):
+        tensors[f"conv.{i}"] = layer.conv_state.detach().cpu().contiguous()
+        tensors[f"ssm.{i}"] = layer.ssm_state.detach().cpu().contiguous()
+    with atomic_path(path) as tmp:
+        save_file(tensors, str(tmp), metadata={"position": str(position)})
+        with open(tmp, "rb") as f:
+            os.fsync(f.fileno())
+
+
+def _load_state(path: Path, cache: InferenceCache) -> int:
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as f:
+        position = int(f.metadata()["position"])
+    tensors = load_file(str(path))
+    for i, layer in enumerate(cache.layers):
+        layer.conv_state.copy_(tensors[f"conv.{i}"])
+        layer.ssm_state.copy_(tensors[f"ssm.{i}"])
+    cache.seqlen_offset = position
+    return position
+
+
+def _load_causal(checkpoint: str, device: torch.device, what: str):
+    model = load_model(checkpoint).to(device).eval()
+    if model.config.bidirectional:
+        raise InputError(f"{what}: checkpoint {checkpoint} is bidirectional; streaming carries states left to "
+                         "right and needs a causal model (for a bidirectional one use seqssm.streaming."
+                         "chunked_forward with out= a memory-mapped array)")
+    return model
+
+
+@torch.no_grad()
+def stream_embed(cfg: StreamEmbedConfig, *, on_chunk: Callable[[int, int], None] | None = None
+                 ) -> StreamEmbedResult:
+    """Embed one record per position, chunk by chunk, resumable; see the module notes for the files.
+
+    ``on_chunk(k, position)`` is called after chunk k (0-based, counted from where this call started) is
+    written and its states saved; an exception there stops the run in a resumable state.
+    """
+    require_file(Path(cfg.checkpoint) / "model.safetensors", "checkpoint weights")
+    device = resolve_device(cfg.device)
+    model = _load_causal(cfg.checkpoint, device, "stream_embed")
+    tokenizer = get_tokenizer(model.config.tokenizer)
+    record, record_length, fetch = _open_source(cfg)
+    end = record_length if cfg.end is None else cfg.end
+    if end > record_length:
+        raise InputError(f"region end {end} is past the end of {record} (length {record_length}); lower --end")
+    dim, length = model.config.d_model, end - cfg.start
+    job = {"source": str(Path(cfg.source).resolve()), "record": record, "start": cfg.start, "end": end,
+           "chunk_size": cfg.chunk_size, "weights_sha256": _weights_digest(cfg.checkpoint), "dim": dim}
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    paths = {name: out / name for name in ("embeddings.npy", "index.tsv", JOB_NAME, STATE_NAME)}
+    result = StreamEmbedResult(paths["embeddings.npy"], paths["index.tsv"], record, cfg.start, end, dim, 0)
+
+    previous = json.loads(paths[JOB_NAME].read_text()) if paths[JOB_NAME].is_file() else None
+    if cfg.resume and previous is not None and previous != job:
+        raise InputError(f"{out} holds an embedding of another job ({previous['record']} "
+                         f"[{previous['start']}, {previous['end']}), chunk size {previous['chunk_size']}); "
+                         "use another --out, or --no-resume to overwrite it")
+    cache = model.allocate_cache(1)
+    position = 0
+    if cfg.resume and previous == job and paths["index.tsv"].is_file():
+        result.resumed_from = length
+        return result
+    if cfg.resume and previous == job and paths[STATE_NAME].is_file():
+        position = _load_state(paths[STATE_NAME], cache)
+        array = np.load(paths["embeddings.npy"], mmap_mode="r+")
+    else:
+        for name in ("index.tsv", STATE_NAME):
+            paths[name].unlink(missing_ok=True)
+        with atomic_path(paths[JOB_NAME]) as tmp:
+            tmp.write_text(json.dumps(job, indent=1) + "\n")
+        array = np.lib.format.open_memmap(paths["embeddings.npy"], mode="w+", dtype=np.float16,
+                                          shape=(length, dim))
+    result.resumed_from = position
+
+    bar = progress(total=length, initial=position, desc=f"stream-embed {record}", unit="bp", unit_scale=True)
+    for k, s in enumerate(range(position, length, cfg.chunk_size)):
+        e = min(s + cfg.chunk_size, length)
+        bases = fetch(cfg.start + s, cfg.start + e)
+        ids = torch.as_tensor(tokenizer.encode(bases, source=f"{record}:{cfg.start + s + 1}-{cfg.start + e}"))
+        with autocast(device):
+            (hidden,) = stream_hidden(model, [ids[None].to(device)], cache)
+        array[s:e] = hidden[0].float().cpu().numpy().astype(np.float16)
+        array.flush()  # rows on disk before the state that says they are done
+        _save_state(paths[STATE_NAME], cache, e)
+        bar.update(e - s)
+        if on_chunk is not None:
+            on_chunk(k, e)
+    bar.close()
+    del array
+    with atomic_path(paths["index.tsv"]) as tmp:
+        tmp.write_text(f"id\trecord\tstart\tend\toffset\n{record}:{cfg.start + 1}-{end}\t{record}\t{cfg.start}"
+                       f"\t{end}\t0\n")
+    paths[STATE_NAME].unlink()
+    return result
+
+
+# ------------------------------------------------------------------------------------------ audio
+
+
+@dataclass
+class StreamAudioConfig:
+    """Score (and optionally embed) a recording with a causal audio LM in one streamed pass.
+
+    ``offset``/``num_frames`` select a slice in the file's own frames (None: to the end). ``window_seconds``
+    of audio are decoded per seek. The model's ``sample_rate`` (None: the file's) sets the token rate; a
+    window is resampled with enough file context on both sides, aligned to the resampler's period, that
+    its samples equal those of resampling the whole slice at once.
+    """
+
+    checkpoint: str
+    audio: str
+    out: str
+    offset: int = 0
+    num_frames: int | None = None
+    window_seconds: float = 30.0
+    chunk_size: int = 1 << 16
+    embeddings: bool = False
+    device: str = "auto"
+
+    def __post_init__(self):
+        if not self.window_seconds > 0:
+            raise InputError(f"--window-seconds must be positive, got {self.window_seconds}")
+        if isinstance(self.chunk_size, bool) or not isinstance(self.chunk_size, int) or self.chunk_size < 1:
+            raise InputError(f"--chunk-size must be a positive integer, got {self.chunk_size!r}")
+
+
+@dataclass
+class StreamAudioResult:
+    scores: Path
+    embeddings: Path | None
+    samples: int
+    sample_rate: int
+    bits_per_sample: float
+
+
+class _Windows:
+    """Token windows of a slice [a, b) of a recording at ``rate``, read by seeking.
+
+    Resampling is a strided convolution with period ``period_in`` file frames -> ``period_out`` samples;
+    windows start on that period and read ``margin`` extra frames each side, so every kept sample sees the
+    same input as when the whole slice is resampled.
+    """
+
+    def __init__(self, path: str, a: int, b: int, file_rate: int, rate: int, window_frames: int):
+        self.path, self.a, self.b, self.file_rate, self.rate = path, a, b, file_rate, rate
+        g = math.gcd(file_rate, rate)
+        self.period_in, self.period_out = file_rate // g, rate // g
+        self.resample = None if rate == file_rate else Resample(file_rate, rate)
+        # torchaudio's kernel reaches `width` frames either side of each period (lowpass_filter_width 6,
+        # rolloff 0.99); one more period of margin covers the block's own span.
+        width = math.ceil(6 * self.period_in / (0.99 * min(self.period_in, self.period_out)))
+        self.margin = self.period_in * (1 + math.ceil(width / self.period_in))
+        self.window = max(self.period_in, window_frames // self.period_in * self.period_in)
+        self.total = math.ceil((b - a) * self.period_out / self.period_in)
+
+    def __iter__(self):
+        for s in range(0, self.b - self.a, self.window):
+            e = min(s + self.window, self.b - self.a)
+            if self.resample is None:
+                wave, _ = load_audio(self.path, channel="mix", offset=self.a + s, num_frames=e - s)
+                yield wave[0]
+                continue
+            lo, hi = max(0, s - self.margin), min(self.b - self.a, e + self.margin)
+            wave, _ = load_audio(self.path, channel="mix", offset=self.a + lo, num_frames=hi - lo)
+            out = self.resample(wave)[0].clamp_(-1.0, 1.0)
+            first = (s - lo) // self.period_in * self.period_out
+            count = min(self.total, math.ceil(e * self.period_out / self.period_in)) - \
+                s // self.period_in * self.period_out
+            yield out[first:first + count]
+
+
+@torch.no_grad()
+def stream_audio(cfg: StreamAudioConfig) -> StreamAudioResult:
+    """Bits per sample of a causal audio LM over a recording, streamed; writes ``scores.tsv`` (one row per
+    second: second, first sample, samples, bits per sample) and, with ``embeddings``, ``embeddings.npy``
+    (float16 [T, D]) to ``cfg.out``. Sample t is scored from samples < t; the first sample is not scored.
+    """
+    device = resolve_device(cfg.device)
+    model = _load_causal(cfg.checkpoint, device, "stream_audio")
+    tokenizer = AudioTokenizer.from_name(model.config.tokenizer)
+    info = audio_info(cfg.audio)
+    frames = decoded_frames(cfg.audio) if info.format == "MP3" else info.frames
+    a = cfg.offset
+    b = frames if cfg.num_frames is None else a + cfg.num_frames
+    if not 0 <= a < b <= frames:
+        raise InputError(f"{cfg.audio}: slice [{a}, {b}) is outside the recording's {frames} frames")
+    rate = model.config.sample_rate or info.sample_rate
+    windows = _Windows(cfg.audio, a, b, info.sample_rate, rate, round(cfg.window_seconds * info.sample_rate))
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    emb_path = out / "embeddings.npy" if cfg.embeddings else None
+    array = None
+    if cfg.embeddings:
+        array = np.lib.format.open_memmap(emb_path, mode="w+", dtype=np.float16,
+                                          shape=(windows.total, model.config.d_model))
+    bits = np.zeros(windows.total, dtype=np.float64)  # bits[t]: the prediction of sample t; bits[0] unscored
+    cache, last_logits, position = model.allocate_cache(1), None, 0
+    bar = progress(total=windows.total, desc="stream-audio", unit="sample", unit_scale=True)
+    for wave in windows:
+        ids = tokenizer.encode(wave).to(device)
+        for s in range(0, ids.shape[0], cfg.chunk_size):
+            piece = ids[s:s + cfg.chunk_size]
+            with autocast(device):
+                (hidden,) = stream_hidden(model, [piece[None]], cache)
+                logits = model.lm_head(hidden[0])[:, : model.config.vocab_size].float()
+            if last_logits is not None:
+                logits_for = torch.cat([last_logits, logits[:-1]])
+                targets, at = piece, position
+            else:
+                logits_for, targets, at = logits[:-1], piece[1:], 1
+            nll = F.cross_entropy(logits_for, targets, reduction="none") / math.log(2)
+            bits[at:at + len(nll)] = nll.cpu().numpy()
+            if array is not None:
+                array[position:position + len(piece)] = hidden[0].float().cpu().numpy().astype(np.float16)
+            last_logits = logits[-1:]
+            position += len(piece)
+            bar.update(len(piece))
+    bar.close()
+    if array is not None:
+        array.flush()
+        del array
+    with atomic_path(out / "scores.tsv") as tmp, open(tmp, "w") as f:
+        f.write("second\tstart_sample\tsamples\tbits_per_sample\n")
+        for sec, s in enumerate(range(0, position, rate)):
+            lo, hi = max(s, 1), min(s + rate, position)
+            mean = bits[lo:hi].mean() if hi > lo else float("nan")
+            f.write(f"{sec}\t{s}\t{hi - lo}\t{mean:.4f}\n")
+    run = {"config": asdict(cfg), "sample_rate": rate, "samples": position,
+           "bits_per_sample": float(bits[1:position].mean()) if position > 1 else float("nan")}
+    (out / "stream_audio.json").write_text(json.dumps(run, indent=1) + "\n")
+    return StreamAudioResult(out / "scores.tsv", emb_path, position, rate, run["bits_per_sample"])

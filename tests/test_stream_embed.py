@@ -1,0 +1,201 @@
+"""Streaming embeddings of real chromosomes and reads (resume after an interrupt), streamed audio scores."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from seqssm.config import MambaConfig
+from seqssm.datasets.audio import load_audio
+from seqssm.datasets.fasta import FastaFile
+from seqssm.datasets.reads import iter_reads
+from seqssm.errors import InputError
+from seqssm.models import MambaLMHeadModel
+from seqssm.pipelines.stream_embed import (
+    StreamAudioConfig,
+    StreamEmbedConfig,
+    _Windows,
+    stream_audio,
+    stream_embed,
+)
+from seqssm.tokenizers import get_tokenizer
+from seqssm.transforms import AudioTokenizer
+
+
+def _save_model(path, **kw) -> MambaLMHeadModel:
+    config = MambaConfig(**{"d_model": 16, "n_layer": 2, "vocab_size": 10, "d_state": 4, **kw})
+    model = MambaLMHeadModel(config, impl="chunked")
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.1 * torch.randn_like(p))
+    model.save_pretrained(path)
+    return model.eval()
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    torch.manual_seed(1)
+    path = tmp_path_factory.mktemp("ckpt")
+    return path, _save_model(path)
+
+
+class Interrupt(Exception):
+    pass
+
+
+def _stop_after(k):
+    def hook(chunk, position):
+        if chunk == k - 1:
+            raise Interrupt(position)
+
+    return hook
+
+
+def test_resume_after_interrupt_gives_the_uninterrupted_file(checkpoint, shared_data, tmp_path):
+    ckpt, model = checkpoint
+    fasta = shared_data / "dna" / "ce_chrI_1mb.fa"
+    common = dict(checkpoint=str(ckpt), source=str(fasta), record="CHROMOSOME_I", start=500_000, end=501_003,
+                  chunk_size=128, device="cpu")
+    whole = stream_embed(StreamEmbedConfig(out=str(tmp_path / "whole"), **common))
+    out = str(tmp_path / "resumed")
+    with pytest.raises(Interrupt):
+        stream_embed(StreamEmbedConfig(out=out, **common), on_chunk=_stop_after(3))
+    assert not (tmp_path / "resumed" / "index.tsv").exists()
+    assert (tmp_path / "resumed" / "stream_state.safetensors").exists()
+    with pytest.raises(Interrupt):  # a second interruption, from the resumed position
+        stream_embed(StreamEmbedConfig(out=out, **common), on_chunk=_stop_after(2))
+    resumed = stream_embed(StreamEmbedConfig(out=out, **common))
+    assert resumed.resumed_from == 5 * 128
+    assert (tmp_path / "whole" / "embeddings.npy").read_bytes() == (tmp_path / "resumed" /
+                                                                     "embeddings.npy").read_bytes()
+    assert not (tmp_path / "resumed" / "stream_state.safetensors").exists()
+    index = (tmp_path / "resumed" / "index.tsv").read_text().splitlines()
+    assert index == ["id\trecord\tstart\tend\toffset",
+                     "CHROMOSOME_I:500001-501003\tCHROMOSOME_I\t500000\t501003\t0"]
+    # a finished job is not redone; a different job in the same folder is refused
+    assert stream_embed(StreamEmbedConfig(out=out, **common)).resumed_from == 1003
+    with pytest.raises(InputError, match="another job"):
+        stream_embed(StreamEmbedConfig(out=out, **{**common, "chunk_size": 64}))
+
+    # the streamed rows are the one-pass hidden states of the same bases
+    bases = FastaFile(fasta).fetch("CHROMOSOME_I", 500_000, 501_003)
+    ids = torch.as_tensor(get_tokenizer("nucleotide").encode(bases))[None]
+    with torch.no_grad():
+        expected = model.backbone(ids)[0].numpy()
+    got = np.load(whole.embeddings, mmap_mode="r")
+    assert got.dtype == np.float16 and got.shape == (1003, 16)
+    np.testing.assert_allclose(got.astype(np.float32), expected, rtol=2e-3, atol=2e-3)
+
+
+def test_no_resume_starts_over(checkpoint, shared_data, tmp_path):
+    ckpt, _ = checkpoint
+    common = dict(checkpoint=str(ckpt), source=str(shared_data / "dna" / "ce_chrI_1mb.fa"),
+                  record="CHROMOSOME_II", end=300, chunk_size=100, device="cpu", out=str(tmp_path))
+    with pytest.raises(Interrupt):
+        stream_embed(StreamEmbedConfig(**common), on_chunk=_stop_after(1))
+    assert stream_embed(StreamEmbedConfig(resume=False, **common)).resumed_from == 0
+    job = json.loads((tmp_path / "stream.json").read_text())
+    assert (job["record"], job["start"], job["end"], job["chunk_size"]) == ("CHROMOSOME_II", 0, 300, 100)
+
+
+def test_megabase_read_from_a_bam(checkpoint, shared_data, tmp_path):
+    """The tail of the 1,000,647 bp read of ce_large_seq.bam, found by name among the file's reads."""
+    ckpt, model = checkpoint
+    bam = shared_data / "dna" / "ce_large_seq.bam"
+    result = stream_embed(StreamEmbedConfig(checkpoint=str(ckpt), source=str(bam), record="S1", start=999_000,
+                                            chunk_size=256, device="cpu", out=str(tmp_path / "read")))
+    assert (result.record, result.start, result.end) == ("S1", 999_000, 1_000_647)
+    with iter_reads(bam) as reads:
+        (read,) = [r for r in reads if r.name == "S1"]
+    ids = torch.as_tensor(get_tokenizer("nucleotide").encode(read.sequence[999_000:]))[None]
+    with torch.no_grad():
+        expected = model.backbone(ids)[0].numpy()
+    np.testing.assert_allclose(np.load(result.embeddings).astype(np.float32), expected, rtol=2e-3, atol=2e-3)
+
+
+def test_source_errors(checkpoint, shared_data, tmp_path):
+    ckpt, _ = checkpoint
+    dna = shared_data / "dna"
+    base = dict(checkpoint=str(ckpt), device="cpu", out=str(tmp_path))
+    with pytest.raises(InputError, match="pass --record"):
+        stream_embed(StreamEmbedConfig(source=str(dna / "ce_large_seq.bam"), **base))
+    with pytest.raises(InputError, match="pass --record"):
+        stream_embed(StreamEmbedConfig(source=str(dna / "ce_chrI_1mb.fa"), **base))
+    with pytest.raises(InputError, match="CHROMOSOME_Z"):
+        stream_embed(StreamEmbedConfig(source=str(dna / "ce_chrI_1mb.fa"), record="CHROMOSOME_Z", **base))
+    with pytest.raises(InputError, match="past the end"):
+        stream_embed(StreamEmbedConfig(source=str(dna / "ce_chrI_1mb.fa"), record="CHROMOSOME_II", end=5001,
+                                       **base))
+    with pytest.raises(InputError, match="chunk-size"):
+        StreamEmbedConfig(source="x.fa", chunk_size=0, **base)
+    bidirectional = tmp_path / "bi"
+    _save_model(bidirectional, bidirectional=True)
+    with pytest.raises(InputError, match="causal"):
+        stream_embed(StreamEmbedConfig(**{**base, "checkpoint": str(bidirectional)},
+                                       source=str(dna / "ce_chrI_1mb.fa"), record="CHROMOSOME_II"))
+
+
+# ------------------------------------------------------------------------------------------ audio
+
+
+@pytest.fixture(scope="module")
+def audio_checkpoint(tmp_path_factory):
+    torch.manual_seed(2)
+    path = tmp_path_factory.mktemp("audio_ckpt")
+    return path, _save_model(path, vocab_size=256, tokenizer="mulaw8")
+
+
+def _one_pass_bits(model, tokens: torch.Tensor) -> float:
+    with torch.no_grad():
+        logits = model(tokens[None, :-1])[0]
+    return (F.cross_entropy(logits, tokens[1:]) / math.log(2)).item()
+
+
+def test_streamed_audio_score_equals_one_pass_on_an_mp3_slice(audio_checkpoint, shared_data, tmp_path):
+    ckpt, model = audio_checkpoint
+    mp3 = shared_data / "audio" / "machine_wars.mp3"
+    offset, frames = 2_000_000, 6_000
+    result = stream_audio(StreamAudioConfig(checkpoint=str(ckpt), audio=str(mp3), out=str(tmp_path),
+                                            offset=offset, num_frames=frames, window_seconds=0.05,
+                                            chunk_size=300, embeddings=True, device="cpu"))
+    assert (result.samples, result.sample_rate) == (frames, 22050)
+    wave, _ = load_audio(mp3, offset=offset, num_frames=frames)
+    tokens = AudioTokenizer("mulaw", 8).encode(wave[0])
+    # seeked MP3 windows differ from one decode by float rounding, which can move a rare token by one step
+    assert result.bits_per_sample == pytest.approx(_one_pass_bits(model, tokens), abs=2e-3)
+    with torch.no_grad():
+        hidden = model.backbone(tokens[None])[0].numpy()
+    np.testing.assert_allclose(np.load(result.embeddings).astype(np.float32), hidden, atol=0.05)
+    rows = (tmp_path / "scores.tsv").read_text().splitlines()
+    assert rows[0] == "second\tstart_sample\tsamples\tbits_per_sample"
+    assert [int(r.split("\t")[2]) for r in rows[1:]] == [frames - 1]
+
+
+def test_streamed_audio_at_the_model_rate_equals_resampling_the_whole_slice(audio_checkpoint, shared_data):
+    """Windows resampled with aligned margins give exactly the samples of one resample of the slice."""
+    wav = shared_data / "audio" / "fsdd" / "0_jackson_0.wav"
+    wave, rate = load_audio(wav)
+    for target in (16_000, 5_000):
+        windows = _Windows(str(wav), 100, wave.shape[1], rate, target, window_frames=1_000)
+        got = torch.cat(list(windows))
+        whole, _ = load_audio(wav, sample_rate=target, offset=100)
+        assert got.shape == whole[0].shape
+        torch.testing.assert_close(got, whole[0], rtol=0, atol=1e-6)
+
+
+def test_streamed_wav_score_with_resampling_matches_one_pass(tmp_path, shared_data):
+    torch.manual_seed(3)
+    ckpt = tmp_path / "ckpt"
+    model = _save_model(ckpt, vocab_size=256, tokenizer="mulaw8", sample_rate=6_000)
+    wav = shared_data / "audio" / "fsdd" / "3_theo_7.wav"
+    result = stream_audio(StreamAudioConfig(checkpoint=str(ckpt), audio=str(wav), out=str(tmp_path / "o"),
+                                            window_seconds=0.1, chunk_size=257, device="cpu"))
+    wave, _ = load_audio(wav, sample_rate=6_000)
+    tokens = AudioTokenizer("mulaw", 8).encode(wave[0])
+    assert result.samples == tokens.shape[0]
+    assert result.bits_per_sample == pytest.approx(_one_pass_bits(model, tokens), rel=1e-5)
