@@ -133,7 +133,8 @@ class MambaBackbone(nn.Module):
             attention_mask: [B, L] 1 for tokens, 0 for right padding, optional. Real positions come out as if
                 each row were run alone; padding positions hold meaningless values.
             inputs_embeds: [B, L, D] continuous inputs (e.g. a projection of waveform samples) that take the
-                place of ``embedding(input_ids)``.
+                place of ``embedding(input_ids)``; for an ``rc_equivariant`` model they are read as the two
+                strand halves [fwd | rc] (see ``seqssm.models.rcps``).
 
         Returns:
             [B, L, D].
@@ -187,7 +188,9 @@ class MambaBackbone(nn.Module):
 
 
 class MambaLMHeadModel(nn.Module):
-    """Backbone plus a linear head to token logits; causal LM, or masked LM when ``config.bidirectional``.
+    """Backbone plus a linear head to token logits; causal LM, or masked LM when ``config.bidirectional``
+    (with an RC-PS head, whose logits for rc(x) are those of x flipped and complemented, when
+    ``config.rc_equivariant``).
 
     Logits cover ``config.vocab_size`` tokens: the padded rows of the embedding exist only for matmul
     alignment and are sliced away.
