@@ -43,6 +43,7 @@ from seqssm.transforms import AudioTokenizer
 __all__ = [
     "PRELOAD_SAMPLES",
     "SILENCE_GAP_SECONDS",
+    "AudioPiece",
     "AudioStreamWindows",
     "GenerateAudioConfig",
     "audio_lm_datasets",
@@ -56,7 +57,7 @@ _FSDD_VAL_TAKES = range(5)  # the dataset's README: takes 0-4 of every speaker a
 _TRAIN, _VAL = 0, 1
 
 
-class _Piece(NamedTuple):
+class AudioPiece(NamedTuple):
     """Frames [first, first + frames) of a file, in its own rate."""
 
     path: Path
@@ -77,14 +78,14 @@ class AudioStreamWindows(Dataset):
     sample for 8-bit ids) and items are slices of it: pretraining loads its batches in the training
     process, where decoding a few files per window (about 5 ms) would stall a GPU. Otherwise
     only the recordings under a window are decoded, by seeking (:meth:`read`); a resampled read starts and
-    ends a little beyond the window, where the two rates' sample grids meet, so it matches the preloaded
-    ids but for rare one-step differences (float rounding in the resampler, MP3 seeking). Without
-    resampling both paths give the same ids.
+    ends a little beyond the window, where the two rates' sample grids meet, so both paths give the same
+    ids (exactly, in the tests and on a 22.05 kHz MP3 read at 8 kHz; float rounding in the resampler could
+    in principle move a sample by one step).
     """
 
     def __init__(
         self,
-        pieces: Sequence[_Piece],
+        pieces: Sequence[AudioPiece],
         window: int,
         num_windows: int,
         *,
@@ -142,7 +143,7 @@ class AudioStreamWindows(Dataset):
                 ids[start : start + wave.shape[0]] = self.tokenizer.encode(wave).to(dtype)
         return ids
 
-    def _read_piece(self, piece: _Piece, u: int, v: int) -> torch.Tensor:
+    def _read_piece(self, piece: AudioPiece, u: int, v: int) -> torch.Tensor:
         # Samples [u, v) of the piece at sample_rate; at most v - u (an MP3 may yield less than its header).
         if piece.rate == self.sample_rate:
             return load_audio(piece.path, None, "mix", piece.first + u, v - u)[0][0]
@@ -258,7 +259,7 @@ def audio_lm_datasets(
         sample_rate = rates[0]
     if isinstance(sample_rate, bool) or not isinstance(sample_rate, int) or sample_rate < 1:
         raise InputError(f"sample_rate must be a positive integer (Hz), got {sample_rate!r}")
-    pieces = [_Piece(f, rate, 0, frames) for f, (rate, frames) in zip(files, info, strict=True)]
+    pieces = [AudioPiece(f, rate, 0, frames) for f, (rate, frames) in zip(files, info, strict=True)]
 
     if len(pieces) == 1:
         (piece,) = pieces
@@ -342,7 +343,6 @@ def _audio_tokenizer(model, checkpoint: str) -> AudioTokenizer:
 def _prompt_ids(cfg: GenerateAudioConfig, sample_rate: int, tokenizer: AudioTokenizer) -> torch.Tensor:
     """The prompt (its last ``prompt_seconds``) at the model's rate as ids [T]."""
     path = require_file(cfg.prompt_audio, "prompt audio")
-    offset = 0
     if cfg.prompt_seconds is not None:
         info = audio_info(path)
         frames = decoded_frames(path) if info.format == "MP3" else info.frames
@@ -356,8 +356,8 @@ def _prompt_ids(cfg: GenerateAudioConfig, sample_rate: int, tokenizer: AudioToke
 class _GraphStep:
     """``model.step`` for a fixed cache, replayed from a CUDA graph: same kernels, one launch per token.
 
-    The cache's buffers are updated in place by the captured kernels, so the graph owns ``cache`` from
-    construction on; capture runs the step three times, so the states are saved and put back.
+    The captured kernels update the cache's buffers in place, so the graph owns ``cache`` from construction
+    on. Two warm-up steps run before the capture; the states they change are saved and put back.
     """
 
     def __init__(self, model, cache, example_ids: torch.Tensor) -> None:
@@ -396,11 +396,11 @@ def generate_audio(cfg: GenerateAudioConfig, echo: Callable[[str], None] = print
     """Sample ``num_clips`` clips of ``seconds`` from an audio checkpoint; write WAVs and their scores.
 
     Clips are 16-bit PCM WAVs at the model's ``config.sample_rate``: ``out`` itself for one clip, else
-    ``{stem}_1.wav``, ``{stem}_2.wav``, …. With ``prompt_audio`` the recording (its last
-    ``prompt_seconds``; resampled to the model's rate, μ-law encoded) is run through the model in one
-    parallel pass and each clip is the prompt followed by its continuation, so the seam can be heard;
-    without one, sampling starts from the model's zero state after one silence sample (not written). Each
-    generated sample is one recurrent step (constant memory), drawn with ``temperature``, ``top_k`` and
+    ``{stem}_1.wav``, ``{stem}_2.wav``, … (numbers zero-padded to one width). With ``prompt_audio`` the
+    recording (its last ``prompt_seconds``; resampled to the model's rate, μ-law encoded) is run through the
+    model in one parallel pass and each clip is the prompt followed by its continuation, so the seam can be
+    heard; without one, sampling starts from the model's zero state after one silence sample (not written).
+    Each generated sample is one recurrent step (constant memory), drawn with ``temperature``, ``top_k`` and
     ``top_p``.
 
     The score of a clip is the mean log2-probability of its generated samples under the model itself
