@@ -12,7 +12,7 @@ from seqssm.datasets.batching import pad_batch
 from seqssm.datasets.fasta import iter_fasta
 from seqssm.datasets.windows import tile_windows
 from seqssm.errors import InputError
-from seqssm.models import load_model
+from seqssm.models import load_model, rc_invariant_pool
 from seqssm.pipelines.common import atomic_path, autocast, progress, require_file, resolve_device
 from seqssm.tokenizers import get_tokenizer
 
@@ -71,11 +71,21 @@ def _batches(pieces, batch_size):
         yield batch
 
 
+def _pool(hidden: torch.Tensor, mask: torch.Tensor, rc_equivariant: bool) -> torch.Tensor:
+    """Mean over real positions of hidden [B, L, D] -> [B, D]; for RC-equivariant models the
+    strand-invariant pool of the [forward | reverse-complement] halves, [B, D/2], so x and rc(x) agree."""
+    if rc_equivariant:
+        return rc_invariant_pool(hidden, mask)
+    m = mask.unsqueeze(-1).float()
+    return (hidden * m).sum(1) / m.sum(1).clamp_min(1)
+
+
 @torch.no_grad()
 def embed(cfg: EmbedConfig) -> EmbedResult:
     """Embed every record (or window) of ``cfg.fasta``; write ``embeddings.npy`` and ``index.tsv`` to ``cfg.out``.
 
-    Pooled mode: ``embeddings.npy`` is float32 [R, D], the mean of the final hidden states over real bases,
+    Pooled mode: ``embeddings.npy`` is float32 [R, D], the mean of the final hidden states over real bases
+    (for RC-equivariant models the strand-invariant pool, [R, D/2]),
     row i described by line i of ``index.tsv``: id (``record:start-end``, 1-based inclusive as samtools
     writes regions), record, start, end (0-based half-open, as BED).
     Per-position mode: ``embeddings.npy`` is a float16 [P, D] array over all positions in file order
@@ -86,7 +96,7 @@ def embed(cfg: EmbedConfig) -> EmbedResult:
     device = resolve_device(cfg.device)
     model = load_model(cfg.checkpoint).to(device).eval()
     tokenizer = get_tokenizer(model.config.tokenizer)
-    dim = model.config.d_model
+    dim = model.config.d_model // 2 if model.config.rc_equivariant and not cfg.per_position else model.config.d_model
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
 
@@ -109,8 +119,7 @@ def embed(cfg: EmbedConfig) -> EmbedResult:
                     rows.append((name, start, end, offset))
                     offset += end - start
             else:
-                m = mask.unsqueeze(-1).float()
-                pooled.append(((hidden * m).sum(1) / m.sum(1).clamp_min(1)).cpu().numpy())
+                pooled.append(_pool(hidden, mask, model.config.rc_equivariant).cpu().numpy())
                 rows.extend((name, start, end, None) for name, start, end, _ in batch)
             bar.update(int(mask.sum()))
         bar.close()

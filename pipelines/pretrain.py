@@ -132,11 +132,10 @@ def evaluate_bits(model, objective: Objective, batches, device) -> float:
 def _build_model(cfg: PretrainConfig, tokenizer, sample_rate: int | None) -> MambaLMHeadModel:
     if cfg.init_from:
         return load_model(cfg.init_from, impl=cfg.impl)
-    extra = {"rc_equivariant": True} if cfg.rc_equivariant else {}
     config = MambaConfig(
         d_model=cfg.d_model, n_layer=cfg.n_layer, vocab_size=tokenizer.vocab_size, d_state=cfg.d_state,
         expand=cfg.expand, bidirectional=cfg.bidirectional or cfg.rc_equivariant, tokenizer=tokenizer.name,
-        sample_rate=sample_rate, **extra,
+        sample_rate=sample_rate, rc_equivariant=cfg.rc_equivariant,
     )
     return MambaLMHeadModel(config, impl=cfg.impl)
 
