@@ -8,20 +8,10 @@ and each test here reports its child twin's outcome.
 
 from __future__ import annotations
 
-import functools
-import os
-import subprocess
-import sys
-import tempfile
-import xml.etree.ElementTree as ET
-from pathlib import Path
-
 import pytest
 import torch
+from triton_harness import DEVICE, ON_CUDA, PROXY, interpreted, rel_error, rounded
 
-ON_CUDA = torch.cuda.is_available()
-PROXY = not ON_CUDA and os.environ.get("TRITON_INTERPRET") != "1"
-DEVICE = "cuda" if ON_CUDA else "cpu"
 BATCH, DIM = (2, 96) if ON_CUDA else (2, 6)
 LENGTHS = (1, 2, 3, 4099) if ON_CUDA else (1, 2, 3, 37)
 
@@ -32,66 +22,11 @@ if not PROXY:
     from seqssm.kernels.causal_conv1d.triton import causal_conv1d_fn, causal_conv1d_update_fn
 
 
-@functools.lru_cache(maxsize=1)
-def _child_outcomes() -> dict[str, tuple[str, str]]:
-    """Run this file under TRITON_INTERPRET=1 in a child pytest; test name -> (outcome, message)."""
-    with tempfile.TemporaryDirectory() as tmp:
-        report = Path(tmp) / "report.xml"
-        cmd = [sys.executable, "-c", "import sys, pytest; sys.exit(pytest.main(sys.argv[1:]))",
-               str(Path(__file__).resolve()), "-q", "-p", "no:cacheprovider", f"--junitxml={report}"]
-        env = {**os.environ, "TRITON_INTERPRET": "1"}
-        proc = subprocess.run(cmd, cwd=tmp, env=env, capture_output=True, text=True, timeout=900)
-        if not report.exists():
-            return {"": ("failed", proc.stdout[-3000:] + proc.stderr[-3000:])}
-        outcomes = {}
-        for case in ET.parse(report).iter("testcase"):
-            outcome, message = "passed", ""
-            for kind in ("failure", "error", "skipped"):
-                node = case.find(kind)
-                if node is not None:
-                    outcome = "skipped" if kind == "skipped" else "failed"
-                    message = (node.get("message") or "") + "\n" + (node.text or "")
-            outcomes[case.get("name")] = (outcome, message)
-        return outcomes
-
-
-def _interpreted(fn):
-    """In the proxy process, replace a test by a lookup of its twin's outcome in the interpreted child."""
-    if not PROXY:
-        return fn
-
-    @functools.wraps(fn)
-    def twin(*args, **kwargs):
-        name = os.environ["PYTEST_CURRENT_TEST"].split("::")[-1].rsplit(" ", 1)[0]
-        outcomes = _child_outcomes()
-        outcome, message = outcomes.get(name, outcomes.get("", ("failed", f"{name} did not run in the child")))
-        if outcome == "skipped":
-            pytest.skip(message)
-        if outcome != "passed":
-            pytest.fail(f"under TRITON_INTERPRET=1:\n{message}", pytrace=False)
-
-    return twin
-
-
 @pytest.fixture(autouse=True)
 def _poison(monkeypatch):
     """Fresh kernel outputs start as NaN, so that any element a kernel fails to write fails the comparison."""
     if not PROXY:
         monkeypatch.setattr(conv_triton, "POISON", True)
-
-
-def _rel(x: torch.Tensor, ref: torch.Tensor) -> float:
-    """‖x − ref‖ / ‖ref‖, with ‖ref‖ floored at 0.01: some exact gradients are zero (dA with L = 1 and no
-    initial state), where fp32 rounding alone would give an unbounded ratio."""
-    return ((x.double() - ref.double()).norm() / ref.double().norm().clamp_min(1e-2)).item()
-
-
-def _rounded(ref: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-    """ref stored in dtype as the kernels store it: round to nearest even, except that Triton 3.6's interpreter
-    truncates fp32 to bf16 (it passes no rounding mode to its converter), so there the baseline truncates."""
-    if dtype == torch.bfloat16 and not ON_CUDA:
-        return (ref.float().contiguous().view(torch.int32) & -65536).view(torch.float32)
-    return ref.to(dtype)
 
 
 def _compare(width, length, activation, with_bias, with_state, dtype=torch.float32):
@@ -115,41 +50,41 @@ def _compare(width, length, activation, with_bias, with_state, dtype=torch.float
     for name, got, ref, expected_dtype in pairs:
         assert got.shape == ref.shape and got.dtype == expected_dtype, name
         assert torch.isfinite(got).all(), f"{name} has non-finite entries"
-        err = _rel(got, ref)
+        err = rel_error(got, ref)
         if dtype == torch.float32:
             assert err < 1e-5, f"{name}: relative error {err:.2e}"
         else:
-            rounding = _rel(_rounded(ref, got.dtype), ref)
+            rounding = rel_error(rounded(ref, got.dtype), ref)
             assert err <= 1.5 * rounding + 1e-6, f"{name}: relative error {err:.2e}, rounding {rounding:.2e}"
 
 
-@_interpreted
+@interpreted
 @pytest.mark.parametrize("length", LENGTHS)
 @pytest.mark.parametrize("width", [2, 3, 4])
 def test_conv_all_inputs_matches_reference(width, length):
     _compare(width, length, "silu", with_bias=True, with_state=True)
 
 
-@_interpreted
+@interpreted
 @pytest.mark.parametrize("width", [2, 4])
 def test_conv_without_optional_inputs(width):
     _compare(width, LENGTHS[-1], None, with_bias=False, with_state=False)
 
 
-@_interpreted
+@interpreted
 def test_conv_bf16_within_rounding():
     _compare(4, LENGTHS[-1], "silu", with_bias=True, with_state=True, dtype=torch.bfloat16)
 
 
-@_interpreted
+@interpreted
 def test_conv_strided_input():
     """x as a [B, L, D] tensor transposed to [B, D, L], the layout an in_proj output has."""
     x = torch.randn(BATCH, LENGTHS[-1], DIM, device=DEVICE).transpose(1, 2)
     w, b = torch.randn(DIM, 4, device=DEVICE), torch.randn(DIM, device=DEVICE)
-    assert _rel(causal_conv1d_fn(x, w, b, activation="silu"), causal_conv1d_ref(x, w, b, activation="silu")) < 1e-6
+    assert rel_error(causal_conv1d_fn(x, w, b, activation="silu"), causal_conv1d_ref(x, w, b, activation="silu")) < 1e-6
 
 
-@_interpreted
+@interpreted
 def test_conv_rejects_bad_arguments():
     x = torch.randn(BATCH, DIM, 5, device=DEVICE)
     with pytest.raises(InputError, match="W in 2..4"):
@@ -160,7 +95,7 @@ def test_conv_rejects_bad_arguments():
         causal_conv1d_fn(x, torch.randn(DIM, 4, device=DEVICE), initial_state=torch.randn(BATCH, DIM, 2))
 
 
-@_interpreted
+@interpreted
 @pytest.mark.parametrize("width", [2, 3, 4])
 @pytest.mark.parametrize("activation", [None, "silu"])
 def test_conv_update_matches_reference(width, activation):
@@ -171,10 +106,10 @@ def test_conv_update_matches_reference(width, activation):
     out = causal_conv1d_update_fn(x, state, w, b, activation)
     ref = causal_conv1d_update_ref(x, ref_state, w, b, activation)
     assert torch.equal(state, ref_state)
-    assert _rel(out, ref) < 1e-6
+    assert rel_error(out, ref) < 1e-6
 
 
-@_interpreted
+@interpreted
 def test_conv_update_steps_continue_the_sequence():
     """Prefill with the final state, then decode steps: the same outputs as one convolution over it all."""
     length, extra = LENGTHS[-1], 3
@@ -183,4 +118,4 @@ def test_conv_update_steps_continue_the_sequence():
     whole = causal_conv1d_fn(x, w, b, activation="silu")
     _, state = causal_conv1d_fn(x[..., :length], w, b, return_final_state=True, activation="silu")
     steps = [causal_conv1d_update_fn(x[..., t], state, w, b, "silu") for t in range(length, length + extra)]
-    assert _rel(torch.stack(steps, -1), whole[..., length:]) < 1e-6
+    assert rel_error(torch.stack(steps, -1), whole[..., length:]) < 1e-6

@@ -8,20 +8,10 @@ and each test here reports its child twin's outcome.
 
 from __future__ import annotations
 
-import functools
-import os
-import subprocess
-import sys
-import tempfile
-import xml.etree.ElementTree as ET
-from pathlib import Path
-
 import pytest
 import torch
+from triton_harness import DEVICE, ON_CUDA, PROXY, interpreted, rel_error, rounded
 
-ON_CUDA = torch.cuda.is_available()
-PROXY = not ON_CUDA and os.environ.get("TRITON_INTERPRET") != "1"
-DEVICE = "cuda" if ON_CUDA else "cpu"
 # (batch, channels, states, lengths): small under the interpreter, a few chunks of 256 on the GPU.
 BATCH, DIM, NSTATE = (2, 64, 16) if ON_CUDA else (2, 4, 3)
 LENGTHS = (1, 256, 1337) if ON_CUDA else (1, 16, 37)
@@ -35,67 +25,12 @@ if not PROXY:
     from seqssm.kernels.selective_scan.naive import selective_scan_ref, selective_state_update_ref
 
 
-@functools.lru_cache(maxsize=1)
-def _child_outcomes() -> dict[str, tuple[str, str]]:
-    """Run this file under TRITON_INTERPRET=1 in a child pytest; test name -> (outcome, message)."""
-    with tempfile.TemporaryDirectory() as tmp:
-        report = Path(tmp) / "report.xml"
-        cmd = [sys.executable, "-c", "import sys, pytest; sys.exit(pytest.main(sys.argv[1:]))",
-               str(Path(__file__).resolve()), "-q", "-p", "no:cacheprovider", f"--junitxml={report}"]
-        env = {**os.environ, "TRITON_INTERPRET": "1"}
-        proc = subprocess.run(cmd, cwd=tmp, env=env, capture_output=True, text=True, timeout=900)
-        if not report.exists():
-            return {"": ("failed", proc.stdout[-3000:] + proc.stderr[-3000:])}
-        outcomes = {}
-        for case in ET.parse(report).iter("testcase"):
-            outcome, message = "passed", ""
-            for kind in ("failure", "error", "skipped"):
-                node = case.find(kind)
-                if node is not None:
-                    outcome = "skipped" if kind == "skipped" else "failed"
-                    message = (node.get("message") or "") + "\n" + (node.text or "")
-            outcomes[case.get("name")] = (outcome, message)
-        return outcomes
-
-
-def _interpreted(fn):
-    """In the proxy process, replace a test by a lookup of its twin's outcome in the interpreted child."""
-    if not PROXY:
-        return fn
-
-    @functools.wraps(fn)
-    def twin(*args, **kwargs):
-        name = os.environ["PYTEST_CURRENT_TEST"].split("::")[-1].rsplit(" ", 1)[0]
-        outcomes = _child_outcomes()
-        outcome, message = outcomes.get(name, outcomes.get("", ("failed", f"{name} did not run in the child")))
-        if outcome == "skipped":
-            pytest.skip(message)
-        if outcome != "passed":
-            pytest.fail(f"under TRITON_INTERPRET=1:\n{message}", pytrace=False)
-
-    return twin
-
-
 @pytest.fixture(autouse=True)
 def _poison(monkeypatch):
     """Fresh kernel outputs start as NaN, so that any element a kernel fails to write fails the comparison."""
     if not PROXY:
         monkeypatch.setattr(fused, "POISON", True)
         monkeypatch.setattr(fused_update, "POISON", True)
-
-
-def _rel(x: torch.Tensor, ref: torch.Tensor) -> float:
-    """‖x − ref‖ / ‖ref‖, with ‖ref‖ floored at 0.01: some exact gradients are zero (dA with L = 1 and no
-    initial state), where fp32 rounding alone would give an unbounded ratio."""
-    return ((x.double() - ref.double()).norm() / ref.double().norm().clamp_min(1e-2)).item()
-
-
-def _rounded(ref: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-    """ref stored in dtype as the kernels store it: round to nearest even, except that Triton 3.6's interpreter
-    truncates fp32 to bf16 (it passes no rounding mode to its converter), so there the baseline truncates."""
-    if dtype == torch.bfloat16 and not ON_CUDA:
-        return (ref.float().contiguous().view(torch.int32) & -65536).view(torch.float32)
-    return ref.to(dtype)
 
 
 def _bc(form: str, length: int, dtype: torch.dtype) -> torch.Tensor:
@@ -156,34 +91,34 @@ def _compare(inputs, softplus, reverse, rounding_factor=None):
     for name, got, ref in pairs:
         assert got.shape == ref.shape, name
         assert torch.isfinite(got).all(), f"{name} has non-finite entries"
-        err = _rel(got, ref)
+        err = rel_error(got, ref)
         if rounding_factor is None:
             assert err < 1e-4, f"{name}: relative error {err:.2e}"
         else:
-            rounding = _rel(_rounded(ref, out.dtype), ref)
+            rounding = rel_error(rounded(ref, out.dtype), ref)
             assert err <= rounding_factor * rounding, f"{name}: relative error {err:.2e}, rounding {rounding:.2e}"
 
 
-@_interpreted
+@interpreted
 @pytest.mark.parametrize("reverse", [False, True], ids=["forward", "reverse"])
 @pytest.mark.parametrize("form", ["const", "var", "grouped"])
 def test_scan_all_inputs_matches_reference(form, reverse):
     _compare(_inputs(LONG, form), softplus=True, reverse=reverse)
 
 
-@_interpreted
+@interpreted
 @pytest.mark.parametrize("length", LENGTHS)
 def test_scan_without_optional_inputs(length):
     _compare(_inputs(length, optional=False, initial=False, softplus=False), softplus=False, reverse=False)
 
 
-@_interpreted
+@interpreted
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=["bf16", "fp16"])
 def test_scan_low_precision_within_rounding(dtype):
     _compare(_inputs(LONG, "grouped", dtype=dtype), softplus=True, reverse=False, rounding_factor=1.5)
 
 
-@_interpreted
+@interpreted
 def test_scan_strided_inputs():
     """B, C as [B, L, N] transposed views (as the mixer passes them) and u sliced out of a wider tensor."""
     x = _inputs(LONG)
@@ -193,7 +128,7 @@ def test_scan_strided_inputs():
     _compare(x, softplus=True, reverse=False)
 
 
-@_interpreted
+@interpreted
 def test_scan_two_halves_equal_one_pass():
     """The final state handed on as the next initial state continues the scan exactly."""
     x = {k: v.detach() for k, v in _inputs(LONG, optional=False, initial=False).items()}
@@ -204,10 +139,10 @@ def test_scan_two_halves_equal_one_pass():
         first[k], last[k] = (v[..., :cut], v[..., cut:]) if v.dim() >= 3 else (v, v)
     y1, state = selective_scan_fused(**first, delta_softplus=True, return_final_state=True)
     y2 = selective_scan_fused(**last, delta_softplus=True, initial_state=state)
-    assert _rel(torch.cat([y1, y2], -1), whole) < 1e-5
+    assert rel_error(torch.cat([y1, y2], -1), whole) < 1e-5
 
 
-@_interpreted
+@interpreted
 def test_scan_rejects_bad_shapes():
     x = {k: v.detach() for k, v in _inputs(LONG, optional=False, initial=False).items()}
     with pytest.raises(InputError, match="delta has shape"):
@@ -216,7 +151,7 @@ def test_scan_rejects_bad_shapes():
         selective_scan_fused(**{**x, "B": torch.randn(BATCH, 3, NSTATE, LONG, device=DEVICE)})
 
 
-@_interpreted
+@interpreted
 @pytest.mark.parametrize("grouped", [False, True], ids=["shared", "grouped"])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["fp32", "bf16"])
 def test_state_update_matches_reference(grouped, dtype):
@@ -235,5 +170,6 @@ def test_state_update_matches_reference(grouped, dtype):
     ref_state = state.clone()
     y = selective_state_update_fused(state, **args, dt_softplus=True)
     y_ref = selective_state_update_ref(ref_state, **{k: v.float() for k, v in args.items()}, dt_softplus=True)
-    assert _rel(state, ref_state) < 1e-5
-    assert _rel(y.float(), y_ref) <= (1e-5 if dtype == torch.float32 else 1.5 * _rel(_rounded(y_ref, dtype), y_ref))
+    assert rel_error(state, ref_state) < 1e-5
+    bound = 1e-5 if dtype == torch.float32 else 1.5 * rel_error(rounded(y_ref, dtype), y_ref)
+    assert rel_error(y.float(), y_ref) <= bound

@@ -1,0 +1,79 @@
+"""Shared by the Triton test files: run a test module under TRITON_INTERPRET=1 when there is no GPU.
+
+TRITON_INTERPRET=1 must be set before triton is first imported, which another test file of the same
+session may already have done, so without CUDA a Triton test module reruns itself in a child pytest with
+the variable set, and each test in the parent reports its child twin's outcome.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import subprocess
+import sys
+import tempfile
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import pytest
+import torch
+
+ON_CUDA = torch.cuda.is_available()
+PROXY = not ON_CUDA and os.environ.get("TRITON_INTERPRET") != "1"
+DEVICE = "cuda" if ON_CUDA else "cpu"
+
+
+@functools.cache
+def _child_outcomes(module_path: str) -> dict[str, tuple[str, str]]:
+    """Run the module under TRITON_INTERPRET=1 in a child pytest; test name -> (outcome, message)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        report = Path(tmp) / "report.xml"
+        cmd = [sys.executable, "-c", "import sys, pytest; sys.exit(pytest.main(sys.argv[1:]))",
+               module_path, "-q", "-p", "no:cacheprovider", f"--junitxml={report}"]
+        env = {**os.environ, "TRITON_INTERPRET": "1"}
+        proc = subprocess.run(cmd, cwd=tmp, env=env, capture_output=True, text=True, timeout=900)
+        if not report.exists():
+            return {"": ("failed", proc.stdout[-3000:] + proc.stderr[-3000:])}
+        outcomes = {}
+        for case in ET.parse(report).iter("testcase"):
+            outcome, message = "passed", ""
+            for kind in ("failure", "error", "skipped"):
+                node = case.find(kind)
+                if node is not None:
+                    outcome = "skipped" if kind == "skipped" else "failed"
+                    message = (node.get("message") or "") + "\n" + (node.text or "")
+            outcomes[case.get("name")] = (outcome, message)
+        return outcomes
+
+
+def interpreted(fn):
+    """In the proxy process, replace a test by a lookup of its twin's outcome in the interpreted child."""
+    if not PROXY:
+        return fn
+    module_path = str(Path(sys.modules[fn.__module__].__file__).resolve())
+
+    @functools.wraps(fn)
+    def twin(*args, **kwargs):
+        name = os.environ["PYTEST_CURRENT_TEST"].split("::")[-1].rsplit(" ", 1)[0]
+        outcomes = _child_outcomes(module_path)
+        outcome, message = outcomes.get(name, outcomes.get("", ("failed", f"{name} did not run in the child")))
+        if outcome == "skipped":
+            pytest.skip(message)
+        if outcome != "passed":
+            pytest.fail(f"under TRITON_INTERPRET=1:\n{message}", pytrace=False)
+
+    return twin
+
+
+def rel_error(x: torch.Tensor, ref: torch.Tensor) -> float:
+    """‖x − ref‖ / ‖ref‖, with ‖ref‖ floored at 0.01: some exact gradients are zero (dA with L = 1 and no
+    initial state), where fp32 rounding alone would give an unbounded ratio."""
+    return ((x.double() - ref.double()).norm() / ref.double().norm().clamp_min(1e-2)).item()
+
+
+def rounded(ref: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """ref stored in dtype as the kernels store it: round to nearest even, except that Triton 3.6's interpreter
+    truncates fp32 to bf16 (it passes no rounding mode to its converter), so there the baseline truncates."""
+    if dtype == torch.bfloat16 and not ON_CUDA:
+        return (ref.float().contiguous().view(torch.int32) & -65536).view(torch.float32)
+    return ref.to(dtype)
