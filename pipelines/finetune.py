@@ -1,0 +1,484 @@
+"""Fine-tuning a backbone with a classification head on labelled DNA or audio.
+
+The data (see ``pipelines.predict`` for the input formats) is split once by ``seed`` into train / val / test
+(stratified by label for single-label sequence tasks; FSDD keeps its own test split, takes 0-4). Every
+epoch (or every ``val_every`` steps) the model is scored on val; the best checkpoint by ``metric`` is kept
+(replaced atomically) and training stops early after ``patience`` validations without improvement. At the
+end the best checkpoint predicts the test split into ``test_predictions.tsv``, the table `seqssm evaluate`
+reads.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from sklearn.exceptions import UndefinedMetricWarning
+from sklearn.metrics import accuracy_score, balanced_accuracy_score, f1_score, matthews_corrcoef, roc_auc_score
+from sklearn.utils.class_weight import compute_class_weight
+from torch.utils.data import DataLoader, Dataset
+
+from seqssm.config import MambaConfig
+from seqssm.datasets.audio import audio_info
+from seqssm.datasets.audio_sets import AudioClipDataset, AudioRecord, load_record
+from seqssm.datasets.tables import read_labelled_table, split_indices
+from seqssm.errors import InputError
+from seqssm.models import MambaLMHeadModel, load_model
+from seqssm.models.heads import (
+    IGNORE_INDEX,
+    SequenceClassifier,
+    TaskConfig,
+    classification_loss,
+    load_classifier,
+)
+from seqssm.pipelines.common import atomic_path, autocast, progress, resolve_device, seed_everything
+from seqssm.pipelines.predict import (
+    Example,
+    InputSpec,
+    TaskCollate,
+    audio_records,
+    iter_examples,
+    model_inputs,
+    predict_batches,
+    resolve_format,
+    split_label,
+    write_predictions,
+)
+from seqssm.pipelines.train_utils import cosine_schedule, param_groups, write_run_record
+
+METRICS = ("accuracy", "balanced_accuracy", "macro_f1", "micro_f1", "mcc", "auroc", "loss")
+
+
+@dataclass
+class FinetuneConfig:
+    """Everything `seqssm finetune` takes; the Python API takes the same object.
+
+    Data: ``data`` with ``modality`` / ``data_format`` and the column, BED (``genome``, ``bed_labels``,
+    ``length``) and audio (``sample_rate``, default the first file's) fields of ``pipelines.predict``'s
+    ``InputSpec``; ``split`` the train / val / test fractions.
+    Task: ``problem_type`` "auto" is multi-label when a label cell holds ";"-joined labels; ``level``
+    "token" takes one label character per base. ``pooling``, ``dropout``: see ``TaskConfig``.
+    Backbone: ``init_from`` a checkpoint, else a fresh one of ``d_model``, ``n_layer``, ``d_state``,
+    ``expand`` (``bidirectional``, ``rc_equivariant``). Audio: ``patch_size`` samples per token, training
+    clips randomly cropped to ``clip_seconds`` (evaluation uses whole clips).
+    Training: AdamW at ``lr`` for the head (and the audio patch projection) and ``backbone_lr`` (default
+    ``lr``) for the backbone, unless ``freeze_backbone``; warm-up then cosine decay; ``class_weights``
+    None, "balanced" or one weight per class ("1,3.5", in class order); ``rc_augment`` flips DNA strands
+    at random; early stopping on ``metric`` ("auto": accuracy, or macro_f1 for multi-label) with
+    ``patience`` validations.
+    """
+
+    data: str
+    out: str
+    modality: str = "dna"
+    data_format: str = "auto"
+    genome: str | None = None
+    bed_labels: str | None = None
+    length: int | None = None
+    sequence_column: str = "sequence"
+    label_column: str = "label"
+    id_column: str = "id"
+    sample_rate: int | None = None
+    split: Sequence[float] = (0.8, 0.1, 0.1)
+    problem_type: str = "auto"
+    level: str = "sequence"
+    pooling: str = "mean"
+    dropout: float = 0.1
+    init_from: str | None = None
+    d_model: int = 64
+    n_layer: int = 2
+    d_state: int = 16
+    expand: int = 2
+    bidirectional: bool = True
+    rc_equivariant: bool = False
+    patch_size: int = 16
+    clip_seconds: float = 2.0
+    freeze_backbone: bool = False
+    lr: float = 2e-3
+    backbone_lr: float | None = None
+    weight_decay: float = 0.01
+    warmup_steps: int = 50
+    grad_clip: float = 1.0
+    epochs: int = 10
+    batch_size: int = 32
+    val_every: int | None = None
+    metric: str = "auto"
+    patience: int | None = None
+    class_weights: str | Sequence[float] | None = None
+    rc_augment: bool = False
+    max_minutes: float | None = None
+    num_workers: int = 0
+    seed: int = 0
+    device: str = "auto"
+    impl: str = "auto"
+
+    def __post_init__(self):
+        if self.modality not in ("dna", "audio"):
+            raise InputError(f"--modality must be dna or audio, got {self.modality!r}")
+        if self.problem_type not in ("auto", "single_label", "multi_label"):
+            raise InputError(f"--problem-type must be auto, single_label or multi_label, got {self.problem_type!r}")
+        if self.level not in ("sequence", "token"):
+            raise InputError(f"--level must be sequence or token, got {self.level!r}")
+        if self.level == "token" and self.modality != "dna":
+            raise InputError("--level token needs DNA (one label character per base); audio is sequence-level")
+        if self.metric != "auto" and self.metric not in METRICS:
+            raise InputError(f"--metric must be auto or one of {', '.join(METRICS)}, got {self.metric!r}")
+        if self.rc_augment and self.modality != "dna":
+            raise InputError("--rc-augment flips DNA strands; drop it for audio")
+        self.split = tuple(float(f) for f in self.split)
+        if len(self.split) != 3 or any(f < 0 for f in self.split) or abs(sum(self.split) - 1) > 1e-6 \
+                or self.split[0] <= 0 or self.split[1] <= 0:
+            raise InputError(f"--split must be three fractions train,val,test summing to 1 (train and val > 0), "
+                             f"got {self.split}")
+        for name in ("epochs", "batch_size", "d_model", "n_layer", "d_state", "expand", "patch_size"):
+            if getattr(self, name) <= 0:
+                raise InputError(f"--{name.replace('_', '-')} must be positive, got {getattr(self, name)}")
+        for name in ("val_every", "patience"):
+            if getattr(self, name) is not None and getattr(self, name) <= 0:
+                raise InputError(f"--{name.replace('_', '-')} must be positive, got {getattr(self, name)}")
+        if self.clip_seconds <= 0 or self.lr <= 0 or (self.backbone_lr is not None and self.backbone_lr <= 0):
+            raise InputError("--clip-seconds, --lr and --backbone-lr must be positive")
+
+
+@dataclass
+class FinetuneResult:
+    checkpoint: Path
+    metric: str
+    best_value: float
+    best_step: int
+    steps: int
+    seconds: float
+    sizes: dict
+    test_metrics: dict | None = None
+    test_predictions: Path | None = None
+    history: list = field(default_factory=list)
+
+
+def _natural_key(label: str):
+    try:
+        return (0, int(label), "")
+    except ValueError:
+        return (1, 0, label)
+
+
+def compute_metrics(logits: torch.Tensor, probs: torch.Tensor, targets: torch.Tensor, task: TaskConfig) -> dict:
+    """Loss and sklearn metrics of one split: logits/probs [N, K] or [N, L, K], targets as encode_targets."""
+    k = task.num_labels
+    loss = float(classification_loss(logits, targets, task.problem_type))
+    probs = probs.reshape(-1, k).numpy()
+    targets = targets.reshape(-1).numpy() if task.level == "token" else targets.numpy()
+    if task.level == "token":
+        keep = targets != IGNORE_INDEX
+        probs, targets = probs[keep], targets[keep]
+    out = {"loss": loss}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UndefinedMetricWarning)
+        warnings.simplefilter("ignore", RuntimeWarning)
+        if task.problem_type == "multi_label":
+            pred = (probs >= 0.5).astype(int)
+            out["accuracy"] = accuracy_score(targets, pred)
+            out["macro_f1"] = f1_score(targets, pred, average="macro", zero_division=0)
+            out["micro_f1"] = f1_score(targets, pred, average="micro", zero_division=0)
+            both = [j for j in range(k) if 0 < targets[:, j].sum() < len(targets)]
+            out["auroc"] = roc_auc_score(targets[:, both], probs[:, both], average="macro") if both else math.nan
+        else:
+            pred = probs.argmax(axis=1)
+            out["accuracy"] = accuracy_score(targets, pred)
+            out["balanced_accuracy"] = balanced_accuracy_score(targets, pred)
+            out["macro_f1"] = f1_score(targets, pred, labels=list(range(k)), average="macro", zero_division=0)
+            out["mcc"] = matthews_corrcoef(targets, pred)
+            present = len(np.unique(targets))
+            if k == 2 and present == 2:
+                out["auroc"] = roc_auc_score(targets, probs[:, 1])
+            elif present == k:
+                out["auroc"] = roc_auc_score(targets, probs, multi_class="ovr", labels=list(range(k)))
+            else:
+                out["auroc"] = math.nan
+    return {name: float(value) for name, value in out.items()}
+
+
+def _cat(tensors: list[torch.Tensor]) -> torch.Tensor:
+    """Concatenate along the batch axis; token-level [B, L, ...] pieces are right-padded to one L."""
+    if tensors[0].dim() >= 2 and len({t.shape[1] for t in tensors}) > 1:
+        length = max(t.shape[1] for t in tensors)
+        fill = IGNORE_INDEX if not tensors[0].is_floating_point() else 0.0
+        tensors = [torch.nn.functional.pad(t, (0, 0) * (t.dim() - 2) + (0, length - t.shape[1]), value=fill)
+                   for t in tensors]
+    return torch.cat(tensors)
+
+
+def evaluate_split(model: SequenceClassifier, batches, device: torch.device) -> dict:
+    """Loss and metrics of the model on collated, labelled batches."""
+    logits, probs, targets = [], [], []
+    for batch, lg, pr in predict_batches(model, batches, device):
+        logits.append(lg.cpu())
+        probs.append(pr.cpu())
+        targets.append(batch["targets"])
+    return compute_metrics(_cat(logits), _cat(probs), _cat(targets), model.task)
+
+
+class _AudioTrain(Dataset):
+    """Training clips: random crops of ``clip_samples`` (seeded by seed, epoch, index), as Examples."""
+
+    def __init__(self, records: list[AudioRecord], sample_rate: int, clip_samples: int, seed: int):
+        classes = sorted({r.label for r in records})
+        self.clips = AudioClipDataset(records, sample_rate, clip_samples, crop="random", seed=seed, classes=classes)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.clips.set_epoch(epoch)
+
+    def __len__(self) -> int:
+        return len(self.clips)
+
+    def __getitem__(self, i: int) -> Example:
+        wave, mask, _ = self.clips[i]
+        record = self.clips.records[i]
+        return Example(record.id, wave[mask], record.label)
+
+
+class _AudioEval(Dataset):
+    """Whole clips, decoded when read."""
+
+    def __init__(self, records: list[AudioRecord], sample_rate: int):
+        self.records, self.sample_rate = records, sample_rate
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def __getitem__(self, i: int) -> Example:
+        record = self.records[i]
+        return Example(record.id, load_record(record, self.sample_rate)[0][0], record.label)
+
+
+def _spec(cfg: FinetuneConfig) -> InputSpec:
+    return InputSpec(data=cfg.data, modality=cfg.modality, data_format=cfg.data_format, genome=cfg.genome,
+                     bed_labels=cfg.bed_labels, length=cfg.length, sequence_column=cfg.sequence_column,
+                     label_column=cfg.label_column, id_column=cfg.id_column, sample_rate=cfg.sample_rate)
+
+
+def _split(n: int, fractions, seed: int, stratify) -> tuple[np.ndarray, ...]:
+    if fractions[2] == 0:
+        train, val = split_indices(n, fractions[:2], seed, stratify)
+        return train, val, np.zeros(0, dtype=np.int64)
+    return split_indices(n, fractions, seed, stratify)
+
+
+def _load_data(cfg: FinetuneConfig):
+    """(labels of every item, {split: items}, sample rate): Examples for DNA, AudioRecords for audio."""
+    spec = _spec(cfg)
+    fmt = resolve_format(spec)
+    if fmt in ("table", "fasta"):
+        table = read_labelled_table(cfg.data, cfg.sequence_column, cfg.label_column, cfg.id_column)
+        items: list = [Example(i, s, lab) for i, s, lab in zip(table.ids, table.sequences, table.labels,
+                                                                strict=True)]
+    elif fmt == "bed":
+        items = list(iter_examples(spec, require_labels=True))
+    else:
+        items = audio_records(spec, fmt, require_labels=True)
+    labels = [item.label for item in items]
+    if fmt == "fsdd":
+        test = [i for i, r in enumerate(items) if int(r.id.rsplit("_", 1)[1]) < 5]
+        pool = [i for i, r in enumerate(items) if int(r.id.rsplit("_", 1)[1]) >= 5]
+        frac = cfg.split[0] / (cfg.split[0] + cfg.split[1])
+        tr, va = split_indices(len(pool), (frac, 1 - frac), cfg.seed, [labels[i] for i in pool])
+        parts = (np.asarray(pool)[tr], np.asarray(pool)[va], np.asarray(test))
+    else:
+        single = cfg.level == "sequence" and not any(";" in label for label in labels)
+        parts = _split(len(items), cfg.split, cfg.seed, labels if single else None)
+    splits = {name: [items[i] for i in idx] for name, idx in zip(("train", "val", "test"), parts, strict=True)}
+    rate = None
+    if cfg.modality == "audio":
+        rate = cfg.sample_rate or audio_info(items[0].path).sample_rate
+    return labels, splits, rate
+
+
+def _task(cfg: FinetuneConfig, labels: list[str], rate: int | None) -> TaskConfig:
+    multi = cfg.problem_type == "multi_label" or (
+        cfg.problem_type == "auto" and cfg.level == "sequence" and any(";" in label for label in labels))
+    if cfg.level == "token":
+        classes = {c for label in labels for c in label}
+    elif multi:
+        classes = {part for label in labels for part in split_label(label)}
+    else:
+        classes = set(labels)
+    return TaskConfig(classes=sorted(classes, key=_natural_key), problem_type="multi_label" if multi else
+                      "single_label", level=cfg.level, pooling=cfg.pooling, modality=cfg.modality,
+                      patch_size=cfg.patch_size if cfg.modality == "audio" else None, sample_rate=rate,
+                      dropout=cfg.dropout)
+
+
+def _backbone(cfg: FinetuneConfig, rate: int | None) -> MambaLMHeadModel:
+    if cfg.init_from:
+        return load_model(cfg.init_from, impl=cfg.impl)
+    extra = {"tokenizer": "mulaw8", "vocab_size": 256, "sample_rate": rate} if cfg.modality == "audio" else {
+        "tokenizer": "nucleotide", "vocab_size": 10}
+    config = MambaConfig(d_model=cfg.d_model, n_layer=cfg.n_layer, d_state=cfg.d_state, expand=cfg.expand,
+                         bidirectional=cfg.bidirectional or cfg.rc_equivariant, rc_equivariant=cfg.rc_equivariant,
+                         **extra)
+    return MambaLMHeadModel(config, impl=cfg.impl)
+
+
+def _class_weights(cfg: FinetuneConfig, task: TaskConfig, train: list) -> torch.Tensor | None:
+    spec = cfg.class_weights
+    if spec is None:
+        return None
+    k = task.num_labels
+    if isinstance(spec, str) and spec == "balanced":
+        if task.problem_type == "multi_label":
+            hot = np.zeros((len(train), k))
+            index = {c: j for j, c in enumerate(task.classes)}
+            for i, item in enumerate(train):
+                hot[i, [index[p] for p in split_label(item.label)]] = 1
+            positives = hot.sum(axis=0)
+            return torch.tensor((len(train) - positives) / np.maximum(positives, 1), dtype=torch.float32)
+        y = [c for item in train for c in item.label] if task.level == "token" else [item.label for item in train]
+        present = sorted(set(y), key=_natural_key)
+        weights = dict(zip(present, compute_class_weight("balanced", classes=np.array(present), y=np.array(y)),
+                           strict=True))
+        return torch.tensor([weights.get(c, 1.0) for c in task.classes], dtype=torch.float32)
+    try:
+        values = [float(v) for v in (spec.split(",") if isinstance(spec, str) else spec)]
+    except ValueError:
+        raise InputError(f"--class-weights {spec!r}: give 'balanced' or {k} comma-separated numbers") from None
+    if len(values) != k or any(not v > 0 for v in values):
+        raise InputError(f"--class-weights has {len(values)} values, need {k} positive ones, one per class in "
+                         f"the order {', '.join(task.classes)}")
+    return torch.tensor(values, dtype=torch.float32)
+
+
+def _loaders(cfg: FinetuneConfig, task: TaskConfig, splits: dict, rate: int | None):
+    loader_rng = torch.Generator().manual_seed(cfg.seed)
+    rc_rng = torch.Generator().manual_seed(cfg.seed + 1) if cfg.rc_augment else None
+    if cfg.modality == "audio":
+        train = _AudioTrain(splits["train"], rate, round(cfg.clip_seconds * rate), cfg.seed)
+        val, test = _AudioEval(splits["val"], rate), _AudioEval(splits["test"], rate)
+    else:
+        train, val, test = splits["train"], splits["val"], splits["test"]
+    kwargs = {"batch_size": cfg.batch_size, "num_workers": cfg.num_workers}
+    eval_collate = TaskCollate(task)
+    return (DataLoader(train, shuffle=True, generator=loader_rng, collate_fn=TaskCollate(task, rc_rng), **kwargs),
+            DataLoader(val, collate_fn=eval_collate, **kwargs), DataLoader(test, collate_fn=eval_collate, **kwargs))
+
+
+def _optimizer(cfg: FinetuneConfig, model: SequenceClassifier) -> torch.optim.Optimizer:
+    head = torch.nn.ModuleList([model.head] + ([model.patch] if model.patch is not None else []))
+    groups = [{**g, "lr": cfg.lr} for g in param_groups(head, cfg.weight_decay)]
+    if not cfg.freeze_backbone:
+        lr = cfg.backbone_lr if cfg.backbone_lr is not None else cfg.lr
+        groups += [{**g, "lr": lr} for g in param_groups(model.lm, cfg.weight_decay)]
+    return torch.optim.AdamW([g for g in groups if g["params"]], betas=(0.9, 0.98))
+
+
+def finetune(cfg: FinetuneConfig) -> FinetuneResult:
+    """Fine-tune on ``cfg.data``; write ``{out}/checkpoint`` (the best by validation ``metric``),
+    ``train_log.tsv`` (step, epoch, train_loss, val_loss, val_<metric>…, lr, seconds), ``run.json`` and,
+    when the test split is not empty, ``test_predictions.tsv``.
+    """
+    device = resolve_device(cfg.device)
+    seed_everything(cfg.seed)
+    labels, splits, rate = _load_data(cfg)
+    task = _task(cfg, labels, rate)
+    if not splits["train"] or not splits["val"]:
+        raise InputError(f"{cfg.data}: too few examples ({len(labels)}) for a train and a val split; add data")
+    metric = cfg.metric if cfg.metric != "auto" else ("macro_f1" if task.problem_type == "multi_label"
+                                                      else "accuracy")
+    model = SequenceClassifier(_backbone(cfg, rate), task).to(device)
+    if cfg.freeze_backbone:
+        model.lm.requires_grad_(False)
+    weights = _class_weights(cfg, task, splits["train"])
+    weights = weights.to(device) if weights is not None else None
+    train_loader, val_loader, test_loader = _loaders(cfg, task, splits, rate)
+    total = cfg.epochs * len(train_loader)
+    optimizer = _optimizer(cfg, model)
+    scheduler = cosine_schedule(optimizer, min(cfg.warmup_steps, total // 10), total)
+
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    log_path = out / "train_log.tsv"
+    columns = ["loss", *(m for m in METRICS if m != "loss")]
+    log_path.write_text("\t".join(["step", "epoch", "train_loss", *(f"val_{m}" for m in columns), "lr",
+                                   "seconds"]) + "\n")
+    lower_is_better = metric == "loss"
+    best, best_step, stale, history = math.inf if lower_is_better else -math.inf, 0, 0, []
+    start = time.perf_counter()
+    deadline = None if cfg.max_minutes is None else start + 60 * cfg.max_minutes
+
+    def validate(step: int, epoch: float, train_loss: float) -> bool:
+        """Score val, keep the best checkpoint; True when training should stop early."""
+        nonlocal best, best_step, stale
+        scores = evaluate_split(model, val_loader, device)
+        model.train()
+        if cfg.freeze_backbone:
+            model.lm.eval()
+        value = scores.get(metric, math.nan)
+        better = value < best if lower_is_better else value > best
+        if better or best_step == 0:
+            best, best_step, stale = value, step, 0
+            with atomic_path(out / "checkpoint") as tmp:
+                model.save_pretrained(tmp)
+        else:
+            stale += 1
+        elapsed = time.perf_counter() - start
+        history.append({"step": step, "epoch": round(epoch, 3), "train_loss": train_loss,
+                        **{f"val_{m}": scores.get(m, math.nan) for m in columns}, "seconds": round(elapsed, 1)})
+        cells = [str(step), f"{epoch:.3f}", f"{train_loss:.5f}", *(f"{scores.get(m, math.nan):.5f}" for m in columns),
+                 f"{scheduler.get_last_lr()[0]:.3g}", f"{elapsed:.1f}"]
+        with log_path.open("a") as f:
+            f.write("\t".join(cells) + "\n")
+        return cfg.patience is not None and stale >= cfg.patience
+
+    bar = progress(total=total, desc="finetune", unit="step")
+    model.train()
+    if cfg.freeze_backbone:
+        model.lm.eval()
+    step, running, stop = 0, math.nan, False
+    for epoch in range(cfg.epochs):
+        if hasattr(train_loader.dataset, "set_epoch"):
+            train_loader.dataset.set_epoch(epoch)
+        for i, batch in enumerate(train_loader):
+            with autocast(device):
+                logits = model(**model_inputs(batch, device))
+            loss = classification_loss(logits, batch["targets"].to(device), task.problem_type, weights)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], cfg.grad_clip)
+            optimizer.step()
+            scheduler.step()
+            step += 1
+            running = loss.item() if math.isnan(running) else 0.95 * running + 0.05 * loss.item()
+            bar.update(1)
+            bar.set_postfix(loss=f"{running:.3f}", **{f"val_{metric}": f"{best:.3f}"})
+            out_of_time = deadline is not None and time.perf_counter() > deadline
+            end_of_epoch = i == len(train_loader) - 1
+            due = step % cfg.val_every == 0 if cfg.val_every else end_of_epoch
+            if due or out_of_time or (end_of_epoch and epoch == cfg.epochs - 1):
+                stop = validate(step, epoch + (i + 1) / len(train_loader), running)
+            if stop or out_of_time:
+                break
+        if stop or (deadline is not None and time.perf_counter() > deadline):
+            break
+    bar.close()
+
+    test_metrics, test_path = None, None
+    if splits["test"]:
+        best_model = load_classifier(out / "checkpoint", device, impl=cfg.impl)
+        kept: list = []
+        test_path = out / "test_predictions.tsv"
+        write_predictions(test_path, best_model, test_loader, device, keep=kept)
+        test_metrics = compute_metrics(_cat([k[1].cpu() for k in kept]), _cat([k[2].cpu() for k in kept]),
+                                       _cat([k[0]["targets"] for k in kept]), task)
+    seconds = time.perf_counter() - start
+    sizes = {name: len(items) for name, items in splits.items()}
+    result = FinetuneResult(checkpoint=out / "checkpoint", metric=metric, best_value=best, best_step=best_step,
+                            steps=step, seconds=seconds, sizes=sizes, test_metrics=test_metrics,
+                            test_predictions=test_path, history=history)
+    write_run_record(out, cfg, {"task": task.to_dict(), "result": {
+        "metric": metric, "best_value": best, "best_step": best_step, "steps": step, "seconds": round(seconds, 1),
+        "sizes": sizes, "test_metrics": test_metrics}, "history": history})
+    return result
