@@ -82,10 +82,10 @@ def probe_embeddings(features: np.ndarray, labels: list[str], *, folds: int = 5,
     """Cross-validated logistic regression on features [N, F] → {metric: {"mean", "std", "folds"}}."""
     classes, y = np.unique(np.asarray(labels), return_inverse=True)
     if len(classes) < 2:
-        raise InputError(f"probe: all {len(labels)} inputs have label {classes[0]!r}; need two classes or more")
+        raise InputError(f"probe: all {len(labels)} inputs have label {str(classes[0])!r}; need two classes or more")
     counts = np.bincount(y)
     if counts.min() < folds:
-        rare = classes[int(counts.argmin())]
+        rare = str(classes[int(counts.argmin())])
         raise InputError(f"probe: class {rare!r} has {counts.min()} inputs, fewer than --folds {folds}; lower "
                          "--folds or add data")
     scoring = {"accuracy": "accuracy", "balanced_accuracy": "balanced_accuracy", "macro_f1": "f1_macro",
