@@ -118,7 +118,8 @@ def train_step(model, ids: torch.Tensor, mode: str, chunk: int, device: torch.de
     model.zero_grad(set_to_none=True)
     with autocast(device):
         if mode.startswith("chunked"):
-            chunked_backward(model, ids[:, :-1], lm_chunk_loss(ids[:, 1:]), chunk_size=chunk)
+            chunked_backward(model, ids[:, :-1], lm_chunk_loss(ids[:, 1:]), chunk_size=chunk,
+                             checkpoint_layers=mode.endswith("ckpt"))
         else:
             logits = model(ids[:, :-1]).float()
             F.cross_entropy(logits.reshape(-1, VOCAB), ids[:, 1:].reshape(-1)).backward()
@@ -160,7 +161,7 @@ def run_train(device: torch.device, length: int, mode: str, chunk: int, repeats:
             loss.backward()
     else:
         model = mamba(device).train()
-        checkpoint_blocks(model, mode.endswith("ckpt"))
+        checkpoint_blocks(model, mode == "one-pass+ckpt")  # the chunked path checkpoints its own layers
         ids = torch.randint(0, VOCAB, (1, length + 1), device=device)
 
         def fn():
