@@ -178,7 +178,8 @@ def stream_hidden(
         model: a causal MambaLMHeadModel (bidirectional models need the whole sequence: ``chunked_forward``).
         chunks: [B, T_i] token ids, any lengths T_i, on the model's device.
         cache: states to continue from (``model.allocate_cache(B)`` or a ``prefill`` result); advanced in
-            place after every chunk, so it can be saved and the stream resumed. A fresh one when None.
+            place after every chunk, so it can be saved and the stream resumed. A fresh one when None. A
+            cache whose ``seqlen_offset`` is 0 counts as the zero state, as ``allocate_cache`` makes it.
 
     Yields:
         normed hidden states [B, T_i, D] (the embeddings the pipelines use), or logits [B, T_i, V].
