@@ -9,6 +9,7 @@ from pathlib import Path
 
 import typer
 
+from seqssm import cli_tasks
 from seqssm.errors import InputError
 
 app = typer.Typer(
@@ -185,6 +186,11 @@ def demo(
     from seqssm.pipelines.demo import demo as run
 
     run(DemoConfig(out=str(out), minutes=minutes, steps=steps, seed=seed, device=device), echo=typer.echo)
+
+
+app.command(epilog=cli_tasks.FINETUNE_EPILOG)(cli_tasks.finetune)
+app.command(epilog=cli_tasks.PREDICT_EPILOG)(cli_tasks.predict)
+app.command(epilog=cli_tasks.PROBE_EPILOG)(cli_tasks.probe)
 
 
 def main() -> None:
