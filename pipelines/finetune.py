@@ -298,7 +298,20 @@ def _load_data(cfg: FinetuneConfig):
     return labels, splits, rate
 
 
-def _task(cfg: FinetuneConfig, labels: list[str], rate: int | None) -> TaskConfig:
+def _fixed_length(cfg: FinetuneConfig, splits: dict) -> int | None:
+    """The one length of every DNA input, which flatten pooling needs."""
+    if cfg.pooling != "flatten" or cfg.level != "sequence":
+        return None
+    if cfg.modality != "dna":
+        raise InputError("--pooling flatten needs DNA inputs of one length; use mean or last for audio")
+    lengths = {len(item.data) for items in splits.values() for item in items}
+    if len(lengths) != 1:
+        raise InputError(f"--pooling flatten needs inputs of one length, {cfg.data} has lengths "
+                         f"{min(lengths)} to {max(lengths)}; use --pooling mean (or --length for BED)")
+    return lengths.pop()
+
+
+def _task(cfg: FinetuneConfig, labels: list[str], rate: int | None, length: int | None = None) -> TaskConfig:
     multi = cfg.problem_type == "multi_label" or (
         cfg.problem_type == "auto" and cfg.level == "sequence" and any(";" in label for label in labels))
     if cfg.level == "token":
@@ -310,7 +323,7 @@ def _task(cfg: FinetuneConfig, labels: list[str], rate: int | None) -> TaskConfi
     return TaskConfig(classes=sorted(classes, key=_natural_key), problem_type="multi_label" if multi else
                       "single_label", level=cfg.level, pooling=cfg.pooling, modality=cfg.modality,
                       patch_size=cfg.patch_size if cfg.modality == "audio" else None, sample_rate=rate,
-                      dropout=cfg.dropout)
+                      dropout=cfg.dropout, length=length)
 
 
 def _backbone(cfg: FinetuneConfig, rate: int | None) -> MambaLMHeadModel:
@@ -383,7 +396,7 @@ def finetune(cfg: FinetuneConfig) -> FinetuneResult:
     device = resolve_device(cfg.device)
     seed_everything(cfg.seed)
     labels, splits, rate = _load_data(cfg)
-    task = _task(cfg, labels, rate)
+    task = _task(cfg, labels, rate, _fixed_length(cfg, splits))
     if not splits["train"] or not splits["val"]:
         raise InputError(f"{cfg.data}: too few examples ({len(labels)}) for a train and a val split; add data")
     metric = cfg.metric if cfg.metric != "auto" else ("macro_f1" if task.problem_type == "multi_label"

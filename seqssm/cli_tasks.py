@@ -57,7 +57,8 @@ def finetune(
                               "as test)."),
     problem_type: str = typer.Option("auto", help="auto, single_label or multi_label (';'-joined labels)."),
     level: str = typer.Option("sequence", help="sequence, or token (one label character per base)."),
-    pooling: str = typer.Option("mean", help="mean (RC-invariant for RC models), cls or last."),
+    pooling: str = typer.Option("mean", help="mean (RC-invariant for RC models), cls, last, or flatten "
+                                "(all positions; inputs of one length)."),
     dropout: float = typer.Option(0.1),
     init_from: Path | None = typer.Option(None, help="Backbone checkpoint; a fresh model when absent."),
     d_model: int = typer.Option(64), n_layer: int = typer.Option(2), d_state: int = typer.Option(16),

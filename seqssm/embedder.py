@@ -40,7 +40,7 @@ class Embedder:
         checkpoint: a backbone or classifier checkpoint folder.
         pooling: "mean" over real positions (RC-invariant, F = D / 2, for RC-equivariant models), "last",
             or "cls" (DNA with a bidirectional model: a cls token is prepended). None: a classifier's own
-            pooling, else "mean".
+            pooling (but "mean" for its "flatten"), else "mean".
         batch_size: inputs per forward pass.
         device: "auto", "cpu", "cuda"...
         impl: kernel path ("auto", "triton", "chunked", "ref").
@@ -62,7 +62,7 @@ class Embedder:
             classifier = load_classifier(self.checkpoint, self.device, impl=impl)
             self.lm, self.patch, self.modality = classifier.lm, classifier.patch, classifier.task.modality
             self.sample_rate = classifier.task.sample_rate
-            pooling = pooling or classifier.task.pooling
+            pooling = pooling or (classifier.task.pooling if classifier.task.pooling != "flatten" else "mean")
         else:
             self.lm = load_model(self.checkpoint, self.device, impl=impl)
             self.modality = "dna" if self.lm.config.tokenizer == "nucleotide" else "audio"

@@ -108,6 +108,22 @@ def test_pool_hidden_matches_row_reference_and_gradients(pooling):
     assert g_fast[~mask].abs().sum() == 0  # padding never reaches the pooled vector
 
 
+def test_flatten_pooling_reference_and_checks():
+    hidden = torch.randn(3, 5, 4)
+    torch.testing.assert_close(pool_hidden(hidden, torch.ones(3, 5, dtype=torch.bool), "flatten"),
+                               pool_hidden_ref(hidden, None, "flatten"))
+    with pytest.raises(InputError, match="no padding"):
+        pool_hidden(hidden, torch.arange(5)[None] < torch.tensor([[5], [4], [5]]), "flatten")
+    with pytest.raises(InputError, match="fixed input length"):
+        dna_task(pooling="flatten")
+    model = SequenceClassifier(lm(True), dna_task(pooling="flatten", length=6)).eval()
+    assert model.head.in_features == 6 * 16
+    ids = padded([6, 6])[1]
+    assert model(ids).shape == (2, 3)
+    with pytest.raises(InputError, match="exactly 6 tokens"):
+        model(padded([7])[1])
+
+
 def test_pool_hidden_without_mask_and_empty_row():
     hidden = torch.randn(2, 5, 3)
     torch.testing.assert_close(pool_hidden(hidden, None, "mean"), hidden.mean(1))
@@ -359,6 +375,15 @@ def test_freeze_backbone_trains_only_the_head(tmp_path):
     unfrozen = run_finetune(tmp_path, table, name="u", init_from=str(tmp_path / "bb"), backbone_lr=1e-2)
     changed = load_classifier(unfrozen.checkpoint).lm.state_dict()
     assert not torch.equal(before["backbone.embedding.weight"], changed["backbone.embedding.weight"])
+
+
+def test_flatten_pooling_finetune_needs_one_length(tmp_path):
+    rng = random.Random(6)
+    rows = [(random_dna(rng, 12), str(i % 2), f"f{i}") for i in range(20)]
+    result = run_finetune(tmp_path, write_table(tmp_path / "fixed.tsv", rows), pooling="flatten", epochs=1)
+    assert load_classifier(result.checkpoint).task.length == 12
+    with pytest.raises(InputError, match="--pooling flatten needs inputs of one length"):
+        run_finetune(tmp_path, motif_table(tmp_path / "t.tsv"), name="v", pooling="flatten")
 
 
 def test_early_stopping_after_patience(tmp_path):

@@ -33,7 +33,7 @@ from seqssm.models.rcps import rc_invariant_pool
 TASK_NAME = "task.json"
 HEAD_NAME = "head.safetensors"
 TASK_FORMAT = "seqssm-classifier"
-POOLINGS = ("mean", "cls", "last")
+POOLINGS = ("mean", "cls", "last", "flatten")
 PROBLEM_TYPES = ("single_label", "multi_label")
 LEVELS = ("sequence", "token")
 MODALITIES = ("dna", "audio")
@@ -48,7 +48,9 @@ class TaskConfig:
     binary included) or "multi_label" (K independent sigmoids). ``level``: "sequence" (one prediction per
     input, from the pooled hidden states) or "token" (one per position). ``pooling``: "mean" over real
     positions (strand-combined :func:`~seqssm.models.rcps.rc_invariant_pool` for RC-equivariant backbones),
-    "cls" (a cls token prepended to DNA; bidirectional backbones only) or "last" real position.
+    "cls" (a cls token prepended to DNA; bidirectional backbones only), "last" real position, or "flatten":
+    every position's vector concatenated, for DNA inputs of one fixed ``length`` in tokens (a position-aware
+    head, as a CNN's dense layer is: promoter elements sit at fixed offsets).
     ``modality``: "dna" (token ids) or "audio" (waveform, with ``patch_size`` samples per token at
     ``sample_rate`` Hz). ``normalize_audio`` scales each clip to peak 1 (recording levels vary a lot).
 
@@ -64,6 +66,7 @@ class TaskConfig:
     sample_rate: int | None = None
     normalize_audio: bool = True
     dropout: float = 0.0
+    length: int | None = None
 
     num_labels: int = field(init=False)
 
@@ -86,9 +89,12 @@ class TaskConfig:
                 value = getattr(self, name)
                 if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                     raise InputError(f"TaskConfig.{name} must be a positive integer for audio, got {value!r}")
-            if self.pooling == "cls":
-                raise InputError("cls pooling prepends a cls token, which waveform input has not; use pooling "
-                                 "'mean' or 'last' for audio")
+            if self.pooling in ("cls", "flatten"):
+                raise InputError(f"{self.pooling} pooling needs DNA (a cls token, or one fixed length); use "
+                                 "pooling 'mean' or 'last' for audio")
+        if self.pooling == "flatten" and self.level == "sequence" and (
+                isinstance(self.length, bool) or not isinstance(self.length, int) or self.length < 1):
+            raise InputError(f"flatten pooling needs the fixed input length in tokens, got length={self.length!r}")
         if not 0 <= self.dropout < 1:
             raise InputError(f"TaskConfig.dropout must be in [0, 1), got {self.dropout}")
         self.num_labels = len(self.classes)
@@ -111,8 +117,9 @@ def pool_hidden(
     """Pool hidden states [B, L, D] of right-padded rows into [B, D] ([B, D / 2] for RC mean pooling).
 
     ``attention_mask`` [B, L] is 1 on real positions (None: all real). "mean" averages real positions,
-    "cls" takes position 0, "last" each row's last real position. An RC-equivariant backbone's "mean" is
-    :func:`rc_invariant_pool`, the same vector for a sequence and its reverse complement.
+    "cls" takes position 0, "last" each row's last real position, "flatten" concatenates all L positions
+    ([B, L * D]; no padding allowed). An RC-equivariant backbone's "mean" is :func:`rc_invariant_pool`, the
+    same vector for a sequence and its reverse complement.
     """
     if pooling not in POOLINGS:
         raise InputError(f"pooling must be one of {POOLINGS}, got {pooling!r}")
@@ -122,6 +129,10 @@ def pool_hidden(
     if bool((counts == 0).any()):
         row = int((counts == 0).nonzero()[0])
         raise InputError(f"pooling: row {row} has no real position (empty sequence); drop empty inputs")
+    if pooling == "flatten":
+        if not bool(attention_mask.all()):
+            raise InputError("flatten pooling needs inputs of one length (no padding); use pooling 'mean'")
+        return hidden.reshape(hidden.shape[0], -1)
     if pooling == "cls":
         return hidden[:, 0]
     if pooling == "last":
@@ -138,7 +149,8 @@ def pool_hidden_ref(hidden: torch.Tensor, attention_mask: torch.Tensor | None, p
     for b in range(hidden.shape[0]):
         n = hidden.shape[1] if attention_mask is None else int(attention_mask[b].sum())
         real = hidden[b, :n]
-        rows.append({"mean": real.mean(dim=0), "cls": real[0], "last": real[-1]}[pooling])
+        rows.append({"mean": real.mean(dim=0), "cls": real[0], "last": real[-1],
+                     "flatten": torch.cat(list(real))}[pooling])
     return torch.stack(rows)
 
 
@@ -216,6 +228,8 @@ class SequenceClassifier(nn.Module):
                                     device=device, dtype=dtype) if task.modality == "audio" else None
         pooled_rc = config.rc_equivariant and task.level == "sequence"
         self.feature_dim = config.d_model // 2 if pooled_rc else config.d_model
+        if task.pooling == "flatten" and task.level == "sequence":
+            self.feature_dim *= task.length
         self.dropout = nn.Dropout(task.dropout)
         self.head = nn.Linear(self.feature_dim, task.num_labels, device=device, dtype=dtype)
 
@@ -258,6 +272,9 @@ class SequenceClassifier(nn.Module):
         hidden, mask = self.hidden(input_ids, attention_mask, input_values=input_values)
         if self.task.level == "token":
             return hidden, mask
+        if self.task.pooling == "flatten" and hidden.shape[1] != self.task.length:
+            raise InputError(f"this classifier reads inputs of exactly {self.task.length} tokens (flatten "
+                             f"pooling), got {hidden.shape[1]}; cut or pad the sequences to that length")
         return pool_hidden(hidden, mask, self.task.pooling, rc_equivariant=self.config.rc_equivariant), mask
 
     def forward(self, input_ids=None, attention_mask=None, *, input_values=None) -> torch.Tensor:
