@@ -79,24 +79,82 @@ def pretrain(
     typer.echo(f"checkpoint: {result.checkpoint}")
 
 
-@app.command(epilog=_example("seqssm embed runs/lm/checkpoint genome.fa --out emb --window 1024",
-                             "seqssm embed runs/lm/checkpoint reads.fa --out emb_pos --per-position"))
+def parse_region(text: str) -> tuple[str, int, int | None]:
+    """``NAME`` or ``NAME:START-END`` (1-based, inclusive, as samtools writes regions) -> (name, start, end)
+    0-based half-open, the form used everywhere inside seqssm."""
+    name, sep, span = text.rpartition(":")
+    if not sep or "-" not in span:
+        return text, 0, None
+    first, _, last = span.replace(",", "").partition("-")
+    if not (first.isdigit() and last.isdigit()) or int(first) < 1 or int(last) < int(first):
+        raise InputError(f"--region {text!r}: use NAME or NAME:START-END with 1 <= START <= END (1-based, inclusive)")
+    return name, int(first) - 1, int(last)
+
+
+@app.command(epilog=_example(
+    "seqssm embed runs/lm/checkpoint genome.fa --out emb --window 1024",
+    "seqssm embed runs/lm/checkpoint reads.fa --out emb_pos --per-position",
+    "seqssm embed runs/lm/checkpoint chrI.fa.gz --out chrI --per-position --stream --region chrI:1-1000000",
+    "seqssm embed runs/lm/checkpoint ce_large_seq.bam --out read --per-position --stream --region read_name",
+))
 def embed(
     checkpoint: Path = typer.Argument(..., help="Checkpoint folder (config.json + model.safetensors)."),
-    fasta: Path = typer.Argument(..., help="FASTA file to embed."),
+    fasta: Path = typer.Argument(..., help="FASTA file to embed (with --stream also SAM/BAM/CRAM)."),
     out: Path = typer.Option(..., "--out", "-o", help="Output folder (embeddings.npy, index.tsv)."),
     window: int | None = typer.Option(None, help="Tile records into windows of this many bases."),
     stride: int | None = typer.Option(None, help="Window step (default: --window)."),
     per_position: bool = typer.Option(False, help="One float16 vector per base (memory-mapped .npy)."),
+    stream: bool = typer.Option(False, help="With --per-position: one contig or read of any length, chunk by "
+                                            "chunk with carried state, resumable (causal checkpoints)."),
+    region: str | None = typer.Option(None, help="--stream: NAME or NAME:START-END (1-based, inclusive)."),
+    chunk_size: int = typer.Option(65536, help="--stream: bases per chunk (sets the memory)."),
+    reference: Path | None = typer.Option(None, help="--stream: the FASTA a CRAM file needs."),
+    resume: bool = typer.Option(True, help="--stream: continue an interrupted run in --out."),
     batch_size: int = typer.Option(8), device: str = typer.Option("auto"),
 ):
-    """Embed FASTA records or windows: mean-pooled vectors, or one vector per base."""
+    """Embed FASTA records or windows: mean-pooled vectors, or one vector per base (streamed for long ones)."""
+    if stream:
+        if not per_position or window is not None:
+            raise InputError("--stream writes per-position embeddings of one contig or read: add --per-position "
+                             "and drop --window")
+        from seqssm.pipelines.stream_embed import StreamEmbedConfig, stream_embed
+
+        record, start, end = parse_region(region) if region else (None, 0, None)
+        streamed = stream_embed(StreamEmbedConfig(
+            checkpoint=str(checkpoint), source=str(fasta), out=str(out), record=record, start=start, end=end,
+            chunk_size=chunk_size, reference=str(reference) if reference else None, device=device, resume=resume,
+        ))
+        typer.echo(f"{streamed.end - streamed.start} positions of {streamed.record} × {streamed.dim} dims: "
+                   f"{streamed.embeddings} (index {streamed.index})")
+        return
     from seqssm.pipelines.embed import EmbedConfig
     from seqssm.pipelines.embed import embed as run
 
     result = run(EmbedConfig(checkpoint=str(checkpoint), fasta=str(fasta), out=str(out), window=window,
                              stride=stride, per_position=per_position, batch_size=batch_size, device=device))
     typer.echo(f"{result.count} embeddings of {result.dim} dims: {result.embeddings} (index {result.index})")
+
+
+@app.command(name="score-audio", epilog=_example(
+    "seqssm score-audio runs/audio/checkpoint machine_wars.mp3 --out scores",
+))
+def score_audio(
+    checkpoint: Path = typer.Argument(..., help="Causal audio checkpoint folder."),
+    audio: Path = typer.Argument(..., help="Recording of any length (WAV/FLAC/OGG/MP3)."),
+    out: Path = typer.Option(..., "--out", "-o", help="Folder for scores.tsv (and embeddings.npy)."),
+    embeddings: bool = typer.Option(False, help="Also write per-sample float16 embeddings."),
+    window_seconds: float = typer.Option(30.0, help="Seconds decoded per seek."),
+    chunk_size: int = typer.Option(65536, help="Samples per model chunk (sets the memory)."),
+    device: str = typer.Option("auto"),
+):
+    """Bits per sample of a recording under an audio LM, in one streamed pass with constant memory."""
+    from seqssm.pipelines.stream_embed import StreamAudioConfig, stream_audio
+
+    result = stream_audio(StreamAudioConfig(checkpoint=str(checkpoint), audio=str(audio), out=str(out),
+                                            window_seconds=window_seconds, chunk_size=chunk_size,
+                                            embeddings=embeddings, device=device))
+    typer.echo(f"{result.samples} samples at {result.sample_rate} Hz: {result.bits_per_sample:.4f} bits per sample "
+               f"({result.scores})")
 
 
 @app.command(epilog=_example(
