@@ -22,6 +22,7 @@ from seqssm.pipelines.common import (
     resolve_device,
     seed_everything,
 )
+from seqssm.pipelines.length_schedule import LengthScheduleConfig, plan_length_schedule, stage_at, step_backward
 from seqssm.pipelines.objectives import IGNORE, causal_lm_loss, mask_tokens, masked_lm_loss
 from seqssm.pipelines.train_utils import cosine_schedule, param_groups, write_run_record
 from seqssm.tokenizers import get_tokenizer
@@ -29,7 +30,13 @@ from seqssm.tokenizers import get_tokenizer
 
 @dataclass
 class PretrainConfig:
-    """Everything `seqssm pretrain` takes; the Python API takes the same object."""
+    """Everything `seqssm pretrain` takes; the Python API takes the same object.
+
+    Sequence-length warm-up: with ``length_warmup_steps`` > 0 training starts on pieces of ``min_window``
+    tokens and doubles to ``window`` over that many steps, tokens per step constant (batch grows as pieces
+    shrink); ``max_tokens_per_micro_batch`` caps one forward/backward (gradient accumulation, and chunked
+    exact backward for a single sequence beyond it). See ``pipelines.length_schedule``.
+    """
 
     data: str
     out: str
@@ -53,6 +60,9 @@ class PretrainConfig:
     seed: int = 0
     device: str = "auto"
     init_from: str | None = None
+    length_warmup_steps: int = 0
+    min_window: int = 1024
+    max_tokens_per_micro_batch: int | None = None
     d_model: int = 128
     n_layer: int = 4
     d_state: int = 16
@@ -140,6 +150,32 @@ def _build_model(cfg: PretrainConfig, tokenizer, sample_rate: int | None) -> Mam
     return MambaLMHeadModel(config, impl=cfg.impl)
 
 
+def _length_stages(cfg: PretrainConfig, world: int):
+    """The sequence-length warm-up stages, or None for plain fixed-length steps."""
+    if not cfg.length_warmup_steps and cfg.max_tokens_per_micro_batch is None:
+        return None
+    if world > 1:
+        raise InputError("--length-warmup-steps / --max-tokens-per-micro-batch are not supported under torchrun yet")
+    return plan_length_schedule(LengthScheduleConfig(
+        max_length=cfg.window, tokens_per_step=cfg.window * cfg.batch_size,
+        max_tokens_per_micro_batch=cfg.max_tokens_per_micro_batch or cfg.window * cfg.batch_size,
+        min_length=min(cfg.min_window, cfg.window), warmup_steps=cfg.length_warmup_steps,
+    ))
+
+
+def _scheduled_backward(model, objective: Objective, ids: torch.Tensor, stage, generator, device) -> float:
+    """One step of the length schedule: the batch's windows [B, W(+1)] are cut into [B·W/S, S] pieces of the
+    stage's length S (same tokens, shorter context), then micro-batched / chunked by ``step_backward``."""
+    if objective.kind == "clm":
+        inputs, targets = ids[:, :-1], ids[:, 1:]
+    else:
+        inputs, targets = mask_tokens(ids, mask_id=objective.mask_id, vocab_ids=objective.vocab_ids,
+                                      mask_prob=objective.mask_prob, generator=generator)
+    shape = (-1, stage.seq_len)
+    with autocast(device):
+        return step_backward(model, inputs.reshape(shape), targets.reshape(shape), stage, ignore_index=IGNORE)
+
+
 def distributed_setup(device_name: str) -> tuple[int, int, torch.device]:
     """(rank, world size, device). Under `torchrun` (WORLD_SIZE > 1) joins the process group: NCCL with one
     GPU per process (LOCAL_RANK), or gloo on the CPU."""
@@ -214,6 +250,7 @@ def pretrain(cfg: PretrainConfig) -> PretrainResult:
     trained = model if world == 1 else torch.nn.parallel.DistributedDataParallel(model)
     optimizer = torch.optim.AdamW(param_groups(model, cfg.weight_decay), lr=cfg.lr, betas=(0.9, 0.95))
     scheduler = cosine_schedule(optimizer, cfg.warmup_steps, cfg.steps)
+    stages = _length_stages(cfg, world)
     out = Path(cfg.out)
     log_path = out / "train_log.tsv"
     if rank == 0:
@@ -243,10 +280,13 @@ def pretrain(cfg: PretrainConfig) -> PretrainResult:
     model.train()
     for ids in train_loader:
         ids = ids.to(device)
-        with autocast(device):
-            loss, _ = objective(trained, ids, generator)
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        if stages is None:
+            with autocast(device):
+                loss, _ = objective(trained, ids, generator)
+            loss.backward()
+        else:
+            loss = torch.tensor(_scheduled_backward(model, objective, ids, stage_at(stages, step), generator, device))
         torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
         optimizer.step()
         scheduler.step()

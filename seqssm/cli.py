@@ -52,6 +52,10 @@ def pretrain(
     val_windows: int = typer.Option(64, help="Validation windows (from the last --val-fraction of each contig)."),
     val_fraction: float = typer.Option(0.1),
     max_minutes: float | None = typer.Option(None, help="Stop (and checkpoint) after this much wall time."),
+    length_warmup_steps: int = typer.Option(0, help="Grow the length from --min-window to --window over N steps."),
+    min_window: int = typer.Option(1024, help="First length of the warm-up (tokens per step stay constant)."),
+    max_tokens_per_micro_batch: int | None = typer.Option(
+        None, help="Cap one forward/backward: gradient accumulation, chunked backward beyond it."),
     d_model: int = typer.Option(128), n_layer: int = typer.Option(4), d_state: int = typer.Option(16),
     expand: int = typer.Option(2),
     init_from: Path | None = typer.Option(None, help="Continue from this checkpoint folder."),
@@ -67,7 +71,9 @@ def pretrain(
         rc_equivariant=rc_equivariant, mask_prob=mask_prob, sample_rate=sample_rate, window=window,
         batch_size=batch_size, steps=steps, lr=lr,
         weight_decay=weight_decay, warmup_steps=warmup_steps, grad_clip=grad_clip, val_every=val_every,
-        val_windows=val_windows, val_fraction=val_fraction, max_minutes=max_minutes, d_model=d_model,
+        val_windows=val_windows, val_fraction=val_fraction, max_minutes=max_minutes,
+        length_warmup_steps=length_warmup_steps, min_window=min_window,
+        max_tokens_per_micro_batch=max_tokens_per_micro_batch, d_model=d_model,
         n_layer=n_layer, d_state=d_state, expand=expand, init_from=str(init_from) if init_from else None,
         impl=impl, seed=seed, device=device,
     ))
