@@ -91,7 +91,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     dim, lengths = (64, (1024, 8192)) if args.quick else (256, (4096, 65536))
 
-    print(f"# CPU selective scan, {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC")
+    print(f"# CPU selective scan, {datetime.datetime.now(datetime.UTC):%Y-%m-%d %H:%M} UTC")
     print(f"# torch {torch.__version__}, {cpu_name()}, {torch.get_num_threads()} threads")
     print(f"# shape B = 1, D = {dim}, N = {NSTATE}, fp32, B/C [B, N, L], with D, z, delta_bias, softplus")
     print()

@@ -33,7 +33,7 @@ def test_memory_capped_steps_equal_plain_steps(tmp_path, objective):
 
 
 def test_length_warmup_trains_and_differs_from_plain(tmp_path):
-    plain = pretrain(PretrainConfig(data=str(lambda_phage_fasta()), out=str(tmp_path / "a"), **TINY))
+    pretrain(PretrainConfig(data=str(lambda_phage_fasta()), out=str(tmp_path / "a"), **TINY))
     warm = pretrain(PretrainConfig(data=str(lambda_phage_fasta()), out=str(tmp_path / "b"), **TINY,
                                    length_warmup_steps=2, min_window=16))
     assert warm.steps == 3 and warm.val_bits_per_token == warm.val_bits_per_token  # not NaN
