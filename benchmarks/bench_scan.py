@@ -29,6 +29,7 @@ import torch.nn.functional as F
 import triton
 
 from seqssm.kernels.selective_scan.fused import BWD_CONFIG, FWD_CONFIG, ScanConfig, selective_scan_fused
+from seqssm.kernels.selective_scan.fused_v2 import SEQ_CONFIG, SeqConfig
 
 DIM, NSTATE = 1536, 16
 LENGTHS = (4096, 16384, 65536, 262144, 1048576)
@@ -81,11 +82,18 @@ def make_inputs(length: int, seed: int = 0) -> dict[str, torch.Tensor]:
     }
 
 
-def scan_impls(fwd_cfg: ScanConfig, bwd_cfg: ScanConfig) -> dict[str, tuple[object, int]]:
-    """name -> (fn(**inputs) -> out, largest L to run it at)."""
+OURS = ("seqssm triton", "seqssm triton sequential-fwd")
+
+
+def scan_impls(fwd_cfg: ScanConfig, bwd_cfg: ScanConfig, seq_cfg: SeqConfig,
+               quick: bool = False) -> dict[str, tuple[object, int]]:
+    """name -> (fn(**inputs) -> out, largest L to run it at). quick: only the fused kernels and mamba_ssm."""
     impls = {
-        "seqssm triton": (lambda **x: selective_scan_fused(**x, delta_softplus=True, fwd_config=fwd_cfg,
-                                                           bwd_config=bwd_cfg), LENGTHS[-1]),
+        OURS[0]: (lambda **x: selective_scan_fused(**x, delta_softplus=True, fwd_impl="tile", fwd_config=fwd_cfg,
+                                                   bwd_config=bwd_cfg), LENGTHS[-1]),
+        OURS[1]: (lambda **x: selective_scan_fused(**x, delta_softplus=True, fwd_impl="sequential",
+                                                   fwd_config=fwd_cfg, bwd_config=bwd_cfg, seq_config=seq_cfg),
+                  LENGTHS[-1]),
     }
     try:
         from mamba_ssm.ops.selective_scan_interface import selective_scan_fn
@@ -93,6 +101,8 @@ def scan_impls(fwd_cfg: ScanConfig, bwd_cfg: ScanConfig) -> dict[str, tuple[obje
         impls["mamba_ssm CUDA"] = (lambda **x: selective_scan_fn(**x, delta_softplus=True), LENGTHS[-1])
     except ImportError as err:
         print(f"mamba_ssm not importable ({err}); its rows are left out", flush=True)
+    if quick:
+        return impls
     try:
         from seqssm.kernels.selective_scan import selective_scan_chunked
 
@@ -215,6 +225,29 @@ def _fastest(kind: str, candidates, configs, length: int, log: list[str]) -> Sca
     return min(timed)[1] if timed else None
 
 
+SEQ_CANDIDATES = [SeqConfig(*c) for c in [
+    (32, 8, 1, 1440), (32, 8, 1, 2048), (32, 16, 1, 2048), (64, 8, 2, 2048)]]
+
+
+def seq_sweep(length: int, log: list[str]) -> SeqConfig:
+    """The fastest launch shape of the sequential forward at L = length."""
+    timed = []
+    for cand in SEQ_CANDIDATES:
+        def fn(cand=cand, **x):
+            return selective_scan_fused(**x, delta_softplus=True, fwd_impl="sequential", seq_config=cand)
+
+        try:
+            ms = measure_scan(fn, length, do_bwd=False)["fwd_ms"]
+        except Exception as err:  # a shape that fails to compile or run is reported, not fatal
+            log.append(f"seq {tuple(cand)}: failed {err!r:.300}")
+            print(log[-1], flush=True)
+            continue
+        timed.append((ms, cand))
+        log.append(f"seq {tuple(cand)}: {ms:.3f} ms")
+        print(log[-1], flush=True)
+    return min(timed)[1] if timed else SEQ_CONFIG
+
+
 def sweep(length: int, log: list[str]) -> tuple[ScanConfig, ScanConfig]:
     """Time launch shapes of the forward, then of the backward behind the fastest forward."""
     fwd = _fastest("fwd", FWD_CANDIDATES, lambda c: (c, BWD_CONFIG), length, log) or FWD_CONFIG
@@ -230,6 +263,9 @@ def main() -> None:
     parser.add_argument("--sweep-only", action="store_true", help="write the chosen shapes to OUT/sweep.json, stop")
     parser.add_argument("--configs", type=Path, help="a sweep.json from an earlier --sweep to take shapes from")
     parser.add_argument("--lengths", type=int, nargs="*", default=list(LENGTHS))
+    parser.add_argument("--seq-sweep", action="store_true",
+                        help="sweep the sequential forward's launch shapes at --sweep-length first")
+    parser.add_argument("--quick", action="store_true", help="only the fused kernels and mamba_ssm, no SDPA")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(0)
@@ -245,7 +281,11 @@ def main() -> None:
     if args.configs:
         chosen = json.loads(args.configs.read_text())
         fwd_cfg, bwd_cfg = ScanConfig(*chosen["fwd"]), ScanConfig(*chosen["bwd"])
-    impls = scan_impls(fwd_cfg, bwd_cfg)
+    seq_cfg = seq_sweep(args.sweep_length, log) if args.seq_sweep else SEQ_CONFIG
+    if args.seq_sweep:
+        log.append(f"chosen sequential {seq_cfg}")
+        print(log[-1], flush=True)
+    impls = scan_impls(fwd_cfg, bwd_cfg, seq_cfg, quick=args.quick)
     versions = {"torch": torch.__version__, "triton": triton.__version__, "cuda": torch.version.cuda}
     try:
         import mamba_ssm
@@ -268,14 +308,14 @@ def main() -> None:
             rows.append({"impl": name, "L": length, **row})
             print(f"{name} L={length}: {row} ({time.time() - t0:.1f} s)", flush=True)
             torch.cuda.empty_cache()
-        if length <= 262144:
+        if length <= 262144 and not args.quick:
             row = measure_sdpa(length)
             rows.append({"impl": "SDPA flash attention 12x64 causal", "L": length, **row})
             print(f"SDPA L={length}: {row}", flush=True)
 
     device = torch.cuda.get_device_name()
     header = (f"{device}, {date.today()}, " + ", ".join(f"{k} {v}" for k, v in versions.items())
-              + f"; fwd {fwd_cfg}, bwd {bwd_cfg}; copy bandwidth {copy_gbps:.0f} GB/s")
+              + f"; fwd {fwd_cfg}, bwd {bwd_cfg}, sequential fwd {seq_cfg}; copy bandwidth {copy_gbps:.0f} GB/s")
     lines = [header, "",
              "| impl | L | fwd ms | fwd+bwd ms | peak fwd GB | peak fwd+bwd GB | fwd GB/s (% of copy) |",
              "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
@@ -288,15 +328,16 @@ def main() -> None:
         bw = f"{gbps:.0f} ({100 * gbps / copy_gbps:.0f}%)" if gbps else "-"
         lines.append(f"| {r['impl']} | {r['L']:,} | {f(r.get('fwd_ms'), '.3f')} | {f(r.get('fwdbwd_ms'), '.3f')} | "
                      f"{f(r.get('fwd_peak_gb'), '.2f')} | {f(r.get('fwdbwd_peak_gb'), '.2f')} | {bw} |")
-    ours = {r["L"]: r for r in rows if r["impl"] == "seqssm triton"}
     theirs = {r["L"]: r for r in rows if r["impl"] == "mamba_ssm CUDA"}
     if theirs:
-        lines += ["", "| L | fwd speedup vs mamba_ssm | fwd+bwd speedup | peak fwd+bwd ratio (ours/theirs) |",
-                  "| ---: | ---: | ---: | ---: |"]
+        lines += ["", "| impl | L | fwd speedup vs mamba_ssm | fwd+bwd speedup | peak fwd+bwd ratio (ours/theirs) |",
+                  "| --- | ---: | ---: | ---: | ---: |"]
+    for name in OURS if theirs else ():
+        ours = {r["L"]: r for r in rows if r["impl"] == name}
         for length in sorted(set(ours) & set(theirs)):
             a, b = ours[length], theirs[length]
             if "fwd_ms" in a and "fwd_ms" in b:
-                lines.append(f"| {length:,} | {b['fwd_ms'] / a['fwd_ms']:.2f}x | "
+                lines.append(f"| {name} | {length:,} | {b['fwd_ms'] / a['fwd_ms']:.2f}x | "
                              f"{b['fwdbwd_ms'] / a['fwdbwd_ms']:.2f}x | "
                              f"{a['fwdbwd_peak_gb'] / b['fwdbwd_peak_gb']:.2f} |")
     lines += ["", "Output error vs fp32 loop reference at L = 4096: "

@@ -72,13 +72,15 @@ def _reference(inputs, softplus, reverse):
     return (out.flip(-1) if reverse else out), last, leaves
 
 
-def _compare(inputs, softplus, reverse, rounding_factor=None):
-    """Outputs, final state and every gradient of the fused scan against the reference.
+def _compare(inputs, softplus, reverse, rounding_factor=None, impl="tile"):
+    """Outputs, final state and every gradient of the fused scan (forward algorithm ``impl``) against the
+    reference.
 
     fp32 inputs: relative error under 1e-4. Lower precision: under ``rounding_factor`` times the error of
     rounding the fp32 reference to the input dtype.
     """
-    out, last = selective_scan_fused(**inputs, delta_softplus=softplus, return_final_state=True, reverse=reverse)
+    out, last = selective_scan_fused(**inputs, delta_softplus=softplus, return_final_state=True, reverse=reverse,
+                                     fwd_impl=impl)
     ref_out, ref_last, ref_leaves = _reference(inputs, softplus, reverse)
     dout = torch.randn_like(ref_out).to(out.dtype).float()
     dlast = torch.randn_like(ref_last)
@@ -99,46 +101,70 @@ def _compare(inputs, softplus, reverse, rounding_factor=None):
             assert err <= rounding_factor * rounding, f"{name}: relative error {err:.2e}, rounding {rounding:.2e}"
 
 
+IMPLS = ["tile", "sequential"]
+
+
 @interpreted
+@pytest.mark.parametrize("impl", IMPLS)
 @pytest.mark.parametrize("reverse", [False, True], ids=["forward", "reverse"])
 @pytest.mark.parametrize("form", ["const", "var", "grouped"])
-def test_scan_all_inputs_matches_reference(form, reverse):
-    _compare(_inputs(LONG, form), softplus=True, reverse=reverse)
+def test_scan_all_inputs_matches_reference(form, reverse, impl):
+    _compare(_inputs(LONG, form), softplus=True, reverse=reverse, impl=impl)
 
 
 @interpreted
+@pytest.mark.parametrize("impl", IMPLS)
 @pytest.mark.parametrize("length", LENGTHS)
-def test_scan_without_optional_inputs(length):
-    _compare(_inputs(length, optional=False, initial=False, softplus=False), softplus=False, reverse=False)
+def test_scan_without_optional_inputs(length, impl):
+    _compare(_inputs(length, optional=False, initial=False, softplus=False), softplus=False, reverse=False,
+             impl=impl)
 
 
 @interpreted
+@pytest.mark.parametrize("impl", IMPLS)
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=["bf16", "fp16"])
-def test_scan_low_precision_within_rounding(dtype):
-    _compare(_inputs(LONG, "grouped", dtype=dtype), softplus=True, reverse=False, rounding_factor=1.5)
+def test_scan_low_precision_within_rounding(dtype, impl):
+    _compare(_inputs(LONG, "grouped", dtype=dtype), softplus=True, reverse=False, rounding_factor=1.5, impl=impl)
 
 
 @interpreted
-def test_scan_strided_inputs():
+def test_scan_sequential_many_segments_equals_tile():
+    """The sequential forward with one segment per chunk (most cross-segment folding) and with one segment
+    give the tile forward's output and final state."""
+    x = {k: v.detach() for k, v in _inputs(LONG).items()}
+    ref, ref_last = selective_scan_fused(**x, delta_softplus=True, return_final_state=True, fwd_impl="tile")
+    for programs in (1, 10**6):
+        cfg = fused.SEQ_CONFIG if ON_CUDA else fused.SEQ_INTERPRET_CONFIG
+        cfg = cfg._replace(target_programs=programs)
+        out, last = selective_scan_fused(**x, delta_softplus=True, return_final_state=True,
+                                         fwd_impl="sequential", seq_config=cfg)
+        assert rel_error(out, ref) < 1e-5
+        assert rel_error(last, ref_last) < 1e-5
+
+
+@interpreted
+@pytest.mark.parametrize("impl", IMPLS)
+def test_scan_strided_inputs(impl):
     """B, C as [B, L, N] transposed views (as the mixer passes them) and u sliced out of a wider tensor."""
     x = _inputs(LONG)
     wide = torch.randn(BATCH, 2 * DIM, LONG, device=DEVICE)
     x["u"] = wide[:, DIM:].requires_grad_()
     x["B"] = torch.randn(BATCH, LONG, NSTATE, device=DEVICE).transpose(1, 2).requires_grad_()
-    _compare(x, softplus=True, reverse=False)
+    _compare(x, softplus=True, reverse=False, impl=impl)
 
 
 @interpreted
-def test_scan_two_halves_equal_one_pass():
+@pytest.mark.parametrize("impl", IMPLS)
+def test_scan_two_halves_equal_one_pass(impl):
     """The final state handed on as the next initial state continues the scan exactly."""
     x = {k: v.detach() for k, v in _inputs(LONG, optional=False, initial=False).items()}
-    whole = selective_scan_fused(**x, delta_softplus=True)
+    whole = selective_scan_fused(**x, delta_softplus=True, fwd_impl=impl)
     cut = LONG // 2 + 1
     first, last = {}, {}
     for k, v in x.items():
         first[k], last[k] = (v[..., :cut], v[..., cut:]) if v.dim() >= 3 else (v, v)
-    y1, state = selective_scan_fused(**first, delta_softplus=True, return_final_state=True)
-    y2 = selective_scan_fused(**last, delta_softplus=True, initial_state=state)
+    y1, state = selective_scan_fused(**first, delta_softplus=True, return_final_state=True, fwd_impl=impl)
+    y2 = selective_scan_fused(**last, delta_softplus=True, initial_state=state, fwd_impl=impl)
     assert rel_error(torch.cat([y1, y2], -1), whole) < 1e-5
 
 
@@ -149,6 +175,8 @@ def test_scan_rejects_bad_shapes():
         selective_scan_fused(**{**x, "delta": x["delta"][..., :-1]})
     with pytest.raises(InputError, match="groups"):
         selective_scan_fused(**{**x, "B": torch.randn(BATCH, 3, NSTATE, LONG, device=DEVICE)})
+    with pytest.raises(InputError, match="fwd_impl"):
+        selective_scan_fused(**x, fwd_impl="parallel")
 
 
 @interpreted

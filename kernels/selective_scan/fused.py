@@ -28,6 +28,7 @@ import triton
 import triton.language as tl
 
 from seqssm.errors import InputError
+from seqssm.kernels.selective_scan.fused_v2 import SEQ_CONFIG, SEQ_INTERPRET_CONFIG, SeqConfig, selective_scan_seq_fwd
 
 # Tests set POISON so that every fresh output buffer starts as NaN and an element no kernel wrote shows up.
 POISON = False
@@ -55,6 +56,10 @@ class ScanConfig(NamedTuple):
 FWD_CONFIG = ScanConfig(block_d=4, block_t=256, num_warps=4, unroll_n=4)
 BWD_CONFIG = ScanConfig(block_d=1, block_t=512, num_warps=2)
 INTERPRET_CONFIG = ScanConfig(block_d=2, block_t=16, num_warps=1)
+# Forward algorithms: "tile" (this file, tl.associative_scan over [BLOCK_D, BLOCK_T] tiles) or "sequential"
+# (fused_v2.py, a thread per channel over segments). The backward is this file's either way.
+FWD_IMPLS = ("tile", "sequential")
+DEFAULT_FWD_IMPL = "tile"
 
 
 @triton.jit
@@ -359,10 +364,10 @@ def _selective_scan_bwd_kernel(
         tl.store(dbias_ptr + pid_b * dim + offs_d, dbias_acc, mask=mask_d)
 
 
-def _default_configs(device: torch.device) -> tuple[ScanConfig, ScanConfig]:
+def _default_configs(device: torch.device) -> tuple[ScanConfig, ScanConfig, SeqConfig]:
     if device.type == "cuda":
-        return FWD_CONFIG, BWD_CONFIG
-    return INTERPRET_CONFIG, INTERPRET_CONFIG
+        return FWD_CONFIG, BWD_CONFIG, SEQ_CONFIG
+    return INTERPRET_CONFIG, INTERPRET_CONFIG, SEQ_INTERPRET_CONFIG
 
 
 class _Layout(NamedTuple):
@@ -404,7 +409,7 @@ def _rows_contiguous(X: torch.Tensor | None) -> torch.Tensor | None:
 
 
 def _selective_scan_fwd(u, delta, A, B, C, D, z, delta_bias, initial_state, softplus, reverse,
-                        store_chunks, cfg):
+                        store_chunks, cfg, impl, seq_cfg):
     batch, dim, length = u.shape
     n_state = A.shape[1]
     lay = _layout(B, C, dim, cfg)
@@ -414,6 +419,10 @@ def _selective_scan_fwd(u, delta, A, B, C, D, z, delta_bias, initial_state, soft
     final = _fresh(torch.empty(batch, dim, n_state, **f32))
     chunks = _fresh(torch.empty(batch, n_chunks, dim, n_state, **f32)) if store_chunks else None
     h0 = None if initial_state is None else initial_state.float().contiguous()
+    if impl == "sequential":
+        selective_scan_seq_fwd(u, delta, A, B, C, D, z, delta_bias, h0, out, final, chunks, softplus, reverse,
+                               lay, cfg.block_t, seq_cfg)
+        return out, final, chunks
     zz = z if z is not None else u
     _selective_scan_fwd_kernel[(batch, triton.cdiv(dim, lay.block_d))](
         u, delta, A, B, C, D, z, delta_bias, h0, out, final, chunks,
@@ -478,9 +487,9 @@ def _selective_scan_bwd(u, delta, A, B, C, D, z, delta_bias, chunks, dout, dfina
 class _SelectiveScanFn(torch.autograd.Function):
     @staticmethod
     def forward(ctx, u, delta, A, B, C, D, z, delta_bias, initial_state, softplus, reverse, need_grad,
-                fwd_cfg, bwd_cfg):
+                fwd_cfg, bwd_cfg, impl, seq_cfg):
         out, final, chunks = _selective_scan_fwd(u, delta, A, B, C, D, z, delta_bias, initial_state, softplus,
-                                                 reverse, need_grad, fwd_cfg)
+                                                 reverse, need_grad, fwd_cfg, impl, seq_cfg)
         if need_grad:
             ctx.save_for_backward(u, delta, A, B, C, D, z, delta_bias, chunks)
             ctx.softplus, ctx.reverse, ctx.bwd_cfg = softplus, reverse, bwd_cfg
@@ -500,7 +509,7 @@ class _SelectiveScanFn(torch.autograd.Function):
             return None if like is None else grad.to(like.dtype)
 
         return (du, ddelta, cast(dA, A), cast(dB, B), cast(dC, C), cast(dD, D), dz, cast(dbias, delta_bias),
-                dh0 if ctx.has_h0 else None, None, None, None, None, None)
+                dh0 if ctx.has_h0 else None, None, None, None, None, None, None, None)
 
 
 def _check(name: str, X: torch.Tensor | None, shape: tuple[int, ...], device: torch.device, fn: str) -> None:
@@ -542,8 +551,10 @@ def selective_scan_fused(
     return_final_state: bool = False,
     reverse: bool = False,
     *,
+    fwd_impl: str | None = None,
     fwd_config: ScanConfig | None = None,
     bwd_config: ScanConfig | None = None,
+    seq_config: SeqConfig | None = None,
 ):
     """Selective scan, one Triton kernel each way; same arguments and results as ``selective_scan_ref``.
 
@@ -558,7 +569,9 @@ def selective_scan_fused(
         return_final_state: also return the fp32 [B, D, N] state after the last scanned position.
         reverse: scan from position L-1 down to 0 (the backward half of a bidirectional layer), equal to
             flipping every L axis, scanning, and flipping ``out`` back, without making flipped copies.
-        fwd_config, bwd_config: launch shapes (benchmarks only); defaults suit the device.
+        fwd_impl: forward algorithm, "tile" or "sequential" (see ``FWD_IMPLS``); ``DEFAULT_FWD_IMPL`` when
+            None. Both give the same results and use the same backward.
+        fwd_config, bwd_config, seq_config: launch shapes (benchmarks only); defaults suit the device.
 
     Returns:
         out [B, D, L] in u's dtype, and final_state [B, D, N] fp32 when asked.
@@ -585,11 +598,15 @@ def selective_scan_fused(
     if length == 0 or n_state == 0:
         raise InputError(f"{fn}: empty input (L = {length}, N = {n_state}); pass at least one position "
                          "and one state")
-    fwd_default, bwd_default = _default_configs(u.device)
+    fwd_impl = fwd_impl or DEFAULT_FWD_IMPL
+    if fwd_impl not in FWD_IMPLS:
+        raise InputError(f"{fn}: fwd_impl is {fwd_impl!r}; use one of {', '.join(FWD_IMPLS)}")
+    fwd_default, bwd_default, seq_default = _default_configs(u.device)
     fwd_config, bwd_config = fwd_config or fwd_default, bwd_config or bwd_default
+    seq_config = seq_config or seq_default
     tensors = (u, delta, A, B, C, D, z, delta_bias, initial_state)
     need_grad = torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
     u, delta, z, B, C = (_rows_contiguous(X) for X in (u, delta, z, B, C))
     out, final = _SelectiveScanFn.apply(u, delta, A, B, C, D, z, delta_bias, initial_state, delta_softplus,
-                                        reverse, need_grad, fwd_config, bwd_config)
+                                        reverse, need_grad, fwd_config, bwd_config, fwd_impl, seq_config)
     return (out, final) if return_final_state else out
