@@ -129,13 +129,13 @@ def test_scan_low_precision_within_rounding(dtype, impl):
 
 @interpreted
 def test_scan_sequential_many_segments_equals_tile():
-    """The sequential forward with one segment per chunk (most cross-segment folding) and with one segment
-    give the tile forward's output and final state."""
+    """The sequential forward with one segment per chunk (most cross-segment folding), with one segment, and
+    with the GPU default's tile width, gives the tile forward's output and final state."""
     x = {k: v.detach() for k, v in _inputs(LONG).items()}
     ref, ref_last = selective_scan_fused(**x, delta_softplus=True, return_final_state=True, fwd_impl="tile")
-    for programs in (1, 10**6):
-        cfg = fused.SEQ_CONFIG if ON_CUDA else fused.SEQ_INTERPRET_CONFIG
-        cfg = cfg._replace(target_programs=programs)
+    base = fused.SEQ_CONFIG if ON_CUDA else fused.SEQ_INTERPRET_CONFIG
+    for cfg in (base._replace(target_programs=1), base._replace(target_programs=10**6),
+                base._replace(tt=fused.SEQ_CONFIG.tt)):
         out, last = selective_scan_fused(**x, delta_softplus=True, return_final_state=True,
                                          fwd_impl="sequential", seq_config=cfg)
         assert rel_error(out, ref) < 1e-5

@@ -13,6 +13,10 @@ do; so it scans triples (P, Q, a_first) that map the carry entering a segment to
 position (see ``_rev_combine``). ``reverse=True`` scans from position L-1 down to 0 by flipping the address
 arithmetic, never the data.
 
+The default forward is the sequential one of ``fused_v2.py`` (a thread per channel; measured faster, see
+benchmarks/NOTES-scan.md); ``fwd_impl="tile"`` picks the one here. Both store the same chunk-start states, so
+the backward here serves both.
+
 dB and dC of per-position B/C are sums over channels; each program adds its [BLOCK_T] partial with fp32
 atomics into a zeroed buffer. dA, dD and d(delta_bias) are summed over the chunks in registers and over the
 batch on the host.
@@ -59,7 +63,7 @@ INTERPRET_CONFIG = ScanConfig(block_d=2, block_t=16, num_warps=1)
 # Forward algorithms: "tile" (this file, tl.associative_scan over [BLOCK_D, BLOCK_T] tiles) or "sequential"
 # (fused_v2.py, a thread per channel over segments). The backward is this file's either way.
 FWD_IMPLS = ("tile", "sequential")
-DEFAULT_FWD_IMPL = "tile"
+DEFAULT_FWD_IMPL = "sequential"
 
 
 @triton.jit
@@ -604,6 +608,9 @@ def selective_scan_fused(
     fwd_default, bwd_default, seq_default = _default_configs(u.device)
     fwd_config, bwd_config = fwd_config or fwd_default, bwd_config or bwd_default
     seq_config = seq_config or seq_default
+    if fwd_impl == "sequential" and fwd_config.block_t % seq_config.tt:
+        raise InputError(f"{fn}: seq_config.tt = {seq_config.tt} does not divide fwd_config.block_t = "
+                         f"{fwd_config.block_t} (saved states sit at chunk starts); pick a tt that divides it")
     tensors = (u, delta, A, B, C, D, z, delta_bias, initial_state)
     need_grad = torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
     u, delta, z, B, C = (_rows_contiguous(X) for X in (u, delta, z, B, C))

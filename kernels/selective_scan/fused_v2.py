@@ -4,17 +4,19 @@ The tile scan of ``fused.py`` spends most of its instructions on the warp-level 
 (dependent shuffles, ~21 instructions per state update). Here a thread owns one channel and all N of its
 states ([BLOCK_D, N] tile, channels across lanes) and walks positions one at a time: exp2, ΔBu, one FMA for
 the state and one for C·h per update, no shuffles. A channel alone has too little parallelism at B = 1, so the
-sequence is cut into S segments run side by side in two passes:
+sequence is cut into S segments (whole CHUNKs each) run side by side:
 
 1. ``_segment_state_kernel``: for every segment but the last, the state at its end starting from zero, and
    the sum of Δ over it (the segment's decay is exp(A ΣΔ), one exp per state).
-2. ``_selective_scan_seq_fwd_kernel``: each segment folds the earlier segments' (decay, end state) pairs into
-   its starting state (S is small), then scans again, writing the output and, every CHUNK positions, the state
-   that ``fused.py``'s backward restarts from.
+2. ``_segment_start_kernel``: walks the S segments in order and turns those into each segment's start state.
+3. ``_selective_scan_seq_fwd_kernel``: each segment scans again from its start state, writing the output,
+   the final state and, every CHUNK positions, the state that ``fused.py``'s backward restarts from.
 
 u, Δ, z and the output move as [BLOCK_D, TT] tiles (TT positions a thread, one wide access) and a static loop
 over the TT columns picks one out per step; B_t and C_t are loaded per step as [N] rows, the same for every
-lane. The exp work is done twice (once per pass) but at ~5 instructions per update against ~21.
+lane. The exp work is done twice (passes 1 and 3). The per-step B/C loads (load, convert, address) keep it at
+~11 (pass 1) and ~16 (pass 3) SASS instructions per update rather than the ~5 of the arithmetic alone; see
+benchmarks/NOTES-scan.md.
 """
 
 from __future__ import annotations
@@ -38,7 +40,7 @@ class SeqConfig(NamedTuple):
     target_programs: int
 
 
-SEQ_CONFIG = SeqConfig(block_d=32, tt=8, num_warps=1, target_programs=2048)
+SEQ_CONFIG = SeqConfig(block_d=32, tt=16, num_warps=1, target_programs=2048)
 SEQ_INTERPRET_CONFIG = SeqConfig(block_d=2, tt=4, num_warps=1, target_programs=8)
 
 
@@ -293,11 +295,10 @@ def selective_scan_seq_fwd(u, delta, A, B, C, D, z, delta_bias, h0, out, final, 
     batch, dim, length = u.shape
     n_state = A.shape[1]
     block_d = min(cfg.block_d, triton.next_power_of_2(dim))
-    while (dim // lay.b_groups) % block_d or (dim // lay.c_groups) % block_d:
+    # A tile must not straddle two groups of B or C (one row of each per step); masks handle a ragged end.
+    while any(g > 1 and (dim // g) % block_d for g in (lay.b_groups, lay.c_groups)):
         block_d //= 2
     tt = cfg.tt
-    # CHUNK must be a multiple of TT so that chunk starts fall on tile starts.
-    assert chunk % tt == 0
     seg_len, n_seg = _segments(batch, dim, length, block_d, chunk, cfg)
     f32 = dict(device=u.device, dtype=torch.float32)
     hend = torch.empty(batch, n_seg, dim, n_state, **f32)
@@ -313,7 +314,7 @@ def selective_scan_seq_fwd(u, delta, A, B, C, D, z, delta_bias, h0, out, final, 
             BLOCK_D=block_d, TT=tt, N_PAD=n_pad, EVEN_N=n_pad == n_state,
             num_warps=cfg.num_warps,
         )
-        h0_ = h0 if h0 is not None else hend
+        h0_ = h0 if h0 is not None else hend  # a stand-in pointer, never read when HAS_H0 is False
         _segment_start_kernel[(batch, triton.cdiv(dim * n_state, 256))](
             A, h0_, hend, dsum, dim, n_state, n_seg, *A.stride(),
             HAS_H0=h0 is not None, BLOCK=256,
