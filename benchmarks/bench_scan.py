@@ -7,12 +7,14 @@ CUDA-event timings, L2 flushed by writing a 256 MB buffer before each repeat, ra
 read once, out written once) next to the measured device copy bandwidth. Also the output error of each scan
 against the fp32 loop reference at the smallest L.
 
-Implementations: seqssm Triton (``selective_scan_fused``); mamba_ssm's CUDA ``selective_scan_fn`` when
+Implementations: seqssm Triton (``selective_scan_fused``) with each forward algorithm, the tile scan and the
+sequential one (same backward); mamba_ssm's CUDA ``selective_scan_fn`` when
 importable; PyTorch SDPA flash attention (12 heads × 64, causal) for scale; the chunked PyTorch scan and the
 loop reference at small L only.
 
     python benchmarks/bench_scan.py --out $OUT            # the table
     python benchmarks/bench_scan.py --sweep --out $OUT    # launch-shape sweep of the Triton kernels first
+    python benchmarks/bench_scan.py --quick --seq-sweep --out $OUT   # sequential-forward shapes; fused + mamba only
 """
 
 from __future__ import annotations
@@ -209,7 +211,7 @@ def _fastest(kind: str, candidates, configs, length: int, log: list[str]) -> Sca
         fc, bc = configs(cand)
 
         def fn(fc=fc, bc=bc, **x):
-            return selective_scan_fused(**x, delta_softplus=True, fwd_config=fc, bwd_config=bc)
+            return selective_scan_fused(**x, delta_softplus=True, fwd_impl="tile", fwd_config=fc, bwd_config=bc)
 
         t0 = time.time()
         try:
