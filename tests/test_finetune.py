@@ -326,7 +326,6 @@ def run_finetune(tmp_path, data, name="run", **kw):
                                                                                "batch_size": 8, **kw}))
 
 
-@pytest.mark.slow
 def test_finetune_writes_log_run_record_and_best_checkpoint(tmp_path):
     table = motif_table(tmp_path / "t.tsv", n=32)
     result = run_finetune(tmp_path, table, epochs=3, val_every=2, lr=5e-3)
@@ -355,7 +354,6 @@ def test_finetune_writes_log_run_record_and_best_checkpoint(tmp_path):
     assert result.test_metrics["accuracy"] == np.mean(np.array(preds.predicted) == np.array(preds.true))
 
 
-@pytest.mark.slow
 def test_finetune_same_seed_same_run_other_seed_other_run(tmp_path):
     table = motif_table(tmp_path / "t.tsv", n=16)
     runs = [run_finetune(tmp_path, table, name=f"r{i}", seed=s, rc_augment=True, dropout=0.2)
@@ -368,7 +366,6 @@ def test_finetune_same_seed_same_run_other_seed_other_run(tmp_path):
     assert not torch.equal(weights[0]["head.weight"], weights[2]["head.weight"])
 
 
-@pytest.mark.slow
 def test_freeze_backbone_trains_only_the_head(tmp_path):
     lm(True, d_model=16).save_pretrained(tmp_path / "bb")
     table = motif_table(tmp_path / "t.tsv", n=16)
@@ -458,6 +455,16 @@ def test_finetune_from_bed_and_genome(tmp_path):
     assert set(preds.true) <= {"p", "m"} and all(i.startswith("r") for i in preds.ids)
 
 
+def test_finetune_from_labelled_fasta(tmp_path):
+    rng = random.Random(7)
+    records = "".join(f">f{i} label={'yes' if i % 2 else 'no'}\n{random_dna(rng, 15)}{'GGGG' * (i % 2)}\n"
+                      for i in range(20))
+    (tmp_path / "l.fa").write_text(records)
+    result = run_finetune(tmp_path, tmp_path / "l.fa", epochs=1)
+    assert sum(result.sizes.values()) == 20
+    assert read_predictions(tmp_path / "run" / "test_predictions.tsv").classes == ["no", "yes"]
+
+
 def write_wavs(folder, per_class=6, layout="folder"):
     """Tiny 8 kHz clips: class 'lo' a 300 Hz tone, 'hi' a 2 kHz tone, lengths 0.02-0.05 s."""
     rng = np.random.default_rng(0)
@@ -479,6 +486,16 @@ def test_audio_finetune_from_class_folders(tmp_path):
     assert result.sizes == {"train": 10, "val": 1, "test": 1}
     record = json.loads((tmp_path / "run" / "run.json").read_text())
     assert record["config"]["modality"] == "audio" and math.isfinite(record["result"]["best_value"])
+
+
+def test_audio_finetune_from_manifest(tmp_path):
+    write_wavs(tmp_path / "clips", per_class=4, layout="flat")
+    lines = ["path,label"] + [f"clips/{name}{i}.wav,{name}" for name in ("lo", "hi") for i in range(4)]
+    (tmp_path / "m.csv").write_text("\n".join(lines) + "\n")
+    result = run_finetune(tmp_path, tmp_path / "m.csv", modality="audio", patch_size=8, epochs=1,
+                          split=(0.5, 0.25, 0.25))
+    assert result.sizes == {"train": 4, "val": 2, "test": 2}
+    assert set(read_predictions(tmp_path / "run" / "test_predictions.tsv").true) <= {"lo", "hi"}
 
 
 def test_finetune_bad_inputs(tmp_path):
