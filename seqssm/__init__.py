@@ -5,4 +5,13 @@ from seqssm.models import load_model
 
 __version__ = "0.1.0"
 
-__all__ = ["InputError", "__version__", "load_model"]
+__all__ = ["Embedder", "InputError", "SeqEmbedder", "__version__", "load_model"]
+
+
+def __getattr__(name: str):
+    # Embedder pulls in scikit-learn: imported on first use so that `seqssm --help` stays fast.
+    if name in ("Embedder", "SeqEmbedder"):
+        from seqssm import embedder
+
+        return getattr(embedder, name)
+    raise AttributeError(f"module 'seqssm' has no attribute {name!r}")
