@@ -20,7 +20,7 @@ from pathlib import Path
 import pysam
 from Bio.SeqIO.FastaIO import SimpleFastaParser
 
-from seqssm.errors import InputError
+from seqssm.errors import InputError, require_file
 
 _GZIP_MAGIC = b"\x1f\x8b"
 
@@ -32,7 +32,7 @@ def cache_dir() -> Path:
 
 def sniff_compression(path: str | os.PathLike) -> str:
     """"plain", "gzip" or "bgzip", from the magic bytes (never the extension); InputError if unreadable."""
-    path = _existing_file(path)
+    path = require_file(path, "FASTA file")
     with open(path, "rb") as fh:
         head = fh.read(18)
     if not head.startswith(_GZIP_MAGIC):
@@ -42,14 +42,6 @@ def sniff_compression(path: str | os.PathLike) -> str:
         return "bgzip"
     return "gzip"
 
-
-def _existing_file(path: str | os.PathLike) -> Path:
-    path = Path(path)
-    if not path.exists():
-        raise InputError(f"FASTA file {path} does not exist; check the path")
-    if not path.is_file():
-        raise InputError(f"FASTA path {path} is not a regular file; pass a .fa/.fa.gz file")
-    return path
 
 
 def _open_text(path: Path):
@@ -92,7 +84,7 @@ def iter_fasta(path: str | os.PathLike) -> Iterator[tuple[str, str]]:
     keeps its case (lowercase = soft-masked). The path and the start of the file are checked at the call;
     errors found while reading name the path and, where useful, the record.
     """
-    path = _existing_file(path)
+    path = require_file(path, "FASTA file")
     with _corrupt_gzip_is_input_error(path), _open_text(path) as handle:
         _check_starts_like_fasta(path, handle)
     return _records(path)
@@ -175,7 +167,7 @@ class FastaFile:
     """
 
     def __init__(self, path: str | os.PathLike):
-        self.path = _existing_file(path)
+        self.path = require_file(path, "FASTA file")
         kind = sniff_compression(self.path)
         if kind == "gzip":
             raise InputError(

@@ -37,7 +37,7 @@ from seqssm.datasets.audio_sets import AUDIO_EXTENSIONS
 from seqssm.errors import InputError
 from seqssm.models import load_model
 from seqssm.pipelines.common import atomic_path, progress, require_file, resolve_device, seed_everything
-from seqssm.pipelines.generate import sample_next
+from seqssm.pipelines.generate import check_sampling, sample_next
 from seqssm.transforms import AudioTokenizer
 
 __all__ = [
@@ -314,12 +314,7 @@ class GenerateAudioConfig:
             raise InputError(f"--seconds must be > 0, got {self.seconds}")
         if self.num_clips < 1:
             raise InputError(f"--num-sequences (clips) must be positive, got {self.num_clips}")
-        if self.temperature <= 0:
-            raise InputError(f"--temperature must be > 0, got {self.temperature}")
-        if not 0 < self.top_p <= 1:
-            raise InputError(f"--top-p must be in (0, 1], got {self.top_p}")
-        if self.top_k < 0:
-            raise InputError(f"--top-k must be >= 0 (0 = off), got {self.top_k}")
+        check_sampling(self.temperature, self.top_k, self.top_p)
         if self.prompt_seconds is not None and (self.prompt_audio is None or not self.prompt_seconds > 0):
             raise InputError("--prompt-seconds needs --prompt-audio and must be > 0")
         if Path(self.out).suffix.lower() != ".wav":

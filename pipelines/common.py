@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from seqssm.errors import InputError
+from seqssm.errors import InputError, require_file  # noqa: F401  (re-exported for the pipelines)
 
 
 def resolve_device(name: str = "auto") -> torch.device:
@@ -75,15 +75,6 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         elif tmp.exists():
             tmp.unlink()
 
-
-def require_file(path: str | os.PathLike, what: str) -> Path:
-    """The path as a Path if it is an existing file, else an InputError naming what was expected."""
-    path = Path(path)
-    if not path.exists():
-        raise InputError(f"{what} {str(path)!r} does not exist")
-    if not path.is_file():
-        raise InputError(f"{what} {str(path)!r} is not a file")
-    return path
 
 
 def progress(iterable=None, **kwargs) -> tqdm:

@@ -37,14 +37,19 @@ class GenerateConfig:
     def __post_init__(self):
         if self.length <= 0 or self.num_sequences <= 0:
             raise InputError("--length and --num-sequences must be positive")
-        if self.temperature <= 0:
-            raise InputError(f"--temperature must be > 0, got {self.temperature}")
-        if not 0 < self.top_p <= 1:
-            raise InputError(f"--top-p must be in (0, 1], got {self.top_p}")
-        if self.top_k < 0:
-            raise InputError(f"--top-k must be >= 0 (0 = off), got {self.top_k}")
+        check_sampling(self.temperature, self.top_k, self.top_p)
         if self.prompt and self.prompt_fasta:
             raise InputError("give either --prompt or --prompt-fasta, not both")
+
+
+def check_sampling(temperature: float, top_k: int, top_p: float) -> None:
+    """The sampling options every generator takes, checked once here."""
+    if temperature <= 0:
+        raise InputError(f"--temperature must be > 0, got {temperature}")
+    if not 0 < top_p <= 1:
+        raise InputError(f"--top-p must be in (0, 1], got {top_p}")
+    if top_k < 0:
+        raise InputError(f"--top-k must be >= 0 (0 = off), got {top_k}")
 
 
 def sample_next(

@@ -23,8 +23,7 @@ app = typer.Typer(
 )
 
 
-def _example(*lines: str) -> str:
-    return "**Example:**\n\n" + "\n\n".join(f"`{line}`" for line in lines)
+_example = cli_tasks.example_epilog
 
 
 @app.command(epilog=_example(

@@ -12,21 +12,22 @@ import typer
 from seqssm.errors import InputError
 
 
-def _example(*lines: str) -> str:
+def example_epilog(*lines: str) -> str:
+    """The "Example:" block every command's --help ends with."""
     return "**Example:**\n\n" + "\n\n".join(f"`{line}`" for line in lines)
 
 
-FINETUNE_EPILOG = _example(
+FINETUNE_EPILOG = example_epilog(
     "seqssm finetune promoters.tsv --out runs/prom --epochs 8 --rc-augment",
     "seqssm finetune peaks.bed --genome hg38.fa --bed-labels 6 --length 512 --init-from runs/mlm/checkpoint "
     "--out runs/peaks --freeze-backbone",
     "seqssm finetune fsdd/ --modality audio --patch-size 16 --out runs/digits",
 )
-PREDICT_EPILOG = _example(
+PREDICT_EPILOG = example_epilog(
     "seqssm predict runs/prom/checkpoint new.fa --out predictions.tsv",
     "seqssm predict runs/digits/checkpoint clips/ --out digits.tsv",
 )
-PROBE_EPILOG = _example("seqssm probe runs/mlm/checkpoint promoters.tsv --folds 5 --out probe")
+PROBE_EPILOG = example_epilog("seqssm probe runs/mlm/checkpoint promoters.tsv --folds 5 --out probe")
 
 
 def _split(text: str) -> tuple[float, ...]:
