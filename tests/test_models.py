@@ -13,6 +13,7 @@ import torch.nn.functional as F
 
 from seqssm.config import MambaConfig
 from seqssm.errors import InputError
+from seqssm.kernels.selective_scan import selective_scan_chunked, selective_scan_ref
 from seqssm.models import BiMambaMixer, MambaLMHeadModel, MambaMixer, count_parameters
 from seqssm.models import mixer as mixer_module
 from seqssm.models.mixer import _warn_once, select_kernels
@@ -229,35 +230,37 @@ def test_impl_names_are_checked():
         select_kernels("triton", torch.device("cpu"))
 
 
-def test_auto_on_cpu_takes_chunked_or_warns_once():
+def test_auto_on_cpu_takes_chunked_without_warning():
     _warn_once.cache_clear()
-    try:
-        from seqssm.kernels.selective_scan import selective_scan_chunked
-    except ImportError:
-        selective_scan_chunked = None
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         first = select_kernels("auto", torch.device("cpu"))
         second = select_kernels("auto", torch.device("cpu"))
-    fallbacks = [w for w in caught if "falls back" in str(w.message)]
-    if selective_scan_chunked is None:
-        from seqssm.kernels.selective_scan import selective_scan_ref
-
-        assert first.scan is selective_scan_ref and len(fallbacks) == 1
-        with pytest.raises(InputError, match="chunked"):
-            select_kernels("chunked", torch.device("cpu"))
-    else:
-        assert first.scan is selective_scan_chunked and not fallbacks
+    assert first.scan is selective_scan_chunked
+    assert not [w for w in caught if "falls back" in str(w.message)]
     assert second == first
+
+
+def test_auto_warns_once_when_it_falls_back(monkeypatch):
+    def missing():
+        raise ImportError("no chunked scan in this build")
+
+    monkeypatch.setattr(mixer_module, "_chunked_kernels", missing)
+    _warn_once.cache_clear()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        first = select_kernels("auto", torch.device("cpu"))
+        select_kernels("auto", torch.device("cpu"))
+    assert first.scan is selective_scan_ref
+    assert len([w for w in caught if "falls back" in str(w.message)]) == 1
+    with pytest.raises(InputError, match="chunked"):
+        select_kernels("chunked", torch.device("cpu"))
+    _warn_once.cache_clear()
 
 
 @pytest.mark.parametrize("chunk_size", [None, 8])
 @pytest.mark.parametrize("bidirectional", [False, True])
 def test_ref_and_chunked_agree_with_gradients(bidirectional, chunk_size, monkeypatch):
-    try:
-        from seqssm.kernels.selective_scan import selective_scan_chunked
-    except ImportError:
-        pytest.skip("seqssm.kernels.selective_scan.selective_scan_chunked is not importable yet")
     if chunk_size is not None:  # several chunks and a ragged tail within L = 37
         kernels = mixer_module._chunked_kernels()._replace(
             scan=functools.partial(selective_scan_chunked, chunk_size=chunk_size))
