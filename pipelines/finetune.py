@@ -38,6 +38,7 @@ from seqssm.models.heads import (
     load_classifier,
 )
 from seqssm.pipelines.common import atomic_path, autocast, progress, resolve_device, seed_everything
+from seqssm.pipelines.ema import WeightEMA
 from seqssm.pipelines.predict import (
     Example,
     InputSpec,
@@ -50,7 +51,8 @@ from seqssm.pipelines.predict import (
     split_label,
     write_predictions,
 )
-from seqssm.pipelines.train_utils import cosine_schedule, param_groups, write_run_record
+from seqssm.pipelines.train_utils import param_groups, write_run_record
+from seqssm.transforms import WaveformAugment
 
 METRICS = ("accuracy", "balanced_accuracy", "macro_f1", "micro_f1", "mcc", "auroc", "loss")
 
@@ -71,7 +73,12 @@ class FinetuneConfig:
     ``lr``) for the backbone, unless ``freeze_backbone``; warm-up then cosine decay; ``class_weights``
     None, "balanced" or one weight per class ("1,3.5", in class order); ``rc_augment`` flips DNA strands
     at random; early stopping on ``metric`` ("auto": accuracy, or macro_f1 for multi-label) with
-    ``patience`` validations.
+    ``patience`` validations; ``max_minutes`` stops training after that much wall time, and the cosine decay
+    follows the clock when it is further along than the steps (:class:`DeadlineCosine`), so a run cut short
+    still ends at the floor learning rate. ``augment`` (audio): every training clip is a random variant from
+    ``seqssm.transforms.augment_waveform`` (speed, shift, time masks, noise), drawn from (seed, epoch, index).
+    ``ema``: validate, keep and test an exponential moving average of the weights with this decay
+    (``pipelines.ema.WeightEMA``) instead of the raw weights.
     """
 
     data: str
@@ -112,6 +119,8 @@ class FinetuneConfig:
     patience: int | None = None
     class_weights: str | Sequence[float] | None = None
     rc_augment: bool = False
+    augment: bool = False
+    ema: float | None = None
     max_minutes: float | None = None
     num_workers: int = 0
     seed: int = 0
@@ -131,6 +140,10 @@ class FinetuneConfig:
             raise InputError(f"--metric must be auto or one of {', '.join(METRICS)}, got {self.metric!r}")
         if self.rc_augment and self.modality != "dna":
             raise InputError("--rc-augment flips DNA strands; drop it for audio")
+        if self.augment and self.modality != "audio":
+            raise InputError("--augment perturbs waveforms (audio); for DNA use --rc-augment")
+        if self.ema is not None and not 0 < self.ema < 1:
+            raise InputError(f"--ema must be a decay in (0, 1), e.g. 0.999; got {self.ema}")
         self.split = tuple(float(f) for f in self.split)
         if len(self.split) != 3 or any(f < 0 for f in self.split) or abs(sum(self.split) - 1) > 1e-6 \
                 or self.split[0] <= 0 or self.split[1] <= 0:
@@ -224,11 +237,14 @@ def evaluate_split(model: SequenceClassifier, batches, device: torch.device) -> 
 
 
 class _AudioTrain(Dataset):
-    """Training clips: random crops of ``clip_samples`` (seeded by seed, epoch, index), as Examples."""
+    """Training clips: random crops of ``clip_samples``, then (``augment``) a random variant of each, both
+    drawn from (seed, epoch, index), so every DataLoader worker gives the same item; as Examples."""
 
-    def __init__(self, records: list[AudioRecord], sample_rate: int, clip_samples: int, seed: int):
+    def __init__(self, records: list[AudioRecord], sample_rate: int, clip_samples: int, seed: int,
+                 augment: WaveformAugment | None = None):
         classes = sorted({r.label for r in records})
         self.clips = AudioClipDataset(records, sample_rate, clip_samples, crop="random", seed=seed, classes=classes)
+        self.seed, self.augment = seed, augment
 
     def set_epoch(self, epoch: int) -> None:
         self.clips.set_epoch(epoch)
@@ -239,7 +255,12 @@ class _AudioTrain(Dataset):
     def __getitem__(self, i: int) -> Example:
         wave, mask, _ = self.clips[i]
         record = self.clips.records[i]
-        return Example(record.id, wave[mask], record.label)
+        wave = wave[mask]
+        if self.augment is not None:
+            # A stream apart from the crop's (the trailing 1), from the same (seed, epoch, index).
+            seed = int(np.random.default_rng([self.seed, self.clips.epoch, i, 1]).integers(2**63))
+            wave = self.augment(wave, torch.Generator().manual_seed(seed))
+        return Example(record.id, wave, record.label)
 
 
 class _AudioEval(Dataset):
@@ -369,7 +390,8 @@ def _loaders(cfg: FinetuneConfig, task: TaskConfig, splits: dict, rate: int | No
     loader_rng = torch.Generator().manual_seed(cfg.seed)
     rc_rng = torch.Generator().manual_seed(cfg.seed + 1) if cfg.rc_augment else None
     if cfg.modality == "audio":
-        train = _AudioTrain(splits["train"], rate, round(cfg.clip_seconds * rate), cfg.seed)
+        augment = WaveformAugment() if cfg.augment else None
+        train = _AudioTrain(splits["train"], rate, round(cfg.clip_seconds * rate), cfg.seed, augment)
         val, test = _AudioEval(splits["val"], rate), _AudioEval(splits["test"], rate)
     else:
         train, val, test = splits["train"], splits["val"], splits["test"]
@@ -388,6 +410,29 @@ def _optimizer(cfg: FinetuneConfig, model: SequenceClassifier) -> torch.optim.Op
     return torch.optim.AdamW([g for g in groups if g["params"]], betas=(0.9, 0.98))
 
 
+class DeadlineCosine:
+    """Learning-rate factor of step n: linear warm-up over ``warmup`` steps, then cosine decay to ``floor`` at
+    ``total`` steps (``train_utils.cosine_schedule``), where the decay's progress is the further along of the
+    steps and, with a time budget ``seconds``, the wall time since ``start`` (``clock``'s reading).
+
+    So a run that ``--max-minutes`` cuts short still ends at the floor rate, not mid-schedule; a run that
+    finishes its epochs in time gets exactly the step schedule.
+    """
+
+    def __init__(self, warmup: int, total: int, start: float = 0.0, seconds: float | None = None,
+                 floor: float = 0.1, clock=time.perf_counter):
+        self.warmup, self.total, self.start, self.seconds = warmup, total, start, seconds
+        self.floor, self.clock = floor, clock
+
+    def __call__(self, step: int) -> float:
+        if step < self.warmup:
+            return (step + 1) / max(1, self.warmup)
+        progress = (step - self.warmup) / max(1, self.total - self.warmup)
+        if self.seconds is not None:
+            progress = max(progress, (self.clock() - self.start) / self.seconds)
+        return self.floor + (1 - self.floor) * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+
+
 def finetune(cfg: FinetuneConfig) -> FinetuneResult:
     """Fine-tune on ``cfg.data``; write ``{out}/checkpoint`` (the best by validation ``metric``),
     ``train_log.tsv`` (step, epoch, train_loss, val_loss, val_<metric>…, lr, seconds), ``run.json`` and,
@@ -404,12 +449,12 @@ def finetune(cfg: FinetuneConfig) -> FinetuneResult:
     model = SequenceClassifier(_backbone(cfg, rate), task).to(device)
     if cfg.freeze_backbone:
         model.lm.requires_grad_(False)
+    ema = WeightEMA(model, cfg.ema) if cfg.ema is not None else None
     weights = _class_weights(cfg, task, splits["train"])
     weights = weights.to(device) if weights is not None else None
     train_loader, val_loader, test_loader = _loaders(cfg, task, splits, rate)
     total = cfg.epochs * len(train_loader)
     optimizer = _optimizer(cfg, model)
-    scheduler = cosine_schedule(optimizer, min(cfg.warmup_steps, total // 10), total)
 
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -420,12 +465,16 @@ def finetune(cfg: FinetuneConfig) -> FinetuneResult:
     lower_is_better = metric == "loss"
     best, best_step, stale, history = math.inf if lower_is_better else -math.inf, 0, 0, []
     start = time.perf_counter()
-    deadline = None if cfg.max_minutes is None else start + 60 * cfg.max_minutes
+    budget = None if cfg.max_minutes is None else 60 * cfg.max_minutes
+    deadline = None if budget is None else start + budget
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, DeadlineCosine(min(cfg.warmup_steps, total // 10), total, start, budget))
 
     def validate(step: int, epoch: float, train_loss: float) -> bool:
         """Score val, keep the best checkpoint; True when training should stop early."""
         nonlocal best, best_step, stale
-        scores = evaluate_split(model, val_loader, device)
+        scored = ema.model if ema is not None else model
+        scores = evaluate_split(scored, val_loader, device)
         model.train()
         if cfg.freeze_backbone:
             model.lm.eval()
@@ -434,7 +483,7 @@ def finetune(cfg: FinetuneConfig) -> FinetuneResult:
         if better or best_step == 0:
             best, best_step, stale = value, step, 0
             with atomic_path(out / "checkpoint") as tmp:
-                model.save_pretrained(tmp)
+                scored.save_pretrained(tmp)
         else:
             stale += 1
         elapsed = time.perf_counter() - start
@@ -463,6 +512,8 @@ def finetune(cfg: FinetuneConfig) -> FinetuneResult:
             torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], cfg.grad_clip)
             optimizer.step()
             scheduler.step()
+            if ema is not None:
+                ema.update(model)
             step += 1
             running = loss.item() if math.isnan(running) else 0.95 * running + 0.05 * loss.item()
             bar.update(1)
@@ -491,7 +542,8 @@ def finetune(cfg: FinetuneConfig) -> FinetuneResult:
     result = FinetuneResult(checkpoint=out / "checkpoint", metric=metric, best_value=best, best_step=best_step,
                             steps=step, seconds=seconds, sizes=sizes, test_metrics=test_metrics,
                             test_predictions=test_path, history=history)
-    write_run_record(out, cfg, {"task": task.to_dict(), "result": {
+    # The backbone actually trained: with init_from, d_model etc. in the config above are not its own.
+    write_run_record(out, cfg, {"task": task.to_dict(), "backbone": model.config.to_dict(), "result": {
         "metric": metric, "best_value": best, "best_step": best_step, "steps": step, "seconds": round(seconds, 1),
         "sizes": sizes, "test_metrics": test_metrics}, "history": history})
     return result

@@ -21,7 +21,7 @@ FINETUNE_EPILOG = example_epilog(
     "seqssm finetune promoters.tsv --out runs/prom --epochs 8 --rc-augment",
     "seqssm finetune peaks.bed --genome hg38.fa --bed-labels 6 --length 512 --init-from runs/mlm/checkpoint "
     "--out runs/peaks --freeze-backbone",
-    "seqssm finetune fsdd/ --modality audio --patch-size 16 --out runs/digits",
+    "seqssm finetune fsdd/ --modality audio --patch-size 16 --out runs/digits --augment --ema 0.999",
 )
 PREDICT_EPILOG = example_epilog(
     "seqssm predict runs/prom/checkpoint new.fa --out predictions.tsv",
@@ -80,7 +80,12 @@ def finetune(
     patience: int | None = typer.Option(None, help="Stop after N validations without improvement."),
     class_weights: str | None = typer.Option(None, help="'balanced' or one weight per class, e.g. 1,3."),
     rc_augment: bool = typer.Option(False, help="DNA: reverse-complement training inputs at random."),
-    max_minutes: float | None = typer.Option(None, help="Stop after this much wall time."),
+    augment: bool = typer.Option(False, help="audio: random speed (±10%), shift, time masks and noise on "
+                                 "training clips."),
+    ema: float | None = typer.Option(None, help="Validate, keep and test a moving average of the weights "
+                                     "with this decay (e.g. 0.999)."),
+    max_minutes: float | None = typer.Option(None, help="Stop after this much wall time (the learning rate "
+                                             "decays by then)."),
     num_workers: int = typer.Option(0, help="DataLoader worker processes."),
     seed: int = typer.Option(0, help="Fixes the split, the initialisation and the data order."),
     device: str = typer.Option("auto"), impl: str = typer.Option("auto", help="auto, triton, chunked or ref."),
@@ -98,8 +103,8 @@ def finetune(
         patch_size=patch_size, clip_seconds=clip_seconds, freeze_backbone=freeze_backbone, lr=lr,
         backbone_lr=backbone_lr, weight_decay=weight_decay, warmup_steps=warmup_steps, grad_clip=grad_clip,
         epochs=epochs, batch_size=batch_size, val_every=val_every, metric=metric, patience=patience,
-        class_weights=class_weights, rc_augment=rc_augment, max_minutes=max_minutes, num_workers=num_workers,
-        seed=seed, device=device, impl=impl,
+        class_weights=class_weights, rc_augment=rc_augment, augment=augment, ema=ema, max_minutes=max_minutes,
+        num_workers=num_workers, seed=seed, device=device, impl=impl,
     ))
     typer.echo(f"best val {result.metric} {result.best_value:.4f} at step {result.best_step} of {result.steps} "
                f"({result.seconds:.0f} s); checkpoint: {result.checkpoint}")

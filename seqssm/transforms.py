@@ -1,4 +1,5 @@
-"""Audio quantisation: waveforms in [-1, 1] to integer ids and back (μ-law or linear), torchaudio style.
+"""Audio quantisation: waveforms in [-1, 1] to integer ids and back (μ-law or linear), torchaudio style,
+and random waveform augmentation for training classifiers (:func:`augment_waveform`).
 
 Pure functions, thin ``nn.Module`` wrappers, and :class:`AudioTokenizer`, which the model pipelines use
 as they use the DNA tokenizers. With Q = ``quantization_channels`` levels and μ = Q - 1, both quantisers
@@ -22,8 +23,10 @@ from seqssm.errors import InputError
 
 __all__ = [
     "AudioTokenizer",
+    "WaveformAugment",
     "LinearDecode",
     "LinearEncode",
+    "augment_waveform",
     "MuLawDecode",
     "MuLawEncode",
     "linear_decode",
@@ -168,3 +171,102 @@ class AudioTokenizer:
 
     def __repr__(self) -> str:
         return f"AudioTokenizer(kind={self.kind!r}, bits={self.bits})"
+
+
+# Speed factors lie on a grid of 1/SPEED_GRID steps: resampling by SPEED_GRID : k keeps torchaudio's
+# polyphase kernel small (a random real ratio would reduce to a huge integer one and cost seconds).
+SPEED_GRID = 40
+
+
+def _check_augment(speed: float, shift: float, time_masks: int, mask_fraction: float, noise_prob: float,
+                   snr_db: tuple[float, float]) -> None:
+    if not 0 <= speed < 0.5:
+        raise InputError(f"augment: speed must be in [0, 0.5) (a ±fraction), got {speed}")
+    if not 0 <= shift < 0.5:
+        raise InputError(f"augment: shift must be in [0, 0.5) (a fraction of the clip per end), got {shift}")
+    if isinstance(time_masks, bool) or not isinstance(time_masks, int) or time_masks < 0:
+        raise InputError(f"augment: time_masks must be a non-negative integer, got {time_masks!r}")
+    if not 0 <= mask_fraction < 1:
+        raise InputError(f"augment: mask_fraction must be in [0, 1), got {mask_fraction}")
+    if not 0 <= noise_prob <= 1:
+        raise InputError(f"augment: noise_prob must be in [0, 1], got {noise_prob}")
+    if len(snr_db) != 2 or snr_db[0] > snr_db[1]:
+        raise InputError(f"augment: snr_db must be (low, high) in dB with low <= high, got {snr_db}")
+
+
+def augment_waveform(
+    wave: torch.Tensor,
+    generator: torch.Generator | None = None,
+    *,
+    speed: float = 0.1,
+    shift: float = 0.1,
+    time_masks: int = 2,
+    mask_fraction: float = 0.05,
+    noise_prob: float = 0.5,
+    snr_db: tuple[float, float] = (10.0, 30.0),
+) -> torch.Tensor:
+    """One random training variant of a mono waveform: [T] float -> a new [T'] float32 tensor.
+
+    The steps, in order, each drawn from ``generator`` (so a seeded generator gives the same variant):
+
+    - speed: resample by a factor f in [1 - speed, 1 + speed] (steps of 1/40) and keep the sample rate, so
+      duration and pitch change together (Kaldi-style speed perturbation): T' ≈ f·T.
+    - shift: each end is trimmed, or extended with silence, by up to ``shift`` × T samples, independently;
+      this moves the utterance against the clip's borders, and at least (1 - 2·shift)·T samples survive.
+    - time masks: ``time_masks`` spans of up to ``mask_fraction`` × T samples are set to 0 (SpecAugment's
+      time masking, on the waveform).
+    - noise: with probability ``noise_prob``, white Gaussian noise at an SNR uniform in ``snr_db`` (dB,
+      against the clip's mean power after the steps above).
+
+    There is no random gain: the classifiers scale every clip to peak 1 (``TaskConfig.normalize_audio``),
+    which would undo it, and a gain before noise at a given SNR changes nothing either.
+    """
+    _check_augment(speed, shift, time_masks, mask_fraction, noise_prob, snr_db)
+    if not isinstance(wave, torch.Tensor) or wave.dim() != 1 or not wave.is_floating_point():
+        got = tuple(wave.shape) if isinstance(wave, torch.Tensor) else type(wave).__name__
+        raise InputError(f"augment: expected a float waveform [T], got {got}")
+
+    def randint(low: int, high: int) -> int:  # inclusive of both ends
+        return int(torch.randint(low, high + 1, (), generator=generator))
+
+    x = wave.detach().to(torch.float32).clone()
+    if x.numel() == 0:
+        return x
+    steps = int(speed * SPEED_GRID + 1e-9)
+    if steps:
+        new = SPEED_GRID + randint(-steps, steps)
+        if new != SPEED_GRID:
+            x = AF.resample(x, SPEED_GRID, new)
+    limit = int(shift * x.numel())
+    if limit:
+        left, right = randint(-limit, limit), randint(-limit, limit)
+        x = x[max(0, -left): x.numel() - max(0, -right)]
+        x = torch.nn.functional.pad(x, (max(0, left), max(0, right)))
+    width = int(mask_fraction * x.numel())
+    if width:
+        for _ in range(time_masks):
+            span = randint(0, width)
+            start = randint(0, x.numel() - span)
+            x[start: start + span] = 0.0
+    if noise_prob > 0 and float(torch.rand((), generator=generator)) < noise_prob:
+        snr = snr_db[0] + (snr_db[1] - snr_db[0]) * float(torch.rand((), generator=generator))
+        scale = torch.sqrt(x.pow(2).mean() / 10 ** (snr / 10))
+        x = x + scale * torch.randn(x.shape, generator=generator)
+    return x
+
+
+class WaveformAugment(nn.Module):
+    """:func:`augment_waveform` with fixed settings (checked here): [T] -> [T'], drawn from ``generator``."""
+
+    def __init__(self, speed: float = 0.1, shift: float = 0.1, time_masks: int = 2, mask_fraction: float = 0.05,
+                 noise_prob: float = 0.5, snr_db: tuple[float, float] = (10.0, 30.0)) -> None:
+        super().__init__()
+        _check_augment(speed, shift, time_masks, mask_fraction, noise_prob, snr_db)
+        self.settings = {"speed": speed, "shift": shift, "time_masks": time_masks, "mask_fraction": mask_fraction,
+                         "noise_prob": noise_prob, "snr_db": tuple(snr_db)}
+
+    def forward(self, wave: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        return augment_waveform(wave, generator, **self.settings)
+
+    def extra_repr(self) -> str:
+        return ", ".join(f"{k}={v}" for k, v in self.settings.items())
