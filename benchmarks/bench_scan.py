@@ -30,7 +30,13 @@ import torch
 import torch.nn.functional as F
 import triton
 
-from seqssm.kernels.selective_scan.fused import BWD_CONFIG, FWD_CONFIG, ScanConfig, selective_scan_fused
+from seqssm.kernels.selective_scan.fused import (
+    BWD_CONFIG,
+    FWD_CONFIG,
+    PAIR_BWD_CONFIG,
+    ScanConfig,
+    selective_scan_fused,
+)
 from seqssm.kernels.selective_scan.fused_v2 import SEQ_CONFIG, SeqConfig
 
 DIM, NSTATE = 1536, 16
@@ -84,19 +90,26 @@ def make_inputs(length: int, seed: int = 0) -> dict[str, torch.Tensor]:
     }
 
 
-OURS = ("seqssm triton", "seqssm triton sequential-fwd")
+OURS = ("seqssm triton, seq fwd + pair bwd", "seqssm triton, seq fwd + triple bwd", "seqssm triton, tile fwd")
 
 
-def scan_impls(fwd_cfg: ScanConfig, bwd_cfg: ScanConfig, seq_cfg: SeqConfig,
+def scan_impls(fwd_cfg: ScanConfig, bwd_cfg: ScanConfig, seq_cfg: SeqConfig, pair_cfg: ScanConfig,
                quick: bool = False) -> dict[str, tuple[object, int]]:
     """name -> (fn(**inputs) -> out, largest L to run it at). quick: only the fused kernels and mamba_ssm."""
+    # The pair backward restarts from states saved every pair_cfg.block_t positions, when that is shorter.
+    pair_fwd = fwd_cfg._replace(block_t=min(fwd_cfg.block_t, pair_cfg.block_t))
     impls = {
-        OURS[0]: (lambda **x: selective_scan_fused(**x, delta_softplus=True, fwd_impl="tile", fwd_config=fwd_cfg,
-                                                   bwd_config=bwd_cfg), LENGTHS[-1]),
-        OURS[1]: (lambda **x: selective_scan_fused(**x, delta_softplus=True, fwd_impl="sequential",
-                                                   fwd_config=fwd_cfg, bwd_config=bwd_cfg, seq_config=seq_cfg),
+        OURS[0]: (lambda **x: selective_scan_fused(**x, delta_softplus=True, fwd_impl="sequential", bwd_impl="pair",
+                                                   fwd_config=pair_fwd, bwd_config=pair_cfg, seq_config=seq_cfg),
                   LENGTHS[-1]),
+        OURS[1]: (lambda **x: selective_scan_fused(**x, delta_softplus=True, fwd_impl="sequential",
+                                                   bwd_impl="triple", fwd_config=fwd_cfg, bwd_config=bwd_cfg,
+                                                   seq_config=seq_cfg), LENGTHS[-1]),
     }
+    if not quick:
+        impls[OURS[2]] = (lambda **x: selective_scan_fused(**x, delta_softplus=True, fwd_impl="tile",
+                                                           bwd_impl="triple", fwd_config=fwd_cfg,
+                                                           bwd_config=bwd_cfg), LENGTHS[-1])
     try:
         from mamba_ssm.ops.selective_scan_interface import selective_scan_fn
 
@@ -227,6 +240,30 @@ def _fastest(kind: str, candidates, configs, length: int, log: list[str]) -> Sca
     return min(timed)[1] if timed else None
 
 
+PAIR_CANDIDATES = [ScanConfig(*c) for c in [(1, 256, 1), (1, 128, 1), (1, 512, 1), (1, 512, 2), (1, 256, 1, 2)]]
+
+
+def pair_sweep(length: int, log: list[str]) -> ScanConfig:
+    """The fastest launch shape of the pair backward (backward-only time) at L = length."""
+    timed = []
+    for cand in PAIR_CANDIDATES:
+        fwd = FWD_CONFIG._replace(block_t=min(FWD_CONFIG.block_t, cand.block_t))
+
+        def fn(cand=cand, fwd=fwd, **x):
+            return selective_scan_fused(**x, delta_softplus=True, bwd_impl="pair", fwd_config=fwd, bwd_config=cand)
+
+        try:
+            row = measure_scan(fn, length)
+        except Exception as err:  # a shape that fails to compile or run is reported, not fatal
+            log.append(f"pair {tuple(cand)}: failed {err!r:.300}")
+            print(log[-1], flush=True)
+            continue
+        timed.append((row["fwdbwd_ms"] - row["fwd_ms"], cand))
+        log.append(f"pair {tuple(cand)}: bwd {timed[-1][0]:.3f} ms (fwd {row['fwd_ms']:.3f})")
+        print(log[-1], flush=True)
+    return min(timed)[1] if timed else PAIR_BWD_CONFIG
+
+
 SEQ_CANDIDATES = [SeqConfig(*c) for c in [
     (32, 8, 1, 1440), (32, 8, 1, 2048), (32, 16, 1, 2048), (64, 8, 2, 2048)]]
 
@@ -268,6 +305,8 @@ def main() -> None:
     parser.add_argument("--seq-sweep", action="store_true",
                         help="sweep the sequential forward's launch shapes at --sweep-length first")
     parser.add_argument("--quick", action="store_true", help="only the fused kernels and mamba_ssm, no SDPA")
+    parser.add_argument("--pair-sweep", action="store_true",
+                        help="sweep the pair backward's launch shapes at --sweep-length first")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(0)
@@ -287,7 +326,11 @@ def main() -> None:
     if args.seq_sweep:
         log.append(f"chosen sequential {seq_cfg}")
         print(log[-1], flush=True)
-    impls = scan_impls(fwd_cfg, bwd_cfg, seq_cfg, quick=args.quick)
+    pair_cfg = pair_sweep(args.sweep_length, log) if args.pair_sweep else PAIR_BWD_CONFIG
+    if args.pair_sweep:
+        log.append(f"chosen pair backward {pair_cfg}")
+        print(log[-1], flush=True)
+    impls = scan_impls(fwd_cfg, bwd_cfg, seq_cfg, pair_cfg, quick=args.quick)
     versions = {"torch": torch.__version__, "triton": triton.__version__, "cuda": torch.version.cuda}
     try:
         import mamba_ssm
@@ -317,7 +360,8 @@ def main() -> None:
 
     device = torch.cuda.get_device_name()
     header = (f"{device}, {date.today()}, " + ", ".join(f"{k} {v}" for k, v in versions.items())
-              + f"; fwd {fwd_cfg}, bwd {bwd_cfg}, sequential fwd {seq_cfg}; copy bandwidth {copy_gbps:.0f} GB/s")
+              + f"; fwd {fwd_cfg}, triple bwd {bwd_cfg}, pair bwd {pair_cfg}, sequential fwd {seq_cfg}"
+              + f"; copy bandwidth {copy_gbps:.0f} GB/s")
     lines = [header, "",
              "| impl | L | fwd ms | fwd+bwd ms | peak fwd GB | peak fwd+bwd GB | fwd GB/s (% of copy) |",
              "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"]

@@ -72,15 +72,23 @@ def _reference(inputs, softplus, reverse):
     return (out.flip(-1) if reverse else out), last, leaves
 
 
+def _impls(impl: str) -> dict[str, str]:
+    """Forward and backward algorithms of a test case: "tile" and "sequential" name the forward (with the
+    triple backward); "pair" is the sequential forward with the pair backward."""
+    if impl == "pair":
+        return {"fwd_impl": "sequential", "bwd_impl": "pair"}
+    return {"fwd_impl": impl, "bwd_impl": "triple"}
+
+
 def _compare(inputs, softplus, reverse, rounding_factor=None, impl="tile"):
-    """Outputs, final state and every gradient of the fused scan (forward algorithm ``impl``) against the
+    """Outputs, final state and every gradient of the fused scan (algorithms ``_impls(impl)``) against the
     reference.
 
     fp32 inputs: relative error under 1e-4. Lower precision: under ``rounding_factor`` times the error of
     rounding the fp32 reference to the input dtype.
     """
     out, last = selective_scan_fused(**inputs, delta_softplus=softplus, return_final_state=True, reverse=reverse,
-                                     fwd_impl=impl)
+                                     **_impls(impl))
     ref_out, ref_last, ref_leaves = _reference(inputs, softplus, reverse)
     dout = torch.randn_like(ref_out).to(out.dtype).float()
     dlast = torch.randn_like(ref_last)
@@ -101,7 +109,7 @@ def _compare(inputs, softplus, reverse, rounding_factor=None, impl="tile"):
             assert err <= rounding_factor * rounding, f"{name}: relative error {err:.2e}, rounding {rounding:.2e}"
 
 
-IMPLS = ["tile", "sequential"]
+IMPLS = ["tile", "sequential", "pair"]
 
 
 @interpreted
@@ -158,13 +166,13 @@ def test_scan_strided_inputs(impl):
 def test_scan_two_halves_equal_one_pass(impl):
     """The final state handed on as the next initial state continues the scan exactly."""
     x = {k: v.detach() for k, v in _inputs(LONG, optional=False, initial=False).items()}
-    whole = selective_scan_fused(**x, delta_softplus=True, fwd_impl=impl)
+    whole = selective_scan_fused(**x, delta_softplus=True, **_impls(impl))
     cut = LONG // 2 + 1
     first, last = {}, {}
     for k, v in x.items():
         first[k], last[k] = (v[..., :cut], v[..., cut:]) if v.dim() >= 3 else (v, v)
-    y1, state = selective_scan_fused(**first, delta_softplus=True, return_final_state=True, fwd_impl=impl)
-    y2 = selective_scan_fused(**last, delta_softplus=True, initial_state=state, fwd_impl=impl)
+    y1, state = selective_scan_fused(**first, delta_softplus=True, return_final_state=True, **_impls(impl))
+    y2 = selective_scan_fused(**last, delta_softplus=True, initial_state=state, **_impls(impl))
     assert rel_error(torch.cat([y1, y2], -1), whole) < 1e-5
 
 
@@ -177,6 +185,8 @@ def test_scan_rejects_bad_shapes():
         selective_scan_fused(**{**x, "B": torch.randn(BATCH, 3, NSTATE, LONG, device=DEVICE)})
     with pytest.raises(InputError, match="fwd_impl"):
         selective_scan_fused(**x, fwd_impl="parallel")
+    with pytest.raises(InputError, match="bwd_impl"):
+        selective_scan_fused(**x, bwd_impl="parallel")
 
 
 @interpreted

@@ -32,6 +32,11 @@ import triton
 import triton.language as tl
 
 from seqssm.errors import InputError
+from seqssm.kernels.selective_scan.fused_bwd import (
+    _selective_scan_pair_bwd_kernel,
+    pair_bwd_flags,
+    pair_bwd_scratch,
+)
 from seqssm.kernels.selective_scan.fused_v2 import SEQ_CONFIG, SEQ_INTERPRET_CONFIG, SeqConfig, selective_scan_seq_fwd
 
 # Tests set POISON so that every fresh output buffer starts as NaN and an element no kernel wrote shows up.
@@ -59,11 +64,17 @@ class ScanConfig(NamedTuple):
 # Chosen on an H100 with benchmarks/bench_scan.py (see NOTES-scan.md); the interpreter gets small tiles.
 FWD_CONFIG = ScanConfig(block_d=4, block_t=256, num_warps=4, unroll_n=4)
 BWD_CONFIG = ScanConfig(block_d=1, block_t=512, num_warps=2)
+# The pair backward's inline-PTX reverse scan wants one warp per chunk (fused_bwd.pair_bwd_flags).
+PAIR_BWD_CONFIG = ScanConfig(block_d=1, block_t=256, num_warps=1)
 INTERPRET_CONFIG = ScanConfig(block_d=2, block_t=16, num_warps=1)
 # Forward algorithms: "tile" (this file, tl.associative_scan over [BLOCK_D, BLOCK_T] tiles) or "sequential"
 # (fused_v2.py, a thread per channel over segments). The backward is this file's either way.
 FWD_IMPLS = ("tile", "sequential")
 DEFAULT_FWD_IMPL = "sequential"
+# Backward algorithms: "triple" (this file, a reverse scan of triples) or "pair" (fused_bwd.py, a reverse scan
+# of pairs with the shifted decay recomputed).
+BWD_IMPLS = ("triple", "pair")
+DEFAULT_BWD_IMPL = "triple"
 
 
 @triton.jit
@@ -368,9 +379,9 @@ def _selective_scan_bwd_kernel(
         tl.store(dbias_ptr + pid_b * dim + offs_d, dbias_acc, mask=mask_d)
 
 
-def _default_configs(device: torch.device) -> tuple[ScanConfig, ScanConfig, SeqConfig]:
+def _default_configs(device: torch.device, bwd_impl: str) -> tuple[ScanConfig, ScanConfig, SeqConfig]:
     if device.type == "cuda":
-        return FWD_CONFIG, BWD_CONFIG, SEQ_CONFIG
+        return FWD_CONFIG, PAIR_BWD_CONFIG if bwd_impl == "pair" else BWD_CONFIG, SEQ_CONFIG
     return INTERPRET_CONFIG, INTERPRET_CONFIG, SEQ_INTERPRET_CONFIG
 
 
@@ -442,7 +453,7 @@ def _selective_scan_fwd(u, delta, A, B, C, D, z, delta_bias, initial_state, soft
 
 
 def _selective_scan_bwd(u, delta, A, B, C, D, z, delta_bias, chunks, dout, dfinal, softplus, reverse,
-                        fwd_block_t, cfg):
+                        fwd_block_t, cfg, impl):
     batch, dim, length = u.shape
     n_state = A.shape[1]
     lay = _layout(B, C, dim, cfg)
@@ -463,9 +474,14 @@ def _selective_scan_bwd(u, delta, A, B, C, D, z, delta_bias, chunks, dout, dfina
     dh0 = _fresh(torch.empty(batch, dim, n_state, **f32))
     dhT = dfinal.float().contiguous() if dfinal is not None else None
     zz = z if z is not None else u
-    _selective_scan_bwd_kernel[(batch, triton.cdiv(dim, lay.block_d))](
+    if impl == "pair":
+        kernel, scratch = _selective_scan_pair_bwd_kernel, (pair_bwd_scratch(batch, dim, n_state, u.device),)
+        extra = pair_bwd_flags(lay.block_d, block_t, cfg.num_warps)
+    else:
+        kernel, scratch, extra = _selective_scan_bwd_kernel, (), {}
+    kernel[(batch, triton.cdiv(dim, lay.block_d))](
         u, delta, A, B, C, D, z, delta_bias, chunks, dout, dhT,
-        du, ddelta, dz, dA, dB, dC, dD, dbias, dh0,
+        du, ddelta, dz, dA, dB, dC, dD, dbias, dh0, *scratch,
         dim, length, n_state, dim // lay.b_groups, dim // lay.c_groups, triton.cdiv(length, block_t),
         stride, chunks.shape[1],
         *u.stride(), *delta.stride(), *A.stride(), *lay.b_strides, *lay.c_strides,
@@ -473,7 +489,7 @@ def _selective_scan_bwd(u, delta, A, B, C, D, z, delta_bias, chunks, dout, dfina
         HAS_D=D is not None, HAS_Z=z is not None, HAS_BIAS=delta_bias is not None, HAS_DHT=dhT is not None,
         SOFTPLUS=softplus, B_VAR=lay.b_var, C_VAR=lay.c_var, REVERSE=reverse,
         BLOCK_D=lay.block_d, BLOCK_T=block_t, N_PAD=triton.next_power_of_2(n_state),
-        UNROLL_N=cfg.unroll_n, STAGES=cfg.stages, num_warps=cfg.num_warps,
+        UNROLL_N=cfg.unroll_n, STAGES=cfg.stages, num_warps=cfg.num_warps, **extra,
     )
     if B.dim() == 3:
         dB = dB.squeeze(1)
@@ -491,12 +507,12 @@ def _selective_scan_bwd(u, delta, A, B, C, D, z, delta_bias, chunks, dout, dfina
 class _SelectiveScanFn(torch.autograd.Function):
     @staticmethod
     def forward(ctx, u, delta, A, B, C, D, z, delta_bias, initial_state, softplus, reverse, need_grad,
-                fwd_cfg, bwd_cfg, impl, seq_cfg):
+                fwd_cfg, bwd_cfg, impl, seq_cfg, bwd_impl):
         out, final, chunks = _selective_scan_fwd(u, delta, A, B, C, D, z, delta_bias, initial_state, softplus,
                                                  reverse, need_grad, fwd_cfg, impl, seq_cfg)
         if need_grad:
             ctx.save_for_backward(u, delta, A, B, C, D, z, delta_bias, chunks)
-            ctx.softplus, ctx.reverse, ctx.bwd_cfg = softplus, reverse, bwd_cfg
+            ctx.softplus, ctx.reverse, ctx.bwd_cfg, ctx.bwd_impl = softplus, reverse, bwd_cfg, bwd_impl
             ctx.fwd_block_t = fwd_cfg.block_t
             ctx.has_h0 = initial_state is not None
         return out, final
@@ -506,14 +522,14 @@ class _SelectiveScanFn(torch.autograd.Function):
         u, delta, A, B, C, D, z, delta_bias, chunks = ctx.saved_tensors
         du, ddelta, dA, dB, dC, dD, dz, dbias, dh0 = _selective_scan_bwd(
             u, delta, A, B, C, D, z, delta_bias, chunks, dout, dfinal, ctx.softplus, ctx.reverse,
-            ctx.fwd_block_t, ctx.bwd_cfg,
+            ctx.fwd_block_t, ctx.bwd_cfg, ctx.bwd_impl,
         )
 
         def cast(grad, like):
             return None if like is None else grad.to(like.dtype)
 
         return (du, ddelta, cast(dA, A), cast(dB, B), cast(dC, C), cast(dD, D), dz, cast(dbias, delta_bias),
-                dh0 if ctx.has_h0 else None, None, None, None, None, None, None, None)
+                dh0 if ctx.has_h0 else None, None, None, None, None, None, None, None, None)
 
 
 def _check(name: str, X: torch.Tensor | None, shape: tuple[int, ...], device: torch.device, fn: str) -> None:
@@ -556,6 +572,7 @@ def selective_scan_fused(
     reverse: bool = False,
     *,
     fwd_impl: str | None = None,
+    bwd_impl: str | None = None,
     fwd_config: ScanConfig | None = None,
     bwd_config: ScanConfig | None = None,
     seq_config: SeqConfig | None = None,
@@ -575,6 +592,7 @@ def selective_scan_fused(
             flipping every L axis, scanning, and flipping ``out`` back, without making flipped copies.
         fwd_impl: forward algorithm, "tile" or "sequential" (see ``FWD_IMPLS``); ``DEFAULT_FWD_IMPL`` when
             None. Both give the same results and use the same backward.
+        bwd_impl: backward algorithm, "triple" or "pair" (see ``BWD_IMPLS``); ``DEFAULT_BWD_IMPL`` when None.
         fwd_config, bwd_config, seq_config: launch shapes (benchmarks only); defaults suit the device.
 
     Returns:
@@ -605,7 +623,10 @@ def selective_scan_fused(
     fwd_impl = fwd_impl or DEFAULT_FWD_IMPL
     if fwd_impl not in FWD_IMPLS:
         raise InputError(f"{fn}: fwd_impl is {fwd_impl!r}; use one of {', '.join(FWD_IMPLS)}")
-    fwd_default, bwd_default, seq_default = _default_configs(u.device)
+    bwd_impl = bwd_impl or DEFAULT_BWD_IMPL
+    if bwd_impl not in BWD_IMPLS:
+        raise InputError(f"{fn}: bwd_impl is {bwd_impl!r}; use one of {', '.join(BWD_IMPLS)}")
+    fwd_default, bwd_default, seq_default = _default_configs(u.device, bwd_impl)
     fwd_config, bwd_config = fwd_config or fwd_default, bwd_config or bwd_default
     seq_config = seq_config or seq_default
     if fwd_impl == "sequential" and fwd_config.block_t % seq_config.tt:
@@ -615,5 +636,6 @@ def selective_scan_fused(
     need_grad = torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
     u, delta, z, B, C = (_rows_contiguous(X) for X in (u, delta, z, B, C))
     out, final = _SelectiveScanFn.apply(u, delta, A, B, C, D, z, delta_bias, initial_state, delta_softplus,
-                                        reverse, need_grad, fwd_config, bwd_config, fwd_impl, seq_config)
+                                        reverse, need_grad, fwd_config, bwd_config, fwd_impl, seq_config,
+                                        bwd_impl)
     return (out, final) if return_final_state else out

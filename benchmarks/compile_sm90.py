@@ -1,0 +1,114 @@
+"""Compile the Triton scan kernels for sm_90a on a machine without a GPU and print ptxas's resource report.
+
+Registers, spills and shared memory decide most launch-shape questions before any GPU time is spent
+(benchmarks/NOTES-scan.md). The PTX, TTGIR and SASS of each variant are written to --out for reading.
+
+    python benchmarks/compile_sm90.py --out /tmp/sm90 [--variant NAME ...]
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import subprocess
+from pathlib import Path
+
+import triton
+from triton.backends.compiler import GPUTarget
+from triton.compiler import ASTSource
+
+from seqssm.kernels.selective_scan import fused, fused_bwd
+
+TARGET = GPUTarget("cuda", 90, 32)
+BIN = Path(triton.__file__).parent / "backends" / "nvidia" / "bin"
+
+# Arguments of the backward kernel in order: pointers with their element types, then 32-bit integers.
+BWD_POINTERS = {
+    "u_ptr": "*bf16", "dt_ptr": "*bf16", "A_ptr": "*fp32", "B_ptr": "*bf16", "C_ptr": "*bf16", "D_ptr": "*fp32",
+    "z_ptr": "*bf16", "bias_ptr": "*fp32", "hc_ptr": "*fp32", "dout_ptr": "*bf16", "dhT_ptr": "*fp32",
+    "du_ptr": "*bf16", "ddt_ptr": "*bf16", "dz_ptr": "*bf16", "dA_ptr": "*fp32", "dB_ptr": "*fp32",
+    "dC_ptr": "*fp32", "dD_ptr": "*fp32", "dbias_ptr": "*fp32", "dh0_ptr": "*fp32", "carry_ptr": "*fp32",
+}
+# The shape of record: z, D, delta_bias, softplus, per-position B and C, no final-state gradient.
+BWD_FLAGS = dict(HAS_D=True, HAS_Z=True, HAS_BIAS=True, HAS_DHT=False, SOFTPLUS=True, B_VAR=True, C_VAR=True,
+                 REVERSE=False, N_PAD=16, STAGES=1)
+
+
+def bwd_ints(length: int = 65536, dim: int = 1536, n_state: int = 16, block_t: int = 512) -> dict[str, int]:
+    """The backward's integer arguments for B = 1, contiguous [B, D, L] tensors, B/C as [B, N, L]."""
+    n_saved = length // 256
+    rows = dict(b=dim * length, d=length, l=1)
+    ints = dict(dim=dim, length=length, n_state=n_state, b_cpg=dim, c_cpg=dim, n_chunks=length // block_t,
+                chunk_stride=block_t // 256, n_saved=n_saved, s_A_d=n_state, s_A_n=1)
+    for x in ("u", "dt", "z", "g"):
+        ints.update({f"s_{x}_{k}": v for k, v in rows.items()})
+    for x in ("B", "C"):
+        ints.update({f"s_{x}_b": n_state * length, f"s_{x}_g": 0, f"s_{x}_n": length, f"s_{x}_l": 1})
+    return ints
+
+
+def compile_variant(fn, pointers: dict[str, str], ints: dict[str, int], constexprs: dict, num_warps: int,
+                    out: Path, name: str) -> str:
+    """Compile fn for sm_90a as a launch with these arguments would (ints equal to 1 become constants, pointers
+    and multiples of 16 carry the divisibility hint); write its IR to out/name.*; return ptxas's report."""
+    consts, sig, attrs = dict(constexprs), {}, {}
+    for i, arg in enumerate(fn.arg_names):
+        if arg in constexprs:
+            sig[arg] = "constexpr"
+        elif arg in pointers:
+            sig[arg] = pointers[arg]
+            attrs[(i,)] = [["tt.divisibility", 16]]
+        elif ints[arg] == 1:
+            consts[arg], sig[arg] = 1, "constexpr"
+        else:
+            sig[arg] = "i32"
+            if ints[arg] % 16 == 0:
+                attrs[(i,)] = [["tt.divisibility", 16]]
+    src = ASTSource(fn=fn, signature=sig, constexprs=consts, attrs=attrs)
+    kernel = triton.compile(src, target=TARGET, options={"num_warps": num_warps})
+    out.mkdir(parents=True, exist_ok=True)
+    for ext in ("ttgir", "ptx"):
+        (out / f"{name}.{ext}").write_text(kernel.asm[ext])
+    ptx = out / f"{name}.ptx"
+    cubin = out / f"{name}.cubin"
+    res = subprocess.run([str(BIN / "ptxas"), "-v", "--gpu-name", "sm_90a", str(ptx), "-o", str(cubin)],
+                         capture_output=True, text=True, check=True)
+    sass = subprocess.run([str(BIN / "nvdisasm"), "-c", str(cubin)], capture_output=True, text=True, check=True)
+    (out / f"{name}.sass").write_text(sass.stdout)
+    return " ".join(re.findall(r"Used \d+ registers|\d+ bytes spill (?:stores|loads)|\d+ bytes smem", res.stderr))
+
+
+def backward_variants() -> dict[str, tuple[object, dict, int]]:
+    """name -> (kernel, constexprs, num_warps) for the backward launch shapes worth comparing."""
+    variants = {}
+    for block_t, warps in ((512, 2), (1024, 2), (1024, 4), (2048, 4)):
+        flags = dict(BWD_FLAGS, BLOCK_D=1, BLOCK_T=block_t, UNROLL_N=1)
+        variants[f"bwd_triple_{block_t}_{warps}w"] = (fused._selective_scan_bwd_kernel, flags, warps)
+    for block_t, warps, unroll in ((256, 1, 1), (512, 2, 1), (1024, 4, 1), (128, 1, 1), (256, 2, 1),
+                                   (512, 4, 1), (1024, 8, 1), (512, 4, 2), (256, 2, 2)):
+        flags = dict(BWD_FLAGS, BLOCK_D=1, BLOCK_T=block_t, UNROLL_N=unroll,
+                     **fused_bwd.pair_bwd_flags(1, block_t, warps))
+        variants[f"bwd_pair_{block_t}_{warps}w_u{unroll}"] = (fused_bwd._selective_scan_pair_bwd_kernel, flags,
+                                                               warps)
+    return variants
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", type=Path, default=Path("/tmp/sm90"))
+    parser.add_argument("--variant", nargs="*", help="names to compile (default: all)")
+    args = parser.parse_args()
+    for name, (fn, flags, warps) in backward_variants().items():
+        if args.variant and name not in args.variant:
+            continue
+        sass = args.out / f"{name}.sass"
+        report = compile_variant(fn, BWD_POINTERS, bwd_ints(block_t=flags["BLOCK_T"]), flags, warps, args.out, name)
+        text = sass.read_text()
+        ops = re.findall(r"^\s+/\*[0-9a-f]{4}\*/\s+(?:@!?U?P\w+\s+)?([A-Z][A-Z0-9]*)", text, re.M)
+        counts = {op: ops.count(op) for op in ("SHFL", "BAR", "REDG", "MUFU", "LDG", "STS", "LDS")}
+        counts["all"] = len(ops)
+        print(f"{name:<28} {report:<60} {counts}", flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,281 @@
+"""Backward of the fused selective scan with a pair reverse scan (the "pair" backward).
+
+Same work split as the triple backward in ``fused.py`` (one program = BLOCK_D channels × the whole sequence,
+chunks of BLOCK_T positions walked in reverse, each chunk's states recomputed from its saved start state), with
+three changes that cut the per-state work (benchmarks/NOTES-scan.md, run 6):
+
+- The reverse scan g_t = x_t + a_{t+1} g_{t+1} scans pairs (a_{t+1}, x_t): the shifted decay is recomputed from
+  Δ at the next position (one more exp2 per update, against a third scanned component and its shuffles).
+  Inside a chunk the last position's factor is 1 and the carry G = a_first(later) · g_first(later) enters as
+  g = X + P·G, as in the triple backward.
+- The carry G and the chunk-start state are read per state from memory ([BLOCK_D] loads) instead of being
+  pulled out of register tiles by a cross-lane reduction. G lives in a two-slot scratch buffer: a chunk reads
+  one slot and writes the other, and a barrier at the end of the chunk orders them.
+- dA's chunk sum and the next carry G come out of one two-operand reduction (one cross-warp exchange).
+"""
+
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+
+LOG2E = tl.constexpr(1.4426950408889634)
+
+
+@triton.jit
+def _rev_pair_combine(x_later, p_later, x_earlier, p_earlier):
+    # A segment maps the carry G entering at its right end to g at its first position: g = X + P·G.
+    return x_earlier + p_earlier * x_later, p_earlier * p_later
+
+
+def _rev_scan_ptx(items: int) -> str:
+    """PTX of the reverse pair scan over one warp's chunk (inline assembly, ``items`` registers a thread).
+
+    Operands: $0..$(I-1) g out; x in, then α in, then the carry G (I copies), I = ``items`` each. Lane l holds
+    positions l·I .. l·I + I - 1 in order. In-thread: X_k = x_k + α_k X_{k+1}, P_k = α_k P_{k+1} from the
+    thread's last element down; across lanes: a Hillis–Steele suffix scan of the threads' (X_0, P_0) by
+    shfl.down, so that lane l gets the map from G to g at lane l+1's first position; then g_k = X_k + P_k·c.
+    Triton lowers ``associative_scan(reverse=True)`` by flipping inputs and outputs across lanes with five
+    butterfly shuffles a register (benchmarks/NOTES-scan.md, run 6); this does 12 shuffles in all.
+    """
+    n = items
+    o, x, a, carry = (lambda k: f"${k}"), (lambda k: f"${n + k}"), (lambda k: f"${2 * n + k}"), f"${3 * n}"
+    lines = ["{", ".reg .pred q;", ".reg .f32 X, P, xo, po, c;", f".reg .f32 p<{n}>;",
+             f"mov.f32 {o(n - 1)}, {x(n - 1)};", f"mov.f32 p{n - 1}, {a(n - 1)};"]
+    for k in range(n - 2, -1, -1):
+        lines += [f"fma.rn.f32 {o(k)}, {a(k)}, {o(k + 1)}, {x(k)};", f"mul.f32 p{k}, {a(k)}, p{k + 1};"]
+    lines += [f"mov.f32 X, {o(0)};", "mov.f32 P, p0;"]
+    for d in (1, 2, 4, 8, 16):
+        lines += [f"shfl.sync.down.b32 xo|q, X, {d}, 31, -1;", f"shfl.sync.down.b32 po, P, {d}, 31, -1;",
+                  "@q fma.rn.f32 X, P, xo, X;", "@q mul.f32 P, P, po;"]
+    lines += ["shfl.sync.down.b32 xo|q, X, 1, 31, -1;", "shfl.sync.down.b32 po, P, 1, 31, -1;",
+              "@!q mov.f32 xo, 0f00000000;", "@!q mov.f32 po, 0f3F800000;", f"fma.rn.f32 c, po, {carry}, xo;"]
+    lines += [f"fma.rn.f32 {o(k)}, p{k}, c, {o(k)};" for k in range(n)]
+    return "\n".join(lines + ["}"])
+
+
+def pair_bwd_flags(block_d: int, block_t: int, num_warps: int) -> dict:
+    """Compile-time flags of the pair backward: the inline-PTX reverse scan where the chunk is one warp's
+    (one channel, 4/8/16 positions a thread, compiled for a GPU), ``associative_scan`` otherwise (also under
+    TRITON_INTERPRET, which cannot run PTX)."""
+    items = block_t // (32 * num_warps)
+    if triton.knobs.runtime.interpret or num_warps != 1 or block_d != 1 or items not in (4, 8, 16):
+        return dict(PER_THREAD=max(items, 1), REV_PTX="", REV_CONSTRAINTS="")
+    cons = ",".join(["=f"] * items + ["f"] * (3 * items))
+    return dict(PER_THREAD=items, REV_PTX=_rev_scan_ptx(items), REV_CONSTRAINTS=cons)
+
+
+@triton.jit
+def _fwd_combine(a1, b1, a2, b2):
+    # (a1, b1) then (a2, b2): h -> a2 (a1 h + b1) + b2
+    return a1 * a2, a2 * b1 + b2
+
+
+@triton.jit
+def _add2(a1, b1, a2, b2):
+    return a1 + a2, b1 + b2
+
+
+@triton.jit
+def _softplus(x):
+    # Same threshold as torch.nn.functional.softplus.
+    return tl.where(x <= 20.0, tl.log(1.0 + tl.exp(x)), x)
+
+
+@triton.jit
+def _selective_scan_pair_bwd_kernel(
+    u_ptr, dt_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_ptr, hc_ptr, dout_ptr, dhT_ptr,
+    du_ptr, ddt_ptr, dz_ptr, dA_ptr, dB_ptr, dC_ptr, dD_ptr, dbias_ptr, dh0_ptr, carry_ptr,
+    dim, length, n_state, b_cpg, c_cpg, n_chunks, chunk_stride, n_saved,
+    s_u_b, s_u_d, s_u_l,
+    s_dt_b, s_dt_d, s_dt_l,
+    s_A_d, s_A_n,
+    s_B_b, s_B_g, s_B_n, s_B_l,
+    s_C_b, s_C_g, s_C_n, s_C_l,
+    s_z_b, s_z_d, s_z_l,
+    s_g_b, s_g_d, s_g_l,
+    HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_DHT: tl.constexpr,
+    SOFTPLUS: tl.constexpr, B_VAR: tl.constexpr, C_VAR: tl.constexpr, REVERSE: tl.constexpr,
+    BLOCK_D: tl.constexpr, BLOCK_T: tl.constexpr, N_PAD: tl.constexpr,
+    UNROLL_N: tl.constexpr, STAGES: tl.constexpr, PER_THREAD: tl.constexpr, REV_PTX: tl.constexpr,
+    REV_CONSTRAINTS: tl.constexpr,
+):
+    pid_b = tl.program_id(0).to(tl.int64)
+    d0 = tl.program_id(1) * BLOCK_D
+    offs_d = d0 + tl.arange(0, BLOCK_D)
+    mask_d = offs_d < dim
+    offs_n = tl.arange(0, N_PAD)
+    mask_n = offs_n < n_state
+    offs_j = tl.arange(0, BLOCK_T)
+
+    row = offs_d.to(tl.int64)[:, None]
+    u_base = u_ptr + pid_b * s_u_b + row * s_u_d
+    dt_base = dt_ptr + pid_b * s_dt_b + row * s_dt_d
+    # dout, du, ddelta and dz share one contiguous [B, D, L] layout (made so on the host).
+    g_off = pid_b * s_g_b + row * s_g_d
+    if B_VAR:
+        B_base = B_ptr + pid_b * s_B_b + (d0 // b_cpg) * s_B_g
+        # dB is a contiguous fp32 [B, G, N, L] buffer.
+        dB_base = dB_ptr + (pid_b * (dim // b_cpg) + d0 // b_cpg) * n_state * length
+    else:
+        B_base = B_ptr + offs_d * s_B_b
+    if C_VAR:
+        C_base = C_ptr + pid_b * s_C_b + (d0 // c_cpg) * s_C_g
+        dC_base = dC_ptr + (pid_b * (dim // c_cpg) + d0 // c_cpg) * n_state * length
+    else:
+        C_base = C_ptr + offs_d * s_C_b
+    # [BLOCK_D] offsets of state 0 in [B, D, N] buffers; state n is + n.
+    state_row = (pid_b * dim + offs_d) * n_state
+    state_offs = state_row[:, None] + offs_n[None, :]
+    state_mask = mask_d[:, None] & mask_n[None, :]
+    slot = dim * n_state * tl.num_programs(0)
+
+    if HAS_D:
+        Dv = tl.load(D_ptr + offs_d, mask=mask_d, other=0.0).to(tl.float32)
+    if HAS_BIAS:
+        bias = tl.load(bias_ptr + offs_d, mask=mask_d, other=0.0).to(tl.float32)
+    # G: a_{t+1} dh_{t+1} entering the current chunk from its right; the final-state gradient at first.
+    if HAS_DHT:
+        G0 = tl.load(dhT_ptr + state_offs, mask=state_mask, other=0.0).to(tl.float32)
+    else:
+        G0 = tl.zeros((BLOCK_D, N_PAD), dtype=tl.float32)
+    tl.store(carry_ptr + state_offs, G0, mask=state_mask)
+    tl.debug_barrier()
+    dA_acc = tl.zeros((BLOCK_D, N_PAD), dtype=tl.float32)
+    dB_acc = tl.zeros((BLOCK_D, N_PAD), dtype=tl.float32)
+    dC_acc = tl.zeros((BLOCK_D, N_PAD), dtype=tl.float32)
+    dD_acc = tl.zeros((BLOCK_D,), dtype=tl.float32)
+    dbias_acc = tl.zeros((BLOCK_D,), dtype=tl.float32)
+    is_first = offs_j[None, :] == 0
+
+    for cc in tl.range(0, n_chunks, num_stages=STAGES):
+        c = n_chunks - 1 - cc
+        read_slot = carry_ptr + (cc % 2) * slot
+        write_slot = carry_ptr + ((cc + 1) % 2) * slot
+        hc_row = ((pid_b * n_saved + c * chunk_stride) * dim + offs_d) * n_state
+        t = c * BLOCK_T + offs_j
+        mask_t = t < length
+        # The next position in scan order, inside this chunk: the carry G covers the chunk's right edge.
+        mask_nx = (offs_j < BLOCK_T - 1) & (t + 1 < length)
+        if REVERSE:
+            pos = length - 1 - t
+            pos_nx = pos - 1
+        else:
+            pos = t
+            pos_nx = pos + 1
+        mask = mask_d[:, None] & mask_t[None, :]
+        mask_next = mask_d[:, None] & mask_nx[None, :]
+        # B and C rows are read through a [BLOCK_D, BLOCK_T] pointer tile (each warp its own copy, from L1)
+        # so that they arrive in the tile's layout without a shared-memory shuffle.
+        pos_2d = tl.broadcast_to(pos[None, :], (BLOCK_D, BLOCK_T))
+        u = tl.load(u_base + pos[None, :] * s_u_l, mask=mask, other=0.0).to(tl.float32)
+        dt_raw = tl.load(dt_base + pos[None, :] * s_dt_l, mask=mask, other=0.0).to(tl.float32)
+        dt_nx = tl.load(dt_base + pos_nx[None, :] * s_dt_l, mask=mask_next, other=0.0).to(tl.float32)
+        if HAS_BIAS:
+            dt_raw += bias[:, None]
+            dt_nx += bias[:, None]
+        if SOFTPLUS:
+            dt = _softplus(dt_raw)
+            dt_nx = _softplus(dt_nx)
+        else:
+            dt = dt_raw
+        dt = tl.where(mask, dt, 0.0)
+        # Zero past the chunk's end: the factor a_{t+1} there is exp(0) = 1, and G carries the rest.
+        dt_nx = tl.where(mask_next, dt_nx, 0.0)
+        dtu = dt * u
+        dy = tl.load(dout_ptr + g_off + pos[None, :] * s_g_l, mask=mask, other=0.0).to(tl.float32)
+        if HAS_Z:
+            # z and dout are read again for dz after the state loop rather than held in registers through it.
+            zz = tl.load(z_ptr + pid_b * s_z_b + row * s_z_d + pos[None, :] * s_z_l, mask=mask, other=0.0)
+            dy = dy * tl.sigmoid(zz.to(tl.float32)) * zz.to(tl.float32)
+        y = tl.zeros((BLOCK_D, BLOCK_T), dtype=tl.float32)
+        # sum_n dh·A·(h - b) and sum_n dh·B: dΔ and du follow from them after the loop.
+        ddt = tl.zeros((BLOCK_D, BLOCK_T), dtype=tl.float32)
+        gB = tl.zeros((BLOCK_D, BLOCK_T), dtype=tl.float32)
+        for n in tl.range(0, n_state, loop_unroll_factor=UNROLL_N):
+            A_n = tl.load(A_ptr + offs_d * s_A_d + n * s_A_n, mask=mask_d, other=0.0).to(tl.float32)
+            A2 = (A_n * LOG2E)[:, None]
+            a = tl.exp2(dt * A2)
+            a_nx = tl.exp2(dt_nx * A2)
+            if B_VAR:
+                B_n = tl.load(B_base + n * s_B_n + pos_2d * s_B_l, mask=mask, other=0.0).to(tl.float32)
+            else:
+                B_col = tl.load(B_base + n * s_B_n, mask=mask_d, other=0.0).to(tl.float32)
+                B_n = B_col[:, None]
+            if C_VAR:
+                C_n = tl.load(C_base + n * s_C_n + pos_2d * s_C_l, mask=mask, other=0.0).to(tl.float32)
+            else:
+                C_col = tl.load(C_base + n * s_C_n, mask=mask_d, other=0.0).to(tl.float32)
+                C_n = C_col[:, None]
+            b = dtu * B_n
+            a_c, b_c = tl.associative_scan((a, b), axis=1, combine_fn=_fwd_combine)
+            S0_n = tl.load(hc_ptr + hc_row + n, mask=mask_d, other=0.0)
+            h = b_c + a_c * S0_n[:, None]
+            if HAS_Z:
+                y += h * C_n
+            G_n = tl.load(read_slot + state_row + n, mask=mask_d, other=0.0)
+            if REV_PTX != "":
+                G_tile = tl.broadcast_to(G_n[:, None], (BLOCK_D, BLOCK_T))
+                g = tl.inline_asm_elementwise(REV_PTX, REV_CONSTRAINTS, [dy * C_n, a_nx, G_tile], dtype=tl.float32,
+                                              is_pure=True, pack=PER_THREAD)
+            else:
+                gx, gp = tl.associative_scan((dy * C_n, a_nx), axis=1, combine_fn=_rev_pair_combine,
+                                             reverse=True)
+                g = gx + gp * G_n[:, None]
+            # h - b = a_t h_{t-1}, the part of h_t that came through exp(Δ_t A).
+            gh = g * (h - b)
+            ddt += gh * A_n[:, None]
+            gB += g * B_n
+            dA_n, G_next = tl.reduce((gh * dt, tl.where(is_first, a * g, 0.0)), axis=1, combine_fn=_add2)
+            tl.store(write_slot + state_row + n, G_next, mask=mask_d)
+            dA_acc += tl.where(offs_n[None, :] == n, dA_n[:, None], 0.0)
+            if B_VAR:
+                dB_row = tl.sum(g * dtu, axis=0)
+                tl.atomic_add(dB_base + n * length + pos, dB_row, mask=mask_t, sem="relaxed")
+            else:
+                dB_acc += tl.where(offs_n[None, :] == n, tl.sum(g * dtu, axis=1)[:, None], 0.0)
+            if C_VAR:
+                dC_row = tl.sum(h * dy, axis=0)
+                tl.atomic_add(dC_base + n * length + pos, dC_row, mask=mask_t, sem="relaxed")
+            else:
+                dC_acc += tl.where(offs_n[None, :] == n, tl.sum(h * dy, axis=1)[:, None], 0.0)
+        ddt += gB * u
+        du = gB * dt
+        if HAS_D:
+            du += dy * Dv[:, None]
+            dD_acc += tl.sum(dy * u, axis=1)
+        if HAS_Z:
+            if HAS_D:
+                y += u * Dv[:, None]
+            zz = tl.load(z_ptr + pid_b * s_z_b + row * s_z_d + pos[None, :] * s_z_l, mask=mask, other=0.0)
+            zz = zz.to(tl.float32)
+            sz = tl.sigmoid(zz)
+            dout = tl.load(dout_ptr + g_off + pos[None, :] * s_g_l, mask=mask, other=0.0).to(tl.float32)
+            dz = dout * y * sz * (1.0 + zz * (1.0 - sz))
+            tl.store(dz_ptr + g_off + pos[None, :] * s_g_l, dz.to(dz_ptr.dtype.element_ty), mask=mask)
+        if SOFTPLUS:
+            ddt = ddt * tl.sigmoid(dt_raw)
+        ddt = tl.where(mask, ddt, 0.0)
+        dbias_acc += tl.sum(ddt, axis=1)
+        tl.store(du_ptr + g_off + pos[None, :] * s_g_l, du.to(du_ptr.dtype.element_ty), mask=mask)
+        tl.store(ddt_ptr + g_off + pos[None, :] * s_g_l, ddt.to(ddt_ptr.dtype.element_ty), mask=mask)
+        # The next chunk reads the slot written here; no thread may still be reading it from the last one.
+        tl.debug_barrier()
+
+    G = tl.load(carry_ptr + (n_chunks % 2) * slot + state_offs, mask=state_mask, other=0.0)
+    tl.store(dh0_ptr + state_offs, G, mask=state_mask)
+    tl.store(dA_ptr + state_offs, dA_acc, mask=state_mask)
+    if not B_VAR:
+        tl.store(dB_ptr + state_offs, dB_acc, mask=state_mask)
+    if not C_VAR:
+        tl.store(dC_ptr + state_offs, dC_acc, mask=state_mask)
+    if HAS_D:
+        tl.store(dD_ptr + pid_b * dim + offs_d, dD_acc, mask=mask_d)
+    if HAS_BIAS:
+        tl.store(dbias_ptr + pid_b * dim + offs_d, dbias_acc, mask=mask_d)
+
+
+def pair_bwd_scratch(batch: int, dim: int, n_state: int, device: torch.device) -> torch.Tensor:
+    """The two carry slots, [2, B, D, N] fp32 (written before read by the kernel)."""
+    return torch.empty(2, batch, dim, n_state, device=device, dtype=torch.float32)
