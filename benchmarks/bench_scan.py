@@ -240,7 +240,7 @@ def _fastest(kind: str, candidates, configs, length: int, log: list[str]) -> Sca
     return min(timed)[1] if timed else None
 
 
-PAIR_CANDIDATES = [ScanConfig(*c) for c in [(1, 256, 1), (1, 128, 1), (1, 512, 1), (1, 512, 2), (1, 256, 1, 2)]]
+PAIR_CANDIDATES = [ScanConfig(*c) for c in [(1, 128, 1), (1, 256, 1), (1, 512, 1), (1, 128, 1, 2), (1, 256, 1, 2)]]
 
 
 def pair_sweep(length: int, log: list[str]) -> ScanConfig:

@@ -136,6 +136,28 @@ def test_scan_low_precision_within_rounding(dtype, impl):
 
 
 @interpreted
+@pytest.mark.parametrize("block_t", [128, 256, 512])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["fp32", "bf16"])
+def test_scan_pair_backward_launch_shapes(block_t, dtype):
+    """The pair backward at each one-warp chunk length the benchmarks consider (on a GPU: its inline-PTX
+    reverse scan over 1, 2 or 4 runs of positions a thread), with forward chunks no longer than its own."""
+    x = _inputs(LONG, "var", dtype=dtype)
+    fwd_cfg, bwd_cfg = fused.FWD_CONFIG._replace(block_t=min(256, block_t)), fused.ScanConfig(1, block_t, 1)
+    if not ON_CUDA:
+        fwd_cfg, bwd_cfg = fused.INTERPRET_CONFIG, fused.INTERPRET_CONFIG._replace(block_d=1)
+    out, last = selective_scan_fused(**x, delta_softplus=True, return_final_state=True, bwd_impl="pair",
+                                     fwd_config=fwd_cfg, bwd_config=bwd_cfg)
+    ref_out, ref_last, ref_leaves = _reference(x, True, False)
+    dout, dlast = torch.randn_like(ref_out).to(out.dtype).float(), torch.randn_like(ref_last)
+    names = list(x)
+    grads = torch.autograd.grad((out.float() * dout).sum() + (last * dlast).sum(), [x[k] for k in names])
+    ref_grads = torch.autograd.grad((ref_out * dout).sum() + (ref_last * dlast).sum(), [ref_leaves[k] for k in names])
+    for name, got, ref in zip(names, grads, ref_grads, strict=True):
+        bound = 1e-4 if dtype == torch.float32 else 1.5 * rel_error(rounded(ref, dtype), ref)
+        assert rel_error(got, ref) <= max(bound, 1e-4), f"d{name}: relative error {rel_error(got, ref):.2e}"
+
+
+@interpreted
 def test_scan_sequential_many_segments_equals_tile():
     """The sequential forward with one segment per chunk (most cross-segment folding), with one segment, and
     with the GPU default's tile width, gives the tile forward's output and final state."""

@@ -476,7 +476,9 @@ def _selective_scan_bwd(u, delta, A, B, C, D, z, delta_bias, chunks, dout, dfina
     zz = z if z is not None else u
     if impl == "pair":
         kernel, scratch = _selective_scan_pair_bwd_kernel, (pair_bwd_scratch(batch, dim, n_state, u.device),)
-        extra = pair_bwd_flags(lay.block_d, block_t, cfg.num_warps)
+        # The PTX scan assumes the tile layout that loads of one element width give (pair_bwd_flags).
+        widths = {X.element_size() for X in (u, delta, dout, z, B, C) if X is not None and X.dim() >= 3}
+        extra = pair_bwd_flags(lay.block_d, block_t, cfg.num_warps, widths.pop() if len(widths) == 1 else 0)
     else:
         kernel, scratch, extra = _selective_scan_bwd_kernel, (), {}
     kernel[(batch, triton.cdiv(dim, lay.block_d))](

@@ -29,41 +29,66 @@ def _rev_pair_combine(x_later, p_later, x_earlier, p_earlier):
     return x_earlier + p_earlier * x_later, p_earlier * p_later
 
 
-def _rev_scan_ptx(items: int) -> str:
-    """PTX of the reverse pair scan over one warp's chunk (inline assembly, ``items`` registers a thread).
+def _rev_scan_ptx(vec: int, reps: int) -> str:
+    """PTX of the reverse scan g_t = x_t + a_{t+1} g_{t+1} over one warp's chunk, as inline assembly.
 
-    Operands: $0..$(I-1) g out; x in, then α in, then the carry G (I copies), I = ``items`` each. Lane l holds
-    positions l·I .. l·I + I - 1 in order. In-thread: X_k = x_k + α_k X_{k+1}, P_k = α_k P_{k+1} from the
-    thread's last element down; across lanes: a Hillis–Steele suffix scan of the threads' (X_0, P_0) by
-    shfl.down, so that lane l gets the map from G to g at lane l+1's first position; then g_k = X_k + P_k·c.
-    Triton lowers ``associative_scan(reverse=True)`` by flipping inputs and outputs across lanes with five
-    butterfly shuffles a register (benchmarks/NOTES-scan.md, run 6); this does 12 shuffles in all.
+    Layout (what Triton gives a [1, BLOCK_T] tile of one warp): each thread holds ``reps`` runs of ``vec``
+    consecutive positions; register r·vec + k of lane l is position r·32·vec + l·vec + k. Operands: g out
+    ($0 ..), then x, then a = exp(Δ_t A) unshifted, then the chunk carry G (one copy a register each).
+    Runs are scanned from the last: in-thread X_k = x_k + a_{k+1} X_{k+1}, P_k = a_{k+1} P_{k+1} (a_{k+1} of
+    a run's last element comes from the next lane by shfl.down, or from lane 0 of the next run, or is 1 at the
+    chunk's end, where G = a·g of the next chunk already carries it); a Hillis–Steele suffix scan of the lanes'
+    (X_0, P_0) by shfl.down; then g_k = X_k + P_k·c with c the g entering from the right. So the shifted decay
+    costs a shuffle, not an exp per element, and nothing is flipped: Triton lowers
+    ``associative_scan(reverse=True)`` by flipping inputs and outputs across lanes with five butterfly
+    shuffles a register (benchmarks/NOTES-scan.md, run 6).
     """
-    n = items
-    o, x, a, carry = (lambda k: f"${k}"), (lambda k: f"${n + k}"), (lambda k: f"${2 * n + k}"), f"${3 * n}"
-    lines = ["{", ".reg .pred q;", ".reg .f32 X, P, xo, po, c;", f".reg .f32 p<{n}>;",
-             f"mov.f32 {o(n - 1)}, {x(n - 1)};", f"mov.f32 p{n - 1}, {a(n - 1)};"]
-    for k in range(n - 2, -1, -1):
-        lines += [f"fma.rn.f32 {o(k)}, {a(k)}, {o(k + 1)}, {x(k)};", f"mul.f32 p{k}, {a(k)}, p{k + 1};"]
-    lines += [f"mov.f32 X, {o(0)};", "mov.f32 P, p0;"]
-    for d in (1, 2, 4, 8, 16):
-        lines += [f"shfl.sync.down.b32 xo|q, X, {d}, 31, -1;", f"shfl.sync.down.b32 po, P, {d}, 31, -1;",
-                  "@q fma.rn.f32 X, P, xo, X;", "@q mul.f32 P, P, po;"]
-    lines += ["shfl.sync.down.b32 xo|q, X, 1, 31, -1;", "shfl.sync.down.b32 po, P, 1, 31, -1;",
-              "@!q mov.f32 xo, 0f00000000;", "@!q mov.f32 po, 0f3F800000;", f"fma.rn.f32 c, po, {carry}, xo;"]
-    lines += [f"fma.rn.f32 {o(k)}, p{k}, c, {o(k)};" for k in range(n)]
+    n = vec * reps
+
+    def o(r, k):
+        return f"${r * vec + k}"
+
+    def x(r, k):
+        return f"${n + r * vec + k}"
+
+    def a(r, k):
+        return f"${2 * n + r * vec + k}"
+
+    lines = ["{", ".reg .pred q;", ".reg .f32 X, P, xo, po, c, cn, an, af;", f".reg .f32 p<{vec}>;",
+             f"mov.f32 cn, ${3 * n};"]
+    for r in range(reps - 1, -1, -1):
+        if r == reps - 1:
+            lines.append("mov.f32 af, 0f3F800000;")
+        else:
+            lines.append(f"shfl.sync.idx.b32 af, {a(r + 1, 0)}, 0, 31, -1;")
+        lines += [f"shfl.sync.down.b32 an|q, {a(r, 0)}, 1, 31, -1;", "@!q mov.f32 an, af;",
+                  f"mov.f32 {o(r, vec - 1)}, {x(r, vec - 1)};", f"mov.f32 p{vec - 1}, an;"]
+        for k in range(vec - 2, -1, -1):
+            lines += [f"fma.rn.f32 {o(r, k)}, {a(r, k + 1)}, {o(r, k + 1)}, {x(r, k)};",
+                      f"mul.f32 p{k}, {a(r, k + 1)}, p{k + 1};"]
+        lines += [f"mov.f32 X, {o(r, 0)};", "mov.f32 P, p0;"]
+        for d in (1, 2, 4, 8, 16):
+            lines += [f"shfl.sync.down.b32 xo|q, X, {d}, 31, -1;", f"shfl.sync.down.b32 po, P, {d}, 31, -1;",
+                      "@q fma.rn.f32 X, P, xo, X;", "@q mul.f32 P, P, po;"]
+        lines += ["shfl.sync.down.b32 xo|q, X, 1, 31, -1;", "shfl.sync.down.b32 po, P, 1, 31, -1;",
+                  "@!q mov.f32 xo, 0f00000000;", "@!q mov.f32 po, 0f3F800000;", "fma.rn.f32 c, po, cn, xo;"]
+        lines += [f"fma.rn.f32 {o(r, k)}, p{k}, c, {o(r, k)};" for k in range(vec)]
+        if r:
+            lines.append(f"shfl.sync.idx.b32 cn, {o(r, 0)}, 0, 31, -1;")
     return "\n".join(lines + ["}"])
 
 
-def pair_bwd_flags(block_d: int, block_t: int, num_warps: int) -> dict:
+def pair_bwd_flags(block_d: int, block_t: int, num_warps: int, elem_bytes: int) -> dict:
     """Compile-time flags of the pair backward: the inline-PTX reverse scan where the chunk is one warp's
-    (one channel, 4/8/16 positions a thread, compiled for a GPU), ``associative_scan`` otherwise (also under
-    TRITON_INTERPRET, which cannot run PTX)."""
-    items = block_t // (32 * num_warps)
-    if triton.knobs.runtime.interpret or num_warps != 1 or block_d != 1 or items not in (4, 8, 16):
-        return dict(PER_THREAD=max(items, 1), REV_PTX="", REV_CONSTRAINTS="")
+    (one channel; Triton then lays a tile out in runs of 16 bytes of ``elem_bytes`` elements a thread; 0 when
+    the tensors differ in width), ``associative_scan`` otherwise, also under TRITON_INTERPRET, which cannot
+    run PTX."""
+    vec = min(16 // elem_bytes, block_t // 32) if elem_bytes in (2, 4) else 0
+    if triton.knobs.runtime.interpret or num_warps != 1 or block_d != 1 or vec < 2 or block_t % (32 * vec):
+        return dict(VEC=1, REV_PTX="", REV_CONSTRAINTS="")
+    items = block_t // 32
     cons = ",".join(["=f"] * items + ["f"] * (3 * items))
-    return dict(PER_THREAD=items, REV_PTX=_rev_scan_ptx(items), REV_CONSTRAINTS=cons)
+    return dict(VEC=items, REV_PTX=_rev_scan_ptx(vec, items // vec), REV_CONSTRAINTS=cons)
 
 
 @triton.jit
@@ -98,7 +123,7 @@ def _selective_scan_pair_bwd_kernel(
     HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_DHT: tl.constexpr,
     SOFTPLUS: tl.constexpr, B_VAR: tl.constexpr, C_VAR: tl.constexpr, REVERSE: tl.constexpr,
     BLOCK_D: tl.constexpr, BLOCK_T: tl.constexpr, N_PAD: tl.constexpr,
-    UNROLL_N: tl.constexpr, STAGES: tl.constexpr, PER_THREAD: tl.constexpr, REV_PTX: tl.constexpr,
+    UNROLL_N: tl.constexpr, STAGES: tl.constexpr, VEC: tl.constexpr, REV_PTX: tl.constexpr,
     REV_CONSTRAINTS: tl.constexpr,
 ):
     pid_b = tl.program_id(0).to(tl.int64)
@@ -171,18 +196,22 @@ def _selective_scan_pair_bwd_kernel(
         pos_2d = tl.broadcast_to(pos[None, :], (BLOCK_D, BLOCK_T))
         u = tl.load(u_base + pos[None, :] * s_u_l, mask=mask, other=0.0).to(tl.float32)
         dt_raw = tl.load(dt_base + pos[None, :] * s_dt_l, mask=mask, other=0.0).to(tl.float32)
-        dt_nx = tl.load(dt_base + pos_nx[None, :] * s_dt_l, mask=mask_next, other=0.0).to(tl.float32)
         if HAS_BIAS:
             dt_raw += bias[:, None]
-            dt_nx += bias[:, None]
         if SOFTPLUS:
             dt = _softplus(dt_raw)
-            dt_nx = _softplus(dt_nx)
         else:
             dt = dt_raw
         dt = tl.where(mask, dt, 0.0)
-        # Zero past the chunk's end: the factor a_{t+1} there is exp(0) = 1, and G carries the rest.
-        dt_nx = tl.where(mask_next, dt_nx, 0.0)
+        if REV_PTX == "":
+            # Δ at the next position for a_{t+1}; zero past the chunk's end, where the factor is exp(0) = 1 and
+            # G carries the rest. (The PTX scan shifts a itself.)
+            dt_nx = tl.load(dt_base + pos_nx[None, :] * s_dt_l, mask=mask_next, other=0.0).to(tl.float32)
+            if HAS_BIAS:
+                dt_nx += bias[:, None]
+            if SOFTPLUS:
+                dt_nx = _softplus(dt_nx)
+            dt_nx = tl.where(mask_next, dt_nx, 0.0)
         dtu = dt * u
         dy = tl.load(dout_ptr + g_off + pos[None, :] * s_g_l, mask=mask, other=0.0).to(tl.float32)
         if HAS_Z:
@@ -197,7 +226,6 @@ def _selective_scan_pair_bwd_kernel(
             A_n = tl.load(A_ptr + offs_d * s_A_d + n * s_A_n, mask=mask_d, other=0.0).to(tl.float32)
             A2 = (A_n * LOG2E)[:, None]
             a = tl.exp2(dt * A2)
-            a_nx = tl.exp2(dt_nx * A2)
             if B_VAR:
                 B_n = tl.load(B_base + n * s_B_n + pos_2d * s_B_l, mask=mask, other=0.0).to(tl.float32)
             else:
@@ -217,9 +245,10 @@ def _selective_scan_pair_bwd_kernel(
             G_n = tl.load(read_slot + state_row + n, mask=mask_d, other=0.0)
             if REV_PTX != "":
                 G_tile = tl.broadcast_to(G_n[:, None], (BLOCK_D, BLOCK_T))
-                g = tl.inline_asm_elementwise(REV_PTX, REV_CONSTRAINTS, [dy * C_n, a_nx, G_tile], dtype=tl.float32,
-                                              is_pure=True, pack=PER_THREAD)
+                g = tl.inline_asm_elementwise(REV_PTX, REV_CONSTRAINTS, [dy * C_n, a, G_tile], dtype=tl.float32,
+                                              is_pure=True, pack=VEC)
             else:
+                a_nx = tl.exp2(dt_nx * A2)
                 gx, gp = tl.associative_scan((dy * C_n, a_nx), axis=1, combine_fn=_rev_pair_combine,
                                              reverse=True)
                 g = gx + gp * G_n[:, None]
