@@ -19,7 +19,7 @@ LONG = LENGTHS[-1]
 
 if not PROXY:
     from seqssm.errors import InputError
-    from seqssm.kernels.selective_scan import fused, fused_update
+    from seqssm.kernels.selective_scan import fused, fused_bwd, fused_update
     from seqssm.kernels.selective_scan.fused import selective_scan_fused
     from seqssm.kernels.selective_scan.fused_update import selective_state_update_fused
     from seqssm.kernels.selective_scan.naive import selective_scan_ref, selective_state_update_ref
@@ -136,18 +136,24 @@ def test_scan_low_precision_within_rounding(dtype, impl):
 
 
 @interpreted
+@pytest.mark.parametrize("reverse", [False, True], ids=["forward", "reverse"])
 @pytest.mark.parametrize("block_t", [128, 256, 512])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["fp32", "bf16"])
-def test_scan_pair_backward_launch_shapes(block_t, dtype):
-    """The pair backward at each one-warp chunk length the benchmarks consider (on a GPU: its inline-PTX
-    reverse scan over 1, 2 or 4 runs of positions a thread), with forward chunks no longer than its own."""
-    x = _inputs(LONG, "var", dtype=dtype)
+def test_scan_pair_backward_launch_shapes(block_t, dtype, reverse):
+    """The pair backward at each one-warp chunk length the benchmarks consider, with forward chunks no longer
+    than its own. On a GPU, L is a multiple of 16 (not of the chunk), so that the inline-PTX reverse scan runs
+    (over 1, 2 or 4 runs of positions a thread)."""
+    length = LONG + 7 if ON_CUDA else LONG
+    x = _inputs(length, "var", dtype=dtype)
+    if ON_CUDA:
+        flags = fused_bwd.pair_bwd_flags(1, block_t, 1, dtype.itemsize, reverse)
+        assert flags["REV_PTX"], "the PTX scan should serve this shape"
     fwd_cfg, bwd_cfg = fused.FWD_CONFIG._replace(block_t=min(256, block_t)), fused.ScanConfig(1, block_t, 1)
     if not ON_CUDA:
         fwd_cfg, bwd_cfg = fused.INTERPRET_CONFIG, fused.INTERPRET_CONFIG._replace(block_d=1)
     out, last = selective_scan_fused(**x, delta_softplus=True, return_final_state=True, bwd_impl="pair",
-                                     fwd_config=fwd_cfg, bwd_config=bwd_cfg)
-    ref_out, ref_last, ref_leaves = _reference(x, True, False)
+                                     reverse=reverse, fwd_config=fwd_cfg, bwd_config=bwd_cfg)
+    ref_out, ref_last, ref_leaves = _reference(x, True, reverse)
     dout, dlast = torch.randn_like(ref_out).to(out.dtype).float(), torch.randn_like(ref_last)
     names = list(x)
     grads = torch.autograd.grad((out.float() * dout).sum() + (last * dlast).sum(), [x[k] for k in names])

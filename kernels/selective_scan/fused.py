@@ -74,7 +74,7 @@ DEFAULT_FWD_IMPL = "sequential"
 # Backward algorithms: "triple" (this file, a reverse scan of triples) or "pair" (fused_bwd.py, a reverse scan
 # of pairs with the shifted decay recomputed).
 BWD_IMPLS = ("triple", "pair")
-DEFAULT_BWD_IMPL = "triple"
+DEFAULT_BWD_IMPL = "pair"
 
 
 @triton.jit
@@ -452,6 +452,17 @@ def _selective_scan_fwd(u, delta, A, B, C, D, z, delta_bias, initial_state, soft
     return out, final, chunks
 
 
+def _vector_width(*tensors: torch.Tensor | None) -> int:
+    """Bytes of one element when every [.., L] tensor the backward tiles load has one element width, 16-byte
+    aligned rows and strides that are multiples of 16 elements; else 0. Then Triton lays the tiles out in runs of
+    16 bytes a thread, the layout the PTX reverse scan is written for (fused_bwd.pair_bwd_flags); otherwise it
+    may pick narrower runs, and the backward takes ``associative_scan``."""
+    rows = [X for X in tensors if X is not None and X.dim() >= 3]
+    widths = {X.element_size() for X in rows}
+    aligned = all(X.data_ptr() % 16 == 0 and all(s % 16 == 0 for s in X.stride()[:-1]) for X in rows)
+    return widths.pop() if len(widths) == 1 and aligned else 0
+
+
 def _selective_scan_bwd(u, delta, A, B, C, D, z, delta_bias, chunks, dout, dfinal, softplus, reverse,
                         fwd_block_t, cfg, impl):
     batch, dim, length = u.shape
@@ -476,9 +487,8 @@ def _selective_scan_bwd(u, delta, A, B, C, D, z, delta_bias, chunks, dout, dfina
     zz = z if z is not None else u
     if impl == "pair":
         kernel, scratch = _selective_scan_pair_bwd_kernel, (pair_bwd_scratch(batch, dim, n_state, u.device),)
-        # The PTX scan assumes the tile layout that loads of one element width give (pair_bwd_flags).
-        widths = {X.element_size() for X in (u, delta, dout, z, B, C) if X is not None and X.dim() >= 3}
-        extra = pair_bwd_flags(lay.block_d, block_t, cfg.num_warps, widths.pop() if len(widths) == 1 else 0)
+        extra = pair_bwd_flags(lay.block_d, block_t, cfg.num_warps, _vector_width(u, delta, dout, z, B, C),
+                               reverse)
     else:
         kernel, scratch, extra = _selective_scan_bwd_kernel, (), {}
     kernel[(batch, triton.cdiv(dim, lay.block_d))](

@@ -78,13 +78,16 @@ def _rev_scan_ptx(vec: int, reps: int) -> str:
     return "\n".join(lines + ["}"])
 
 
-def pair_bwd_flags(block_d: int, block_t: int, num_warps: int, elem_bytes: int) -> dict:
+def pair_bwd_flags(block_d: int, block_t: int, num_warps: int, elem_bytes: int, reverse: bool) -> dict:
     """Compile-time flags of the pair backward: the inline-PTX reverse scan where the chunk is one warp's
-    (one channel; Triton then lays a tile out in runs of 16 bytes of ``elem_bytes`` elements a thread; 0 when
-    the tensors differ in width), ``associative_scan`` otherwise, also under TRITON_INTERPRET, which cannot
-    run PTX."""
-    vec = min(16 // elem_bytes, block_t // 32) if elem_bytes in (2, 4) else 0
-    if triton.knobs.runtime.interpret or num_warps != 1 or block_d != 1 or vec < 2 or block_t % (32 * vec):
+    (one channel), ``associative_scan`` otherwise, also under TRITON_INTERPRET, which cannot run PTX.
+
+    The PTX is written for the tile layout Triton derives from the loads (compiled and read for sm_90a,
+    benchmarks/compile_sm90.py): runs of 16 bytes of ``elem_bytes`` elements a thread when the rows are
+    aligned (``elem_bytes`` 0 when they are not, or differ in width: no PTX), one element a thread when
+    ``reverse`` walks the addresses downwards."""
+    vec = 1 if reverse else (min(16 // elem_bytes, block_t // 32) if elem_bytes in (2, 4) else 0)
+    if triton.knobs.runtime.interpret or num_warps != 1 or block_d != 1 or vec < 1 or block_t % (32 * vec):
         return dict(VEC=1, REV_PTX="", REV_CONSTRAINTS="")
     items = block_t // 32
     cons = ",".join(["=f"] * items + ["f"] * (3 * items))
