@@ -93,18 +93,27 @@ def make_inputs(length: int, seed: int = 0) -> dict[str, torch.Tensor]:
 OURS = ("seqssm triton, seq fwd + pair bwd", "seqssm triton, seq fwd + triple bwd", "seqssm triton, tile fwd")
 
 
+def _flipped(fn):
+    """fn on every [.., L] input flipped along L, output flipped back: the reverse scan as a bidirectional layer
+    pays for it with a scan that has no reverse mode (mamba_ssm)."""
+    def run(**x):
+        return fn(**{k: v.flip(-1) if torch.is_tensor(v) and v.dim() == 3 else v for k, v in x.items()}).flip(-1)
+    return run
+
+
 def scan_impls(fwd_cfg: ScanConfig, bwd_cfg: ScanConfig, seq_cfg: SeqConfig, pair_cfg: ScanConfig,
-               quick: bool = False) -> dict[str, tuple[object, int]]:
-    """name -> (fn(**inputs) -> out, largest L to run it at). quick: only the fused kernels and mamba_ssm."""
+               quick: bool = False, reverse: bool = False) -> dict[str, tuple[object, int]]:
+    """name -> (fn(**inputs) -> out, largest L to run it at). quick: only the fused kernels and mamba_ssm.
+    reverse: seqssm scans with reverse=True, mamba_ssm on flipped copies."""
     # The pair backward restarts from states saved every pair_cfg.block_t positions, when that is shorter.
     pair_fwd = fwd_cfg._replace(block_t=min(fwd_cfg.block_t, pair_cfg.block_t))
     impls = {
         OURS[0]: (lambda **x: selective_scan_fused(**x, delta_softplus=True, fwd_impl="sequential", bwd_impl="pair",
-                                                   fwd_config=pair_fwd, bwd_config=pair_cfg, seq_config=seq_cfg),
-                  LENGTHS[-1]),
+                                                   fwd_config=pair_fwd, bwd_config=pair_cfg, seq_config=seq_cfg,
+                                                   reverse=reverse), LENGTHS[-1]),
         OURS[1]: (lambda **x: selective_scan_fused(**x, delta_softplus=True, fwd_impl="sequential",
                                                    bwd_impl="triple", fwd_config=fwd_cfg, bwd_config=bwd_cfg,
-                                                   seq_config=seq_cfg), LENGTHS[-1]),
+                                                   seq_config=seq_cfg, reverse=reverse), LENGTHS[-1]),
     }
     if not quick:
         impls[OURS[2]] = (lambda **x: selective_scan_fused(**x, delta_softplus=True, fwd_impl="tile",
@@ -113,7 +122,10 @@ def scan_impls(fwd_cfg: ScanConfig, bwd_cfg: ScanConfig, seq_cfg: SeqConfig, pai
     try:
         from mamba_ssm.ops.selective_scan_interface import selective_scan_fn
 
-        impls["mamba_ssm CUDA"] = (lambda **x: selective_scan_fn(**x, delta_softplus=True), LENGTHS[-1])
+        def theirs(**x):
+            return selective_scan_fn(**x, delta_softplus=True)
+
+        impls["mamba_ssm CUDA"] = (_flipped(theirs) if reverse else theirs, LENGTHS[-1])
     except ImportError as err:
         print(f"mamba_ssm not importable ({err}); its rows are left out", flush=True)
     if quick:
@@ -196,12 +208,13 @@ def copy_bandwidth() -> float:
     return 2 * src.numel() * 4 / (ms * 1e6)
 
 
-def output_errors(impls) -> dict[str, float]:
+def output_errors(impls, reverse: bool = False) -> dict[str, float]:
     """‖out − ref‖ / ‖ref‖ against the fp32 loop reference at L = 4096, and for the bf16 rounding of ref."""
     from seqssm.kernels.selective_scan import selective_scan_ref
 
     x = make_inputs(4096, seed=1)
-    ref = selective_scan_ref(**{k: v.float() for k, v in x.items()}, delta_softplus=True).double()
+    ref_fn = _flipped(selective_scan_ref) if reverse else selective_scan_ref
+    ref = ref_fn(**{k: v.float() for k, v in x.items()}, delta_softplus=True).double()
     errs = {"bf16 rounding of the reference": ((ref.bfloat16().double() - ref).norm() / ref.norm()).item()}
     for name, (fn, _) in impls.items():
         if name.startswith("seqssm triton") or name.startswith("mamba_ssm"):
@@ -305,6 +318,8 @@ def main() -> None:
     parser.add_argument("--seq-sweep", action="store_true",
                         help="sweep the sequential forward's launch shapes at --sweep-length first")
     parser.add_argument("--quick", action="store_true", help="only the fused kernels and mamba_ssm, no SDPA")
+    parser.add_argument("--reverse", action="store_true",
+                        help="seqssm scans with reverse=True, mamba_ssm on flipped copies (bidirectional layers)")
     parser.add_argument("--pair-sweep", action="store_true",
                         help="sweep the pair backward's launch shapes at --sweep-length first")
     args = parser.parse_args()
@@ -330,7 +345,7 @@ def main() -> None:
     if args.pair_sweep:
         log.append(f"chosen pair backward {pair_cfg}")
         print(log[-1], flush=True)
-    impls = scan_impls(fwd_cfg, bwd_cfg, seq_cfg, pair_cfg, quick=args.quick)
+    impls = scan_impls(fwd_cfg, bwd_cfg, seq_cfg, pair_cfg, quick=args.quick, reverse=args.reverse)
     versions = {"torch": torch.__version__, "triton": triton.__version__, "cuda": torch.version.cuda}
     try:
         import mamba_ssm
@@ -339,7 +354,7 @@ def main() -> None:
     except ImportError:
         pass
     copy_gbps = copy_bandwidth()
-    errors = output_errors(impls)
+    errors = output_errors(impls, args.reverse)
     rows = []
     for length in args.lengths:
         for name, (fn, max_len) in impls.items():
@@ -359,7 +374,8 @@ def main() -> None:
             print(f"SDPA L={length}: {row}", flush=True)
 
     device = torch.cuda.get_device_name()
-    header = (f"{device}, {date.today()}, " + ", ".join(f"{k} {v}" for k, v in versions.items())
+    direction = "REVERSE scans, " if args.reverse else ""
+    header = (f"{device}, {date.today()}, {direction}" + ", ".join(f"{k} {v}" for k, v in versions.items())
               + f"; fwd {fwd_cfg}, triple bwd {bwd_cfg}, pair bwd {pair_cfg}, sequential fwd {seq_cfg}"
               + f"; copy bandwidth {copy_gbps:.0f} GB/s")
     lines = [header, "",
