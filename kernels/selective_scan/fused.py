@@ -604,7 +604,8 @@ def selective_scan_fused(
             flipping every L axis, scanning, and flipping ``out`` back, without making flipped copies.
         fwd_impl: forward algorithm, "tile" or "sequential" (see ``FWD_IMPLS``); ``DEFAULT_FWD_IMPL`` when
             None. Both give the same results and use the same backward.
-        bwd_impl: backward algorithm, "triple" or "pair" (see ``BWD_IMPLS``); ``DEFAULT_BWD_IMPL`` when None.
+        bwd_impl: backward algorithm, "triple" or "pair" (see ``BWD_IMPLS``); when None ``DEFAULT_BWD_IMPL``,
+            or "triple" for reverse scans (faster there).
         fwd_config, bwd_config, seq_config: launch shapes (benchmarks only); defaults suit the device.
 
     Returns:
@@ -635,7 +636,9 @@ def selective_scan_fused(
     fwd_impl = fwd_impl or DEFAULT_FWD_IMPL
     if fwd_impl not in FWD_IMPLS:
         raise InputError(f"{fn}: fwd_impl is {fwd_impl!r}; use one of {', '.join(FWD_IMPLS)}")
-    bwd_impl = bwd_impl or DEFAULT_BWD_IMPL
+    # Reversed scans load descending addresses, which Triton does not vectorise; there the PTX scan of the pair
+    # backward runs one position a thread and the triple backward was measured faster (RESULTS.md, run 8).
+    bwd_impl = bwd_impl or ("triple" if reverse else DEFAULT_BWD_IMPL)
     if bwd_impl not in BWD_IMPLS:
         raise InputError(f"{fn}: bwd_impl is {bwd_impl!r}; use one of {', '.join(BWD_IMPLS)}")
     fwd_default, bwd_default, seq_default = _default_configs(u.device, bwd_impl)
