@@ -1,0 +1,92 @@
+"""benchmarks/promoter_baseline.py: its splits are finetune's, one-hot features, the val-selected C, summaries.
+
+The split test is what makes the baseline table comparable with `seqssm finetune --seed S` runs: it fails if
+finetune's loader ever splits a table differently from ``finetune_splits``.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from seqssm.datasets.tables import read_labelled_table
+from seqssm.errors import InputError
+from seqssm.pipelines.finetune import FinetuneConfig, _load_data
+
+_PATH = Path(__file__).resolve().parents[1] / "benchmarks" / "promoter_baseline.py"
+_spec = importlib.util.spec_from_file_location("promoter_baseline", _PATH)
+pb = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(pb)
+
+
+def _finetune_test_ids(path: Path, seed: int, tmp_path: Path) -> dict[str, list[str]]:
+    _, splits, _ = _load_data(FinetuneConfig(data=str(path), out=str(tmp_path / "unused"), seed=seed))
+    return {name: [item.id for item in items] for name, items in splits.items()}
+
+
+def _write_table(path: Path, rows) -> None:
+    path.write_text("sequence\tlabel\tid\n" + "".join(f"{s}\t{lab}\t{i}\n" for s, lab, i in rows))
+
+
+@pytest.mark.parametrize("seed", [0, 1, 7])
+def test_splits_match_finetune_on_a_small_table(tmp_path, seed):
+    rng = np.random.default_rng(seed)
+    labels = ["0"] * 30 + ["1"] * 14 + ["2"] * 6
+    rows = [("".join(rng.choice(list("ACGT"), 12)), lab, f"r{i}") for i, lab in enumerate(labels)]
+    _write_table(tmp_path / "t.tsv", rows)
+    ids = [r[2] for r in rows]
+    expected = _finetune_test_ids(tmp_path / "t.tsv", seed, tmp_path)
+    got = pb.finetune_splits(labels, seed)
+    assert {name: [ids[i] for i in idx] for name, idx in zip(("train", "val", "test"), got, strict=True)} == expected
+
+
+def test_splits_match_finetune_on_the_promoter_table(shared_data, tmp_path):
+    path = shared_data / "labelled" / "ecoli_promoters.tsv"
+    table = read_labelled_table(path)
+    for seed in range(5):
+        train, val, test = pb.finetune_splits(table.labels, seed)
+        assert (len(train), len(val), len(test)) == (4576, 572, 572)
+        assert [table.ids[i] for i in test] == _finetune_test_ids(path, seed, tmp_path)["test"]
+
+
+def test_splits_refuse_multi_label_tables():
+    with pytest.raises(InputError, match="multi-label"):
+        pb.finetune_splits(["a", "a;b", "b"], 0)
+
+
+def test_one_hot_positions_bases_and_unknowns():
+    x = pb.one_hot(["ACGT", "tNga"])
+    assert x.shape == (2, 16) and x.dtype == np.float32
+    np.testing.assert_array_equal(x[0].reshape(4, 4), np.eye(4))
+    np.testing.assert_array_equal(x[1].reshape(4, 4), [[0, 0, 0, 1], [0, 0, 0, 0], [0, 0, 1, 0], [1, 0, 0, 0]])
+    with pytest.raises(InputError, match="one length"):
+        pb.one_hot(["ACGT", "ACG"])
+
+
+def test_seed_row_learns_a_planted_base_and_picks_c_on_val():
+    # The label is the base at position 3 (A/C -> 0, G/T -> 1) with 10% of labels flipped: strong
+    # regularisation cannot fit it, so validation must choose a larger C, whose test accuracy is ~0.9.
+    rng = np.random.default_rng(0)
+    seqs = ["".join(rng.choice(list("ACGT"), 10)) for _ in range(600)]
+    y = np.array(["1" if s[3] in "GT" else "0" for s in seqs])
+    flip = rng.random(600) < 0.1
+    y[flip] = np.where(y[flip] == "1", "0", "1")
+    row = pb.seed_row(pb.one_hot(seqs), y, seed=0, grid=(1e-4, 1.0))
+    assert row["c_by_val"] == 1.0 and row["by_val"] == row[1.0] > 0.8
+    assert row[1e-4] < 0.7
+
+
+def test_read_model_summary(tmp_path):
+    path = tmp_path / "summary.txt"
+    path.write_text("run\tseed\texit\ttest_acc\n"
+                    "promoters_fresh_s0\t0\t0\t0.8462\n"
+                    "promoters_fresh_s1\t1\t124\t\n")
+    assert pb.read_model_summary(path) == {0: 0.8462}
+    (tmp_path / "bad.txt").write_text("run\taccuracy\nx\t0.5\n")
+    with pytest.raises(InputError, match="seed"):
+        pb.read_model_summary(tmp_path / "bad.txt")
+    with pytest.raises(InputError, match="does not exist"):
+        pb.read_model_summary(tmp_path / "missing.txt")
