@@ -20,6 +20,8 @@ import torch
 import triton
 import triton.language as tl
 
+from seqssm.kernels.selective_scan.ptx import rev_scan_ptx, warp_layout
+
 LOG2E = tl.constexpr(1.4426950408889634)
 
 
@@ -29,69 +31,15 @@ def _rev_pair_combine(x_later, p_later, x_earlier, p_earlier):
     return x_earlier + p_earlier * x_later, p_earlier * p_later
 
 
-def _rev_scan_ptx(vec: int, reps: int) -> str:
-    """PTX of the reverse scan g_t = x_t + a_{t+1} g_{t+1} over one warp's chunk, as inline assembly.
-
-    Layout (what Triton gives a [1, BLOCK_T] tile of one warp): each thread holds ``reps`` runs of ``vec``
-    consecutive positions; register r·vec + k of lane l is position r·32·vec + l·vec + k. Operands: g out
-    ($0 ..), then x, then a = exp(Δ_t A) unshifted, then the chunk carry G (one copy a register each).
-    Runs are scanned from the last: in-thread X_k = x_k + a_{k+1} X_{k+1}, P_k = a_{k+1} P_{k+1} (a_{k+1} of
-    a run's last element comes from the next lane by shfl.down, or from lane 0 of the next run, or is 1 at the
-    chunk's end, where G = a·g of the next chunk already carries it); a Hillis–Steele suffix scan of the lanes'
-    (X_0, P_0) by shfl.down; then g_k = X_k + P_k·c with c the g entering from the right. So the shifted decay
-    costs a shuffle, not an exp per element, and nothing is flipped: Triton lowers
-    ``associative_scan(reverse=True)`` by flipping inputs and outputs across lanes with five butterfly
-    shuffles a register (benchmarks/NOTES-scan.md, run 6).
-    """
-    n = vec * reps
-
-    def o(r, k):
-        return f"${r * vec + k}"
-
-    def x(r, k):
-        return f"${n + r * vec + k}"
-
-    def a(r, k):
-        return f"${2 * n + r * vec + k}"
-
-    lines = ["{", ".reg .pred q;", ".reg .f32 X, P, xo, po, c, cn, an, af;", f".reg .f32 p<{vec}>;",
-             f"mov.f32 cn, ${3 * n};"]
-    for r in range(reps - 1, -1, -1):
-        if r == reps - 1:
-            lines.append("mov.f32 af, 0f3F800000;")
-        else:
-            lines.append(f"shfl.sync.idx.b32 af, {a(r + 1, 0)}, 0, 31, -1;")
-        lines += [f"shfl.sync.down.b32 an|q, {a(r, 0)}, 1, 31, -1;", "@!q mov.f32 an, af;",
-                  f"mov.f32 {o(r, vec - 1)}, {x(r, vec - 1)};", f"mov.f32 p{vec - 1}, an;"]
-        for k in range(vec - 2, -1, -1):
-            lines += [f"fma.rn.f32 {o(r, k)}, {a(r, k + 1)}, {o(r, k + 1)}, {x(r, k)};",
-                      f"mul.f32 p{k}, {a(r, k + 1)}, p{k + 1};"]
-        lines += [f"mov.f32 X, {o(r, 0)};", "mov.f32 P, p0;"]
-        for d in (1, 2, 4, 8, 16):
-            lines += [f"shfl.sync.down.b32 xo|q, X, {d}, 31, -1;", f"shfl.sync.down.b32 po, P, {d}, 31, -1;",
-                      "@q fma.rn.f32 X, P, xo, X;", "@q mul.f32 P, P, po;"]
-        lines += ["shfl.sync.down.b32 xo|q, X, 1, 31, -1;", "shfl.sync.down.b32 po, P, 1, 31, -1;",
-                  "@!q mov.f32 xo, 0f00000000;", "@!q mov.f32 po, 0f3F800000;", "fma.rn.f32 c, po, cn, xo;"]
-        lines += [f"fma.rn.f32 {o(r, k)}, p{k}, c, {o(r, k)};" for k in range(vec)]
-        if r:
-            lines.append(f"shfl.sync.idx.b32 cn, {o(r, 0)}, 0, 31, -1;")
-    return "\n".join(lines + ["}"])
-
-
 def pair_bwd_flags(block_d: int, block_t: int, num_warps: int, elem_bytes: int, reverse: bool) -> dict:
-    """Compile-time flags of the pair backward: the inline-PTX reverse scan where the chunk is one warp's
-    (one channel), ``associative_scan`` otherwise, also under TRITON_INTERPRET, which cannot run PTX.
-
-    The PTX is written for the tile layout Triton derives from the loads (compiled and read for sm_90a,
-    benchmarks/compile_sm90.py): runs of 16 bytes of ``elem_bytes`` elements a thread when the rows are
-    aligned (``elem_bytes`` 0 when they are not, or differ in width: no PTX), one element a thread when
-    ``reverse`` walks the addresses downwards."""
-    vec = 1 if reverse else (min(16 // elem_bytes, block_t // 32) if elem_bytes in (2, 4) else 0)
-    if triton.knobs.runtime.interpret or num_warps != 1 or block_d != 1 or vec < 1 or block_t % (32 * vec):
+    """Compile-time flags of the pair backward: the inline-PTX reverse scan where ``ptx.warp_layout`` predicts
+    the tile layout, ``associative_scan`` otherwise."""
+    vec, reps = warp_layout(block_d, block_t, num_warps, elem_bytes, reverse)
+    if not vec:
         return dict(VEC=1, REV_PTX="", REV_CONSTRAINTS="")
-    items = block_t // 32
+    items = vec * reps
     cons = ",".join(["=f"] * items + ["f"] * (3 * items))
-    return dict(VEC=items, REV_PTX=_rev_scan_ptx(vec, items // vec), REV_CONSTRAINTS=cons)
+    return dict(VEC=items, REV_PTX=rev_scan_ptx(vec, reps), REV_CONSTRAINTS=cons)
 
 
 @triton.jit

@@ -1,5 +1,5 @@
-"""The pair backward's inline-PTX reverse scan (kernels/selective_scan/fused_bwd.py), run by a small PTX
-interpreter over one warp's registers, against the recurrence it implements.
+"""The warp scans in PTX (kernels/selective_scan/ptx.py), run by a small PTX interpreter over one warp's
+registers, against the recurrences they implement.
 
 The interpreter knows only the instructions the generator emits (mov, fma, mul, shfl.sync down/idx, predicates)
 with PTX's semantics; the GPU run of the kernel is covered by tests/test_triton_scan.py on CUDA machines. This
@@ -13,7 +13,7 @@ import struct
 import numpy as np
 import pytest
 
-from seqssm.kernels.selective_scan.fused_bwd import _rev_scan_ptx
+from seqssm.kernels.selective_scan.ptx import fwd_scan_ptx, rev_scan_ptx
 
 LANES = 32
 
@@ -40,9 +40,10 @@ def _step(lanes: list[dict], line: str) -> None:
             updates[lane][args[0]] = np.float32(_value(regs, args[1]) * _value(regs, args[2]) + _value(regs, args[3]))
         elif op == "mul.f32":
             updates[lane][args[0]] = np.float32(_value(regs, args[1]) * _value(regs, args[2]))
-        elif op.startswith("shfl.sync.down"):
-            dest, src = args[0].split("|") + [None], lane + int(args[2])
-            valid = src < LANES
+        elif op.startswith("shfl.sync.down") or op.startswith("shfl.sync.up"):
+            dest = args[0].split("|") + [None]
+            src = lane + int(args[2]) if "down" in op else lane - int(args[2])
+            valid = 0 <= src < LANES
             updates[lane][dest[0]] = _value(lanes[src if valid else lane], args[1])
             if dest[1]:
                 updates[lane][dest[1]] = valid
@@ -54,26 +55,35 @@ def _step(lanes: list[dict], line: str) -> None:
         regs.update(new)
 
 
-def run_ptx(vec: int, reps: int, x: np.ndarray, a: np.ndarray, carry: float) -> np.ndarray:
-    """g [T] from the generated PTX; register r·vec + k of lane l holds position r·32·vec + l·vec + k."""
+def _position(i: int, lane: int, vec: int) -> int:
+    return (i // vec) * LANES * vec + lane * vec + i % vec
+
+
+def run_ptx(program: str, vec: int, reps: int, inputs: list[np.ndarray], carry: float, outputs: int) -> list:
+    """The [T] outputs of a generated program; register r·vec + k of lane l is position r·32·vec + l·vec + k."""
     n = vec * reps
     lanes = [{} for _ in range(LANES)]
     for lane, regs in enumerate(lanes):
         for i in range(n):
-            pos = (i // vec) * LANES * vec + lane * vec + i % vec
-            regs[f"${n + i}"], regs[f"${2 * n + i}"], regs[f"${3 * n + i}"] = x[pos], a[pos], np.float32(carry)
-    for line in _rev_scan_ptx(vec, reps).splitlines():
+            for j, x in enumerate(inputs):
+                regs[f"${(outputs + j) * n + i}"] = x[_position(i, lane, vec)]
+            regs[f"${(outputs + len(inputs)) * n + i}"] = np.float32(carry)
+    for line in program.splitlines():
         line = line.strip().rstrip(";")
         if line not in ("{", "}") and not line.startswith(".reg"):
             _step(lanes, line)
-    g = np.empty(LANES * n, dtype=np.float32)
+    results = [np.empty(LANES * n, dtype=np.float32) for _ in range(outputs)]
     for lane, regs in enumerate(lanes):
         for i in range(n):
-            g[(i // vec) * LANES * vec + lane * vec + i % vec] = regs[f"${i}"]
-    return g
+            for j in range(outputs):
+                results[j][_position(i, lane, vec)] = regs[f"${j * n + i}"]
+    return results
 
 
-@pytest.mark.parametrize(("vec", "reps"), [(8, 1), (8, 2), (4, 2), (4, 4), (1, 8), (1, 16)])
+LAYOUTS = [(8, 1), (8, 2), (4, 2), (4, 4), (1, 8), (1, 16)]
+
+
+@pytest.mark.parametrize(("vec", "reps"), LAYOUTS)
 def test_ptx_reverse_scan_matches_recurrence(vec, reps):
     """g_t = x_t + a_{t+1} g_{t+1}, with g at the chunk's last position = x + G (G carries a·g of the next chunk)."""
     rng = np.random.default_rng(vec * 100 + reps)
@@ -85,5 +95,22 @@ def test_ptx_reverse_scan_matches_recurrence(vec, reps):
     ref[-1] = x[-1] + carry
     for t in range(length - 2, -1, -1):
         ref[t] = x[t] + a[t + 1] * ref[t + 1]
-    got = run_ptx(vec, reps, x, a, carry)
+    (got,) = run_ptx(rev_scan_ptx(vec, reps), vec, reps, [x, a], carry, outputs=1)
     assert np.abs(got - ref).max() <= 1e-4 * np.abs(ref).max()
+
+
+@pytest.mark.parametrize(("vec", "reps"), LAYOUTS)
+def test_ptx_forward_scan_matches_recurrence(vec, reps):
+    """h_t = a_t h_{t-1} + b_t from the chunk's entering state S; the second output is h at the last position."""
+    rng = np.random.default_rng(vec * 10 + reps)
+    length = LANES * vec * reps
+    a = rng.uniform(0.3, 1.0, length).astype(np.float32)
+    b = rng.standard_normal(length).astype(np.float32)
+    state = -0.4
+    ref = np.empty(length)
+    for t in range(length):
+        state = a[t] * state + b[t]
+        ref[t] = state
+    got, last = run_ptx(fwd_scan_ptx(vec, reps), vec, reps, [a, b], -0.4, outputs=2)
+    assert np.abs(got - ref).max() <= 1e-4 * np.abs(ref).max()
+    assert np.abs(last - ref[-1]).max() <= 1e-4 * np.abs(ref).max()

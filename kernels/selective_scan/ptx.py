@@ -1,0 +1,114 @@
+"""Warp-wide linear-recurrence scans written in PTX, for ``tl.inline_asm_elementwise`` in the Triton kernels.
+
+Layout contract: the operands are [1, BLOCK_T] tiles of one warp that Triton lays out as ``reps`` runs of
+``vec`` consecutive positions a thread, lanes in order; register r·vec + k of lane l is position
+r·32·vec + l·vec + k. The host predicts ``vec`` from the loads' alignment and direction (fused_bwd.py,
+pair_bwd_flags); tests/test_ptx_scans.py runs these programs in a small PTX interpreter on the CPU.
+"""
+
+from __future__ import annotations
+
+import triton
+
+
+def rev_scan_ptx(vec: int, reps: int) -> str:
+    """PTX of the reverse scan g_t = x_t + a_{t+1} g_{t+1} over one warp's chunk, as inline assembly.
+
+    Layout (what Triton gives a [1, BLOCK_T] tile of one warp): each thread holds ``reps`` runs of ``vec``
+    consecutive positions; register r·vec + k of lane l is position r·32·vec + l·vec + k. Operands: g out
+    ($0 ..), then x, then a = exp(Δ_t A) unshifted, then the chunk carry G (one copy a register each).
+    Runs are scanned from the last: in-thread X_k = x_k + a_{k+1} X_{k+1}, P_k = a_{k+1} P_{k+1} (a_{k+1} of
+    a run's last element comes from the next lane by shfl.down, or from lane 0 of the next run, or is 1 at the
+    chunk's end, where G = a·g of the next chunk already carries it); a Hillis–Steele suffix scan of the lanes'
+    (X_0, P_0) by shfl.down; then g_k = X_k + P_k·c with c the g entering from the right. So the shifted decay
+    costs a shuffle, not an exp per element, and nothing is flipped: Triton lowers
+    ``associative_scan(reverse=True)`` by flipping inputs and outputs across lanes with five butterfly
+    shuffles a register (benchmarks/NOTES-scan.md, runs 6-8).
+    """
+    n = vec * reps
+
+    def o(r, k):
+        return f"${r * vec + k}"
+
+    def x(r, k):
+        return f"${n + r * vec + k}"
+
+    def a(r, k):
+        return f"${2 * n + r * vec + k}"
+
+    lines = ["{", ".reg .pred q;", ".reg .f32 X, P, xo, po, c, cn, an, af;", f".reg .f32 p<{vec}>;",
+             f"mov.f32 cn, ${3 * n};"]
+    for r in range(reps - 1, -1, -1):
+        if r == reps - 1:
+            lines.append("mov.f32 af, 0f3F800000;")
+        else:
+            lines.append(f"shfl.sync.idx.b32 af, {a(r + 1, 0)}, 0, 31, -1;")
+        lines += [f"shfl.sync.down.b32 an|q, {a(r, 0)}, 1, 31, -1;", "@!q mov.f32 an, af;",
+                  f"mov.f32 {o(r, vec - 1)}, {x(r, vec - 1)};", f"mov.f32 p{vec - 1}, an;"]
+        for k in range(vec - 2, -1, -1):
+            lines += [f"fma.rn.f32 {o(r, k)}, {a(r, k + 1)}, {o(r, k + 1)}, {x(r, k)};",
+                      f"mul.f32 p{k}, {a(r, k + 1)}, p{k + 1};"]
+        lines += [f"mov.f32 X, {o(r, 0)};", "mov.f32 P, p0;"]
+        for d in (1, 2, 4, 8, 16):
+            lines += [f"shfl.sync.down.b32 xo|q, X, {d}, 31, -1;", f"shfl.sync.down.b32 po, P, {d}, 31, -1;",
+                      "@q fma.rn.f32 X, P, xo, X;", "@q mul.f32 P, P, po;"]
+        lines += ["shfl.sync.down.b32 xo|q, X, 1, 31, -1;", "shfl.sync.down.b32 po, P, 1, 31, -1;",
+                  "@!q mov.f32 xo, 0f00000000;", "@!q mov.f32 po, 0f3F800000;", "fma.rn.f32 c, po, cn, xo;"]
+        lines += [f"fma.rn.f32 {o(r, k)}, p{k}, c, {o(r, k)};" for k in range(vec)]
+        if r:
+            lines.append(f"shfl.sync.idx.b32 cn, {o(r, 0)}, 0, 31, -1;")
+    return "\n".join(lines + ["}"])
+
+
+def fwd_scan_ptx(vec: int, reps: int) -> str:
+    """PTX of the forward scan h_t = a_t h_{t-1} + b_t over one warp's chunk, as inline assembly.
+
+    Same layout contract as :func:`rev_scan_ptx`. Operands: h out ($0 ..), then the chunk-end state out (every
+    register the same value), then a, b, and the state S entering the chunk (one copy a register each). Runs
+    are scanned in order: in-thread prefix (A_k, B_k) with h_k = B_k + A_k h_in; a Hillis–Steele prefix scan
+    of the lanes' totals by shfl.up; each lane's h_in from its left neighbour's total (lane 0: the run's
+    carry); the next run's carry is lane 31's last h. No reduction extracts the chunk's last state.
+    """
+    n = vec * reps
+
+    def o(r, k):
+        return f"${r * vec + k}"
+
+    def last(i):
+        return f"${n + i}"
+
+    def a(r, k):
+        return f"${2 * n + r * vec + k}"
+
+    def b(r, k):
+        return f"${3 * n + r * vec + k}"
+
+    lines = ["{", ".reg .pred q;", ".reg .f32 Ah, Bh, ao, bo, hs, cin;", f".reg .f32 p<{vec}>;",
+             f"mov.f32 cin, ${4 * n};"]
+    for r in range(reps):
+        lines += [f"mov.f32 p0, {a(r, 0)};", f"mov.f32 {o(r, 0)}, {b(r, 0)};"]
+        for k in range(1, vec):
+            lines += [f"mul.f32 p{k}, {a(r, k)}, p{k - 1};",
+                      f"fma.rn.f32 {o(r, k)}, {a(r, k)}, {o(r, k - 1)}, {b(r, k)};"]
+        lines += [f"mov.f32 Ah, p{vec - 1};", f"mov.f32 Bh, {o(r, vec - 1)};"]
+        for d in (1, 2, 4, 8, 16):
+            lines += [f"shfl.sync.up.b32 ao|q, Ah, {d}, 0, -1;", f"shfl.sync.up.b32 bo, Bh, {d}, 0, -1;",
+                      "@q fma.rn.f32 Bh, Ah, bo, Bh;", "@q mul.f32 Ah, Ah, ao;"]
+        lines += ["shfl.sync.up.b32 ao|q, Ah, 1, 0, -1;", "shfl.sync.up.b32 bo, Bh, 1, 0, -1;",
+                  "@!q mov.f32 ao, 0f3F800000;", "@!q mov.f32 bo, 0f00000000;", "fma.rn.f32 hs, ao, cin, bo;"]
+        lines += [f"fma.rn.f32 {o(r, k)}, p{k}, hs, {o(r, k)};" for k in range(vec)]
+        lines.append(f"shfl.sync.idx.b32 cin, {o(r, vec - 1)}, 31, 31, -1;")
+    lines += [f"mov.f32 {last(i)}, cin;" for i in range(n)]
+    return "\n".join(lines + ["}"])
+
+
+def warp_layout(block_d: int, block_t: int, num_warps: int, elem_bytes: int, reverse: bool) -> tuple[int, int]:
+    """(vec, reps) of the layout Triton gives a one-warp chunk's tiles, or (0, 0) where no PTX scan applies:
+    not one channel and one warp a program, under TRITON_INTERPRET (which cannot run PTX), or rows whose layout
+    is not predicted. Runs of 16 bytes of ``elem_bytes`` elements a thread when the rows are aligned
+    (``elem_bytes`` 0 when they are not, or differ in width), one element a thread when ``reverse`` walks the
+    addresses downwards (read from the sm_90a compile, benchmarks/compile_sm90.py; pinned by the CUDA tests)."""
+    vec = 1 if reverse else (min(16 // elem_bytes, block_t // 32) if elem_bytes in (2, 4) else 0)
+    if triton.knobs.runtime.interpret or num_warps != 1 or block_d != 1 or vec < 1 or block_t % (32 * vec):
+        return 0, 0
+    return vec, block_t // 32 // vec
