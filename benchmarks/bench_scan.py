@@ -90,10 +90,7 @@ def make_inputs(length: int, seed: int = 0) -> dict[str, torch.Tensor]:
     }
 
 
-OURS = ("seqssm triton, seq fwd + pair bwd", "seqssm triton, seq fwd + triple bwd", "seqssm triton, tile fwd",
-        "seqssm triton, warp fwd + pair bwd")
-# The tile forward with one channel and one warp a program (its PTX scan), behind the pair backward.
-WARP_FWD = ScanConfig(block_d=1, block_t=256, num_warps=1)
+OURS = ("seqssm triton, seq fwd + pair bwd", "seqssm triton, seq fwd + triple bwd", "seqssm triton, tile fwd")
 
 
 def _flipped(fn):
@@ -114,14 +111,11 @@ def scan_impls(fwd_cfg: ScanConfig, bwd_cfg: ScanConfig, seq_cfg: SeqConfig, pai
         OURS[0]: (lambda **x: selective_scan_fused(**x, delta_softplus=True, fwd_impl="sequential", bwd_impl="pair",
                                                    fwd_config=pair_fwd, bwd_config=pair_cfg, seq_config=seq_cfg,
                                                    reverse=reverse), LENGTHS[-1]),
+        OURS[1]: (lambda **x: selective_scan_fused(**x, delta_softplus=True, fwd_impl="sequential",
+                                                   bwd_impl="triple", fwd_config=fwd_cfg, bwd_config=bwd_cfg,
+                                                   seq_config=seq_cfg, reverse=reverse), LENGTHS[-1]),
     }
-    impls[OURS[3]] = (lambda **x: selective_scan_fused(**x, delta_softplus=True, fwd_impl="tile", bwd_impl="pair",
-                                                       fwd_config=WARP_FWD, bwd_config=pair_cfg, reverse=reverse),
-                      LENGTHS[-1])
     if not quick:
-        impls[OURS[1]] = (lambda **x: selective_scan_fused(**x, delta_softplus=True, fwd_impl="sequential",
-                                                           bwd_impl="triple", fwd_config=fwd_cfg, bwd_config=bwd_cfg,
-                                                           seq_config=seq_cfg, reverse=reverse), LENGTHS[-1])
         impls[OURS[2]] = (lambda **x: selective_scan_fused(**x, delta_softplus=True, fwd_impl="tile",
                                                            bwd_impl="triple", fwd_config=fwd_cfg,
                                                            bwd_config=bwd_cfg), LENGTHS[-1])

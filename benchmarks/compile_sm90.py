@@ -18,7 +18,6 @@ from triton.backends.compiler import GPUTarget
 from triton.compiler import ASTSource
 
 from seqssm.kernels.selective_scan import fused, fused_bwd
-from seqssm.kernels.selective_scan.ptx import fwd_scan_ptx, warp_layout
 
 TARGET = GPUTarget("cuda", 90, 32)
 BIN = Path(triton.__file__).parent / "backends" / "nvidia" / "bin"
@@ -30,13 +29,6 @@ BWD_POINTERS = {
     "du_ptr": "*bf16", "ddt_ptr": "*bf16", "dz_ptr": "*bf16", "dA_ptr": "*fp32", "dB_ptr": "*fp32",
     "dC_ptr": "*fp32", "dD_ptr": "*fp32", "dbias_ptr": "*fp32", "dh0_ptr": "*fp32", "carry_ptr": "*fp32",
 }
-FWD_POINTERS = {
-    "u_ptr": "*bf16", "dt_ptr": "*bf16", "A_ptr": "*fp32", "B_ptr": "*bf16", "C_ptr": "*bf16", "D_ptr": "*fp32",
-    "z_ptr": "*bf16", "bias_ptr": "*fp32", "h0_ptr": "*fp32", "out_ptr": "*bf16", "hT_ptr": "*fp32",
-    "hc_ptr": "*fp32", "carry_ptr": "*fp32",
-}
-FWD_FLAGS = dict(HAS_D=True, HAS_Z=True, HAS_BIAS=True, HAS_H0=False, SOFTPLUS=True, B_VAR=True, C_VAR=True,
-                 STORE_FINAL=True, STORE_CHUNKS=True, REVERSE=False, N_PAD=16, STAGES=1)
 # The shape of record: z, D, delta_bias, softplus, per-position B and C, no final-state gradient.
 BWD_FLAGS = dict(HAS_D=True, HAS_Z=True, HAS_BIAS=True, HAS_DHT=False, SOFTPLUS=True, B_VAR=True, C_VAR=True,
                  REVERSE=False, N_PAD=16, STAGES=1)
@@ -48,7 +40,7 @@ def bwd_ints(length: int = 65536, dim: int = 1536, n_state: int = 16, block_t: i
     rows = dict(b=dim * length, d=length, l=1)
     ints = dict(dim=dim, length=length, n_state=n_state, b_cpg=dim, c_cpg=dim, n_chunks=length // block_t,
                 chunk_stride=block_t // 256, n_saved=n_saved, s_A_d=n_state, s_A_n=1)
-    for x in ("u", "dt", "z", "g", "o"):
+    for x in ("u", "dt", "z", "g"):
         ints.update({f"s_{x}_{k}": v for k, v in rows.items()})
     for x in ("B", "C"):
         ints.update({f"s_{x}_b": n_state * length, f"s_{x}_g": 0, f"s_{x}_n": length, f"s_{x}_l": 1})
@@ -101,34 +93,16 @@ def backward_variants() -> dict[str, tuple[object, dict, int]]:
     return variants
 
 
-def forward_variants() -> dict[str, tuple[object, dict, int]]:
-    """The tile forward with one channel and one warp a program (PTX scan) beside the four-channel default."""
-    variants = {"fwd_tile_4x256_4w_u4": (fused._selective_scan_fwd_kernel,
-                                         dict(FWD_FLAGS, BLOCK_D=4, BLOCK_T=256, UNROLL_N=4, VEC=1, FWD_PTX="",
-                                              FWD_CONSTRAINTS=""), 4)}
-    for block_t, unroll in ((256, 1), (256, 2), (512, 1)):
-        vec, reps = warp_layout(1, block_t, 1, 2, False)
-        items = vec * reps
-        ptx = dict(VEC=items, FWD_PTX=fwd_scan_ptx(vec, reps),
-                   FWD_CONSTRAINTS=",".join(["=f"] * (2 * items) + ["f"] * (3 * items)))
-        variants[f"fwd_warp_{block_t}_u{unroll}"] = (fused._selective_scan_fwd_kernel,
-                                                     dict(FWD_FLAGS, BLOCK_D=1, BLOCK_T=block_t, UNROLL_N=unroll,
-                                                          **ptx), 1)
-    return variants
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, default=Path("/tmp/sm90"))
     parser.add_argument("--variant", nargs="*", help="names to compile (default: all)")
     args = parser.parse_args()
-    variants = {**backward_variants(), **forward_variants()}
-    for name, (fn, flags, warps) in variants.items():
+    for name, (fn, flags, warps) in backward_variants().items():
         if args.variant and name not in args.variant:
             continue
         sass = args.out / f"{name}.sass"
-        pointers = FWD_POINTERS if name.startswith("fwd") else BWD_POINTERS
-        report = compile_variant(fn, pointers, bwd_ints(block_t=flags["BLOCK_T"]), flags, warps, args.out, name)
+        report = compile_variant(fn, BWD_POINTERS, bwd_ints(block_t=flags["BLOCK_T"]), flags, warps, args.out, name)
         text = sass.read_text()
         ops = re.findall(r"^\s+/\*[0-9a-f]{4}\*/\s+(?:@!?U?P\w+\s+)?([A-Z][A-Z0-9]*)", text, re.M)
         counts = {op: ops.count(op) for op in ("SHFL", "BAR", "REDG", "MUFU", "LDG", "STS", "LDS")}

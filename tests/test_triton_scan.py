@@ -137,28 +137,22 @@ def test_scan_low_precision_within_rounding(dtype, impl):
 
 @interpreted
 @pytest.mark.parametrize("reverse", [False, True], ids=["forward", "reverse"])
-@pytest.mark.parametrize(("fwd", "block_t"), [("sequential", 128), ("sequential", 256), ("sequential", 512),
-                                              ("warp", 256), ("warp", 512)])
+@pytest.mark.parametrize("block_t", [128, 256, 512])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["fp32", "bf16"])
-def test_scan_one_warp_launch_shapes(fwd, block_t, dtype, reverse):
-    """The one-warp kernels at the chunk lengths the benchmarks consider: the pair backward behind the
-    sequential forward, and behind the tile forward with one channel and one warp a program ("warp"). On a GPU
-    L is a multiple of 16 (not of the chunk), so that the inline-PTX scans run (over 1, 2 or 4 runs of
-    positions a thread; one position a thread when reversed)."""
+def test_scan_pair_backward_launch_shapes(block_t, dtype, reverse):
+    """The pair backward at each one-warp chunk length the benchmarks consider, with forward chunks no longer
+    than its own. On a GPU, L is a multiple of 16 (not of the chunk), so that the inline-PTX reverse scan runs
+    (over 1, 2 or 4 runs of positions a thread)."""
     length = LONG + 7 if ON_CUDA else LONG
     x = _inputs(length, "var", dtype=dtype)
-    warp = fused.ScanConfig(1, 256, 1)
     if ON_CUDA:
         flags = fused_bwd.pair_bwd_flags(1, block_t, 1, dtype.itemsize, reverse)
         assert flags["REV_PTX"], "the PTX scan should serve this shape"
-    fwd_cfg = warp if fwd == "warp" else fused.FWD_CONFIG._replace(block_t=min(256, block_t))
-    bwd_cfg = fused.ScanConfig(1, block_t, 1)
+    fwd_cfg, bwd_cfg = fused.FWD_CONFIG._replace(block_t=min(256, block_t)), fused.ScanConfig(1, block_t, 1)
     if not ON_CUDA:
-        fwd_cfg = fused.INTERPRET_CONFIG._replace(block_d=1) if fwd == "warp" else fused.INTERPRET_CONFIG
-        bwd_cfg = fused.INTERPRET_CONFIG._replace(block_d=1)
+        fwd_cfg, bwd_cfg = fused.INTERPRET_CONFIG, fused.INTERPRET_CONFIG._replace(block_d=1)
     out, last = selective_scan_fused(**x, delta_softplus=True, return_final_state=True, bwd_impl="pair",
-                                     fwd_impl="tile" if fwd == "warp" else "sequential", reverse=reverse,
-                                     fwd_config=fwd_cfg, bwd_config=bwd_cfg)
+                                     reverse=reverse, fwd_config=fwd_cfg, bwd_config=bwd_cfg)
     ref_out, ref_last, ref_leaves = _reference(x, True, reverse)
     dout, dlast = torch.randn_like(ref_out).to(out.dtype).float(), torch.randn_like(ref_last)
     names = list(x)

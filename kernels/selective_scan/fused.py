@@ -38,7 +38,6 @@ from seqssm.kernels.selective_scan.fused_bwd import (
     pair_bwd_scratch,
 )
 from seqssm.kernels.selective_scan.fused_v2 import SEQ_CONFIG, SEQ_INTERPRET_CONFIG, SeqConfig, selective_scan_seq_fwd
-from seqssm.kernels.selective_scan.ptx import fwd_scan_ptx, warp_layout
 
 # Tests set POISON so that every fresh output buffer starts as NaN and an element no kernel wrote shows up.
 POISON = False
@@ -108,7 +107,7 @@ def _column(S, offs_n, n):
 @triton.jit
 def _selective_scan_fwd_kernel(
     u_ptr, dt_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_ptr, h0_ptr,
-    out_ptr, hT_ptr, hc_ptr, carry_ptr,
+    out_ptr, hT_ptr, hc_ptr,
     dim, length, n_state, b_cpg, c_cpg, n_chunks,
     s_u_b, s_u_d, s_u_l,
     s_dt_b, s_dt_d, s_dt_l,
@@ -121,8 +120,7 @@ def _selective_scan_fwd_kernel(
     SOFTPLUS: tl.constexpr, B_VAR: tl.constexpr, C_VAR: tl.constexpr,
     STORE_FINAL: tl.constexpr, STORE_CHUNKS: tl.constexpr, REVERSE: tl.constexpr,
     BLOCK_D: tl.constexpr, BLOCK_T: tl.constexpr, N_PAD: tl.constexpr,
-    UNROLL_N: tl.constexpr, STAGES: tl.constexpr, VEC: tl.constexpr, FWD_PTX: tl.constexpr,
-    FWD_CONSTRAINTS: tl.constexpr,
+    UNROLL_N: tl.constexpr, STAGES: tl.constexpr,
 ):
     pid_b = tl.program_id(0).to(tl.int64)
     d0 = tl.program_id(1) * BLOCK_D
@@ -155,16 +153,9 @@ def _selective_scan_fwd_kernel(
         S = tl.load(h0_ptr + state_offs, mask=state_mask, other=0.0).to(tl.float32)
     else:
         S = tl.zeros((BLOCK_D, N_PAD), dtype=tl.float32)
-    if BLOCK_D == 1:
-        # One channel a program: the state goes through a two-slot scratch buffer, one [BLOCK_D] load and store
-        # a state and chunk, instead of column reductions over a register tile (as in fused_bwd.py).
-        slot = dim * n_state * tl.num_programs(0)
-        state_row = (pid_b * dim + offs_d) * n_state
-        tl.store(carry_ptr + state_offs, S, mask=state_mask)
-        tl.debug_barrier()
 
     for c in tl.range(0, n_chunks, num_stages=STAGES):
-        if STORE_CHUNKS and BLOCK_D != 1:
+        if STORE_CHUNKS:
             hc_offs = ((pid_b * n_chunks + c) * dim + offs_d[:, None]) * n_state + offs_n[None, :]
             tl.store(hc_ptr + hc_offs, S, mask=state_mask)
         t = c * BLOCK_T + offs_j
@@ -198,33 +189,16 @@ def _selective_scan_fwd_kernel(
             else:
                 B_n = tl.load(B_base + n * s_B_n, mask=mask_d, other=0.0).to(tl.float32)
                 b = dtu * B_n[:, None]
-            if BLOCK_D == 1:
-                S_n = tl.load(carry_ptr + (c % 2) * slot + state_row + n, mask=mask_d, other=0.0)
-                if STORE_CHUNKS:
-                    tl.store(hc_ptr + ((pid_b * n_chunks + c) * dim + offs_d) * n_state + n, S_n, mask=mask_d)
-                next_ptr = carry_ptr + ((c + 1) % 2) * slot + state_row + n
-                if FWD_PTX != "":
-                    S_tile = tl.broadcast_to(S_n[:, None], (BLOCK_D, BLOCK_T))
-                    h, h_end = tl.inline_asm_elementwise(FWD_PTX, FWD_CONSTRAINTS, [a, b, S_tile],
-                                                         dtype=(tl.float32, tl.float32), is_pure=True, pack=VEC)
-                    # Every element of h_end holds the chunk's last state: one thread stores it.
-                    tl.store(next_ptr[:, None] + 0 * offs_j[None, :], h_end, mask=offs_j[None, :] == 0)
-                else:
-                    a_c, b_c = tl.associative_scan((a, b), axis=1, combine_fn=_fwd_combine)
-                    h = b_c + a_c * S_n[:, None]
-                    tl.store(next_ptr, tl.sum(tl.where(offs_j[None, :] == BLOCK_T - 1, h, 0.0), axis=1), mask=mask_d)
-            else:
-                a_c, b_c = tl.associative_scan((a, b), axis=1, combine_fn=_fwd_combine)
-                h = b_c + a_c * _column(S, offs_n, n)[:, None]
+            a_c, b_c = tl.associative_scan((a, b), axis=1, combine_fn=_fwd_combine)
+            h = b_c + a_c * _column(S, offs_n, n)[:, None]
             if C_VAR:
                 C_n = tl.load(C_base + n * s_C_n + pos_2d * s_C_l, mask=mask, other=0.0).to(tl.float32)
                 y += h * C_n
             else:
                 C_n = tl.load(C_base + n * s_C_n, mask=mask_d, other=0.0).to(tl.float32)
                 y += h * C_n[:, None]
-            if BLOCK_D != 1:
-                h_last = tl.sum(tl.where(offs_j[None, :] == BLOCK_T - 1, h, 0.0), axis=1)
-                S_next = tl.where(offs_n[None, :] == n, h_last[:, None], S_next)
+            h_last = tl.sum(tl.where(offs_j[None, :] == BLOCK_T - 1, h, 0.0), axis=1)
+            S_next = tl.where(offs_n[None, :] == n, h_last[:, None], S_next)
         S = S_next
         if HAS_D:
             y += u * Dv[:, None]
@@ -233,12 +207,7 @@ def _selective_scan_fwd_kernel(
             zz = tl.load(z_ptrs, mask=mask, other=0.0).to(tl.float32)
             y *= zz * tl.sigmoid(zz)
         tl.store(o_base + pos[None, :] * s_o_l, y.to(out_ptr.dtype.element_ty), mask=mask)
-        if BLOCK_D == 1:
-            # The next chunk reads the slot written here; no thread may still be reading it from the last one.
-            tl.debug_barrier()
 
-    if BLOCK_D == 1:
-        S = tl.load(carry_ptr + (n_chunks % 2) * slot + state_offs, mask=state_mask, other=0.0)
     if STORE_FINAL:
         tl.store(hT_ptr + state_offs, S, mask=state_mask)
 
@@ -470,21 +439,15 @@ def _selective_scan_fwd(u, delta, A, B, C, D, z, delta_bias, initial_state, soft
                                lay, cfg.block_t, seq_cfg)
         return out, final, chunks
     zz = z if z is not None else u
-    carry = pair_bwd_scratch(batch, dim, n_state, u.device) if lay.block_d == 1 else final
-    vec, reps = warp_layout(lay.block_d, cfg.block_t, cfg.num_warps, _vector_width(u, delta, z, B, C), reverse)
-    items = vec * reps
-    ptx = dict(VEC=items, FWD_PTX=fwd_scan_ptx(vec, reps),
-               FWD_CONSTRAINTS=",".join(["=f"] * (2 * items) + ["f"] * (3 * items))) if vec else \
-        dict(VEC=1, FWD_PTX="", FWD_CONSTRAINTS="")
     _selective_scan_fwd_kernel[(batch, triton.cdiv(dim, lay.block_d))](
-        u, delta, A, B, C, D, z, delta_bias, h0, out, final, chunks, carry,
+        u, delta, A, B, C, D, z, delta_bias, h0, out, final, chunks,
         dim, length, n_state, dim // lay.b_groups, dim // lay.c_groups, n_chunks,
         *u.stride(), *delta.stride(), *A.stride(), *lay.b_strides, *lay.c_strides,
         *zz.stride(), *out.stride(),
         HAS_D=D is not None, HAS_Z=z is not None, HAS_BIAS=delta_bias is not None, HAS_H0=h0 is not None,
         SOFTPLUS=softplus, B_VAR=lay.b_var, C_VAR=lay.c_var, STORE_FINAL=True, STORE_CHUNKS=store_chunks,
         REVERSE=reverse, BLOCK_D=lay.block_d, BLOCK_T=cfg.block_t, N_PAD=triton.next_power_of_2(n_state),
-        UNROLL_N=cfg.unroll_n, STAGES=cfg.stages, num_warps=cfg.num_warps, **ptx,
+        UNROLL_N=cfg.unroll_n, STAGES=cfg.stages, num_warps=cfg.num_warps,
     )
     return out, final, chunks
 
