@@ -33,7 +33,6 @@ import triton
 from seqssm.kernels.selective_scan.fused import (
     BWD_CONFIG,
     FWD_CONFIG,
-    PAIR_BWD_CONFIG,
     ScanConfig,
     selective_scan_fused,
 )
@@ -90,7 +89,7 @@ def make_inputs(length: int, seed: int = 0) -> dict[str, torch.Tensor]:
     }
 
 
-OURS = ("seqssm triton, seq fwd + pair bwd", "seqssm triton, seq fwd + triple bwd", "seqssm triton, tile fwd")
+OURS = ("seqssm triton, seq fwd", "seqssm triton, tile fwd")
 
 
 def _flipped(fn):
@@ -101,24 +100,19 @@ def _flipped(fn):
     return run
 
 
-def scan_impls(fwd_cfg: ScanConfig, bwd_cfg: ScanConfig, seq_cfg: SeqConfig, pair_cfg: ScanConfig,
+def scan_impls(fwd_cfg: ScanConfig, bwd_cfg: ScanConfig, seq_cfg: SeqConfig,
                quick: bool = False, reverse: bool = False) -> dict[str, tuple[object, int]]:
     """name -> (fn(**inputs) -> out, largest L to run it at). quick: only the fused kernels and mamba_ssm.
     reverse: seqssm scans with reverse=True, mamba_ssm on flipped copies."""
-    # The pair backward restarts from states saved every pair_cfg.block_t positions, when that is shorter.
-    pair_fwd = fwd_cfg._replace(block_t=min(fwd_cfg.block_t, pair_cfg.block_t))
     impls = {
-        OURS[0]: (lambda **x: selective_scan_fused(**x, delta_softplus=True, fwd_impl="sequential", bwd_impl="pair",
-                                                   fwd_config=pair_fwd, bwd_config=pair_cfg, seq_config=seq_cfg,
+        OURS[0]: (lambda **x: selective_scan_fused(**x, delta_softplus=True, fwd_impl="sequential",
+                                                   fwd_config=fwd_cfg, bwd_config=bwd_cfg, seq_config=seq_cfg,
                                                    reverse=reverse), LENGTHS[-1]),
-        OURS[1]: (lambda **x: selective_scan_fused(**x, delta_softplus=True, fwd_impl="sequential",
-                                                   bwd_impl="triple", fwd_config=fwd_cfg, bwd_config=bwd_cfg,
-                                                   seq_config=seq_cfg, reverse=reverse), LENGTHS[-1]),
     }
     if not quick:
-        impls[OURS[2]] = (lambda **x: selective_scan_fused(**x, delta_softplus=True, fwd_impl="tile",
-                                                           bwd_impl="triple", fwd_config=fwd_cfg,
-                                                           bwd_config=bwd_cfg), LENGTHS[-1])
+        impls[OURS[1]] = (lambda **x: selective_scan_fused(**x, delta_softplus=True, fwd_impl="tile",
+                                                           fwd_config=fwd_cfg, bwd_config=bwd_cfg, reverse=reverse),
+                          LENGTHS[-1])
     try:
         from mamba_ssm.ops.selective_scan_interface import selective_scan_fn
 
@@ -225,9 +219,8 @@ def output_errors(impls, reverse: bool = False) -> dict[str, float]:
 FWD_CANDIDATES = [ScanConfig(*c) for c in [
     (4, 256, 4, 4), (4, 256, 4, 8), (4, 256, 4, 16), (2, 256, 2, 8), (8, 256, 8, 4), (8, 256, 8, 8), (1, 512, 2, 4),
     (1, 512, 2, 8), (4, 256, 4, 4, 2), (1, 256, 1, 8), (1, 512, 4, 4), (2, 512, 4, 4)]]
-BWD_CANDIDATES = [ScanConfig(*c) for c in [
-    (1, 512, 2), (1, 512, 2, 2), (1, 512, 2, 4), (1, 512, 4, 4), (1, 512, 4, 2), (1, 256, 1, 2), (2, 256, 2, 2),
-    (1, 512, 2, 1, 2)]]
+# One channel and one warp a program is where the backward's PTX scan applies (run 7: (1, 256, 1) fastest).
+BWD_CANDIDATES = [ScanConfig(*c) for c in [(1, 256, 1), (1, 512, 1), (1, 256, 1, 2), (1, 512, 2)]]
 
 
 def _fastest(kind: str, candidates, configs, length: int, log: list[str]) -> ScanConfig | None:
@@ -251,30 +244,6 @@ def _fastest(kind: str, candidates, configs, length: int, log: list[str]) -> Sca
         log.append(f"{kind} {tuple(cand)}: {ms:.3f} ms ({time.time() - t0:.1f} s with compile)")
         print(log[-1], flush=True)
     return min(timed)[1] if timed else None
-
-
-PAIR_CANDIDATES = [ScanConfig(*c) for c in [(1, 128, 1), (1, 256, 1), (1, 512, 1), (1, 128, 1, 2), (1, 256, 1, 2)]]
-
-
-def pair_sweep(length: int, log: list[str]) -> ScanConfig:
-    """The fastest launch shape of the pair backward (backward-only time) at L = length."""
-    timed = []
-    for cand in PAIR_CANDIDATES:
-        fwd = FWD_CONFIG._replace(block_t=min(FWD_CONFIG.block_t, cand.block_t))
-
-        def fn(cand=cand, fwd=fwd, **x):
-            return selective_scan_fused(**x, delta_softplus=True, bwd_impl="pair", fwd_config=fwd, bwd_config=cand)
-
-        try:
-            row = measure_scan(fn, length)
-        except Exception as err:  # a shape that fails to compile or run is reported, not fatal
-            log.append(f"pair {tuple(cand)}: failed {err!r:.300}")
-            print(log[-1], flush=True)
-            continue
-        timed.append((row["fwdbwd_ms"] - row["fwd_ms"], cand))
-        log.append(f"pair {tuple(cand)}: bwd {timed[-1][0]:.3f} ms (fwd {row['fwd_ms']:.3f})")
-        print(log[-1], flush=True)
-    return min(timed)[1] if timed else PAIR_BWD_CONFIG
 
 
 SEQ_CANDIDATES = [SeqConfig(*c) for c in [
@@ -320,8 +289,6 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="only the fused kernels and mamba_ssm, no SDPA")
     parser.add_argument("--reverse", action="store_true",
                         help="seqssm scans with reverse=True, mamba_ssm on flipped copies (bidirectional layers)")
-    parser.add_argument("--pair-sweep", action="store_true",
-                        help="sweep the pair backward's launch shapes at --sweep-length first")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(0)
@@ -341,11 +308,7 @@ def main() -> None:
     if args.seq_sweep:
         log.append(f"chosen sequential {seq_cfg}")
         print(log[-1], flush=True)
-    pair_cfg = pair_sweep(args.sweep_length, log) if args.pair_sweep else PAIR_BWD_CONFIG
-    if args.pair_sweep:
-        log.append(f"chosen pair backward {pair_cfg}")
-        print(log[-1], flush=True)
-    impls = scan_impls(fwd_cfg, bwd_cfg, seq_cfg, pair_cfg, quick=args.quick, reverse=args.reverse)
+    impls = scan_impls(fwd_cfg, bwd_cfg, seq_cfg, quick=args.quick, reverse=args.reverse)
     versions = {"torch": torch.__version__, "triton": triton.__version__, "cuda": torch.version.cuda}
     try:
         import mamba_ssm
@@ -376,7 +339,7 @@ def main() -> None:
     device = torch.cuda.get_device_name()
     direction = "REVERSE scans, " if args.reverse else ""
     header = (f"{device}, {date.today()}, {direction}" + ", ".join(f"{k} {v}" for k, v in versions.items())
-              + f"; fwd {fwd_cfg}, triple bwd {bwd_cfg}, pair bwd {pair_cfg}, sequential fwd {seq_cfg}"
+              + f"; fwd {fwd_cfg}, bwd {bwd_cfg}, sequential fwd {seq_cfg}"
               + f"; copy bandwidth {copy_gbps:.0f} GB/s")
     lines = [header, "",
              "| impl | L | fwd ms | fwd+bwd ms | peak fwd GB | peak fwd+bwd GB | fwd GB/s (% of copy) |",

@@ -17,7 +17,7 @@ import triton
 from triton.backends.compiler import GPUTarget
 from triton.compiler import ASTSource
 
-from seqssm.kernels.selective_scan import fused, fused_bwd
+from seqssm.kernels.selective_scan import fused_bwd
 
 TARGET = GPUTarget("cuda", 90, 32)
 BIN = Path(triton.__file__).parent / "backends" / "nvidia" / "bin"
@@ -81,14 +81,11 @@ def compile_variant(fn, pointers: dict[str, str], ints: dict[str, int], constexp
 def backward_variants() -> dict[str, tuple[object, dict, int]]:
     """name -> (kernel, constexprs, num_warps) for the backward launch shapes worth comparing."""
     variants = {}
-    for block_t, warps in ((512, 2), (1024, 2), (1024, 4), (2048, 4)):
-        flags = dict(BWD_FLAGS, BLOCK_D=1, BLOCK_T=block_t, UNROLL_N=1)
-        variants[f"bwd_triple_{block_t}_{warps}w"] = (fused._selective_scan_bwd_kernel, flags, warps)
     for block_t, warps, unroll in ((256, 1, 1), (512, 2, 1), (1024, 4, 1), (128, 1, 1), (256, 2, 1),
                                    (512, 4, 1), (1024, 8, 1), (512, 4, 2), (256, 2, 2), (512, 1, 1)):
         flags = dict(BWD_FLAGS, BLOCK_D=1, BLOCK_T=block_t, UNROLL_N=unroll,
                      **fused_bwd.pair_bwd_flags(1, block_t, warps, 2, False))
-        variants[f"bwd_pair_{block_t}_{warps}w_u{unroll}"] = (fused_bwd._selective_scan_pair_bwd_kernel, flags,
+        variants[f"bwd_{block_t}_{warps}w_u{unroll}"] = (fused_bwd._selective_scan_pair_bwd_kernel, flags,
                                                                warps)
     return variants
 

@@ -97,18 +97,13 @@ def channel_slice(x: dict[str, torch.Tensor], idx: torch.Tensor) -> dict[str, to
     return sub
 
 
-IMPLS = (*FWD_IMPLS, "pair")
-
-
 def impl_args(impl: str, batch: int, dim: int) -> dict:
-    """Keyword arguments for one algorithm: a forward of ``FWD_IMPLS`` with the triple backward, or "pair" (the
-    sequential forward with the pair backward). The sequential forward gets 64 segments whatever the batch,
+    """Keyword arguments for one forward algorithm. The sequential one gets 64 segments whatever the batch,
     so that a batch element scanned alone goes through the same arithmetic as inside the whole batch."""
-    if impl == "tile":
-        return {"fwd_impl": impl, "bwd_impl": "triple"}
+    if impl != "sequential":
+        return {"fwd_impl": impl}
     blocks = -(-dim // SEQ_CONFIG.block_d)
-    seq = SEQ_CONFIG._replace(target_programs=64 * batch * blocks)
-    return {"fwd_impl": "sequential", "seq_config": seq, "bwd_impl": "pair" if impl == "pair" else "triple"}
+    return {"fwd_impl": impl, "seq_config": SEQ_CONFIG._replace(target_programs=64 * batch * blocks)}
 
 
 def long_check(length: int, batch: int, dim: int, nstate: int, impl: str) -> None:
@@ -169,8 +164,8 @@ def main() -> None:
     parser.add_argument("--tests", nargs="*", default=["tests/test_triton_scan.py", "tests/test_triton_conv1d.py"],
                         help="kernel test files to run at CUDA sizes (none: skip)")
     parser.add_argument("--dim", type=int, default=640, help="channels of the long checks")
-    parser.add_argument("--fwd-impls", nargs="*", default=list(IMPLS), choices=IMPLS,
-                        help="algorithms to run the long checks with (pair: sequential fwd + pair bwd)")
+    parser.add_argument("--fwd-impls", nargs="*", default=list(FWD_IMPLS), choices=FWD_IMPLS,
+                        help="forward algorithms to run the long checks with (the backward is shared)")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     print(f"device {torch.cuda.get_device_name()}, torch {torch.__version__}", flush=True)

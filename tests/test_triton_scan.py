@@ -72,23 +72,15 @@ def _reference(inputs, softplus, reverse):
     return (out.flip(-1) if reverse else out), last, leaves
 
 
-def _impls(impl: str) -> dict[str, str]:
-    """Forward and backward algorithms of a test case: "tile" and "sequential" name the forward (with the
-    triple backward); "pair" is the sequential forward with the pair backward."""
-    if impl == "pair":
-        return {"fwd_impl": "sequential", "bwd_impl": "pair"}
-    return {"fwd_impl": impl, "bwd_impl": "triple"}
-
-
 def _compare(inputs, softplus, reverse, rounding_factor=None, impl="tile"):
-    """Outputs, final state and every gradient of the fused scan (algorithms ``_impls(impl)``) against the
+    """Outputs, final state and every gradient of the fused scan (forward algorithm ``impl``) against the
     reference.
 
     fp32 inputs: relative error under 1e-4. Lower precision: under ``rounding_factor`` times the error of
     rounding the fp32 reference to the input dtype.
     """
     out, last = selective_scan_fused(**inputs, delta_softplus=softplus, return_final_state=True, reverse=reverse,
-                                     **_impls(impl))
+                                     fwd_impl=impl)
     ref_out, ref_last, ref_leaves = _reference(inputs, softplus, reverse)
     dout = torch.randn_like(ref_out).to(out.dtype).float()
     dlast = torch.randn_like(ref_last)
@@ -109,7 +101,7 @@ def _compare(inputs, softplus, reverse, rounding_factor=None, impl="tile"):
             assert err <= rounding_factor * rounding, f"{name}: relative error {err:.2e}, rounding {rounding:.2e}"
 
 
-IMPLS = ["tile", "sequential", "pair"]
+IMPLS = ["tile", "sequential"]
 
 
 @interpreted
@@ -139,8 +131,8 @@ def test_scan_low_precision_within_rounding(dtype, impl):
 @pytest.mark.parametrize("reverse", [False, True], ids=["forward", "reverse"])
 @pytest.mark.parametrize("block_t", [128, 256, 512])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["fp32", "bf16"])
-def test_scan_pair_backward_launch_shapes(block_t, dtype, reverse):
-    """The pair backward at each one-warp chunk length the benchmarks consider, with forward chunks no longer
+def test_scan_backward_launch_shapes(block_t, dtype, reverse):
+    """The backward at each one-warp chunk length the benchmarks consider, with forward chunks no longer
     than its own. On a GPU, L is a multiple of 16 (not of the chunk), so that the inline-PTX reverse scan runs
     (over 1, 2 or 4 runs of positions a thread)."""
     length = LONG + 7 if ON_CUDA else LONG
@@ -151,8 +143,8 @@ def test_scan_pair_backward_launch_shapes(block_t, dtype, reverse):
     fwd_cfg, bwd_cfg = fused.FWD_CONFIG._replace(block_t=min(256, block_t)), fused.ScanConfig(1, block_t, 1)
     if not ON_CUDA:
         fwd_cfg, bwd_cfg = fused.INTERPRET_CONFIG, fused.INTERPRET_CONFIG._replace(block_d=1)
-    out, last = selective_scan_fused(**x, delta_softplus=True, return_final_state=True, bwd_impl="pair",
-                                     reverse=reverse, fwd_config=fwd_cfg, bwd_config=bwd_cfg)
+    out, last = selective_scan_fused(**x, delta_softplus=True, return_final_state=True, reverse=reverse,
+                                     fwd_config=fwd_cfg, bwd_config=bwd_cfg)
     ref_out, ref_last, ref_leaves = _reference(x, True, reverse)
     dout, dlast = torch.randn_like(ref_out).to(out.dtype).float(), torch.randn_like(ref_last)
     names = list(x)
@@ -196,13 +188,13 @@ def test_scan_strided_inputs(impl):
 def test_scan_two_halves_equal_one_pass(impl):
     """The final state handed on as the next initial state continues the scan exactly."""
     x = {k: v.detach() for k, v in _inputs(LONG, optional=False, initial=False).items()}
-    whole = selective_scan_fused(**x, delta_softplus=True, **_impls(impl))
+    whole = selective_scan_fused(**x, delta_softplus=True, fwd_impl=impl)
     cut = LONG // 2 + 1
     first, last = {}, {}
     for k, v in x.items():
         first[k], last[k] = (v[..., :cut], v[..., cut:]) if v.dim() >= 3 else (v, v)
-    y1, state = selective_scan_fused(**first, delta_softplus=True, return_final_state=True, **_impls(impl))
-    y2 = selective_scan_fused(**last, delta_softplus=True, initial_state=state, **_impls(impl))
+    y1, state = selective_scan_fused(**first, delta_softplus=True, return_final_state=True, fwd_impl=impl)
+    y2 = selective_scan_fused(**last, delta_softplus=True, initial_state=state, fwd_impl=impl)
     assert rel_error(torch.cat([y1, y2], -1), whole) < 1e-5
 
 
@@ -215,8 +207,6 @@ def test_scan_rejects_bad_shapes():
         selective_scan_fused(**{**x, "B": torch.randn(BATCH, 3, NSTATE, LONG, device=DEVICE)})
     with pytest.raises(InputError, match="fwd_impl"):
         selective_scan_fused(**x, fwd_impl="parallel")
-    with pytest.raises(InputError, match="bwd_impl"):
-        selective_scan_fused(**x, bwd_impl="parallel")
 
 
 @interpreted

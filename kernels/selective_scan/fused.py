@@ -1,25 +1,21 @@
-"""Fused selective scan (Mamba-1 "S6") in Triton: forward and backward.
+"""Fused selective scan (Mamba-1 "S6") in Triton: the tile forward, the host side and the public function.
 
 One program owns BLOCK_D channels of one sequence and walks its length in chunks of BLOCK_T positions,
 keeping the [BLOCK_D, N] state on chip in fp32. Per chunk it loads [BLOCK_D, BLOCK_T] tiles of u, Δ, z
 (contiguous along L) and, state by state, [BLOCK_T] rows of B and C; softplus(Δ + bias), exp(ΔA), ΔBu,
 the scan (``tl.associative_scan`` over the chunk), C·h, +D·u and the SiLU(z) gate all happen in registers,
 so the [B, D, L, N] tensor never exists. The forward stores the state at each chunk start ([B, NC, D, N]
-fp32) when a gradient is needed; the backward walks the chunks in reverse, recomputes each chunk's states
-from that boundary state and runs the reverse scan for dh, carrying a_{t+1}·dh_{t+1} across chunks.
-
-The reverse scan g_t = x_t + a_{t+1} g_{t+1} needs a shifted by one position, which a register tile cannot
-do; so it scans triples (P, Q, a_first) that map the carry entering a segment to g at the segment's first
-position (see ``_rev_combine``). ``reverse=True`` scans from position L-1 down to 0 by flipping the address
-arithmetic, never the data.
+fp32) when a gradient is needed; the backward (``fused_bwd.py``) walks the chunks in reverse, recomputes each
+chunk's states from that boundary state and runs the reverse scan for dh. ``reverse=True`` scans from
+position L-1 down to 0 by flipping the address arithmetic, never the data.
 
 The default forward is the sequential one of ``fused_v2.py`` (a thread per channel; measured faster, see
 benchmarks/NOTES-scan.md); ``fwd_impl="tile"`` picks the one here. Both store the same chunk-start states, so
-the backward here serves both.
+the one backward serves both.
 
-dB and dC of per-position B/C are sums over channels; each program adds its [BLOCK_T] partial with fp32
-atomics into a zeroed buffer. dA, dD and d(delta_bias) are summed over the chunks in registers and over the
-batch on the host.
+dB and dC of per-position B/C are sums over channels; each backward program adds its [BLOCK_T] partial with
+fp32 atomics into a zeroed buffer. dA, dD and d(delta_bias) are summed over the chunks in registers and over
+the batch on the host.
 """
 
 from __future__ import annotations
@@ -63,33 +59,19 @@ class ScanConfig(NamedTuple):
 
 # Chosen on an H100 with benchmarks/bench_scan.py (see NOTES-scan.md); the interpreter gets small tiles.
 FWD_CONFIG = ScanConfig(block_d=4, block_t=256, num_warps=4, unroll_n=4)
-BWD_CONFIG = ScanConfig(block_d=1, block_t=512, num_warps=2)
-# The pair backward's inline-PTX reverse scan wants one warp per chunk (fused_bwd.pair_bwd_flags).
-PAIR_BWD_CONFIG = ScanConfig(block_d=1, block_t=256, num_warps=1)
+# The backward's inline-PTX reverse scan wants one channel and one warp per chunk (fused_bwd.pair_bwd_flags).
+BWD_CONFIG = ScanConfig(block_d=1, block_t=256, num_warps=1)
 INTERPRET_CONFIG = ScanConfig(block_d=2, block_t=16, num_warps=1)
 # Forward algorithms: "tile" (this file, tl.associative_scan over [BLOCK_D, BLOCK_T] tiles) or "sequential"
 # (fused_v2.py, a thread per channel over segments). The backward is this file's either way.
 FWD_IMPLS = ("tile", "sequential")
 DEFAULT_FWD_IMPL = "sequential"
-# Backward algorithms: "triple" (this file, a reverse scan of triples) or "pair" (fused_bwd.py, a reverse scan
-# of pairs with the shifted decay recomputed).
-BWD_IMPLS = ("triple", "pair")
-DEFAULT_BWD_IMPL = "pair"
 
 
 @triton.jit
 def _fwd_combine(a1, b1, a2, b2):
     # (a1, b1) then (a2, b2): h -> a2 (a1 h + b1) + b2
     return a1 * a2, a2 * b1 + b2
-
-
-@triton.jit
-def _rev_combine(p_later, q_later, a_later, p_earlier, q_earlier, a_earlier):
-    # A segment maps the carry G entering from its right, a_{s+1} g_{s+1}, to g at its first position:
-    # g_first = P + Q G, and remembers a_first. Joining an earlier segment to a later one:
-    # G_mid = a_first(later) · g_first(later).
-    s = q_earlier * a_later
-    return p_earlier + s * p_later, s * q_later, a_earlier
 
 
 @triton.jit
@@ -212,176 +194,9 @@ def _selective_scan_fwd_kernel(
         tl.store(hT_ptr + state_offs, S, mask=state_mask)
 
 
-@triton.jit
-def _selective_scan_bwd_kernel(
-    u_ptr, dt_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_ptr, hc_ptr, dout_ptr, dhT_ptr,
-    du_ptr, ddt_ptr, dz_ptr, dA_ptr, dB_ptr, dC_ptr, dD_ptr, dbias_ptr, dh0_ptr,
-    dim, length, n_state, b_cpg, c_cpg, n_chunks, chunk_stride, n_saved,
-    s_u_b, s_u_d, s_u_l,
-    s_dt_b, s_dt_d, s_dt_l,
-    s_A_d, s_A_n,
-    s_B_b, s_B_g, s_B_n, s_B_l,
-    s_C_b, s_C_g, s_C_n, s_C_l,
-    s_z_b, s_z_d, s_z_l,
-    s_g_b, s_g_d, s_g_l,
-    HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_DHT: tl.constexpr,
-    SOFTPLUS: tl.constexpr, B_VAR: tl.constexpr, C_VAR: tl.constexpr, REVERSE: tl.constexpr,
-    BLOCK_D: tl.constexpr, BLOCK_T: tl.constexpr, N_PAD: tl.constexpr,
-    UNROLL_N: tl.constexpr, STAGES: tl.constexpr,
-):
-    pid_b = tl.program_id(0).to(tl.int64)
-    d0 = tl.program_id(1) * BLOCK_D
-    offs_d = d0 + tl.arange(0, BLOCK_D)
-    mask_d = offs_d < dim
-    offs_n = tl.arange(0, N_PAD)
-    mask_n = offs_n < n_state
-    offs_j = tl.arange(0, BLOCK_T)
-
-    row = offs_d.to(tl.int64)[:, None]
-    u_base = u_ptr + pid_b * s_u_b + row * s_u_d
-    dt_base = dt_ptr + pid_b * s_dt_b + row * s_dt_d
-    # dout, du, ddelta and dz share one contiguous [B, D, L] layout (made so on the host).
-    g_off = pid_b * s_g_b + row * s_g_d
-    if B_VAR:
-        B_base = B_ptr + pid_b * s_B_b + (d0 // b_cpg) * s_B_g
-        # dB is a contiguous fp32 [B, G, N, L] buffer.
-        dB_base = dB_ptr + (pid_b * (dim // b_cpg) + d0 // b_cpg) * n_state * length
-    else:
-        B_base = B_ptr + offs_d * s_B_b
-    if C_VAR:
-        C_base = C_ptr + pid_b * s_C_b + (d0 // c_cpg) * s_C_g
-        dC_base = dC_ptr + (pid_b * (dim // c_cpg) + d0 // c_cpg) * n_state * length
-    else:
-        C_base = C_ptr + offs_d * s_C_b
-    state_offs = (pid_b * dim + offs_d[:, None]) * n_state + offs_n[None, :]
-    state_mask = mask_d[:, None] & mask_n[None, :]
-
-    if HAS_D:
-        Dv = tl.load(D_ptr + offs_d, mask=mask_d, other=0.0).to(tl.float32)
-    if HAS_BIAS:
-        bias = tl.load(bias_ptr + offs_d, mask=mask_d, other=0.0).to(tl.float32)
-    # G: a_{t+1} dh_{t+1} entering the current chunk from its right; the final-state gradient at first.
-    if HAS_DHT:
-        G = tl.load(dhT_ptr + state_offs, mask=state_mask, other=0.0).to(tl.float32)
-    else:
-        G = tl.zeros((BLOCK_D, N_PAD), dtype=tl.float32)
-    dA_acc = tl.zeros((BLOCK_D, N_PAD), dtype=tl.float32)
-    dB_acc = tl.zeros((BLOCK_D, N_PAD), dtype=tl.float32)
-    dC_acc = tl.zeros((BLOCK_D, N_PAD), dtype=tl.float32)
-    dD_acc = tl.zeros((BLOCK_D,), dtype=tl.float32)
-    dbias_acc = tl.zeros((BLOCK_D,), dtype=tl.float32)
-    ones = tl.full((BLOCK_D, BLOCK_T), 1.0, dtype=tl.float32)
-
-    for cc in tl.range(0, n_chunks, num_stages=STAGES):
-        c = n_chunks - 1 - cc
-        hc_offs = ((pid_b * n_saved + c * chunk_stride) * dim + offs_d[:, None]) * n_state + offs_n[None, :]
-        S0 = tl.load(hc_ptr + hc_offs, mask=state_mask, other=0.0)
-        t = c * BLOCK_T + offs_j
-        mask_t = t < length
-        # Offsets along L stay 32-bit (rows are unit-stride); the row bases carry the 64-bit part.
-        if REVERSE:
-            pos = length - 1 - t
-        else:
-            pos = t
-        mask = mask_d[:, None] & mask_t[None, :]
-        # B and C rows are read through a [BLOCK_D, BLOCK_T] pointer tile (each warp its own copy, from L1)
-        # so that they arrive in the tile's layout without a shared-memory shuffle.
-        pos_2d = tl.broadcast_to(pos[None, :], (BLOCK_D, BLOCK_T))
-        u = tl.load(u_base + pos[None, :] * s_u_l, mask=mask, other=0.0).to(tl.float32)
-        dt_raw = tl.load(dt_base + pos[None, :] * s_dt_l, mask=mask, other=0.0).to(tl.float32)
-        if HAS_BIAS:
-            dt_raw += bias[:, None]
-        if SOFTPLUS:
-            dt = _softplus(dt_raw)
-        else:
-            dt = dt_raw
-        dt = tl.where(mask, dt, 0.0)
-        dtu = dt * u
-        dy = tl.load(dout_ptr + g_off + pos[None, :] * s_g_l, mask=mask, other=0.0).to(tl.float32)
-        if HAS_Z:
-            # z and dout are read again for dz after the state loop rather than held in registers through it.
-            zz = tl.load(z_ptr + pid_b * s_z_b + row * s_z_d + pos[None, :] * s_z_l, mask=mask, other=0.0)
-            dy = dy * tl.sigmoid(zz.to(tl.float32)) * zz.to(tl.float32)
-        y = tl.zeros((BLOCK_D, BLOCK_T), dtype=tl.float32)
-        # sum_n dh·A·(h - b) and sum_n dh·B: dΔ and du follow from them after the loop.
-        ddt = tl.zeros((BLOCK_D, BLOCK_T), dtype=tl.float32)
-        gB = tl.zeros((BLOCK_D, BLOCK_T), dtype=tl.float32)
-        G_next = G
-        for n in tl.range(0, n_state, loop_unroll_factor=UNROLL_N):
-            A_n = tl.load(A_ptr + offs_d * s_A_d + n * s_A_n, mask=mask_d, other=0.0).to(tl.float32)
-            a = tl.exp2(dt * (A_n * LOG2E)[:, None])
-            if B_VAR:
-                B_n = tl.load(B_base + n * s_B_n + pos_2d * s_B_l, mask=mask, other=0.0).to(tl.float32)
-            else:
-                B_col = tl.load(B_base + n * s_B_n, mask=mask_d, other=0.0).to(tl.float32)
-                B_n = B_col[:, None]
-            if C_VAR:
-                C_n = tl.load(C_base + n * s_C_n + pos_2d * s_C_l, mask=mask, other=0.0).to(tl.float32)
-            else:
-                C_col = tl.load(C_base + n * s_C_n, mask=mask_d, other=0.0).to(tl.float32)
-                C_n = C_col[:, None]
-            b = dtu * B_n
-            a_c, b_c = tl.associative_scan((a, b), axis=1, combine_fn=_fwd_combine)
-            h = b_c + a_c * _column(S0, offs_n, n)[:, None]
-            if HAS_Z:
-                y += h * C_n
-            p, q, _ = tl.associative_scan((dy * C_n, ones, a), axis=1, combine_fn=_rev_combine, reverse=True)
-            g = p + q * _column(G, offs_n, n)[:, None]
-            G_n = tl.sum(tl.where(offs_j[None, :] == 0, a * g, 0.0), axis=1)
-            G_next = tl.where(offs_n[None, :] == n, G_n[:, None], G_next)
-            # h - b = a_t h_{t-1}, the part of h_t that came through exp(Δ_t A).
-            gh = g * (h - b)
-            ddt += gh * A_n[:, None]
-            gB += g * B_n
-            dA_acc += tl.where(offs_n[None, :] == n, tl.sum(gh * dt, axis=1)[:, None], 0.0)
-            if B_VAR:
-                dB_row = tl.sum(g * dtu, axis=0)
-                tl.atomic_add(dB_base + n * length + pos, dB_row, mask=mask_t, sem="relaxed")
-            else:
-                dB_acc += tl.where(offs_n[None, :] == n, tl.sum(g * dtu, axis=1)[:, None], 0.0)
-            if C_VAR:
-                dC_row = tl.sum(h * dy, axis=0)
-                tl.atomic_add(dC_base + n * length + pos, dC_row, mask=mask_t, sem="relaxed")
-            else:
-                dC_acc += tl.where(offs_n[None, :] == n, tl.sum(h * dy, axis=1)[:, None], 0.0)
-        G = G_next
-        ddt += gB * u
-        du = gB * dt
-        if HAS_D:
-            du += dy * Dv[:, None]
-            dD_acc += tl.sum(dy * u, axis=1)
-        if HAS_Z:
-            if HAS_D:
-                y += u * Dv[:, None]
-            zz = tl.load(z_ptr + pid_b * s_z_b + row * s_z_d + pos[None, :] * s_z_l, mask=mask, other=0.0)
-            zz = zz.to(tl.float32)
-            sz = tl.sigmoid(zz)
-            dout = tl.load(dout_ptr + g_off + pos[None, :] * s_g_l, mask=mask, other=0.0).to(tl.float32)
-            dz = dout * y * sz * (1.0 + zz * (1.0 - sz))
-            tl.store(dz_ptr + g_off + pos[None, :] * s_g_l, dz.to(dz_ptr.dtype.element_ty), mask=mask)
-        if SOFTPLUS:
-            ddt = ddt * tl.sigmoid(dt_raw)
-        ddt = tl.where(mask, ddt, 0.0)
-        dbias_acc += tl.sum(ddt, axis=1)
-        tl.store(du_ptr + g_off + pos[None, :] * s_g_l, du.to(du_ptr.dtype.element_ty), mask=mask)
-        tl.store(ddt_ptr + g_off + pos[None, :] * s_g_l, ddt.to(ddt_ptr.dtype.element_ty), mask=mask)
-
-    # Per-batch partials, summed over the batch on the host.
-    tl.store(dh0_ptr + state_offs, G, mask=state_mask)
-    tl.store(dA_ptr + state_offs, dA_acc, mask=state_mask)
-    if not B_VAR:
-        tl.store(dB_ptr + state_offs, dB_acc, mask=state_mask)
-    if not C_VAR:
-        tl.store(dC_ptr + state_offs, dC_acc, mask=state_mask)
-    if HAS_D:
-        tl.store(dD_ptr + pid_b * dim + offs_d, dD_acc, mask=mask_d)
-    if HAS_BIAS:
-        tl.store(dbias_ptr + pid_b * dim + offs_d, dbias_acc, mask=mask_d)
-
-
-def _default_configs(device: torch.device, bwd_impl: str) -> tuple[ScanConfig, ScanConfig, SeqConfig]:
+def _default_configs(device: torch.device) -> tuple[ScanConfig, ScanConfig, SeqConfig]:
     if device.type == "cuda":
-        return FWD_CONFIG, PAIR_BWD_CONFIG if bwd_impl == "pair" else BWD_CONFIG, SEQ_CONFIG
+        return FWD_CONFIG, BWD_CONFIG, SEQ_CONFIG
     return INTERPRET_CONFIG, INTERPRET_CONFIG, SEQ_INTERPRET_CONFIG
 
 
@@ -464,7 +279,7 @@ def _vector_width(*tensors: torch.Tensor | None) -> int:
 
 
 def _selective_scan_bwd(u, delta, A, B, C, D, z, delta_bias, chunks, dout, dfinal, softplus, reverse,
-                        fwd_block_t, cfg, impl):
+                        fwd_block_t, cfg):
     batch, dim, length = u.shape
     n_state = A.shape[1]
     lay = _layout(B, C, dim, cfg)
@@ -485,15 +300,10 @@ def _selective_scan_bwd(u, delta, A, B, C, D, z, delta_bias, chunks, dout, dfina
     dh0 = _fresh(torch.empty(batch, dim, n_state, **f32))
     dhT = dfinal.float().contiguous() if dfinal is not None else None
     zz = z if z is not None else u
-    if impl == "pair":
-        kernel, scratch = _selective_scan_pair_bwd_kernel, (pair_bwd_scratch(batch, dim, n_state, u.device),)
-        extra = pair_bwd_flags(lay.block_d, block_t, cfg.num_warps, _vector_width(u, delta, dout, z, B, C),
-                               reverse)
-    else:
-        kernel, scratch, extra = _selective_scan_bwd_kernel, (), {}
-    kernel[(batch, triton.cdiv(dim, lay.block_d))](
+    flags = pair_bwd_flags(lay.block_d, block_t, cfg.num_warps, _vector_width(u, delta, dout, z, B, C), reverse)
+    _selective_scan_pair_bwd_kernel[(batch, triton.cdiv(dim, lay.block_d))](
         u, delta, A, B, C, D, z, delta_bias, chunks, dout, dhT,
-        du, ddelta, dz, dA, dB, dC, dD, dbias, dh0, *scratch,
+        du, ddelta, dz, dA, dB, dC, dD, dbias, dh0, pair_bwd_scratch(batch, dim, n_state, u.device),
         dim, length, n_state, dim // lay.b_groups, dim // lay.c_groups, triton.cdiv(length, block_t),
         stride, chunks.shape[1],
         *u.stride(), *delta.stride(), *A.stride(), *lay.b_strides, *lay.c_strides,
@@ -501,7 +311,7 @@ def _selective_scan_bwd(u, delta, A, B, C, D, z, delta_bias, chunks, dout, dfina
         HAS_D=D is not None, HAS_Z=z is not None, HAS_BIAS=delta_bias is not None, HAS_DHT=dhT is not None,
         SOFTPLUS=softplus, B_VAR=lay.b_var, C_VAR=lay.c_var, REVERSE=reverse,
         BLOCK_D=lay.block_d, BLOCK_T=block_t, N_PAD=triton.next_power_of_2(n_state),
-        UNROLL_N=cfg.unroll_n, STAGES=cfg.stages, num_warps=cfg.num_warps, **extra,
+        UNROLL_N=cfg.unroll_n, STAGES=cfg.stages, num_warps=cfg.num_warps, **flags,
     )
     if B.dim() == 3:
         dB = dB.squeeze(1)
@@ -519,12 +329,12 @@ def _selective_scan_bwd(u, delta, A, B, C, D, z, delta_bias, chunks, dout, dfina
 class _SelectiveScanFn(torch.autograd.Function):
     @staticmethod
     def forward(ctx, u, delta, A, B, C, D, z, delta_bias, initial_state, softplus, reverse, need_grad,
-                fwd_cfg, bwd_cfg, impl, seq_cfg, bwd_impl):
+                fwd_cfg, bwd_cfg, impl, seq_cfg):
         out, final, chunks = _selective_scan_fwd(u, delta, A, B, C, D, z, delta_bias, initial_state, softplus,
                                                  reverse, need_grad, fwd_cfg, impl, seq_cfg)
         if need_grad:
             ctx.save_for_backward(u, delta, A, B, C, D, z, delta_bias, chunks)
-            ctx.softplus, ctx.reverse, ctx.bwd_cfg, ctx.bwd_impl = softplus, reverse, bwd_cfg, bwd_impl
+            ctx.softplus, ctx.reverse, ctx.bwd_cfg = softplus, reverse, bwd_cfg
             ctx.fwd_block_t = fwd_cfg.block_t
             ctx.has_h0 = initial_state is not None
         return out, final
@@ -534,14 +344,14 @@ class _SelectiveScanFn(torch.autograd.Function):
         u, delta, A, B, C, D, z, delta_bias, chunks = ctx.saved_tensors
         du, ddelta, dA, dB, dC, dD, dz, dbias, dh0 = _selective_scan_bwd(
             u, delta, A, B, C, D, z, delta_bias, chunks, dout, dfinal, ctx.softplus, ctx.reverse,
-            ctx.fwd_block_t, ctx.bwd_cfg, ctx.bwd_impl,
+            ctx.fwd_block_t, ctx.bwd_cfg,
         )
 
         def cast(grad, like):
             return None if like is None else grad.to(like.dtype)
 
         return (du, ddelta, cast(dA, A), cast(dB, B), cast(dC, C), cast(dD, D), dz, cast(dbias, delta_bias),
-                dh0 if ctx.has_h0 else None, None, None, None, None, None, None, None, None)
+                dh0 if ctx.has_h0 else None, None, None, None, None, None, None, None)
 
 
 def _check(name: str, X: torch.Tensor | None, shape: tuple[int, ...], device: torch.device, fn: str) -> None:
@@ -584,7 +394,6 @@ def selective_scan_fused(
     reverse: bool = False,
     *,
     fwd_impl: str | None = None,
-    bwd_impl: str | None = None,
     fwd_config: ScanConfig | None = None,
     bwd_config: ScanConfig | None = None,
     seq_config: SeqConfig | None = None,
@@ -604,8 +413,6 @@ def selective_scan_fused(
             flipping every L axis, scanning, and flipping ``out`` back, without making flipped copies.
         fwd_impl: forward algorithm, "tile" or "sequential" (see ``FWD_IMPLS``); ``DEFAULT_FWD_IMPL`` when
             None. Both give the same results and use the same backward.
-        bwd_impl: backward algorithm, "triple" or "pair" (see ``BWD_IMPLS``); when None ``DEFAULT_BWD_IMPL``,
-            or "triple" for reverse scans (faster there).
         fwd_config, bwd_config, seq_config: launch shapes (benchmarks only); defaults suit the device.
 
     Returns:
@@ -636,12 +443,7 @@ def selective_scan_fused(
     fwd_impl = fwd_impl or DEFAULT_FWD_IMPL
     if fwd_impl not in FWD_IMPLS:
         raise InputError(f"{fn}: fwd_impl is {fwd_impl!r}; use one of {', '.join(FWD_IMPLS)}")
-    # Reversed scans load descending addresses, which Triton does not vectorise; there the PTX scan of the pair
-    # backward runs one position a thread and the triple backward was measured faster (RESULTS.md, run 8).
-    bwd_impl = bwd_impl or ("triple" if reverse else DEFAULT_BWD_IMPL)
-    if bwd_impl not in BWD_IMPLS:
-        raise InputError(f"{fn}: bwd_impl is {bwd_impl!r}; use one of {', '.join(BWD_IMPLS)}")
-    fwd_default, bwd_default, seq_default = _default_configs(u.device, bwd_impl)
+    fwd_default, bwd_default, seq_default = _default_configs(u.device)
     fwd_config, bwd_config = fwd_config or fwd_default, bwd_config or bwd_default
     seq_config = seq_config or seq_default
     if fwd_impl == "sequential" and fwd_config.block_t % seq_config.tt:
@@ -651,6 +453,5 @@ def selective_scan_fused(
     need_grad = torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
     u, delta, z, B, C = (_rows_contiguous(X) for X in (u, delta, z, B, C))
     out, final = _SelectiveScanFn.apply(u, delta, A, B, C, D, z, delta_bias, initial_state, delta_softplus,
-                                        reverse, need_grad, fwd_config, bwd_config, fwd_impl, seq_config,
-                                        bwd_impl)
+                                        reverse, need_grad, fwd_config, bwd_config, fwd_impl, seq_config)
     return (out, final) if return_final_state else out

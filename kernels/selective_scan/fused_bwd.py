@@ -1,17 +1,24 @@
-"""Backward of the fused selective scan with a pair reverse scan (the "pair" backward).
+"""Backward of the fused selective scan (both forward algorithms store the chunk-start states it needs).
 
-Same work split as the triple backward in ``fused.py`` (one program = BLOCK_D channels × the whole sequence,
-chunks of BLOCK_T positions walked in reverse, each chunk's states recomputed from its saved start state), with
-three changes that cut the per-state work (benchmarks/NOTES-scan.md, run 6):
+One program = BLOCK_D channels (one, on a GPU) × the whole sequence; chunks of BLOCK_T positions are walked in
+reverse, each chunk's states recomputed from its saved start state by a forward scan, then the reverse scan
+g_t = x_t + a_{t+1} g_{t+1} (x_t = C_t·dy_t, dy gated by SiLU(z)) gives dh, and from h and dh every gradient:
+du, dΔ (through softplus), dz, dA, dD, d(delta_bias), d(initial state), and dB, dC as fp32 atomics of each
+program's [BLOCK_T] row (sums over channels). The [B, D, L, N] tensor never exists.
 
-- The reverse scan g_t = x_t + a_{t+1} g_{t+1} scans pairs (a_{t+1}, x_t): the shifted decay is recomputed from
-  Δ at the next position (one more exp2 per update, against a third scanned component and its shuffles).
-  Inside a chunk the last position's factor is 1 and the carry G = a_first(later) · g_first(later) enters as
-  g = X + P·G, as in the triple backward.
+- The reverse scan runs over pairs (a_{t+1}, x_t). Where the chunk is one warp's and the host can predict
+  Triton's tile layout, it is inline PTX (``ptx.rev_scan_ptx``): Triton lowers
+  ``associative_scan(reverse=True)`` by flipping every register across lanes (five butterfly shuffles each),
+  which cost more than the rest of the loop; the PTX takes a_{t+1} from the neighbouring register or lane.
+  Elsewhere (unaligned rows, several warps, TRITON_INTERPRET) ``associative_scan`` with a_{t+1} recomputed
+  from Δ at the next position. Inside a chunk the last position's factor is 1 and the carry
+  G = a_first(later)·g_first(later) enters as g = X + P·G.
 - The carry G and the chunk-start state are read per state from memory ([BLOCK_D] loads) instead of being
-  pulled out of register tiles by a cross-lane reduction. G lives in a two-slot scratch buffer: a chunk reads
+  pulled out of register tiles by cross-lane reductions. G lives in a two-slot scratch buffer: a chunk reads
   one slot and writes the other, and a barrier at the end of the chunk orders them.
-- dA's chunk sum and the next carry G come out of one two-operand reduction (one cross-warp exchange).
+- dA's chunk sum and the next carry come out of one two-operand reduction.
+
+benchmarks/NOTES-scan.md (runs 6–8) has the measurements behind each choice.
 """
 
 from __future__ import annotations
