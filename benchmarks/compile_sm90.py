@@ -78,6 +78,22 @@ def compile_variant(fn, pointers: dict[str, str], ints: dict[str, int], constexp
     return " ".join(re.findall(r"Used \d+ registers|\d+ bytes spill (?:stores|loads)|\d+ bytes smem", res.stderr))
 
 
+def loop_sizes(sass: str) -> list[int]:
+    """Instructions in each loop of a SASS listing (a backward branch to an earlier label), innermost-first as
+    they appear: the state loop's size per state is the number NOTES-scan.md compares."""
+    ins, labels, sizes = [], {}, []
+    for line in sass.splitlines():
+        label = re.match(r"\s*\.L_x_(\d+):", line)
+        if label:
+            labels[label.group(1)] = len(ins)
+        elif re.match(r"\s+/\*[0-9a-f]{4,}\*/\s+\S", line):
+            ins.append(line)
+            branch = re.search(r"BRA\s+`\(\.L_x_(\d+)\)", line)
+            if branch and labels.get(branch.group(1), len(ins)) < len(ins) - 1:
+                sizes.append(len(ins) - labels[branch.group(1)])
+    return sizes
+
+
 def backward_variants() -> dict[str, tuple[object, dict, int]]:
     """name -> (kernel, constexprs, num_warps) for the backward launch shapes worth comparing."""
     variants = {}
@@ -85,8 +101,7 @@ def backward_variants() -> dict[str, tuple[object, dict, int]]:
                                    (512, 4, 1), (1024, 8, 1), (512, 4, 2), (256, 2, 2), (512, 1, 1)):
         flags = dict(BWD_FLAGS, BLOCK_D=1, BLOCK_T=block_t, UNROLL_N=unroll,
                      **fused_bwd.pair_bwd_flags(1, block_t, warps, 2, False))
-        variants[f"bwd_{block_t}_{warps}w_u{unroll}"] = (fused_bwd._selective_scan_pair_bwd_kernel, flags,
-                                                               warps)
+        variants[f"bwd_{block_t}_{warps}w_u{unroll}"] = (fused_bwd._selective_scan_pair_bwd_kernel, flags, warps)
     return variants
 
 
@@ -104,6 +119,7 @@ def main() -> None:
         ops = re.findall(r"^\s+/\*[0-9a-f]{4}\*/\s+(?:@!?U?P\w+\s+)?([A-Z][A-Z0-9]*)", text, re.M)
         counts = {op: ops.count(op) for op in ("SHFL", "BAR", "REDG", "MUFU", "LDG", "STS", "LDS")}
         counts["all"] = len(ops)
+        counts["loops"] = loop_sizes(text)
         print(f"{name:<28} {report:<60} {counts}", flush=True)
 
 

@@ -9,6 +9,12 @@ import torch
 from seqssm.errors import InputError
 
 
+def check_decay(decay: float) -> None:
+    """The one check of an ``--ema`` value, for the config (early) and the average itself."""
+    if not 0 < decay < 1:
+        raise InputError(f"--ema must be a decay in (0, 1), e.g. 0.999; got {decay}")
+
+
 class WeightEMA:
     """A frozen copy of ``model`` (in eval mode) that trails it: after each optimiser step,
     ``ema ← d·ema + (1 − d)·current`` for every floating-point parameter and buffer (others are copied),
@@ -20,8 +26,7 @@ class WeightEMA:
     """
 
     def __init__(self, model: torch.nn.Module, decay: float):
-        if not 0 < decay < 1:
-            raise InputError(f"--ema must be a decay in (0, 1), e.g. 0.999; got {decay}")
+        check_decay(decay)
         self.decay = decay
         self.updates = 0
         self.model = copy.deepcopy(model).eval().requires_grad_(False)

@@ -38,7 +38,7 @@ from seqssm.models.heads import (
     load_classifier,
 )
 from seqssm.pipelines.common import atomic_path, autocast, progress, resolve_device, seed_everything
-from seqssm.pipelines.ema import WeightEMA
+from seqssm.pipelines.ema import WeightEMA, check_decay
 from seqssm.pipelines.predict import (
     Example,
     InputSpec,
@@ -51,7 +51,7 @@ from seqssm.pipelines.predict import (
     split_label,
     write_predictions,
 )
-from seqssm.pipelines.train_utils import param_groups, write_run_record
+from seqssm.pipelines.train_utils import cosine_schedule, param_groups, write_run_record
 from seqssm.transforms import WaveformAugment
 
 METRICS = ("accuracy", "balanced_accuracy", "macro_f1", "micro_f1", "mcc", "auroc", "loss")
@@ -74,7 +74,7 @@ class FinetuneConfig:
     None, "balanced" or one weight per class ("1,3.5", in class order); ``rc_augment`` flips DNA strands
     at random; early stopping on ``metric`` ("auto": accuracy, or macro_f1 for multi-label) with
     ``patience`` validations; ``max_minutes`` stops training after that much wall time, and the cosine decay
-    follows the clock when it is further along than the steps (:class:`DeadlineCosine`), so a run cut short
+    follows the clock when it is further along than the steps (``train_utils.cosine_schedule``), so a run cut short
     still ends at the floor learning rate. ``augment`` (audio): every training clip is a random variant from
     ``seqssm.transforms.augment_waveform`` (speed, shift, time masks, noise), drawn from (seed, epoch, index).
     ``ema``: validate, keep and test an exponential moving average of the weights with this decay
@@ -142,8 +142,8 @@ class FinetuneConfig:
             raise InputError("--rc-augment flips DNA strands; drop it for audio")
         if self.augment and self.modality != "audio":
             raise InputError("--augment perturbs waveforms (audio); for DNA use --rc-augment")
-        if self.ema is not None and not 0 < self.ema < 1:
-            raise InputError(f"--ema must be a decay in (0, 1), e.g. 0.999; got {self.ema}")
+        if self.ema is not None:
+            check_decay(self.ema)
         self.split = tuple(float(f) for f in self.split)
         if len(self.split) != 3 or any(f < 0 for f in self.split) or abs(sum(self.split) - 1) > 1e-6 \
                 or self.split[0] <= 0 or self.split[1] <= 0:
@@ -410,29 +410,6 @@ def _optimizer(cfg: FinetuneConfig, model: SequenceClassifier) -> torch.optim.Op
     return torch.optim.AdamW([g for g in groups if g["params"]], betas=(0.9, 0.98))
 
 
-class DeadlineCosine:
-    """Learning-rate factor of step n: linear warm-up over ``warmup`` steps, then cosine decay to ``floor`` at
-    ``total`` steps (``train_utils.cosine_schedule``), where the decay's progress is the further along of the
-    steps and, with a time budget ``seconds``, the wall time since ``start`` (``clock``'s reading).
-
-    So a run that ``--max-minutes`` cuts short still ends at the floor rate, not mid-schedule; a run that
-    finishes its epochs in time gets exactly the step schedule.
-    """
-
-    def __init__(self, warmup: int, total: int, start: float = 0.0, seconds: float | None = None,
-                 floor: float = 0.1, clock=time.perf_counter):
-        self.warmup, self.total, self.start, self.seconds = warmup, total, start, seconds
-        self.floor, self.clock = floor, clock
-
-    def __call__(self, step: int) -> float:
-        if step < self.warmup:
-            return (step + 1) / max(1, self.warmup)
-        progress = (step - self.warmup) / max(1, self.total - self.warmup)
-        if self.seconds is not None:
-            progress = max(progress, (self.clock() - self.start) / self.seconds)
-        return self.floor + (1 - self.floor) * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
-
-
 def finetune(cfg: FinetuneConfig) -> FinetuneResult:
     """Fine-tune on ``cfg.data``; write ``{out}/checkpoint`` (the best by validation ``metric``),
     ``train_log.tsv`` (step, epoch, train_loss, val_loss, val_<metric>…, lr, seconds), ``run.json`` and,
@@ -467,8 +444,7 @@ def finetune(cfg: FinetuneConfig) -> FinetuneResult:
     start = time.perf_counter()
     budget = None if cfg.max_minutes is None else 60 * cfg.max_minutes
     deadline = None if budget is None else start + budget
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, DeadlineCosine(min(cfg.warmup_steps, total // 10), total, start, budget))
+    scheduler = cosine_schedule(optimizer, min(cfg.warmup_steps, total // 10), total, seconds=budget, start=start)
 
     def validate(step: int, epoch: float, train_loss: float) -> bool:
         """Score val, keep the best checkpoint; True when training should stop early."""

@@ -6,6 +6,7 @@ import dataclasses
 import json
 import math
 import platform
+import time
 from pathlib import Path
 
 import numpy as np
@@ -28,14 +29,23 @@ def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
     ]
 
 
-def cosine_schedule(optimizer: torch.optim.Optimizer, warmup: int, total: int, floor: float = 0.1):
-    """Linear warm-up for ``warmup`` steps, then cosine decay to ``floor`` × the base rate at ``total``."""
+def cosine_schedule(optimizer: torch.optim.Optimizer, warmup: int, total: int, floor: float = 0.1,
+                    seconds: float | None = None, start: float | None = None, clock=time.perf_counter):
+    """Linear warm-up for ``warmup`` steps, then cosine decay to ``floor`` × the base rate at ``total``.
+
+    With a time budget of ``seconds`` (counted on ``clock`` from ``start``, default: now), the decay's
+    progress is the further along of the steps and the time, so a run that a wall-time cap cuts short still
+    ends at the floor rate instead of mid-schedule; a run that finishes its steps in time is unaffected.
+    """
+    start = clock() if start is None else start
 
     def factor(step: int) -> float:
         if step < warmup:
             return (step + 1) / max(1, warmup)
-        progress = min(1.0, (step - warmup) / max(1, total - warmup))
-        return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress))
+        progress = (step - warmup) / max(1, total - warmup)
+        if seconds is not None:
+            progress = max(progress, (clock() - start) / seconds)
+        return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
 
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 

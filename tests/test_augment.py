@@ -21,7 +21,6 @@ from seqssm.models.heads import load_classifier
 from seqssm.pipelines import finetune as finetune_module
 from seqssm.pipelines.ema import WeightEMA
 from seqssm.pipelines.finetune import (
-    DeadlineCosine,
     FinetuneConfig,
     FinetuneResult,
     _AudioTrain,
@@ -261,20 +260,26 @@ def test_ema_checkpoint_is_the_average(tmp_path):
 # ---------------------------------------------------------------- schedule
 
 
-def test_deadline_cosine_is_the_step_schedule_without_a_budget():
+def _factor(warmup, total, **kw):
     optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
-    reference = cosine_schedule(optimizer, 5, 50).lr_lambdas[0]
-    ours = DeadlineCosine(5, 50)
-    assert [ours(s) for s in range(60)] == [reference(s) for s in range(60)]
+    return cosine_schedule(optimizer, warmup, total, **kw).lr_lambdas[0]
 
 
-def test_deadline_cosine_follows_the_clock_when_it_is_further_along():
+def test_cosine_schedule_without_a_budget_follows_the_steps():
+    factor = _factor(5, 55)
+    assert factor(0) == pytest.approx(0.2) and factor(4) == pytest.approx(1.0)  # linear warm-up
+    assert factor(5) == pytest.approx(1.0)
+    assert factor(30) == pytest.approx(0.1 + 0.9 * 0.5)  # half the decay: the cosine's midpoint
+    assert factor(55) == pytest.approx(0.1) and factor(80) == pytest.approx(0.1)  # the floor, and it stays
+
+
+def test_cosine_schedule_follows_the_clock_when_it_is_further_along():
     now = [0.0]
-    factor = DeadlineCosine(2, 1000, start=0.0, seconds=100.0, clock=lambda: now[0])
+    factor = _factor(2, 1000, start=0.0, seconds=100.0, clock=lambda: now[0])
     assert factor(0) == 0.5  # warm-up counts steps only
     now[0] = 50.0
     assert factor(10) == pytest.approx(0.1 + 0.9 * 0.5)  # half the time gone: the cosine's midpoint
-    assert factor(900) == pytest.approx(DeadlineCosine(2, 1000)(900))  # steps further along than time
+    assert factor(900) == pytest.approx(_factor(2, 1000)(900))  # steps further along than time
     now[0] = 150.0
     assert factor(10) == pytest.approx(0.1)
 

@@ -34,6 +34,8 @@ from seqssm.kernels.selective_scan.fused_bwd import (
     pair_bwd_scratch,
 )
 from seqssm.kernels.selective_scan.fused_v2 import SEQ_CONFIG, SEQ_INTERPRET_CONFIG, SeqConfig, selective_scan_seq_fwd
+from seqssm.kernels.selective_scan.ptx import row_width
+from seqssm.kernels.selective_scan.tile_ops import bc_base, fwd_combine, load_dt, load_state_row
 
 # Tests set POISON so that every fresh output buffer starts as NaN and an element no kernel wrote shows up.
 POISON = False
@@ -57,27 +59,16 @@ class ScanConfig(NamedTuple):
     stages: int = 1
 
 
-# Chosen on an H100 with benchmarks/bench_scan.py (see NOTES-scan.md); the interpreter gets small tiles.
+# Chosen with benchmarks/bench_scan.py (forward on an H100, backward on an H200; NOTES-scan.md); the interpreter
+# gets small tiles.
 FWD_CONFIG = ScanConfig(block_d=4, block_t=256, num_warps=4, unroll_n=4)
 # The backward's inline-PTX reverse scan wants one channel and one warp per chunk (fused_bwd.pair_bwd_flags).
 BWD_CONFIG = ScanConfig(block_d=1, block_t=256, num_warps=1)
 INTERPRET_CONFIG = ScanConfig(block_d=2, block_t=16, num_warps=1)
 # Forward algorithms: "tile" (this file, tl.associative_scan over [BLOCK_D, BLOCK_T] tiles) or "sequential"
-# (fused_v2.py, a thread per channel over segments). The backward is this file's either way.
+# (fused_v2.py, a thread per channel over segments). The backward (fused_bwd.py) serves both.
 FWD_IMPLS = ("tile", "sequential")
 DEFAULT_FWD_IMPL = "sequential"
-
-
-@triton.jit
-def _fwd_combine(a1, b1, a2, b2):
-    # (a1, b1) then (a2, b2): h -> a2 (a1 h + b1) + b2
-    return a1 * a2, a2 * b1 + b2
-
-
-@triton.jit
-def _softplus(x):
-    # Same threshold as torch.nn.functional.softplus.
-    return tl.where(x <= 20.0, tl.log(1.0 + tl.exp(x)), x)
 
 
 @triton.jit
@@ -111,26 +102,18 @@ def _selective_scan_fwd_kernel(
     offs_n = tl.arange(0, N_PAD)
     mask_n = offs_n < n_state
     offs_j = tl.arange(0, BLOCK_T)
-    # BLOCK_D divides the channels per group (b_cpg, c_cpg), so one group of B and of C serves the tile.
 
     u_base = u_ptr + pid_b * s_u_b + offs_d.to(tl.int64)[:, None] * s_u_d
     dt_base = dt_ptr + pid_b * s_dt_b + offs_d.to(tl.int64)[:, None] * s_dt_d
     o_base = out_ptr + pid_b * s_o_b + offs_d.to(tl.int64)[:, None] * s_o_d
-    if B_VAR:
-        B_base = B_ptr + pid_b * s_B_b + (d0 // b_cpg) * s_B_g
-    else:
-        B_base = B_ptr + offs_d * s_B_b
-    if C_VAR:
-        C_base = C_ptr + pid_b * s_C_b + (d0 // c_cpg) * s_C_g
-    else:
-        C_base = C_ptr + offs_d * s_C_b
+    B_base = bc_base(B_ptr, pid_b, d0, offs_d, b_cpg, s_B_b, s_B_g, B_VAR)
+    C_base = bc_base(C_ptr, pid_b, d0, offs_d, c_cpg, s_C_b, s_C_g, C_VAR)
     state_offs = (pid_b * dim + offs_d[:, None]) * n_state + offs_n[None, :]
     state_mask = mask_d[:, None] & mask_n[None, :]
 
     if HAS_D:
         Dv = tl.load(D_ptr + offs_d, mask=mask_d, other=0.0).to(tl.float32)
-    if HAS_BIAS:
-        bias = tl.load(bias_ptr + offs_d, mask=mask_d, other=0.0).to(tl.float32)
+    bias = tl.load(bias_ptr + offs_d, mask=mask_d, other=0.0).to(tl.float32) if HAS_BIAS else 0.0
     if HAS_H0:
         S = tl.load(h0_ptr + state_offs, mask=state_mask, other=0.0).to(tl.float32)
     else:
@@ -148,37 +131,20 @@ def _selective_scan_fwd_kernel(
         else:
             pos = t
         mask = mask_d[:, None] & mask_t[None, :]
-        # B and C rows are read through a [BLOCK_D, BLOCK_T] pointer tile (each warp its own copy, from L1)
-        # so that they arrive in the tile's layout without a shared-memory shuffle.
         pos_2d = tl.broadcast_to(pos[None, :], (BLOCK_D, BLOCK_T))
         u = tl.load(u_base + pos[None, :] * s_u_l, mask=mask, other=0.0).to(tl.float32)
-        dt = tl.load(dt_base + pos[None, :] * s_dt_l, mask=mask, other=0.0).to(tl.float32)
-        if HAS_BIAS:
-            dt += bias[:, None]
-        if SOFTPLUS:
-            dt = _softplus(dt)
         # Δ = 0 past the end makes those positions the identity, so the last column is the final state.
-        dt = tl.where(mask, dt, 0.0)
+        _, dt = load_dt(dt_base, pos, s_dt_l, mask, bias, HAS_BIAS, SOFTPLUS)
         dtu = dt * u
         y = tl.zeros((BLOCK_D, BLOCK_T), dtype=tl.float32)
         S_next = S
         for n in tl.range(0, n_state, loop_unroll_factor=UNROLL_N):
             A_n = tl.load(A_ptr + offs_d * s_A_d + n * s_A_n, mask=mask_d, other=0.0).to(tl.float32)
             a = tl.exp2(dt * (A_n * LOG2E)[:, None])
-            if B_VAR:
-                B_n = tl.load(B_base + n * s_B_n + pos_2d * s_B_l, mask=mask, other=0.0).to(tl.float32)
-                b = dtu * B_n
-            else:
-                B_n = tl.load(B_base + n * s_B_n, mask=mask_d, other=0.0).to(tl.float32)
-                b = dtu * B_n[:, None]
-            a_c, b_c = tl.associative_scan((a, b), axis=1, combine_fn=_fwd_combine)
+            b = dtu * load_state_row(B_base, n, s_B_n, pos_2d, s_B_l, mask, mask_d, B_VAR)
+            a_c, b_c = tl.associative_scan((a, b), axis=1, combine_fn=fwd_combine)
             h = b_c + a_c * _column(S, offs_n, n)[:, None]
-            if C_VAR:
-                C_n = tl.load(C_base + n * s_C_n + pos_2d * s_C_l, mask=mask, other=0.0).to(tl.float32)
-                y += h * C_n
-            else:
-                C_n = tl.load(C_base + n * s_C_n, mask=mask_d, other=0.0).to(tl.float32)
-                y += h * C_n[:, None]
+            y += h * load_state_row(C_base, n, s_C_n, pos_2d, s_C_l, mask, mask_d, C_VAR)
             h_last = tl.sum(tl.where(offs_j[None, :] == BLOCK_T - 1, h, 0.0), axis=1)
             S_next = tl.where(offs_n[None, :] == n, h_last[:, None], S_next)
         S = S_next
@@ -267,17 +233,6 @@ def _selective_scan_fwd(u, delta, A, B, C, D, z, delta_bias, initial_state, soft
     return out, final, chunks
 
 
-def _vector_width(*tensors: torch.Tensor | None) -> int:
-    """Bytes of one element when every [.., L] tensor the backward tiles load has one element width, 16-byte
-    aligned rows and strides that are multiples of 16 elements; else 0. Then Triton lays the tiles out in runs of
-    16 bytes a thread, the layout the PTX reverse scan is written for (fused_bwd.pair_bwd_flags); otherwise it
-    may pick narrower runs, and the backward takes ``associative_scan``."""
-    rows = [X for X in tensors if X is not None and X.dim() >= 3]
-    widths = {X.element_size() for X in rows}
-    aligned = all(X.data_ptr() % 16 == 0 and all(s % 16 == 0 for s in X.stride()[:-1]) for X in rows)
-    return widths.pop() if len(widths) == 1 and aligned else 0
-
-
 def _selective_scan_bwd(u, delta, A, B, C, D, z, delta_bias, chunks, dout, dfinal, softplus, reverse,
                         fwd_block_t, cfg):
     batch, dim, length = u.shape
@@ -300,7 +255,7 @@ def _selective_scan_bwd(u, delta, A, B, C, D, z, delta_bias, chunks, dout, dfina
     dh0 = _fresh(torch.empty(batch, dim, n_state, **f32))
     dhT = dfinal.float().contiguous() if dfinal is not None else None
     zz = z if z is not None else u
-    flags = pair_bwd_flags(lay.block_d, block_t, cfg.num_warps, _vector_width(u, delta, dout, z, B, C), reverse)
+    flags = pair_bwd_flags(lay.block_d, block_t, cfg.num_warps, row_width(u, delta, dout, z, B, C), reverse)
     _selective_scan_pair_bwd_kernel[(batch, triton.cdiv(dim, lay.block_d))](
         u, delta, A, B, C, D, z, delta_bias, chunks, dout, dhT,
         du, ddelta, dz, dA, dB, dC, dD, dbias, dh0, pair_bwd_scratch(batch, dim, n_state, u.device),

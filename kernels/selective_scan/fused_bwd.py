@@ -28,6 +28,7 @@ import triton
 import triton.language as tl
 
 from seqssm.kernels.selective_scan.ptx import rev_scan_ptx, warp_layout
+from seqssm.kernels.selective_scan.tile_ops import bc_base, fwd_combine, load_dt, load_state_row
 
 LOG2E = tl.constexpr(1.4426950408889634)
 
@@ -50,20 +51,8 @@ def pair_bwd_flags(block_d: int, block_t: int, num_warps: int, elem_bytes: int, 
 
 
 @triton.jit
-def _fwd_combine(a1, b1, a2, b2):
-    # (a1, b1) then (a2, b2): h -> a2 (a1 h + b1) + b2
-    return a1 * a2, a2 * b1 + b2
-
-
-@triton.jit
 def _add2(a1, b1, a2, b2):
     return a1 + a2, b1 + b2
-
-
-@triton.jit
-def _softplus(x):
-    # Same threshold as torch.nn.functional.softplus.
-    return tl.where(x <= 20.0, tl.log(1.0 + tl.exp(x)), x)
 
 
 @triton.jit
@@ -97,17 +86,11 @@ def _selective_scan_pair_bwd_kernel(
     dt_base = dt_ptr + pid_b * s_dt_b + row * s_dt_d
     # dout, du, ddelta and dz share one contiguous [B, D, L] layout (made so on the host).
     g_off = pid_b * s_g_b + row * s_g_d
-    if B_VAR:
-        B_base = B_ptr + pid_b * s_B_b + (d0 // b_cpg) * s_B_g
-        # dB is a contiguous fp32 [B, G, N, L] buffer.
-        dB_base = dB_ptr + (pid_b * (dim // b_cpg) + d0 // b_cpg) * n_state * length
-    else:
-        B_base = B_ptr + offs_d * s_B_b
-    if C_VAR:
-        C_base = C_ptr + pid_b * s_C_b + (d0 // c_cpg) * s_C_g
-        dC_base = dC_ptr + (pid_b * (dim // c_cpg) + d0 // c_cpg) * n_state * length
-    else:
-        C_base = C_ptr + offs_d * s_C_b
+    B_base = bc_base(B_ptr, pid_b, d0, offs_d, b_cpg, s_B_b, s_B_g, B_VAR)
+    C_base = bc_base(C_ptr, pid_b, d0, offs_d, c_cpg, s_C_b, s_C_g, C_VAR)
+    # Per-position dB, dC are contiguous fp32 [B, G, N, L] buffers.
+    dB_base = dB_ptr + (pid_b * (dim // b_cpg) + d0 // b_cpg) * n_state * length
+    dC_base = dC_ptr + (pid_b * (dim // c_cpg) + d0 // c_cpg) * n_state * length
     # [BLOCK_D] offsets of state 0 in [B, D, N] buffers; state n is + n.
     state_row = (pid_b * dim + offs_d) * n_state
     state_offs = state_row[:, None] + offs_n[None, :]
@@ -116,8 +99,7 @@ def _selective_scan_pair_bwd_kernel(
 
     if HAS_D:
         Dv = tl.load(D_ptr + offs_d, mask=mask_d, other=0.0).to(tl.float32)
-    if HAS_BIAS:
-        bias = tl.load(bias_ptr + offs_d, mask=mask_d, other=0.0).to(tl.float32)
+    bias = tl.load(bias_ptr + offs_d, mask=mask_d, other=0.0).to(tl.float32) if HAS_BIAS else 0.0
     # G: a_{t+1} dh_{t+1} entering the current chunk from its right; the final-state gradient at first.
     if HAS_DHT:
         G0 = tl.load(dhT_ptr + state_offs, mask=state_mask, other=0.0).to(tl.float32)
@@ -149,27 +131,13 @@ def _selective_scan_pair_bwd_kernel(
             pos_nx = pos + 1
         mask = mask_d[:, None] & mask_t[None, :]
         mask_next = mask_d[:, None] & mask_nx[None, :]
-        # B and C rows are read through a [BLOCK_D, BLOCK_T] pointer tile (each warp its own copy, from L1)
-        # so that they arrive in the tile's layout without a shared-memory shuffle.
         pos_2d = tl.broadcast_to(pos[None, :], (BLOCK_D, BLOCK_T))
         u = tl.load(u_base + pos[None, :] * s_u_l, mask=mask, other=0.0).to(tl.float32)
-        dt_raw = tl.load(dt_base + pos[None, :] * s_dt_l, mask=mask, other=0.0).to(tl.float32)
-        if HAS_BIAS:
-            dt_raw += bias[:, None]
-        if SOFTPLUS:
-            dt = _softplus(dt_raw)
-        else:
-            dt = dt_raw
-        dt = tl.where(mask, dt, 0.0)
+        dt_raw, dt = load_dt(dt_base, pos, s_dt_l, mask, bias, HAS_BIAS, SOFTPLUS)
         if REV_PTX == "":
             # Δ at the next position for a_{t+1}; zero past the chunk's end, where the factor is exp(0) = 1 and
             # G carries the rest. (The PTX scan shifts a itself.)
-            dt_nx = tl.load(dt_base + pos_nx[None, :] * s_dt_l, mask=mask_next, other=0.0).to(tl.float32)
-            if HAS_BIAS:
-                dt_nx += bias[:, None]
-            if SOFTPLUS:
-                dt_nx = _softplus(dt_nx)
-            dt_nx = tl.where(mask_next, dt_nx, 0.0)
+            _, dt_nx = load_dt(dt_base, pos_nx, s_dt_l, mask_next, bias, HAS_BIAS, SOFTPLUS)
         dtu = dt * u
         dy = tl.load(dout_ptr + g_off + pos[None, :] * s_g_l, mask=mask, other=0.0).to(tl.float32)
         if HAS_Z:
@@ -184,18 +152,10 @@ def _selective_scan_pair_bwd_kernel(
             A_n = tl.load(A_ptr + offs_d * s_A_d + n * s_A_n, mask=mask_d, other=0.0).to(tl.float32)
             A2 = (A_n * LOG2E)[:, None]
             a = tl.exp2(dt * A2)
-            if B_VAR:
-                B_n = tl.load(B_base + n * s_B_n + pos_2d * s_B_l, mask=mask, other=0.0).to(tl.float32)
-            else:
-                B_col = tl.load(B_base + n * s_B_n, mask=mask_d, other=0.0).to(tl.float32)
-                B_n = B_col[:, None]
-            if C_VAR:
-                C_n = tl.load(C_base + n * s_C_n + pos_2d * s_C_l, mask=mask, other=0.0).to(tl.float32)
-            else:
-                C_col = tl.load(C_base + n * s_C_n, mask=mask_d, other=0.0).to(tl.float32)
-                C_n = C_col[:, None]
+            B_n = load_state_row(B_base, n, s_B_n, pos_2d, s_B_l, mask, mask_d, B_VAR)
+            C_n = load_state_row(C_base, n, s_C_n, pos_2d, s_C_l, mask, mask_d, C_VAR)
             b = dtu * B_n
-            a_c, b_c = tl.associative_scan((a, b), axis=1, combine_fn=_fwd_combine)
+            a_c, b_c = tl.associative_scan((a, b), axis=1, combine_fn=fwd_combine)
             S0_n = tl.load(hc_ptr + hc_row + n, mask=mask_d, other=0.0)
             h = b_c + a_c * S0_n[:, None]
             if HAS_Z:

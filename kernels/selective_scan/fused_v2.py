@@ -27,6 +27,8 @@ import torch
 import triton
 import triton.language as tl
 
+from seqssm.kernels.selective_scan.tile_ops import softplus
+
 LOG2E = tl.constexpr(1.4426950408889634)
 
 
@@ -42,12 +44,6 @@ class SeqConfig(NamedTuple):
 
 SEQ_CONFIG = SeqConfig(block_d=32, tt=16, num_warps=1, target_programs=2048)
 SEQ_INTERPRET_CONFIG = SeqConfig(block_d=2, tt=4, num_warps=1, target_programs=8)
-
-
-@triton.jit
-def _softplus(x):
-    # Same threshold as torch.nn.functional.softplus.
-    return tl.where(x <= 20.0, tl.log(1.0 + tl.exp(x)), x)
 
 
 @triton.jit
@@ -109,7 +105,7 @@ def _segment_state_kernel(
         if HAS_BIAS:
             dt += bias[:, None]
         if SOFTPLUS:
-            dt = _softplus(dt)
+            dt = softplus(dt)
         dt = tl.where(mask, dt, 0.0)
         dtu = dt * u
         dsum += tl.sum(dt, axis=1)
@@ -238,7 +234,7 @@ def _selective_scan_seq_fwd_kernel(
         if HAS_BIAS:
             dt += bias[:, None]
         if SOFTPLUS:
-            dt = _softplus(dt)
+            dt = softplus(dt)
         dt = tl.where(mask, dt, 0.0)
         dtu = dt * u
         y = tl.zeros((BLOCK_D, TT), dtype=tl.float32)

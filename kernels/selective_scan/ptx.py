@@ -2,8 +2,8 @@
 
 Layout contract: the operands are [1, BLOCK_T] tiles of one warp that Triton lays out as ``reps`` runs of
 ``vec`` consecutive positions a thread, lanes in order; register r·vec + k of lane l is position
-r·32·vec + l·vec + k. The host predicts ``vec`` from the loads' alignment and direction (fused_bwd.py,
-pair_bwd_flags); tests/test_ptx_scans.py runs these programs in a small PTX interpreter on the CPU.
+r·32·vec + l·vec + k. The host predicts ``vec`` from the loads' alignment and direction (:func:`row_width`,
+:func:`warp_layout`); tests/test_ptx_scans.py runs these programs in a small PTX interpreter on the CPU.
 """
 
 from __future__ import annotations
@@ -58,6 +58,16 @@ def rev_scan_ptx(vec: int, reps: int) -> str:
         if r:
             lines.append(f"shfl.sync.idx.b32 cn, {o(r, 0)}, 0, 31, -1;")
     return "\n".join(lines + ["}"])
+
+
+def row_width(*tensors) -> int:
+    """Bytes of one element when every [.., L] tensor among ``tensors`` (None skipped) has one element width,
+    16-byte aligned rows and strides that are multiples of 16 elements, else 0: the ``elem_bytes`` for
+    :func:`warp_layout`. Only then does Triton's divisibility hint let it load runs of 16 bytes a thread."""
+    rows = [X for X in tensors if X is not None and X.dim() >= 3]
+    widths = {X.element_size() for X in rows}
+    aligned = all(X.data_ptr() % 16 == 0 and all(s % 16 == 0 for s in X.stride()[:-1]) for X in rows)
+    return widths.pop() if len(widths) == 1 and aligned else 0
 
 
 def warp_layout(block_d: int, block_t: int, num_warps: int, elem_bytes: int, reverse: bool) -> tuple[int, int]:
