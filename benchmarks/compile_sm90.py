@@ -17,7 +17,7 @@ import triton
 from triton.backends.compiler import GPUTarget
 from triton.compiler import ASTSource
 
-from seqssm.kernels.selective_scan import fused_bwd
+from seqssm.kernels.selective_scan import fused_bwd, fused_v2
 
 TARGET = GPUTarget("cuda", 90, 32)
 BIN = Path(triton.__file__).parent / "backends" / "nvidia" / "bin"
@@ -52,13 +52,15 @@ def compile_variant(fn, pointers: dict[str, str], ints: dict[str, int], constexp
     """Compile fn for sm_90a as a launch with these arguments would (ints equal to 1 become constants, pointers
     and multiples of 16 carry the divisibility hint); write its IR to out/name.*; return ptxas's report."""
     consts, sig, attrs = dict(constexprs), {}, {}
+    dynamic = set(getattr(fn, "do_not_specialize", ()) or ())
+    dynamic = {fn.arg_names[a] if isinstance(a, int) else a for a in dynamic}
     for i, arg in enumerate(fn.arg_names):
         if arg in constexprs:
             sig[arg] = "constexpr"
         elif arg in pointers:
             sig[arg] = pointers[arg]
             attrs[(i,)] = [["tt.divisibility", 16]]
-        elif ints[arg] == 1:
+        elif ints[arg] == 1 and arg not in dynamic:
             consts[arg], sig[arg] = 1, "constexpr"
         else:
             sig[arg] = "i32"
@@ -105,16 +107,44 @@ def backward_variants() -> dict[str, tuple[object, dict, int]]:
     return variants
 
 
+SEQ_POINTERS = dict(BWD_POINTERS, hend_ptr="*fp32", dsum_ptr="*fp32", h0_ptr="*fp32", out_ptr="*bf16",
+                    hT_ptr="*fp32", hc_ptr="*fp32")
+
+
+def seq_ints(length: int = 65536, dim: int = 1536, n_state: int = 16, seg_len: int = 1536) -> dict[str, int]:
+    """The sequential forward's integer arguments for the shape of record (as ``bwd_ints``)."""
+    ints = bwd_ints(length, dim, n_state)
+    ints.update(seg_len=seg_len, n_seg=length // seg_len, s_n=1)
+    ints.update({f"s_o_{k}": ints[f"s_u_{k}"] for k in "bdl"})
+    return ints
+
+
+def forward_variants() -> dict[str, tuple[object, dict, int]]:
+    """name -> (kernel, constexprs, num_warps): the sequential forward's two scanning passes."""
+    flags = dict(HAS_BIAS=True, SOFTPLUS=True, B_VAR=True, REVERSE=False, N_PAD=16, EVEN_N=True, EVEN=True,
+                 BF16_PTX=True)
+    variants = {}
+    for block_d, tt, warps in ((32, 8, 1), (64, 8, 2), (32, 4, 1)):
+        shape = dict(flags, BLOCK_D=block_d, TT=tt)
+        variants[f"seg_{block_d}_{tt}_{warps}w"] = (fused_v2._segment_state_kernel, shape, warps)
+        variants[f"seq_{block_d}_{tt}_{warps}w"] = (
+            fused_v2._selective_scan_seq_fwd_kernel,
+            dict(shape, HAS_D=True, HAS_Z=True, HAS_H0=False, C_VAR=True, STORE_CHUNKS=True, CHUNK=256), warps)
+    return variants
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, default=Path("/tmp/sm90"))
     parser.add_argument("--variant", nargs="*", help="names to compile (default: all)")
     args = parser.parse_args()
-    for name, (fn, flags, warps) in backward_variants().items():
+    variants = {name: (*v, BWD_POINTERS, bwd_ints(block_t=v[1]["BLOCK_T"])) for name, v in backward_variants().items()}
+    variants.update({name: (*v, SEQ_POINTERS, seq_ints()) for name, v in forward_variants().items()})
+    for name, (fn, flags, warps, pointers, ints) in variants.items():
         if args.variant and name not in args.variant:
             continue
         sass = args.out / f"{name}.sass"
-        report = compile_variant(fn, BWD_POINTERS, bwd_ints(block_t=flags["BLOCK_T"]), flags, warps, args.out, name)
+        report = compile_variant(fn, pointers, ints, flags, warps, args.out, name)
         text = sass.read_text()
         ops = re.findall(r"^\s+/\*[0-9a-f]{4}\*/\s+(?:@!?U?P\w+\s+)?([A-Z][A-Z0-9]*)", text, re.M)
         counts = {op: ops.count(op) for op in ("SHFL", "BAR", "REDG", "MUFU", "LDG", "STS", "LDS")}

@@ -27,7 +27,8 @@ import torch
 import triton
 import triton.language as tl
 
-from seqssm.kernels.selective_scan.tile_ops import softplus
+from seqssm.kernels.selective_scan.ptx import BF16_PAIR_PTX
+from seqssm.kernels.selective_scan.tile_ops import bc_base, softplus
 
 LOG2E = tl.constexpr(1.4426950408889634)
 
@@ -42,14 +43,75 @@ class SeqConfig(NamedTuple):
     target_programs: int
 
 
-SEQ_CONFIG = SeqConfig(block_d=32, tt=16, num_warps=1, target_programs=2048)
+SEQ_CONFIG = SeqConfig(block_d=32, tt=8, num_warps=1, target_programs=2048)
 SEQ_INTERPRET_CONFIG = SeqConfig(block_d=2, tt=4, num_warps=1, target_programs=8)
 
 
 @triton.jit
-def _pick(X, offs_tt, j: tl.constexpr):
-    """Column j of a [BLOCK_D, TT] tile held in one thread per row; -0.0 makes the other adds fold away."""
-    return tl.sum(tl.where(offs_tt[None, :] == j, X, -0.0), axis=1)
+def _or(a, b):
+    return a | b
+
+
+@triton.jit
+def _pick(X, offs, j: tl.constexpr):
+    """Column j of an fp32 [BLOCK_D, K] tile whose K axis is in-thread, as a register move: OR of the bits
+    with zeros folds away exactly (a sum would not: Triton turns a -0.0 filler into +0.0, and x + 0.0 is not
+    x for x = -0.0, so every pick cost an add)."""
+    bits = tl.where(offs[None, :] == j, X.to(tl.int32, bitcast=True), 0)
+    return tl.reduce(bits, 1, _or).to(tl.float32, bitcast=True)
+
+
+@triton.jit
+def _to_f32(x, BF16_PTX: tl.constexpr):
+    """fp32 of a tile; bf16 pairs unpacked in one instruction each (``ptx.BF16_PAIR_PTX``) where the compiler
+    would spend two on the high half."""
+    if BF16_PTX and x.dtype == tl.bfloat16:
+        bits = tl.inline_asm_elementwise(BF16_PAIR_PTX, "=r,=r,r", [x], dtype=tl.int32, is_pure=True, pack=2)
+        y = bits.to(tl.float32, bitcast=True)
+    else:
+        y = x.to(tl.float32)
+    return y
+
+
+@triton.jit
+def _tile(ptrs, mask, EVEN: tl.constexpr, BF16_PTX: tl.constexpr):
+    """A [BLOCK_D, TT] tile as fp32; no mask (so no predicates or zero fills) when every tile is whole."""
+    if EVEN:
+        x = tl.load(ptrs)
+    else:
+        x = tl.load(ptrs, mask=mask, other=0.0)
+    return _to_f32(x, BF16_PTX)
+
+
+@triton.jit
+def _state_row(base, n: tl.constexpr, n_state, s_n, pos_2d, s_l, mask, mask_d, VAR: tl.constexpr,
+               EVEN_N: tl.constexpr, EVEN: tl.constexpr, BF16_PTX: tl.constexpr):
+    """State n's B or C over the tile's TT positions as fp32, [BLOCK_D, TT] when per position (the same in
+    every row: the lanes read the same bytes, and the tile has u's layout, so column j is a register), else
+    [BLOCK_D, 1]. Padded states read as 0."""
+    n_c = n if EVEN_N else tl.minimum(n, n_state - 1)
+    if VAR:
+        row = _tile(base + n_c * s_n + pos_2d * s_l, mask, EVEN, BF16_PTX)
+    else:
+        row = tl.load(base + n_c * s_n, mask=mask_d, other=0.0).to(tl.float32)[:, None]
+    if not EVEN_N:
+        row = tl.where(n < n_state, row, 0.0)
+    return row
+
+
+@triton.jit
+def _tile_inputs(u_base, dt_base, pos, s_u_l, s_dt_l, mask, bias, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr,
+                 EVEN: tl.constexpr, BF16_PTX: tl.constexpr):
+    """(Δ, Δ·u) as [BLOCK_D, TT] fp32 tiles, Δ = softplus(Δ + bias) when asked, 0 where ``mask`` is False."""
+    u = _tile(u_base + pos[None, :] * s_u_l, mask, EVEN, BF16_PTX)
+    dt = _tile(dt_base + pos[None, :] * s_dt_l, mask, EVEN, BF16_PTX)
+    if HAS_BIAS:
+        dt += bias[:, None]
+    if SOFTPLUS:
+        dt = softplus(dt)
+    if not EVEN:
+        dt = tl.where(mask, dt, 0.0)
+    return u, dt
 
 
 # The unit stride of the state axis in A and in the [.., D, N] state buffers comes in at run time
@@ -64,7 +126,8 @@ def _segment_state_kernel(
     s_A_d, s_A_n,
     s_B_b, s_B_g, s_B_n, s_B_l,
     HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr, B_VAR: tl.constexpr, REVERSE: tl.constexpr,
-    BLOCK_D: tl.constexpr, TT: tl.constexpr, N_PAD: tl.constexpr, EVEN_N: tl.constexpr,
+    BLOCK_D: tl.constexpr, TT: tl.constexpr, N_PAD: tl.constexpr, EVEN_N: tl.constexpr, EVEN: tl.constexpr,
+    BF16_PTX: tl.constexpr,
 ):
     pid_b = tl.program_id(0).to(tl.int64)
     d0 = tl.program_id(1) * BLOCK_D
@@ -79,13 +142,8 @@ def _segment_state_kernel(
     dt_base = dt_ptr + pid_b * s_dt_b + row * s_dt_d
     nd_mask = mask_d[:, None] & mask_n[None, :]
     A2 = tl.load(A_ptr + offs_d[:, None] * s_A_d + offs_n[None, :] * s_A_n, mask=nd_mask, other=0.0) * LOG2E
-    if B_VAR:
-        B_base = B_ptr + pid_b * s_B_b + (d0 // b_cpg) * s_B_g + tl.minimum(offs_n, n_state - 1) * s_B_n
-    else:
-        B_tile = tl.load(B_ptr + offs_d[:, None] * s_B_b + offs_n[None, :] * s_B_n, mask=nd_mask, other=0.0)
-        B_tile = B_tile.to(tl.float32)
-    if HAS_BIAS:
-        bias = tl.load(bias_ptr + offs_d, mask=mask_d, other=0.0).to(tl.float32)
+    B_base = bc_base(B_ptr, pid_b, d0, offs_d, b_cpg, s_B_b, s_B_g, B_VAR)
+    bias = tl.load(bias_ptr + offs_d, mask=mask_d, other=0.0).to(tl.float32) if HAS_BIAS else 0.0
 
     h = tl.zeros((BLOCK_D, N_PAD), dtype=tl.float32)
     dsum = tl.zeros((BLOCK_D,), dtype=tl.float32)
@@ -100,32 +158,17 @@ def _segment_state_kernel(
         else:
             pos = t
         mask = mask_d[:, None] & mask_t[None, :]
-        u = tl.load(u_base + pos[None, :] * s_u_l, mask=mask, other=0.0).to(tl.float32)
-        dt = tl.load(dt_base + pos[None, :] * s_dt_l, mask=mask, other=0.0).to(tl.float32)
-        if HAS_BIAS:
-            dt += bias[:, None]
-        if SOFTPLUS:
-            dt = softplus(dt)
-        dt = tl.where(mask, dt, 0.0)
+        pos_2d = tl.broadcast_to(pos[None, :], (BLOCK_D, TT))
+        u, dt = _tile_inputs(u_base, dt_base, pos, s_u_l, s_dt_l, mask, bias, HAS_BIAS, SOFTPLUS, EVEN, BF16_PTX)
         dtu = dt * u
         dsum += tl.sum(dt, axis=1)
-        for j in tl.static_range(TT):
-            dt_j = _pick(dt, offs_tt, j)
-            dtu_j = _pick(dtu, offs_tt, j)
-            if B_VAR:
-                # Past the end Δ = 0 leaves h as it is, so a clamped (always valid) position needs no mask.
-                t_j = tl.minimum(tb + j, length - 1)
-                if REVERSE:
-                    pos_j = length - 1 - t_j
-                else:
-                    pos_j = t_j
-                B_j = tl.load(B_base + pos_j * s_B_l).to(tl.float32)
-                if not EVEN_N:
-                    B_j = tl.where(mask_n, B_j, 0.0)
-                b = B_j[None, :] * dtu_j[:, None]
-            else:
-                b = B_tile * dtu_j[:, None]
-            h = tl.exp2(A2 * dt_j[:, None]) * h + b
+        for n in tl.static_range(N_PAD):
+            h_n = _pick(h, offs_n, n)
+            a = tl.exp2(dt * _pick(A2, offs_n, n)[:, None])
+            b = dtu * _state_row(B_base, n, n_state, s_B_n, pos_2d, s_B_l, mask, mask_d, B_VAR, EVEN_N, EVEN, BF16_PTX)
+            for j in tl.static_range(TT):
+                h_n = _pick(a, offs_tt, j) * h_n + _pick(b, offs_tt, j)
+            h = tl.where(offs_n[None, :] == n, h_n[:, None], h)
 
     out_offs = ((pid_b * n_seg + seg) * dim + offs_d[:, None]) * n_state + offs_n[None, :] * s_n
     tl.store(hend_ptr + out_offs, h, mask=nd_mask)
@@ -172,7 +215,8 @@ def _selective_scan_seq_fwd_kernel(
     HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_H0: tl.constexpr,
     SOFTPLUS: tl.constexpr, B_VAR: tl.constexpr, C_VAR: tl.constexpr, STORE_CHUNKS: tl.constexpr,
     REVERSE: tl.constexpr, CHUNK: tl.constexpr,
-    BLOCK_D: tl.constexpr, TT: tl.constexpr, N_PAD: tl.constexpr, EVEN_N: tl.constexpr,
+    BLOCK_D: tl.constexpr, TT: tl.constexpr, N_PAD: tl.constexpr, EVEN_N: tl.constexpr, EVEN: tl.constexpr,
+    BF16_PTX: tl.constexpr,
 ):
     pid_b = tl.program_id(0).to(tl.int64)
     d0 = tl.program_id(1) * BLOCK_D
@@ -188,20 +232,11 @@ def _selective_scan_seq_fwd_kernel(
     o_base = out_ptr + pid_b * s_o_b + row * s_o_d
     nd_mask = mask_d[:, None] & mask_n[None, :]
     A2 = tl.load(A_ptr + offs_d[:, None] * s_A_d + offs_n[None, :] * s_A_n, mask=nd_mask, other=0.0) * LOG2E
-    if B_VAR:
-        B_base = B_ptr + pid_b * s_B_b + (d0 // b_cpg) * s_B_g + tl.minimum(offs_n, n_state - 1) * s_B_n
-    else:
-        B_tile = tl.load(B_ptr + offs_d[:, None] * s_B_b + offs_n[None, :] * s_B_n, mask=nd_mask, other=0.0)
-        B_tile = B_tile.to(tl.float32)
-    if C_VAR:
-        C_base = C_ptr + pid_b * s_C_b + (d0 // c_cpg) * s_C_g + tl.minimum(offs_n, n_state - 1) * s_C_n
-    else:
-        C_tile = tl.load(C_ptr + offs_d[:, None] * s_C_b + offs_n[None, :] * s_C_n, mask=nd_mask, other=0.0)
-        C_tile = C_tile.to(tl.float32)
+    B_base = bc_base(B_ptr, pid_b, d0, offs_d, b_cpg, s_B_b, s_B_g, B_VAR)
+    C_base = bc_base(C_ptr, pid_b, d0, offs_d, c_cpg, s_C_b, s_C_g, C_VAR)
     if HAS_D:
         Dv = tl.load(D_ptr + offs_d, mask=mask_d, other=0.0).to(tl.float32)
-    if HAS_BIAS:
-        bias = tl.load(bias_ptr + offs_d, mask=mask_d, other=0.0).to(tl.float32)
+    bias = tl.load(bias_ptr + offs_d, mask=mask_d, other=0.0).to(tl.float32) if HAS_BIAS else 0.0
     state_offs = (pid_b * dim + offs_d[:, None]) * n_state + offs_n[None, :] * s_n
     if HAS_H0:
         h = tl.load(h0_ptr + state_offs, mask=nd_mask, other=0.0).to(tl.float32)
@@ -229,46 +264,30 @@ def _selective_scan_seq_fwd_kernel(
         else:
             pos = t
         mask = mask_d[:, None] & mask_t[None, :]
-        u = tl.load(u_base + pos[None, :] * s_u_l, mask=mask, other=0.0).to(tl.float32)
-        dt = tl.load(dt_base + pos[None, :] * s_dt_l, mask=mask, other=0.0).to(tl.float32)
-        if HAS_BIAS:
-            dt += bias[:, None]
-        if SOFTPLUS:
-            dt = softplus(dt)
-        dt = tl.where(mask, dt, 0.0)
+        pos_2d = tl.broadcast_to(pos[None, :], (BLOCK_D, TT))
+        u, dt = _tile_inputs(u_base, dt_base, pos, s_u_l, s_dt_l, mask, bias, HAS_BIAS, SOFTPLUS, EVEN, BF16_PTX)
         dtu = dt * u
-        y = tl.zeros((BLOCK_D, TT), dtype=tl.float32)
-        for j in tl.static_range(TT):
-            dt_j = _pick(dt, offs_tt, j)
-            dtu_j = _pick(dtu, offs_tt, j)
-            # Past the end Δ = 0 leaves h as it is (and y is not stored), so a clamped position needs no mask;
-            # padded states get B = 0 and A = 0, so they stay 0 and add nothing to C·h.
-            t_j = tl.minimum(tb + j, length - 1)
-            if REVERSE:
-                pos_j = length - 1 - t_j
-            else:
-                pos_j = t_j
-            if B_VAR:
-                B_j = tl.load(B_base + pos_j * s_B_l).to(tl.float32)
-                if not EVEN_N:
-                    B_j = tl.where(mask_n, B_j, 0.0)
-                b = B_j[None, :] * dtu_j[:, None]
-            else:
-                b = B_tile * dtu_j[:, None]
-            h = tl.exp2(A2 * dt_j[:, None]) * h + b
-            if C_VAR:
-                C_j = tl.load(C_base + pos_j * s_C_l).to(tl.float32)
-                y_j = tl.sum(h * C_j[None, :], axis=1)
-            else:
-                y_j = tl.sum(h * C_tile, axis=1)
-            y = tl.where(offs_tt[None, :] == j, y_j[:, None], y)
         if HAS_D:
-            y += u * Dv[:, None]
+            y = u * Dv[:, None]
+        else:
+            y = tl.zeros((BLOCK_D, TT), dtype=tl.float32)
+        for n in tl.static_range(N_PAD):
+            h_n = _pick(h, offs_n, n)
+            a = tl.exp2(dt * _pick(A2, offs_n, n)[:, None])
+            b = dtu * _state_row(B_base, n, n_state, s_B_n, pos_2d, s_B_l, mask, mask_d, B_VAR, EVEN_N, EVEN, BF16_PTX)
+            hs = tl.zeros((BLOCK_D, TT), dtype=tl.float32)
+            for j in tl.static_range(TT):
+                h_n = _pick(a, offs_tt, j) * h_n + _pick(b, offs_tt, j)
+                hs = tl.where(offs_tt[None, :] == j, h_n[:, None], hs)
+            y += hs * _state_row(C_base, n, n_state, s_C_n, pos_2d, s_C_l, mask, mask_d, C_VAR, EVEN_N, EVEN, BF16_PTX)
+            h = tl.where(offs_n[None, :] == n, h_n[:, None], h)
         if HAS_Z:
-            z_ptrs = z_ptr + pid_b * s_z_b + row * s_z_d + pos[None, :] * s_z_l
-            zz = tl.load(z_ptrs, mask=mask, other=0.0).to(tl.float32)
+            zz = _tile(z_ptr + pid_b * s_z_b + row * s_z_d + pos[None, :] * s_z_l, mask, EVEN, BF16_PTX)
             y *= zz * tl.sigmoid(zz)
-        tl.store(o_base + pos[None, :] * s_o_l, y.to(out_ptr.dtype.element_ty), mask=mask)
+        if EVEN:
+            tl.store(o_base + pos[None, :] * s_o_l, y.to(out_ptr.dtype.element_ty))
+        else:
+            tl.store(o_base + pos[None, :] * s_o_l, y.to(out_ptr.dtype.element_ty), mask=mask)
 
     if seg == n_seg - 1:
         tl.store(hT_ptr + state_offs, h, mask=nd_mask)
@@ -294,7 +313,10 @@ def selective_scan_seq_fwd(u, delta, A, B, C, D, z, delta_bias, h0, out, final, 
     # A tile must not straddle two groups of B or C (one row of each per step); masks handle a ragged end.
     while any(g > 1 and (dim // g) % block_d for g in (lay.b_groups, lay.c_groups)):
         block_d //= 2
-    tt = cfg.tt
+    # One 16-byte access a thread and row: wider tiles are split across lanes, and every pick then moves data.
+    tt = min(cfg.tt, 16 // u.element_size())
+    even = length % tt == 0 and dim % block_d == 0
+    bf16_ptx = not triton.knobs.runtime.interpret
     seg_len, n_seg = _segments(batch, dim, length, block_d, chunk, cfg)
     f32 = dict(device=u.device, dtype=torch.float32)
     hend = torch.empty(batch, n_seg, dim, n_state, **f32)
@@ -308,6 +330,7 @@ def selective_scan_seq_fwd(u, delta, A, B, C, D, z, delta_bias, h0, out, final, 
             *u.stride(), *delta.stride(), *A.stride(), *lay.b_strides,
             HAS_BIAS=delta_bias is not None, SOFTPLUS=softplus, B_VAR=lay.b_var, REVERSE=reverse,
             BLOCK_D=block_d, TT=tt, N_PAD=n_pad, EVEN_N=n_pad == n_state,
+            EVEN=even, BF16_PTX=bf16_ptx,
             num_warps=cfg.num_warps,
         )
         h0_ = h0 if h0 is not None else hend  # a stand-in pointer, never read when HAS_H0 is False
@@ -325,5 +348,6 @@ def selective_scan_seq_fwd(u, delta, A, B, C, D, z, delta_bias, h0, out, final, 
         HAS_D=D is not None, HAS_Z=z is not None, HAS_BIAS=delta_bias is not None, HAS_H0=h0 is not None,
         SOFTPLUS=softplus, B_VAR=lay.b_var, C_VAR=lay.c_var, STORE_CHUNKS=chunks is not None,
         REVERSE=reverse, CHUNK=chunk, BLOCK_D=block_d, TT=tt, N_PAD=n_pad, EVEN_N=n_pad == n_state,
+        EVEN=even, BF16_PTX=bf16_ptx,
         num_warps=cfg.num_warps,
     )
