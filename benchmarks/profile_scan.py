@@ -12,9 +12,9 @@ import argparse
 from collections import defaultdict
 
 import torch
+from bench_scan import DIM, make_inputs, scan_impls, time_ms
 from torch.profiler import ProfilerActivity, profile
 
-from bench_scan import DIM, make_inputs, scan_impls, time_ms
 from seqssm.kernels.selective_scan.fused import BWD_CONFIG, FWD_CONFIG
 from seqssm.kernels.selective_scan.fused_v2 import SEQ_CONFIG
 

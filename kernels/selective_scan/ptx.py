@@ -11,7 +11,6 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
-
 # Two bf16 in one register (pack=2: the first element in the low half) to two fp32: a bf16 is the top half of
 # its fp32. ptxas spends a PRMT and a shift on the high half; an AND does it in one.
 BF16_PAIR_PTX = tl.constexpr("shl.b32 $0, $2, 16;\nand.b32 $1, $2, 0xFFFF0000;")
