@@ -247,7 +247,8 @@ def _fastest(kind: str, candidates, configs, length: int, log: list[str]) -> Sca
 
 
 SEQ_CANDIDATES = [SeqConfig(*c) for c in [
-    (32, 8, 1, 1440), (32, 8, 1, 2048), (32, 16, 1, 2048), (64, 8, 2, 2048)]]
+    (32, 8, 1, 2048), (32, 8, 1, 2048, 128), (32, 8, 1, 4096), (32, 8, 1, 4096, 128), (32, 8, 1, 1024),
+    (64, 8, 2, 2048), (64, 8, 2, 2048, 128)]]
 
 
 def seq_sweep(length: int, log: list[str]) -> SeqConfig:

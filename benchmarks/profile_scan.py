@@ -9,6 +9,11 @@ matters at short L.
 from __future__ import annotations
 
 import argparse
+import cProfile
+import io
+import pstats
+import statistics
+import time
 from collections import defaultdict
 
 import torch
@@ -32,9 +37,34 @@ def kernel_times(step, reps: int = 5) -> dict[str, float]:
     return dict(times)
 
 
+def host_ms(fn, reps: int = 20) -> float:
+    """Median host milliseconds to issue fn() (no synchronisation inside; the GPU queue is drained between)."""
+    times = []
+    for _ in range(reps):
+        torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        fn()
+        times.append((time.perf_counter() - t0) * 1e3)
+    return statistics.median(times)
+
+
+def host_profile(fn, top: int = 25) -> str:
+    """cProfile of fn() issued 20 times, the top entries by own time."""
+    prof = cProfile.Profile()
+    for _ in range(20):
+        torch.cuda.synchronize()
+        prof.enable()
+        fn()
+        prof.disable()
+    out = io.StringIO()
+    pstats.Stats(prof, stream=out).sort_stats("tottime").print_stats(top)
+    return out.getvalue()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--lengths", type=int, nargs="*", default=[4096, 16384, 65536])
+    parser.add_argument("--host-profile", action="store_true", help="also cProfile the host side of each step")
     args = parser.parse_args()
     impls = scan_impls(FWD_CONFIG, BWD_CONFIG, SEQ_CONFIG, quick=True)
     for length in args.lengths:
@@ -51,9 +81,14 @@ def main() -> None:
             torch.cuda.synchronize()
             wall = time_ms(step, 10)
             kernels = kernel_times(step)
-            print(f"\n{name}, L = {length}: step {wall:.3f} ms (CUDA events), kernels {sum(kernels.values()):.3f} ms")
+            with torch.no_grad():
+                fwd_host = host_ms(lambda fn=fn, leaves=leaves: fn(**leaves))
+            print(f"\n{name}, L = {length}: step {wall:.3f} ms (CUDA events), kernels {sum(kernels.values()):.3f} ms;"
+                  f" host time to issue: forward {fwd_host:.3f} ms, forward+backward {host_ms(step):.3f} ms")
             for kname, ms in sorted(kernels.items(), key=lambda kv: -kv[1]):
                 print(f"  {ms:8.3f} ms  {kname}")
+            if args.host_profile:
+                print(host_profile(step))
 
 
 if __name__ == "__main__":
