@@ -37,13 +37,15 @@ def kernel_times(step, reps: int = 5) -> dict[str, float]:
     return dict(times)
 
 
-def host_ms(fn, reps: int = 20) -> float:
-    """Median host milliseconds to issue fn() (no synchronisation inside; the GPU queue is drained between)."""
+def host_ms(fn, reps: int = 20, setup=None) -> float:
+    """Median host milliseconds to issue fn(setup()) or fn() (no synchronisation inside; the GPU queue is
+    drained between)."""
     times = []
     for _ in range(reps):
+        arg = setup() if setup is not None else None
         torch.cuda.synchronize()
         t0 = time.perf_counter()
-        fn()
+        fn() if setup is None else fn(arg)
         times.append((time.perf_counter() - t0) * 1e3)
     return statistics.median(times)
 
@@ -83,8 +85,10 @@ def main() -> None:
             kernels = kernel_times(step)
             with torch.no_grad():
                 fwd_host = host_ms(lambda fn=fn, leaves=leaves: fn(**leaves))
+            bwd_host = host_ms(lambda out, dout=dout: out.backward(dout), setup=lambda fn=fn, leaves=leaves: fn(**leaves))
             print(f"\n{name}, L = {length}: step {wall:.3f} ms (CUDA events), kernels {sum(kernels.values()):.3f} ms;"
-                  f" host time to issue: forward {fwd_host:.3f} ms, forward+backward {host_ms(step):.3f} ms")
+                  f" host time to issue: forward {fwd_host:.3f} ms, backward {bwd_host:.3f} ms, forward+backward "
+                  f"{host_ms(step):.3f} ms")
             for kname, ms in sorted(kernels.items(), key=lambda kv: -kv[1]):
                 print(f"  {ms:8.3f} ms  {kname}")
             if args.host_profile:

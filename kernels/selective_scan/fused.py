@@ -247,9 +247,13 @@ def _selective_scan_bwd(u, delta, A, B, C, D, z, delta_bias, chunks, dout, dfina
     dz = _fresh(torch.empty_like(dout, dtype=z.dtype)) if z is not None else None
     f32 = dict(device=u.device, dtype=torch.float32)
     dA = _fresh(torch.empty(batch, dim, n_state, **f32))
-    # Per-position dB, dC gather atomic adds from every channel tile, so they start at zero.
-    dB = torch.zeros(batch, lay.b_groups, n_state, length, **f32) if lay.b_var else _fresh(torch.empty_like(dA))
-    dC = torch.zeros(batch, lay.c_groups, n_state, length, **f32) if lay.c_var else _fresh(torch.empty_like(dA))
+    # Per-position dB, dC gather atomic adds from every channel tile, so they start at zero (one fill for both
+    # when they have one shape: every launch costs host time, which short sequences wait for).
+    if lay.b_var and lay.c_var and lay.b_groups == lay.c_groups:
+        dB, dC = torch.zeros(2, batch, lay.b_groups, n_state, length, **f32).unbind(0)
+    else:
+        dB = torch.zeros(batch, lay.b_groups, n_state, length, **f32) if lay.b_var else _fresh(torch.empty_like(dA))
+        dC = torch.zeros(batch, lay.c_groups, n_state, length, **f32) if lay.c_var else _fresh(torch.empty_like(dA))
     dD = _fresh(torch.empty(batch, dim, **f32)) if D is not None else None
     dbias = _fresh(torch.empty(batch, dim, **f32)) if delta_bias is not None else None
     dh0 = _fresh(torch.empty(batch, dim, n_state, **f32))
@@ -271,14 +275,19 @@ def _selective_scan_bwd(u, delta, A, B, C, D, z, delta_bias, chunks, dout, dfina
     if B.dim() == 3:
         dB = dB.squeeze(1)
     elif B.dim() == 2:
-        dB = dB.sum(0)
+        dB = _batch_sum(dB)
     if C.dim() == 3:
         dC = dC.squeeze(1)
     elif C.dim() == 2:
-        dC = dC.sum(0)
-    dD = dD.sum(0) if dD is not None else None
-    dbias = dbias.sum(0) if dbias is not None else None
-    return du, ddelta, dA.sum(0), dB, dC, dD, dz, dbias, dh0
+        dC = _batch_sum(dC)
+    return du, ddelta, _batch_sum(dA), dB, dC, _batch_sum(dD), dz, _batch_sum(dbias), dh0
+
+
+def _batch_sum(X: torch.Tensor | None) -> torch.Tensor | None:
+    """Sum over the leading batch axis; a view when there is one sequence (no kernel launch)."""
+    if X is None:
+        return None
+    return X[0] if X.shape[0] == 1 else X.sum(0)
 
 
 class _SelectiveScanFn(torch.autograd.Function):

@@ -23,6 +23,8 @@ benchmarks/NOTES-scan.md (runs 6–8) has the measurements behind each choice.
 
 from __future__ import annotations
 
+import functools
+
 import torch
 import triton
 import triton.language as tl
@@ -39,9 +41,10 @@ def _rev_pair_combine(x_later, p_later, x_earlier, p_earlier):
     return x_earlier + p_earlier * x_later, p_earlier * p_later
 
 
+@functools.lru_cache(maxsize=64)
 def pair_bwd_flags(block_d: int, block_t: int, num_warps: int, elem_bytes: int, reverse: bool) -> dict:
     """Compile-time flags of the pair backward: the inline-PTX reverse scan where ``ptx.warp_layout`` predicts
-    the tile layout, ``associative_scan`` otherwise."""
+    the tile layout, ``associative_scan`` otherwise. Cached: building the PTX text costs ~40 µs a call."""
     vec, reps = warp_layout(block_d, block_t, num_warps, elem_bytes, reverse)
     if not vec:
         return dict(VEC=1, REV_PTX="", REV_CONSTRAINTS="")

@@ -45,7 +45,8 @@ class SeqConfig(NamedTuple):
     maxnreg: int | None = None
 
 
-SEQ_CONFIG = SeqConfig(block_d=32, tt=8, num_warps=1, target_programs=2048)
+# H200 sweep at L = 64 k (benchmarks/RESULTS.md): two warps a program and at most 128 registers (16 warps an SM).
+SEQ_CONFIG = SeqConfig(block_d=64, tt=8, num_warps=2, target_programs=2048, maxnreg=128)
 SEQ_INTERPRET_CONFIG = SeqConfig(block_d=2, tt=4, num_warps=1, target_programs=8)
 
 
