@@ -85,7 +85,8 @@ def main() -> None:
             kernels = kernel_times(step)
             with torch.no_grad():
                 fwd_host = host_ms(lambda fn=fn, leaves=leaves: fn(**leaves))
-            bwd_host = host_ms(lambda out, dout=dout: out.backward(dout), setup=lambda fn=fn, leaves=leaves: fn(**leaves))
+            bwd_host = host_ms(lambda out, dout=dout: out.backward(dout),
+                               setup=lambda fn=fn, leaves=leaves: fn(**leaves))
             print(f"\n{name}, L = {length}: step {wall:.3f} ms (CUDA events), kernels {sum(kernels.values()):.3f} ms;"
                   f" host time to issue: forward {fwd_host:.3f} ms, backward {bwd_host:.3f} ms, forward+backward "
                   f"{host_ms(step):.3f} ms")
