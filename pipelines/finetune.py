@@ -10,6 +10,7 @@ reads.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 import warnings
@@ -79,6 +80,10 @@ class FinetuneConfig:
     ``seqssm.transforms.augment_waveform`` (speed, shift, time masks, noise), drawn from (seed, epoch, index).
     ``ema``: validate, keep and test an exponential moving average of the weights with this decay
     (``pipelines.ema.WeightEMA``) instead of the raw weights.
+    Seeds: ``seed`` fixes the split; ``init_seed`` (None: ``seed``) the initialisation, data order, RC
+    flips, audio crops and augmentation, and dropout, so runs that differ only in ``init_seed`` train on the
+    same split, e.g. the members of a checkpoint ensemble (``seqssm predict A B C data``). ``run.json``
+    records the resolved ``init_seed``.
     """
 
     data: str
@@ -124,6 +129,7 @@ class FinetuneConfig:
     max_minutes: float | None = None
     num_workers: int = 0
     seed: int = 0
+    init_seed: int | None = None
     device: str = "auto"
     impl: str = "auto"
 
@@ -155,6 +161,10 @@ class FinetuneConfig:
         for name in ("val_every", "patience"):
             if getattr(self, name) is not None and getattr(self, name) <= 0:
                 raise InputError(f"--{name.replace('_', '-')} must be positive, got {getattr(self, name)}")
+        for name in ("seed", "init_seed"):
+            value = getattr(self, name)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 0):
+                raise InputError(f"--{name.replace('_', '-')} must be a non-negative integer, got {value!r}")
         if self.clip_seconds <= 0 or self.lr <= 0 or (self.backbone_lr is not None and self.backbone_lr <= 0):
             raise InputError("--clip-seconds, --lr and --backbone-lr must be positive")
 
@@ -319,6 +329,11 @@ def _load_data(cfg: FinetuneConfig):
     return labels, splits, rate
 
 
+def _init_seed(cfg: FinetuneConfig) -> int:
+    """The seed of everything random in training but the split."""
+    return cfg.seed if cfg.init_seed is None else cfg.init_seed
+
+
 def _fixed_length(cfg: FinetuneConfig, splits: dict) -> int | None:
     """The one length of every DNA input, which flatten pooling needs."""
     if cfg.pooling != "flatten" or cfg.level != "sequence":
@@ -387,11 +402,12 @@ def _class_weights(cfg: FinetuneConfig, task: TaskConfig, train: list) -> torch.
 
 
 def _loaders(cfg: FinetuneConfig, task: TaskConfig, splits: dict, rate: int | None):
-    loader_rng = torch.Generator().manual_seed(cfg.seed)
-    rc_rng = torch.Generator().manual_seed(cfg.seed + 1) if cfg.rc_augment else None
+    seed = _init_seed(cfg)
+    loader_rng = torch.Generator().manual_seed(seed)
+    rc_rng = torch.Generator().manual_seed(seed + 1) if cfg.rc_augment else None
     if cfg.modality == "audio":
         augment = WaveformAugment() if cfg.augment else None
-        train = _AudioTrain(splits["train"], rate, round(cfg.clip_seconds * rate), cfg.seed, augment)
+        train = _AudioTrain(splits["train"], rate, round(cfg.clip_seconds * rate), seed, augment)
         val, test = _AudioEval(splits["val"], rate), _AudioEval(splits["test"], rate)
     else:
         train, val, test = splits["train"], splits["val"], splits["test"]
@@ -416,7 +432,7 @@ def finetune(cfg: FinetuneConfig) -> FinetuneResult:
     when the test split is not empty, ``test_predictions.tsv``.
     """
     device = resolve_device(cfg.device)
-    seed_everything(cfg.seed)
+    seed_everything(_init_seed(cfg))  # the split draws from its own seeded generator (split_indices)
     labels, splits, rate = _load_data(cfg)
     task = _task(cfg, labels, rate, _fixed_length(cfg, splits))
     if not splits["train"] or not splits["val"]:
@@ -518,8 +534,9 @@ def finetune(cfg: FinetuneConfig) -> FinetuneResult:
     result = FinetuneResult(checkpoint=out / "checkpoint", metric=metric, best_value=best, best_step=best_step,
                             steps=step, seconds=seconds, sizes=sizes, test_metrics=test_metrics,
                             test_predictions=test_path, history=history)
+    resolved = dataclasses.replace(cfg, init_seed=_init_seed(cfg))  # the number used, not None
     # The backbone actually trained: with init_from, d_model etc. in the config above are not its own.
-    write_run_record(out, cfg, {"task": task.to_dict(), "backbone": model.config.to_dict(), "result": {
+    write_run_record(out, resolved, {"task": task.to_dict(), "backbone": model.config.to_dict(), "result": {
         "metric": metric, "best_value": best, "best_step": best_step, "steps": step, "seconds": round(seconds, 1),
         "sizes": sizes, "test_metrics": test_metrics}, "history": history})
     return result

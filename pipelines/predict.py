@@ -11,6 +11,10 @@ Tables and FASTA files are streamed, so any number of sequences is predicted in 
 is the table ``pipelines.evaluate.read_predictions`` reads: ``id``, ``predicted``, one ``prob_<class>``
 column per class, plus ``label`` when the input has labels. Token-level classifiers write one row per
 position, id ``<record id>:<0-based position>``.
+
+Several checkpoints of one task (the same classes, modality, problem type and level; e.g. `seqssm finetune`
+runs differing only in ``--init-seed``) predict as an ensemble, :class:`ClassifierEnsemble`: each batch goes
+through every member and the table holds the mean of their probabilities, in the same format.
 """
 
 from __future__ import annotations
@@ -40,7 +44,7 @@ from seqssm.datasets.audio_sets import (
 from seqssm.datasets.batching import pad_batch
 from seqssm.datasets.intervals import IntervalDataset
 from seqssm.errors import InputError
-from seqssm.models.heads import IGNORE_INDEX, SequenceClassifier, TaskConfig, encode_dna, load_classifier
+from seqssm.models.heads import IGNORE_INDEX, SequenceClassifier, TaskConfig, encode_dna, load_classifier, read_task
 from seqssm.pipelines.common import atomic_path, autocast, progress, require_file, resolve_device
 from seqssm.tokenizers import NucleotideTokenizer
 
@@ -361,8 +365,54 @@ def batched(examples: Iterable[Example], size: int) -> Iterator[list[Example]]:
         yield batch
 
 
+class ClassifierEnsemble(torch.nn.Module):
+    """Classifiers of one task as one model: probabilities are the mean of the members' (softmax rows, or
+    each label's sigmoid for multi-label), every batch through every member.
+
+    ``forward`` takes a member's inputs and gives logits of that mean, [B, K] or [B, L, K] in fp32: log p
+    (single-label, so the softmax gives p back) or log-odds (multi-label, so the sigmoid does), hence
+    ``probabilities``, ``classification_loss`` and the metrics treat it as one classifier.
+    """
+
+    def __init__(self, members: Sequence[SequenceClassifier], names: Sequence[str] | None = None):
+        super().__init__()
+        if not members:
+            raise InputError("an ensemble needs at least one classifier")
+        names = list(names) if names is not None else [f"member {i}" for i in range(len(members))]
+        check_one_task(list(zip(names, (m.task for m in members), strict=True)))
+        self.members = torch.nn.ModuleList(members)
+        self.task = members[0].task
+
+    def forward(self, input_ids=None, attention_mask=None, *, input_values=None) -> torch.Tensor:
+        probs = torch.stack([m.probabilities(m(input_ids, attention_mask, input_values=input_values))
+                             for m in self.members]).mean(0)
+        if self.task.problem_type == "multi_label":
+            return torch.logit(probs, eps=1e-7)  # eps: finite log-odds for saturated sigmoids
+        return torch.log(probs.clamp_min(torch.finfo(probs.dtype).tiny))
+
+    def probabilities(self, logits: torch.Tensor) -> torch.Tensor:
+        return self.members[0].probabilities(logits)
+
+
+def check_one_task(tasks: Sequence[tuple[str, TaskConfig]]) -> None:
+    """InputError unless every (checkpoint name, task) has the first one's task and reads inputs as it does:
+    the members of an ensemble share each collated batch and the table's columns."""
+    first_name, first = tasks[0]
+    for name, task in tasks[1:]:
+        differ = [f"{field} {getattr(first, field)!r} vs {getattr(task, field)!r}"
+                  for field in ("classes", "modality", "problem_type", "level")
+                  if getattr(first, field) != getattr(task, field)]
+        if not differ and (first.pooling == "cls") != (task.pooling == "cls") and first.modality == "dna":
+            differ.append(f"pooling {first.pooling!r} vs {task.pooling!r} (only cls pooling adds a cls token)")
+        if not differ and first.modality == "audio" and first.sample_rate != task.sample_rate:
+            differ.append(f"sample_rate {first.sample_rate} vs {task.sample_rate}")
+        if differ:
+            raise InputError(f"checkpoints {first_name} and {name} cannot be averaged: {'; '.join(differ)}; "
+                             "ensemble classifiers of one task (same classes, modality, problem type, level)")
+
+
 @torch.no_grad()
-def predict_batches(model: SequenceClassifier, batches: Iterable[dict], device: torch.device):
+def predict_batches(model: SequenceClassifier | ClassifierEnsemble, batches: Iterable[dict], device: torch.device):
     """(batch, logits fp32, probabilities) for each collated batch, the model in eval mode."""
     model.eval()
     for batch in batches:
@@ -371,7 +421,7 @@ def predict_batches(model: SequenceClassifier, batches: Iterable[dict], device: 
         yield batch, logits.float(), model.probabilities(logits)
 
 
-def write_predictions(path: str | os.PathLike, model: SequenceClassifier, batches: Iterable[dict],
+def write_predictions(path: str | os.PathLike, model: SequenceClassifier | ClassifierEnsemble, batches: Iterable[dict],
                       device: torch.device, *, bar=None, keep: list | None = None) -> int:
     """Write the prediction table of ``batches`` to ``path`` atomically; returns the number of rows.
 
@@ -399,11 +449,13 @@ def write_predictions(path: str | os.PathLike, model: SequenceClassifier, batche
 class PredictConfig:
     """Everything `seqssm predict` takes; the Python API takes the same object.
 
-    ``modality`` None takes the classifier's; given, it must match it. The input fields are those of
-    :class:`InputSpec` (``sample_rate`` is the classifier's own).
+    ``checkpoint``: one classifier checkpoint folder, or a list of them to predict as an ensemble (the mean
+    of their probabilities, :class:`ClassifierEnsemble`). ``modality`` None takes the classifier's; given,
+    it must match it. The input fields are those of :class:`InputSpec` (``sample_rate`` is the classifier's
+    own).
     """
 
-    checkpoint: str
+    checkpoint: str | Sequence[str]
     data: str
     out: str
     modality: str | None = None
@@ -420,10 +472,19 @@ class PredictConfig:
     impl: str = "auto"
 
     def __post_init__(self):
+        if not isinstance(self.checkpoint, (str, os.PathLike)):
+            self.checkpoint = [os.fspath(c) for c in self.checkpoint]
+            if not self.checkpoint:
+                raise InputError("no checkpoint given: pass one classifier checkpoint folder or several")
         if self.batch_size <= 0:
             raise InputError(f"--batch-size must be positive, got {self.batch_size}")
         if self.modality not in (None, "dna", "audio"):
             raise InputError(f"--modality must be dna or audio, got {self.modality!r}")
+
+
+    @property
+    def checkpoints(self) -> list[str]:
+        return [os.fspath(self.checkpoint)] if isinstance(self.checkpoint, (str, os.PathLike)) else self.checkpoint
 
 
 @dataclass
@@ -431,18 +492,23 @@ class PredictResult:
     predictions: Path
     rows: int
     classes: list[str]
+    members: int = 1
 
 
 def predict(cfg: PredictConfig) -> PredictResult:
-    """Predict every input of ``cfg.data`` with the classifier at ``cfg.checkpoint``; write ``cfg.out``.
+    """Predict every input of ``cfg.data`` with the classifier at ``cfg.checkpoint`` (or the ensemble of
+    several); write ``cfg.out``.
 
     The table (see the module doc) is written under a temporary name and renamed when complete.
     """
     device = resolve_device(cfg.device)
-    model = load_classifier(cfg.checkpoint, device, impl=cfg.impl)
+    names = cfg.checkpoints
+    check_one_task([(name, read_task(name)) for name in names])  # before loading any weights
+    members = [load_classifier(name, device, impl=cfg.impl) for name in names]
+    model = members[0] if len(members) == 1 else ClassifierEnsemble(members, names)
     task = model.task
     if cfg.modality is not None and cfg.modality != task.modality:
-        raise InputError(f"mismatched modality: --modality {cfg.modality} but {cfg.checkpoint} is a "
+        raise InputError(f"mismatched modality: --modality {cfg.modality} but {names[0]} is a "
                          f"{task.modality} classifier; drop --modality or use a {cfg.modality} checkpoint")
     spec = InputSpec(data=cfg.data, modality=task.modality, data_format=cfg.data_format, genome=cfg.genome,
                      bed_labels=cfg.bed_labels, length=cfg.length, sequence_column=cfg.sequence_column,
@@ -455,4 +521,4 @@ def predict(cfg: PredictConfig) -> PredictResult:
         rows = write_predictions(cfg.out, model, batches, device, bar=bar)
     finally:
         bar.close()
-    return PredictResult(predictions=Path(cfg.out), rows=rows, classes=list(task.classes))
+    return PredictResult(predictions=Path(cfg.out), rows=rows, classes=list(task.classes), members=len(members))

@@ -22,10 +22,13 @@ FINETUNE_EPILOG = example_epilog(
     "seqssm finetune peaks.bed --genome hg38.fa --bed-labels 6 --length 512 --init-from runs/mlm/checkpoint "
     "--out runs/peaks --freeze-backbone",
     "seqssm finetune fsdd/ --modality audio --patch-size 16 --out runs/digits --augment --ema 0.999",
+    "seqssm finetune promoters.tsv --pooling flatten --seed 0 --init-seed 100 --out runs/prom_s0_i100",
 )
 PREDICT_EPILOG = example_epilog(
     "seqssm predict runs/prom/checkpoint new.fa --out predictions.tsv",
     "seqssm predict runs/digits/checkpoint clips/ --out digits.tsv",
+    "seqssm predict runs/prom_i0/checkpoint runs/prom_i100/checkpoint runs/prom_i200/checkpoint new.fa "
+    "--out ensemble.tsv",
 )
 PROBE_EPILOG = example_epilog("seqssm probe runs/mlm/checkpoint promoters.tsv --folds 5 --out probe")
 
@@ -87,7 +90,9 @@ def finetune(
     max_minutes: float | None = typer.Option(None, help="Stop after this much wall time (the learning rate "
                                              "decays by then)."),
     num_workers: int = typer.Option(0, help="DataLoader worker processes."),
-    seed: int = typer.Option(0, help="Fixes the split, the initialisation and the data order."),
+    seed: int = typer.Option(0, help="Fixes the split (and, without --init-seed, everything else random)."),
+    init_seed: int | None = typer.Option(None, help="Initialisation, data order, augmentation and dropout "
+                                         "(default: --seed); vary it alone to train ensemble members on one split."),
     device: str = typer.Option("auto"), impl: str = typer.Option("auto", help="auto, triton, chunked or ref."),
 ):
     """Fine-tune a backbone with a classification head on labelled DNA or audio."""
@@ -104,7 +109,7 @@ def finetune(
         backbone_lr=backbone_lr, weight_decay=weight_decay, warmup_steps=warmup_steps, grad_clip=grad_clip,
         epochs=epochs, batch_size=batch_size, val_every=val_every, metric=metric, patience=patience,
         class_weights=class_weights, rc_augment=rc_augment, augment=augment, ema=ema, max_minutes=max_minutes,
-        num_workers=num_workers, seed=seed, device=device, impl=impl,
+        num_workers=num_workers, seed=seed, init_seed=init_seed, device=device, impl=impl,
     ))
     typer.echo(f"best val {result.metric} {result.best_value:.4f} at step {result.best_step} of {result.steps} "
                f"({result.seconds:.0f} s); checkpoint: {result.checkpoint}")
@@ -114,8 +119,11 @@ def finetune(
 
 
 def predict(
-    checkpoint: Path = typer.Argument(..., help="Classifier checkpoint folder (from `seqssm finetune`)."),
-    data: Path = typer.Argument(..., help="Table, FASTA, BED (with --genome), audio folder, manifest or file."),
+    checkpoints_and_data: list[Path] = typer.Argument(..., help="Classifier checkpoint folder(s) from `seqssm "
+                                                      "finetune`, then the input (last): table, FASTA, BED (with "
+                                                      "--genome), audio folder, manifest or file. Several "
+                                                      "checkpoints of one task predict as an ensemble (the mean "
+                                                      "of their probabilities)."),
     out: Path = typer.Option(..., "--out", "-o", help="TSV to write: id, predicted, prob_<class>…[, label]."),
     modality: str | None = typer.Option(None, help="Must match the checkpoint's (a check)."),
     data_format: str = typer.Option("auto"),
@@ -126,17 +134,24 @@ def predict(
     fsdd_split: str = typer.Option("all", help="FSDD folder: all, train or test (takes 0-4)."),
     batch_size: int = typer.Option(64), device: str = typer.Option("auto"), impl: str = typer.Option("auto"),
 ):
-    """Predict labels and class probabilities for any number of inputs, streamed in batches."""
+    """Predict labels and class probabilities for any number of inputs, streamed in batches; with several
+    checkpoints, the mean of their probabilities."""
     from seqssm.pipelines.predict import PredictConfig
     from seqssm.pipelines.predict import predict as run
 
+    if len(checkpoints_and_data) < 2:
+        raise InputError("give one or more classifier checkpoints and then the input, e.g. "
+                         "`seqssm predict runs/a/checkpoint runs/b/checkpoint new.fa --out p.tsv`")
+    *checkpoints, data = checkpoints_and_data
     result = run(PredictConfig(
-        checkpoint=str(checkpoint), data=str(data), out=str(out), modality=modality, data_format=data_format,
+        checkpoint=[str(c) for c in checkpoints] if len(checkpoints) > 1 else str(checkpoints[0]),
+        data=str(data), out=str(out), modality=modality, data_format=data_format,
         genome=_opt(genome), bed_labels=bed_labels, length=length, sequence_column=sequence_column,
         label_column=label_column, id_column=id_column, fsdd_split=fsdd_split, batch_size=batch_size,
         device=device, impl=impl,
     ))
-    typer.echo(f"{result.rows} predictions over {len(result.classes)} classes: {result.predictions}")
+    ensemble = f", the mean of {result.members} checkpoints" if result.members > 1 else ""
+    typer.echo(f"{result.rows} predictions over {len(result.classes)} classes{ensemble}: {result.predictions}")
 
 
 def probe(

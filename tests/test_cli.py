@@ -170,3 +170,29 @@ def test_streamed_per_position_equals_one_pass(checkpoint, genome, tmp_path):
 
 def test_stream_needs_per_position(checkpoint, genome, tmp_path):
     assert_user_error(run("embed", checkpoint, genome, "--out", tmp_path / "x", "--stream"), "--per-position")
+
+
+def test_predict_ensemble_and_mismatched_checkpoints(tmp_path):
+    import torch
+
+    from seqssm.config import MambaConfig
+    from seqssm.models import MambaLMHeadModel
+    from seqssm.models.heads import SequenceClassifier, TaskConfig
+
+    def classifier(name, classes):
+        torch.manual_seed(len(name))
+        config = MambaConfig(d_model=8, n_layer=1, d_state=4, expand=1, vocab_size=10)
+        SequenceClassifier(MambaLMHeadModel(config, impl="chunked"), TaskConfig(classes=classes)).save_pretrained(
+            tmp_path / name)
+        return tmp_path / name
+
+    one, two, three = classifier("one", ["0", "1"]), classifier("two", ["0", "1"]), classifier("three", ["0", "2"])
+    data = tmp_path / "in.tsv"
+    data.write_text("sequence\tid\nACGTAC\tx\nGGGA\ty\n")
+    proc = run("predict", one, two, data, "--out", tmp_path / "p.tsv", "--device", "cpu")
+    assert proc.returncode == 0, proc.stderr
+    assert "2 predictions over 2 classes, the mean of 2 checkpoints" in proc.stdout
+    out = tmp_path / "q.tsv"
+    assert_user_error(run("predict", one, three, data, "--out", out, "--device", "cpu"), str(one), str(three),
+                      "classes ['0', '1'] vs ['0', '2']")
+    assert not out.exists()

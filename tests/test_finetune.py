@@ -366,6 +366,24 @@ def test_finetune_same_seed_same_run_other_seed_other_run(tmp_path):
     assert not torch.equal(weights[0]["head.weight"], weights[2]["head.weight"])
 
 
+def test_init_seed_varies_the_model_but_not_the_split(tmp_path):
+    table = motif_table(tmp_path / "t.tsv", n=40)
+    kw = {"seed": 3, "rc_augment": True, "dropout": 0.2, "epochs": 1}
+    runs = {name: run_finetune(tmp_path, table, name=name, **kw, **extra)
+            for name, extra in (("default", {}), ("same", {"init_seed": 3}), ("other", {"init_seed": 103}))}
+    tests = {name: read_predictions(r.test_predictions).ids for name, r in runs.items()}
+    assert tests["default"] == tests["same"] == tests["other"] and len(tests["default"]) == 4
+    weights = {name: load_classifier(r.checkpoint).state_dict() for name, r in runs.items()}
+    assert all(torch.equal(weights["default"][k], weights["same"][k]) for k in weights["default"])
+    assert not torch.equal(weights["default"]["head.weight"], weights["other"]["head.weight"])
+    logs = {name: (tmp_path / name / "train_log.tsv").read_text().splitlines()[1].split("\t")[:-1] for name in runs}
+    assert logs["default"] == logs["same"] != logs["other"]
+    recorded = {name: json.loads((tmp_path / name / "run.json").read_text())["config"] for name in runs}
+    assert [(c["seed"], c["init_seed"]) for c in recorded.values()] == [(3, 3), (3, 3), (3, 103)]
+    with pytest.raises(InputError, match="--init-seed must be a non-negative integer"):
+        FinetuneConfig(data="d", out="o", init_seed=-1)
+
+
 def test_freeze_backbone_trains_only_the_head(tmp_path):
     lm(True, d_model=16).save_pretrained(tmp_path / "bb")
     table = motif_table(tmp_path / "t.tsv", n=16)

@@ -1,12 +1,14 @@
 """seqssm.pipelines.predict: the table evaluate reads, equal to the model's own probabilities; streaming and
 batch-size invariance; every input kind; atomic output; bad inputs (unknown labels, no head, modality);
-and the typer commands of seqssm.cli_tasks.
+checkpoint ensembles (the mean of the members' tables, one pass, mismatched tasks); and the typer commands of
+seqssm.cli_tasks.
 """
 
 from __future__ import annotations
 
 import csv
 import itertools
+import json
 import random
 
 import numpy as np
@@ -21,8 +23,17 @@ from seqssm.config import MambaConfig
 from seqssm.errors import InputError
 from seqssm.models import MambaLMHeadModel
 from seqssm.models.heads import SequenceClassifier, TaskConfig, load_classifier
+from seqssm.pipelines import predict as predict_module
 from seqssm.pipelines.evaluate import read_predictions
-from seqssm.pipelines.predict import Example, InputSpec, PredictConfig, TaskCollate, iter_examples, predict
+from seqssm.pipelines.predict import (
+    ClassifierEnsemble,
+    Example,
+    InputSpec,
+    PredictConfig,
+    TaskCollate,
+    iter_examples,
+    predict,
+)
 from seqssm.tokenizers import NucleotideTokenizer
 
 TOK = NucleotideTokenizer()
@@ -200,11 +211,66 @@ def test_audio_inputs(tmp_path):
     assert fsdd.ids == ["3_ann_0", "7_ann_1"] and fsdd.true == ["3", "7"]
 
 
+def test_ensemble_table_is_the_mean_of_the_members_tables(tmp_path, monkeypatch):
+    task = TaskConfig(classes=["hi", "lo"])
+    a, b = (classifier(tmp_path / name, task, seed=seed) for name, seed in (("a", 0), ("b", 1)))
+    data = write_table(tmp_path / "in.tsv", rows(13))
+    run(a, data, tmp_path / "a.tsv", batch_size=4)
+    run(b, data, tmp_path / "b.tsv", batch_size=4)
+    passes = []
+
+    def counted(spec, **kw):
+        passes.append(spec.data)
+        return iter_examples(spec, **kw)
+
+    monkeypatch.setattr(predict_module, "iter_examples", counted)
+    result = run([a, b], data, tmp_path / "ab.tsv", batch_size=4)
+    assert result.members == 2 and result.rows == 13 and passes == [data]  # one pass over the data
+    pa, pb, pab = (read_predictions(tmp_path / f"{n}.tsv") for n in ("a", "b", "ab"))
+    assert (tmp_path / "ab.tsv").read_text().splitlines()[0] == (tmp_path / "a.tsv").read_text().splitlines()[0]
+    assert pab.ids == pa.ids and pab.true == pa.true
+    np.testing.assert_allclose(pab.probs, (pa.probs + pb.probs) / 2, atol=2e-6)
+    assert pab.predicted == [["hi", "lo"][int(p.argmax())] for p in pab.probs]
+    assert np.abs(pa.probs - pb.probs).max() > 0.05  # the members differ, so the mean is a real test
+    run([a], data, tmp_path / "one.tsv", batch_size=4)  # a list of one is the single model
+    assert (tmp_path / "one.tsv").read_text() == (tmp_path / "a.tsv").read_text()
+
+
+def test_multilabel_ensemble_averages_sigmoids(tmp_path):
+    task = TaskConfig(classes=["a", "b", "c"], problem_type="multi_label")
+    members = [load_classifier(classifier(tmp_path / f"m{seed}", task, seed=seed)).eval() for seed in (0, 1, 2)]
+    ensemble = ClassifierEnsemble(members).eval()
+    batch = TaskCollate(task)([Example(f"x{i}", s, None) for i, (s, _, _) in enumerate(rows(6))])
+    inputs = {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]}
+    with torch.no_grad():
+        expected = torch.stack([torch.sigmoid(m(**inputs)) for m in members]).mean(0)
+        got = ensemble.probabilities(ensemble(**inputs))
+    torch.testing.assert_close(got, expected, atol=1e-6, rtol=0)
+
+
+def test_ensemble_of_different_tasks_is_refused(dna_ckpt, tmp_path):
+    data = write_table(tmp_path / "in.tsv", rows(3))
+    other = classifier(tmp_path / "other", TaskConfig(classes=["hi", "lo", "mid"]))
+    with pytest.raises(InputError, match=r"checkpoints .*ckpt and .*other cannot be averaged: classes"):
+        run([dna_ckpt, other], data, tmp_path / "p.tsv")
+    multi = classifier(tmp_path / "multi", TaskConfig(classes=["hi", "lo"], problem_type="multi_label"))
+    with pytest.raises(InputError, match="problem_type 'single_label' vs 'multi_label'"):
+        run([dna_ckpt, multi], data, tmp_path / "p.tsv")
+    audio = classifier(tmp_path / "audio", TaskConfig(classes=["hi", "lo"], modality="audio", patch_size=4,
+                                                     sample_rate=8000), tokenizer="mulaw8")
+    with pytest.raises(InputError, match="modality 'dna' vs 'audio'"):
+        run([dna_ckpt, audio], data, tmp_path / "p.tsv")
+    assert not (tmp_path / "p.tsv").exists()
+
+
 def test_config_checks():
     with pytest.raises(InputError, match="--batch-size"):
         PredictConfig(checkpoint="c", data="d", out="o", batch_size=0)
     with pytest.raises(InputError, match="--modality"):
         PredictConfig(checkpoint="c", data="d", out="o", modality="text")
+    with pytest.raises(InputError, match="no checkpoint"):
+        PredictConfig(checkpoint=[], data="d", out="o")
+    assert PredictConfig(checkpoint="c", data="d", out="o").checkpoints == ["c"]
 
 
 def app() -> typer.Typer:
@@ -220,12 +286,19 @@ def test_cli_finetune_predict_probe(tmp_path):
     runner = CliRunner()
     common = ["--d-model", "8", "--n-layer", "1", "--d-state", "4", "--device", "cpu", "--impl", "chunked"]
     result = runner.invoke(app(), ["finetune", data, "--out", str(tmp_path / "ft"), "--epochs", "1",
-                                   "--batch-size", "8", "--split", "0.6,0.2,0.2", *common])
+                                   "--batch-size", "8", "--split", "0.6,0.2,0.2", "--init-seed", "7", *common])
     assert result.exit_code == 0, result.output
+    assert json.loads((tmp_path / "ft" / "run.json").read_text())["config"]["init_seed"] == 7
     assert "best val accuracy" in result.output and "test (6)" in result.output
     ckpt = str(tmp_path / "ft" / "checkpoint")
     result = runner.invoke(app(), ["predict", ckpt, data, "--out", str(tmp_path / "p.tsv"), "--device", "cpu"])
     assert result.exit_code == 0 and "30 predictions over 2 classes" in result.output
+    result = runner.invoke(app(), ["predict", ckpt, ckpt, data, "--out", str(tmp_path / "pp.tsv"), "--device", "cpu"])
+    assert result.exit_code == 0 and "30 predictions over 2 classes, the mean of 2 checkpoints" in result.output
+    np.testing.assert_allclose(read_predictions(tmp_path / "pp.tsv").probs, read_predictions(tmp_path / "p.tsv").probs,
+                               atol=2e-6)
+    result = runner.invoke(app(), ["predict", data, "--out", str(tmp_path / "x.tsv")])
+    assert isinstance(result.exception, InputError) and "then the input" in str(result.exception)
     result = runner.invoke(app(), ["probe", ckpt, data, "--folds", "3", "--out", str(tmp_path / "probe"),
                                    "--device", "cpu"])
     assert result.exit_code == 0, result.output

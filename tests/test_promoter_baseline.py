@@ -90,3 +90,40 @@ def test_read_model_summary(tmp_path):
         pb.read_model_summary(tmp_path / "bad.txt")
     with pytest.raises(InputError, match="does not exist"):
         pb.read_model_summary(tmp_path / "missing.txt")
+
+
+def test_read_model_summaries_with_a_model_column(tmp_path):
+    path = tmp_path / "summary.tsv"
+    path.write_text("model\tseed\ttest_acc\tinit_seed\n"
+                    "single_0\t0\t0.80\t0\n"
+                    "ens3\t0\t0.85\t\n"
+                    "single_0\t1\t0.70\t1\n"
+                    "ens3\t1\t\t\n")
+    assert pb.read_model_summaries(path) == {"single_0": {0: 0.80, 1: 0.70}, "ens3": {0: 0.85}}
+    with pytest.raises(InputError, match="2 models"):
+        pb.read_model_summary(path)
+    path.write_text("model\tseed\ttest_acc\nens3\t0\t0.85\nens3\t0\t0.86\n")
+    with pytest.raises(InputError, match=r"summary.tsv:3: a second test_acc for model 'ens3' at seed 0"):
+        pb.read_model_summaries(path)
+
+
+def test_main_prints_one_paired_table_per_model(tmp_path, monkeypatch, capsys):
+    rng = np.random.default_rng(1)
+    seqs = ["".join(rng.choice(list("ACGT"), 8)) for _ in range(200)]
+    labels = ["1" if s[2] in "GT" else "0" for s in seqs]
+    _write_table(tmp_path / "t.tsv", [(s, lab, f"r{i}") for i, (s, lab) in enumerate(zip(seqs, labels, strict=True))])
+    (tmp_path / "summary.tsv").write_text("model\tseed\ttest_acc\n"
+                                          "single_0\t0\t0.5\nens3\t0\t0.75\nsingle_0\t1\t0.55\nens3\t1\t0.8\n")
+    monkeypatch.setattr("sys.argv", ["promoter_baseline.py", "--table", str(tmp_path / "t.tsv"), "--seeds", "0", "1",
+                                     "--models", str(tmp_path / "summary.tsv")])
+    pb.main()
+    out = capsys.readouterr().out
+    x, y = pb.one_hot(seqs), np.asarray(labels)
+    by_val = [pb.seed_row(x, y, seed)["by_val"] for seed in (0, 1)]
+    assert out.count("| seed |") == 2 and "| ens3 | ens3 - LR by val |" in out and "| single_0 |" in out
+    for name, accs in (("single_0", (0.5, 0.55)), ("ens3", (0.75, 0.8))):
+        diffs = [a - b for a, b in zip(accs, by_val, strict=True)]
+        line = f"paired difference {name} - LR (C by val): {np.mean(diffs):+.4f}"
+        assert out.count(line) == 2  # under its table and in the closing list
+        assert f"| {accs[1]:.4f} | {accs[1] - by_val[1]:+.4f} |\n" in out  # seed 1's row of its table
+    assert out.index("\nsingle_0:") < out.index("\nens3:") < out.index("\nall models:")
