@@ -128,6 +128,40 @@ def test_scan_low_precision_within_rounding(dtype, impl):
 
 
 @interpreted
+@pytest.mark.parametrize("used", ["out", "final_state"])
+def test_scan_gradient_through_one_output(used):
+    """Only one of (out, final_state) reaches the loss: autograd passes None for the other (the scan does not
+    ask it for zeros), and the gradients still match the reference's."""
+    x = _inputs(LONG, "var")
+    out, last = selective_scan_fused(**x, delta_softplus=True, return_final_state=True)
+    ref_out, ref_last, ref_leaves = _reference(x, True, False)
+    got, ref = (out, ref_out) if used == "out" else (last, ref_last)
+    weight = torch.randn_like(ref)
+    names = list(x)
+    grads = torch.autograd.grad((got * weight).sum(), [x[k] for k in names])
+    # The final state does not depend on z, D or C: the reference has no gradient for them, the scan zeros.
+    ref_grads = torch.autograd.grad((ref * weight).sum(), [ref_leaves[k] for k in names], allow_unused=True)
+    for name, g, r in zip(names, grads, ref_grads, strict=True):
+        if r is None:
+            assert used == "final_state" and name in ("z", "D", "C") and not g.any(), f"d{name} should be zero"
+        else:
+            assert rel_error(g, r) < 1e-4, f"d{name}: relative error {rel_error(g, r):.2e}"
+
+
+@interpreted
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["fp32", "bf16"])
+def test_scan_backward_whole_chunks(dtype):
+    """L a multiple of the backward chunk: on a GPU the per-position dB/dC atomics are the inline-PTX ones
+    (four positions an instruction, no mask)."""
+    length = 2048 if ON_CUDA else 32
+    if ON_CUDA:
+        flags = fused_bwd.pair_bwd_flags(1, fused.BWD_CONFIG.block_t, 1, dtype.itemsize, False, True)
+        assert flags["RED_PTX"], "the PTX atomics should serve this shape"
+    _compare(_inputs(length, "var", dtype=dtype), softplus=True, reverse=False,
+             rounding_factor=None if dtype == torch.float32 else 1.5, impl="sequential")
+
+
+@interpreted
 @pytest.mark.parametrize("reverse", [False, True], ids=["forward", "reverse"])
 @pytest.mark.parametrize("block_t", [128, 256, 512])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["fp32", "bf16"])

@@ -13,6 +13,7 @@ import triton
 import triton.language as tl
 
 from seqssm.errors import InputError
+from seqssm.kernels.host import cdiv, next_power_of_2
 
 # Tests set POISON so that every fresh output buffer starts as NaN and an element no kernel wrote shows up.
 POISON = False
@@ -219,7 +220,7 @@ def _tiles(device: torch.device, length: int) -> tuple[int, int, int]:
     if device.type != "cuda":
         return 4, 16, 1
     # 8 positions a thread: the backward's recomputed taps stay in registers (no spills at W = 4).
-    return 4, min(256, triton.next_power_of_2(length)), 4
+    return 4, min(256, next_power_of_2(length)), 4
 
 
 def _causal_conv1d_fwd(x, weight, bias, initial_state, return_final_state, silu):
@@ -231,7 +232,7 @@ def _causal_conv1d_fwd(x, weight, bias, initial_state, return_final_state, silu)
         final = _fresh(torch.empty(batch, dim, width - 1, device=x.device, dtype=x.dtype))
     s0 = initial_state if initial_state is not None else x.new_empty(0, 0, 0)
     bd, bt, warps = _tiles(x.device, length)
-    grid = (batch, triton.cdiv(dim, bd), triton.cdiv(length, bt))
+    grid = (batch, cdiv(dim, bd), cdiv(length, bt))
     _causal_conv1d_fwd_kernel[grid](
         x, weight, bias, s0, out, final, dim, length,
         *x.stride(), *weight.stride(), *s0.stride(), *out.stride(),
@@ -247,14 +248,14 @@ def _causal_conv1d_bwd(x, weight, bias, initial_state, dout, dfinal, silu):
     dout = dout.contiguous()
     dx = _fresh(torch.empty_like(dout))
     bd, bt, warps = _tiles(x.device, length)
-    n_tiles = triton.cdiv(length, bt)
+    n_tiles = cdiv(length, bt)
     f32 = dict(device=x.device, dtype=torch.float32)
     dw = _fresh(torch.empty(batch, n_tiles, dim, 4, **f32))
     dbias = _fresh(torch.empty(batch, n_tiles, dim, **f32)) if bias is not None else None
     ds0 = _fresh(torch.empty(batch, dim, width - 1, **f32)) if initial_state is not None else None
     s0 = initial_state if initial_state is not None else x.new_empty(0, 0, 0)
     dsT = dfinal.contiguous() if dfinal is not None else None
-    _causal_conv1d_bwd_kernel[(batch, triton.cdiv(dim, bd), n_tiles)](
+    _causal_conv1d_bwd_kernel[(batch, cdiv(dim, bd), n_tiles)](
         x, weight, bias, s0, dout, dsT, dx, dw, dbias, ds0,
         dim, length, n_tiles,
         *x.stride(), *weight.stride(), *s0.stride(), *dout.stride(),
@@ -368,7 +369,7 @@ def causal_conv1d_update_fn(
     _check(fn, "conv_state", conv_state, (batch, dim, width - 1), x.device)
     out = _fresh(torch.empty_like(x))
     block_d = 4 if x.device.type != "cuda" else 128
-    _causal_conv1d_update_fwd_kernel[(batch, triton.cdiv(dim, block_d))](
+    _causal_conv1d_update_fwd_kernel[(batch, cdiv(dim, block_d))](
         x, conv_state, weight, bias, out, dim,
         *x.stride(), *conv_state.stride(), *weight.stride(), *out.stride(),
         W=width, HAS_BIAS=bias is not None, SILU=activation == "silu", BLOCK_D=block_d, num_warps=4,

@@ -28,6 +28,7 @@ import triton
 import triton.language as tl
 
 from seqssm.errors import InputError
+from seqssm.kernels.host import cdiv, next_power_of_2
 from seqssm.kernels.selective_scan.fused_bwd import (
     _selective_scan_pair_bwd_kernel,
     pair_bwd_flags,
@@ -191,7 +192,7 @@ def _layout(B: torch.Tensor, C: torch.Tensor, dim: int, cfg: ScanConfig) -> _Lay
     b_var, b_groups, sB = _bc_strides(B)
     c_var, c_groups, sC = _bc_strides(C)
     per_group = math.gcd(dim // b_groups, dim // c_groups)
-    bd = min(cfg.block_d, triton.next_power_of_2(dim))
+    bd = min(cfg.block_d, next_power_of_2(dim))
     while per_group % bd:
         bd //= 2
     return _Layout(b_var, c_var, b_groups, c_groups, sB, sC, bd)
@@ -209,7 +210,7 @@ def _selective_scan_fwd(u, delta, A, B, C, D, z, delta_bias, initial_state, soft
     batch, dim, length = u.shape
     n_state = A.shape[1]
     lay = _layout(B, C, dim, cfg)
-    n_chunks = triton.cdiv(length, cfg.block_t)
+    n_chunks = cdiv(length, cfg.block_t)
     f32 = dict(device=u.device, dtype=torch.float32)
     out = _fresh(torch.empty_like(u, memory_format=torch.contiguous_format))
     final = _fresh(torch.empty(batch, dim, n_state, **f32))
@@ -220,14 +221,14 @@ def _selective_scan_fwd(u, delta, A, B, C, D, z, delta_bias, initial_state, soft
                                lay, cfg.block_t, seq_cfg)
         return out, final, chunks
     zz = z if z is not None else u
-    _selective_scan_fwd_kernel[(batch, triton.cdiv(dim, lay.block_d))](
+    _selective_scan_fwd_kernel[(batch, cdiv(dim, lay.block_d))](
         u, delta, A, B, C, D, z, delta_bias, h0, out, final, chunks,
         dim, length, n_state, dim // lay.b_groups, dim // lay.c_groups, n_chunks,
         *u.stride(), *delta.stride(), *A.stride(), *lay.b_strides, *lay.c_strides,
         *zz.stride(), *out.stride(),
         HAS_D=D is not None, HAS_Z=z is not None, HAS_BIAS=delta_bias is not None, HAS_H0=h0 is not None,
         SOFTPLUS=softplus, B_VAR=lay.b_var, C_VAR=lay.c_var, STORE_FINAL=True, STORE_CHUNKS=store_chunks,
-        REVERSE=reverse, BLOCK_D=lay.block_d, BLOCK_T=cfg.block_t, N_PAD=triton.next_power_of_2(n_state),
+        REVERSE=reverse, BLOCK_D=lay.block_d, BLOCK_T=cfg.block_t, N_PAD=next_power_of_2(n_state),
         UNROLL_N=cfg.unroll_n, STAGES=cfg.stages, num_warps=cfg.num_warps,
     )
     return out, final, chunks
@@ -259,17 +260,18 @@ def _selective_scan_bwd(u, delta, A, B, C, D, z, delta_bias, chunks, dout, dfina
     dh0 = _fresh(torch.empty(batch, dim, n_state, **f32))
     dhT = dfinal.float().contiguous() if dfinal is not None else None
     zz = z if z is not None else u
-    flags = pair_bwd_flags(lay.block_d, block_t, cfg.num_warps, row_width(u, delta, dout, z, B, C), reverse)
-    _selective_scan_pair_bwd_kernel[(batch, triton.cdiv(dim, lay.block_d))](
+    flags = pair_bwd_flags(lay.block_d, block_t, cfg.num_warps, row_width(u, delta, dout, z, B, C), reverse,
+                           length % block_t == 0)
+    _selective_scan_pair_bwd_kernel[(batch, cdiv(dim, lay.block_d))](
         u, delta, A, B, C, D, z, delta_bias, chunks, dout, dhT,
         du, ddelta, dz, dA, dB, dC, dD, dbias, dh0, pair_bwd_scratch(batch, dim, n_state, u.device),
-        dim, length, n_state, dim // lay.b_groups, dim // lay.c_groups, triton.cdiv(length, block_t),
+        dim, length, n_state, dim // lay.b_groups, dim // lay.c_groups, cdiv(length, block_t),
         stride, chunks.shape[1],
         *u.stride(), *delta.stride(), *A.stride(), *lay.b_strides, *lay.c_strides,
         *zz.stride(), *dout.stride(),
         HAS_D=D is not None, HAS_Z=z is not None, HAS_BIAS=delta_bias is not None, HAS_DHT=dhT is not None,
         SOFTPLUS=softplus, B_VAR=lay.b_var, C_VAR=lay.c_var, REVERSE=reverse,
-        BLOCK_D=lay.block_d, BLOCK_T=block_t, N_PAD=triton.next_power_of_2(n_state),
+        BLOCK_D=lay.block_d, BLOCK_T=block_t, N_PAD=next_power_of_2(n_state),
         UNROLL_N=cfg.unroll_n, STAGES=cfg.stages, num_warps=cfg.num_warps, **flags,
     )
     if B.dim() == 3:
@@ -296,6 +298,8 @@ class _SelectiveScanFn(torch.autograd.Function):
                 fwd_cfg, bwd_cfg, impl, seq_cfg):
         out, final, chunks = _selective_scan_fwd(u, delta, A, B, C, D, z, delta_bias, initial_state, softplus,
                                                  reverse, need_grad, fwd_cfg, impl, seq_cfg)
+        # An unused final state then gets None, not a zero-filled gradient (one launch fewer).
+        ctx.set_materialize_grads(False)
         if need_grad:
             ctx.save_for_backward(u, delta, A, B, C, D, z, delta_bias, chunks)
             ctx.softplus, ctx.reverse, ctx.bwd_cfg = softplus, reverse, bwd_cfg
@@ -306,6 +310,8 @@ class _SelectiveScanFn(torch.autograd.Function):
     @staticmethod
     def backward(ctx, dout, dfinal):
         u, delta, A, B, C, D, z, delta_bias, chunks = ctx.saved_tensors
+        if dout is None:
+            dout = torch.zeros_like(u)
         du, ddelta, dA, dB, dC, dD, dz, dbias, dh0 = _selective_scan_bwd(
             u, delta, A, B, C, D, z, delta_bias, chunks, dout, dfinal, ctx.softplus, ctx.reverse,
             ctx.fwd_block_t, ctx.bwd_cfg,

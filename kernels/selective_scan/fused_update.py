@@ -12,6 +12,7 @@ import triton
 import triton.language as tl
 
 from seqssm.errors import InputError
+from seqssm.kernels.host import cdiv, next_power_of_2
 
 # Tests set POISON so that every fresh output buffer starts as NaN and an element no kernel wrote shows up.
 POISON = False
@@ -80,13 +81,13 @@ def _bc_view(X: torch.Tensor) -> tuple[int, tuple[int, int, int]]:
 def _selective_state_update_fwd(state, x, dt, A, B, C, D, z, dt_bias, dt_softplus, block_d=None):
     batch, dim = x.shape
     n_state = A.shape[1]
-    n_pad = triton.next_power_of_2(n_state)
-    block_d = block_d or max(1, min(triton.next_power_of_2(dim), 2048 // n_pad))
+    n_pad = next_power_of_2(n_state)
+    block_d = block_d or max(1, min(next_power_of_2(dim), 2048 // n_pad))
     b_groups, sB = _bc_view(B)
     c_groups, sC = _bc_view(C)
     y = _fresh(torch.empty_like(x))
     zz = z if z is not None else x
-    _selective_state_update_fwd_kernel[(batch, triton.cdiv(dim, block_d))](
+    _selective_state_update_fwd_kernel[(batch, cdiv(dim, block_d))](
         state, x, dt, A, B, C, D, z, dt_bias, y,
         dim, n_state, dim // b_groups, dim // c_groups,
         *state.stride(), *x.stride(), *dt.stride(), *A.stride(), *sB, *sC, *zz.stride(), *y.stride(),

@@ -27,6 +27,7 @@ import torch
 import triton
 import triton.language as tl
 
+from seqssm.kernels.host import cdiv, next_power_of_2
 from seqssm.kernels.selective_scan.ptx import BF16_PAIR_PTX
 from seqssm.kernels.selective_scan.tile_ops import bc_base, softplus
 
@@ -312,11 +313,11 @@ def _selective_scan_seq_fwd_kernel(
 
 def _segments(batch: int, dim: int, length: int, block_d: int, chunk: int, cfg: SeqConfig) -> tuple[int, int]:
     """(segment length, number of segments): enough programs to fill the device, whole chunks each."""
-    n_chunks = triton.cdiv(length, chunk)
-    per_segment = batch * triton.cdiv(dim, block_d)
-    n_seg = max(1, min(n_chunks, triton.cdiv(cfg.target_programs, per_segment)))
-    seg_len = triton.cdiv(n_chunks, n_seg) * chunk
-    return seg_len, triton.cdiv(length, seg_len)
+    n_chunks = cdiv(length, chunk)
+    per_segment = batch * cdiv(dim, block_d)
+    n_seg = max(1, min(n_chunks, cdiv(cfg.target_programs, per_segment)))
+    seg_len = cdiv(n_chunks, n_seg) * chunk
+    return seg_len, cdiv(length, seg_len)
 
 
 def selective_scan_seq_fwd(u, delta, A, B, C, D, z, delta_bias, h0, out, final, chunks, softplus, reverse,
@@ -326,7 +327,7 @@ def selective_scan_seq_fwd(u, delta, A, B, C, D, z, delta_bias, h0, out, final, 
     public function."""
     batch, dim, length = u.shape
     n_state = A.shape[1]
-    block_d = min(cfg.block_d, triton.next_power_of_2(dim))
+    block_d = min(cfg.block_d, next_power_of_2(dim))
     # A tile must not straddle two groups of B or C (one row of each per step); masks handle a ragged end.
     while any(g > 1 and (dim // g) % block_d for g in (lay.b_groups, lay.c_groups)):
         block_d //= 2
@@ -338,8 +339,8 @@ def selective_scan_seq_fwd(u, delta, A, B, C, D, z, delta_bias, h0, out, final, 
     f32 = dict(device=u.device, dtype=torch.float32)
     hend = torch.empty(batch, n_seg, dim, n_state, **f32)
     dsum = torch.empty(batch, n_seg, dim, **f32)
-    grid = (batch, triton.cdiv(dim, block_d))
-    n_pad = triton.next_power_of_2(n_state)
+    grid = (batch, cdiv(dim, block_d))
+    n_pad = next_power_of_2(n_state)
     if n_seg > 1:
         _segment_state_kernel[grid + (n_seg - 1,)](
             u, delta, A, B, delta_bias, hend, dsum,
@@ -351,7 +352,7 @@ def selective_scan_seq_fwd(u, delta, A, B, C, D, z, delta_bias, h0, out, final, 
             num_warps=cfg.num_warps,
         )
         h0_ = h0 if h0 is not None else hend  # a stand-in pointer, never read when HAS_H0 is False
-        _segment_start_kernel[(batch, triton.cdiv(dim * n_state, 256))](
+        _segment_start_kernel[(batch, cdiv(dim * n_state, 256))](
             A, h0_, hend, dsum, dim, n_state, n_seg, *A.stride(),
             HAS_H0=h0 is not None, BLOCK=256,
         )
@@ -359,7 +360,7 @@ def selective_scan_seq_fwd(u, delta, A, B, C, D, z, delta_bias, h0, out, final, 
     _selective_scan_seq_fwd_kernel[grid + (n_seg,)](
         u, delta, A, B, C, D, z, delta_bias, h0, hend, dsum, out, final, chunks,
         dim, length, n_state, dim // lay.b_groups, dim // lay.c_groups, seg_len, n_seg,
-        triton.cdiv(length, chunk), 1,
+        cdiv(length, chunk), 1,
         *u.stride(), *delta.stride(), *A.stride(), *lay.b_strides, *lay.c_strides,
         *zz.stride(), *out.stride(),
         HAS_D=D is not None, HAS_Z=z is not None, HAS_BIAS=delta_bias is not None, HAS_H0=h0 is not None,
