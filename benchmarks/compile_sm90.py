@@ -102,7 +102,7 @@ def backward_variants() -> dict[str, tuple[object, dict, int]]:
     for block_t, warps, unroll in ((256, 1, 1), (512, 2, 1), (1024, 4, 1), (128, 1, 1), (256, 2, 1),
                                    (512, 4, 1), (1024, 8, 1), (512, 4, 2), (256, 2, 2), (512, 1, 1)):
         flags = dict(BWD_FLAGS, BLOCK_D=1, BLOCK_T=block_t, UNROLL_N=unroll,
-                     **fused_bwd.pair_bwd_flags(1, block_t, warps, 2, False, True))
+                     **fused_bwd.pair_bwd_flags(1, block_t, warps, 2, False))
         variants[f"bwd_{block_t}_{warps}w_u{unroll}"] = (fused_bwd._selective_scan_pair_bwd_kernel, flags, warps)
     return variants
 

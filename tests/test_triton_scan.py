@@ -151,12 +151,9 @@ def test_scan_gradient_through_one_output(used):
 @interpreted
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["fp32", "bf16"])
 def test_scan_backward_whole_chunks(dtype):
-    """L a multiple of the backward chunk: on a GPU the per-position dB/dC atomics are the inline-PTX ones
-    (four positions an instruction, no mask)."""
+    """L a multiple of every chunk length (no partial chunk anywhere: the unmasked tiles of the sequential
+    forward, whole backward chunks)."""
     length = 2048 if ON_CUDA else 32
-    if ON_CUDA:
-        flags = fused_bwd.pair_bwd_flags(1, fused.BWD_CONFIG.block_t, 1, dtype.itemsize, False, True)
-        assert flags["RED_PTX"], "the PTX atomics should serve this shape"
     _compare(_inputs(length, "var", dtype=dtype), softplus=True, reverse=False,
              rounding_factor=None if dtype == torch.float32 else 1.5, impl="sequential")
 

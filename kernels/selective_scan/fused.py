@@ -260,8 +260,7 @@ def _selective_scan_bwd(u, delta, A, B, C, D, z, delta_bias, chunks, dout, dfina
     dh0 = _fresh(torch.empty(batch, dim, n_state, **f32))
     dhT = dfinal.float().contiguous() if dfinal is not None else None
     zz = z if z is not None else u
-    flags = pair_bwd_flags(lay.block_d, block_t, cfg.num_warps, row_width(u, delta, dout, z, B, C), reverse,
-                           length % block_t == 0)
+    flags = pair_bwd_flags(lay.block_d, block_t, cfg.num_warps, row_width(u, delta, dout, z, B, C), reverse)
     _selective_scan_pair_bwd_kernel[(batch, cdiv(dim, lay.block_d))](
         u, delta, A, B, C, D, z, delta_bias, chunks, dout, dhT,
         du, ddelta, dz, dA, dB, dC, dD, dbias, dh0, pair_bwd_scratch(batch, dim, n_state, u.device),

@@ -29,7 +29,7 @@ import torch
 import triton
 import triton.language as tl
 
-from seqssm.kernels.selective_scan.ptx import RED_V4_PTX, rev_scan_ptx, warp_layout
+from seqssm.kernels.selective_scan.ptx import rev_scan_ptx, warp_layout
 from seqssm.kernels.selective_scan.tile_ops import bc_base, fwd_combine, load_dt, load_state_row
 
 LOG2E = tl.constexpr(1.4426950408889634)
@@ -42,43 +42,20 @@ def _rev_pair_combine(x_later, p_later, x_earlier, p_earlier):
 
 
 @functools.lru_cache(maxsize=64)
-def pair_bwd_flags(block_d: int, block_t: int, num_warps: int, elem_bytes: int, reverse: bool,
-                   whole_chunks: bool = False) -> dict:
+def pair_bwd_flags(block_d: int, block_t: int, num_warps: int, elem_bytes: int, reverse: bool) -> dict:
     """Compile-time flags of the pair backward: the inline-PTX reverse scan where ``ptx.warp_layout`` predicts
-    the tile layout, ``associative_scan`` otherwise; and the per-position dB/dC atomics as inline PTX, four
-    positions an instruction in the tile's own layout, where that layout has runs of at least 4 positions and
-    every chunk is whole (``whole_chunks``: L a multiple of ``block_t``, so no mask). Cached: building the PTX
-    text costs ~40 µs a call."""
+    the tile layout, ``associative_scan`` otherwise. Cached: building the PTX text costs ~40 µs a call."""
     vec, reps = warp_layout(block_d, block_t, num_warps, elem_bytes, reverse)
     if not vec:
-        return dict(VEC=1, REV_PTX="", REV_CONSTRAINTS="", RED_PTX=False)
+        return dict(VEC=1, REV_PTX="", REV_CONSTRAINTS="")
     items = vec * reps
     cons = ",".join(["=f"] * items + ["f"] * (3 * items))
-    return dict(VEC=items, REV_PTX=rev_scan_ptx(vec, reps), REV_CONSTRAINTS=cons,
-                RED_PTX=whole_chunks and vec % 4 == 0)
+    return dict(VEC=items, REV_PTX=rev_scan_ptx(vec, reps), REV_CONSTRAINTS=cons)
 
 
 @triton.jit
 def _add2(a1, b1, a2, b2):
     return a1 + a2, b1 + b2
-
-
-@triton.jit
-def _add_to_row(ptrs, x, mask):
-    """ptrs[i] += x[i] for this program's own rows (no other program writes them)."""
-    tl.store(ptrs, tl.load(ptrs, mask=mask, other=0.0) + x, mask=mask)
-
-
-@triton.jit
-def _add_per_position(base, X, pos, pos_2d, mask, mask_t, RED_PTX: tl.constexpr):
-    """Atomically add the channel sum of X ([BLOCK_D, BLOCK_T]) to base[pos]. ``RED_PTX`` (one channel, runs of
-    4+ positions a thread, no mask): the tile itself, by inline PTX in its own layout; ``tl.atomic_add`` picks
-    runs of 4 fp32 and moving the tile into them cost ~50 shuffles, selects and branches a state (sm_90a)."""
-    if RED_PTX:
-        tl.inline_asm_elementwise(RED_V4_PTX, "=f,=f,=f,=f,l,l,l,l,f,f,f,f", [(base + pos_2d).to(tl.int64), X],
-                                  dtype=tl.float32, is_pure=False, pack=4)
-    else:
-        tl.atomic_add(base + pos, tl.sum(X, axis=0), mask=mask_t, sem="relaxed")
 
 
 @triton.jit
@@ -97,7 +74,7 @@ def _selective_scan_pair_bwd_kernel(
     SOFTPLUS: tl.constexpr, B_VAR: tl.constexpr, C_VAR: tl.constexpr, REVERSE: tl.constexpr,
     BLOCK_D: tl.constexpr, BLOCK_T: tl.constexpr, N_PAD: tl.constexpr,
     UNROLL_N: tl.constexpr, STAGES: tl.constexpr, VEC: tl.constexpr, REV_PTX: tl.constexpr,
-    REV_CONSTRAINTS: tl.constexpr, RED_PTX: tl.constexpr,
+    REV_CONSTRAINTS: tl.constexpr,
 ):
     pid_b = tl.program_id(0).to(tl.int64)
     d0 = tl.program_id(1) * BLOCK_D
@@ -133,15 +110,9 @@ def _selective_scan_pair_bwd_kernel(
         G0 = tl.zeros((BLOCK_D, N_PAD), dtype=tl.float32)
     tl.store(carry_ptr + state_offs, G0, mask=state_mask)
     tl.debug_barrier()
-    # dA (and dB, dC when constant) are summed over the chunks in their output rows, one state at a time: a
-    # [BLOCK_D, N] register tile would need a compare and select per element for every state (sm_90a: 32 of
-    # the state loop's 431 instructions). The barrier at the end of each chunk orders the read after the write.
-    zero = tl.zeros((BLOCK_D, N_PAD), dtype=tl.float32)
-    tl.store(dA_ptr + state_offs, zero, mask=state_mask)
-    if not B_VAR:
-        tl.store(dB_ptr + state_offs, zero, mask=state_mask)
-    if not C_VAR:
-        tl.store(dC_ptr + state_offs, zero, mask=state_mask)
+    dA_acc = tl.zeros((BLOCK_D, N_PAD), dtype=tl.float32)
+    dB_acc = tl.zeros((BLOCK_D, N_PAD), dtype=tl.float32)
+    dC_acc = tl.zeros((BLOCK_D, N_PAD), dtype=tl.float32)
     dD_acc = tl.zeros((BLOCK_D,), dtype=tl.float32)
     dbias_acc = tl.zeros((BLOCK_D,), dtype=tl.float32)
     is_first = offs_j[None, :] == 0
@@ -208,15 +179,17 @@ def _selective_scan_pair_bwd_kernel(
             gB += g * B_n
             dA_n, G_next = tl.reduce((gh * dt, tl.where(is_first, a * g, 0.0)), axis=1, combine_fn=_add2)
             tl.store(write_slot + state_row + n, G_next, mask=mask_d)
-            _add_to_row(dA_ptr + state_row + n, dA_n, mask_d)
+            dA_acc += tl.where(offs_n[None, :] == n, dA_n[:, None], 0.0)
             if B_VAR:
-                _add_per_position(dB_base + n * length, g * dtu, pos, pos_2d, mask, mask_t, RED_PTX)
+                dB_row = tl.sum(g * dtu, axis=0)
+                tl.atomic_add(dB_base + n * length + pos, dB_row, mask=mask_t, sem="relaxed")
             else:
-                _add_to_row(dB_ptr + state_row + n, tl.sum(g * dtu, axis=1), mask_d)
+                dB_acc += tl.where(offs_n[None, :] == n, tl.sum(g * dtu, axis=1)[:, None], 0.0)
             if C_VAR:
-                _add_per_position(dC_base + n * length, h * dy, pos, pos_2d, mask, mask_t, RED_PTX)
+                dC_row = tl.sum(h * dy, axis=0)
+                tl.atomic_add(dC_base + n * length + pos, dC_row, mask=mask_t, sem="relaxed")
             else:
-                _add_to_row(dC_ptr + state_row + n, tl.sum(h * dy, axis=1), mask_d)
+                dC_acc += tl.where(offs_n[None, :] == n, tl.sum(h * dy, axis=1)[:, None], 0.0)
         ddt += gB * u
         du = gB * dt
         if HAS_D:
@@ -242,6 +215,11 @@ def _selective_scan_pair_bwd_kernel(
 
     G = tl.load(carry_ptr + (n_chunks % 2) * slot + state_offs, mask=state_mask, other=0.0)
     tl.store(dh0_ptr + state_offs, G, mask=state_mask)
+    tl.store(dA_ptr + state_offs, dA_acc, mask=state_mask)
+    if not B_VAR:
+        tl.store(dB_ptr + state_offs, dB_acc, mask=state_mask)
+    if not C_VAR:
+        tl.store(dC_ptr + state_offs, dC_acc, mask=state_mask)
     if HAS_D:
         tl.store(dD_ptr + pid_b * dim + offs_d, dD_acc, mask=mask_d)
     if HAS_BIAS:

@@ -15,10 +15,6 @@ import triton.language as tl
 # its fp32. ptxas spends a PRMT and a shift on the high half; an AND does it in one.
 BF16_PAIR_PTX = tl.constexpr("shl.b32 $0, $2, 16;\nand.b32 $1, $2, 0xFFFF0000;")
 
-# Four consecutive fp32 added to global memory in one instruction (pack=4: $4 the first element's address, $8-$11
-# the values; the returned old values are not used, so ptxas makes it a RED).
-RED_V4_PTX = tl.constexpr("atom.global.gpu.relaxed.add.v4.f32 {$0, $1, $2, $3}, [$4], {$8, $9, $10, $11};")
-
 
 def rev_scan_ptx(vec: int, reps: int) -> str:
     """PTX of the reverse scan g_t = x_t + a_{t+1} g_{t+1} over one warp's chunk, as inline assembly.
