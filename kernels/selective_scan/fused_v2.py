@@ -12,11 +12,11 @@ sequence is cut into S segments (whole CHUNKs each) run side by side:
 3. ``_selective_scan_seq_fwd_kernel``: each segment scans again from its start state, writing the output,
    the final state and, every CHUNK positions, the state that ``fused.py``'s backward restarts from.
 
-u, Δ, z and the output move as [BLOCK_D, TT] tiles (TT positions a thread, one wide access) and a static loop
-over the TT columns picks one out per step; B_t and C_t are loaded per step as [N] rows, the same for every
-lane. The exp work is done twice (passes 1 and 3). The per-step B/C loads (load, convert, address) keep it at
-~11 (pass 1) and ~16 (pass 3) SASS instructions per update rather than the ~5 of the arithmetic alone; see
-benchmarks/NOTES-scan.md.
+u, Δ, z and the output move as [BLOCK_D, TT] tiles (TT positions a thread, one 16-byte access). Inside a tile
+the loop runs states outer, positions inner: the states are independent in the recurrence (only C·h sums them),
+so state n's B and C over the tile are one 16-byte row each, read as a [BLOCK_D, TT] tile that every lane reads
+alike (no per-step loads), and picking position j of a tile is a register move. The exp work is done twice
+(passes 1 and 3): ~8 + ~12 SASS instructions per state update on sm_90a (benchmarks/NOTES-scan.md, run 10).
 """
 
 from __future__ import annotations
