@@ -13,6 +13,7 @@ import triton.language as tl
 
 from seqssm.errors import InputError
 from seqssm.kernels.host import cdiv, next_power_of_2
+from seqssm.kernels.selective_scan.tile_ops import softplus
 
 # Tests set POISON so that every fresh output buffer starts as NaN and an element no kernel wrote shows up.
 POISON = False
@@ -53,7 +54,7 @@ def _selective_state_update_fwd_kernel(
     if HAS_BIAS:
         dt += tl.load(bias_ptr + offs_d, mask=mask_d, other=0.0).to(tl.float32)
     if SOFTPLUS:
-        dt = tl.where(dt <= 20.0, tl.log(1.0 + tl.exp(dt)), dt)
+        dt = softplus(dt)
     A = tl.load(A_ptr + offs_d[:, None] * s_A_d + offs_n[None, :] * s_A_n, mask=mask, other=0.0)
     B_ptrs = B_ptr + pid_b * s_B_b + (offs_d // b_cpg)[:, None] * s_B_g + offs_n[None, :] * s_B_n
     B = tl.load(B_ptrs, mask=mask, other=0.0).to(tl.float32)

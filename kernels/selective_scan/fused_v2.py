@@ -88,24 +88,36 @@ def _tile(ptrs, mask, EVEN: tl.constexpr, BF16_PTX: tl.constexpr):
 
 
 @triton.jit
-def _state_row(base, n: tl.constexpr, n_state, s_n, pos_2d, s_l, mask, mask_d, VAR: tl.constexpr,
+def _state_rows(base, offs_n, s_n, nd_mask, VAR: tl.constexpr):
+    """A constant B or C as its [BLOCK_D, N_PAD] fp32 tile (padded states 0), loaded once before the loop; 0.0
+    (unused) when it varies per position."""
+    if VAR:
+        rows = 0.0
+    else:
+        rows = tl.load(base[:, None] + offs_n[None, :] * s_n, mask=nd_mask, other=0.0).to(tl.float32)
+    return rows
+
+
+@triton.jit
+def _state_row(base, rows, n: tl.constexpr, n_state, s_n, pos_2d, s_l, mask, offs_n, VAR: tl.constexpr,
                EVEN_N: tl.constexpr, EVEN: tl.constexpr, BF16_PTX: tl.constexpr, OFF32: tl.constexpr):
     """State n's B or C over the tile's TT positions as fp32, [BLOCK_D, TT] when per position (the same in
     every row: the lanes read the same bytes, and the tile has u's layout, so column j is a register), else
-    [BLOCK_D, 1]. Padded states read as 0. ``OFF32``: address each row by one 32-bit offset from the group
-    base instead of a row pointer; the compiler hoists the N row pointers out of the loop, 2 registers each
-    (sm_90a: 168 -> 140 registers in the output pass; the state pass, with half the rows, is better without).
+    column n of the preloaded ``rows`` as [BLOCK_D, 1]. Padded states read as 0. ``OFF32``: address each row by
+    one 32-bit offset from the group base instead of a row pointer; the compiler hoists the N row pointers out
+    of the loop, 2 registers each (sm_90a: 168 -> 140 registers in the output pass; the state pass, with half
+    the rows, is better without).
     """
-    n_c = n if EVEN_N else tl.minimum(n, n_state - 1)
     if VAR:
+        n_c = n if EVEN_N else tl.minimum(n, n_state - 1)
         if OFF32:
             row = _tile(base + (n_c * s_n + pos_2d * s_l), mask, EVEN, BF16_PTX)
         else:
             row = _tile(base + n_c * s_n + pos_2d * s_l, mask, EVEN, BF16_PTX)
+        if not EVEN_N:
+            row = tl.where(n < n_state, row, 0.0)
     else:
-        row = tl.load(base + n_c * s_n, mask=mask_d, other=0.0).to(tl.float32)[:, None]
-    if not EVEN_N:
-        row = tl.where(n < n_state, row, 0.0)
+        row = _pick(rows, offs_n, n)[:, None]
     return row
 
 
@@ -125,9 +137,22 @@ def _scan_state(h, A2, dt, dtu, B_n, offs_n, offs_tt, n: tl.constexpr, TT: tl.co
 
 
 @triton.jit
+def _tile_positions(tb, offs_tt, length, mask_d, REVERSE: tl.constexpr, BLOCK_D: tl.constexpr, TT: tl.constexpr):
+    """The positions of the tile starting at scan step tb ([TT]; counted from the end when ``REVERSE``), its
+    [BLOCK_D, TT] mask and the positions broadcast to the tile's shape (the state rows' pointer tile)."""
+    t = tb + offs_tt
+    if REVERSE:
+        pos = length - 1 - t
+    else:
+        pos = t
+    mask = mask_d[:, None] & (t < length)[None, :]
+    return pos, mask, tl.broadcast_to(pos[None, :], (BLOCK_D, TT))
+
+
+@triton.jit
 def _tile_inputs(u_base, dt_base, pos, s_u_l, s_dt_l, mask, bias, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr,
                  EVEN: tl.constexpr, BF16_PTX: tl.constexpr):
-    """(Δ, Δ·u) as [BLOCK_D, TT] fp32 tiles, Δ = softplus(Δ + bias) when asked, 0 where ``mask`` is False."""
+    """(u, Δ) as [BLOCK_D, TT] fp32 tiles, Δ = softplus(Δ + bias) when asked, 0 where ``mask`` is False."""
     u = _tile(u_base + pos[None, :] * s_u_l, mask, EVEN, BF16_PTX)
     dt = _tile(dt_base + pos[None, :] * s_dt_l, mask, EVEN, BF16_PTX)
     if HAS_BIAS:
@@ -168,6 +193,7 @@ def _segment_state_kernel(
     nd_mask = mask_d[:, None] & mask_n[None, :]
     A2 = tl.load(A_ptr + offs_d[:, None] * s_A_d + offs_n[None, :] * s_A_n, mask=nd_mask, other=0.0) * LOG2E
     B_base = bc_base(B_ptr, pid_b, d0, offs_d, b_cpg, s_B_b, s_B_g, B_VAR)
+    B_rows = _state_rows(B_base, offs_n, s_B_n, nd_mask, B_VAR)
     bias = tl.load(bias_ptr + offs_d, mask=mask_d, other=0.0).to(tl.float32) if HAS_BIAS else 0.0
 
     h = tl.zeros((BLOCK_D, N_PAD), dtype=tl.float32)
@@ -175,21 +201,13 @@ def _segment_state_kernel(
     t0 = seg * seg_len
     # Counting from 0 in steps of TT lets the compiler prove tile starts are multiples of TT (wide loads).
     for tr in range(0, seg_len, TT):
-        tb = t0 + tr
-        t = tb + offs_tt
-        mask_t = t < length
-        if REVERSE:
-            pos = length - 1 - t
-        else:
-            pos = t
-        mask = mask_d[:, None] & mask_t[None, :]
-        pos_2d = tl.broadcast_to(pos[None, :], (BLOCK_D, TT))
+        pos, mask, pos_2d = _tile_positions(t0 + tr, offs_tt, length, mask_d, REVERSE, BLOCK_D, TT)
         u, dt = _tile_inputs(u_base, dt_base, pos, s_u_l, s_dt_l, mask, bias, HAS_BIAS, SOFTPLUS, EVEN, BF16_PTX)
         dtu = dt * u
         dsum += tl.sum(dt, axis=1)
         for n in tl.static_range(N_PAD):
-            B_n = _state_row(B_base, n, n_state, s_B_n, pos_2d, s_B_l, mask, mask_d, B_VAR, EVEN_N, EVEN, BF16_PTX,
-                             False)
+            B_n = _state_row(B_base, B_rows, n, n_state, s_B_n, pos_2d, s_B_l, mask, offs_n, B_VAR, EVEN_N, EVEN,
+                             BF16_PTX, False)
             h, _ = _scan_state(h, A2, dt, dtu, B_n, offs_n, offs_tt, n, TT, False)
 
     out_offs = ((pid_b * n_seg + seg) * dim + offs_d[:, None]) * n_state + offs_n[None, :] * s_n
@@ -256,6 +274,8 @@ def _selective_scan_seq_fwd_kernel(
     A2 = tl.load(A_ptr + offs_d[:, None] * s_A_d + offs_n[None, :] * s_A_n, mask=nd_mask, other=0.0) * LOG2E
     B_base = bc_base(B_ptr, pid_b, d0, offs_d, b_cpg, s_B_b, s_B_g, B_VAR)
     C_base = bc_base(C_ptr, pid_b, d0, offs_d, c_cpg, s_C_b, s_C_g, C_VAR)
+    B_rows = _state_rows(B_base, offs_n, s_B_n, nd_mask, B_VAR)
+    C_rows = _state_rows(C_base, offs_n, s_C_n, nd_mask, C_VAR)
     if HAS_D:
         Dv = tl.load(D_ptr + offs_d, mask=mask_d, other=0.0).to(tl.float32)
     bias = tl.load(bias_ptr + offs_d, mask=mask_d, other=0.0).to(tl.float32) if HAS_BIAS else 0.0
@@ -275,18 +295,10 @@ def _selective_scan_seq_fwd_kernel(
         tb = t0 + tr
         if STORE_CHUNKS:
             if tb % CHUNK == 0:
-                t_c = tb
-                hc_offs = ((pid_b * n_chunks + t_c // CHUNK) * dim + offs_d[:, None]) * n_state
+                hc_offs = ((pid_b * n_chunks + tb // CHUNK) * dim + offs_d[:, None]) * n_state
                 hc_offs += offs_n[None, :] * s_n
                 tl.store(hc_ptr + hc_offs, h, mask=nd_mask)
-        t = tb + offs_tt
-        mask_t = t < length
-        if REVERSE:
-            pos = length - 1 - t
-        else:
-            pos = t
-        mask = mask_d[:, None] & mask_t[None, :]
-        pos_2d = tl.broadcast_to(pos[None, :], (BLOCK_D, TT))
+        pos, mask, pos_2d = _tile_positions(tb, offs_tt, length, mask_d, REVERSE, BLOCK_D, TT)
         u, dt = _tile_inputs(u_base, dt_base, pos, s_u_l, s_dt_l, mask, bias, HAS_BIAS, SOFTPLUS, EVEN, BF16_PTX)
         dtu = dt * u
         if HAS_D:
@@ -294,11 +306,11 @@ def _selective_scan_seq_fwd_kernel(
         else:
             y = tl.zeros((BLOCK_D, TT), dtype=tl.float32)
         for n in tl.static_range(N_PAD):
-            B_n = _state_row(B_base, n, n_state, s_B_n, pos_2d, s_B_l, mask, mask_d, B_VAR, EVEN_N, EVEN, BF16_PTX,
-                             True)
+            B_n = _state_row(B_base, B_rows, n, n_state, s_B_n, pos_2d, s_B_l, mask, offs_n, B_VAR, EVEN_N, EVEN,
+                             BF16_PTX, True)
             h, hs = _scan_state(h, A2, dt, dtu, B_n, offs_n, offs_tt, n, TT, True)
-            y += hs * _state_row(C_base, n, n_state, s_C_n, pos_2d, s_C_l, mask, mask_d, C_VAR, EVEN_N, EVEN,
-                                 BF16_PTX, True)
+            y += hs * _state_row(C_base, C_rows, n, n_state, s_C_n, pos_2d, s_C_l, mask, offs_n, C_VAR, EVEN_N,
+                                 EVEN, BF16_PTX, True)
         if HAS_Z:
             zz = _tile(z_ptr + pid_b * s_z_b + row * s_z_d + pos[None, :] * s_z_l, mask, EVEN, BF16_PTX)
             y *= zz * tl.sigmoid(zz)
