@@ -219,29 +219,57 @@ def output_errors(impls, reverse: bool = False) -> dict[str, float]:
 FWD_CANDIDATES = [ScanConfig(*c) for c in [
     (4, 256, 4, 4), (4, 256, 4, 8), (4, 256, 4, 16), (2, 256, 2, 8), (8, 256, 8, 4), (8, 256, 8, 8), (1, 512, 2, 4),
     (1, 512, 2, 8), (4, 256, 4, 4, 2), (1, 256, 1, 8), (1, 512, 4, 4), (2, 512, 4, 4)]]
-# One channel and one warp a program is where the backward's PTX scan applies (run 7: (1, 256, 1) fastest).
-BWD_CANDIDATES = [ScanConfig(*c) for c in [(1, 256, 1), (1, 512, 1), (1, 256, 1, 2), (1, 512, 2)]]
+# One channel and one warp a program is where the backward's PTX scan applies (run 7: (1, 256, 1) fastest);
+# maxnreg trades spills for warps an SM. Several channels a program, one warp each, summing their dB/dC rows
+# before the atomics, was 2-5x slower (run 14: a shared-memory reduction and barrier a state).
+BWD_CANDIDATES = [ScanConfig(*c) for c in [(1, 256, 1), (1, 256, 1, 1, 1, 128), (1, 512, 2), (1, 128, 1)]]
 
 
-def _fastest(kind: str, candidates, configs, length: int, log: list[str]) -> ScanConfig | None:
-    """The candidate with the smallest forward (kind "fwd") or backward-only ("bwd") time at L = length."""
+def grads_agree(bwd_cfg: ScanConfig, length: int = 4000) -> float:
+    """Largest relative difference (norm) over out and every gradient between the backward with ``bwd_cfg`` and
+    with the default ``BWD_CONFIG`` on the same bf16 inputs: a launch shape must not change the result beyond
+    the order of the fp32 atomics."""
+    x = make_inputs(length, seed=2)
+    dout = torch.randn_like(x["u"])
+    results = []
+    for cfg in (BWD_CONFIG, bwd_cfg):
+        leaves = {k: v.detach().clone().requires_grad_() for k, v in x.items()}
+        out = selective_scan_fused(**leaves, delta_softplus=True, bwd_config=cfg)
+        out.backward(dout)
+        results.append([out.detach()] + [leaves[k].grad for k in sorted(leaves)])
+    return max(((a.double() - b.double()).norm() / b.double().norm()).item() for a, b in zip(*results, strict=True))
+
+
+def _fastest(kind: str, candidates, configs, length: int, log: list[str], also=()) -> ScanConfig | None:
+    """The candidate with the smallest forward (kind "fwd") or backward-only ("bwd") time at L = length (times
+    at the lengths ``also`` are logged beside); the backward behind the default (sequential) forward, and only
+    if its gradients agree with BWD_CONFIG's."""
     timed = []
     for cand in candidates:
         fc, bc = configs(cand)
 
         def fn(fc=fc, bc=bc, **x):
-            return selective_scan_fused(**x, delta_softplus=True, fwd_impl="tile", fwd_config=fc, bwd_config=bc)
+            impl = "tile" if kind == "fwd" else "sequential"
+            return selective_scan_fused(**x, delta_softplus=True, fwd_impl=impl, fwd_config=fc, bwd_config=bc)
 
         t0 = time.time()
         try:
-            row = measure_scan(fn, length, do_bwd=kind == "bwd")
+            if kind == "bwd":
+                diff = grads_agree(bc)
+                if diff > 1e-3:
+                    log.append(f"bwd {tuple(cand)}: gradients differ from {tuple(BWD_CONFIG)} by {diff:.2e}; "
+                               "left out")
+                    print(log[-1], flush=True)
+                    continue
+            rows = [measure_scan(fn, n, do_bwd=kind == "bwd") for n in (length, *also)]
         except Exception as err:  # a shape that fails to compile or run is reported, not fatal
             log.append(f"{kind} {tuple(cand)}: failed {err!r:.300}")
             print(log[-1], flush=True)
             continue
-        ms = row["fwd_ms"] if kind == "fwd" else row["fwdbwd_ms"] - row["fwd_ms"]
-        timed.append((ms, cand))
-        log.append(f"{kind} {tuple(cand)}: {ms:.3f} ms ({time.time() - t0:.1f} s with compile)")
+        ms = [r["fwd_ms"] if kind == "fwd" else r["fwdbwd_ms"] - r["fwd_ms"] for r in rows]
+        timed.append((ms[0], cand))
+        at = ", ".join(f"{t:.3f} ms at {n:,}" for t, n in zip(ms, (length, *also), strict=True))
+        log.append(f"{kind} {tuple(cand)}: {at} ({time.time() - t0:.1f} s with compile)")
         print(log[-1], flush=True)
     return min(timed)[1] if timed else None
 
@@ -270,10 +298,11 @@ def seq_sweep(length: int, log: list[str]) -> SeqConfig:
     return min(timed)[1] if timed else SEQ_CONFIG
 
 
-def sweep(length: int, log: list[str]) -> tuple[ScanConfig, ScanConfig]:
-    """Time launch shapes of the forward, then of the backward behind the fastest forward."""
-    fwd = _fastest("fwd", FWD_CANDIDATES, lambda c: (c, BWD_CONFIG), length, log) or FWD_CONFIG
-    bwd = _fastest("bwd", BWD_CANDIDATES, lambda c: (fwd, c), length, log) or BWD_CONFIG
+def sweep(length: int, log: list[str], bwd_only: bool = False, also=()) -> tuple[ScanConfig, ScanConfig]:
+    """Time launch shapes of the tile forward (unless bwd_only), then of the backward."""
+    fwd = FWD_CONFIG if bwd_only else _fastest("fwd", FWD_CANDIDATES, lambda c: (c, BWD_CONFIG), length, log)
+    fwd = fwd or FWD_CONFIG
+    bwd = _fastest("bwd", BWD_CANDIDATES, lambda c: (fwd, c), length, log, also) or BWD_CONFIG
     return fwd, bwd
 
 
@@ -281,7 +310,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, default=Path("."))
     parser.add_argument("--sweep", action="store_true", help="sweep launch shapes at --sweep-length first")
-    parser.add_argument("--sweep-length", type=int, default=65536)
+    parser.add_argument("--bwd-sweep", action="store_true", help="sweep the backward's launch shapes alone")
+    parser.add_argument("--sweep-length", type=int, default=65536, help="the length at which shapes are chosen")
+    parser.add_argument("--sweep-also", type=int, nargs="*", default=[], help="more lengths the sweep times")
     parser.add_argument("--sweep-only", action="store_true", help="write the chosen shapes to OUT/sweep.json, stop")
     parser.add_argument("--configs", type=Path, help="a sweep.json from an earlier --sweep to take shapes from")
     parser.add_argument("--lengths", type=int, nargs="*", default=list(LENGTHS))
@@ -295,8 +326,8 @@ def main() -> None:
     torch.manual_seed(0)
     log: list[str] = []
     fwd_cfg, bwd_cfg = FWD_CONFIG, BWD_CONFIG
-    if args.sweep:
-        fwd_cfg, bwd_cfg = sweep(args.sweep_length, log)
+    if args.sweep or args.bwd_sweep:
+        fwd_cfg, bwd_cfg = sweep(args.sweep_length, log, bwd_only=args.bwd_sweep, also=args.sweep_also)
         log.append(f"chosen fwd {fwd_cfg}, bwd {bwd_cfg}")
         print(log[-1], flush=True)
         (args.out / "sweep.json").write_text(json.dumps({"fwd": fwd_cfg, "bwd": bwd_cfg, "log": log}, indent=1))

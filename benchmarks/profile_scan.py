@@ -3,7 +3,7 @@ profiler) beside the CUDA-event time of the whole step, for seqssm's Triton scan
 importable. The difference is time the GPU waited for the host (launches, autograd, allocations), which
 matters at short L.
 
-    python benchmarks/profile_scan.py --lengths 4096 16384 65536
+    python benchmarks/profile_scan.py --lengths 4096 16384 65536 [--host-profile] [--trace DIR]
 """
 
 from __future__ import annotations
@@ -15,12 +15,14 @@ import pstats
 import statistics
 import time
 from collections import defaultdict
+from pathlib import Path
 
 import torch
 from bench_scan import DIM, make_inputs, scan_impls, time_ms
 from torch.profiler import ProfilerActivity, profile
 
-from seqssm.kernels.selective_scan.fused import BWD_CONFIG, FWD_CONFIG
+from seqssm.kernels.host import DirectLauncher
+from seqssm.kernels.selective_scan.fused import BWD_CONFIG, FWD_CONFIG, selective_scan_fused
 from seqssm.kernels.selective_scan.fused_v2 import SEQ_CONFIG
 
 
@@ -63,11 +65,74 @@ def host_profile(fn, top: int = 25) -> str:
     return out.getvalue()
 
 
+class _Null(torch.autograd.Function):
+    """An autograd function with the scan's inputs that does no work: the engine's own cost."""
+
+    @staticmethod
+    def forward(ctx, grads, *xs):
+        ctx.grads = grads
+        return torch.empty_like(xs[0])
+
+    @staticmethod
+    def backward(ctx, dout):
+        return (None, *ctx.grads)
+
+
+def host_breakdown(length: int) -> None:
+    """Host milliseconds of the pieces of one step of seqssm's scan at L = length: each kernel launch through
+    the direct launcher and through ``JITFunction.run``, the forward and backward with either, an allocation,
+    and autograd alone (a function with the same inputs that does nothing)."""
+    x = {k: v.requires_grad_() for k, v in make_inputs(length).items()}
+    dout = torch.randn(1, DIM, length, device="cuda", dtype=torch.bfloat16)
+
+    def fwd():
+        return selective_scan_fused(**x, delta_softplus=True)
+
+    calls = []
+    launch = DirectLauncher._launch
+    DirectLauncher._launch = lambda self, grid, args, kwargs: (calls.append((self, grid, args, kwargs)),
+                                                               launch(self, grid, args, kwargs))
+    fwd().backward(dout)
+    DirectLauncher._launch = launch
+    torch.cuda.synchronize()
+    rows = []
+    for self, grid, args, kwargs in calls:
+        direct = host_ms(lambda s=self, g=grid, a=args, k=kwargs: s._launch(g, a, k), reps=50)
+        jit = host_ms(lambda s=self, g=grid, a=args, k=kwargs: s.fn[g](*a, **k), reps=50)
+        rows.append((f"launch {self.fn.__name__}: direct / JITFunction.run", direct, jit))
+    for enabled in (True, False):
+        DirectLauncher.enabled = enabled
+        with torch.no_grad():
+            fwd_ng = host_ms(fwd, reps=50)
+        fwd_g = host_ms(fwd, reps=50)
+        bwd = host_ms(lambda out: out.backward(dout), reps=50, setup=fwd)
+        step = time_ms(lambda: fwd().backward(dout), 20)
+        rows.append((f"{'direct' if enabled else 'JIT'} launches: forward no grad / with grad", fwd_ng, fwd_g))
+        rows.append((f"{'direct' if enabled else 'JIT'} launches: backward / step (CUDA events)", bwd, step))
+    DirectLauncher.enabled = True
+    u = x["u"]
+    rows.append(("torch.empty_like(u) / torch.zeros(2, 1, 16, L)", host_ms(lambda: torch.empty_like(u), reps=100),
+                 host_ms(lambda: torch.zeros(2, 1, 16, length, device="cuda"), reps=100)))
+    grads = [torch.zeros_like(v) for v in x.values()]
+    null_bwd = host_ms(lambda out: out.backward(dout), reps=50, setup=lambda: _Null.apply(grads, *x.values()))
+    rows.append(("null autograd function: forward / backward", host_ms(lambda: _Null.apply(grads, *x.values()),
+                                                                        reps=50), null_bwd))
+    print(f"\nhost breakdown, L = {length} (ms, median, GPU drained before each):")
+    for name, a, b in rows:
+        print(f"  {name:<70} {a:7.3f} / {b:7.3f}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--lengths", type=int, nargs="*", default=[4096, 16384, 65536])
     parser.add_argument("--host-profile", action="store_true", help="also cProfile the host side of each step")
+    parser.add_argument("--breakdown", action="store_true", help="only the host-time breakdown of seqssm's step")
+    parser.add_argument("--trace", type=Path, help="also write a Chrome trace (host and GPU) of 3 steps here")
     args = parser.parse_args()
+    if args.breakdown:
+        for length in args.lengths:
+            host_breakdown(length)
+        return
     impls = scan_impls(FWD_CONFIG, BWD_CONFIG, SEQ_CONFIG, quick=True)
     for length in args.lengths:
         for name, (fn, _) in impls.items():
@@ -94,6 +159,14 @@ def main() -> None:
                 print(f"  {ms:8.3f} ms  {kname}")
             if args.host_profile:
                 print(host_profile(step))
+            if args.trace:
+                args.trace.mkdir(parents=True, exist_ok=True)
+                with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+                    for _ in range(3):
+                        step()
+                    torch.cuda.synchronize()
+                slug = name.split()[0].replace(",", "")
+                prof.export_chrome_trace(str(args.trace / f"{slug}_{length}.json"))
 
 
 if __name__ == "__main__":

@@ -1,11 +1,22 @@
-"""Host-side integer helpers for launching the Triton kernels.
+"""Host-side helpers for launching the Triton kernels.
 
-``triton.cdiv`` and ``triton.next_power_of_2`` are ``ConstexprFunction`` objects: called from Python they
-cost ~5 µs each, and a scan step calls them a dozen times. On short sequences the GPU waits for the host, so
-the launch code uses these plain versions (inside ``@triton.jit`` code the Triton ones stay).
+On short sequences the GPU waits for the host, so the launch path is kept lean:
+
+- ``triton.cdiv`` and ``triton.next_power_of_2`` are ``ConstexprFunction`` objects: called from Python they
+  cost ~5 µs each, and a scan step calls them a dozen times; the plain versions here serve the launch code
+  (inside ``@triton.jit`` code the Triton ones stay).
+- ``JITFunction.run`` spends ~100 µs of Python on each launch of a 60-argument kernel on the H200 machine
+  (binding and specializing every argument, knob look-ups, a cache key built as a string, launch metadata for
+  hooks nobody set): four launches a training step at L = 16 k cost more host time than the GPU needs for the
+  forward. :class:`DirectLauncher` calls the compiled kernel's launcher itself once a specialization has been
+  compiled (benchmarks/NOTES-scan.md, run 14).
 """
 
 from __future__ import annotations
+
+import torch
+import triton
+from triton.runtime import driver
 
 
 def cdiv(a: int, b: int) -> int:
@@ -16,3 +27,72 @@ def cdiv(a: int, b: int) -> int:
 def next_power_of_2(n: int) -> int:
     """The smallest power of two >= n (1 for n <= 1)."""
     return 1 << max(n - 1, 0).bit_length()
+
+
+def launch_options(cfg) -> dict:
+    """Launch keywords of a launch-shape config with ``num_warps`` and ``maxnreg`` fields: maxnreg only when
+    set (a register cap: fewer registers a thread, more warps an SM)."""
+    return {"num_warps": cfg.num_warps, **({"maxnreg": cfg.maxnreg} if cfg.maxnreg else {})}
+
+
+def _spec(arg):
+    """What Triton specializes a launch argument on, or finer: a tensor's dtype and 16-byte alignment; an
+    integer's being 1, its divisibility by 16 and its width (i32, i64, u64); a float's type; other values
+    (None, bools, constexpr values) as they are."""
+    if isinstance(arg, torch.Tensor):
+        return arg.dtype, arg.data_ptr() % 16 == 0
+    if type(arg) is int:
+        return arg == 1, arg % 16 == 0, -2**31 <= arg < 2**31, arg < 2**63
+    if type(arg) is float:
+        return float
+    return arg
+
+
+def _hooked(hook) -> bool:
+    """Whether a launch hook is set (a HookChain with calls, or a plain callable)."""
+    return hook is not None and bool(getattr(hook, "calls", True))
+
+
+class DirectLauncher:
+    """``launcher[grid](*args, **constexprs_and_options)`` as ``kernel[grid](...)``, with less host time.
+
+    The first launch of each specialization goes through ``JITFunction.run`` (which compiles), and the
+    compiled kernel is kept under a key at least as fine as Triton's own specialization (``_spec`` of every
+    positional argument, the keyword values, the device). Later launches call the compiled kernel's C launcher
+    directly. The interpreter, and launch hooks that a profiler has set, always take the JITFunction path.
+    Positional arguments must be the kernel's non-constexpr parameters in order; keywords the rest.
+    """
+
+    # Benchmarks switch this off to measure what the direct path saves.
+    enabled = True
+
+    def __init__(self, fn: triton.runtime.JITFunction, max_entries: int = 256):
+        self.fn = fn
+        self.max_entries = max_entries
+        self._cache: dict = {}
+
+    def __getitem__(self, grid: tuple[int, ...]):
+        return lambda *args, **kwargs: self._launch(grid, args, kwargs)
+
+    def _launch(self, grid, args, kwargs) -> None:
+        knobs = triton.knobs.runtime
+        if (not self.enabled or knobs.interpret or _hooked(knobs.launch_enter_hook)
+                or _hooked(knobs.launch_exit_hook)):
+            self.fn[grid](*args, **kwargs)
+            return
+        device = torch.cuda.current_device()
+        key = (device, tuple(map(_spec, args)), tuple(kwargs.items()))
+        hit = self._cache.get(key)
+        if hit is None:
+            kernel = self.fn[grid](*args, **kwargs)
+            if hasattr(kernel, "result"):
+                kernel = kernel.result()
+            if len(self._cache) >= self.max_entries:
+                self._cache.clear()
+            consts = tuple(kwargs[name] for name in self.fn.arg_names[len(args):])
+            self._cache[key] = (kernel, consts)
+            return
+        kernel, consts = hit
+        grid = (*grid, 1, 1)
+        kernel.run(grid[0], grid[1], grid[2], driver.active.get_current_stream(device), kernel.function,
+                   kernel.packed_metadata, None, None, None, *args, *consts)

@@ -28,7 +28,7 @@ import triton
 import triton.language as tl
 
 from seqssm.errors import InputError
-from seqssm.kernels.host import cdiv, next_power_of_2
+from seqssm.kernels.host import DirectLauncher, cdiv, launch_options, next_power_of_2
 from seqssm.kernels.selective_scan.fused_bwd import (
     _selective_scan_pair_bwd_kernel,
     pair_bwd_flags,
@@ -51,13 +51,15 @@ LOG2E = tl.constexpr(1.4426950408889634)
 
 class ScanConfig(NamedTuple):
     """Launch shape of one kernel: channels and positions per tile, warps per program, how many times the
-    loop over states is unrolled and how many chunks the loop over L keeps in flight (software pipelining)."""
+    loop over states is unrolled, how many chunks the loop over L keeps in flight (software pipelining) and a
+    register cap (None: the compiler's choice; fewer registers, more warps an SM)."""
 
     block_d: int
     block_t: int
     num_warps: int
     unroll_n: int = 1
     stages: int = 1
+    maxnreg: int | None = None
 
 
 # Chosen with benchmarks/bench_scan.py (forward on an H100, backward on an H200; NOTES-scan.md); the interpreter
@@ -161,6 +163,11 @@ def _selective_scan_fwd_kernel(
         tl.store(hT_ptr + state_offs, S, mask=state_mask)
 
 
+# Launched through the compiled kernel after the first launch (kernels/host.py): host time counts at short L.
+_launch_selective_scan_fwd_kernel = DirectLauncher(_selective_scan_fwd_kernel)
+_launch_selective_scan_pair_bwd_kernel = DirectLauncher(_selective_scan_pair_bwd_kernel)
+
+
 def _default_configs(device: torch.device) -> tuple[ScanConfig, ScanConfig, SeqConfig]:
     if device.type == "cuda":
         return FWD_CONFIG, BWD_CONFIG, SEQ_CONFIG
@@ -221,7 +228,7 @@ def _selective_scan_fwd(u, delta, A, B, C, D, z, delta_bias, initial_state, soft
                                lay, cfg.block_t, seq_cfg)
         return out, final, chunks
     zz = z if z is not None else u
-    _selective_scan_fwd_kernel[(batch, cdiv(dim, lay.block_d))](
+    _launch_selective_scan_fwd_kernel[(batch, cdiv(dim, lay.block_d))](
         u, delta, A, B, C, D, z, delta_bias, h0, out, final, chunks,
         dim, length, n_state, dim // lay.b_groups, dim // lay.c_groups, n_chunks,
         *u.stride(), *delta.stride(), *A.stride(), *lay.b_strides, *lay.c_strides,
@@ -229,7 +236,7 @@ def _selective_scan_fwd(u, delta, A, B, C, D, z, delta_bias, initial_state, soft
         HAS_D=D is not None, HAS_Z=z is not None, HAS_BIAS=delta_bias is not None, HAS_H0=h0 is not None,
         SOFTPLUS=softplus, B_VAR=lay.b_var, C_VAR=lay.c_var, STORE_FINAL=True, STORE_CHUNKS=store_chunks,
         REVERSE=reverse, BLOCK_D=lay.block_d, BLOCK_T=cfg.block_t, N_PAD=next_power_of_2(n_state),
-        UNROLL_N=cfg.unroll_n, STAGES=cfg.stages, num_warps=cfg.num_warps,
+        UNROLL_N=cfg.unroll_n, STAGES=cfg.stages, **launch_options(cfg),
     )
     return out, final, chunks
 
@@ -261,7 +268,7 @@ def _selective_scan_bwd(u, delta, A, B, C, D, z, delta_bias, chunks, dout, dfina
     dhT = dfinal.float().contiguous() if dfinal is not None else None
     zz = z if z is not None else u
     flags = pair_bwd_flags(lay.block_d, block_t, cfg.num_warps, row_width(u, delta, dout, z, B, C), reverse)
-    _selective_scan_pair_bwd_kernel[(batch, cdiv(dim, lay.block_d))](
+    _launch_selective_scan_pair_bwd_kernel[(batch, cdiv(dim, lay.block_d))](
         u, delta, A, B, C, D, z, delta_bias, chunks, dout, dhT,
         du, ddelta, dz, dA, dB, dC, dD, dbias, dh0, pair_bwd_scratch(batch, dim, n_state, u.device),
         dim, length, n_state, dim // lay.b_groups, dim // lay.c_groups, cdiv(length, block_t),
@@ -271,7 +278,7 @@ def _selective_scan_bwd(u, delta, A, B, C, D, z, delta_bias, chunks, dout, dfina
         HAS_D=D is not None, HAS_Z=z is not None, HAS_BIAS=delta_bias is not None, HAS_DHT=dhT is not None,
         SOFTPLUS=softplus, B_VAR=lay.b_var, C_VAR=lay.c_var, REVERSE=reverse,
         BLOCK_D=lay.block_d, BLOCK_T=block_t, N_PAD=next_power_of_2(n_state),
-        UNROLL_N=cfg.unroll_n, STAGES=cfg.stages, num_warps=cfg.num_warps, **flags,
+        UNROLL_N=cfg.unroll_n, STAGES=cfg.stages, **launch_options(cfg), **flags,
     )
     if B.dim() == 3:
         dB = dB.squeeze(1)

@@ -27,7 +27,7 @@ import torch
 import triton
 import triton.language as tl
 
-from seqssm.kernels.host import cdiv, next_power_of_2
+from seqssm.kernels.host import DirectLauncher, cdiv, launch_options, next_power_of_2
 from seqssm.kernels.selective_scan.ptx import BF16_PAIR_PTX
 from seqssm.kernels.selective_scan.tile_ops import bc_base, softplus
 
@@ -323,6 +323,12 @@ def _selective_scan_seq_fwd_kernel(
         tl.store(hT_ptr + state_offs, h, mask=nd_mask)
 
 
+# Launched through the compiled kernel after the first launch (kernels/host.py): host time counts at short L.
+_launch_segment_state_kernel = DirectLauncher(_segment_state_kernel)
+_launch_segment_start_kernel = DirectLauncher(_segment_start_kernel)
+_launch_selective_scan_seq_fwd_kernel = DirectLauncher(_selective_scan_seq_fwd_kernel)
+
+
 def _segments(batch: int, dim: int, length: int, block_d: int, chunk: int, cfg: SeqConfig) -> tuple[int, int]:
     """(segment length, number of segments): enough programs to fill the device, whole chunks each."""
     n_chunks = cdiv(length, chunk)
@@ -354,7 +360,7 @@ def selective_scan_seq_fwd(u, delta, A, B, C, D, z, delta_bias, h0, out, final, 
     grid = (batch, cdiv(dim, block_d))
     n_pad = next_power_of_2(n_state)
     if n_seg > 1:
-        _segment_state_kernel[grid + (n_seg - 1,)](
+        _launch_segment_state_kernel[grid + (n_seg - 1,)](
             u, delta, A, B, delta_bias, hend, dsum,
             dim, length, n_state, dim // lay.b_groups, seg_len, n_seg, 1,
             *u.stride(), *delta.stride(), *A.stride(), *lay.b_strides,
@@ -364,12 +370,12 @@ def selective_scan_seq_fwd(u, delta, A, B, C, D, z, delta_bias, h0, out, final, 
             num_warps=cfg.num_warps,
         )
         h0_ = h0 if h0 is not None else hend  # a stand-in pointer, never read when HAS_H0 is False
-        _segment_start_kernel[(batch, cdiv(dim * n_state, 256))](
+        _launch_segment_start_kernel[(batch, cdiv(dim * n_state, 256))](
             A, h0_, hend, dsum, dim, n_state, n_seg, *A.stride(),
             HAS_H0=h0 is not None, BLOCK=256,
         )
     zz = z if z is not None else u
-    _selective_scan_seq_fwd_kernel[grid + (n_seg,)](
+    _launch_selective_scan_seq_fwd_kernel[grid + (n_seg,)](
         u, delta, A, B, C, D, z, delta_bias, h0, hend, dsum, out, final, chunks,
         dim, length, n_state, dim // lay.b_groups, dim // lay.c_groups, seg_len, n_seg,
         cdiv(length, chunk), 1,
@@ -379,5 +385,5 @@ def selective_scan_seq_fwd(u, delta, A, B, C, D, z, delta_bias, h0, out, final, 
         SOFTPLUS=softplus, B_VAR=lay.b_var, C_VAR=lay.c_var, STORE_CHUNKS=chunks is not None,
         REVERSE=reverse, CHUNK=chunk, BLOCK_D=block_d, TT=tt, N_PAD=n_pad, EVEN_N=n_pad == n_state,
         EVEN=even, BF16_PTX=bf16_ptx,
-        num_warps=cfg.num_warps, **({"maxnreg": cfg.maxnreg} if cfg.maxnreg else {}),
+        **launch_options(cfg),
     )

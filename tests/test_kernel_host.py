@@ -1,0 +1,50 @@
+"""kernels/host.py: the direct launcher gives what ``kernel[grid](...)`` gives, across every specialization
+Triton makes (tensor alignment, integers equal to 1 or divisible by 16), and its key separates them."""
+
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+from triton_harness import DEVICE, interpreted
+
+from seqssm.kernels.host import DirectLauncher, _spec
+
+
+@triton.jit
+def _axpy_kernel(x_ptr, y_ptr, out_ptr, alpha, n, stride, BLOCK: tl.constexpr, HAS_Y: tl.constexpr):
+    offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+    mask = offs < n
+    out = alpha * tl.load(x_ptr + offs * stride, mask=mask)
+    if HAS_Y:
+        out += tl.load(y_ptr + offs * stride, mask=mask)
+    tl.store(out_ptr + offs, out, mask=mask)
+
+
+def test_spec_separates_what_triton_specializes():
+    buf = torch.zeros(64)
+    assert _spec(buf) != _spec(buf[1:]), "16-byte alignment is specialized"
+    assert _spec(buf) != _spec(buf.double())
+    assert _spec(buf[4:]) == _spec(buf)
+    assert len({_spec(1), _spec(16), _spec(17), _spec(2**31 + 16), _spec(2**63)}) == 5
+    assert _spec(32) == _spec(48) and _spec(3) == _spec(5)
+    assert _spec(0.5) == _spec(2.0)
+    assert _spec(None) != _spec(buf)
+
+
+@interpreted
+def test_direct_launcher_equals_jit_launch():
+    """Repeated launches (the cached path on a GPU) with aligned and unaligned pointers, n = 1, strides of 1
+    and 2, and the optional input absent: each equals the PyTorch result, into an output pre-filled with NaN."""
+    launcher = DirectLauncher(_axpy_kernel)
+    x_all = torch.randn(2100, device=DEVICE)
+    y_all = torch.randn(2100, device=DEVICE)
+    cases = [(0, 1000, 1, True), (0, 1000, 1, True), (1, 999, 1, True), (1, 1, 1, True), (0, 1000, 2, False),
+             (3, 517, 2, True), (0, 1000, 1, True), (1, 999, 1, True)]
+    for offset, n, stride, has_y in cases:
+        x, y = x_all[offset:], y_all[offset:]
+        out = torch.full((n,), float("nan"), device=DEVICE)
+        launcher[(triton.cdiv(n, 128),)](x, y if has_y else None, out, 0.5, n, stride, BLOCK=128, HAS_Y=has_y,
+                                         num_warps=4)
+        expected = 0.5 * x[:n * stride:stride] + (y[:n * stride:stride] if has_y else 0)
+        torch.testing.assert_close(out, expected, msg=f"offset {offset}, n {n}, stride {stride}, y {has_y}")
