@@ -5,11 +5,11 @@ On short sequences the GPU waits for the host, so the launch path is kept lean:
 - ``triton.cdiv`` and ``triton.next_power_of_2`` are ``ConstexprFunction`` objects: called from Python they
   cost ~5 µs each, and a scan step calls them a dozen times; the plain versions here serve the launch code
   (inside ``@triton.jit`` code the Triton ones stay).
-- ``JITFunction.run`` spends ~100 µs of Python on each launch of a 60-argument kernel on the H200 machine
-  (binding and specializing every argument, knob look-ups, a cache key built as a string, launch metadata for
-  hooks nobody set): four launches a training step at L = 16 k cost more host time than the GPU needs for the
-  forward. :class:`DirectLauncher` calls the compiled kernel's launcher itself once a specialization has been
-  compiled (benchmarks/NOTES-scan.md, run 14).
+- ``JITFunction.run`` binds and specializes every argument, reads knobs, builds its cache key as a string
+  and launch metadata for hooks nobody set, before the compiled kernel's C launcher runs. On the H200 machine
+  that made a launch of the backward's 60 arguments 66 µs against 46 µs through :class:`DirectLauncher`, which
+  calls the compiled launcher itself once a specialization has been compiled (benchmarks/NOTES-scan.md,
+  run 14). The C launcher itself (a driver query per pointer argument) is most of what is left.
 """
 
 from __future__ import annotations
@@ -35,17 +35,12 @@ def launch_options(cfg) -> dict:
     return {"num_warps": cfg.num_warps, **({"maxnreg": cfg.maxnreg} if cfg.maxnreg else {})}
 
 
-def _spec(arg):
-    """What Triton specializes a launch argument on, or finer: a tensor's dtype and 16-byte alignment; an
-    integer's being 1, its divisibility by 16 and its width (i32, i64, u64); a float's type; other values
-    (None, bools, constexpr values) as they are."""
-    if isinstance(arg, torch.Tensor):
-        return arg.dtype, arg.data_ptr() % 16 == 0
-    if type(arg) is int:
-        return arg == 1, arg % 16 == 0, -2**31 <= arg < 2**31, arg < 2**63
-    if type(arg) is float:
-        return float
-    return arg
+def _key(args: tuple) -> tuple:
+    """A cache key at least as fine as Triton's specialization of these launch arguments: a tensor's dtype and
+    16-byte alignment, every other value as it is (Triton looks only at an integer's being 1, its divisibility
+    by 16 and its width, so a new length takes the compiling path once more; comparing values is the cheap way,
+    ~5 µs for 60 arguments)."""
+    return tuple([(a.dtype, a.data_ptr() % 16 == 0) if isinstance(a, torch.Tensor) else a for a in args])
 
 
 def _hooked(hook) -> bool:
@@ -57,8 +52,8 @@ class DirectLauncher:
     """``launcher[grid](*args, **constexprs_and_options)`` as ``kernel[grid](...)``, with less host time.
 
     The first launch of each specialization goes through ``JITFunction.run`` (which compiles), and the
-    compiled kernel is kept under a key at least as fine as Triton's own specialization (``_spec`` of every
-    positional argument, the keyword values, the device). Later launches call the compiled kernel's C launcher
+    compiled kernel is kept under a key at least as fine as Triton's own specialization (``_key`` of the
+    positional arguments, the keyword values, the device). Later launches call the compiled kernel's C launcher
     directly. The interpreter, and launch hooks that a profiler has set, always take the JITFunction path.
     Positional arguments must be the kernel's non-constexpr parameters in order; keywords the rest.
     """
@@ -81,7 +76,7 @@ class DirectLauncher:
             self.fn[grid](*args, **kwargs)
             return
         device = torch.cuda.current_device()
-        key = (device, tuple(map(_spec, args)), tuple(kwargs.items()))
+        key = (device, _key(args), tuple(kwargs.items()))
         hit = self._cache.get(key)
         if hit is None:
             kernel = self.fn[grid](*args, **kwargs)

@@ -8,7 +8,7 @@ import triton
 import triton.language as tl
 from triton_harness import DEVICE, interpreted
 
-from seqssm.kernels.host import DirectLauncher, _spec
+from seqssm.kernels.host import DirectLauncher, _key
 
 
 @triton.jit
@@ -21,15 +21,13 @@ def _axpy_kernel(x_ptr, y_ptr, out_ptr, alpha, n, stride, BLOCK: tl.constexpr, H
     tl.store(out_ptr + offs, out, mask=mask)
 
 
-def test_spec_separates_what_triton_specializes():
+def test_key_separates_what_triton_specializes():
     buf = torch.zeros(64)
-    assert _spec(buf) != _spec(buf[1:]), "16-byte alignment is specialized"
-    assert _spec(buf) != _spec(buf.double())
-    assert _spec(buf[4:]) == _spec(buf)
-    assert len({_spec(1), _spec(16), _spec(17), _spec(2**31 + 16), _spec(2**63)}) == 5
-    assert _spec(32) == _spec(48) and _spec(3) == _spec(5)
-    assert _spec(0.5) == _spec(2.0)
-    assert _spec(None) != _spec(buf)
+    assert _key((buf,)) != _key((buf[1:],)), "16-byte alignment is specialized"
+    assert _key((buf,)) != _key((buf.double(),))
+    assert _key((buf[4:],)) == _key((buf,)), "another aligned tensor of the same dtype reuses the kernel"
+    assert len({_key((n,)) for n in (1, 16, 17, 2**31 + 16)}) == 4
+    assert _key((None,)) != _key((buf,))
 
 
 @interpreted
