@@ -30,7 +30,6 @@ import torch
 import torch.nn.functional as F
 import triton
 
-from seqssm.kernels.selective_scan import fused
 from seqssm.kernels.selective_scan.fused import (
     BWD_CONFIG,
     FWD_CONFIG,
@@ -320,9 +319,6 @@ def main() -> None:
     parser.add_argument("--seq-sweep", action="store_true",
                         help="sweep the sequential forward's launch shapes at --sweep-length first")
     parser.add_argument("--quick", action="store_true", help="only the fused kernels and mamba_ssm, no SDPA")
-    parser.add_argument("--ab-bwd", action="store_true",
-                        help="also time the earlier backward variants (fused.PTX_FORWARD_SCAN, fused.ATOMIC_DA off) "
-                             "at L <= 65,536, side by side")
     parser.add_argument("--reverse", action="store_true",
                         help="seqssm scans with reverse=True, mamba_ssm on flipped copies (bidirectional layers)")
     args = parser.parse_args()
@@ -372,18 +368,6 @@ def main() -> None:
             rows.append({"impl": "SDPA flash attention 12x64 causal", "L": length, **row})
             print(f"SDPA L={length}: {row}", flush=True)
 
-    ab_names = []
-    if args.ab_bwd:
-        for name, ptx, atomic in ((f"{OURS[0]}, bwd: associative_scan, dA in registers", False, False),
-                                  (f"{OURS[0]}, bwd: PTX forward scan, dA in registers", True, False)):
-            fused.PTX_FORWARD_SCAN, fused.ATOMIC_DA = ptx, atomic
-            ab_names.append(name)
-            for length in (n for n in args.lengths if n <= 65536):
-                row = measure_scan(impls[OURS[0]][0], length)
-                rows.append({"impl": name, "L": length, **row})
-                print(f"{name} L={length}: {row}", flush=True)
-        fused.PTX_FORWARD_SCAN, fused.ATOMIC_DA = True, True
-
     device = torch.cuda.get_device_name()
     direction = "REVERSE scans, " if args.reverse else ""
     header = (f"{device}, {date.today()}, {direction}" + ", ".join(f"{k} {v}" for k, v in versions.items())
@@ -405,7 +389,7 @@ def main() -> None:
     if theirs:
         lines += ["", "| impl | L | fwd speedup vs mamba_ssm | fwd+bwd speedup | peak fwd+bwd ratio (ours/theirs) |",
                   "| --- | ---: | ---: | ---: | ---: |"]
-    for name in (*OURS, *ab_names) if theirs else ():
+    for name in OURS if theirs else ():
         ours = {r["L"]: r for r in rows if r["impl"] == name}
         for length in sorted(set(ours) & set(theirs)):
             a, b = ours[length], theirs[length]

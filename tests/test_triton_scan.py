@@ -171,7 +171,7 @@ def test_scan_backward_launch_shapes(block_t, dtype, reverse):
     x = _inputs(length, "var", dtype=dtype)
     if ON_CUDA:
         flags = fused_bwd.pair_bwd_flags(1, block_t, 1, dtype.itemsize, reverse)
-        assert flags["REV_PTX"] and flags["FWD_PTX"], "the PTX scans should serve this shape"
+        assert flags["REV_PTX"], "the PTX scan should serve this shape"
     fwd_cfg, bwd_cfg = fused.FWD_CONFIG._replace(block_t=min(256, block_t)), fused.ScanConfig(1, block_t, 1)
     if not ON_CUDA:
         fwd_cfg, bwd_cfg = fused.INTERPRET_CONFIG, fused.INTERPRET_CONFIG._replace(block_d=1)

@@ -40,11 +40,6 @@ from seqssm.kernels.selective_scan.tile_ops import bc_base, fwd_combine, load_dt
 
 # Tests set POISON so that every fresh output buffer starts as NaN and an element no kernel wrote shows up.
 POISON = False
-# Backward variants, kept switchable for same-run A/B benchmarks (NOTES-scan.md, run 14): the states recomputed
-# by the PTX forward scan where its layout is predicted (else associative_scan), and dA summed by a relaxed
-# atomic a state and chunk (else in a register tile).
-PTX_FORWARD_SCAN = True
-ATOMIC_DA = True
 
 
 def _fresh(X: torch.Tensor) -> torch.Tensor:
@@ -272,8 +267,7 @@ def _selective_scan_bwd(u, delta, A, B, C, D, z, delta_bias, chunks, dout, dfina
     dh0 = _fresh(torch.empty(batch, dim, n_state, **f32))
     dhT = dfinal.float().contiguous() if dfinal is not None else None
     zz = z if z is not None else u
-    flags = pair_bwd_flags(lay.block_d, block_t, cfg.num_warps, row_width(u, delta, dout, z, B, C), reverse,
-                           PTX_FORWARD_SCAN)
+    flags = pair_bwd_flags(lay.block_d, block_t, cfg.num_warps, row_width(u, delta, dout, z, B, C), reverse)
     _launch_selective_scan_pair_bwd_kernel[(batch, cdiv(dim, lay.block_d))](
         u, delta, A, B, C, D, z, delta_bias, chunks, dout, dhT,
         du, ddelta, dz, dA, dB, dC, dD, dbias, dh0, pair_bwd_scratch(batch, dim, n_state, u.device),
@@ -284,7 +278,7 @@ def _selective_scan_bwd(u, delta, A, B, C, D, z, delta_bias, chunks, dout, dfina
         HAS_D=D is not None, HAS_Z=z is not None, HAS_BIAS=delta_bias is not None, HAS_DHT=dhT is not None,
         SOFTPLUS=softplus, B_VAR=lay.b_var, C_VAR=lay.c_var, REVERSE=reverse,
         BLOCK_D=lay.block_d, BLOCK_T=block_t, N_PAD=next_power_of_2(n_state),
-        UNROLL_N=cfg.unroll_n, STAGES=cfg.stages, DA_ATOMIC=ATOMIC_DA, **launch_options(cfg), **flags,
+        UNROLL_N=cfg.unroll_n, STAGES=cfg.stages, **launch_options(cfg), **flags,
     )
     if B.dim() == 3:
         dB = dB.squeeze(1)

@@ -6,8 +6,6 @@ g_t = x_t + a_{t+1} g_{t+1} (x_t = C_t·dy_t, dy gated by SiLU(z)) gives dh, and
 du, dΔ (through softplus), dz, dA, dD, d(delta_bias), d(initial state), and dB, dC as fp32 atomics of each
 program's [BLOCK_T] row (sums over channels). The [B, D, L, N] tensor never exists.
 
-- The states are recomputed by the inline-PTX forward scan (``ptx.fwd_scan_ptx``) where the reverse scan's
-  PTX applies, else by ``associative_scan``.
 - The reverse scan runs over pairs (a_{t+1}, x_t). Where the chunk is one warp's and the host can predict
   Triton's tile layout, it is inline PTX (``ptx.rev_scan_ptx``): Triton lowers
   ``associative_scan(reverse=True)`` by flipping every register across lanes (five butterfly shuffles each),
@@ -31,7 +29,7 @@ import torch
 import triton
 import triton.language as tl
 
-from seqssm.kernels.selective_scan.ptx import fwd_scan_ptx, rev_scan_ptx, warp_layout
+from seqssm.kernels.selective_scan.ptx import rev_scan_ptx, warp_layout
 from seqssm.kernels.selective_scan.tile_ops import bc_base, fwd_combine, load_dt, load_state_row
 
 LOG2E = tl.constexpr(1.4426950408889634)
@@ -44,19 +42,15 @@ def _rev_pair_combine(x_later, p_later, x_earlier, p_earlier):
 
 
 @functools.lru_cache(maxsize=64)
-def pair_bwd_flags(block_d: int, block_t: int, num_warps: int, elem_bytes: int, reverse: bool,
-                   fwd_ptx: bool = True) -> dict:
-    """Compile-time flags of the pair backward: the inline-PTX reverse scan, and (``fwd_ptx``) the forward scan
-    that recomputes the states, where ``ptx.warp_layout`` predicts the tile layout; ``associative_scan``
-    otherwise. Cached: building the PTX text costs ~40 µs a call."""
+def pair_bwd_flags(block_d: int, block_t: int, num_warps: int, elem_bytes: int, reverse: bool) -> dict:
+    """Compile-time flags of the pair backward: the inline-PTX reverse scan where ``ptx.warp_layout`` predicts
+    the tile layout, ``associative_scan`` otherwise. Cached: building the PTX text costs ~40 µs a call."""
     vec, reps = warp_layout(block_d, block_t, num_warps, elem_bytes, reverse)
     if not vec:
-        return dict(VEC=1, REV_PTX="", FWD_PTX="", SCAN_CONSTRAINTS="")
+        return dict(VEC=1, REV_PTX="", REV_CONSTRAINTS="")
     items = vec * reps
-    # Both scans: one output and three operands a register.
     cons = ",".join(["=f"] * items + ["f"] * (3 * items))
-    return dict(VEC=items, REV_PTX=rev_scan_ptx(vec, reps), FWD_PTX=fwd_scan_ptx(vec, reps) if fwd_ptx else "",
-                SCAN_CONSTRAINTS=cons)
+    return dict(VEC=items, REV_PTX=rev_scan_ptx(vec, reps), REV_CONSTRAINTS=cons)
 
 
 @triton.jit
@@ -79,8 +73,8 @@ def _selective_scan_pair_bwd_kernel(
     HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_DHT: tl.constexpr,
     SOFTPLUS: tl.constexpr, B_VAR: tl.constexpr, C_VAR: tl.constexpr, REVERSE: tl.constexpr,
     BLOCK_D: tl.constexpr, BLOCK_T: tl.constexpr, N_PAD: tl.constexpr,
-    UNROLL_N: tl.constexpr, STAGES: tl.constexpr, VEC: tl.constexpr, REV_PTX: tl.constexpr, FWD_PTX: tl.constexpr,
-    SCAN_CONSTRAINTS: tl.constexpr, DA_ATOMIC: tl.constexpr,
+    UNROLL_N: tl.constexpr, STAGES: tl.constexpr, VEC: tl.constexpr, REV_PTX: tl.constexpr,
+    REV_CONSTRAINTS: tl.constexpr,
 ):
     pid_b = tl.program_id(0).to(tl.int64)
     d0 = tl.program_id(1) * BLOCK_D
@@ -115,13 +109,8 @@ def _selective_scan_pair_bwd_kernel(
     else:
         G0 = tl.zeros((BLOCK_D, N_PAD), dtype=tl.float32)
     tl.store(carry_ptr + state_offs, G0, mask=state_mask)
-    if DA_ATOMIC:
-        # dA rows are this program's alone: zeroed here, then each chunk adds its sums with a relaxed atomic
-        # (fire-and-forget) instead of a compare, select and add on a [BLOCK_D, N] register tile per state.
-        tl.store(dA_ptr + state_offs, tl.zeros((BLOCK_D, N_PAD), dtype=tl.float32), mask=state_mask)
-    else:
-        dA_acc = tl.zeros((BLOCK_D, N_PAD), dtype=tl.float32)
     tl.debug_barrier()
+    dA_acc = tl.zeros((BLOCK_D, N_PAD), dtype=tl.float32)
     dB_acc = tl.zeros((BLOCK_D, N_PAD), dtype=tl.float32)
     dC_acc = tl.zeros((BLOCK_D, N_PAD), dtype=tl.float32)
     dD_acc = tl.zeros((BLOCK_D,), dtype=tl.float32)
@@ -169,20 +158,15 @@ def _selective_scan_pair_bwd_kernel(
             B_n = load_state_row(B_base, n, s_B_n, pos_2d, s_B_l, mask, mask_d, B_VAR)
             C_n = load_state_row(C_base, n, s_C_n, pos_2d, s_C_l, mask, mask_d, C_VAR)
             b = dtu * B_n
+            a_c, b_c = tl.associative_scan((a, b), axis=1, combine_fn=fwd_combine)
             S0_n = tl.load(hc_ptr + hc_row + n, mask=mask_d, other=0.0)
-            if FWD_PTX != "":
-                S0_tile = tl.broadcast_to(S0_n[:, None], (BLOCK_D, BLOCK_T))
-                h = tl.inline_asm_elementwise(FWD_PTX, SCAN_CONSTRAINTS, [a, b, S0_tile], dtype=tl.float32,
-                                              is_pure=True, pack=VEC)
-            else:
-                a_c, b_c = tl.associative_scan((a, b), axis=1, combine_fn=fwd_combine)
-                h = b_c + a_c * S0_n[:, None]
+            h = b_c + a_c * S0_n[:, None]
             if HAS_Z:
                 y += h * C_n
             G_n = tl.load(read_slot + state_row + n, mask=mask_d, other=0.0)
             if REV_PTX != "":
                 G_tile = tl.broadcast_to(G_n[:, None], (BLOCK_D, BLOCK_T))
-                g = tl.inline_asm_elementwise(REV_PTX, SCAN_CONSTRAINTS, [dy * C_n, a, G_tile], dtype=tl.float32,
+                g = tl.inline_asm_elementwise(REV_PTX, REV_CONSTRAINTS, [dy * C_n, a, G_tile], dtype=tl.float32,
                                               is_pure=True, pack=VEC)
             else:
                 a_nx = tl.exp2(dt_nx * A2)
@@ -195,10 +179,7 @@ def _selective_scan_pair_bwd_kernel(
             gB += g * B_n
             dA_n, G_next = tl.reduce((gh * dt, tl.where(is_first, a * g, 0.0)), axis=1, combine_fn=_add2)
             tl.store(write_slot + state_row + n, G_next, mask=mask_d)
-            if DA_ATOMIC:
-                tl.atomic_add(dA_ptr + state_row + n, dA_n, mask=mask_d, sem="relaxed")
-            else:
-                dA_acc += tl.where(offs_n[None, :] == n, dA_n[:, None], 0.0)
+            dA_acc += tl.where(offs_n[None, :] == n, dA_n[:, None], 0.0)
             if B_VAR:
                 dB_row = tl.sum(g * dtu, axis=0)
                 tl.atomic_add(dB_base + n * length + pos, dB_row, mask=mask_t, sem="relaxed")
@@ -234,8 +215,7 @@ def _selective_scan_pair_bwd_kernel(
 
     G = tl.load(carry_ptr + (n_chunks % 2) * slot + state_offs, mask=state_mask, other=0.0)
     tl.store(dh0_ptr + state_offs, G, mask=state_mask)
-    if not DA_ATOMIC:
-        tl.store(dA_ptr + state_offs, dA_acc, mask=state_mask)
+    tl.store(dA_ptr + state_offs, dA_acc, mask=state_mask)
     if not B_VAR:
         tl.store(dB_ptr + state_offs, dB_acc, mask=state_mask)
     if not C_VAR:

@@ -65,47 +65,6 @@ def rev_scan_ptx(vec: int, reps: int) -> str:
     return "\n".join(lines + ["}"])
 
 
-def fwd_scan_ptx(vec: int, reps: int) -> str:
-    """PTX of the forward scan h_t = a_t h_{t-1} + b_t over one warp's chunk, as inline assembly (the backward's
-    recomputation of the states from the chunk's saved start state).
-
-    Same layout contract as :func:`rev_scan_ptx`. Operands: h out ($0 ..), then a, b, and the state S entering
-    the chunk (one copy a register each). Runs are scanned in order: in-thread prefix (A_k, B_k) with
-    h_k = B_k + A_k h_in; a Hillis–Steele prefix scan of the lanes' totals by shfl.up; each lane's h_in from
-    its left neighbour's total (lane 0: the run's carry); the next run's carry is lane 31's last h. Triton's
-    ``associative_scan`` spends a select per operand and step on lane bounds and scans (a, b) pairs through
-    every register; this is ~half the instructions (benchmarks/NOTES-scan.md, run 14).
-    """
-    n = vec * reps
-
-    def o(r, k):
-        return f"${r * vec + k}"
-
-    def a(r, k):
-        return f"${n + r * vec + k}"
-
-    def b(r, k):
-        return f"${2 * n + r * vec + k}"
-
-    lines = ["{", ".reg .pred q;", ".reg .f32 Ah, Bh, ao, bo, hs, cin;", f".reg .f32 p<{vec}>;",
-             f"mov.f32 cin, ${3 * n};"]
-    for r in range(reps):
-        lines += [f"mov.f32 p0, {a(r, 0)};", f"mov.f32 {o(r, 0)}, {b(r, 0)};"]
-        for k in range(1, vec):
-            lines += [f"mul.f32 p{k}, {a(r, k)}, p{k - 1};",
-                      f"fma.rn.f32 {o(r, k)}, {a(r, k)}, {o(r, k - 1)}, {b(r, k)};"]
-        lines += [f"mov.f32 Ah, p{vec - 1};", f"mov.f32 Bh, {o(r, vec - 1)};"]
-        for d in (1, 2, 4, 8, 16):
-            lines += [f"shfl.sync.up.b32 ao|q, Ah, {d}, 0, -1;", f"shfl.sync.up.b32 bo, Bh, {d}, 0, -1;",
-                      "@q fma.rn.f32 Bh, Ah, bo, Bh;", "@q mul.f32 Ah, Ah, ao;"]
-        lines += ["shfl.sync.up.b32 ao|q, Ah, 1, 0, -1;", "shfl.sync.up.b32 bo, Bh, 1, 0, -1;",
-                  "@!q mov.f32 ao, 0f3F800000;", "@!q mov.f32 bo, 0f00000000;", "fma.rn.f32 hs, ao, cin, bo;"]
-        lines += [f"fma.rn.f32 {o(r, k)}, p{k}, hs, {o(r, k)};" for k in range(vec)]
-        if r < reps - 1:
-            lines.append(f"shfl.sync.idx.b32 cin, {o(r, vec - 1)}, 31, 31, -1;")
-    return "\n".join(lines + ["}"])
-
-
 def row_width(*tensors) -> int:
     """Bytes of one element when every [.., L] tensor among ``tensors`` (None skipped) has one element width,
     16-byte aligned rows and strides that are multiples of 16 elements, else 0: the ``elem_bytes`` for
