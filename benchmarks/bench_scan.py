@@ -173,6 +173,29 @@ def measure_scan(fn, length: int, do_bwd: bool = True) -> dict[str, float]:
     return row
 
 
+def paired_fwdbwd(fn_a, fn_b, length: int, reps: int = 60) -> dict[str, float]:
+    """Forward+backward steps of two implementations alternated rep by rep (each after an L2 flush), so that
+    drift in clocks or host load falls on both alike: their median milliseconds and the quartiles of the
+    per-pair speedup (b's time over a's)."""
+    x = make_inputs(length)
+    dout = torch.randn(1, DIM, length, device="cuda", dtype=torch.bfloat16)
+    leaves = [{k: v.detach().clone().requires_grad_() for k, v in x.items()} for _ in range(2)]
+
+    steps = [lambda fn=fn, xs=xs: fn(**xs).backward(dout) for fn, xs in ((fn_a, leaves[0]), (fn_b, leaves[1]))]
+    times: list[list[float]] = [[], []]
+    for i in range(reps + 2):
+        for j in (0, 1) if i % 2 == 0 else (1, 0):
+            for v in leaves[j].values():
+                v.grad = None
+            ms = time_ms(steps[j], 1)
+            if i >= 2:  # two warm-up rounds
+                times[j].append(ms)
+    ratios = sorted(b / a for a, b in zip(*times, strict=True))
+    q = statistics.quantiles(ratios, n=4)
+    return {"a_ms": statistics.median(times[0]), "b_ms": statistics.median(times[1]), "ratio_q1": q[0],
+            "ratio_median": q[1], "ratio_q3": q[2]}
+
+
 def measure_sdpa(length: int) -> dict[str, float]:
     q, k, v = (torch.randn(1, 12, length, 64, device="cuda", dtype=torch.bfloat16, requires_grad=True)
                for _ in range(3))
@@ -319,6 +342,8 @@ def main() -> None:
     parser.add_argument("--seq-sweep", action="store_true",
                         help="sweep the sequential forward's launch shapes at --sweep-length first")
     parser.add_argument("--quick", action="store_true", help="only the fused kernels and mamba_ssm, no SDPA")
+    parser.add_argument("--paired-lengths", type=int, nargs="*", default=[],
+                        help="also time seqssm's and mamba_ssm's fwd+bwd alternated rep by rep at these lengths")
     parser.add_argument("--reverse", action="store_true",
                         help="seqssm scans with reverse=True, mamba_ssm on flipped copies (bidirectional layers)")
     args = parser.parse_args()
@@ -397,6 +422,14 @@ def main() -> None:
                 lines.append(f"| {name} | {length:,} | {b['fwd_ms'] / a['fwd_ms']:.2f}x | "
                              f"{b['fwdbwd_ms'] / a['fwdbwd_ms']:.2f}x | "
                              f"{a['fwdbwd_peak_gb'] / b['fwdbwd_peak_gb']:.2f} |")
+    if theirs and args.paired_lengths:
+        lines += ["", "Paired fwd+bwd (alternated rep by rep, 60 pairs):", "",
+                  "| L | seqssm ms | mamba_ssm ms | speedup median (quartiles) |", "| ---: | ---: | ---: | ---: |"]
+        for length in args.paired_lengths:
+            p = paired_fwdbwd(impls[OURS[0]][0], impls["mamba_ssm CUDA"][0], length)
+            lines.append(f"| {length:,} | {p['a_ms']:.3f} | {p['b_ms']:.3f} | {p['ratio_median']:.3f}x "
+                         f"({p['ratio_q1']:.3f}-{p['ratio_q3']:.3f}) |")
+            print(lines[-1], flush=True)
     lines += ["", "Output error vs fp32 loop reference at L = 4096: "
               + ", ".join(f"{k} {v:.2e}" for k, v in errors.items())]
     table = "\n".join(lines)
