@@ -15,6 +15,8 @@ loop reference at small L only.
     python benchmarks/bench_scan.py --out $OUT            # the table
     python benchmarks/bench_scan.py --sweep --out $OUT    # launch-shape sweep of the Triton kernels first
     python benchmarks/bench_scan.py --quick --seq-sweep --out $OUT   # sequential-forward shapes; fused + mamba only
+    python benchmarks/bench_scan.py --bwd-sweep --sweep-only --sweep-length 16384 --out $OUT   # backward shapes
+    python benchmarks/bench_scan.py --quick --paired-lengths 16384 --out $OUT   # + fwd+bwd alternated with mamba
 """
 
 from __future__ import annotations
