@@ -39,8 +39,9 @@ def _key(args: tuple) -> tuple:
     """A cache key at least as fine as Triton's specialization of these launch arguments: a tensor's dtype and
     16-byte alignment, every other value as it is (Triton looks only at an integer's being 1, its divisibility
     by 16 and its width, so a new length takes the compiling path once more; comparing values is the cheap way,
-    ~5 µs for 60 arguments)."""
-    return tuple([(a.dtype, a.data_ptr() % 16 == 0) if isinstance(a, torch.Tensor) else a for a in args])
+    ~5 µs for 60 arguments). The types ride along because True == 1 == 1.0 while Triton types them apart."""
+    values = tuple([(a.dtype, a.data_ptr() % 16 == 0) if isinstance(a, torch.Tensor) else a for a in args])
+    return values, tuple(map(type, args))
 
 
 def _hooked(hook) -> bool:

@@ -28,6 +28,7 @@ def test_key_separates_what_triton_specializes():
     assert _key((buf[4:],)) == _key((buf,)), "another aligned tensor of the same dtype reuses the kernel"
     assert len({_key((n,)) for n in (1, 16, 17, 2**31 + 16)}) == 4
     assert _key((None,)) != _key((buf,))
+    assert len({_key((True,)), _key((1,)), _key((1.0,))}) == 3, "equal values of different types"
 
 
 @interpreted
