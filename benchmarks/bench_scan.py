@@ -138,6 +138,12 @@ def scan_impls(fwd_cfg: ScanConfig, bwd_cfg: ScanConfig, seq_cfg: SeqConfig,
     return impls
 
 
+def clear_grads(leaves: dict[str, torch.Tensor]) -> None:
+    """Drop the leaves' gradients, so that a timed step assigns them instead of adding to them."""
+    for v in leaves.values():
+        v.grad = None
+
+
 def measure_scan(fn, length: int, do_bwd: bool = True) -> dict[str, float]:
     x = make_inputs(length)
     reps = reps_for(length)
@@ -155,17 +161,13 @@ def measure_scan(fn, length: int, do_bwd: bool = True) -> dict[str, float]:
         leaves = {k: v.requires_grad_() for k, v in x.items()}
         dout = torch.randn(1, DIM, length, device="cuda", dtype=torch.bfloat16)
 
-        def clear():
-            for v in leaves.values():
-                v.grad = None
-
         def step():
             fn(**leaves).backward(dout)
 
         step()
         torch.cuda.synchronize()
-        row["fwdbwd_ms"] = time_ms(step, reps, setup=clear)
-        clear()
+        row["fwdbwd_ms"] = time_ms(step, reps, setup=lambda: clear_grads(leaves))
+        clear_grads(leaves)
         torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats()
         step()
@@ -187,9 +189,7 @@ def paired_fwdbwd(fn_a, fn_b, length: int, reps: int = 60) -> dict[str, float]:
     times: list[list[float]] = [[], []]
     for i in range(reps + 2):
         for j in (0, 1) if i % 2 == 0 else (1, 0):
-            for v in leaves[j].values():
-                v.grad = None
-            ms = time_ms(steps[j], 1)
+            ms = time_ms(steps[j], 1, setup=lambda j=j: clear_grads(leaves[j]))
             if i >= 2:  # two warm-up rounds
                 times[j].append(ms)
     ratios = sorted(b / a for a, b in zip(*times, strict=True))

@@ -99,10 +99,10 @@ def loop_sizes(sass: str) -> list[int]:
 def backward_variants() -> dict[str, tuple[object, dict, int]]:
     """name -> (kernel, constexprs, num_warps) for the backward launch shapes worth comparing."""
     variants = {}
-    for block_d, block_t, warps in ((1, 256, 1), (1, 512, 2), (1, 128, 1)):
-        flags = dict(BWD_FLAGS, BLOCK_D=block_d, BLOCK_T=block_t, UNROLL_N=1,
-                     **fused_bwd.pair_bwd_flags(block_d, block_t, warps, 2, False))
-        variants[f"bwd_{block_d}x{block_t}_{warps}w"] = (fused_bwd._selective_scan_pair_bwd_kernel, flags, warps)
+    for block_t, warps in ((256, 1), (512, 2), (128, 1)):
+        flags = dict(BWD_FLAGS, BLOCK_D=1, BLOCK_T=block_t, UNROLL_N=1,
+                     **fused_bwd.pair_bwd_flags(1, block_t, warps, 2, False))
+        variants[f"bwd_{block_t}_{warps}w"] = (fused_bwd._selective_scan_pair_bwd_kernel, flags, warps)
     return variants
 
 

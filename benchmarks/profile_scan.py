@@ -18,7 +18,7 @@ from collections import defaultdict
 from pathlib import Path
 
 import torch
-from bench_scan import DIM, make_inputs, scan_impls, time_ms
+from bench_scan import DIM, clear_grads, make_inputs, scan_impls, time_ms
 from torch.profiler import ProfilerActivity, profile
 
 from seqssm.kernels.host import DirectLauncher
@@ -65,6 +65,12 @@ def host_profile(fn, top: int = 25) -> str:
     return out.getvalue()
 
 
+def fresh_forward(fwd, leaves: dict[str, torch.Tensor]) -> torch.Tensor:
+    """fwd() with the leaves' gradients dropped first, so that the backward timed next assigns them."""
+    clear_grads(leaves)
+    return fwd()
+
+
 class _Null(torch.autograd.Function):
     """An autograd function with the scan's inputs that does no work: the engine's own cost."""
 
@@ -92,31 +98,38 @@ def host_breakdown(length: int) -> None:
     launch = DirectLauncher._launch
     DirectLauncher._launch = lambda self, grid, args, kwargs: (calls.append((self, grid, args, kwargs)),
                                                                launch(self, grid, args, kwargs))
-    fwd().backward(dout)
-    DirectLauncher._launch = launch
+    try:
+        fwd().backward(dout)
+    finally:
+        DirectLauncher._launch = launch
     torch.cuda.synchronize()
     rows = []
     for self, grid, args, kwargs in calls:
         direct = host_ms(lambda s=self, g=grid, a=args, k=kwargs: s._launch(g, a, k), reps=50)
         jit = host_ms(lambda s=self, g=grid, a=args, k=kwargs: s.fn[g](*a, **k), reps=50)
         rows.append((f"launch {self.fn.__name__}: direct / JITFunction.run", direct, jit))
-    for enabled in (True, False):
-        DirectLauncher.enabled = enabled
-        with torch.no_grad():
-            fwd_ng = host_ms(fwd, reps=50)
-        fwd_g = host_ms(fwd, reps=50)
-        bwd = host_ms(lambda out: out.backward(dout), reps=50, setup=fwd)
-        step = time_ms(lambda: fwd().backward(dout), 20)
-        rows.append((f"{'direct' if enabled else 'JIT'} launches: forward no grad / with grad", fwd_ng, fwd_g))
-        rows.append((f"{'direct' if enabled else 'JIT'} launches: backward / step (CUDA events)", bwd, step))
-    DirectLauncher.enabled = True
+    try:
+        for enabled in (True, False):
+            DirectLauncher.enabled = enabled
+            with torch.no_grad():
+                fwd_ng = host_ms(fwd, reps=50)
+            fwd_g = host_ms(fwd, reps=50)
+            bwd = host_ms(lambda out: out.backward(dout), reps=50, setup=lambda: fresh_forward(fwd, x))
+            step = time_ms(lambda: fwd().backward(dout), 20, setup=lambda: clear_grads(x))
+            rows.append((f"{'direct' if enabled else 'JIT'} launches: forward no grad / with grad", fwd_ng, fwd_g))
+            rows.append((f"{'direct' if enabled else 'JIT'} launches: backward / step (CUDA events)", bwd, step))
+    finally:
+        DirectLauncher.enabled = True
     u = x["u"]
     rows.append(("torch.empty_like(u) / torch.zeros(2, 1, 16, L)", host_ms(lambda: torch.empty_like(u), reps=100),
                  host_ms(lambda: torch.zeros(2, 1, 16, length, device="cuda"), reps=100)))
     grads = [torch.zeros_like(v) for v in x.values()]
-    null_bwd = host_ms(lambda out: out.backward(dout), reps=50, setup=lambda: _Null.apply(grads, *x.values()))
-    rows.append(("null autograd function: forward / backward", host_ms(lambda: _Null.apply(grads, *x.values()),
-                                                                        reps=50), null_bwd))
+
+    def null():
+        return _Null.apply(grads, *x.values())
+
+    null_bwd = host_ms(lambda out: out.backward(dout), reps=50, setup=lambda: fresh_forward(null, x))
+    rows.append(("null autograd function: forward / backward", host_ms(null, reps=50), null_bwd))
     print(f"\nhost breakdown, L = {length} (ms, median, GPU drained before each):")
     for name, a, b in rows:
         print(f"  {name:<70} {a:7.3f} / {b:7.3f}")
@@ -140,8 +153,7 @@ def main() -> None:
             dout = torch.randn(1, DIM, length, device="cuda", dtype=torch.bfloat16)
 
             def step(fn=fn, leaves=leaves, dout=dout):
-                for v in leaves.values():
-                    v.grad = None
+                clear_grads(leaves)
                 fn(**leaves).backward(dout)
 
             step()
@@ -151,7 +163,7 @@ def main() -> None:
             with torch.no_grad():
                 fwd_host = host_ms(lambda fn=fn, leaves=leaves: fn(**leaves))
             bwd_host = host_ms(lambda out, dout=dout: out.backward(dout),
-                               setup=lambda fn=fn, leaves=leaves: fn(**leaves))
+                               setup=lambda fn=fn, leaves=leaves: fresh_forward(lambda: fn(**leaves), leaves))
             print(f"\n{name}, L = {length}: step {wall:.3f} ms (CUDA events), kernels {sum(kernels.values()):.3f} ms;"
                   f" host time to issue: forward {fwd_host:.3f} ms, backward {bwd_host:.3f} ms, forward+backward "
                   f"{host_ms(step):.3f} ms")

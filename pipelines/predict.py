@@ -481,7 +481,6 @@ class PredictConfig:
         if self.modality not in (None, "dna", "audio"):
             raise InputError(f"--modality must be dna or audio, got {self.modality!r}")
 
-
     @property
     def checkpoints(self) -> list[str]:
         return [os.fspath(self.checkpoint)] if isinstance(self.checkpoint, (str, os.PathLike)) else self.checkpoint

@@ -144,7 +144,7 @@ def predict(
                          "`seqssm predict runs/a/checkpoint runs/b/checkpoint new.fa --out p.tsv`")
     *checkpoints, data = checkpoints_and_data
     result = run(PredictConfig(
-        checkpoint=[str(c) for c in checkpoints] if len(checkpoints) > 1 else str(checkpoints[0]),
+        checkpoint=[str(c) for c in checkpoints],
         data=str(data), out=str(out), modality=modality, data_format=data_format,
         genome=_opt(genome), bed_labels=bed_labels, length=length, sequence_column=sequence_column,
         label_column=label_column, id_column=id_column, fsdd_split=fsdd_split, batch_size=batch_size,
