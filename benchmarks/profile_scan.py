@@ -22,6 +22,7 @@ from bench_scan import DIM, clear_grads, make_inputs, scan_impls, time_ms
 from torch.profiler import ProfilerActivity, profile
 
 from seqssm.kernels.host import DirectLauncher
+from seqssm.kernels.selective_scan import fused
 from seqssm.kernels.selective_scan.fused import BWD_CONFIG, FWD_CONFIG, selective_scan_fused
 from seqssm.kernels.selective_scan.fused_v2 import SEQ_CONFIG
 
@@ -52,8 +53,8 @@ def host_ms(fn, reps: int = 20, setup=None) -> float:
     return statistics.median(times)
 
 
-def host_profile(fn, top: int = 25) -> str:
-    """cProfile of fn() issued 20 times, the top entries by own time."""
+def host_profile(fn, top: int = 30) -> str:
+    """cProfile of fn() issued 20 times: the top entries by own time, then by cumulative time."""
     prof = cProfile.Profile()
     for _ in range(20):
         torch.cuda.synchronize()
@@ -61,7 +62,9 @@ def host_profile(fn, top: int = 25) -> str:
         fn()
         prof.disable()
     out = io.StringIO()
-    pstats.Stats(prof, stream=out).sort_stats("tottime").print_stats(top)
+    stats = pstats.Stats(prof, stream=out)
+    stats.sort_stats("tottime").print_stats(top)
+    stats.sort_stats("cumulative").print_stats(top)
     return out.getvalue()
 
 
@@ -84,6 +87,28 @@ class _Null(torch.autograd.Function):
         return (None, *ctx.grads)
 
 
+def inner_ms(module, name: str, run, reps: int = 50) -> float:
+    """Median host milliseconds spent inside ``module.name`` while ``run()`` is issued reps times."""
+    inner = getattr(module, name)
+    times = []
+
+    def timed(*args, **kwargs):
+        t0 = time.perf_counter()
+        try:
+            return inner(*args, **kwargs)
+        finally:
+            times.append((time.perf_counter() - t0) * 1e3)
+
+    setattr(module, name, timed)
+    try:
+        for _ in range(reps):
+            torch.cuda.synchronize()
+            run()
+    finally:
+        setattr(module, name, inner)
+    return statistics.median(times)
+
+
 def host_breakdown(length: int) -> None:
     """Host milliseconds of the pieces of one step of seqssm's scan at L = length: each kernel launch through
     the direct launcher and through ``JITFunction.run``, the forward and backward with either, an allocation,
@@ -95,17 +120,21 @@ def host_breakdown(length: int) -> None:
         return selective_scan_fused(**x, delta_softplus=True)
 
     calls = []
-    launch = DirectLauncher._launch
-    DirectLauncher._launch = lambda self, grid, args, kwargs: (calls.append((self, grid, args, kwargs)),
-                                                               launch(self, grid, args, kwargs))
+    launch = DirectLauncher.launch
+
+    def recorded(self, grid, args, kwargs, key=None):
+        calls.append((self, grid, args, kwargs, key))
+        launch(self, grid, args, kwargs, key)
+
+    DirectLauncher.launch = recorded
     try:
         fwd().backward(dout)
     finally:
-        DirectLauncher._launch = launch
+        DirectLauncher.launch = launch
     torch.cuda.synchronize()
     rows = []
-    for self, grid, args, kwargs in calls:
-        direct = host_ms(lambda s=self, g=grid, a=args, k=kwargs: s._launch(g, a, k), reps=50)
+    for self, grid, args, kwargs, key in calls:
+        direct = host_ms(lambda s=self, g=grid, a=args, k=kwargs, key=key: s.launch(g, a, k, key), reps=50)
         jit = host_ms(lambda s=self, g=grid, a=args, k=kwargs: s.fn[g](*a, **k), reps=50)
         rows.append((f"launch {self.fn.__name__}: direct / JITFunction.run", direct, jit))
     try:
@@ -120,6 +149,14 @@ def host_breakdown(length: int) -> None:
             rows.append((f"{'direct' if enabled else 'JIT'} launches: backward / step (CUDA events)", bwd, step))
     finally:
         DirectLauncher.enabled = True
+
+    def step():
+        fresh_forward(fwd, x).backward(dout)
+
+    rows.append(("inside _selective_scan_fwd / _selective_scan_bwd", inner_ms(fused, "_selective_scan_fwd", step),
+                 inner_ms(fused, "_selective_scan_bwd", step)))
+    rows.append(("inside selective_scan_seq_fwd / DirectLauncher.launch (median launch)",
+                 inner_ms(fused, "selective_scan_seq_fwd", step), inner_ms(DirectLauncher, "launch", step)))
     u = x["u"]
     rows.append(("torch.empty_like(u) / torch.zeros(2, 1, 16, L)", host_ms(lambda: torch.empty_like(u), reps=100),
                  host_ms(lambda: torch.zeros(2, 1, 16, length, device="cuda"), reps=100)))

@@ -3,6 +3,7 @@ Triton makes (tensor alignment, integers equal to 1 or divisible by 16), and its
 
 from __future__ import annotations
 
+import pytest
 import torch
 import triton
 import triton.language as tl
@@ -32,9 +33,11 @@ def test_key_separates_what_triton_specializes():
 
 
 @interpreted
-def test_direct_launcher_equals_jit_launch():
+@pytest.mark.parametrize("caller_key", [False, True], ids=["derived-key", "caller-key"])
+def test_direct_launcher_equals_jit_launch(caller_key):
     """Repeated launches (the cached path on a GPU) with aligned and unaligned pointers, n = 1, strides of 1
-    and 2, and the optional input absent: each equals the PyTorch result, into an output pre-filled with NaN."""
+    and 2, and the optional input absent: each equals the PyTorch result, into an output pre-filled with NaN.
+    With a caller's key, the key is what a caller knows its arguments came from (alignment, n, stride)."""
     launcher = DirectLauncher(_axpy_kernel)
     x_all = torch.randn(2100, device=DEVICE)
     y_all = torch.randn(2100, device=DEVICE)
@@ -43,7 +46,9 @@ def test_direct_launcher_equals_jit_launch():
     for offset, n, stride, has_y in cases:
         x, y = x_all[offset:], y_all[offset:]
         out = torch.full((n,), float("nan"), device=DEVICE)
-        launcher[(triton.cdiv(n, 128),)](x, y if has_y else None, out, 0.5, n, stride, BLOCK=128, HAS_Y=has_y,
-                                         num_warps=4)
+        args = (x, y if has_y else None, out, 0.5, n, stride)
+        kwargs = dict(BLOCK=128, HAS_Y=has_y, num_warps=4)
+        key = (offset % 4 == 0, n == 1, n % 16 == 0, stride, has_y) if caller_key else None
+        launcher.launch((triton.cdiv(n, 128),), args, kwargs, key)
         expected = 0.5 * x[:n * stride:stride] + (y[:n * stride:stride] if has_y else 0)
         torch.testing.assert_close(out, expected, msg=f"offset {offset}, n {n}, stride {stride}, y {has_y}")

@@ -231,6 +231,24 @@ def test_scan_two_halves_equal_one_pass(impl):
 
 
 @interpreted
+def test_scan_calls_of_one_shape_reuse_plans_safely():
+    """Launches are worked out once per input signature and reused (``fused._PLANS``). Calls of one shape
+    with no gradient and then with gradients, with fresh values, with u an unaligned view, and in another
+    dtype each match the reference."""
+    x = _inputs(LONG)
+    with torch.no_grad():
+        out = selective_scan_fused(**x, delta_softplus=True, fwd_impl="sequential")
+    assert rel_error(out, _reference(x, True, False)[0]) < 1e-4
+    _compare(x, softplus=True, reverse=False, impl="sequential")
+    _compare(_inputs(LONG), softplus=True, reverse=False, impl="sequential")
+    y = _inputs(LONG)
+    y["u"] = torch.randn(BATCH, DIM, LONG + 1, device=DEVICE)[..., 1:].requires_grad_()
+    _compare(y, softplus=True, reverse=False, impl="sequential")
+    _compare(_inputs(LONG, dtype=torch.bfloat16), softplus=True, reverse=False, rounding_factor=1.5,
+             impl="sequential")
+
+
+@interpreted
 def test_scan_rejects_bad_shapes():
     x = {k: v.detach() for k, v in _inputs(LONG, optional=False, initial=False).items()}
     with pytest.raises(InputError, match="delta has shape"):

@@ -20,6 +20,7 @@ the batch on the host.
 
 from __future__ import annotations
 
+import itertools
 import math
 from typing import NamedTuple
 
@@ -29,12 +30,15 @@ import triton.language as tl
 
 from seqssm.errors import InputError
 from seqssm.kernels.host import DirectLauncher, cdiv, launch_options, next_power_of_2
-from seqssm.kernels.selective_scan.fused_bwd import (
-    _selective_scan_pair_bwd_kernel,
-    pair_bwd_flags,
-    pair_bwd_scratch,
+from seqssm.kernels.selective_scan.fused_bwd import _selective_scan_pair_bwd_kernel, pair_bwd_flags
+from seqssm.kernels.selective_scan.fused_v2 import (
+    SEQ_CONFIG,
+    SEQ_INTERPRET_CONFIG,
+    SeqConfig,
+    SeqLaunches,
+    selective_scan_seq_fwd,
+    seq_fwd_launches,
 )
-from seqssm.kernels.selective_scan.fused_v2 import SEQ_CONFIG, SEQ_INTERPRET_CONFIG, SeqConfig, selective_scan_seq_fwd
 from seqssm.kernels.selective_scan.ptx import row_width
 from seqssm.kernels.selective_scan.tile_ops import bc_base, fwd_combine, load_dt, load_state_row
 
@@ -212,20 +216,95 @@ def _rows_contiguous(X: torch.Tensor | None) -> torch.Tensor | None:
     return X.contiguous()
 
 
-def _selective_scan_fwd(u, delta, A, B, C, D, z, delta_bias, initial_state, softplus, reverse,
-                        store_chunks, cfg, impl, seq_cfg):
+
+class _Plan(NamedTuple):
+    """What the launches of one call derive from its inputs' shapes, strides, dtypes, devices and alignment
+    and from its options: worked out, and the inputs checked, once per signature, because at short L the GPU
+    waits for the host (benchmarks/NOTES-scan.md, run 15)."""
+
+    key: int  # stands for the signature in the launchers' caches (kernels/host.DirectLauncher)
+    copy: bool  # some [.., L] input has a non-unit stride along L: the kernels get contiguous copies
+    need_grad: bool
+    softplus: bool
+    reverse: bool
+    fwd_cfg: ScanConfig
+    bwd_cfg: ScanConfig
+    lay: _Layout
+    bwd_lay: _Layout
+    seq: SeqLaunches | None  # None: the tile forward
+    rows: int  # ptx.row_width of u, Δ, z, B, C; with dout's, it picks the backward's reverse scan
+
+
+_PLANS: dict[tuple, _Plan] = {}
+# Never reused, so that a key in a launcher's cache always means one signature.
+_PLAN_KEYS = itertools.count()
+
+
+def _signature(tensors) -> tuple:
+    """Per tensor (None stays None): what the checks read and what the kernels are specialized on."""
+    return tuple(None if X is None else (X.shape, X.stride(), X.dtype, X.device, X.data_ptr() % 16 == 0,
+                                         X.requires_grad) for X in tensors)
+
+
+def _new_plan(u, delta, A, B, C, D, z, delta_bias, initial_state, softplus, reverse, impl, fwd_cfg, bwd_cfg,
+              seq_cfg) -> _Plan:
+    """Check the inputs (InputError on the first problem) and work out their launches."""
+    fn = "selective_scan_fused"
+    if u.dim() != 3:
+        raise InputError(f"{fn}: u has shape {tuple(u.shape)}; expected [B, D, L]")
+    batch, dim, length = u.shape
+    _check("u", u, (batch, dim, length), u.device, fn)
+    if A.dim() != 2 or A.shape[0] != dim:
+        raise InputError(f"{fn}: A has shape {tuple(A.shape)}; expected [D, N] with D = {dim}")
+    n_state = A.shape[1]
+    _check("A", A, (dim, n_state), u.device, fn)
+    _check("delta", delta, (batch, dim, length), u.device, fn)
+    _check("z", z, (batch, dim, length), u.device, fn)
+    _check("D", D, (dim,), u.device, fn)
+    _check("delta_bias", delta_bias, (dim,), u.device, fn)
+    _check("initial_state", initial_state, (batch, dim, n_state), u.device, fn)
+    _check_bc("B", B, batch, dim, n_state, length, fn)
+    _check_bc("C", C, batch, dim, n_state, length, fn)
+    if u.device.type == "cpu" and not triton.knobs.runtime.interpret:
+        raise InputError(f"{fn}: inputs are on the CPU; move them to CUDA, or use selective_scan_chunked "
+                         "(set TRITON_INTERPRET=1 before importing triton only to test the kernel)")
+    if length == 0 or n_state == 0:
+        raise InputError(f"{fn}: empty input (L = {length}, N = {n_state}); pass at least one position "
+                         "and one state")
+    impl = impl or DEFAULT_FWD_IMPL
+    if impl not in FWD_IMPLS:
+        raise InputError(f"{fn}: fwd_impl is {impl!r}; use one of {', '.join(FWD_IMPLS)}")
+    fwd_default, bwd_default, seq_default = _default_configs(u.device)
+    fwd_cfg, bwd_cfg, seq_cfg = fwd_cfg or fwd_default, bwd_cfg or bwd_default, seq_cfg or seq_default
+    if impl == "sequential" and fwd_cfg.block_t % seq_cfg.tt:
+        raise InputError(f"{fn}: seq_config.tt = {seq_cfg.tt} does not divide fwd_config.block_t = "
+                         f"{fwd_cfg.block_t} (saved states sit at chunk starts); pick a tt that divides it")
+    tensors = (u, delta, A, B, C, D, z, delta_bias, initial_state)
+    need_grad = torch.is_grad_enabled() and any(X is not None and X.requires_grad for X in tensors)
+    copy = any(X is not None and X.stride(-1) != 1 for X in (u, delta, z, B, C))
+    u, delta, z, B, C = (_rows_contiguous(X) for X in (u, delta, z, B, C))
+    lay = _layout(B, C, dim, fwd_cfg)
+    seq = None
+    if impl == "sequential":
+        seq = seq_fwd_launches(u, delta, A, B, C, z, D is not None, delta_bias is not None,
+                               initial_state is not None, need_grad, softplus, reverse, lay, fwd_cfg.block_t,
+                               seq_cfg)
+    return _Plan(next(_PLAN_KEYS), copy, need_grad, softplus, reverse, fwd_cfg, bwd_cfg, lay,
+                 _layout(B, C, dim, bwd_cfg), seq, row_width(u, delta, z, B, C))
+
+
+def _selective_scan_fwd(u, delta, A, B, C, D, z, delta_bias, initial_state, plan: _Plan):
     batch, dim, length = u.shape
     n_state = A.shape[1]
-    lay = _layout(B, C, dim, cfg)
+    cfg, lay = plan.fwd_cfg, plan.lay
     n_chunks = cdiv(length, cfg.block_t)
     f32 = dict(device=u.device, dtype=torch.float32)
     out = _fresh(torch.empty_like(u, memory_format=torch.contiguous_format))
     final = _fresh(torch.empty(batch, dim, n_state, **f32))
-    chunks = _fresh(torch.empty(batch, n_chunks, dim, n_state, **f32)) if store_chunks else None
+    chunks = _fresh(torch.empty(batch, n_chunks, dim, n_state, **f32)) if plan.need_grad else None
     h0 = None if initial_state is None else initial_state.float().contiguous()
-    if impl == "sequential":
-        selective_scan_seq_fwd(u, delta, A, B, C, D, z, delta_bias, h0, out, final, chunks, softplus, reverse,
-                               lay, cfg.block_t, seq_cfg)
+    if plan.seq is not None:
+        selective_scan_seq_fwd(u, delta, A, B, C, D, z, delta_bias, h0, out, final, chunks, plan.seq, plan.key)
         return out, final, chunks
     zz = z if z is not None else u
     _launch_selective_scan_fwd_kernel[(batch, cdiv(dim, lay.block_d))](
@@ -234,82 +313,121 @@ def _selective_scan_fwd(u, delta, A, B, C, D, z, delta_bias, initial_state, soft
         *u.stride(), *delta.stride(), *A.stride(), *lay.b_strides, *lay.c_strides,
         *zz.stride(), *out.stride(),
         HAS_D=D is not None, HAS_Z=z is not None, HAS_BIAS=delta_bias is not None, HAS_H0=h0 is not None,
-        SOFTPLUS=softplus, B_VAR=lay.b_var, C_VAR=lay.c_var, STORE_FINAL=True, STORE_CHUNKS=store_chunks,
-        REVERSE=reverse, BLOCK_D=lay.block_d, BLOCK_T=cfg.block_t, N_PAD=next_power_of_2(n_state),
-        UNROLL_N=cfg.unroll_n, STAGES=cfg.stages, **launch_options(cfg),
+        SOFTPLUS=plan.softplus, B_VAR=lay.b_var, C_VAR=lay.c_var, STORE_FINAL=True,
+        STORE_CHUNKS=plan.need_grad, REVERSE=plan.reverse, BLOCK_D=lay.block_d, BLOCK_T=cfg.block_t,
+        N_PAD=next_power_of_2(n_state), UNROLL_N=cfg.unroll_n, STAGES=cfg.stages, **launch_options(cfg),
     )
     return out, final, chunks
 
 
-def _selective_scan_bwd(u, delta, A, B, C, D, z, delta_bias, chunks, dout, dfinal, softplus, reverse,
-                        fwd_block_t, cfg):
+def _pad32(n: int) -> int:
+    """n rounded up to whole 128-byte lines of fp32, so that every piece of a workspace is aligned."""
+    return -(-n // 32) * 32
+
+
+class _BwdLaunch(NamedTuple):
+    """The backward's launch for one plan and one kind of incoming gradient, less the tensors."""
+
+    grid: tuple[int, int]
+    ints: tuple[int, ...]
+    kw: dict
+    # Workspace pieces in fp32 elements, padded: the per-position dB/dC rows (zeroed), and the rest.
+    row_sizes: list[int]
+    small_sizes: list[int]
+
+
+_BWD_LAUNCHES: dict[tuple, _BwdLaunch] = {}
+
+
+def _bwd_launch(plan: _Plan, u, delta, A, D, z, delta_bias, chunks, has_dht: bool, width: int) -> _BwdLaunch:
     batch, dim, length = u.shape
     n_state = A.shape[1]
-    lay = _layout(B, C, dim, cfg)
+    cfg, lay = plan.bwd_cfg, plan.bwd_lay
     # A backward chunk must start where a forward chunk started, at a saved state.
-    stride = max(cfg.block_t // fwd_block_t, 1)
-    block_t = stride * fwd_block_t
+    stride = max(cfg.block_t // plan.fwd_cfg.block_t, 1)
+    block_t = stride * plan.fwd_cfg.block_t
+    zz = z if z is not None else u
+    ints = (dim, length, n_state, dim // lay.b_groups, dim // lay.c_groups, cdiv(length, block_t), stride,
+            chunks.shape[1], *u.stride(), *delta.stride(), *A.stride(), *lay.b_strides, *lay.c_strides,
+            *zz.stride(), dim * length, length, 1)  # the last three: contiguous dout (see _selective_scan_bwd)
+    kw = dict(HAS_D=D is not None, HAS_Z=z is not None, HAS_BIAS=delta_bias is not None, HAS_DHT=has_dht,
+              SOFTPLUS=plan.softplus, B_VAR=lay.b_var, C_VAR=lay.c_var, REVERSE=plan.reverse,
+              BLOCK_D=lay.block_d, BLOCK_T=block_t, N_PAD=next_power_of_2(n_state), UNROLL_N=cfg.unroll_n,
+              STAGES=cfg.stages, **launch_options(cfg),
+              **pair_bwd_flags(lay.block_d, block_t, cfg.num_warps, width, plan.reverse))
+    bdn, bd = batch * dim * n_state, batch * dim
+    var = [batch * g * n_state * length for g, v in ((lay.b_groups, lay.b_var), (lay.c_groups, lay.c_var)) if v]
+    # Pieces: dB, dC when not per position, dA, dD, d(delta_bias), dh0, the two carry slots.
+    small = [bdn] * (2 - len(var)) + [bdn, bd, bd, bdn, 2 * bdn]
+    return _BwdLaunch((batch, cdiv(dim, lay.block_d)), ints, kw, [_pad32(n) for n in var],
+                      [_pad32(n) for n in small])
+
+
+def _selective_scan_bwd(u, delta, A, B, C, D, z, delta_bias, chunks, dout, dfinal, plan: _Plan):
+    batch, dim, length = u.shape
+    n_state = A.shape[1]
+    # Autograd may hand over a strided or expanded gradient; dout, du, dΔ and dz share one [B, D, L] layout.
     dout = dout.contiguous()
+    dhT = dfinal.float().contiguous() if dfinal is not None else None
+    width = plan.rows if row_width(dout) == plan.rows else 0
+    key = (plan.key, dout.dtype, width, dout.data_ptr() % 16 == 0, None if dhT is None else dhT.data_ptr() % 16)
+    launch = _BWD_LAUNCHES.get(key)
+    if launch is None:
+        if len(_BWD_LAUNCHES) >= 256:
+            _BWD_LAUNCHES.clear()
+        launch = _bwd_launch(plan, u, delta, A, D, z, delta_bias, chunks, dhT is not None, width)
+        _BWD_LAUNCHES[key] = launch
     du = _fresh(torch.empty_like(dout))
     ddelta = _fresh(torch.empty_like(dout, dtype=delta.dtype))
     dz = _fresh(torch.empty_like(dout, dtype=z.dtype)) if z is not None else None
+    # Two workspaces instead of seven buffers (each allocation costs host time, which short sequences wait
+    # for): the per-position dB, dC rows, which gather atomic adds from every channel tile and so start at
+    # zero, and the small rest. Apart, so that a small gradient kept by the caller keeps no large rows alive.
     f32 = dict(device=u.device, dtype=torch.float32)
-    dA = _fresh(torch.empty(batch, dim, n_state, **f32))
-    # Per-position dB, dC gather atomic adds from every channel tile, so they start at zero (one fill for both
-    # when they have one shape: every launch costs host time, which short sequences wait for).
-    if lay.b_var and lay.c_var and lay.b_groups == lay.c_groups:
-        dB, dC = torch.zeros(2, batch, lay.b_groups, n_state, length, **f32).unbind(0)
-    else:
-        dB = torch.zeros(batch, lay.b_groups, n_state, length, **f32) if lay.b_var else _fresh(torch.empty_like(dA))
-        dC = torch.zeros(batch, lay.c_groups, n_state, length, **f32) if lay.c_var else _fresh(torch.empty_like(dA))
-    dD = _fresh(torch.empty(batch, dim, **f32)) if D is not None else None
-    dbias = _fresh(torch.empty(batch, dim, **f32)) if delta_bias is not None else None
-    dh0 = _fresh(torch.empty(batch, dim, n_state, **f32))
-    dhT = dfinal.float().contiguous() if dfinal is not None else None
-    zz = z if z is not None else u
-    flags = pair_bwd_flags(lay.block_d, block_t, cfg.num_warps, row_width(u, delta, dout, z, B, C), reverse)
-    _launch_selective_scan_pair_bwd_kernel[(batch, cdiv(dim, lay.block_d))](
-        u, delta, A, B, C, D, z, delta_bias, chunks, dout, dhT,
-        du, ddelta, dz, dA, dB, dC, dD, dbias, dh0, pair_bwd_scratch(batch, dim, n_state, u.device),
-        dim, length, n_state, dim // lay.b_groups, dim // lay.c_groups, cdiv(length, block_t),
-        stride, chunks.shape[1],
-        *u.stride(), *delta.stride(), *A.stride(), *lay.b_strides, *lay.c_strides,
-        *zz.stride(), *dout.stride(),
-        HAS_D=D is not None, HAS_Z=z is not None, HAS_BIAS=delta_bias is not None, HAS_DHT=dhT is not None,
-        SOFTPLUS=softplus, B_VAR=lay.b_var, C_VAR=lay.c_var, REVERSE=reverse,
-        BLOCK_D=lay.block_d, BLOCK_T=block_t, N_PAD=next_power_of_2(n_state),
-        UNROLL_N=cfg.unroll_n, STAGES=cfg.stages, **launch_options(cfg), **flags,
-    )
-    if B.dim() == 3:
-        dB = dB.squeeze(1)
-    elif B.dim() == 2:
-        dB = _batch_sum(dB)
-    if C.dim() == 3:
-        dC = dC.squeeze(1)
-    elif C.dim() == 2:
-        dC = _batch_sum(dC)
-    return du, ddelta, _batch_sum(dA), dB, dC, _batch_sum(dD), dz, _batch_sum(dbias), dh0
+    rows = list(torch.zeros(sum(launch.row_sizes), **f32).split(launch.row_sizes)) if launch.row_sizes else []
+    pieces = [_fresh(X) for X in torch.empty(sum(launch.small_sizes), **f32).split(launch.small_sizes)]
+    lay = plan.bwd_lay
+    dB = rows.pop(0) if lay.b_var else pieces.pop(0)
+    dC = rows.pop(0) if lay.c_var else pieces.pop(0)
+    dA, dD, dbias, dh0, carry = pieces
+    _launch_selective_scan_pair_bwd_kernel.launch(
+        launch.grid,
+        (u, delta, A, B, C, D, z, delta_bias, chunks, dout, dhT, du, ddelta, dz, dA, dB, dC,
+         dD if D is not None else None, dbias if delta_bias is not None else None, dh0, carry, *launch.ints),
+        launch.kw, key)
+    bdn, bd = batch * dim * n_state, batch * dim
+    dA, dh0 = _batch_sum(dA[:bdn].view(batch, dim, n_state)), dh0[:bdn].view(batch, dim, n_state)
+    dD = _batch_sum(dD[:bd].view(batch, dim)) if D is not None else None
+    dbias = _batch_sum(dbias[:bd].view(batch, dim)) if delta_bias is not None else None
+    dB = _bc_grad(dB, B, lay.b_groups, batch, dim, n_state, length)
+    dC = _bc_grad(dC, C, lay.c_groups, batch, dim, n_state, length)
+    return du, ddelta, dA, dB, dC, dD, dz, dbias, dh0
 
 
-def _batch_sum(X: torch.Tensor | None) -> torch.Tensor | None:
+def _bc_grad(dX: torch.Tensor, X: torch.Tensor, groups: int, batch: int, dim: int, n_state: int,
+             length: int) -> torch.Tensor:
+    """The gradient of B or C in X's form from its workspace piece: per position [B, N, L] or [B, G, N, L],
+    or [D, N] summed over the batch."""
+    if X.dim() == 2:
+        return _batch_sum(dX[:batch * dim * n_state].view(batch, dim, n_state))
+    dX = dX[:batch * groups * n_state * length].view(batch, groups, n_state, length)
+    return dX.squeeze(1) if X.dim() == 3 else dX
+
+
+def _batch_sum(X: torch.Tensor) -> torch.Tensor:
     """Sum over the leading batch axis; a view when there is one sequence (no kernel launch)."""
-    if X is None:
-        return None
     return X[0] if X.shape[0] == 1 else X.sum(0)
 
 
 class _SelectiveScanFn(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, u, delta, A, B, C, D, z, delta_bias, initial_state, softplus, reverse, need_grad,
-                fwd_cfg, bwd_cfg, impl, seq_cfg):
-        out, final, chunks = _selective_scan_fwd(u, delta, A, B, C, D, z, delta_bias, initial_state, softplus,
-                                                 reverse, need_grad, fwd_cfg, impl, seq_cfg)
+    def forward(ctx, u, delta, A, B, C, D, z, delta_bias, initial_state, plan):
+        out, final, chunks = _selective_scan_fwd(u, delta, A, B, C, D, z, delta_bias, initial_state, plan)
         # An unused final state then gets None, not a zero-filled gradient (one launch fewer).
         ctx.set_materialize_grads(False)
-        if need_grad:
+        if plan.need_grad:
             ctx.save_for_backward(u, delta, A, B, C, D, z, delta_bias, chunks)
-            ctx.softplus, ctx.reverse, ctx.bwd_cfg = softplus, reverse, bwd_cfg
-            ctx.fwd_block_t = fwd_cfg.block_t
+            ctx.plan = plan
             ctx.has_h0 = initial_state is not None
         return out, final
 
@@ -319,15 +437,13 @@ class _SelectiveScanFn(torch.autograd.Function):
         if dout is None:
             dout = torch.zeros_like(u)
         du, ddelta, dA, dB, dC, dD, dz, dbias, dh0 = _selective_scan_bwd(
-            u, delta, A, B, C, D, z, delta_bias, chunks, dout, dfinal, ctx.softplus, ctx.reverse,
-            ctx.fwd_block_t, ctx.bwd_cfg,
-        )
+            u, delta, A, B, C, D, z, delta_bias, chunks, dout, dfinal, ctx.plan)
 
         def cast(grad, like):
             return None if like is None else grad.to(like.dtype)
 
         return (du, ddelta, cast(dA, A), cast(dB, B), cast(dC, C), cast(dD, D), dz, cast(dbias, delta_bias),
-                dh0 if ctx.has_h0 else None, None, None, None, None, None, None, None)
+                dh0 if ctx.has_h0 else None, None)
 
 
 def _check(name: str, X: torch.Tensor | None, shape: tuple[int, ...], device: torch.device, fn: str) -> None:
@@ -394,40 +510,16 @@ def selective_scan_fused(
     Returns:
         out [B, D, L] in u's dtype, and final_state [B, D, N] fp32 when asked.
     """
-    fn = "selective_scan_fused"
-    if u.dim() != 3:
-        raise InputError(f"{fn}: u has shape {tuple(u.shape)}; expected [B, D, L]")
-    batch, dim, length = u.shape
-    _check("u", u, (batch, dim, length), u.device, fn)
-    if A.dim() != 2 or A.shape[0] != dim:
-        raise InputError(f"{fn}: A has shape {tuple(A.shape)}; expected [D, N] with D = {dim}")
-    n_state = A.shape[1]
-    _check("A", A, (dim, n_state), u.device, fn)
-    _check("delta", delta, (batch, dim, length), u.device, fn)
-    _check("z", z, (batch, dim, length), u.device, fn)
-    _check("D", D, (dim,), u.device, fn)
-    _check("delta_bias", delta_bias, (dim,), u.device, fn)
-    _check("initial_state", initial_state, (batch, dim, n_state), u.device, fn)
-    _check_bc("B", B, batch, dim, n_state, length, fn)
-    _check_bc("C", C, batch, dim, n_state, length, fn)
-    if u.device.type == "cpu" and not triton.knobs.runtime.interpret:
-        raise InputError(f"{fn}: inputs are on the CPU; move them to CUDA, or use selective_scan_chunked "
-                         "(set TRITON_INTERPRET=1 before importing triton only to test the kernel)")
-    if length == 0 or n_state == 0:
-        raise InputError(f"{fn}: empty input (L = {length}, N = {n_state}); pass at least one position "
-                         "and one state")
-    fwd_impl = fwd_impl or DEFAULT_FWD_IMPL
-    if fwd_impl not in FWD_IMPLS:
-        raise InputError(f"{fn}: fwd_impl is {fwd_impl!r}; use one of {', '.join(FWD_IMPLS)}")
-    fwd_default, bwd_default, seq_default = _default_configs(u.device)
-    fwd_config, bwd_config = fwd_config or fwd_default, bwd_config or bwd_default
-    seq_config = seq_config or seq_default
-    if fwd_impl == "sequential" and fwd_config.block_t % seq_config.tt:
-        raise InputError(f"{fn}: seq_config.tt = {seq_config.tt} does not divide fwd_config.block_t = "
-                         f"{fwd_config.block_t} (saved states sit at chunk starts); pick a tt that divides it")
     tensors = (u, delta, A, B, C, D, z, delta_bias, initial_state)
-    need_grad = torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
-    u, delta, z, B, C = (_rows_contiguous(X) for X in (u, delta, z, B, C))
-    out, final = _SelectiveScanFn.apply(u, delta, A, B, C, D, z, delta_bias, initial_state, delta_softplus,
-                                        reverse, need_grad, fwd_config, bwd_config, fwd_impl, seq_config)
+    sig = (_signature(tensors), delta_softplus, reverse, torch.is_grad_enabled(), fwd_impl, fwd_config, bwd_config,
+           seq_config)
+    plan = _PLANS.get(sig)
+    if plan is None:
+        plan = _new_plan(*tensors, delta_softplus, reverse, fwd_impl, fwd_config, bwd_config, seq_config)
+        if len(_PLANS) >= 256:
+            _PLANS.clear()
+        _PLANS[sig] = plan
+    if plan.copy:
+        u, delta, z, B, C = (_rows_contiguous(X) for X in (u, delta, z, B, C))
+    out, final = _SelectiveScanFn.apply(u, delta, A, B, C, D, z, delta_bias, initial_state, plan)
     return (out, final) if return_final_state else out

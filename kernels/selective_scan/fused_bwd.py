@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import functools
 
-import torch
 import triton
 import triton.language as tl
 
@@ -224,8 +223,3 @@ def _selective_scan_pair_bwd_kernel(
         tl.store(dD_ptr + pid_b * dim + offs_d, dD_acc, mask=mask_d)
     if HAS_BIAS:
         tl.store(dbias_ptr + pid_b * dim + offs_d, dbias_acc, mask=mask_d)
-
-
-def pair_bwd_scratch(batch: int, dim: int, n_state: int, device: torch.device) -> torch.Tensor:
-    """The two carry slots, [2, B, D, N] fp32 (written before read by the kernel)."""
-    return torch.empty(2, batch, dim, n_state, device=device, dtype=torch.float32)

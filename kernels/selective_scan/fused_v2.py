@@ -338,11 +338,21 @@ def _segments(batch: int, dim: int, length: int, block_d: int, chunk: int, cfg: 
     return seg_len, cdiv(length, seg_len)
 
 
-def selective_scan_seq_fwd(u, delta, A, B, C, D, z, delta_bias, h0, out, final, chunks, softplus, reverse,
-                           lay, chunk: int, cfg: SeqConfig) -> None:
-    """Fill out [B, D, L], final [B, D, N] and, when given, chunks [B, L / chunk, D, N] (the state at
-    every chunk start). ``lay`` is ``fused._Layout`` (B/C forms and strides). Inputs are checked by the
-    public function."""
+class SeqLaunches(NamedTuple):
+    """The three launches of one call, less the tensors: grids, the integer arguments that follow the
+    pointers, and the compile-time keywords. All of it follows from the inputs' shapes, strides and dtypes and
+    the options, so ``fused.py`` computes it once per input signature."""
+
+    n_seg: int
+    state: tuple[tuple[int, ...], tuple, dict]
+    start: tuple[tuple[int, ...], tuple, dict]
+    fwd: tuple[tuple[int, ...], tuple, dict]
+
+
+def seq_fwd_launches(u, delta, A, B, C, z, has_d: bool, has_bias: bool, has_h0: bool, store_chunks: bool,
+                     softplus: bool, reverse: bool, lay, chunk: int, cfg: SeqConfig) -> SeqLaunches:
+    """The launches of :func:`selective_scan_seq_fwd` for these inputs (only their shapes, strides and dtypes
+    are read). ``lay`` is ``fused._Layout`` (B/C forms and strides); the output is contiguous."""
     batch, dim, length = u.shape
     n_state = A.shape[1]
     block_d = min(cfg.block_d, next_power_of_2(dim))
@@ -351,39 +361,44 @@ def selective_scan_seq_fwd(u, delta, A, B, C, D, z, delta_bias, h0, out, final, 
         block_d //= 2
     # One 16-byte access a thread and row: wider tiles are split across lanes, and every pick then moves data.
     tt = min(cfg.tt, 16 // u.element_size())
-    even = length % tt == 0 and dim % block_d == 0
-    bf16_ptx = not triton.knobs.runtime.interpret
     seg_len, n_seg = _segments(batch, dim, length, block_d, chunk, cfg)
-    f32 = dict(device=u.device, dtype=torch.float32)
-    hend = torch.empty(batch, n_seg, dim, n_state, **f32)
-    dsum = torch.empty(batch, n_seg, dim, **f32)
     grid = (batch, cdiv(dim, block_d))
     n_pad = next_power_of_2(n_state)
-    if n_seg > 1:
-        _launch_segment_state_kernel[grid + (n_seg - 1,)](
-            u, delta, A, B, delta_bias, hend, dsum,
-            dim, length, n_state, dim // lay.b_groups, seg_len, n_seg, 1,
-            *u.stride(), *delta.stride(), *A.stride(), *lay.b_strides,
-            HAS_BIAS=delta_bias is not None, SOFTPLUS=softplus, B_VAR=lay.b_var, REVERSE=reverse,
-            BLOCK_D=block_d, TT=tt, N_PAD=n_pad, EVEN_N=n_pad == n_state,
-            EVEN=even, BF16_PTX=bf16_ptx,
-            num_warps=cfg.num_warps,
-        )
-        h0_ = h0 if h0 is not None else hend  # a stand-in pointer, never read when HAS_H0 is False
-        _launch_segment_start_kernel[(batch, cdiv(dim * n_state, 256))](
-            A, h0_, hend, dsum, dim, n_state, n_seg, *A.stride(),
-            HAS_H0=h0 is not None, BLOCK=256,
-        )
+    shape_kw = dict(BLOCK_D=block_d, TT=tt, N_PAD=n_pad, EVEN_N=n_pad == n_state,
+                    EVEN=length % tt == 0 and dim % block_d == 0, BF16_PTX=not triton.knobs.runtime.interpret)
+    state = (grid + (n_seg - 1,),
+             (dim, length, n_state, dim // lay.b_groups, seg_len, n_seg, 1,
+              *u.stride(), *delta.stride(), *A.stride(), *lay.b_strides),
+             dict(HAS_BIAS=has_bias, SOFTPLUS=softplus, B_VAR=lay.b_var, REVERSE=reverse, **shape_kw,
+                  num_warps=cfg.num_warps))
+    start = ((batch, cdiv(dim * n_state, 256)), (dim, n_state, n_seg, *A.stride()),
+             dict(HAS_H0=has_h0, BLOCK=256))
     zz = z if z is not None else u
-    _launch_selective_scan_seq_fwd_kernel[grid + (n_seg,)](
-        u, delta, A, B, C, D, z, delta_bias, h0, hend, dsum, out, final, chunks,
-        dim, length, n_state, dim // lay.b_groups, dim // lay.c_groups, seg_len, n_seg,
-        cdiv(length, chunk), 1,
-        *u.stride(), *delta.stride(), *A.stride(), *lay.b_strides, *lay.c_strides,
-        *zz.stride(), *out.stride(),
-        HAS_D=D is not None, HAS_Z=z is not None, HAS_BIAS=delta_bias is not None, HAS_H0=h0 is not None,
-        SOFTPLUS=softplus, B_VAR=lay.b_var, C_VAR=lay.c_var, STORE_CHUNKS=chunks is not None,
-        REVERSE=reverse, CHUNK=chunk, BLOCK_D=block_d, TT=tt, N_PAD=n_pad, EVEN_N=n_pad == n_state,
-        EVEN=even, BF16_PTX=bf16_ptx,
-        **launch_options(cfg),
-    )
+    fwd = (grid + (n_seg,),
+           (dim, length, n_state, dim // lay.b_groups, dim // lay.c_groups, seg_len, n_seg, cdiv(length, chunk), 1,
+            *u.stride(), *delta.stride(), *A.stride(), *lay.b_strides, *lay.c_strides, *zz.stride(),
+            dim * length, length, 1),
+           dict(HAS_D=has_d, HAS_Z=z is not None, HAS_BIAS=has_bias, HAS_H0=has_h0, SOFTPLUS=softplus,
+                B_VAR=lay.b_var, C_VAR=lay.c_var, STORE_CHUNKS=store_chunks, REVERSE=reverse, CHUNK=chunk,
+                **shape_kw, **launch_options(cfg)))
+    return SeqLaunches(n_seg, state, start, fwd)
+
+
+def selective_scan_seq_fwd(u, delta, A, B, C, D, z, delta_bias, h0, out, final, chunks, launches: SeqLaunches,
+                           key) -> None:
+    """Fill out [B, D, L] (contiguous), final [B, D, N] and, when given, chunks [B, L / chunk, D, N] (the
+    state at every chunk start). ``launches`` is :func:`seq_fwd_launches` of these inputs and ``key`` stands
+    for their signature in the launchers' caches. Inputs are checked by the public function."""
+    batch, dim, n_state = final.shape
+    f32 = dict(device=u.device, dtype=torch.float32)
+    hend = torch.empty(batch, launches.n_seg, dim, n_state, **f32)
+    dsum = torch.empty(batch, launches.n_seg, dim, **f32)
+    if launches.n_seg > 1:
+        grid, ints, kw = launches.state
+        _launch_segment_state_kernel.launch(grid, (u, delta, A, B, delta_bias, hend, dsum, *ints), kw, key)
+        grid, ints, kw = launches.start
+        h0_ = h0 if h0 is not None else hend  # a stand-in pointer, never read when HAS_H0 is False
+        _launch_segment_start_kernel.launch(grid, (A, h0_, hend, dsum, *ints), kw, key)
+    grid, ints, kw = launches.fwd
+    _launch_selective_scan_seq_fwd_kernel.launch(
+        grid, (u, delta, A, B, C, D, z, delta_bias, h0, hend, dsum, out, final, chunks, *ints), kw, key)
