@@ -30,11 +30,7 @@ import triton.language as tl
 
 from seqssm.errors import InputError
 from seqssm.kernels.host import DirectLauncher, cdiv, launch_options, next_power_of_2
-from seqssm.kernels.selective_scan.fused_bwd import (
-    _segment_carry_kernel,
-    _selective_scan_pair_bwd_kernel,
-    pair_bwd_flags,
-)
+from seqssm.kernels.selective_scan.fused_bwd import _selective_scan_pair_bwd_kernel, pair_bwd_flags
 from seqssm.kernels.selective_scan.fused_v2 import (
     SEQ_CONFIG,
     SEQ_INTERPRET_CONFIG,
@@ -42,7 +38,6 @@ from seqssm.kernels.selective_scan.fused_v2 import (
     SeqLaunches,
     selective_scan_seq_fwd,
     seq_fwd_launches,
-    seq_tile_shape,
 )
 from seqssm.kernels.selective_scan.ptx import row_width
 from seqssm.kernels.selective_scan.tile_ops import bc_base, fwd_combine, load_dt, load_state_row
@@ -60,9 +55,8 @@ LOG2E = tl.constexpr(1.4426950408889634)
 
 class ScanConfig(NamedTuple):
     """Launch shape of one kernel: channels and positions per tile, warps per program, how many times the
-    loop over states is unrolled, how many chunks the loop over L keeps in flight (software pipelining), a
-    register cap (None: the compiler's choice; fewer registers, more warps an SM) and, for the backward, how
-    many programs to aim for by cutting the sequence into segments that run side by side (0: one segment)."""
+    loop over states is unrolled, how many chunks the loop over L keeps in flight (software pipelining) and a
+    register cap (None: the compiler's choice; fewer registers, more warps an SM)."""
 
     block_d: int
     block_t: int
@@ -70,15 +64,14 @@ class ScanConfig(NamedTuple):
     unroll_n: int = 1
     stages: int = 1
     maxnreg: int | None = None
-    target_programs: int = 0
 
 
 # Chosen with benchmarks/bench_scan.py (forward on an H100, backward on an H200; NOTES-scan.md); the interpreter
 # gets small tiles.
 FWD_CONFIG = ScanConfig(block_d=4, block_t=256, num_warps=4, unroll_n=4)
 # The backward's inline-PTX reverse scan wants one channel and one warp per chunk (fused_bwd.pair_bwd_flags).
-BWD_CONFIG = ScanConfig(block_d=1, block_t=256, num_warps=1, target_programs=4096)
-INTERPRET_CONFIG = ScanConfig(block_d=2, block_t=16, num_warps=1, target_programs=12)
+BWD_CONFIG = ScanConfig(block_d=1, block_t=256, num_warps=1)
+INTERPRET_CONFIG = ScanConfig(block_d=2, block_t=16, num_warps=1)
 # Forward algorithms: "tile" (this file, tl.associative_scan over [BLOCK_D, BLOCK_T] tiles) or "sequential"
 # (fused_v2.py, a thread per channel over segments). The backward (fused_bwd.py) serves both.
 FWD_IMPLS = ("tile", "sequential")
@@ -177,7 +170,6 @@ def _selective_scan_fwd_kernel(
 # Launched through the compiled kernel after the first launch (kernels/host.py): host time counts at short L.
 _launch_selective_scan_fwd_kernel = DirectLauncher(_selective_scan_fwd_kernel)
 _launch_selective_scan_pair_bwd_kernel = DirectLauncher(_selective_scan_pair_bwd_kernel)
-_launch_segment_carry_kernel = DirectLauncher(_segment_carry_kernel)
 
 
 def _default_configs(device: torch.device) -> tuple[ScanConfig, ScanConfig, SeqConfig]:
@@ -237,7 +229,6 @@ class _Plan(NamedTuple):
     reverse: bool
     fwd_cfg: ScanConfig
     bwd_cfg: ScanConfig
-    seq_cfg: SeqConfig
     lay: _Layout
     bwd_lay: _Layout
     seq: SeqLaunches | None  # None: the tile forward
@@ -298,7 +289,7 @@ def _new_plan(u, delta, A, B, C, D, z, delta_bias, initial_state, softplus, reve
         seq = seq_fwd_launches(u, delta, A, B, C, z, D is not None, delta_bias is not None,
                                initial_state is not None, need_grad, softplus, reverse, lay, fwd_cfg.block_t,
                                seq_cfg)
-    return _Plan(next(_PLAN_KEYS), copy, need_grad, softplus, reverse, fwd_cfg, bwd_cfg, seq_cfg, lay,
+    return _Plan(next(_PLAN_KEYS), copy, need_grad, softplus, reverse, fwd_cfg, bwd_cfg, lay,
                  _layout(B, C, dim, bwd_cfg), seq, row_width(u, delta, z, B, C))
 
 
@@ -335,61 +326,41 @@ def _pad32(n: int) -> int:
 
 
 class _BwdLaunch(NamedTuple):
-    """The backward's launches for one plan and one kind of incoming gradient, less the tensors: the carry
-    pre-pass (None with one segment) and the backward, each as (grid, integer arguments, constexprs)."""
+    """The backward's launch for one plan and one kind of incoming gradient, less the tensors."""
 
-    carry: tuple[tuple[int, ...], tuple, dict] | None
-    bwd: tuple[tuple[int, ...], tuple, dict]
-    # Workspace pieces in fp32 elements, padded: the per-position dB/dC rows (zeroed), and the rest (zeroed
-    # when segments add their sums into it).
+    grid: tuple[int, int]
+    ints: tuple[int, ...]
+    kw: dict
+    # Workspace pieces in fp32 elements, padded: the per-position dB/dC rows (zeroed), and the rest.
     row_sizes: list[int]
     small_sizes: list[int]
-    zero_small: bool
 
 
 _BWD_LAUNCHES: dict[tuple, _BwdLaunch] = {}
 
 
-def _bwd_launch(plan: _Plan, u, delta, A, D, z, delta_bias, chunks, dout, has_dht: bool, width: int) -> _BwdLaunch:
+def _bwd_launch(plan: _Plan, u, delta, A, D, z, delta_bias, chunks, has_dht: bool, width: int) -> _BwdLaunch:
     batch, dim, length = u.shape
     n_state = A.shape[1]
     cfg, lay = plan.bwd_cfg, plan.bwd_lay
     # A backward chunk must start where a forward chunk started, at a saved state.
     stride = max(cfg.block_t // plan.fwd_cfg.block_t, 1)
     block_t = stride * plan.fwd_cfg.block_t
-    n_chunks = cdiv(length, block_t)
-    grid = (batch, cdiv(dim, lay.block_d))
-    n_seg = max(1, min(n_chunks, cdiv(cfg.target_programs, grid[0] * grid[1]))) if cfg.target_programs else 1
-    seg_chunks = cdiv(n_chunks, n_seg)
-    n_seg = cdiv(n_chunks, seg_chunks)
     zz = z if z is not None else u
-    g_strides = (dim * length, length, 1)  # dout, made contiguous in _selective_scan_bwd
-    n_pad = next_power_of_2(n_state)
-    carry = None
-    if n_seg > 1:
-        block_d, tt = seq_tile_shape(dim, dout.element_size(), lay, plan.seq_cfg)
-        carry = ((batch, cdiv(dim, block_d), n_seg - 1),
-                 (dim, length, n_state, dim // lay.c_groups, seg_chunks * block_t, n_seg,
-                  *delta.stride(), *A.stride(), *lay.c_strides, *zz.stride(), *g_strides),
-                 dict(HAS_Z=z is not None, HAS_BIAS=delta_bias is not None, SOFTPLUS=plan.softplus,
-                      C_VAR=lay.c_var, REVERSE=plan.reverse, BLOCK_D=block_d, TT=tt, N_PAD=n_pad,
-                      EVEN_N=n_pad == n_state, EVEN=length % tt == 0 and dim % block_d == 0,
-                      BF16_PTX=not triton.knobs.runtime.interpret, num_warps=plan.seq_cfg.num_warps))
-    bwd = (grid + (n_seg,),
-           (dim, length, n_state, dim // lay.b_groups, dim // lay.c_groups, n_chunks, stride, chunks.shape[1],
-            seg_chunks, *u.stride(), *delta.stride(), *A.stride(), *lay.b_strides, *lay.c_strides,
-            *zz.stride(), *g_strides),
-           dict(HAS_D=D is not None, HAS_Z=z is not None, HAS_BIAS=delta_bias is not None, HAS_DHT=has_dht,
-                SOFTPLUS=plan.softplus, B_VAR=lay.b_var, C_VAR=lay.c_var, REVERSE=plan.reverse,
-                BLOCK_D=lay.block_d, BLOCK_T=block_t, N_PAD=n_pad, UNROLL_N=cfg.unroll_n, STAGES=cfg.stages,
-                **launch_options(cfg), **pair_bwd_flags(lay.block_d, block_t, cfg.num_warps, width, plan.reverse),
-                SEGMENTED=n_seg > 1))
+    ints = (dim, length, n_state, dim // lay.b_groups, dim // lay.c_groups, cdiv(length, block_t), stride,
+            chunks.shape[1], *u.stride(), *delta.stride(), *A.stride(), *lay.b_strides, *lay.c_strides,
+            *zz.stride(), dim * length, length, 1)  # the last three: contiguous dout (see _selective_scan_bwd)
+    kw = dict(HAS_D=D is not None, HAS_Z=z is not None, HAS_BIAS=delta_bias is not None, HAS_DHT=has_dht,
+              SOFTPLUS=plan.softplus, B_VAR=lay.b_var, C_VAR=lay.c_var, REVERSE=plan.reverse,
+              BLOCK_D=lay.block_d, BLOCK_T=block_t, N_PAD=next_power_of_2(n_state), UNROLL_N=cfg.unroll_n,
+              STAGES=cfg.stages, **launch_options(cfg),
+              **pair_bwd_flags(lay.block_d, block_t, cfg.num_warps, width, plan.reverse))
     bdn, bd = batch * dim * n_state, batch * dim
     var = [batch * g * n_state * length for g, v in ((lay.b_groups, lay.b_var), (lay.c_groups, lay.c_var)) if v]
-    # Pieces: dB, dC when not per position, dA, dD, d(delta_bias), dh0, the carry slots [2, S, B, D, N], and
-    # the pre-pass's carries [B, S, D, N] and Δ sums [B, S, D].
-    small = [bdn] * (2 - len(var)) + [bdn, bd, bd, bdn, 2 * n_seg * bdn, n_seg * bdn, n_seg * bd]
-    return _BwdLaunch(carry, bwd, [_pad32(n) for n in var], [_pad32(n) for n in small], n_seg > 1)
+    # Pieces: dB, dC when not per position, dA, dD, d(delta_bias), dh0, the two carry slots.
+    small = [bdn] * (2 - len(var)) + [bdn, bd, bd, bdn, 2 * bdn]
+    return _BwdLaunch((batch, cdiv(dim, lay.block_d)), ints, kw, [_pad32(n) for n in var],
+                      [_pad32(n) for n in small])
 
 
 def _selective_scan_bwd(u, delta, A, B, C, D, z, delta_bias, chunks, dout, dfinal, plan: _Plan):
@@ -404,35 +375,26 @@ def _selective_scan_bwd(u, delta, A, B, C, D, z, delta_bias, chunks, dout, dfina
     if launch is None:
         if len(_BWD_LAUNCHES) >= 256:
             _BWD_LAUNCHES.clear()
-        launch = _bwd_launch(plan, u, delta, A, D, z, delta_bias, chunks, dout, dhT is not None, width)
+        launch = _bwd_launch(plan, u, delta, A, D, z, delta_bias, chunks, dhT is not None, width)
         _BWD_LAUNCHES[key] = launch
     du = _fresh(torch.empty_like(dout))
     ddelta = _fresh(torch.empty_like(dout, dtype=delta.dtype))
     dz = _fresh(torch.empty_like(dout, dtype=z.dtype)) if z is not None else None
-    # Two workspaces instead of nine buffers (each allocation costs host time, which short sequences wait
+    # Two workspaces instead of seven buffers (each allocation costs host time, which short sequences wait
     # for): the per-position dB, dC rows, which gather atomic adds from every channel tile and so start at
     # zero, and the small rest. Apart, so that a small gradient kept by the caller keeps no large rows alive.
     f32 = dict(device=u.device, dtype=torch.float32)
     rows = list(torch.zeros(sum(launch.row_sizes), **f32).split(launch.row_sizes)) if launch.row_sizes else []
-    if launch.zero_small:
-        pieces = list(torch.zeros(sum(launch.small_sizes), **f32).split(launch.small_sizes))
-    else:
-        pieces = [_fresh(X) for X in torch.empty(sum(launch.small_sizes), **f32).split(launch.small_sizes)]
+    pieces = [_fresh(X) for X in torch.empty(sum(launch.small_sizes), **f32).split(launch.small_sizes)]
     lay = plan.bwd_lay
     dB = rows.pop(0) if lay.b_var else pieces.pop(0)
     dC = rows.pop(0) if lay.c_var else pieces.pop(0)
-    dA, dD, dbias, dh0, carry, xs, dsum = pieces
-    # Written, not added to: poisoned in tests even in a zeroed workspace.
-    dh0, carry, xs, dsum = (_fresh(X) for X in (dh0, carry, xs, dsum))
-    if launch.carry is not None:
-        grid, ints, kw = launch.carry
-        _launch_segment_carry_kernel.launch(grid, (delta, A, C, z, delta_bias, dout, xs, dsum, *ints), kw, key)
-    grid, ints, kw = launch.bwd
+    dA, dD, dbias, dh0, carry = pieces
     _launch_selective_scan_pair_bwd_kernel.launch(
-        grid,
+        launch.grid,
         (u, delta, A, B, C, D, z, delta_bias, chunks, dout, dhT, du, ddelta, dz, dA, dB, dC,
-         dD if D is not None else None, dbias if delta_bias is not None else None, dh0, carry, xs, dsum, *ints),
-        kw, key)
+         dD if D is not None else None, dbias if delta_bias is not None else None, dh0, carry, *launch.ints),
+        launch.kw, key)
     bdn, bd = batch * dim * n_state, batch * dim
     dA, dh0 = _batch_sum(dA[:bdn].view(batch, dim, n_state)), dh0[:bdn].view(batch, dim, n_state)
     dD = _batch_sum(dD[:bd].view(batch, dim)) if D is not None else None

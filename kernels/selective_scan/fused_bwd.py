@@ -28,14 +28,6 @@ import functools
 import triton
 import triton.language as tl
 
-from seqssm.kernels.selective_scan.fused_v2 import (
-    _pick,
-    _state_row,
-    _state_rows,
-    _tile,
-    _tile_positions,
-    tile_dt,
-)
 from seqssm.kernels.selective_scan.ptx import rev_scan_ptx, warp_layout
 from seqssm.kernels.selective_scan.tile_ops import bc_base, fwd_combine, load_dt, load_state_row
 
@@ -61,72 +53,6 @@ def pair_bwd_flags(block_d: int, block_t: int, num_warps: int, elem_bytes: int, 
 
 
 @triton.jit
-def _segment_carry_kernel(
-    dt_ptr, A_ptr, C_ptr, z_ptr, bias_ptr, dout_ptr, xs_ptr, dsum_ptr,
-    dim, length, n_state, c_cpg, seg_len, n_seg,
-    s_dt_b, s_dt_d, s_dt_l,
-    s_A_d, s_A_n,
-    s_C_b, s_C_g, s_C_n, s_C_l,
-    s_z_b, s_z_d, s_z_l,
-    s_g_b, s_g_d, s_g_l,
-    HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr, C_VAR: tl.constexpr,
-    REVERSE: tl.constexpr, BLOCK_D: tl.constexpr, TT: tl.constexpr, N_PAD: tl.constexpr, EVEN_N: tl.constexpr,
-    EVEN: tl.constexpr, BF16_PTX: tl.constexpr,
-):
-    """For each segment s >= 1 of the backward (scan order), the carry it hands to the segment before it when
-    none enters from after it, X_s = sum_t exp(A sum_{k<=t} Δ_k) C_t dy_t (k, t from the segment's start),
-    and the sum of Δ over it: the carry leaving s is X_s + exp(A ΣΔ_s) G for G entering it. A thread per
-    channel, as in fused_v2.py: one exp and two multiply-adds per state and position, no scan."""
-    pid_b = tl.program_id(0).to(tl.int64)
-    d0 = tl.program_id(1) * BLOCK_D
-    seg = tl.program_id(2) + 1
-    offs_d = d0 + tl.arange(0, BLOCK_D)
-    mask_d = offs_d < dim
-    offs_n = tl.arange(0, N_PAD)
-    mask_n = offs_n < n_state
-    offs_tt = tl.arange(0, TT)
-    row = offs_d.to(tl.int64)[:, None]
-    dt_base = dt_ptr + pid_b * s_dt_b + row * s_dt_d
-    g_base = dout_ptr + pid_b * s_g_b + row * s_g_d
-    nd_mask = mask_d[:, None] & mask_n[None, :]
-    A2 = tl.load(A_ptr + offs_d[:, None] * s_A_d + offs_n[None, :] * s_A_n, mask=nd_mask, other=0.0) * LOG2E
-    C_base = bc_base(C_ptr, pid_b, d0, offs_d, c_cpg, s_C_b, s_C_g, C_VAR)
-    C_rows = _state_rows(C_base, offs_n, s_C_n, nd_mask, C_VAR)
-    bias = tl.load(bias_ptr + offs_d, mask=mask_d, other=0.0).to(tl.float32) if HAS_BIAS else 0.0
-
-    X = tl.zeros((BLOCK_D, N_PAD), dtype=tl.float32)
-    cum = tl.zeros((BLOCK_D,), dtype=tl.float32)
-    t0 = seg * seg_len
-    for tr in range(0, tl.minimum(seg_len, length - t0), TT):
-        pos, mask, pos_2d = _tile_positions(t0 + tr, offs_tt, length, mask_d, REVERSE, BLOCK_D, TT)
-        dt = tile_dt(dt_base, pos, s_dt_l, mask, bias, HAS_BIAS, SOFTPLUS, EVEN, BF16_PTX)
-        dy = _tile(g_base + pos[None, :] * s_g_l, mask, EVEN, BF16_PTX)
-        if HAS_Z:
-            zz = _tile(z_ptr + pid_b * s_z_b + row * s_z_d + pos[None, :] * s_z_l, mask, EVEN, BF16_PTX)
-            dy = dy * zz * tl.sigmoid(zz)
-        run = cum[:, None] + tl.cumsum(dt, axis=1)
-        cum += tl.sum(dt, axis=1)
-        for n in tl.static_range(N_PAD):
-            C_n = _state_row(C_base, C_rows, n, n_state, s_C_n, pos_2d, s_C_l, mask, offs_n, C_VAR, EVEN_N, EVEN,
-                             BF16_PTX, False)
-            w = tl.exp2(run * _pick(A2, offs_n, n)[:, None])
-            X = tl.where(offs_n[None, :] == n, X + tl.sum(w * C_n * dy, axis=1)[:, None], X)
-
-    out_offs = ((pid_b * n_seg + seg) * dim + offs_d[:, None]) * n_state + offs_n[None, :]
-    tl.store(xs_ptr + out_offs, X, mask=nd_mask)
-    tl.store(dsum_ptr + (pid_b * n_seg + seg) * dim + offs_d, cum, mask=mask_d)
-
-
-@triton.jit
-def _sum_out(ptrs, value, mask, ATOMIC: tl.constexpr):
-    """A program's share of a sum over chunks: stored, or added to a zeroed output when segments share it."""
-    if ATOMIC:
-        tl.atomic_add(ptrs, value, mask=mask, sem="relaxed")
-    else:
-        tl.store(ptrs, value, mask=mask)
-
-
-@triton.jit
 def _add2(a1, b1, a2, b2):
     return a1 + a2, b1 + b2
 
@@ -134,8 +60,8 @@ def _add2(a1, b1, a2, b2):
 @triton.jit
 def _selective_scan_pair_bwd_kernel(
     u_ptr, dt_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_ptr, hc_ptr, dout_ptr, dhT_ptr,
-    du_ptr, ddt_ptr, dz_ptr, dA_ptr, dB_ptr, dC_ptr, dD_ptr, dbias_ptr, dh0_ptr, carry_ptr, xs_ptr, dsum_ptr,
-    dim, length, n_state, b_cpg, c_cpg, n_chunks, chunk_stride, n_saved, seg_chunks,
+    du_ptr, ddt_ptr, dz_ptr, dA_ptr, dB_ptr, dC_ptr, dD_ptr, dbias_ptr, dh0_ptr, carry_ptr,
+    dim, length, n_state, b_cpg, c_cpg, n_chunks, chunk_stride, n_saved,
     s_u_b, s_u_d, s_u_l,
     s_dt_b, s_dt_d, s_dt_l,
     s_A_d, s_A_n,
@@ -147,17 +73,10 @@ def _selective_scan_pair_bwd_kernel(
     SOFTPLUS: tl.constexpr, B_VAR: tl.constexpr, C_VAR: tl.constexpr, REVERSE: tl.constexpr,
     BLOCK_D: tl.constexpr, BLOCK_T: tl.constexpr, N_PAD: tl.constexpr,
     UNROLL_N: tl.constexpr, STAGES: tl.constexpr, VEC: tl.constexpr, REV_PTX: tl.constexpr,
-    REV_CONSTRAINTS: tl.constexpr, SEGMENTED: tl.constexpr,
+    REV_CONSTRAINTS: tl.constexpr,
 ):
     pid_b = tl.program_id(0).to(tl.int64)
     d0 = tl.program_id(1) * BLOCK_D
-    # Segment seg walks chunks [c_lo, c_hi) (scan order) in reverse. Segments run side by side: the carry
-    # entering each from the ones after it comes from _segment_carry_kernel, and the sums over chunks are
-    # added atomically into zeroed outputs.
-    seg = tl.program_id(2)
-    n_seg = tl.num_programs(2)
-    c_lo = seg * seg_chunks
-    n_local = tl.minimum(seg_chunks, n_chunks - c_lo)
     offs_d = d0 + tl.arange(0, BLOCK_D)
     mask_d = offs_d < dim
     offs_n = tl.arange(0, N_PAD)
@@ -178,9 +97,7 @@ def _selective_scan_pair_bwd_kernel(
     state_row = (pid_b * dim + offs_d) * n_state
     state_offs = state_row[:, None] + offs_n[None, :]
     state_mask = mask_d[:, None] & mask_n[None, :]
-    # Carry slots [2, S, B, D, N].
-    slot = dim * n_state * tl.num_programs(0) * n_seg
-    carry_row = ((seg * tl.num_programs(0) + pid_b) * dim + offs_d) * n_state
+    slot = dim * n_state * tl.num_programs(0)
 
     if HAS_D:
         Dv = tl.load(D_ptr + offs_d, mask=mask_d, other=0.0).to(tl.float32)
@@ -190,16 +107,7 @@ def _selective_scan_pair_bwd_kernel(
         G0 = tl.load(dhT_ptr + state_offs, mask=state_mask, other=0.0).to(tl.float32)
     else:
         G0 = tl.zeros((BLOCK_D, N_PAD), dtype=tl.float32)
-    if SEGMENTED:
-        # Through the segments after this one, last first: G <- X_s + exp(A ΣΔ_s) G.
-        A2_tile = tl.load(A_ptr + offs_d[:, None] * s_A_d + offs_n[None, :] * s_A_n, mask=state_mask,
-                          other=0.0) * LOG2E
-        for k in range(0, n_seg - 1 - seg):
-            s_row = (pid_b * n_seg + n_seg - 1 - k) * dim + offs_d
-            dsum = tl.load(dsum_ptr + s_row, mask=mask_d, other=0.0)
-            xs = tl.load(xs_ptr + s_row[:, None] * n_state + offs_n[None, :], mask=state_mask, other=0.0)
-            G0 = xs + tl.exp2(A2_tile * dsum[:, None]) * G0
-    tl.store(carry_ptr + carry_row[:, None] + offs_n[None, :], G0, mask=state_mask)
+    tl.store(carry_ptr + state_offs, G0, mask=state_mask)
     tl.debug_barrier()
     dA_acc = tl.zeros((BLOCK_D, N_PAD), dtype=tl.float32)
     dB_acc = tl.zeros((BLOCK_D, N_PAD), dtype=tl.float32)
@@ -208,8 +116,8 @@ def _selective_scan_pair_bwd_kernel(
     dbias_acc = tl.zeros((BLOCK_D,), dtype=tl.float32)
     is_first = offs_j[None, :] == 0
 
-    for cc in tl.range(0, n_local, num_stages=STAGES):
-        c = c_lo + n_local - 1 - cc
+    for cc in tl.range(0, n_chunks, num_stages=STAGES):
+        c = n_chunks - 1 - cc
         read_slot = carry_ptr + (cc % 2) * slot
         write_slot = carry_ptr + ((cc + 1) % 2) * slot
         hc_row = ((pid_b * n_saved + c * chunk_stride) * dim + offs_d) * n_state
@@ -254,7 +162,7 @@ def _selective_scan_pair_bwd_kernel(
             h = b_c + a_c * S0_n[:, None]
             if HAS_Z:
                 y += h * C_n
-            G_n = tl.load(read_slot + carry_row + n, mask=mask_d, other=0.0)
+            G_n = tl.load(read_slot + state_row + n, mask=mask_d, other=0.0)
             if REV_PTX != "":
                 G_tile = tl.broadcast_to(G_n[:, None], (BLOCK_D, BLOCK_T))
                 g = tl.inline_asm_elementwise(REV_PTX, REV_CONSTRAINTS, [dy * C_n, a, G_tile], dtype=tl.float32,
@@ -269,7 +177,7 @@ def _selective_scan_pair_bwd_kernel(
             ddt += gh * A_n[:, None]
             gB += g * B_n
             dA_n, G_next = tl.reduce((gh * dt, tl.where(is_first, a * g, 0.0)), axis=1, combine_fn=_add2)
-            tl.store(write_slot + carry_row + n, G_next, mask=mask_d)
+            tl.store(write_slot + state_row + n, G_next, mask=mask_d)
             dA_acc += tl.where(offs_n[None, :] == n, dA_n[:, None], 0.0)
             if B_VAR:
                 dB_row = tl.sum(g * dtu, axis=0)
@@ -304,16 +212,14 @@ def _selective_scan_pair_bwd_kernel(
         # The next chunk reads the slot written here; no thread may still be reading it from the last one.
         tl.debug_barrier()
 
-    if seg == 0:
-        G = tl.load(carry_ptr + (n_local % 2) * slot + carry_row[:, None] + offs_n[None, :], mask=state_mask,
-                    other=0.0)
-        tl.store(dh0_ptr + state_offs, G, mask=state_mask)
-    _sum_out(dA_ptr + state_offs, dA_acc, state_mask, SEGMENTED)
+    G = tl.load(carry_ptr + (n_chunks % 2) * slot + state_offs, mask=state_mask, other=0.0)
+    tl.store(dh0_ptr + state_offs, G, mask=state_mask)
+    tl.store(dA_ptr + state_offs, dA_acc, mask=state_mask)
     if not B_VAR:
-        _sum_out(dB_ptr + state_offs, dB_acc, state_mask, SEGMENTED)
+        tl.store(dB_ptr + state_offs, dB_acc, mask=state_mask)
     if not C_VAR:
-        _sum_out(dC_ptr + state_offs, dC_acc, state_mask, SEGMENTED)
+        tl.store(dC_ptr + state_offs, dC_acc, mask=state_mask)
     if HAS_D:
-        _sum_out(dD_ptr + pid_b * dim + offs_d, dD_acc, mask_d, SEGMENTED)
+        tl.store(dD_ptr + pid_b * dim + offs_d, dD_acc, mask=mask_d)
     if HAS_BIAS:
-        _sum_out(dbias_ptr + pid_b * dim + offs_d, dbias_acc, mask_d, SEGMENTED)
+        tl.store(dbias_ptr + pid_b * dim + offs_d, dbias_acc, mask=mask_d)

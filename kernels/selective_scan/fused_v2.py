@@ -154,13 +154,6 @@ def _tile_inputs(u_base, dt_base, pos, s_u_l, s_dt_l, mask, bias, HAS_BIAS: tl.c
                  EVEN: tl.constexpr, BF16_PTX: tl.constexpr):
     """(u, Δ) as [BLOCK_D, TT] fp32 tiles, Δ = softplus(Δ + bias) when asked, 0 where ``mask`` is False."""
     u = _tile(u_base + pos[None, :] * s_u_l, mask, EVEN, BF16_PTX)
-    return u, tile_dt(dt_base, pos, s_dt_l, mask, bias, HAS_BIAS, SOFTPLUS, EVEN, BF16_PTX)
-
-
-@triton.jit
-def tile_dt(dt_base, pos, s_dt_l, mask, bias, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr, EVEN: tl.constexpr,
-            BF16_PTX: tl.constexpr):
-    """Δ as a [BLOCK_D, TT] fp32 tile, softplus(Δ + bias) when asked, 0 where ``mask`` is False."""
     dt = _tile(dt_base + pos[None, :] * s_dt_l, mask, EVEN, BF16_PTX)
     if HAS_BIAS:
         dt += bias[:, None]
@@ -168,7 +161,7 @@ def tile_dt(dt_base, pos, s_dt_l, mask, bias, HAS_BIAS: tl.constexpr, SOFTPLUS: 
         dt = softplus(dt)
     if not EVEN:
         dt = tl.where(mask, dt, 0.0)
-    return dt
+    return u, dt
 
 
 # The unit stride of the state axis in A and in the [.., D, N] state buffers comes in at run time
@@ -356,23 +349,18 @@ class SeqLaunches(NamedTuple):
     fwd: tuple[tuple[int, ...], tuple, dict]
 
 
-def seq_tile_shape(dim: int, elem_bytes: int, lay, cfg: SeqConfig) -> tuple[int, int]:
-    """(BLOCK_D, TT) of the thread-per-channel kernels for rows of ``elem_bytes`` (``lay``: ``fused._Layout``)."""
-    block_d = min(cfg.block_d, next_power_of_2(dim))
-    # A tile must not straddle two groups of B or C (one row of each per step); masks handle a ragged end.
-    while any(g > 1 and (dim // g) % block_d for g in (lay.b_groups, lay.c_groups)):
-        block_d //= 2
-    # One 16-byte access a thread and row: wider tiles are split across lanes, and every pick then moves data.
-    return block_d, min(cfg.tt, 16 // elem_bytes)
-
-
 def seq_fwd_launches(u, delta, A, B, C, z, has_d: bool, has_bias: bool, has_h0: bool, store_chunks: bool,
                      softplus: bool, reverse: bool, lay, chunk: int, cfg: SeqConfig) -> SeqLaunches:
     """The launches of :func:`selective_scan_seq_fwd` for these inputs (only their shapes, strides and dtypes
     are read). ``lay`` is ``fused._Layout`` (B/C forms and strides); the output is contiguous."""
     batch, dim, length = u.shape
     n_state = A.shape[1]
-    block_d, tt = seq_tile_shape(dim, u.element_size(), lay, cfg)
+    block_d = min(cfg.block_d, next_power_of_2(dim))
+    # A tile must not straddle two groups of B or C (one row of each per step); masks handle a ragged end.
+    while any(g > 1 and (dim // g) % block_d for g in (lay.b_groups, lay.c_groups)):
+        block_d //= 2
+    # One 16-byte access a thread and row: wider tiles are split across lanes, and every pick then moves data.
+    tt = min(cfg.tt, 16 // u.element_size())
     seg_len, n_seg = _segments(batch, dim, length, block_d, chunk, cfg)
     grid = (batch, cdiv(dim, block_d))
     n_pad = next_power_of_2(n_state)
