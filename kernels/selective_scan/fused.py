@@ -16,6 +16,10 @@ the one backward serves both.
 dB and dC of per-position B/C are sums over channels; each backward program adds its [BLOCK_T] partial with
 fp32 atomics into a zeroed buffer. dA, dD and d(delta_bias) are summed over the chunks in registers and over
 the batch on the host.
+
+At short L the GPU waits for the host, so the host side works out a call's launches once per input signature
+(``_Plan``: checks, layouts, grids, integer arguments, constexprs) and reuses them; the signature must cover
+everything a launch derives from its inputs (docs/design.md).
 """
 
 from __future__ import annotations
