@@ -220,7 +220,6 @@ def _rows_contiguous(X: torch.Tensor | None) -> torch.Tensor | None:
     return X.contiguous()
 
 
-
 class _Plan(NamedTuple):
     """What the launches of one call derive from its inputs' shapes, strides, dtypes, devices and alignment
     and from its options: worked out, and the inputs checked, once per signature, because at short L the GPU
@@ -237,6 +236,8 @@ class _Plan(NamedTuple):
     bwd_lay: _Layout
     seq: SeqLaunches | None  # None: the tile forward
     rows: int  # ptx.row_width of u, Δ, z, B, C; with dout's, it picks the backward's reverse scan
+    # The backward's launches (_BwdLaunch), by what the incoming gradients add to the signature.
+    bwd: dict
 
 
 _PLANS: dict[tuple, _Plan] = {}
@@ -294,7 +295,7 @@ def _new_plan(u, delta, A, B, C, D, z, delta_bias, initial_state, softplus, reve
                                initial_state is not None, need_grad, softplus, reverse, lay, fwd_cfg.block_t,
                                seq_cfg)
     return _Plan(next(_PLAN_KEYS), copy, need_grad, softplus, reverse, fwd_cfg, bwd_cfg, lay,
-                 _layout(B, C, dim, bwd_cfg), seq, row_width(u, delta, z, B, C))
+                 _layout(B, C, dim, bwd_cfg), seq, row_width(u, delta, z, B, C), {})
 
 
 def _selective_scan_fwd(u, delta, A, B, C, D, z, delta_bias, initial_state, plan: _Plan):
@@ -340,9 +341,6 @@ class _BwdLaunch(NamedTuple):
     small_sizes: list[int]
 
 
-_BWD_LAUNCHES: dict[tuple, _BwdLaunch] = {}
-
-
 def _bwd_launch(plan: _Plan, u, delta, A, D, z, delta_bias, chunks, has_dht: bool, width: int) -> _BwdLaunch:
     batch, dim, length = u.shape
     n_state = A.shape[1]
@@ -375,12 +373,9 @@ def _selective_scan_bwd(u, delta, A, B, C, D, z, delta_bias, chunks, dout, dfina
     dhT = dfinal.float().contiguous() if dfinal is not None else None
     width = plan.rows if row_width(dout) == plan.rows else 0
     key = (plan.key, dout.dtype, width, dout.data_ptr() % 16 == 0, None if dhT is None else dhT.data_ptr() % 16)
-    launch = _BWD_LAUNCHES.get(key)
+    launch = plan.bwd.get(key)
     if launch is None:
-        if len(_BWD_LAUNCHES) >= 256:
-            _BWD_LAUNCHES.clear()
-        launch = _bwd_launch(plan, u, delta, A, D, z, delta_bias, chunks, dhT is not None, width)
-        _BWD_LAUNCHES[key] = launch
+        launch = plan.bwd[key] = _bwd_launch(plan, u, delta, A, D, z, delta_bias, chunks, dhT is not None, width)
     du = _fresh(torch.empty_like(dout))
     ddelta = _fresh(torch.empty_like(dout, dtype=delta.dtype))
     dz = _fresh(torch.empty_like(dout, dtype=z.dtype)) if z is not None else None
