@@ -31,9 +31,12 @@ def add_rms_norm_ref(
     Returns:
         normed [..., D] in ``out_dtype``, residual [..., D].
     """
-    residual = x if residual is None else x + residual
+    dtype = x.dtype if residual is None else torch.promote_types(x.dtype, residual.dtype)
     if residual_in_fp32:
-        residual = residual.to(torch.promote_types(residual.dtype, torch.float32))
+        dtype = torch.promote_types(dtype, torch.float32)
+    # Summed in the residual's dtype: with residual_in_fp32 two bf16 inputs add exactly (models/norm.py rounds
+    # that sum to bf16 first; in the model the residual is fp32 after the first block, so the two agree there).
+    residual = x.to(dtype) if residual is None else x.to(dtype) + residual.to(dtype)
     acc = torch.promote_types(residual.dtype, torch.float32)
     s = residual.to(acc)
     w = weight.to(acc)
