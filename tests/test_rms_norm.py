@@ -90,6 +90,10 @@ def test_fused_matches_reference(dtype, has_residual, residual_in_fp32, rc_halve
     ref = _forward_backward(add_rms_norm_ref, *inputs, **kw)
     res_dtype = torch.float32 if residual_in_fp32 else dtype
     _compare(got, ref, rows, {"normed": torch.float32, "residual": res_dtype, "dx": dtype})
+    # normed is the norm of the residual as returned (rounded to its dtype), to fp32 precision; the backward
+    # recomputes from that stored sum, so forward and backward agree.
+    of_stored = add_rms_norm_ref(got["residual"].detach(), None, inputs[2], **kw)[0]
+    torch.testing.assert_close(got["normed"], of_stored, **_tol(torch.float32))
 
 
 @interpreted
@@ -165,20 +169,37 @@ def test_leading_dims_and_strided_inputs():
     _compare(outs["fused"], outs["ref"], b * length)
 
 
+def _padded(rows: int, dim: int, seed: int) -> torch.Tensor:
+    """[rows, dim + 5]: its columns 2 .. dim + 2 are a view with row stride dim + 5 (read without a copy)."""
+    return torch.randn(rows, dim + 5, generator=torch.Generator().manual_seed(seed)).to(DEVICE)
+
+
 @interpreted
 @pytest.mark.parametrize("rc_halves", [False, True])
-def test_row_strided_view_without_residual(rc_halves):
-    """x a view with row stride > D and no residual to add in its own dtype: the residual returned is x itself
-    (as the reference returns it), and the backward reads the saved rows through that stride."""
+@pytest.mark.parametrize("has_residual", [False, True])
+def test_row_strided_views(has_residual, rc_halves):
+    """x, residual and both incoming gradients as views with row stride > D, read in place through their
+    strides. Without a residual to add in x's own dtype the residual returned is x itself (as the reference
+    returns it) and the backward reads the saved rows through x's stride."""
     rows, dim = ROWS[-1], DIM_RC if rc_halves else DIM
-    base = torch.randn(rows, dim + 5, generator=torch.Generator().manual_seed(4)).to(DEVICE)
-    x = base[:, 2:dim + 2]
     weight = _inputs((1, dim), torch.float32, False, rc_halves)[2]
+    cols = slice(2, dim + 2)
+    dy, dres = _padded(rows, dim, 6)[:, cols], _padded(rows, dim, 7)[:, cols]
     kw = dict(residual_in_fp32=False, rc_halves=rc_halves)
-    normed, res = add_rms_norm_fused(x, None, weight, **kw)
-    assert res.data_ptr() == x.data_ptr() and res.stride() == x.stride()
-    _compare(_forward_backward(add_rms_norm_fused, x, None, weight, **kw),
-             _forward_backward(add_rms_norm_ref, x, None, weight, **kw), rows)
+    outs = {}
+    for name, fn in (("fused", add_rms_norm_fused), ("ref", add_rms_norm_ref)):
+        leaves = [_padded(rows, dim, 4).requires_grad_(), weight.clone().requires_grad_()]
+        x, residual = leaves[0][:, cols], None
+        if has_residual:
+            leaves.append(_padded(rows, dim, 5).requires_grad_())
+            residual = leaves[-1][:, cols]
+        normed, res = fn(x, residual, leaves[1], **kw)
+        if name == "fused" and not has_residual:
+            assert res.data_ptr() == x.data_ptr() and res.stride() == x.stride()
+        grads = torch.autograd.grad([normed, res], leaves, grad_outputs=[dy, dres])
+        names = ["normed", "residual", "dx", "dweight", "dresidual"][:len(grads) + 2]
+        outs[name] = dict(zip(names, (normed, res, *grads), strict=True))
+    _compare(outs["fused"], outs["ref"], rows)
 
 
 @interpreted
