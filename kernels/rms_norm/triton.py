@@ -38,6 +38,8 @@ class _AddRMSNormFn(torch.autograd.Function):
     @staticmethod
     def backward(ctx, dout, dres_out):
         res_out, weight, rstd = ctx.saved_tensors
+        if dout is None and dres_out is None:
+            return None, None, None, None, None, None, None
         shape = dout.shape if dout is not None else dres_out.shape
         # An unused normed output (only the residual stream read on) still needs the kernel for dweight = 0
         # and the pass-through of dres_out; zeros are the rare case, not worth a kernel variant.
