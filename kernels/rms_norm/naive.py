@@ -1,0 +1,49 @@
+"""Residual add + RMSNorm in plain PyTorch: the reference the Triton kernels are tested against.
+
+The same math as ``seqssm.models.norm.add_rms_norm`` (kernels sit below models, so it is restated here, not
+imported), with an ``out_dtype`` and statistics in at least fp32: float64 inputs stay float64, which gives
+the tests an exact-enough baseline for the fp32 kernels.
+"""
+
+from __future__ import annotations
+
+import torch
+
+
+def add_rms_norm_ref(
+    x: torch.Tensor,
+    residual: torch.Tensor | None,
+    weight: torch.Tensor,
+    eps: float = 1e-5,
+    residual_in_fp32: bool = True,
+    *,
+    rc_halves: bool = False,
+    out_dtype: torch.dtype | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """residual ← x + residual; return (rms_norm(residual) · weight, residual).
+
+    Args:
+        x: [..., D]; residual: [..., D] or None; weight: [D] ([D / 2] with ``rc_halves``: each half of the
+            last dim normalised on its own, the first scaled by weight, the second by weight.flip(0)).
+        residual_in_fp32: keep the summed residual in (at least) fp32.
+        out_dtype: dtype of the normed output (default: weight's).
+
+    Returns:
+        normed [..., D] in ``out_dtype``, residual [..., D].
+    """
+    dtype = x.dtype if residual is None else torch.promote_types(x.dtype, residual.dtype)
+    if residual_in_fp32:
+        dtype = torch.promote_types(dtype, torch.float32)
+    # Summed in the residual's dtype: with residual_in_fp32 two bf16 inputs add exactly (models/norm.py rounds
+    # that sum to bf16 first; in the model the residual is fp32 after the first block, so the two agree there).
+    residual = x.to(dtype) if residual is None else x.to(dtype) + residual.to(dtype)
+    acc = torch.promote_types(residual.dtype, torch.float32)
+    s = residual.to(acc)
+    w = weight.to(acc)
+    if rc_halves:
+        s = s.unflatten(-1, (2, -1))  # [..., 2, H]
+        w = torch.stack([w, w.flip(0)])
+    out = s * torch.rsqrt(s.pow(2).mean(-1, keepdim=True) + eps) * w
+    if rc_halves:
+        out = out.flatten(-2)
+    return out.to(weight.dtype if out_dtype is None else out_dtype), residual
