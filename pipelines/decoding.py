@@ -22,6 +22,7 @@ of the last block only produce outputs past the end, which are never read (the c
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from dataclasses import dataclass
@@ -184,9 +185,13 @@ class Decoder:
         cache = None
         for start in range(0, ids.shape[1], step):
             logits, cache = self.model.prefill(ids[:, start : start + step].to(self.device), cache)
+        # Into the decoder's own buffers, whose addresses a captured graph holds; every state of a layer
+        # ([B, ...] each: conv_state, ssm_state), broadcast from one row when the prefix is shared.
         for mine, fresh in zip(self.cache.layers, cache.layers, strict=True):
-            mine.conv_state.copy_(fresh.conv_state.expand_as(mine.conv_state))
-            mine.ssm_state.copy_(fresh.ssm_state.expand_as(mine.ssm_state))
+            for f in dataclasses.fields(mine):
+                dst = getattr(mine, f.name)
+                if isinstance(dst, torch.Tensor):
+                    dst.copy_(getattr(fresh, f.name).expand_as(dst))
         return logits[:, -1]
 
     def _prepare(self, rows: list[torch.Tensor], m: int) -> None:

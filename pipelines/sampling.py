@@ -63,7 +63,7 @@ def sample_tokens(
         filtering), which is what a score of the generated sequence needs.
     """
     raw = logits.float()
-    scaled = raw / temperature
+    scaled = raw if temperature == 1 else raw / temperature  # every op is a kernel launch in a decode step
     if allowed is not None:
         scaled = scaled.masked_fill(~allowed, float("-inf"))
     vocab = scaled.shape[-1]
@@ -77,7 +77,7 @@ def sample_tokens(
         drop_sorted = (probs.cumsum(-1) - probs) >= top_p
         drop = torch.zeros_like(drop_sorted).scatter(-1, order, drop_sorted)
         scaled = scaled.masked_fill(drop, float("-inf"))
-    gumbel = -torch.log(-torch.log(noise.float().clamp(_U_MIN, _U_MAX)))
-    ids = torch.argmax(scaled + gumbel, dim=-1)
+    # scaled + Gumbel noise, the Gumbel draw being -log(-log(u)).
+    ids = torch.argmax(scaled - torch.log(-torch.log(noise.float().clamp(_U_MIN, _U_MAX))), dim=-1)
     logprob = raw.log_softmax(-1).gather(-1, ids[:, None])[:, 0]
     return ids, logprob
