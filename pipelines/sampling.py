@@ -1,7 +1,7 @@
 """Drawing the next token from logits on the device: temperature, top-k, top-p and an allowed-token mask.
 
 :func:`sample_tokens` is a pure function of the logits and a tensor of uniform noise, made only of
-fixed-shape tensor ops (no ``.item()``, no boolean indexing, no ``torch.multinomial``), so it runs inside
+fixed-shape tensor ops (no ``.item()``, no boolean indexing, no host-side draw), so it runs inside
 a CUDA graph and never waits for the host. The draw is Gumbel-max: ``argmax(logits / T + g)`` with
 ``g = -log(-log(u))`` is a sample from ``softmax(logits / T)``, and filtered tokens (logit -inf) can never
 win. With the same noise, the same logits give the same token on every run.
