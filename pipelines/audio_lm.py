@@ -11,9 +11,9 @@ the model almost nothing to predict, so they lower the validation bits by their 
 last ``val_fraction`` is val.
 
 Sampling (:func:`generate_audio`). The prompt is consumed in one parallel pass, then each sample is one
-recurrent step, so memory per generated sample is constant. On CUDA the step is replayed from a CUDA graph
-(a decode step is dozens of tiny kernels, so launch overhead would dominate); the eager ``model.step`` is
-the reference beside it.
+recurrent step, so memory per generated sample is constant. The loop is :class:`seqssm.pipelines.decoding.Decoder`
+(shared with DNA): on CUDA its steps are replayed from a CUDA graph (a decode step is dozens of tiny kernels,
+so launch overhead would dominate); the eager loop is the reference beside it.
 """
 
 from __future__ import annotations
@@ -21,7 +21,6 @@ from __future__ import annotations
 import hashlib
 import math
 import re
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,8 +35,9 @@ from seqssm.datasets.audio import audio_info, decoded_frames, load_audio
 from seqssm.datasets.audio_sets import AUDIO_EXTENSIONS
 from seqssm.errors import InputError
 from seqssm.models import load_model
-from seqssm.pipelines.common import atomic_path, progress, require_file, resolve_device, seed_everything
-from seqssm.pipelines.generate import check_sampling, sample_next
+from seqssm.pipelines.common import atomic_path, require_file, resolve_device, seed_everything
+from seqssm.pipelines.decoding import Decoder
+from seqssm.pipelines.sampling import check_sampling
 from seqssm.transforms import AudioTokenizer
 
 __all__ = [
@@ -348,37 +348,6 @@ def _prompt_ids(cfg: GenerateAudioConfig, sample_rate: int, tokenizer: AudioToke
     return tokenizer.encode(wave[0])
 
 
-class _GraphStep:
-    """``model.step`` for a fixed cache, replayed from a CUDA graph: same kernels, one launch per token.
-
-    The captured kernels update the cache's buffers in place, so the graph owns ``cache`` from construction
-    on. Two warm-up steps run before the capture; the states they change are saved and put back.
-    """
-
-    def __init__(self, model, cache, example_ids: torch.Tensor) -> None:
-        self.cache = cache
-        self.ids = example_ids.clone()
-        saved = [(layer.conv_state.clone(), layer.ssm_state.clone()) for layer in cache.layers]
-        side = torch.cuda.Stream()
-        side.wait_stream(torch.cuda.current_stream())
-        with torch.cuda.stream(side):  # warm-up on a side stream, as torch.cuda.graph requires
-            for _ in range(2):
-                model._logits(model.backbone.step(self.ids, cache))
-        torch.cuda.current_stream().wait_stream(side)
-        self.graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(self.graph):
-            self.logits = model._logits(model.backbone.step(self.ids, cache))
-        for layer, (conv, ssm) in zip(cache.layers, saved, strict=True):
-            layer.conv_state.copy_(conv)
-            layer.ssm_state.copy_(ssm)
-
-    def __call__(self, ids: torch.Tensor) -> torch.Tensor:
-        self.ids.copy_(ids)
-        self.graph.replay()
-        self.cache.seqlen_offset += 1
-        return self.logits
-
-
 def _out_paths(out: Path, count: int) -> list[Path]:
     if count == 1:
         return [out]
@@ -404,38 +373,20 @@ def generate_audio(cfg: GenerateAudioConfig, echo: Callable[[str], None] = print
     to ``echo``. Returns the WAV paths.
     """
     device = resolve_device(cfg.device)
-    generator = seed_everything(cfg.seed)
+    seed_everything(cfg.seed)
     model = load_model(cfg.checkpoint, device=device).eval()
     tokenizer = _audio_tokenizer(model, cfg.checkpoint)
     rate, batch = model.config.sample_rate, cfg.num_clips
     length = max(round(cfg.seconds * rate), 1)
 
     prompt = _prompt_ids(cfg, rate, tokenizer) if cfg.prompt_audio else torch.tensor([tokenizer.pad_id])
-    # The prompt runs once, for one row, and its states are copied to every clip's row.
-    logits, prompt_cache = model.prefill(prompt[None].to(device))
-    logits = logits[:, -1].expand(batch, -1)
-    cache = model.allocate_cache(batch)
-    for row, one in zip(cache.layers, prompt_cache.layers, strict=True):
-        row.conv_state.copy_(one.conv_state.expand_as(row.conv_state))
-        row.ssm_state.copy_(one.ssm_state.expand_as(row.ssm_state))
-    cache.seqlen_offset = prompt_cache.seqlen_offset
-    del prompt_cache
-
-    ids = torch.empty(batch, length, dtype=torch.uint8 if tokenizer.vocab_size <= 256 else torch.int32)
-    log2_prob = torch.zeros(batch, dtype=torch.float64, device=device)
-    step = None
-    start = time.perf_counter()
-    for t in progress(range(length), desc="generate", unit="sample"):
-        nxt = sample_next(logits, cfg.temperature, cfg.top_k, cfg.top_p, generator=generator)
-        log2_prob += logits.float().log_softmax(-1).gather(1, nxt[:, None])[:, 0].double() / math.log(2)
-        ids[:, t] = nxt.cpu()
-        if t + 1 < length:
-            if step is None:
-                step = (_GraphStep(model, cache, nxt) if cfg.cuda_graph and device.type == "cuda"
-                        else lambda x: model.step(x, cache))
-            logits = step(nxt)
-    seconds_taken = time.perf_counter() - start
-    scores = (log2_prob / length).tolist()
+    # Every clip continues the same prompt: the decoder prefills it once and copies its states to each row.
+    decoder = Decoder(model, batch, temperature=cfg.temperature, top_k=cfg.top_k, top_p=cfg.top_p,
+                      cuda_graph="auto" if cfg.cuda_graph else False)
+    result = decoder.decode([prompt] * batch, length, cfg.seed, desc="generate", unit="sample")
+    ids = result.tokens.to(torch.uint8 if tokenizer.vocab_size <= 256 else torch.int32)
+    seconds_taken = result.seconds
+    scores = (result.logprobs.double().sum(1) / (length * math.log(2))).tolist()
 
     prompt_part = prompt.numpy() if cfg.prompt_audio else np.zeros(0, dtype=np.int64)
     prompt_seconds = len(prompt_part) / rate

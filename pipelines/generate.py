@@ -13,8 +13,13 @@ from Bio.SeqRecord import SeqRecord
 from seqssm.datasets.fasta import iter_fasta
 from seqssm.errors import InputError
 from seqssm.models import load_model
-from seqssm.pipelines.common import atomic_path, progress, require_file, resolve_device, seed_everything
-from seqssm.tokenizers import get_tokenizer
+from seqssm.pipelines.common import atomic_path, require_file, resolve_device, seed_everything
+from seqssm.pipelines.decoding import Decoder
+from seqssm.pipelines.sampling import check_sampling, symbol_mask
+from seqssm.tokenizers import ByteTokenizer, NucleotideTokenizer, get_tokenizer
+
+# N and the IUPAC ambiguity codes; the nucleotide vocabulary holds them all as one id, N.
+_AMBIGUOUS = "NRYSWKMBDHV"
 
 
 @dataclass
@@ -33,6 +38,7 @@ class GenerateConfig:
     seed: int = 0
     device: str = "auto"
     name: str = "seqssm_sample"
+    allow_ambiguous: bool = False
 
     def __post_init__(self):
         if self.length <= 0 or self.num_sequences <= 0:
@@ -42,43 +48,14 @@ class GenerateConfig:
             raise InputError("give either --prompt or --prompt-fasta, not both")
 
 
-def check_sampling(temperature: float, top_k: int, top_p: float) -> None:
-    """The sampling options every generator takes, checked once here."""
-    if temperature <= 0:
-        raise InputError(f"--temperature must be > 0, got {temperature}")
-    if not 0 < top_p <= 1:
-        raise InputError(f"--top-p must be in (0, 1], got {top_p}")
-    if top_k < 0:
-        raise InputError(f"--top-k must be >= 0 (0 = off), got {top_k}")
-
-
-def sample_next(
-    logits: torch.Tensor,
-    temperature: float = 1.0,
-    top_k: int = 0,
-    top_p: float = 1.0,
-    allowed: torch.Tensor | None = None,
-    generator: torch.Generator | None = None,
-) -> torch.Tensor:
-    """Draw one token per row from logits [B, V] with temperature, top-k and nucleus (top-p) filtering.
-
-    ``allowed`` [V] bool restricts the draw (e.g. to bases, never pad or mask). Returns ids [B] int64.
+def dna_symbols(tokenizer, allow_ambiguous: bool = False) -> list[int]:
+    """Token ids DNA generation may draw: A, C, G, T, plus N and the IUPAC ambiguity codes the vocabulary has
+    when ``allow_ambiguous``; never specials. Both cases for a byte tokenizer (lowercase is soft-masked DNA).
     """
-    logits = logits.float() / temperature
-    if allowed is not None:
-        logits = logits.masked_fill(~allowed.to(logits.device), float("-inf"))
-    if top_k > 0:
-        kth = torch.topk(logits, min(top_k, logits.shape[-1]), dim=-1).values[..., -1:]
-        logits = logits.masked_fill(logits < kth, float("-inf"))
-    if top_p < 1.0:
-        sorted_logits, order = torch.sort(logits, descending=True, dim=-1)
-        cum = sorted_logits.softmax(-1).cumsum(-1)
-        # Drop a token when the mass before it already reaches top_p; the most likely token always stays.
-        drop_sorted = (cum - sorted_logits.softmax(-1)) >= top_p
-        drop = drop_sorted.scatter(-1, order, drop_sorted)
-        logits = logits.masked_fill(drop, float("-inf"))
-    probs = logits.softmax(-1)
-    return torch.multinomial(probs.cpu(), 1, generator=generator).squeeze(-1).to(logits.device)
+    letters = "ACGT" + (_AMBIGUOUS if allow_ambiguous else "")
+    if isinstance(tokenizer, ByteTokenizer):
+        letters += letters.lower()
+    return sorted({int(i) for i in tokenizer.encode(letters)} - set(tokenizer.special_ids))
 
 
 def _prompt_text(cfg: GenerateConfig) -> str:
@@ -93,35 +70,30 @@ def generate(cfg: GenerateConfig) -> Path:
     """Sample ``num_sequences`` sequences of ``length`` bases after the prompt; write them to a FASTA file.
 
     The prompt is consumed in one parallel pass (prefill); each new base is one recurrent step, so memory
-    per generated base is constant whatever the length. Returns the FASTA path.
+    per generated base is constant whatever the length. Only A, C, G and T are drawn, unless
+    ``allow_ambiguous`` also admits N (and, for a byte vocabulary, the IUPAC ambiguity letters). Returns the
+    FASTA path.
     """
     device = resolve_device(cfg.device)
-    generator = seed_everything(cfg.seed)
+    seed_everything(cfg.seed)
     model = load_model(cfg.checkpoint).to(device).eval()
     tokenizer = get_tokenizer(model.config.tokenizer)
+    if not isinstance(tokenizer, (NucleotideTokenizer, ByteTokenizer)):
+        raise InputError(f"checkpoint {cfg.checkpoint!r} is not a DNA model (tokenizer "
+                         f"{model.config.tokenizer!r}); for audio pass --modality audio")
     if model.config.bidirectional:
         raise InputError(f"checkpoint {cfg.checkpoint!r} is a bidirectional (masked-LM) model; generation needs "
                          "a causal one")
-    # Draw only real symbols (bases, or bytes), never pad/mask/bos/eos/unk or the vocabulary's padding rows.
-    allowed = torch.tensor([i not in tokenizer.special_ids for i in range(model.config.vocab_size)])
-    allowed[tokenizer.vocab_size:] = False
+    # Draw only bases (A C G T; N too with allow_ambiguous), never specials or the vocabulary's padding rows.
+    allowed = symbol_mask(model.config.vocab_size, dna_symbols(tokenizer, cfg.allow_ambiguous))
 
     prompt = _prompt_text(cfg)
-    batch = cfg.num_sequences
-    if prompt:
-        prompt_ids = torch.as_tensor(tokenizer.encode(prompt), device=device).expand(batch, -1).contiguous()
-        logits, cache = model.prefill(prompt_ids)
-        logits = logits[:, -1]
-    else:
-        # No context: the first base is drawn uniformly from the sampleable bases.
-        cache = model.allocate_cache(batch, device=device)
-        logits = torch.zeros(batch, model.config.vocab_size, device=device)
-    out_ids = torch.empty(batch, cfg.length, dtype=torch.long)
-    for t in progress(range(cfg.length), desc="generate", unit="base"):
-        nxt = sample_next(logits, cfg.temperature, cfg.top_k, cfg.top_p, allowed, generator)
-        out_ids[:, t] = nxt.cpu()
-        if t + 1 < cfg.length:
-            logits = model.step(nxt, cache)
+    prompt_ids = torch.as_tensor(tokenizer.encode(prompt), dtype=torch.long)
+    # One decoding loop for everything (CUDA graph on a GPU); an empty prompt draws the first base uniformly.
+    decoder = Decoder(model, cfg.num_sequences, temperature=cfg.temperature, top_k=cfg.top_k, top_p=cfg.top_p,
+                      allowed=allowed)
+    out_ids = decoder.decode([prompt_ids] * cfg.num_sequences, cfg.length, cfg.seed, desc="generate",
+                             unit="base").tokens
 
     records = [
         SeqRecord(Seq(tokenizer.decode(row)), id=f"{cfg.name}_{i + 1}", description=(

@@ -180,10 +180,14 @@ def generate(
     num_sequences: int = typer.Option(1, "--num-sequences", "-n", help="Sequences (or clips) to sample."),
     temperature: float = typer.Option(1.0), top_k: int = typer.Option(0, help="0 = off."),
     top_p: float = typer.Option(1.0, help="Nucleus sampling mass (1 = off)."),
+    allow_ambiguous: bool = typer.Option(False, "--allow-ambiguous",
+                                         help="dna: also sample N / ambiguity codes (default: A, C, G, T only)."),
     seed: int = typer.Option(0), device: str = typer.Option("auto"),
 ):
     """Sample DNA (to FASTA) or audio (to WAV) from a causal checkpoint, with constant memory per token."""
     if modality == "audio":
+        if allow_ambiguous:
+            raise InputError("--allow-ambiguous is for DNA; leave it out with --modality audio")
         from seqssm.pipelines.audio_lm import GenerateAudioConfig, generate_audio
 
         paths = generate_audio(GenerateAudioConfig(
@@ -201,7 +205,7 @@ def generate(
     path = run(GenerateConfig(checkpoint=str(checkpoint), out=str(out), length=length, prompt=prompt,
                               prompt_fasta=str(prompt_fasta) if prompt_fasta else None,
                               num_sequences=num_sequences, temperature=temperature, top_k=top_k, top_p=top_p,
-                              seed=seed, device=device))
+                              seed=seed, device=device, allow_ambiguous=allow_ambiguous))
     typer.echo(f"wrote {num_sequences} sequence(s) of {length} bases to {path}")
 
 
