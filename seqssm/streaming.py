@@ -38,8 +38,6 @@ from torch.utils.checkpoint import checkpoint
 
 from seqssm.errors import InputError
 from seqssm.models import BiMambaMixer, InferenceCache, LayerCache, MambaLMHeadModel, MambaMixer
-from seqssm.models.mixer import select_kernels
-from seqssm.models.norm import add_rms_norm
 from seqssm.models.rcps import RCPSBiMambaMixer
 
 __all__ = [
@@ -62,10 +60,7 @@ States = list  # per layer: LayerCache, or None before the first chunk (zero sta
 def mixer_chunk(
     mixer: MambaMixer, hidden: torch.Tensor, conv_state: torch.Tensor | None, ssm_state: torch.Tensor | None
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """``MambaMixer.forward`` as a pure function of its states, differentiable in them.
-
-    The mixer's own cache path overwrites its states in place, which autograd cannot see through; this
-    returns new states instead.
+    """One chunk through a causal mixer from its states, differentiable in them (``MambaMixer.forward``).
 
     Args:
         mixer: the layer whose weights and kernels (its ``impl``) are used.
@@ -76,36 +71,17 @@ def mixer_chunk(
     Returns:
         out [B, T, D], conv_state [B, E, W - 1], ssm_state [B, E, N] after the chunk.
     """
-    kernels = select_kernels(mixer.impl, hidden.device)
-    x, z = mixer.in_proj(hidden).transpose(1, 2).chunk(2, dim=1)  # [B, E, T] each
-    x, conv_state = kernels.conv(x, mixer._conv_weight(), mixer.conv1d.bias, initial_state=conv_state,
-                                 return_final_state=True, activation="silu")
-    dt, B, C = torch.split(mixer.x_proj(x.transpose(1, 2)), [mixer.dt_rank, mixer.d_state, mixer.d_state],
-                           dim=-1)
-    dt = F.linear(dt, mixer.dt_proj.weight).transpose(1, 2)  # bias goes in as delta_bias, as in the mixer
-    A = -torch.exp(mixer.A_log.float())
-    y, ssm_state = kernels.scan(x, dt, A, B.transpose(1, 2), C.transpose(1, 2), mixer.D.float(), z=z,
-                                delta_bias=mixer.dt_proj.bias.float(), delta_softplus=True,
-                                initial_state=ssm_state, return_final_state=True)
-    return mixer.out_proj(y.transpose(1, 2)), conv_state, ssm_state
+    state = None if conv_state is None else LayerCache(conv_state=conv_state, ssm_state=ssm_state)
+    out, state = mixer(hidden, state, return_state=True)
+    return out, state.conv_state, state.ssm_state
 
 
 def _block_norm(layer, hidden, residual):
-    norm = layer.norm
-    return add_rms_norm(hidden, residual, norm.weight, norm.eps, layer.residual_in_fp32,
-                        rc_halves=norm.rc_halves)
-
-
-def _causal_layer(layer, hidden, residual, conv_state, ssm_state):
-    normed, residual = _block_norm(layer, hidden, residual)
-    out, conv_state, ssm_state = mixer_chunk(layer.mixer, normed, conv_state, ssm_state)
-    return out, residual, conv_state, ssm_state
+    return layer._add_norm(hidden, residual)
 
 
 def _final_norm(model: MambaLMHeadModel, hidden, residual) -> torch.Tensor:
-    norm_f = model.backbone.norm_f
-    return add_rms_norm(hidden, residual, norm_f.weight, norm_f.eps, model.config.residual_in_fp32,
-                        rc_halves=norm_f.rc_halves)[0]
+    return model.backbone.final_norm(hidden, residual)[0]
 
 
 def _head(model: MambaLMHeadModel, normed: torch.Tensor) -> torch.Tensor:
@@ -113,17 +89,14 @@ def _head(model: MambaLMHeadModel, normed: torch.Tensor) -> torch.Tensor:
 
 
 def _causal_chunk(model: MambaLMHeadModel, ids: torch.Tensor, states: States, use_checkpoint: bool = False):
-    """ids [B, T] from ``states`` -> (normed hidden [B, T, D], states after the chunk)."""
-    hidden, residual, new_states = model.backbone.embedding(ids), None, []
-    for layer, state in zip(model.backbone.layers, states, strict=True):
-        conv, ssm = (None, None) if state is None else (state.conv_state, state.ssm_state)
-        if use_checkpoint and torch.is_grad_enabled():
-            hidden, residual, conv, ssm = checkpoint(_causal_layer, layer, hidden, residual, conv, ssm,
-                                                     use_reentrant=False)
-        else:
-            hidden, residual, conv, ssm = _causal_layer(layer, hidden, residual, conv, ssm)
-        new_states.append(LayerCache(conv_state=conv, ssm_state=ssm))
-    return _final_norm(model, hidden, residual), new_states
+    """ids [B, T] from ``states`` -> (normed hidden [B, T, D], states after the chunk): the backbone's own
+    state-passing forward, each block under activation checkpointing when asked."""
+    layer_fn = None
+    if use_checkpoint and torch.is_grad_enabled():
+        def layer_fn(layer, hidden, residual, **kw):
+            return checkpoint(layer, hidden, residual, use_reentrant=False, **kw)
+    return model.backbone._forward(model.backbone.embedding(ids), states=states, return_states=True,
+                                   layer_fn=layer_fn)
 
 
 # ------------------------------------------------------------------------------------------ checks

@@ -236,7 +236,7 @@ def test_auto_on_cpu_takes_chunked_without_warning():
         warnings.simplefilter("always")
         first = select_kernels("auto", torch.device("cpu"))
         second = select_kernels("auto", torch.device("cpu"))
-    assert first.scan is selective_scan_chunked
+    assert first.inner.keywords["scan"] is selective_scan_chunked
     assert not [w for w in caught if "falls back" in str(w.message)]
     assert second == first
 
@@ -251,7 +251,7 @@ def test_auto_warns_once_when_it_falls_back(monkeypatch):
         warnings.simplefilter("always")
         first = select_kernels("auto", torch.device("cpu"))
         select_kernels("auto", torch.device("cpu"))
-    assert first.scan is selective_scan_ref
+    assert first.inner.keywords["scan"] is selective_scan_ref
     assert len([w for w in caught if "falls back" in str(w.message)]) == 1
     with pytest.raises(InputError, match="chunked"):
         select_kernels("chunked", torch.device("cpu"))
@@ -262,8 +262,10 @@ def test_auto_warns_once_when_it_falls_back(monkeypatch):
 @pytest.mark.parametrize("bidirectional", [False, True])
 def test_ref_and_chunked_agree_with_gradients(bidirectional, chunk_size, monkeypatch):
     if chunk_size is not None:  # several chunks and a ragged tail within L = 37
-        kernels = mixer_module._chunked_kernels()._replace(
-            scan=functools.partial(selective_scan_chunked, chunk_size=chunk_size))
+        base = mixer_module._chunked_kernels()
+        kernels = base._replace(inner=functools.partial(
+            base.inner.func, conv=base.inner.keywords["conv"],
+            scan=functools.partial(selective_scan_chunked, chunk_size=chunk_size)))
         monkeypatch.setattr(mixer_module, "_chunked_kernels", lambda: kernels)
     c = tiny(bidirectional=bidirectional)
     ref = MambaLMHeadModel(c, impl="ref")

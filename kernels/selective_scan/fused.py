@@ -220,6 +220,19 @@ def _rows_contiguous(X: torch.Tensor | None) -> torch.Tensor | None:
     return X.contiguous()
 
 
+def dense_layout(X: torch.Tensor) -> tuple[int, ...]:
+    """Strides of a new [B, D, L] buffer laid out like X: X's own when X is dense with unit stride along L
+    (e.g. the channel-major [D, B, L] slices of a fused block, so nothing is transposed), else contiguous."""
+    if X.stride(-1) == 1 and X.is_non_overlapping_and_dense():
+        return tuple(X.stride())
+    batch, dim, length = X.shape
+    return (dim * length, length, 1)
+
+
+def _like(X: torch.Tensor, strides: tuple[int, ...], dtype=None) -> torch.Tensor:
+    return _fresh(torch.empty_strided(X.shape, strides, device=X.device, dtype=dtype or X.dtype))
+
+
 class _Plan(NamedTuple):
     """What the launches of one call derive from its inputs' shapes, strides, dtypes, devices and alignment
     and from its options: worked out, and the inputs checked, once per signature, because at short L the GPU
@@ -236,6 +249,7 @@ class _Plan(NamedTuple):
     bwd_lay: _Layout
     seq: SeqLaunches | None  # None: the tile forward
     rows: int  # ptx.row_width of u, Δ, z, B, C; with dout's, it picks the backward's reverse scan
+    out_strides: tuple[int, ...]  # the output's layout: u's (dense_layout)
     # The backward's launches (_BwdLaunch), by what the incoming gradients add to the signature.
     bwd: dict
 
@@ -252,7 +266,7 @@ def _signature(tensors) -> tuple:
 
 
 def _new_plan(u, delta, A, B, C, D, z, delta_bias, initial_state, softplus, reverse, impl, fwd_cfg, bwd_cfg,
-              seq_cfg) -> _Plan:
+              seq_cfg, need_grad: bool | None = None) -> _Plan:
     """Check the inputs (InputError on the first problem) and work out their launches."""
     fn = "selective_scan_fused"
     if u.dim() != 3:
@@ -285,7 +299,8 @@ def _new_plan(u, delta, A, B, C, D, z, delta_bias, initial_state, softplus, reve
         raise InputError(f"{fn}: seq_config.tt = {seq_cfg.tt} does not divide fwd_config.block_t = "
                          f"{fwd_cfg.block_t} (saved states sit at chunk starts); pick a tt that divides it")
     tensors = (u, delta, A, B, C, D, z, delta_bias, initial_state)
-    need_grad = torch.is_grad_enabled() and any(X is not None and X.requires_grad for X in tensors)
+    if need_grad is None:  # a caller's own autograd Function says so itself (its forward runs without grad)
+        need_grad = torch.is_grad_enabled() and any(X is not None and X.requires_grad for X in tensors)
     copy = any(X is not None and X.stride(-1) != 1 for X in (u, delta, z, B, C))
     u, delta, z, B, C = (_rows_contiguous(X) for X in (u, delta, z, B, C))
     lay = _layout(B, C, dim, fwd_cfg)
@@ -293,9 +308,9 @@ def _new_plan(u, delta, A, B, C, D, z, delta_bias, initial_state, softplus, reve
     if impl == "sequential":
         seq = seq_fwd_launches(u, delta, A, B, C, z, D is not None, delta_bias is not None,
                                initial_state is not None, need_grad, softplus, reverse, lay, fwd_cfg.block_t,
-                               seq_cfg)
+                               seq_cfg, dense_layout(u))
     return _Plan(next(_PLAN_KEYS), copy, need_grad, softplus, reverse, fwd_cfg, bwd_cfg, lay,
-                 _layout(B, C, dim, bwd_cfg), seq, row_width(u, delta, z, B, C), {})
+                 _layout(B, C, dim, bwd_cfg), seq, row_width(u, delta, z, B, C), dense_layout(u), {})
 
 
 def _selective_scan_fwd(u, delta, A, B, C, D, z, delta_bias, initial_state, plan: _Plan):
@@ -304,7 +319,7 @@ def _selective_scan_fwd(u, delta, A, B, C, D, z, delta_bias, initial_state, plan
     cfg, lay = plan.fwd_cfg, plan.lay
     n_chunks = cdiv(length, cfg.block_t)
     f32 = dict(device=u.device, dtype=torch.float32)
-    out = _fresh(torch.empty_like(u, memory_format=torch.contiguous_format))
+    out = _like(u, plan.out_strides)
     final = _fresh(torch.empty(batch, dim, n_state, **f32))
     chunks = _fresh(torch.empty(batch, n_chunks, dim, n_state, **f32)) if plan.need_grad else None
     h0 = None if initial_state is None else initial_state.float().contiguous()
@@ -341,7 +356,8 @@ class _BwdLaunch(NamedTuple):
     small_sizes: list[int]
 
 
-def _bwd_launch(plan: _Plan, u, delta, A, D, z, delta_bias, chunks, has_dht: bool, width: int) -> _BwdLaunch:
+def _bwd_launch(plan: _Plan, u, delta, A, D, z, delta_bias, chunks, has_dht: bool, width: int,
+                strides: tuple[int, ...]) -> _BwdLaunch:
     batch, dim, length = u.shape
     n_state = A.shape[1]
     cfg, lay = plan.bwd_cfg, plan.bwd_lay
@@ -351,7 +367,7 @@ def _bwd_launch(plan: _Plan, u, delta, A, D, z, delta_bias, chunks, has_dht: boo
     zz = z if z is not None else u
     ints = (dim, length, n_state, dim // lay.b_groups, dim // lay.c_groups, cdiv(length, block_t), stride,
             chunks.shape[1], *u.stride(), *delta.stride(), *A.stride(), *lay.b_strides, *lay.c_strides,
-            *zz.stride(), dim * length, length, 1)  # the last three: contiguous dout (see _selective_scan_bwd)
+            *zz.stride(), *strides)  # the last three: dout's, du's, dΔ's and dz's layout
     kw = dict(HAS_D=D is not None, HAS_Z=z is not None, HAS_BIAS=delta_bias is not None, HAS_DHT=has_dht,
               SOFTPLUS=plan.softplus, B_VAR=lay.b_var, C_VAR=lay.c_var, REVERSE=plan.reverse,
               BLOCK_D=lay.block_d, BLOCK_T=block_t, N_PAD=next_power_of_2(n_state), UNROLL_N=cfg.unroll_n,
@@ -365,20 +381,33 @@ def _bwd_launch(plan: _Plan, u, delta, A, D, z, delta_bias, chunks, has_dht: boo
                       [_pad32(n) for n in small])
 
 
-def _selective_scan_bwd(u, delta, A, B, C, D, z, delta_bias, chunks, dout, dfinal, plan: _Plan):
+def _selective_scan_bwd(u, delta, A, B, C, D, z, delta_bias, chunks, dout, dfinal, plan: _Plan, dz_out=None):
+    """The gradients; ``dz_out`` (optional) is a buffer laid out like dout that receives dz (a fused block
+    hands over its half of d(in_proj output), so that dz is never copied there)."""
     batch, dim, length = u.shape
     n_state = A.shape[1]
-    # Autograd may hand over a strided or expanded gradient; dout, du, dΔ and dz share one [B, D, L] layout.
-    dout = dout.contiguous()
+    # Autograd may hand over a strided or expanded gradient; dout, du, dΔ and dz share one [B, D, L] layout,
+    # dout's own when it is dense with unit stride along L (a fused block's channel-major rows), else contiguous.
+    strides = dense_layout(dout)
+    if tuple(dout.stride()) != strides:
+        dout = dout.contiguous()
     dhT = dfinal.float().contiguous() if dfinal is not None else None
     width = plan.rows if row_width(dout) == plan.rows else 0
-    key = (plan.key, dout.dtype, width, dout.data_ptr() % 16 == 0, None if dhT is None else dhT.data_ptr() % 16)
+    key = (plan.key, dout.dtype, width, dout.data_ptr() % 16 == 0, None if dhT is None else dhT.data_ptr() % 16,
+           strides)
     launch = plan.bwd.get(key)
     if launch is None:
-        launch = plan.bwd[key] = _bwd_launch(plan, u, delta, A, D, z, delta_bias, chunks, dhT is not None, width)
-    du = _fresh(torch.empty_like(dout))
-    ddelta = _fresh(torch.empty_like(dout, dtype=delta.dtype))
-    dz = _fresh(torch.empty_like(dout, dtype=z.dtype)) if z is not None else None
+        launch = plan.bwd[key] = _bwd_launch(plan, u, delta, A, D, z, delta_bias, chunks, dhT is not None, width,
+                                             strides)
+    du = _like(dout, strides)
+    ddelta = _like(dout, strides, delta.dtype)
+    dz = None
+    if z is not None:
+        if dz_out is not None:
+            assert tuple(dz_out.stride()) == strides and dz_out.dtype == z.dtype, "dz_out must be laid out as dout"
+            dz = _fresh(dz_out)
+        else:
+            dz = _like(dout, strides, z.dtype)
     # Two workspaces instead of seven buffers (each allocation costs host time, which short sequences wait
     # for): the per-position dB, dC rows, which gather atomic adds from every channel tile and so start at
     # zero, and the small rest. Apart, so that a small gradient kept by the caller keeps no large rows alive.
@@ -416,6 +445,23 @@ def _bc_grad(dX: torch.Tensor, X: torch.Tensor, groups: int, batch: int, dim: in
 def _batch_sum(X: torch.Tensor) -> torch.Tensor:
     """Sum over the leading batch axis; a view when there is one sequence (no kernel launch)."""
     return X[0] if X.shape[0] == 1 else X.sum(0)
+
+
+def scan_plan(u, delta, A, B, C, D, z, delta_bias, initial_state, softplus: bool, reverse: bool = False, *,
+              need_grad: bool | None = None, fwd_impl=None, fwd_config=None, bwd_config=None,
+              seq_config=None) -> _Plan:
+    """The checked launch plan of one signature, cached. ``need_grad`` overrides what grad mode and the
+    inputs' ``requires_grad`` say (for a caller's autograd Function, whose forward runs without grad)."""
+    tensors = (u, delta, A, B, C, D, z, delta_bias, initial_state)
+    sig = (_signature(tensors), softplus, reverse, torch.is_grad_enabled(), need_grad, fwd_impl, fwd_config,
+           bwd_config, seq_config)
+    plan = _PLANS.get(sig)
+    if plan is None:
+        plan = _new_plan(*tensors, softplus, reverse, fwd_impl, fwd_config, bwd_config, seq_config, need_grad)
+        if len(_PLANS) >= 256:
+            _PLANS.clear()
+        _PLANS[sig] = plan
+    return plan
 
 
 class _SelectiveScanFn(torch.autograd.Function):
@@ -509,15 +555,8 @@ def selective_scan_fused(
     Returns:
         out [B, D, L] in u's dtype, and final_state [B, D, N] fp32 when asked.
     """
-    tensors = (u, delta, A, B, C, D, z, delta_bias, initial_state)
-    sig = (_signature(tensors), delta_softplus, reverse, torch.is_grad_enabled(), fwd_impl, fwd_config, bwd_config,
-           seq_config)
-    plan = _PLANS.get(sig)
-    if plan is None:
-        plan = _new_plan(*tensors, delta_softplus, reverse, fwd_impl, fwd_config, bwd_config, seq_config)
-        if len(_PLANS) >= 256:
-            _PLANS.clear()
-        _PLANS[sig] = plan
+    plan = scan_plan(u, delta, A, B, C, D, z, delta_bias, initial_state, delta_softplus, reverse,
+                     fwd_impl=fwd_impl, fwd_config=fwd_config, bwd_config=bwd_config, seq_config=seq_config)
     if plan.copy:
         u, delta, z, B, C = (_rows_contiguous(X) for X in (u, delta, z, B, C))
     out, final = _SelectiveScanFn.apply(u, delta, A, B, C, D, z, delta_bias, initial_state, plan)

@@ -350,9 +350,10 @@ class SeqLaunches(NamedTuple):
 
 
 def seq_fwd_launches(u, delta, A, B, C, z, has_d: bool, has_bias: bool, has_h0: bool, store_chunks: bool,
-                     softplus: bool, reverse: bool, lay, chunk: int, cfg: SeqConfig) -> SeqLaunches:
+                     softplus: bool, reverse: bool, lay, chunk: int, cfg: SeqConfig,
+                     out_strides: tuple[int, ...]) -> SeqLaunches:
     """The launches of :func:`selective_scan_seq_fwd` for these inputs (only their shapes, strides and dtypes
-    are read). ``lay`` is ``fused._Layout`` (B/C forms and strides); the output is contiguous."""
+    are read). ``lay`` is ``fused._Layout`` (B/C forms and strides); the output has ``out_strides``."""
     batch, dim, length = u.shape
     n_state = A.shape[1]
     block_d = min(cfg.block_d, next_power_of_2(dim))
@@ -377,7 +378,7 @@ def seq_fwd_launches(u, delta, A, B, C, z, has_d: bool, has_bias: bool, has_h0: 
     fwd = (grid + (n_seg,),
            (dim, length, n_state, dim // lay.b_groups, dim // lay.c_groups, seg_len, n_seg, cdiv(length, chunk), 1,
             *u.stride(), *delta.stride(), *A.stride(), *lay.b_strides, *lay.c_strides, *zz.stride(),
-            dim * length, length, 1),
+            *out_strides),
            dict(HAS_D=has_d, HAS_Z=z is not None, HAS_BIAS=has_bias, HAS_H0=has_h0, SOFTPLUS=softplus,
                 B_VAR=lay.b_var, C_VAR=lay.c_var, STORE_CHUNKS=store_chunks, REVERSE=reverse, CHUNK=chunk,
                 **shape_kw, **launch_options(cfg)))
@@ -386,7 +387,7 @@ def seq_fwd_launches(u, delta, A, B, C, z, has_d: bool, has_bias: bool, has_h0: 
 
 def selective_scan_seq_fwd(u, delta, A, B, C, D, z, delta_bias, h0, out, final, chunks, launches: SeqLaunches,
                            key) -> None:
-    """Fill out [B, D, L] (contiguous), final [B, D, N] and, when given, chunks [B, L / chunk, D, N] (the
+    """Fill out [B, D, L] (laid out as planned), final [B, D, N] and, when given, chunks [B, L / chunk, D, N] (the
     state at every chunk start). ``launches`` is :func:`seq_fwd_launches` of these inputs and ``key`` stands
     for their signature in the launchers' caches. Inputs are checked by the public function."""
     batch, dim, n_state = final.shape

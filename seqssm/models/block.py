@@ -7,7 +7,7 @@ from torch import nn
 
 from seqssm.models.bidirectional import BiMambaMixer
 from seqssm.models.cache import LayerCache
-from seqssm.models.mixer import MambaMixer
+from seqssm.models.mixer import MambaMixer, select_kernels
 from seqssm.models.norm import RMSNorm, add_rms_norm
 
 
@@ -16,7 +16,8 @@ class Block(nn.Module):
 
     Carrying the residual separately lets the next block (or the final norm) do the add and the norm in one
     place, with the sum kept in fp32 when ``residual_in_fp32``. ``rc_halves``: the norm of a
-    reverse-complement-equivariant model, shared over the two strand halves (see :func:`rms_norm`).
+    reverse-complement-equivariant model, shared over the two strand halves (see :func:`rms_norm`). The add
+    and norm run as one Triton kernel where the mixer's kernels are Triton (``Kernels.add_norm``).
     """
 
     def __init__(
@@ -34,13 +35,18 @@ class Block(nn.Module):
         self.mixer = mixer
         self.norm = RMSNorm(d_model, eps=norm_eps, rc_halves=rc_halves, device=device, dtype=dtype)
         self.residual_in_fp32 = residual_in_fp32
+        self.impl = mixer.fwd.impl if isinstance(mixer, BiMambaMixer) else mixer.impl
 
     def forward(
         self, hidden: torch.Tensor, residual: torch.Tensor | None = None, **mixer_kwargs
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """hidden, residual: [B, L, D] (residual None for the first block); mixer_kwargs go to the mixer."""
+    ) -> tuple[torch.Tensor, ...]:
+        """hidden, residual: [B, L, D] (residual None for the first block); mixer_kwargs go to the mixer
+        (``state`` / ``return_state`` for a causal mixer: then the mixer's new state comes third)."""
         normed, residual = self._add_norm(hidden, residual)
-        return self.mixer(normed, **mixer_kwargs), residual
+        out = self.mixer(normed, **mixer_kwargs)
+        if isinstance(out, tuple):
+            return out[0], residual, out[1]
+        return out, residual
 
     def step(
         self, hidden: torch.Tensor, residual: torch.Tensor | None, cache: LayerCache
@@ -50,5 +56,19 @@ class Block(nn.Module):
         return self.mixer.step(normed, cache), residual
 
     def _add_norm(self, hidden: torch.Tensor, residual: torch.Tensor | None):
-        return add_rms_norm(hidden, residual, self.norm.weight, self.norm.eps, self.residual_in_fp32,
-                            rc_halves=self.norm.rc_halves)
+        return add_norm(hidden, residual, self.norm, self.residual_in_fp32, self.impl, matmul_dtype=True)
+
+
+def add_norm(hidden: torch.Tensor, residual: torch.Tensor | None, norm: RMSNorm, residual_in_fp32: bool,
+             impl: str, *, matmul_dtype: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """residual += hidden; (norm(residual), residual) through the kernels of ``impl`` on hidden's device.
+
+    ``matmul_dtype``: under autocast, return normed in the autocast dtype (what the next projection reads)
+    rather than the weight's; the fused kernel then writes it once instead of a cast following.
+    """
+    fn = select_kernels(impl, hidden.device).add_norm
+    kind = hidden.device.type
+    if fn is add_rms_norm or not (matmul_dtype and torch.is_autocast_enabled(kind)):
+        return fn(hidden, residual, norm.weight, norm.eps, residual_in_fp32, rc_halves=norm.rc_halves)
+    return fn(hidden, residual, norm.weight, norm.eps, residual_in_fp32, rc_halves=norm.rc_halves,
+              out_dtype=torch.get_autocast_dtype(kind))

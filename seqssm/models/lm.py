@@ -15,10 +15,10 @@ from torch import nn
 from seqssm.config import MambaConfig
 from seqssm.errors import InputError
 from seqssm.models.bidirectional import BiMambaMixer, reverse_index
-from seqssm.models.block import Block
+from seqssm.models.block import Block, add_norm
 from seqssm.models.cache import InferenceCache
 from seqssm.models.mixer import IMPLS, MambaMixer
-from seqssm.models.norm import RMSNorm, add_rms_norm
+from seqssm.models.norm import RMSNorm
 from seqssm.models.rcps import RCPSBiMambaMixer, RCPSEmbedding, RCPSLMHead, complement_map
 from seqssm.tokenizers import get_tokenizer
 
@@ -163,28 +163,41 @@ class MambaBackbone(nn.Module):
         return self._forward(hidden, rev_index=rev_index)
 
     def _forward(self, hidden: torch.Tensor, *, cache: InferenceCache | None = None,
-                 rev_index: torch.Tensor | None = None) -> torch.Tensor:
-        """Embedded inputs [B, L, D] → normed hidden states [B, L, D]."""
-        residual = None
+                 rev_index: torch.Tensor | None = None, states: list | None = None,
+                 return_states: bool = False, layer_fn=None):
+        """Embedded inputs [B, L, D] → normed hidden states [B, L, D]: the one layer loop.
+
+        ``states`` (causal models): per layer a ``LayerCache`` or None (zero states) to start from, and with
+        ``return_states`` the per-layer states after the sequence come back too (differentiable, for chunked
+        training and streaming). ``cache``: prefill, states advanced in place. ``layer_fn(layer, hidden,
+        residual, **kw)``: how to call one block (e.g. under activation checkpointing); a plain call when None.
+        """
+        residual, new_states = None, []
+        call = layer_fn or (lambda layer, h, r, **kw: layer(h, r, **kw))
         for i, layer in enumerate(self.layers):
             if cache is not None:
-                hidden, residual = layer(hidden, residual, cache=cache.layers[i])
+                hidden, residual = call(layer, hidden, residual, cache=cache.layers[i])
+            elif states is not None or return_states:
+                state = None if states is None else states[i]
+                hidden, residual, state = call(layer, hidden, residual, state=state, return_state=True)
+                new_states.append(state)
             elif rev_index is not None:
-                hidden, residual = layer(hidden, residual, rev_index=rev_index)
+                hidden, residual = call(layer, hidden, residual, rev_index=rev_index)
             else:
-                hidden, residual = layer(hidden, residual)
-        normed, _ = add_rms_norm(hidden, residual, self.norm_f.weight, self.norm_f.eps,
-                                 self.config.residual_in_fp32, rc_halves=self.norm_f.rc_halves)
-        return normed
+                hidden, residual = call(layer, hidden, residual)
+        normed, _ = self.final_norm(hidden, residual)
+        return (normed, new_states) if return_states else normed
+
+    def final_norm(self, hidden: torch.Tensor, residual: torch.Tensor | None):
+        """The last residual add and ``norm_f``: (normed, residual) in norm_f's dtype (what embeddings read)."""
+        return add_norm(hidden, residual, self.norm_f, self.config.residual_in_fp32, self.layers[0].impl)
 
     def step(self, input_ids: torch.Tensor, cache: InferenceCache) -> torch.Tensor:
         """One token per row: input_ids [B] → hidden [B, D], advancing ``cache`` in place."""
         hidden, residual = self.embedding(input_ids), None
         for layer, layer_cache in zip(self.layers, cache.layers, strict=True):
             hidden, residual = layer.step(hidden, residual, layer_cache)
-        normed, _ = add_rms_norm(hidden, residual, self.norm_f.weight, self.norm_f.eps,
-                                 self.config.residual_in_fp32)
-        return normed
+        return self.final_norm(hidden, residual)[0]
 
 
 class MambaLMHeadModel(nn.Module):

@@ -22,12 +22,13 @@ IMPLS = ("auto", "triton", "chunked", "ref")
 
 
 class Kernels(NamedTuple):
-    """The four ops one mixer needs: parallel scan and conv for a sequence, in-place updates for a token."""
+    """The ops one block needs: the whole inner mixer for a sequence (``mamba_inner_*``: in_proj, conv, scan,
+    out_proj), in-place updates for a token, and the residual add + RMSNorm before the mixer."""
 
-    scan: Callable
-    conv: Callable
+    inner: Callable
     state_update: Callable
     conv_update: Callable
+    add_norm: Callable
 
 
 @functools.cache
@@ -35,27 +36,36 @@ def _warn_once(message: str) -> None:
     warnings.warn(message, RuntimeWarning, stacklevel=3)
 
 
-def _ref_kernels() -> Kernels:
+@functools.cache
+def _ref_kernels(scan: str = "ref") -> Kernels:
     from seqssm.kernels.causal_conv1d import causal_conv1d_ref, causal_conv1d_update_ref
+    from seqssm.kernels.mamba_inner import mamba_inner_ref
     from seqssm.kernels.selective_scan import selective_scan_ref, selective_state_update_ref
+    from seqssm.models.norm import add_rms_norm
 
-    return Kernels(scan=selective_scan_ref, conv=causal_conv1d_ref,
-                   state_update=selective_state_update_ref, conv_update=causal_conv1d_update_ref)
+    if scan == "chunked":
+        # Imported here, not at module top, so the model imports while a faster path is missing.
+        from seqssm.kernels.selective_scan import selective_scan_chunked as scan_fn
+    else:
+        scan_fn = selective_scan_ref
+    return Kernels(inner=functools.partial(mamba_inner_ref, scan=scan_fn, conv=causal_conv1d_ref),
+                   state_update=selective_state_update_ref, conv_update=causal_conv1d_update_ref,
+                   add_norm=add_rms_norm)
 
 
 def _chunked_kernels() -> Kernels:
-    # Imported here, not at module top, so the model imports while a faster path is missing.
-    from seqssm.kernels.selective_scan import selective_scan_chunked
-
-    return _ref_kernels()._replace(scan=selective_scan_chunked)
+    return _ref_kernels("chunked")
 
 
+@functools.cache
 def _triton_kernels() -> Kernels:
-    from seqssm.kernels.causal_conv1d import causal_conv1d_fn, causal_conv1d_update_fn
-    from seqssm.kernels.selective_scan import selective_scan_fused, selective_state_update_fused
+    from seqssm.kernels.causal_conv1d import causal_conv1d_update_fn
+    from seqssm.kernels.mamba_inner import mamba_inner_fused
+    from seqssm.kernels.rms_norm import add_rms_norm_fused
+    from seqssm.kernels.selective_scan import selective_state_update_fused
 
-    return Kernels(scan=selective_scan_fused, conv=causal_conv1d_fn,
-                   state_update=selective_state_update_fused, conv_update=causal_conv1d_update_fn)
+    return Kernels(inner=mamba_inner_fused, state_update=selective_state_update_fused,
+                   conv_update=causal_conv1d_update_fn, add_norm=add_rms_norm_fused)
 
 
 def select_kernels(impl: str, device: torch.device) -> Kernels:
@@ -161,48 +171,63 @@ class MambaMixer(nn.Module):
     def _conv_weight(self) -> torch.Tensor:
         return self.conv1d.weight.squeeze(1)  # [E, 1, W] -> [E, W]
 
-    def forward(self, hidden: torch.Tensor, *, cache: LayerCache | None = None) -> torch.Tensor:
-        """Parallel pass over a whole sequence.
+    def forward(
+        self,
+        hidden: torch.Tensor,
+        state: LayerCache | None = None,
+        *,
+        return_state: bool = False,
+        cache: LayerCache | None = None,
+    ):
+        """Parallel pass over a sequence, from optional states: the one forward that training, chunked
+        training, streaming and prefill share (decoding is :meth:`step`, which tests hold equal to it).
 
         Args:
             hidden: [B, L, D].
-            cache: when given, the pass starts from its states and leaves the final states in it (prefill).
+            state: the conv state [B, E, W - 1] and fp32 SSM state [B, E, N] before position 0 (zeros when
+                None). Differentiable: gradients flow into both.
+            return_state: also return the states after the last position, as a new ``LayerCache``.
+            cache: prefill: start from its states and leave the final states in it, in place.
 
         Returns:
-            [B, L, D].
+            out [B, L, D]; with ``return_state`` also the ``LayerCache`` after the sequence.
         """
+        if cache is not None:
+            out, final = self.forward(hidden, cache, return_state=True)
+            cache.conv_state.copy_(final.conv_state)
+            cache.ssm_state.copy_(final.ssm_state)
+            return out
         kernels = select_kernels(self.impl, hidden.device)
-        xz = self.in_proj(hidden).transpose(1, 2)  # [B, 2E, L]
-        x, z = xz.chunk(2, dim=1)
-        conv_out = kernels.conv(x, self._conv_weight(), self.conv1d.bias,
-                                initial_state=None if cache is None else cache.conv_state,
-                                return_final_state=cache is not None, activation="silu")
-        if cache is not None:
-            x, conv_state = conv_out
-            cache.conv_state.copy_(conv_state)
-        else:
-            x = conv_out
-        x_dbl = self.x_proj(x.transpose(1, 2))  # [B, L, R + 2N]
-        dt, B, C = torch.split(x_dbl, [self.dt_rank, self.d_state, self.d_state], dim=-1)
-        dt = F.linear(dt, self.dt_proj.weight).transpose(1, 2)  # [B, E, L]; bias goes in as delta_bias
-        A = -torch.exp(self.A_log.float())
-        y = kernels.scan(x, dt, A, B.transpose(1, 2), C.transpose(1, 2), self.D.float(), z=z,
-                         delta_bias=self.dt_proj.bias.float(), delta_softplus=True,
-                         initial_state=None if cache is None else cache.ssm_state,
-                         return_final_state=cache is not None)
-        if cache is not None:
-            y, ssm_state = y
-            cache.ssm_state.copy_(ssm_state)
-        return self.out_proj(y.transpose(1, 2))
+        out = kernels.inner(
+            hidden, self.in_proj.weight, self.in_proj.bias, self._conv_weight(), self.conv1d.bias,
+            self.x_proj.weight, self.dt_proj.weight, self.dt_proj.bias, -torch.exp(self.A_log.float()),
+            self.D, self.out_proj.weight, self.out_proj.bias,
+            conv_state=None if state is None else state.conv_state,
+            ssm_state=None if state is None else state.ssm_state, return_final_states=return_state)
+        if not return_state:
+            return out
+        out, conv_state, ssm_state = out
+        return out, LayerCache(conv_state=conv_state, ssm_state=ssm_state)
+
+    def _step_constants(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """fp32 (A, D, Δ bias) for decoding, recomputed only when a parameter changed (``_version``), so a
+        step launches no exp or casts: at one token per row the GPU waits on launches, not arithmetic."""
+        params = (self.A_log, self.D, self.dt_proj.bias)
+        key = tuple((p.data_ptr(), p._version, p.dtype) for p in params)
+        cached = getattr(self, "_constants", None)
+        if cached is None or cached[0] != key:
+            with torch.no_grad():
+                cached = (key, (-torch.exp(self.A_log.float()), self.D.float(), self.dt_proj.bias.float()))
+            self._constants = cached
+        return cached[1]
 
     def step(self, hidden: torch.Tensor, cache: LayerCache) -> torch.Tensor:
         """One token: [B, D] -> [B, D], advancing ``cache`` in place."""
         kernels = select_kernels(self.impl, hidden.device)
-        x, z = self.in_proj(hidden).chunk(2, dim=-1)  # [B, E] each
+        x, z = self.in_proj(hidden).chunk(2, dim=-1)  # [B, E] each; the update kernels read strided rows
         x = kernels.conv_update(x, cache.conv_state, self._conv_weight(), self.conv1d.bias, activation="silu")
         dt, B, C = torch.split(self.x_proj(x), [self.dt_rank, self.d_state, self.d_state], dim=-1)
         dt = F.linear(dt, self.dt_proj.weight)  # [B, E]
-        A = -torch.exp(self.A_log.float())
-        y = kernels.state_update(cache.ssm_state, x, dt, A, B, C, self.D.float(), z=z,
-                                 dt_bias=self.dt_proj.bias.float(), dt_softplus=True)
+        A, D, dt_bias = self._step_constants()
+        y = kernels.state_update(cache.ssm_state, x, dt, A, B, C, D, z=z, dt_bias=dt_bias, dt_softplus=True)
         return self.out_proj(y)
