@@ -38,6 +38,7 @@ from safetensors.torch import load_file
 from seqssm.config import MambaConfig
 from seqssm.errors import InputError
 from seqssm.models.lm import MambaLMHeadModel
+from seqssm.tokenizers import get_tokenizer
 
 FORMATS = ("hf", "mamba_ssm")
 EXTERNAL_TOKENIZER = "external"
@@ -177,8 +178,6 @@ def _require_exportable(config: MambaConfig, fmt: str) -> None:
 
 def _special_ids(tokenizer: str) -> dict[str, int]:
     """pad/bos/eos ids of a tokenizer seqssm ships (none for "external" ones), for HF's generate."""
-    from seqssm.tokenizers import get_tokenizer
-
     try:
         tok = get_tokenizer(tokenizer)
     except InputError:
