@@ -217,6 +217,26 @@ def info(checkpoint: Path = typer.Argument(..., help="Checkpoint folder.")):
     typer.echo(json.dumps(run(str(checkpoint)), indent=2))
 
 
+@app.command(epilog=_example(
+    "seqssm export runs/lm/checkpoint --format hf --out hf_model",
+    "seqssm export runs/lm/checkpoint --format mamba_ssm --out mamba_model --pytorch-bin",
+))
+def export(
+    checkpoint: Path = typer.Argument(..., help="Causal checkpoint folder (seqssm, Hugging Face or mamba_ssm)."),
+    fmt: str = typer.Option(..., "--format", help="hf (MambaForCausalLM) or mamba_ssm (MambaLMHeadModel)."),
+    out: Path = typer.Option(..., "--out", "-o", help="Folder for config.json and model.safetensors (a previous "
+                             "checkpoint there is replaced)."),
+    pytorch_bin: bool = typer.Option(False, help="mamba_ssm: also write pytorch_model.bin (a pickle), the file "
+                                     "its from_pretrained reads."),
+):
+    """Write a causal checkpoint in Hugging Face's or mamba_ssm's layout, for transformers or mamba_ssm to load."""
+    from seqssm.pipelines.export import ExportConfig
+    from seqssm.pipelines.export import export as run
+
+    path = run(ExportConfig(checkpoint=str(checkpoint), format=fmt, out=str(out), pytorch_bin=pytorch_bin))
+    typer.echo(f"wrote a {fmt} checkpoint to {path}")
+
+
 @app.command(epilog=_example("seqssm evaluate predictions.tsv --out report --history runs/ft/train_log.tsv"))
 def evaluate(
     predictions: Path = typer.Argument(..., help="TSV from `seqssm predict` (id, predicted, prob_<label>…)."),

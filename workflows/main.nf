@@ -11,6 +11,10 @@ params.steps = 1000
 params.window = 1024
 params.device = 'auto'
 
+// A value shell-quoted for a script block: in single quotes, each ' inside written '\'' (close, escaped
+// quote, reopen), so staged file names and params with spaces, ; or $ stay one literal word.
+def q(value) { "'" + value.toString().replace("'", "'\\''") + "'" }
+
 process PRETRAIN {
     tag "${genome.simpleName}"
     publishDir "${params.outdir}/${genome.simpleName}", mode: 'copy'
@@ -20,7 +24,7 @@ process PRETRAIN {
     tuple path(genome), path('pretrain/checkpoint')
     script:
     """
-    seqssm pretrain ${genome} --out pretrain --steps ${params.steps} --window ${params.window} --device ${params.device}
+    seqssm pretrain ${q(genome)} --out pretrain --steps ${q(params.steps)} --window ${q(params.window)} --device ${q(params.device)}
     """
 }
 
@@ -33,7 +37,7 @@ process EMBED {
     path 'embeddings'
     script:
     """
-    seqssm embed ${checkpoint} ${genome} --out embeddings --window ${params.window} --device ${params.device}
+    seqssm embed ${q(checkpoint)} ${q(genome)} --out embeddings --window ${q(params.window)} --device ${q(params.device)}
     """
 }
 
@@ -46,7 +50,7 @@ process GENERATE {
     path 'generated.fa'
     script:
     """
-    seqssm generate ${checkpoint} --out generated.fa --length 1000 --device ${params.device}
+    seqssm generate ${q(checkpoint)} --out generated.fa --length 1000 --device ${q(params.device)}
     """
 }
 

@@ -1,9 +1,10 @@
-"""Selective scan (Mamba-1 "S6"): entry points only."""
+"""Selective scan (Mamba-1 "S6"): entry points only. ``selective_scan`` picks one of the others by device."""
 
 from seqssm.kernels.selective_scan.chunked import selective_scan_chunked
+from seqssm.kernels.selective_scan.dispatch import selective_scan
 from seqssm.kernels.selective_scan.naive import selective_scan_ref, selective_state_update_ref
 
-__all__ = ["selective_scan_chunked", "selective_scan_ref", "selective_state_update_ref"]
+__all__ = ["selective_scan", "selective_scan_chunked", "selective_scan_ref", "selective_state_update_ref"]
 
 try:  # Triton exists on Linux x86-64 only; elsewhere the PyTorch paths above still import.
     from seqssm.kernels.selective_scan.fused import selective_scan_fused

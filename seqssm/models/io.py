@@ -17,6 +17,7 @@ from safetensors.torch import load_file, save_model
 
 from seqssm.config import MambaConfig
 from seqssm.errors import InputError
+from seqssm.models.convert import detect_layout, load_converted
 from seqssm.models.lm import MambaLMHeadModel
 
 CONFIG_NAME = "config.json"
@@ -87,7 +88,8 @@ def load_model(
     dtype: torch.dtype | None = None,
     impl: str = "auto",
 ) -> MambaLMHeadModel:
-    """Read a checkpoint directory written by :meth:`MambaLMHeadModel.save_pretrained`, bit-exactly.
+    """Read a checkpoint directory written by :meth:`MambaLMHeadModel.save_pretrained`, bit-exactly; or a
+    Hugging Face ``MambaForCausalLM`` / mamba_ssm ``MambaLMHeadModel`` directory (safetensors weights only).
 
     Args:
         path: the directory.
@@ -99,6 +101,8 @@ def load_model(
         the model, weights tied as at save time. The global RNG is not touched (no random init happens).
     """
     path = Path(path)
+    if detect_layout(path) != "seqssm":  # a Hugging Face or mamba_ssm directory (seqssm.models.convert)
+        return load_converted(path, device, dtype=dtype, impl=impl)
     config = _read_config(path)
     weights = path / WEIGHTS_NAME
     if not weights.is_file():

@@ -1,0 +1,64 @@
+"""`seqssm export`: a causal checkpoint in Hugging Face's or mamba_ssm's directory layout."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from safetensors.torch import save_file
+
+from seqssm.models import load_model
+from seqssm.models.convert import CONFIG_NAME, FORMATS, WEIGHTS_NAME, export_tensors
+from seqssm.pipelines.common import InputError, atomic_path
+
+PYTORCH_BIN = "pytorch_model.bin"
+
+
+@dataclass
+class ExportConfig:
+    """checkpoint: any folder ``load_model`` reads (seqssm, HF or mamba_ssm); format: "hf" or "mamba_ssm";
+    out: the folder to write. pytorch_bin (mamba_ssm only): also write ``pytorch_model.bin`` (``torch.save``
+    of the state dict), the one file mamba_ssm's ``from_pretrained`` reads; seqssm itself never reads it.
+    """
+
+    checkpoint: str
+    format: str
+    out: str
+    pytorch_bin: bool = False
+
+    def __post_init__(self):
+        if self.format not in FORMATS:
+            raise InputError(f"--format {self.format!r}: use one of {', '.join(FORMATS)}")
+        if self.pytorch_bin and self.format != "mamba_ssm":
+            raise InputError("--pytorch-bin is for --format mamba_ssm; Hugging Face reads model.safetensors")
+
+
+def export(cfg: ExportConfig) -> Path:
+    """Write ``cfg.out/config.json`` and ``model.safetensors`` in ``cfg.format``'s layout; returns the folder.
+
+    HF: ``MambaForCausalLM.from_pretrained(out)``. mamba_ssm: ``MambaLMHeadModel.from_pretrained(out)`` with
+    ``pytorch_bin``, or ``MambaLMHeadModel(MambaConfig(**json.load(config.json)))`` and
+    ``load_state_dict(safetensors.torch.load_file(model.safetensors))``. An existing ``out`` is replaced only
+    when it is a checkpoint folder (holds config.json) other than the input; the write is atomic.
+    """
+    out = Path(cfg.out)
+    if out.exists():
+        if not out.is_dir():
+            raise InputError(f"--out {out} is a file; pass a folder path")
+        if out.resolve() == Path(cfg.checkpoint).resolve():
+            raise InputError(f"--out {out} is the checkpoint being exported; pass another folder")
+        if any(out.iterdir()) and not (out / CONFIG_NAME).is_file():
+            raise InputError(f"--out {out} exists and holds files but no {CONFIG_NAME}; pass a new folder (only "
+                             "a previous checkpoint folder is replaced)")
+    model = load_model(cfg.checkpoint)
+    config_json, tensors, metadata = export_tensors(model, cfg.format)
+    with atomic_path(out) as tmp:
+        tmp.mkdir()
+        save_file(tensors, str(tmp / WEIGHTS_NAME), metadata=metadata)
+        (tmp / CONFIG_NAME).write_text(json.dumps(config_json, indent=2) + "\n")
+        if cfg.pytorch_bin:
+            # The live state dict: a tied head shares the embedding's storage, which torch.save keeps.
+            torch.save({k: v.detach().cpu() for k, v in model.state_dict().items()}, tmp / PYTORCH_BIN)
+    return out
