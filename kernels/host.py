@@ -31,6 +31,19 @@ def next_power_of_2(n: int) -> int:
     return 1 << max(n - 1, 0).bit_length()
 
 
+def rows_layout(X: torch.Tensor) -> tuple[int, ...]:
+    """Strides for a new [B, D, L] buffer laid out like X: X's own when X is dense (no gaps, no overlap)
+    with unit stride along L, such as the channel-major [D, B, L] storage of a fused block, whose outputs
+    then keep that layout and are never transposed; else contiguous."""
+    expected = 1
+    dense = X.stride(-1) == 1
+    for d in sorted(range(X.dim()), key=X.stride):
+        if X.shape[d] != 1:
+            dense = dense and X.stride(d) == expected
+            expected *= X.shape[d]
+    return tuple(X.stride()) if dense else (X.shape[1] * X.shape[2], X.shape[2], 1)
+
+
 def launch_options(cfg) -> dict:
     """Launch keywords of a launch-shape config with ``num_warps`` and ``maxnreg`` fields: maxnreg only when
     set (a register cap: fewer registers a thread, more warps an SM)."""

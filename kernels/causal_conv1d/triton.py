@@ -13,7 +13,7 @@ import triton
 import triton.language as tl
 
 from seqssm.errors import InputError
-from seqssm.kernels.host import DirectLauncher, cdiv, next_power_of_2
+from seqssm.kernels.host import DirectLauncher, cdiv, next_power_of_2, rows_layout
 
 # Tests set POISON so that every fresh output buffer starts as NaN and an element no kernel wrote shows up.
 POISON = False
@@ -229,18 +229,10 @@ def _tiles(device: torch.device, length: int) -> tuple[int, int, int]:
     return 4, min(256, next_power_of_2(length)), 4
 
 
-def _layout(X: torch.Tensor) -> tuple[int, ...]:
-    """X's strides when X is dense with unit stride along L (a fused block's channel-major [D, B, L] rows,
-    whose outputs then keep that layout and are never transposed), else contiguous [B, D, L]."""
-    if X.stride(-1) == 1 and X.is_non_overlapping_and_dense():
-        return tuple(X.stride())
-    return (X.shape[1] * X.shape[2], X.shape[2], 1)
-
-
 def _causal_conv1d_fwd(x, weight, bias, initial_state, return_final_state, silu):
     batch, dim, length = x.shape
     width = weight.shape[1]
-    out = _fresh(torch.empty_strided(x.shape, _layout(x), device=x.device, dtype=x.dtype))
+    out = _fresh(torch.empty_strided(x.shape, rows_layout(x), device=x.device, dtype=x.dtype))
     final = None
     if return_final_state:
         final = _fresh(torch.empty(batch, dim, width - 1, device=x.device, dtype=x.dtype))
@@ -261,7 +253,7 @@ def _causal_conv1d_bwd(x, weight, bias, initial_state, dout, dfinal, silu, dx_ou
     hands over its half of d(in_proj output), so that dx is never copied there)."""
     batch, dim, length = x.shape
     width = weight.shape[1]
-    if tuple(dout.stride()) != _layout(dout):  # dout and dx share one layout in the kernel
+    if tuple(dout.stride()) != rows_layout(dout):  # dout and dx share one layout in the kernel
         dout = dout.contiguous()
     if dx_out is not None:
         assert dx_out.stride() == dout.stride() and dx_out.dtype == dout.dtype, "dx_out must be laid out as dout"

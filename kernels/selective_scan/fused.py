@@ -33,7 +33,7 @@ import triton
 import triton.language as tl
 
 from seqssm.errors import InputError
-from seqssm.kernels.host import DirectLauncher, cdiv, launch_options, next_power_of_2
+from seqssm.kernels.host import DirectLauncher, cdiv, launch_options, next_power_of_2, rows_layout
 from seqssm.kernels.selective_scan.fused_bwd import _selective_scan_pair_bwd_kernel, pair_bwd_flags
 from seqssm.kernels.selective_scan.fused_v2 import (
     SEQ_CONFIG,
@@ -220,15 +220,6 @@ def _rows_contiguous(X: torch.Tensor | None) -> torch.Tensor | None:
     return X.contiguous()
 
 
-def dense_layout(X: torch.Tensor) -> tuple[int, ...]:
-    """Strides of a new [B, D, L] buffer laid out like X: X's own when X is dense with unit stride along L
-    (e.g. the channel-major [D, B, L] slices of a fused block, so nothing is transposed), else contiguous."""
-    if X.stride(-1) == 1 and X.is_non_overlapping_and_dense():
-        return tuple(X.stride())
-    batch, dim, length = X.shape
-    return (dim * length, length, 1)
-
-
 def _like(X: torch.Tensor, strides: tuple[int, ...], dtype=None) -> torch.Tensor:
     return _fresh(torch.empty_strided(X.shape, strides, device=X.device, dtype=dtype or X.dtype))
 
@@ -308,9 +299,9 @@ def _new_plan(u, delta, A, B, C, D, z, delta_bias, initial_state, softplus, reve
     if impl == "sequential":
         seq = seq_fwd_launches(u, delta, A, B, C, z, D is not None, delta_bias is not None,
                                initial_state is not None, need_grad, softplus, reverse, lay, fwd_cfg.block_t,
-                               seq_cfg, dense_layout(u))
+                               seq_cfg, rows_layout(u))
     return _Plan(next(_PLAN_KEYS), copy, need_grad, softplus, reverse, fwd_cfg, bwd_cfg, lay,
-                 _layout(B, C, dim, bwd_cfg), seq, row_width(u, delta, z, B, C), dense_layout(u), {})
+                 _layout(B, C, dim, bwd_cfg), seq, row_width(u, delta, z, B, C), rows_layout(u), {})
 
 
 def _selective_scan_fwd(u, delta, A, B, C, D, z, delta_bias, initial_state, plan: _Plan):
@@ -388,7 +379,7 @@ def _selective_scan_bwd(u, delta, A, B, C, D, z, delta_bias, chunks, dout, dfina
     n_state = A.shape[1]
     # Autograd may hand over a strided or expanded gradient; dout, du, dΔ and dz share one [B, D, L] layout,
     # dout's own when it is dense with unit stride along L (a fused block's channel-major rows), else contiguous.
-    strides = dense_layout(dout)
+    strides = rows_layout(dout)
     if tuple(dout.stride()) != strides:
         dout = dout.contiguous()
     dhT = dfinal.float().contiguous() if dfinal is not None else None
