@@ -140,7 +140,7 @@ def _commit(tmp: Path, path: Path) -> None:
     """Move the finished ``tmp`` onto ``path``: a file over a file, a folder over a folder, each in one step."""
     new_is_dir = tmp.is_dir()
     if not os.path.lexists(path):
-        os.rename(tmp, path)
+        os.replace(tmp, path)
         return
     old_is_dir = path.is_dir()
     if new_is_dir != old_is_dir:
@@ -365,15 +365,19 @@ def check_checkpoint(path: str | os.PathLike, command: str, *, modality: str | N
                          f"model; `seqssm {command}` needs a checkpoint from `seqssm pretrain` (a classifier "
                          "goes to `seqssm predict`)")
     if kind == CLASSIFIER and not classifier:
-        raise InputError(f"checkpoint {path} is a language model, not a classifier (no task.json); `seqssm "
-                         f"{command}` needs a checkpoint from `seqssm finetune`: fine-tune this one with `seqssm "
-                         f"finetune DATA --init-from {path}`, or use it for embeddings with `seqssm embed`")
+        raise InputError(f"checkpoint {path} has no classification head (no task.json): it is a language model; "
+                         f"`seqssm {command}` needs a checkpoint from `seqssm finetune`: fine-tune this one with "
+                         f"`seqssm finetune DATA --init-from {path}`, or use it for embeddings with `seqssm embed`")
     if modality is not None and have != modality:
         fix = _MODALITY_FIX.get((command, have)) or _MODALITY_FIX.get(command, f"use a {modality} checkpoint")
         asked = f"--modality {modality}" if command in _MODALITY_FLAG else f"`seqssm {command}` takes {modality}"
         what = "classifier" if classifier else "model"
-        raise InputError(f"mismatched modality: {asked} but checkpoint {path} is a{'n' if have == 'audio' else ''} "
-                         f"{have} {what} (tokenizer {config.tokenizer!r}); {fix}")
+
+        def a(word: str) -> str:
+            return f"an {word}" if word == "audio" else f"a {word}"
+
+        raise InputError(f"mismatched modality: {asked} but checkpoint {path} is not {a(modality)} {what}, it is "
+                         f"{a(have)} one (tokenizer {config.tokenizer!r}); {fix}")
     if causal is True and config.bidirectional:
         fix = ("use --objective mlm to continue it" if command == "pretrain" else
                "sample or stream with a causal one (`seqssm pretrain --objective clm`)")
