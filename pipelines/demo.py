@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from seqssm.data import lambda_phage_fasta
+from seqssm.pipelines.common import OutputPlan
 from seqssm.pipelines.embed import EmbedConfig, embed, embed_outputs
 from seqssm.pipelines.generate import GenerateConfig, generate, generate_outputs
 from seqssm.pipelines.pretrain import PretrainConfig, pretrain, pretrain_outputs
@@ -39,6 +40,7 @@ def demo(cfg: DemoConfig, echo=print) -> dict:
                             device=cfg.device, overwrite=cfg.overwrite)
     generate_cfg = GenerateConfig(checkpoint=str(checkpoint), out=str(out / "generated.fa"), length=1000,
                                   seed=cfg.seed, device=cfg.device, temperature=0.9, overwrite=cfg.overwrite)
+    OutputPlan([], folder=out).check()  # --out itself must be (or become) a folder
     for plan in (pretrain_outputs(pretrain_cfg), embed_outputs(embed_cfg), generate_outputs(generate_cfg)):
         plan.check()
     echo(f"[1/3] pretraining a causal Mamba DNA model on {fasta.name} (48,502 bp) for at most "
