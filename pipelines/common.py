@@ -7,6 +7,7 @@ import ctypes
 import errno
 import functools
 import glob
+import json
 import os
 import random
 import re
@@ -293,7 +294,9 @@ class OutputPlan:
             if base == path and kind == FOLDER and not path.is_dir():
                 raise InputError(f"{self._name(path)} is an existing file; this command writes a folder there and "
                                  "never replaces a file by a folder (not with --overwrite either): give a folder path")
-        existing = [path for path, _ in self.outputs if os.path.lexists(path)]
+        # An empty folder where a folder goes holds nothing to lose.
+        existing = [path for path, kind in self.outputs if os.path.lexists(path)
+                    and not (kind == FOLDER and path.is_dir() and not any(path.iterdir()))]
         if existing and not self.overwrite:
             if self.folder is not None:
                 names = ", ".join(str(p.relative_to(self.folder)) if _inside(p, self.folder) else str(p)
@@ -319,7 +322,7 @@ class OutputPlan:
 # ------------------------------------------------------------------------------------------- checkpoints
 
 LM, CLASSIFIER, ANY = "language model", "classifier", "any"
-_TOKENIZER_MODALITY = {"nucleotide": "dna", "byte": "byte"}
+_TOKENIZER_MODALITY = {"nucleotide": "dna", "byte": "byte", "external": "external"}
 
 # What to do instead when the modality is wrong: by (command, the checkpoint's modality), else by command.
 _MODALITY_FIX = {
@@ -335,31 +338,50 @@ _MODALITY_FIX = {
 _MODALITY_FLAG = ("generate", "predict", "pretrain", "finetune")  # the commands with a --modality option
 
 
-def checkpoint_modality(path: str | os.PathLike) -> tuple[str, bool]:
-    """(modality "dna" / "audio" / "byte", whether it is a fine-tuned classifier) of checkpoint ``path``,
-    from its JSON files only; InputError when it is not a checkpoint."""
+def _foreign_tokenizer(path: Path) -> str:
+    """The tokenizer a Hugging Face / mamba_ssm directory's weights carry (a seqssm export records it in the
+    safetensors metadata), else "external": that of the text model it came with, which seqssm lacks."""
+    from safetensors import SafetensorError, safe_open
+
+    from seqssm.models.convert import EXTERNAL_TOKENIZER, METADATA_KEY, WEIGHTS_NAME
+
+    try:
+        with safe_open(str(path / WEIGHTS_NAME), "pt") as handle:
+            carried = json.loads((handle.metadata() or {}).get(METADATA_KEY, "{}"))
+    except (SafetensorError, OSError, ValueError):
+        return EXTERNAL_TOKENIZER  # sharded, or unreadable: the loader says which
+    return carried.get("tokenizer", EXTERNAL_TOKENIZER) if isinstance(carried, dict) else EXTERNAL_TOKENIZER
+
+
+def checkpoint_kind(path: str | os.PathLike) -> tuple[str, bool, str, bool]:
+    """(modality "dna" / "audio" / "byte" / "external", fine-tuned classifier?, tokenizer name, bidirectional?)
+    of checkpoint ``path`` (seqssm's, or a Hugging Face / mamba_ssm one), from its JSON files and headers
+    only; InputError when it is not a checkpoint."""
+    from seqssm.models.convert import detect_layout
     from seqssm.models.heads import TASK_NAME, read_task
     from seqssm.models.io import read_config
 
+    path = Path(path)
+    if detect_layout(path) != "seqssm":  # always causal language models
+        tokenizer = _foreign_tokenizer(path)
+        return _TOKENIZER_MODALITY.get(tokenizer, "audio"), False, tokenizer, False
     config = read_config(path)
-    if (Path(path) / TASK_NAME).is_file():
-        return read_task(path).modality, True
-    return _TOKENIZER_MODALITY.get(config.tokenizer, "audio"), False
+    if (path / TASK_NAME).is_file():
+        return read_task(path).modality, True, config.tokenizer, config.bidirectional
+    return _TOKENIZER_MODALITY.get(config.tokenizer, "audio"), False, config.tokenizer, config.bidirectional
 
 
-def check_checkpoint(path: str | os.PathLike, command: str, *, modality: str | None = None, kind: str = ANY,
-                     causal: bool | None = None) -> str:
+def check_checkpoint(path: str | os.PathLike, command: str, *, modality: str | tuple[str, ...] | None = None,
+                     kind: str = ANY, causal: bool | None = None) -> str:
     """Refuse, from its JSON files and before any weights are read, a checkpoint that ``seqssm command``
     cannot use; the message says which command or flag fits. Returns the checkpoint's modality.
 
-    ``modality``: "dna" or "audio" (None: any). ``kind``: LM (from `seqssm pretrain`; no task.json),
-    CLASSIFIER (from `seqssm finetune`) or ANY. ``causal``: True needs a causal model, False a bidirectional
-    one, None either.
+    ``modality``: "dna", "audio", or a tuple of those the command takes (the first is named; None: any).
+    ``kind``: LM (from `seqssm pretrain`; no task.json), CLASSIFIER (from `seqssm finetune`) or ANY.
+    ``causal``: True needs a causal model, False a bidirectional one, None either.
     """
-    from seqssm.models.io import read_config
-
-    have, classifier = checkpoint_modality(path)
-    config = read_config(path)
+    have, classifier, tokenizer, bidirectional = checkpoint_kind(path)
+    wanted = (modality,) if isinstance(modality, str) else modality
     if kind == LM and classifier:
         raise InputError(f"checkpoint {path} is a fine-tuned classifier (it has a task.json), not a language "
                          f"model; `seqssm {command}` needs a checkpoint from `seqssm pretrain` (a classifier "
@@ -368,22 +390,27 @@ def check_checkpoint(path: str | os.PathLike, command: str, *, modality: str | N
         raise InputError(f"checkpoint {path} has no classification head (no task.json): it is a language model; "
                          f"`seqssm {command}` needs a checkpoint from `seqssm finetune`: fine-tune this one with "
                          f"`seqssm finetune DATA --init-from {path}`, or use it for embeddings with `seqssm embed`")
-    if modality is not None and have != modality:
-        fix = _MODALITY_FIX.get((command, have)) or _MODALITY_FIX.get(command, f"use a {modality} checkpoint")
+    if wanted is not None and have not in wanted:
+        modality = wanted[0]
+        if have == "external":
+            fix = ("seqssm does not ship its text tokenizer: give it token ids through the Python API "
+                   "(seqssm.models.load_model)")
+        else:
+            fix = _MODALITY_FIX.get((command, have)) or _MODALITY_FIX.get(command, f"use a {modality} checkpoint")
         asked = f"--modality {modality}" if command in _MODALITY_FLAG else f"`seqssm {command}` takes {modality}"
         what = "classifier" if classifier else "model"
 
         def a(word: str) -> str:
-            return f"an {word}" if word == "audio" else f"a {word}"
+            return f"an {word}" if word[0] in "aeiou" else f"a {word}"
 
         raise InputError(f"mismatched modality: {asked} but checkpoint {path} is not {a(modality)} {what}, it is "
-                         f"{a(have)} one (tokenizer {config.tokenizer!r}); {fix}")
-    if causal is True and config.bidirectional:
+                         f"{a(have)} one (tokenizer {tokenizer!r}); {fix}")
+    if causal is True and bidirectional:
         fix = ("use --objective mlm to continue it" if command == "pretrain" else
-               "sample or stream with a causal one (`seqssm pretrain --objective clm`)")
+               "train one with `seqssm pretrain --objective clm`")
         raise InputError(f"checkpoint {path} is bidirectional (a masked LM); `seqssm {command}` needs a causal "
                          f"one: {fix}")
-    if causal is False and not config.bidirectional:
+    if causal is False and not bidirectional:
         raise InputError(f"checkpoint {path} is causal; --objective mlm trains a bidirectional model: use "
                          "--objective clm to continue this one")
     return have

@@ -113,7 +113,7 @@ def embed(cfg: EmbedConfig) -> EmbedResult:
     """
     require_file(cfg.fasta, "FASTA file")
     device = resolve_device(cfg.device)
-    check_checkpoint(cfg.checkpoint, "embed", modality="dna")
+    check_checkpoint(cfg.checkpoint, "embed", modality=("dna", "byte"))
     embed_outputs(cfg).check()
     model = load_model(cfg.checkpoint).to(device).eval()
     probe_model(model, cfg.checkpoint)

@@ -198,7 +198,7 @@ def stream_embed(cfg: StreamEmbedConfig, *, on_chunk: Callable[[int, int], None]
     written and its states saved; an exception there stops the run in a resumable state.
     """
     require_file(Path(cfg.checkpoint) / "model.safetensors", "checkpoint weights")
-    check_checkpoint(cfg.checkpoint, "embed --stream", modality="dna", causal=True)
+    check_checkpoint(cfg.checkpoint, "embed --stream", modality=("dna", "byte"), causal=True)
     device = resolve_device(cfg.device)
     model = _load_causal(cfg.checkpoint, device, "stream_embed")
     tokenizer = get_tokenizer(model.config.tokenizer)

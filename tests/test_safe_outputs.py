@@ -125,7 +125,9 @@ COMMANDS = {
     "probe": (FOLDER, "probe", lambda d: ["probe", d["lm"], d["table"]], ["--folds", "2", "--device", "cpu"]),
     "score-audio": (FOLDER, "scores", lambda d: ["score-audio", d["audio_lm"], d["wav"]], ["--device", "cpu"]),
     "demo": (FOLDER, "demo", lambda d: ["demo"], ["--steps", "1", "--device", "cpu"]),
+    "export": (FOLDER, "hf", lambda d: ["export", d["lm"]], ["--format", "hf"]),
 }
+WHOLE = {"export"}  # writes its --out folder as a whole, so nothing of the user's belongs inside it
 
 
 def command(name, data, out, *extra):
@@ -154,7 +156,7 @@ def test_an_output_of_the_other_kind_is_refused(name, data, seqssm, tmp_path):
 def test_an_existing_output_needs_overwrite_and_other_files_stay(name, data, seqssm, tmp_path):
     kind, out_name, _, _ = COMMANDS[name]
     out = tmp_path / out_name
-    precious = (out if kind == FOLDER else tmp_path) / "precious.txt"
+    precious = (out if kind == FOLDER and name not in WHOLE else tmp_path) / "precious.txt"
     precious.parent.mkdir(exist_ok=True)
     precious.write_text("keep me")
     if name == "demo":  # a demo run takes a minute on the CPU: an earlier one's output is made by hand, and
@@ -193,6 +195,7 @@ ON_INPUTS = {
     "generate audio": (lambda d: Path(d["audio_lm"]) / "x.wav", "is inside the checkpoint"),
     "probe": (lambda d: d["lm"], "is the checkpoint"),
     "score-audio": (lambda d: d["root"], "holds the checkpoint"),
+    "export": (lambda d: d["lm"], "is the checkpoint"),
 }
 
 
@@ -392,3 +395,12 @@ def test_a_folder_moved_aside_by_a_killed_swap_is_put_back(tmp_path):
     (old / "config.json").write_text(json.dumps({"kept": True}))
     remove_stale_temps(tmp_path / "ckpt")
     assert json.loads((tmp_path / "ckpt" / "config.json").read_text()) == {"kept": True} and not old.exists()
+
+
+def test_foreign_layouts_pass_by_the_tokenizer_they_carry(data, seqssm, tmp_path):
+    ok(seqssm("export", data["lm"], "--format", "hf", "--out", tmp_path / "hf"))
+    ok(seqssm("generate", tmp_path / "hf", "--out", tmp_path / "g.fa", "--length", "5", "--device", "cpu"))
+    weights = tmp_path / "hf" / "model.safetensors"
+    save_file(load_file(weights), str(weights), metadata={"format": "pt"})  # as Hugging Face's own files are
+    refused(seqssm("embed", tmp_path / "hf", data["genome"], "--out", tmp_path / "e", "--device", "cpu"),
+            "tokenizer 'external'", "does not ship its text tokenizer")
