@@ -243,8 +243,9 @@ class OutputPlan:
     ``outputs``: (path, FILE or FOLDER) of every output. ``folder``: the ``--out`` folder that holds them,
     for commands whose ``--out`` names a folder (None when it names the file itself); other files in it are
     never touched. ``inputs``: (what, path) of every input the command reads, its checkpoint included
-    (paths may be None: absent). ``overwrite``: an existing output may be replaced. ``flag``: the option
-    the messages name.
+    (paths may be None: absent). ``overwrite``: an existing output may be replaced (an empty folder where a
+    folder goes is not an existing output). ``flag``: the option the messages name. Each pipeline builds its
+    plan in a ``*_outputs(cfg)`` function, so that ``demo`` can check all of its steps' before the first.
     """
 
     def __init__(self, outputs: Iterable[tuple[str | os.PathLike, str]], *,
