@@ -35,7 +35,18 @@ from seqssm.datasets.audio import audio_info, decoded_frames, load_audio
 from seqssm.datasets.audio_sets import AUDIO_EXTENSIONS
 from seqssm.errors import InputError
 from seqssm.models import load_model
-from seqssm.pipelines.common import atomic_path, require_file, resolve_device, seed_everything
+from seqssm.pipelines.common import (
+    FILE,
+    LM,
+    OutputPlan,
+    atomic_path,
+    check_checkpoint,
+    probe_model,
+    require_file,
+    require_finite,
+    resolve_device,
+    seed_everything,
+)
 from seqssm.pipelines.decoding import Decoder
 from seqssm.pipelines.sampling import check_sampling
 from seqssm.transforms import AudioTokenizer
@@ -308,6 +319,7 @@ class GenerateAudioConfig:
     seed: int = 0
     device: str = "auto"
     cuda_graph: bool = True
+    overwrite: bool = False
 
     def __post_init__(self):
         if not self.seconds > 0:
@@ -355,6 +367,14 @@ def _out_paths(out: Path, count: int) -> list[Path]:
     return [out.with_name(f"{out.stem}_{i + 1:0{width}d}{out.suffix}") for i in range(count)]
 
 
+def generate_audio_outputs(cfg: GenerateAudioConfig) -> OutputPlan:
+    """The WAVs and the scores table ``generate_audio`` writes, and the inputs it must never replace."""
+    out = Path(cfg.out)
+    files = [*_out_paths(out, cfg.num_clips), out.with_suffix(".scores.tsv")]
+    return OutputPlan([(p, FILE) for p in files], inputs=[("checkpoint", cfg.checkpoint),
+                                                          ("prompt audio", cfg.prompt_audio)], overwrite=cfg.overwrite)
+
+
 @torch.no_grad()
 def generate_audio(cfg: GenerateAudioConfig, echo: Callable[[str], None] = print) -> list[Path]:
     """Sample ``num_clips`` clips of ``seconds`` from an audio checkpoint; write WAVs and their scores.
@@ -374,7 +394,10 @@ def generate_audio(cfg: GenerateAudioConfig, echo: Callable[[str], None] = print
     """
     device = resolve_device(cfg.device)
     seed_everything(cfg.seed)
+    check_checkpoint(cfg.checkpoint, "generate", modality="audio", kind=LM, causal=True)
+    generate_audio_outputs(cfg).check()
     model = load_model(cfg.checkpoint, device=device).eval()
+    probe_model(model, cfg.checkpoint)
     tokenizer = _audio_tokenizer(model, cfg.checkpoint)
     rate, batch = model.config.sample_rate, cfg.num_clips
     length = max(round(cfg.seconds * rate), 1)
@@ -384,6 +407,7 @@ def generate_audio(cfg: GenerateAudioConfig, echo: Callable[[str], None] = print
     decoder = Decoder(model, batch, temperature=cfg.temperature, top_k=cfg.top_k, top_p=cfg.top_p,
                       cuda_graph="auto" if cfg.cuda_graph else False)
     result = decoder.decode([prompt] * batch, length, cfg.seed, desc="generate", unit="sample")
+    require_finite(result.logprobs, f"checkpoint {cfg.checkpoint}", "the sampled audio")
     ids = result.tokens.to(torch.uint8 if tokenizer.vocab_size <= 256 else torch.int32)
     seconds_taken = result.seconds
     scores = (result.logprobs.double().sum(1) / (length * math.log(2))).tolist()

@@ -13,7 +13,18 @@ from seqssm.datasets.fasta import iter_fasta
 from seqssm.datasets.windows import tile_windows
 from seqssm.errors import InputError
 from seqssm.models import load_model, rc_invariant_pool
-from seqssm.pipelines.common import atomic_path, autocast, progress, require_file, resolve_device
+from seqssm.pipelines.common import (
+    FILE,
+    OutputPlan,
+    atomic_path,
+    autocast,
+    check_checkpoint,
+    probe_model,
+    progress,
+    require_file,
+    require_finite,
+    resolve_device,
+)
 from seqssm.tokenizers import get_tokenizer
 
 
@@ -33,6 +44,7 @@ class EmbedConfig:
     per_position: bool = False
     batch_size: int = 8
     device: str = "auto"
+    overwrite: bool = False
 
     def __post_init__(self):
         if self.window is not None and self.window <= 0:
@@ -80,6 +92,13 @@ def _pool(hidden: torch.Tensor, mask: torch.Tensor, rc_equivariant: bool) -> tor
     return (hidden * m).sum(1) / m.sum(1).clamp_min(1)
 
 
+def embed_outputs(cfg: EmbedConfig) -> OutputPlan:
+    """The files ``embed`` writes into ``cfg.out`` and the inputs it must never replace."""
+    out = Path(cfg.out)
+    return OutputPlan([(out / "embeddings.npy", FILE), (out / "index.tsv", FILE)], folder=out,
+                      inputs=[("checkpoint", cfg.checkpoint), ("FASTA file", cfg.fasta)], overwrite=cfg.overwrite)
+
+
 @torch.no_grad()
 def embed(cfg: EmbedConfig) -> EmbedResult:
     """Embed every record (or window) of ``cfg.fasta``; write ``embeddings.npy`` and ``index.tsv`` to ``cfg.out``.
@@ -94,11 +113,13 @@ def embed(cfg: EmbedConfig) -> EmbedResult:
     """
     require_file(cfg.fasta, "FASTA file")
     device = resolve_device(cfg.device)
+    check_checkpoint(cfg.checkpoint, "embed", modality=("dna", "byte"))
+    embed_outputs(cfg).check()
     model = load_model(cfg.checkpoint).to(device).eval()
+    probe_model(model, cfg.checkpoint)
     tokenizer = get_tokenizer(model.config.tokenizer)
     dim = model.config.d_model // 2 if model.config.rc_equivariant and not cfg.per_position else model.config.d_model
     out = Path(cfg.out)
-    out.mkdir(parents=True, exist_ok=True)
 
     if cfg.per_position:
         # One pass to count positions so the memory-mapped array can be sized before any model work.
@@ -113,6 +134,8 @@ def embed(cfg: EmbedConfig) -> EmbedResult:
             ids, mask = ids.to(device), mask.to(device)
             with autocast(device):
                 hidden = model.backbone(ids, attention_mask=mask).float()
+            first = f"{batch[0][0]}:{batch[0][1] + 1}"
+            require_finite(hidden[mask], f"checkpoint {cfg.checkpoint}", f"the batch starting at {first}")
             if cfg.per_position:
                 for (name, start, end, _), h in zip(batch, hidden, strict=True):
                     array[offset:offset + end - start] = h[: end - start].cpu().numpy().astype(np.float16)
@@ -131,8 +154,9 @@ def embed(cfg: EmbedConfig) -> EmbedResult:
         else:
             with open(tmp_npy, "wb") as f:
                 np.save(f, np.concatenate(pooled).astype(np.float32), allow_pickle=False)
-    with atomic_path(out / "index.tsv") as tmp_tsv:
-        with open(tmp_tsv, "w") as f:
+        # Inside the embeddings' block: the index is renamed first and the embeddings right after, so a
+        # failure leaves neither new file.
+        with atomic_path(out / "index.tsv") as tmp_tsv, open(tmp_tsv, "w") as f:
             f.write("id\trecord\tstart\tend" + ("\toffset" if cfg.per_position else "") + "\n")
             for name, start, end, off in rows:
                 tail = f"\t{off}" if cfg.per_position else ""

@@ -28,13 +28,14 @@ from sklearn.preprocessing import MultiLabelBinarizer
 import seqssm
 from seqssm.errors import InputError
 from seqssm.pipelines import report as pictures
-from seqssm.pipelines.common import atomic_path, require_file
+from seqssm.pipelines.common import FILE, OutputPlan, atomic_path, require_file
 
 TASKS = ("auto", "binary", "multiclass", "multilabel")
 PROB_PREFIX = "prob_"
 # A softmax written with 4-6 decimals still sums to 1 within this; independent sigmoids almost never do.
 _SUM_TOLERANCE = 0.01
 _OPTIONAL_OUTPUTS = ("curves.png", "roc_pr.png")
+_OUTPUTS = ("metrics.json", "report.html", "confusion_matrix.png", *_OPTIONAL_OUTPUTS)
 
 
 @dataclass
@@ -56,6 +57,7 @@ class EvaluateConfig:
     title: str | None = None
     positive_label: str | None = None
     task: str = "auto"
+    overwrite: bool = False
 
     def __post_init__(self):
         if self.task not in TASKS:
@@ -333,6 +335,14 @@ def _write(path: Path, data: bytes) -> None:
         tmp.write_bytes(data)
 
 
+def evaluate_outputs(cfg: EvaluateConfig) -> OutputPlan:
+    """The files ``evaluate`` may write into ``cfg.out`` and the inputs it must never replace."""
+    out = Path(cfg.out)
+    return OutputPlan([(out / name, FILE) for name in _OUTPUTS], folder=out, overwrite=cfg.overwrite,
+                      inputs=[("predictions file", cfg.predictions), ("labels table", cfg.labels),
+                              ("training history", cfg.history)])
+
+
 def evaluate(cfg: EvaluateConfig) -> dict:
     """Score ``cfg.predictions`` against the true labels; write the results to ``cfg.out``; return the report.
 
@@ -345,6 +355,7 @@ def evaluate(cfg: EvaluateConfig) -> dict:
     (binary) or their one-vs-rest macro averages (multi-class). Multi-label: subset accuracy, micro/macro F1,
     Hamming loss, macro AUROC/AUPRC. All tasks: per-class precision, recall, F1, support, AUROC and AUPRC.
     """
+    evaluate_outputs(cfg).check()
     table = read_predictions(cfg.predictions, label_column=cfg.label_column, id_column=cfg.id_column)
     where = f"predictions file {str(table.path)!r}"
     if cfg.labels is not None:
@@ -417,7 +428,6 @@ def evaluate(cfg: EvaluateConfig) -> dict:
                                 version=seqssm.__version__)
 
     out = Path(cfg.out)
-    out.mkdir(parents=True, exist_ok=True)
     for file, png in images.values():
         _write(out / file, png)
     _write(out / "metrics.json", (json.dumps(report, indent=2) + "\n").encode())

@@ -11,7 +11,7 @@ from safetensors.torch import save_file
 
 from seqssm.models import load_model
 from seqssm.models.convert import CONFIG_NAME, FORMATS, WEIGHTS_NAME, export_tensors
-from seqssm.pipelines.common import InputError, atomic_path
+from seqssm.pipelines.common import FOLDER, LM, InputError, OutputPlan, atomic_path, check_checkpoint, probe_model
 
 PYTORCH_BIN = "pytorch_model.bin"
 
@@ -27,6 +27,7 @@ class ExportConfig:
     format: str
     out: str
     pytorch_bin: bool = False
+    overwrite: bool = False
 
     def __post_init__(self):
         if self.format not in FORMATS:
@@ -35,24 +36,28 @@ class ExportConfig:
             raise InputError("--pytorch-bin is for --format mamba_ssm; Hugging Face reads model.safetensors")
 
 
+def export_outputs(cfg: ExportConfig) -> OutputPlan:
+    """The folder ``export`` writes (as a whole) and the checkpoint it must never replace."""
+    return OutputPlan([(cfg.out, FOLDER)], inputs=[("checkpoint", cfg.checkpoint)], overwrite=cfg.overwrite)
+
+
 def export(cfg: ExportConfig) -> Path:
     """Write ``cfg.out/config.json`` and ``model.safetensors`` in ``cfg.format``'s layout; returns the folder.
 
     HF: ``MambaForCausalLM.from_pretrained(out)``. mamba_ssm: ``MambaLMHeadModel.from_pretrained(out)`` with
     ``pytorch_bin``, or ``MambaLMHeadModel(MambaConfig(**json.load(config.json)))`` and
-    ``load_state_dict(safetensors.torch.load_file(model.safetensors))``. An existing ``out`` is replaced only
-    when it is a checkpoint folder (holds config.json) other than the input; the write is atomic.
+    ``load_state_dict(safetensors.torch.load_file(model.safetensors))``. The folder is written whole under a
+    temporary name and swapped in; an existing ``out`` is replaced only with ``overwrite``, and only when it
+    is a checkpoint folder (holds config.json), never the input.
     """
     out = Path(cfg.out)
-    if out.exists():
-        if not out.is_dir():
-            raise InputError(f"--out {out} is a file; pass a folder path")
-        if out.resolve() == Path(cfg.checkpoint).resolve():
-            raise InputError(f"--out {out} is the checkpoint being exported; pass another folder")
-        if any(out.iterdir()) and not (out / CONFIG_NAME).is_file():
-            raise InputError(f"--out {out} exists and holds files but no {CONFIG_NAME}; pass a new folder (only "
-                             "a previous checkpoint folder is replaced)")
+    if out.is_dir() and any(out.iterdir()) and not (out / CONFIG_NAME).is_file():
+        raise InputError(f"--out {out} exists and holds files but no {CONFIG_NAME}; pass a new folder (only "
+                         "a previous checkpoint folder is replaced, with --overwrite)")
+    check_checkpoint(cfg.checkpoint, "export", kind=LM, causal=True)
+    export_outputs(cfg).check()
     model = load_model(cfg.checkpoint)
+    probe_model(model, cfg.checkpoint)
     config_json, tensors, metadata = export_tensors(model, cfg.format)
     with atomic_path(out) as tmp:
         tmp.mkdir()

@@ -38,7 +38,18 @@ from seqssm.models.heads import (
     classification_loss,
     load_classifier,
 )
-from seqssm.pipelines.common import atomic_path, autocast, progress, resolve_device, seed_everything
+from seqssm.pipelines.common import (
+    FILE,
+    FOLDER,
+    OutputPlan,
+    atomic_path,
+    autocast,
+    check_checkpoint,
+    probe_model,
+    progress,
+    resolve_device,
+    seed_everything,
+)
 from seqssm.pipelines.ema import WeightEMA, check_decay
 from seqssm.pipelines.predict import (
     Example,
@@ -132,6 +143,7 @@ class FinetuneConfig:
     init_seed: int | None = None
     device: str = "auto"
     impl: str = "auto"
+    overwrite: bool = False
 
     def __post_init__(self):
         if self.modality not in ("dna", "audio"):
@@ -165,8 +177,12 @@ class FinetuneConfig:
             value = getattr(self, name)
             if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 0):
                 raise InputError(f"--{name.replace('_', '-')} must be a non-negative integer, got {value!r}")
-        if self.clip_seconds <= 0 or self.lr <= 0 or (self.backbone_lr is not None and self.backbone_lr <= 0):
-            raise InputError("--clip-seconds, --lr and --backbone-lr must be positive")
+        if not (self.clip_seconds > 0 and self.lr > 0 and self.grad_clip > 0) or (
+                self.backbone_lr is not None and not self.backbone_lr > 0):
+            raise InputError("--clip-seconds, --lr, --backbone-lr and --grad-clip must be positive")
+        if not (self.weight_decay >= 0 and self.warmup_steps >= 0) or (
+                self.max_minutes is not None and not self.max_minutes > 0):
+            raise InputError("--weight-decay and --warmup-steps must be zero or more, --max-minutes positive")
 
 
 @dataclass
@@ -236,10 +252,12 @@ def _cat(tensors: list[torch.Tensor]) -> torch.Tensor:
     return torch.cat(tensors)
 
 
-def evaluate_split(model: SequenceClassifier, batches, device: torch.device) -> dict:
-    """Loss and metrics of the model on collated, labelled batches."""
+def evaluate_split(model: SequenceClassifier, batches, device: torch.device, source: str = "the model") -> dict:
+    """Loss and metrics of the model on collated, labelled batches; InputError naming ``source`` when its
+    outputs are not finite (training diverged)."""
     logits, probs, targets = [], [], []
-    for batch, lg, pr in predict_batches(model, batches, device):
+    diverged = "training diverged; lower --lr (and --backbone-lr) or keep --grad-clip small"
+    for batch, lg, pr in predict_batches(model, batches, device, source, diverged):
         logits.append(lg.cpu())
         probs.append(pr.cpu())
         targets.append(batch["targets"])
@@ -364,7 +382,9 @@ def _task(cfg: FinetuneConfig, labels: list[str], rate: int | None, length: int 
 
 def _backbone(cfg: FinetuneConfig, rate: int | None) -> MambaLMHeadModel:
     if cfg.init_from:
-        return load_model(cfg.init_from, impl=cfg.impl)
+        model = load_model(cfg.init_from, impl=cfg.impl)
+        probe_model(model, cfg.init_from)
+        return model
     extra = {"tokenizer": "mulaw8", "vocab_size": 256, "sample_rate": rate} if cfg.modality == "audio" else {
         "tokenizer": "nucleotide", "vocab_size": 10}
     config = MambaConfig(d_model=cfg.d_model, n_layer=cfg.n_layer, d_state=cfg.d_state, expand=cfg.expand,
@@ -426,11 +446,25 @@ def _optimizer(cfg: FinetuneConfig, model: SequenceClassifier) -> torch.optim.Op
     return torch.optim.AdamW([g for g in groups if g["params"]], betas=(0.9, 0.98))
 
 
+def finetune_outputs(cfg: FinetuneConfig) -> OutputPlan:
+    """What ``finetune`` writes into ``cfg.out`` and the inputs it must never replace."""
+    out = Path(cfg.out)
+    labels = cfg.bed_labels if cfg.bed_labels is not None and not cfg.bed_labels.isdigit() else None
+    return OutputPlan([(out / "checkpoint", FOLDER), (out / "train_log.tsv", FILE), (out / "run.json", FILE),
+                       (out / "test_predictions.tsv", FILE)], folder=out, overwrite=cfg.overwrite,
+                      inputs=[("training data", cfg.data), ("genome", cfg.genome), ("--bed-labels table", labels),
+                              ("--init-from checkpoint", cfg.init_from)])
+
+
 def finetune(cfg: FinetuneConfig) -> FinetuneResult:
     """Fine-tune on ``cfg.data``; write ``{out}/checkpoint`` (the best by validation ``metric``),
     ``train_log.tsv`` (step, epoch, train_loss, val_loss, val_<metric>…, lr, seconds), ``run.json`` and,
-    when the test split is not empty, ``test_predictions.tsv``.
+    when the test split is not empty, ``test_predictions.tsv``. Outputs are checked before training starts
+    (``finetune_outputs``); the folder appears at the first validation.
     """
+    if cfg.init_from:
+        check_checkpoint(cfg.init_from, "finetune", modality=cfg.modality)
+    finetune_outputs(cfg).check()
     device = resolve_device(cfg.device)
     seed_everything(_init_seed(cfg))  # the split draws from its own seeded generator (split_indices)
     labels, splits, rate = _load_data(cfg)
@@ -450,11 +484,9 @@ def finetune(cfg: FinetuneConfig) -> FinetuneResult:
     optimizer = _optimizer(cfg, model)
 
     out = Path(cfg.out)
-    out.mkdir(parents=True, exist_ok=True)
     log_path = out / "train_log.tsv"
     columns = ["loss", *(m for m in METRICS if m != "loss")]
-    log_path.write_text("\t".join(["step", "epoch", "train_loss", *(f"val_{m}" for m in columns), "lr",
-                                   "seconds"]) + "\n")
+    log_lines = ["\t".join(["step", "epoch", "train_loss", *(f"val_{m}" for m in columns), "lr", "seconds"]) + "\n"]
     lower_is_better = metric == "loss"
     best, best_step, stale, history = math.inf if lower_is_better else -math.inf, 0, 0, []
     start = time.perf_counter()
@@ -466,7 +498,7 @@ def finetune(cfg: FinetuneConfig) -> FinetuneResult:
         """Score val, keep the best checkpoint; True when training should stop early."""
         nonlocal best, best_step, stale
         scored = ema.model if ema is not None else model
-        scores = evaluate_split(scored, val_loader, device)
+        scores = evaluate_split(scored, val_loader, device, source=f"the model fine-tuned into {out}")
         model.train()
         if cfg.freeze_backbone:
             model.lm.eval()
@@ -483,8 +515,9 @@ def finetune(cfg: FinetuneConfig) -> FinetuneResult:
                         **{f"val_{m}": scores.get(m, math.nan) for m in columns}, "seconds": round(elapsed, 1)})
         cells = [str(step), f"{epoch:.3f}", f"{train_loss:.5f}", *(f"{scores.get(m, math.nan):.5f}" for m in columns),
                  f"{scheduler.get_last_lr()[0]:.3g}", f"{elapsed:.1f}"]
-        with log_path.open("a") as f:
-            f.write("\t".join(cells) + "\n")
+        log_lines.append("\t".join(cells) + "\n")
+        with atomic_path(log_path) as tmp:  # rewritten whole (a few lines), so it always matches the checkpoint
+            tmp.write_text("".join(log_lines))
         return cfg.patience is not None and stale >= cfg.patience
 
     bar = progress(total=total, desc="finetune", unit="step")
@@ -522,11 +555,14 @@ def finetune(cfg: FinetuneConfig) -> FinetuneResult:
     bar.close()
 
     test_metrics, test_path = None, None
-    if splits["test"]:
+    if not splits["test"]:  # an earlier run's (only there with --overwrite) would not match this checkpoint
+        (out / "test_predictions.tsv").unlink(missing_ok=True)
+    else:
         best_model = load_classifier(out / "checkpoint", device, impl=cfg.impl)
         kept: list = []
         test_path = out / "test_predictions.tsv"
-        write_predictions(test_path, best_model, test_loader, device, keep=kept)
+        write_predictions(test_path, best_model, test_loader, device, keep=kept,
+                          source=f"checkpoint {out / 'checkpoint'}")
         test_metrics = compute_metrics(_cat([k[1].cpu() for k in kept]), _cat([k[2].cpu() for k in kept]),
                                        _cat([k[0]["targets"] for k in kept]), task)
     seconds = time.perf_counter() - start

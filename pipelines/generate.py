@@ -13,7 +13,18 @@ from Bio.SeqRecord import SeqRecord
 from seqssm.datasets.fasta import iter_fasta
 from seqssm.errors import InputError
 from seqssm.models import load_model
-from seqssm.pipelines.common import atomic_path, require_file, resolve_device, seed_everything
+from seqssm.pipelines.common import (
+    FILE,
+    LM,
+    OutputPlan,
+    atomic_path,
+    check_checkpoint,
+    probe_model,
+    require_file,
+    require_finite,
+    resolve_device,
+    seed_everything,
+)
 from seqssm.pipelines.decoding import Decoder
 from seqssm.pipelines.sampling import check_sampling, symbol_mask
 from seqssm.tokenizers import ByteTokenizer, NucleotideTokenizer, get_tokenizer
@@ -39,6 +50,7 @@ class GenerateConfig:
     device: str = "auto"
     name: str = "seqssm_sample"
     allow_ambiguous: bool = False
+    overwrite: bool = False
 
     def __post_init__(self):
         if self.length <= 0 or self.num_sequences <= 0:
@@ -65,6 +77,12 @@ def _prompt_text(cfg: GenerateConfig) -> str:
     return cfg.prompt or ""
 
 
+def generate_outputs(cfg: GenerateConfig) -> OutputPlan:
+    """The FASTA file ``generate`` writes and the inputs it must never replace."""
+    return OutputPlan([(cfg.out, FILE)], inputs=[("checkpoint", cfg.checkpoint), ("prompt FASTA", cfg.prompt_fasta)],
+                      overwrite=cfg.overwrite)
+
+
 @torch.no_grad()
 def generate(cfg: GenerateConfig) -> Path:
     """Sample ``num_sequences`` sequences of ``length`` bases after the prompt; write them to a FASTA file.
@@ -76,7 +94,10 @@ def generate(cfg: GenerateConfig) -> Path:
     """
     device = resolve_device(cfg.device)
     seed_everything(cfg.seed)
+    check_checkpoint(cfg.checkpoint, "generate", modality=("dna", "byte"), kind=LM, causal=True)
+    generate_outputs(cfg).check()
     model = load_model(cfg.checkpoint).to(device).eval()
+    probe_model(model, cfg.checkpoint)
     tokenizer = get_tokenizer(model.config.tokenizer)
     if not isinstance(tokenizer, (NucleotideTokenizer, ByteTokenizer)):
         raise InputError(f"checkpoint {cfg.checkpoint!r} is not a DNA model (tokenizer "
@@ -92,8 +113,9 @@ def generate(cfg: GenerateConfig) -> Path:
     # One decoding loop for everything (CUDA graph on a GPU); an empty prompt draws the first base uniformly.
     decoder = Decoder(model, cfg.num_sequences, temperature=cfg.temperature, top_k=cfg.top_k, top_p=cfg.top_p,
                       allowed=allowed)
-    out_ids = decoder.decode([prompt_ids] * cfg.num_sequences, cfg.length, cfg.seed, desc="generate",
-                             unit="base").tokens
+    result = decoder.decode([prompt_ids] * cfg.num_sequences, cfg.length, cfg.seed, desc="generate", unit="base")
+    require_finite(result.logprobs, f"checkpoint {cfg.checkpoint}", "the sampled bases")
+    out_ids = result.tokens
 
     records = [
         SeqRecord(Seq(tokenizer.decode(row)), id=f"{cfg.name}_{i + 1}", description=(

@@ -45,7 +45,19 @@ from seqssm.datasets.batching import pad_batch
 from seqssm.datasets.intervals import IntervalDataset
 from seqssm.errors import InputError
 from seqssm.models.heads import IGNORE_INDEX, SequenceClassifier, TaskConfig, encode_dna, load_classifier, read_task
-from seqssm.pipelines.common import atomic_path, autocast, progress, require_file, resolve_device
+from seqssm.pipelines.common import (
+    BROKEN_WEIGHTS,
+    CLASSIFIER,
+    FILE,
+    OutputPlan,
+    atomic_path,
+    autocast,
+    check_checkpoint,
+    progress,
+    require_file,
+    require_finite,
+    resolve_device,
+)
 from seqssm.tokenizers import NucleotideTokenizer
 
 DNA_FORMATS = ("table", "fasta", "bed")
@@ -412,25 +424,30 @@ def check_one_task(tasks: Sequence[tuple[str, TaskConfig]]) -> None:
 
 
 @torch.no_grad()
-def predict_batches(model: SequenceClassifier | ClassifierEnsemble, batches: Iterable[dict], device: torch.device):
-    """(batch, logits fp32, probabilities) for each collated batch, the model in eval mode."""
+def predict_batches(model: SequenceClassifier | ClassifierEnsemble, batches: Iterable[dict], device: torch.device,
+                    source: str = "the model", fix: str = BROKEN_WEIGHTS):
+    """(batch, logits fp32, probabilities) for each collated batch, the model in eval mode; InputError naming
+    ``source`` (e.g. "checkpoint X") and ending in ``fix`` when a batch's logits are not finite."""
     model.eval()
     for batch in batches:
         with autocast(device):
             logits = model(**model_inputs(batch, device))
+        require_finite(logits, source, f"the batch starting at input {batch['ids'][0]!r}", fix)
         yield batch, logits.float(), model.probabilities(logits)
 
 
 def write_predictions(path: str | os.PathLike, model: SequenceClassifier | ClassifierEnsemble, batches: Iterable[dict],
-                      device: torch.device, *, bar=None, keep: list | None = None) -> int:
+                      device: torch.device, *, bar=None, keep: list | None = None,
+                      source: str = "the model") -> int:
     """Write the prediction table of ``batches`` to ``path`` atomically; returns the number of rows.
 
-    ``keep``: a list that receives (batch, logits, probabilities) of every batch, for metrics.
+    ``keep``: a list that receives (batch, logits, probabilities) of every batch, for metrics. ``source``:
+    what error messages name, e.g. "checkpoint X".
     """
     rows = 0
     with atomic_path(path) as tmp, open(tmp, "w", newline="") as f:
         writer = csv.writer(f, delimiter="\t", lineterminator="\n")
-        for batch, logits, probs in predict_batches(model, batches, device):
+        for batch, logits, probs in predict_batches(model, batches, device, source):
             if keep is not None:
                 keep.append((batch, logits, probs))
             if rows == 0:
@@ -470,6 +487,7 @@ class PredictConfig:
     batch_size: int = 64
     device: str = "auto"
     impl: str = "auto"
+    overwrite: bool = False
 
     def __post_init__(self):
         if not isinstance(self.checkpoint, (str, os.PathLike)):
@@ -494,6 +512,14 @@ class PredictResult:
     members: int = 1
 
 
+def predict_outputs(cfg: PredictConfig) -> OutputPlan:
+    """The table ``predict`` writes and the inputs it must never replace."""
+    labels = cfg.bed_labels if cfg.bed_labels is not None and not cfg.bed_labels.isdigit() else None
+    inputs = [*(("checkpoint", c) for c in cfg.checkpoints), ("input", cfg.data), ("genome", cfg.genome),
+              ("--bed-labels table", labels)]
+    return OutputPlan([(cfg.out, FILE)], inputs=inputs, overwrite=cfg.overwrite)
+
+
 def predict(cfg: PredictConfig) -> PredictResult:
     """Predict every input of ``cfg.data`` with the classifier at ``cfg.checkpoint`` (or the ensemble of
     several); write ``cfg.out``.
@@ -502,13 +528,13 @@ def predict(cfg: PredictConfig) -> PredictResult:
     """
     device = resolve_device(cfg.device)
     names = cfg.checkpoints
-    check_one_task([(name, read_task(name)) for name in names])  # before loading any weights
+    for name in names:  # before loading any weights
+        check_checkpoint(name, "predict", modality=cfg.modality, kind=CLASSIFIER)
+    check_one_task([(name, read_task(name)) for name in names])
+    predict_outputs(cfg).check()
     members = [load_classifier(name, device, impl=cfg.impl) for name in names]
     model = members[0] if len(members) == 1 else ClassifierEnsemble(members, names)
     task = model.task
-    if cfg.modality is not None and cfg.modality != task.modality:
-        raise InputError(f"mismatched modality: --modality {cfg.modality} but {names[0]} is a "
-                         f"{task.modality} classifier; drop --modality or use a {cfg.modality} checkpoint")
     spec = InputSpec(data=cfg.data, modality=task.modality, data_format=cfg.data_format, genome=cfg.genome,
                      bed_labels=cfg.bed_labels, length=cfg.length, sequence_column=cfg.sequence_column,
                      label_column=cfg.label_column, id_column=cfg.id_column, fsdd_split=cfg.fsdd_split,
@@ -517,7 +543,7 @@ def predict(cfg: PredictConfig) -> PredictResult:
     batches = (collate(b) for b in batched(iter_examples(spec), cfg.batch_size))
     bar = progress(desc="predict", unit="seq")
     try:
-        rows = write_predictions(cfg.out, model, batches, device, bar=bar)
+        rows = write_predictions(cfg.out, model, batches, device, bar=bar, source=f"checkpoint {', '.join(names)}")
     finally:
         bar.close()
     return PredictResult(predictions=Path(cfg.out), rows=rows, classes=list(task.classes), members=len(members))

@@ -15,8 +15,14 @@ from seqssm.datasets.windows import GenomeWindowDataset
 from seqssm.errors import InputError
 from seqssm.models import MambaLMHeadModel, load_model
 from seqssm.pipelines.common import (
+    FILE,
+    FOLDER,
+    LM,
+    OutputPlan,
     atomic_path,
     autocast,
+    check_checkpoint,
+    probe_model,
     progress,
     require_file,
     resolve_device,
@@ -68,6 +74,7 @@ class PretrainConfig:
     d_state: int = 16
     expand: int = 2
     impl: str = "auto"
+    overwrite: bool = False
 
     def __post_init__(self):
         if self.objective not in ("clm", "mlm"):
@@ -82,8 +89,15 @@ class PretrainConfig:
             raise InputError("audio models are causal LMs: use --objective clm without --rc-equivariant")
         if not 0 < self.mask_prob < 1:
             raise InputError(f"--mask-prob must be between 0 and 1, got {self.mask_prob}")
-        for name in ("window", "batch_size", "steps", "val_every", "val_windows", "d_model", "n_layer"):
-            if getattr(self, name) <= 0:
+        for name in ("window", "batch_size", "steps", "val_every", "val_windows", "d_model", "n_layer", "d_state",
+                     "expand", "min_window", "lr", "grad_clip"):
+            if not getattr(self, name) > 0:
+                raise InputError(f"--{name.replace('_', '-')} must be positive, got {getattr(self, name)}")
+        for name in ("weight_decay", "warmup_steps", "length_warmup_steps"):
+            if not getattr(self, name) >= 0:
+                raise InputError(f"--{name.replace('_', '-')} must be zero or more, got {getattr(self, name)}")
+        for name in ("max_minutes", "max_tokens_per_micro_batch"):
+            if getattr(self, name) is not None and not getattr(self, name) > 0:
                 raise InputError(f"--{name.replace('_', '-')} must be positive, got {getattr(self, name)}")
         if not 0 < self.val_fraction < 1:
             raise InputError(f"--val-fraction must be between 0 and 1, got {self.val_fraction}")
@@ -141,7 +155,9 @@ def evaluate_bits(model, objective: Objective, batches, device) -> float:
 
 def _build_model(cfg: PretrainConfig, tokenizer, sample_rate: int | None) -> MambaLMHeadModel:
     if cfg.init_from:
-        return load_model(cfg.init_from, impl=cfg.impl)
+        model = load_model(cfg.init_from, impl=cfg.impl)
+        probe_model(model, cfg.init_from)
+        return model
     config = MambaConfig(
         d_model=cfg.d_model, n_layer=cfg.n_layer, vocab_size=tokenizer.vocab_size, d_state=cfg.d_state,
         expand=cfg.expand, bidirectional=cfg.bidirectional or cfg.rc_equivariant, tokenizer=tokenizer.name,
@@ -226,6 +242,14 @@ def _datasets(cfg: PretrainConfig, world: int = 1):
     return tokenizer, train, val, None
 
 
+def pretrain_outputs(cfg: PretrainConfig) -> OutputPlan:
+    """What ``pretrain`` writes into ``cfg.out`` and the inputs it must never replace."""
+    out = Path(cfg.out)
+    return OutputPlan([(out / "checkpoint", FOLDER), (out / "train_log.tsv", FILE), (out / "run.json", FILE)],
+                      folder=out, inputs=[("training data", cfg.data), ("--init-from checkpoint", cfg.init_from)],
+                      overwrite=cfg.overwrite)
+
+
 def pretrain(cfg: PretrainConfig) -> PretrainResult:
     """Train an LM on random windows of ``cfg.data``; validate on the held-out tail of each contig.
 
@@ -234,8 +258,13 @@ def pretrain(cfg: PretrainConfig) -> PretrainResult:
     folder or file of recordings; for DNA it is a FASTA file): causal LM over 8-bit mu-law tokens.
 
     Writes ``{out}/checkpoint`` (config.json + model.safetensors, replaced atomically at every validation),
-    ``{out}/train_log.tsv`` and ``{out}/run.json`` (resolved config, versions, results).
+    ``{out}/train_log.tsv`` and ``{out}/run.json`` (resolved config, versions, results). Outputs are checked
+    before training starts (``pretrain_outputs``); the folder appears at the first validation.
     """
+    if cfg.init_from:
+        check_checkpoint(cfg.init_from, "pretrain", modality=cfg.modality, kind=LM, causal=cfg.objective == "clm")
+    if int(os.environ.get("RANK", "0")) == 0:  # under torchrun only rank 0 writes
+        pretrain_outputs(cfg).check()
     rank, world, device = distributed_setup(cfg.device)
     generator = seed_everything(cfg.seed)
     tokenizer, train, val, sample_rate = _datasets(cfg, world)
@@ -253,9 +282,7 @@ def pretrain(cfg: PretrainConfig) -> PretrainResult:
     stages = _length_stages(cfg, world)
     out = Path(cfg.out)
     log_path = out / "train_log.tsv"
-    if rank == 0:
-        out.mkdir(parents=True, exist_ok=True)
-        log_path.write_text("step\ttrain_loss\tval_bits_per_token\tlr\tseconds\n")
+    log_lines = ["step\ttrain_loss\tval_bits_per_token\tlr\tseconds\n"]
 
     def validate_and_save(step: int, train_loss: float) -> float:
         if rank != 0:
@@ -266,8 +293,9 @@ def pretrain(cfg: PretrainConfig) -> PretrainResult:
             model.save_pretrained(tmp)
         elapsed = time.perf_counter() - start
         history.append({"step": step, "train_loss": train_loss, "val_bits": bits, "seconds": elapsed})
-        with log_path.open("a") as f:
-            f.write(f"{step}\t{train_loss:.4f}\t{bits:.4f}\t{scheduler.get_last_lr()[0]:.3g}\t{elapsed:.1f}\n")
+        log_lines.append(f"{step}\t{train_loss:.4f}\t{bits:.4f}\t{scheduler.get_last_lr()[0]:.3g}\t{elapsed:.1f}\n")
+        with atomic_path(log_path) as tmp:  # rewritten whole (a few lines), so it always matches the checkpoint
+            tmp.write_text("".join(log_lines))
         if world > 1:
             torch.distributed.barrier()
         return bits

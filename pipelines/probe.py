@@ -19,7 +19,7 @@ from sklearn.preprocessing import StandardScaler
 
 from seqssm.embedder import Embedder
 from seqssm.errors import InputError
-from seqssm.pipelines.common import atomic_path
+from seqssm.pipelines.common import FILE, OutputPlan, atomic_path, check_checkpoint, probe_model
 from seqssm.pipelines.predict import InputSpec, iter_examples
 from seqssm.pipelines.train_utils import versions
 
@@ -52,6 +52,7 @@ class ProbeConfig:
     batch_size: int = 32
     seed: int = 0
     device: str = "auto"
+    overwrite: bool = False
 
     def __post_init__(self):
         if self.folds < 2:
@@ -97,10 +98,22 @@ def probe_embeddings(features: np.ndarray, labels: list[str], *, folds: int = 5,
                    "folds": [float(v) for v in scores[f"test_{name}"]]} for name in scoring}
 
 
+def probe_outputs(cfg: ProbeConfig) -> OutputPlan:
+    """``{out}/probe.json`` (nothing without ``out``) and the inputs it must never replace."""
+    out = Path(cfg.out) if cfg.out is not None else None
+    labels = cfg.bed_labels if cfg.bed_labels is not None and not cfg.bed_labels.isdigit() else None
+    return OutputPlan([(out / "probe.json", FILE)] if out is not None else [], folder=out, overwrite=cfg.overwrite,
+                      inputs=[("checkpoint", cfg.checkpoint), ("input", cfg.data), ("genome", cfg.genome),
+                              ("--bed-labels table", labels)])
+
+
 def probe(cfg: ProbeConfig) -> ProbeResult:
     """Embed ``cfg.data`` with the frozen backbone of ``cfg.checkpoint`` and cross-validate a linear probe;
     write ``{out}/probe.json`` when ``out`` is given."""
+    check_checkpoint(cfg.checkpoint, "probe")
+    probe_outputs(cfg).check()
     embedder = Embedder(cfg.checkpoint, pooling=cfg.pooling, batch_size=cfg.batch_size, device=cfg.device)
+    probe_model(embedder.lm, cfg.checkpoint)
     spec = InputSpec(data=cfg.data, modality=embedder.modality, data_format=cfg.data_format, genome=cfg.genome,
                      bed_labels=cfg.bed_labels, length=cfg.length, sequence_column=cfg.sequence_column,
                      label_column=cfg.label_column, id_column=cfg.id_column, fsdd_split=cfg.fsdd_split,
@@ -114,6 +127,9 @@ def probe(cfg: ProbeConfig) -> ProbeResult:
         examples = [examples[i] for i in keep]
     data = [e.data for e in examples]
     features = embedder.embed_sequences(data) if embedder.modality == "dna" else embedder.embed_audio(data)
+    if not np.isfinite(features).all():
+        raise InputError(f"checkpoint {cfg.checkpoint} gives non-finite embeddings (NaN or inf) of {cfg.data}: "
+                         "its weights are broken (a diverged run or a damaged file); train it again or restore it")
     labels = [e.label for e in examples]
     metrics = probe_embeddings(features, labels, folds=cfg.folds, C=cfg.C, max_iter=cfg.max_iter, seed=cfg.seed)
     classes = sorted(set(labels))
@@ -121,7 +137,6 @@ def probe(cfg: ProbeConfig) -> ProbeResult:
                          folds=cfg.folds)
     if cfg.out is not None:
         out = Path(cfg.out)
-        out.mkdir(parents=True, exist_ok=True)
         record = {"config": {k: getattr(cfg, k) for k in cfg.__dataclass_fields__}, "n": result.n,
                   "dim": result.dim, "classes": classes, "metrics": metrics, "versions": versions()}
         with atomic_path(out / "probe.json") as tmp:

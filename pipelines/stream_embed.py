@@ -25,6 +25,7 @@ per-position embeddings too.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import math
@@ -44,7 +45,19 @@ from seqssm.datasets.fasta import FastaFile
 from seqssm.datasets.reads import iter_reads
 from seqssm.errors import InputError
 from seqssm.models import InferenceCache, load_model
-from seqssm.pipelines.common import atomic_path, autocast, progress, require_file, resolve_device
+from seqssm.pipelines.common import (
+    FILE,
+    LM,
+    OutputPlan,
+    atomic_path,
+    autocast,
+    check_checkpoint,
+    probe_model,
+    progress,
+    require_file,
+    require_finite,
+    resolve_device,
+)
 from seqssm.streaming import stream_hidden
 from seqssm.tokenizers import get_tokenizer
 from seqssm.transforms import AudioTokenizer
@@ -63,7 +76,9 @@ class StreamEmbedConfig:
     ``source`` is a FASTA (plain or bgzip; indexed on first use) or, by its suffix, a SAM/BAM/CRAM file.
     ``record`` names the FASTA contig or the read (None: the file's only contig / read). ``start``/``end``
     select a 0-based half-open region of it (end None: to its end). ``reference`` is the FASTA a CRAM needs.
-    ``resume`` continues an interrupted run in ``out``; False starts over.
+    ``resume`` continues an interrupted run in ``out``; False starts over. Starting over where an earlier
+    run's files are (another job, or ``resume`` False) needs ``overwrite``; since a streamed run is written
+    in place so that it can resume, those files are deleted when the new run starts.
     """
 
     checkpoint: str
@@ -76,6 +91,7 @@ class StreamEmbedConfig:
     reference: str | None = None
     device: str = "auto"
     resume: bool = True
+    overwrite: bool = False
 
     def __post_init__(self):
         if isinstance(self.chunk_size, bool) or not isinstance(self.chunk_size, int) or self.chunk_size < 1:
@@ -156,11 +172,21 @@ def _load_state(path: Path, cache: InferenceCache) -> int:
 
 def _load_causal(checkpoint: str, device: torch.device, what: str):
     model = load_model(checkpoint).to(device).eval()
+    probe_model(model, checkpoint)
     if model.config.bidirectional:
         raise InputError(f"{what}: checkpoint {checkpoint} is bidirectional; streaming carries states left to "
                          "right and needs a causal model (for a bidirectional one use seqssm.streaming."
                          "chunked_forward with out= a memory-mapped array)")
     return model
+
+
+def stream_embed_outputs(cfg: StreamEmbedConfig) -> OutputPlan:
+    """The files ``stream_embed`` writes into ``cfg.out`` and the inputs it must never replace."""
+    out = Path(cfg.out)
+    return OutputPlan([(out / name, FILE) for name in ("embeddings.npy", "index.tsv", JOB_NAME, STATE_NAME)],
+                      folder=out, overwrite=cfg.overwrite, inputs=[("checkpoint", cfg.checkpoint),
+                                                                   ("sequence file", cfg.source),
+                                                                   ("reference", cfg.reference)])
 
 
 @torch.no_grad()
@@ -172,6 +198,7 @@ def stream_embed(cfg: StreamEmbedConfig, *, on_chunk: Callable[[int, int], None]
     written and its states saved; an exception there stops the run in a resumable state.
     """
     require_file(Path(cfg.checkpoint) / "model.safetensors", "checkpoint weights")
+    check_checkpoint(cfg.checkpoint, "embed --stream", modality=("dna", "byte"), causal=True)
     device = resolve_device(cfg.device)
     model = _load_causal(cfg.checkpoint, device, "stream_embed")
     tokenizer = get_tokenizer(model.config.tokenizer)
@@ -183,21 +210,25 @@ def stream_embed(cfg: StreamEmbedConfig, *, on_chunk: Callable[[int, int], None]
     job = {"source": str(Path(cfg.source).resolve()), "record": record, "start": cfg.start, "end": end,
            "chunk_size": cfg.chunk_size, "weights_sha256": _weights_digest(cfg.checkpoint), "dim": dim}
     out = Path(cfg.out)
-    out.mkdir(parents=True, exist_ok=True)
     paths = {name: out / name for name in ("embeddings.npy", "index.tsv", JOB_NAME, STATE_NAME)}
     result = StreamEmbedResult(paths["embeddings.npy"], paths["index.tsv"], record, cfg.start, end, dim, 0)
 
     previous = json.loads(paths[JOB_NAME].read_text()) if paths[JOB_NAME].is_file() else None
-    if cfg.resume and previous is not None and previous != job:
-        raise InputError(f"{out} holds an embedding of another job ({previous['record']} "
+    if cfg.resume and previous is not None and previous != job and not cfg.overwrite:
+        raise InputError(f"--out {out} holds an embedding of another job ({previous['record']} "
                          f"[{previous['start']}, {previous['end']}), chunk size {previous['chunk_size']}); "
-                         "use another --out, or --no-resume to overwrite it")
+                         "use another --out, or --overwrite to replace it")
+    plan = stream_embed_outputs(cfg)
+    if cfg.resume and previous == job:
+        plan.overwrite = True  # its own files, continued
+    plan.check()
+    out.mkdir(parents=True, exist_ok=True)
     cache = model.allocate_cache(1)
     position = 0
     if cfg.resume and previous == job and paths["index.tsv"].is_file():
         result.resumed_from = length
         return result
-    if cfg.resume and previous == job and paths[STATE_NAME].is_file():
+    if cfg.resume and previous == job and paths[STATE_NAME].is_file() and paths["embeddings.npy"].is_file():
         position = _load_state(paths[STATE_NAME], cache)
         array = np.load(paths["embeddings.npy"], mmap_mode="r+")
     else:
@@ -216,6 +247,7 @@ def stream_embed(cfg: StreamEmbedConfig, *, on_chunk: Callable[[int, int], None]
         ids = torch.as_tensor(tokenizer.encode(bases, source=f"{record}:{cfg.start + s + 1}-{cfg.start + e}"))
         with autocast(device):
             (hidden,) = stream_hidden(model, [ids[None].to(device)], cache)
+        require_finite(hidden, f"checkpoint {cfg.checkpoint}", f"{record}:{cfg.start + s + 1}-{cfg.start + e}")
         array[s:e] = hidden[0].float().cpu().numpy().astype(np.float16)
         array.flush()  # rows on disk before the state that says they are done
         _save_state(paths[STATE_NAME], cache, e)
@@ -253,6 +285,7 @@ class StreamAudioConfig:
     chunk_size: int = 1 << 16
     embeddings: bool = False
     device: str = "auto"
+    overwrite: bool = False
 
     def __post_init__(self):
         if not self.window_seconds > 0:
@@ -306,12 +339,22 @@ class _Windows:
             yield out[first:first + count]
 
 
+def stream_audio_outputs(cfg: StreamAudioConfig) -> OutputPlan:
+    """The files ``stream_audio`` writes into ``cfg.out`` and the inputs it must never replace."""
+    out = Path(cfg.out)
+    names = ["scores.tsv", "stream_audio.json"] + (["embeddings.npy"] if cfg.embeddings else [])
+    return OutputPlan([(out / name, FILE) for name in names], folder=out, overwrite=cfg.overwrite,
+                      inputs=[("checkpoint", cfg.checkpoint), ("recording", cfg.audio)])
+
+
 @torch.no_grad()
 def stream_audio(cfg: StreamAudioConfig) -> StreamAudioResult:
     """Bits per sample of a causal audio LM over a recording, streamed; writes ``scores.tsv`` (one row per
     second: second, first sample, samples, bits per sample) and, with ``embeddings``, ``embeddings.npy``
     (float16 [T, D]) to ``cfg.out``. Sample t is scored from samples < t; the first sample is not scored.
     """
+    check_checkpoint(cfg.checkpoint, "score-audio", modality="audio", kind=LM, causal=True)
+    stream_audio_outputs(cfg).check()
     device = resolve_device(cfg.device)
     model = _load_causal(cfg.checkpoint, device, "stream_audio")
     tokenizer = AudioTokenizer.from_name(model.config.tokenizer)
@@ -324,45 +367,49 @@ def stream_audio(cfg: StreamAudioConfig) -> StreamAudioResult:
     rate = model.config.sample_rate or info.sample_rate
     windows = _Windows(cfg.audio, a, b, info.sample_rate, rate, round(cfg.window_seconds * info.sample_rate))
     out = Path(cfg.out)
-    out.mkdir(parents=True, exist_ok=True)
     emb_path = out / "embeddings.npy" if cfg.embeddings else None
-    array = None
-    if cfg.embeddings:
-        array = np.lib.format.open_memmap(emb_path, mode="w+", dtype=np.float16,
-                                          shape=(windows.total, model.config.d_model))
-    bits = np.zeros(windows.total, dtype=np.float64)  # bits[t]: the prediction of sample t; bits[0] unscored
-    cache, last_logits, position = model.allocate_cache(1), None, 0
-    bar = progress(total=windows.total, desc="stream-audio", unit="sample", unit_scale=True)
-    for wave in windows:
-        ids = tokenizer.encode(wave).to(device)
-        for s in range(0, ids.shape[0], cfg.chunk_size):
-            piece = ids[s:s + cfg.chunk_size]
-            with autocast(device):
-                (hidden,) = stream_hidden(model, [piece[None]], cache)
-                logits = model.lm_head(hidden[0])[:, : model.config.vocab_size].float()
-            if last_logits is not None:
-                logits_for = torch.cat([last_logits, logits[:-1]])
-                targets, at = piece, position
-            else:
-                logits_for, targets, at = logits[:-1], piece[1:], 1
-            nll = F.cross_entropy(logits_for, targets, reduction="none") / math.log(2)
-            bits[at:at + len(nll)] = nll.cpu().numpy()
-            if array is not None:
-                array[position:position + len(piece)] = hidden[0].float().cpu().numpy().astype(np.float16)
-            last_logits = logits[-1:]
-            position += len(piece)
-            bar.update(len(piece))
-    bar.close()
-    if array is not None:
-        array.flush()
-        del array
-    with atomic_path(out / "scores.tsv") as tmp, open(tmp, "w") as f:
-        f.write("second\tstart_sample\tsamples\tbits_per_sample\n")
-        for sec, s in enumerate(range(0, position, rate)):
-            lo, hi = max(s, 1), min(s + rate, position)
-            mean = bits[lo:hi].mean() if hi > lo else float("nan")
-            f.write(f"{sec}\t{s}\t{hi - lo}\t{mean:.4f}\n")
-    run = {"config": asdict(cfg), "sample_rate": rate, "samples": position,
-           "bits_per_sample": float(bits[1:position].mean()) if position > 1 else float("nan")}
-    (out / "stream_audio.json").write_text(json.dumps(run, indent=1) + "\n")
+    # Every file is written under a temporary name and all are renamed at the end, so a failed run leaves
+    # no output (and no empty folder) behind.
+    with contextlib.ExitStack() as outputs:
+        array = None
+        if cfg.embeddings:
+            array = np.lib.format.open_memmap(outputs.enter_context(atomic_path(emb_path)), mode="w+",
+                                              dtype=np.float16, shape=(windows.total, model.config.d_model))
+        bits = np.zeros(windows.total, dtype=np.float64)  # bits[t]: the prediction of sample t; bits[0] unscored
+        cache, last_logits, position = model.allocate_cache(1), None, 0
+        bar = progress(total=windows.total, desc="stream-audio", unit="sample", unit_scale=True)
+        for wave in windows:
+            ids = tokenizer.encode(wave).to(device)
+            for s in range(0, ids.shape[0], cfg.chunk_size):
+                piece = ids[s:s + cfg.chunk_size]
+                with autocast(device):
+                    (hidden,) = stream_hidden(model, [piece[None]], cache)
+                    logits = model.lm_head(hidden[0])[:, : model.config.vocab_size].float()
+                require_finite(logits, f"checkpoint {cfg.checkpoint}", f"samples {position}-{position + len(piece)}")
+                if last_logits is not None:
+                    logits_for = torch.cat([last_logits, logits[:-1]])
+                    targets, at = piece, position
+                else:
+                    logits_for, targets, at = logits[:-1], piece[1:], 1
+                nll = F.cross_entropy(logits_for, targets, reduction="none") / math.log(2)
+                bits[at:at + len(nll)] = nll.cpu().numpy()
+                if array is not None:
+                    array[position:position + len(piece)] = hidden[0].float().cpu().numpy().astype(np.float16)
+                last_logits = logits[-1:]
+                position += len(piece)
+                bar.update(len(piece))
+        bar.close()
+        if array is not None:
+            array.flush()
+            del array
+        tmp = outputs.enter_context(atomic_path(out / "scores.tsv"))
+        with open(tmp, "w") as f:
+            f.write("second\tstart_sample\tsamples\tbits_per_sample\n")
+            for sec, s in enumerate(range(0, position, rate)):
+                lo, hi = max(s, 1), min(s + rate, position)
+                mean = bits[lo:hi].mean() if hi > lo else float("nan")
+                f.write(f"{sec}\t{s}\t{hi - lo}\t{mean:.4f}\n")
+        run = {"config": asdict(cfg), "sample_rate": rate, "samples": position,
+               "bits_per_sample": float(bits[1:position].mean()) if position > 1 else float("nan")}
+        outputs.enter_context(atomic_path(out / "stream_audio.json")).write_text(json.dumps(run, indent=1) + "\n")
     return StreamAudioResult(out / "scores.tsv", emb_path, position, rate, run["bits_per_sample"])

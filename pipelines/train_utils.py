@@ -13,6 +13,7 @@ import numpy as np
 import torch
 
 import seqssm
+from seqssm.pipelines.common import atomic_path
 
 
 def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
@@ -74,5 +75,6 @@ def write_run_record(directory: Path, config, extra: dict | None = None) -> Path
     """Write ``run.json``: the full resolved config, versions and any results, for reproducibility."""
     record = {"config": dataclasses.asdict(config), "versions": versions(), **(extra or {})}
     path = Path(directory) / "run.json"
-    path.write_text(json.dumps(record, indent=2, default=str) + "\n")
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(record, indent=2, default=str) + "\n")
     return path

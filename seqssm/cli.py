@@ -24,6 +24,7 @@ app = typer.Typer(
 
 
 _example = cli_tasks.example_epilog
+OVERWRITE = cli_tasks.OVERWRITE
 
 
 @app.command(epilog=_example(
@@ -60,6 +61,7 @@ def pretrain(
     init_from: Path | None = typer.Option(None, help="Continue from this checkpoint folder."),
     impl: str = typer.Option("auto", help="Scan path: auto, triton, chunked or ref."),
     seed: int = typer.Option(0), device: str = typer.Option("auto", help="auto, cpu, cuda or cuda:N."),
+    overwrite: bool = OVERWRITE,
 ):
     """Pretrain a language model on random windows of a genome (causal or masked) or of audio."""
     from seqssm.pipelines.pretrain import PretrainConfig
@@ -74,7 +76,7 @@ def pretrain(
         length_warmup_steps=length_warmup_steps, min_window=min_window,
         max_tokens_per_micro_batch=max_tokens_per_micro_batch, d_model=d_model,
         n_layer=n_layer, d_state=d_state, expand=expand, init_from=str(init_from) if init_from else None,
-        impl=impl, seed=seed, device=device,
+        impl=impl, seed=seed, device=device, overwrite=overwrite,
     ))
     if int(os.environ.get("RANK", "0")) != 0:
         return  # under torchrun only rank 0 validates, saves and reports
@@ -116,6 +118,7 @@ def embed(
     reference: Path | None = typer.Option(None, help="--stream: the FASTA a CRAM file needs."),
     resume: bool = typer.Option(True, help="--stream: continue an interrupted run in --out."),
     batch_size: int = typer.Option(8), device: str = typer.Option("auto"),
+    overwrite: bool = OVERWRITE,
 ):
     """Embed FASTA records or windows: mean-pooled vectors, or one vector per base (streamed for long ones)."""
     if stream:
@@ -128,6 +131,7 @@ def embed(
         streamed = stream_embed(StreamEmbedConfig(
             checkpoint=str(checkpoint), source=str(fasta), out=str(out), record=record, start=start, end=end,
             chunk_size=chunk_size, reference=str(reference) if reference else None, device=device, resume=resume,
+            overwrite=overwrite,
         ))
         typer.echo(f"{streamed.end - streamed.start} positions of {streamed.record} × {streamed.dim} dims: "
                    f"{streamed.embeddings} (index {streamed.index})")
@@ -136,7 +140,8 @@ def embed(
     from seqssm.pipelines.embed import embed as run
 
     result = run(EmbedConfig(checkpoint=str(checkpoint), fasta=str(fasta), out=str(out), window=window,
-                             stride=stride, per_position=per_position, batch_size=batch_size, device=device))
+                             stride=stride, per_position=per_position, batch_size=batch_size, device=device,
+                             overwrite=overwrite))
     typer.echo(f"{result.count} embeddings of {result.dim} dims: {result.embeddings} (index {result.index})")
 
 
@@ -151,13 +156,14 @@ def score_audio(
     window_seconds: float = typer.Option(30.0, help="Seconds decoded per seek."),
     chunk_size: int = typer.Option(65536, help="Samples per model chunk (sets the memory)."),
     device: str = typer.Option("auto"),
+    overwrite: bool = OVERWRITE,
 ):
     """Bits per sample of a recording under an audio LM, in one streamed pass with constant memory."""
     from seqssm.pipelines.stream_embed import StreamAudioConfig, stream_audio
 
     result = stream_audio(StreamAudioConfig(checkpoint=str(checkpoint), audio=str(audio), out=str(out),
                                             window_seconds=window_seconds, chunk_size=chunk_size,
-                                            embeddings=embeddings, device=device))
+                                            embeddings=embeddings, device=device, overwrite=overwrite))
     typer.echo(f"{result.samples} samples at {result.sample_rate} Hz: {result.bits_per_sample:.4f} bits per sample "
                f"({result.scores})")
 
@@ -183,6 +189,7 @@ def generate(
     allow_ambiguous: bool = typer.Option(False, "--allow-ambiguous",
                                          help="dna: also sample N / ambiguity codes (default: A, C, G, T only)."),
     seed: int = typer.Option(0), device: str = typer.Option("auto"),
+    overwrite: bool = OVERWRITE,
 ):
     """Sample DNA (to FASTA) or audio (to WAV) from a causal checkpoint, with constant memory per token."""
     if modality == "audio":
@@ -194,6 +201,7 @@ def generate(
             checkpoint=str(checkpoint), out=str(out), seconds=seconds,
             prompt_audio=str(prompt_audio) if prompt_audio else None, prompt_seconds=prompt_seconds,
             num_clips=num_sequences, temperature=temperature, top_k=top_k, top_p=top_p, seed=seed, device=device,
+            overwrite=overwrite,
         ))
         typer.echo(f"wrote {len(paths)} clip(s) of {seconds:g} s: {', '.join(map(str, paths))}")
         return
@@ -205,7 +213,7 @@ def generate(
     path = run(GenerateConfig(checkpoint=str(checkpoint), out=str(out), length=length, prompt=prompt,
                               prompt_fasta=str(prompt_fasta) if prompt_fasta else None,
                               num_sequences=num_sequences, temperature=temperature, top_k=top_k, top_p=top_p,
-                              seed=seed, device=device, allow_ambiguous=allow_ambiguous))
+                              seed=seed, device=device, allow_ambiguous=allow_ambiguous, overwrite=overwrite))
     typer.echo(f"wrote {num_sequences} sequence(s) of {length} bases to {path}")
 
 
@@ -225,15 +233,17 @@ def export(
     checkpoint: Path = typer.Argument(..., help="Causal checkpoint folder (seqssm, Hugging Face or mamba_ssm)."),
     fmt: str = typer.Option(..., "--format", help="hf (MambaForCausalLM) or mamba_ssm (MambaLMHeadModel)."),
     out: Path = typer.Option(..., "--out", "-o", help="Folder for config.json and model.safetensors (a previous "
-                             "checkpoint there is replaced)."),
+                             "export there is replaced with --overwrite)."),
     pytorch_bin: bool = typer.Option(False, help="mamba_ssm: also write pytorch_model.bin (a pickle), the file "
                                      "its from_pretrained reads."),
+    overwrite: bool = OVERWRITE,
 ):
     """Write a causal checkpoint in Hugging Face's or mamba_ssm's layout, for transformers or mamba_ssm to load."""
     from seqssm.pipelines.export import ExportConfig
     from seqssm.pipelines.export import export as run
 
-    path = run(ExportConfig(checkpoint=str(checkpoint), format=fmt, out=str(out), pytorch_bin=pytorch_bin))
+    path = run(ExportConfig(checkpoint=str(checkpoint), format=fmt, out=str(out), pytorch_bin=pytorch_bin,
+                            overwrite=overwrite))
     typer.echo(f"wrote a {fmt} checkpoint to {path}")
 
 
@@ -246,6 +256,7 @@ def evaluate(
     history: Path | None = typer.Option(None, help="A train_log.tsv to plot as training curves."),
     title: str | None = typer.Option(None), positive_label: str | None = typer.Option(None),
     task: str = typer.Option("auto", help="auto, binary, multiclass or multilabel."),
+    overwrite: bool = OVERWRITE,
 ):
     """Score predictions with scikit-learn metrics; write metrics.json, pictures and an HTML report."""
     from seqssm.pipelines.evaluate import EvaluateConfig
@@ -254,7 +265,7 @@ def evaluate(
     report = run(EvaluateConfig(
         predictions=str(predictions), out=str(out), labels=str(labels) if labels else None,
         label_column=label_column, id_column=id_column, history=str(history) if history else None, title=title,
-        positive_label=positive_label, task=task,
+        positive_label=positive_label, task=task, overwrite=overwrite,
     ))
     shown = ", ".join(f"{k} {v:.4f}" for k, v in report["metrics"].items() if isinstance(v, float))
     typer.echo(f"{report['task']}, {report['n']} rows: {shown}")
@@ -267,12 +278,14 @@ def demo(
     minutes: float = typer.Option(2.5, help="Pretraining time budget."),
     steps: int = typer.Option(250, help="Pretraining steps (stops earlier at --minutes)."),
     seed: int = typer.Option(0), device: str = typer.Option("auto"),
+    overwrite: bool = OVERWRITE,
 ):
     """The quick-start: pretrain on the bundled lambda phage genome, embed it, generate 1 kb of DNA."""
     from seqssm.pipelines.demo import DemoConfig
     from seqssm.pipelines.demo import demo as run
 
-    run(DemoConfig(out=str(out), minutes=minutes, steps=steps, seed=seed, device=device), echo=typer.echo)
+    run(DemoConfig(out=str(out), minutes=minutes, steps=steps, seed=seed, device=device, overwrite=overwrite),
+        echo=typer.echo)
 
 
 app.command(epilog=cli_tasks.FINETUNE_EPILOG)(cli_tasks.finetune)

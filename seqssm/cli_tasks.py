@@ -11,6 +11,12 @@ import typer
 
 from seqssm.errors import InputError
 
+# The one --overwrite option, shared by every command that writes (a typer OptionInfo is only read, so one
+# object can be the default of many parameters).
+OVERWRITE = typer.Option(False, "--overwrite", help="Replace outputs of an earlier run at --out (each only once "
+                         "its new version is complete); without it an existing output is an error. A file never "
+                         "replaces a folder (nor a folder a file), and no output ever replaces an input.")
+
 
 def example_epilog(*lines: str) -> str:
     """The "Example:" block every command's --help ends with."""
@@ -94,6 +100,7 @@ def finetune(
     init_seed: int | None = typer.Option(None, help="Initialisation, data order, augmentation and dropout "
                                          "(default: --seed); vary it alone to train ensemble members on one split."),
     device: str = typer.Option("auto"), impl: str = typer.Option("auto", help="auto, triton, chunked or ref."),
+    overwrite: bool = OVERWRITE,
 ):
     """Fine-tune a backbone with a classification head on labelled DNA or audio."""
     from seqssm.pipelines.finetune import FinetuneConfig
@@ -109,7 +116,7 @@ def finetune(
         backbone_lr=backbone_lr, weight_decay=weight_decay, warmup_steps=warmup_steps, grad_clip=grad_clip,
         epochs=epochs, batch_size=batch_size, val_every=val_every, metric=metric, patience=patience,
         class_weights=class_weights, rc_augment=rc_augment, augment=augment, ema=ema, max_minutes=max_minutes,
-        num_workers=num_workers, seed=seed, init_seed=init_seed, device=device, impl=impl,
+        num_workers=num_workers, seed=seed, init_seed=init_seed, device=device, impl=impl, overwrite=overwrite,
     ))
     typer.echo(f"best val {result.metric} {result.best_value:.4f} at step {result.best_step} of {result.steps} "
                f"({result.seconds:.0f} s); checkpoint: {result.checkpoint}")
@@ -133,6 +140,7 @@ def predict(
     id_column: str = typer.Option("id"),
     fsdd_split: str = typer.Option("all", help="FSDD folder: all, train or test (takes 0-4)."),
     batch_size: int = typer.Option(64), device: str = typer.Option("auto"), impl: str = typer.Option("auto"),
+    overwrite: bool = OVERWRITE,
 ):
     """Predict labels and class probabilities for any number of inputs, streamed in batches; with several
     checkpoints, the mean of their probabilities."""
@@ -148,7 +156,7 @@ def predict(
         data=str(data), out=str(out), modality=modality, data_format=data_format,
         genome=_opt(genome), bed_labels=bed_labels, length=length, sequence_column=sequence_column,
         label_column=label_column, id_column=id_column, fsdd_split=fsdd_split, batch_size=batch_size,
-        device=device, impl=impl,
+        device=device, impl=impl, overwrite=overwrite,
     ))
     ensemble = f", the mean of {result.members} checkpoints" if result.members > 1 else ""
     typer.echo(f"{result.rows} predictions over {len(result.classes)} classes{ensemble}: {result.predictions}")
@@ -169,6 +177,7 @@ def probe(
     pooling: str | None = typer.Option(None, help="mean, last or cls (default: mean)."),
     max_examples: int | None = typer.Option(None, help="Probe a seeded random subset of this size."),
     batch_size: int = typer.Option(32), seed: int = typer.Option(0), device: str = typer.Option("auto"),
+    overwrite: bool = OVERWRITE,
 ):
     """Linear probe: cross-validated logistic regression on frozen embeddings (mean ± std over folds)."""
     from seqssm.pipelines.probe import ProbeConfig
@@ -178,7 +187,7 @@ def probe(
         checkpoint=str(checkpoint), data=str(data), out=_opt(out), data_format=data_format, genome=_opt(genome),
         bed_labels=bed_labels, length=length, sequence_column=sequence_column, label_column=label_column,
         id_column=id_column, fsdd_split=fsdd_split, folds=folds, C=c, max_iter=max_iter, pooling=pooling,
-        max_examples=max_examples, batch_size=batch_size, seed=seed, device=device,
+        max_examples=max_examples, batch_size=batch_size, seed=seed, device=device, overwrite=overwrite,
     ))
     typer.echo(f"{result.n} inputs, {result.dim}-dim embeddings, {len(result.classes)} classes, "
                f"{result.folds}-fold CV:")

@@ -244,11 +244,12 @@ def test_export_cli(tmp_path, monkeypatch, capsys):
     (tmp_path / "busy" / "notes.txt").write_text("keep me")
     for args, code, text in [
         (["--format", "hf", "--out", tmp_path / "hf"], 0, "wrote a hf checkpoint"),
-        (["--format", "hf", "--out", tmp_path / "hf"], 0, "wrote a hf checkpoint"),  # replaces its own export
+        (["--format", "hf", "--out", tmp_path / "hf"], 2, "pass --overwrite"),
+        (["--format", "hf", "--out", tmp_path / "hf", "--overwrite"], 0, "wrote a hf checkpoint"),  # its own export
         (["--format", "onnx", "--out", tmp_path / "x"], 2, "--format 'onnx': use one of hf, mamba_ssm"),
         (["--format", "hf", "--out", tmp_path / "x", "--pytorch-bin"], 2, "--pytorch-bin is for --format mamba_ssm"),
         (["--format", "hf", "--out", tmp_path / "busy"], 2, "holds files but no config.json"),
-        (["--format", "hf", "--out", tmp_path / "ckpt"], 2, "is the checkpoint being exported"),
+        (["--format", "hf", "--out", tmp_path / "ckpt", "--overwrite"], 2, "is the checkpoint"),
     ]:
         got_code, output = run(*args)
         assert (got_code or 0) == code and text in output and "Traceback" not in output, output

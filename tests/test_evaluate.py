@@ -155,7 +155,7 @@ def test_task_inferred_from_sigmoid_rows_and_overridable(tmp_path):
     report = run(tmp_path, path)
     assert report["task"] == "multilabel"
     assert any("do not sum to 1" in note for note in report["notes"])
-    forced = run(tmp_path, path, task="binary")
+    forced = run(tmp_path, path, task="binary", overwrite=True)
     assert forced["task"] == "binary" and forced["metrics"]["accuracy"] == pytest.approx(2 / 3)
 
 
@@ -174,7 +174,7 @@ def test_labels_joined_from_a_csv_table(tmp_path):
     truth = [(lab, i, "extra") for i, lab, *_ in reversed(BINARY)] + [("1", "unused", "")]
     labels = write_tsv(tmp_path / "truth.csv", ["label", "id", "note"], truth, delimiter=",")
     joined = run(tmp_path, preds, labels=labels)
-    direct = run(tmp_path, binary_table(tmp_path / "direct.tsv"))
+    direct = run(tmp_path, binary_table(tmp_path / "direct.tsv"), overwrite=True)
     assert joined["metrics"] == pytest.approx(direct["metrics"])
     assert joined["labels_from"] == labels
 
@@ -286,7 +286,7 @@ def test_rerun_without_history_removes_the_stale_curves(tmp_path):
     preds = binary_table(tmp_path / "p.tsv")
     run(tmp_path, preds, history=history)
     assert (tmp_path / "out" / "curves.png").exists()
-    report = run(tmp_path, preds)
+    report = run(tmp_path, preds, overwrite=True)
     assert not (tmp_path / "out" / "curves.png").exists() and "curves.png" not in report["files"]
 
 

@@ -98,7 +98,9 @@ def test_no_resume_starts_over(checkpoint, shared_data, tmp_path):
                   record="CHROMOSOME_II", end=300, chunk_size=100, device="cpu", out=str(tmp_path))
     with pytest.raises(Interrupt):
         stream_embed(StreamEmbedConfig(**common), on_chunk=_stop_after(1))
-    assert stream_embed(StreamEmbedConfig(resume=False, **common)).resumed_from == 0
+    with pytest.raises(InputError, match="--overwrite"):  # starting over deletes the interrupted run's rows
+        stream_embed(StreamEmbedConfig(resume=False, **common))
+    assert stream_embed(StreamEmbedConfig(resume=False, overwrite=True, **common)).resumed_from == 0
     job = json.loads((tmp_path / "stream.json").read_text())
     assert (job["record"], job["start"], job["end"], job["chunk_size"]) == ("CHROMOSOME_II", 0, 300, 100)
 

@@ -26,7 +26,16 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from seqssm.errors import InputError
-from seqssm.models.io import CONFIG_NAME, load_model, save_pretrained
+from seqssm.models.io import (
+    CONFIG_NAME,
+    DIGEST_KEY,
+    DIGEST_PLACEHOLDER,
+    check_finite,
+    load_model,
+    save_pretrained,
+    seal_digest,
+    verify_digest,
+)
 from seqssm.models.lm import MambaLMHeadModel
 from seqssm.models.rcps import rc_invariant_pool
 
@@ -322,7 +331,8 @@ def save_classifier(model: SequenceClassifier, path: str | os.PathLike) -> None:
     if model.patch is not None:
         head.update({f"patch.{k}": v for k, v in model.patch.state_dict().items()})
     save_file({k: v.detach().contiguous() for k, v in head.items()}, str(path / HEAD_NAME),
-              metadata={"format": "pt"})
+              metadata={"format": "pt", DIGEST_KEY: DIGEST_PLACEHOLDER})
+    seal_digest(path / HEAD_NAME)
     record = {"format": TASK_FORMAT, "seqssm_version": seqssm.__version__, **model.task.to_dict()}
     (path / TASK_NAME).write_text(json.dumps(record, indent=2) + "\n")
 
@@ -364,6 +374,9 @@ def load_classifier(
         state = load_file(str(weights), device=str(device))
     except (SafetensorError, OSError) as err:
         raise InputError(f"{weights} cannot be read as safetensors ({err}); re-run the fine-tuning") from None
+    fix = "restore it from a copy or re-run the fine-tuning"
+    verify_digest(weights, path, fix)
+    check_finite(state, path, fix)
     for prefix, module in (("head", model.head), ("patch", model.patch)):
         if module is None:
             continue

@@ -3,10 +3,17 @@
 safetensors refuses tensors that share storage, so tied weights (lm_head = embedding, the shared
 projections of a bidirectional layer) are written once by ``safetensors.torch.save_model`` and re-tied by
 the model's own ``tie_weights`` when loading.
+
+Every safetensors file seqssm writes carries, in its header metadata, the sha256 of the bytes after the
+header (``tensors_sha256``): :func:`seal_digest` writes it, :func:`verify_digest` checks it on load, so a
+file whose tensor bytes changed (disk or copy damage; the header can stay valid) is refused instead of
+loading as wrong or NaN weights. The header is where it lives, not config.json, because older seqssm
+versions reject unknown config keys but ignore safetensors metadata. Files written before it load unchecked.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from pathlib import Path
@@ -23,6 +30,62 @@ from seqssm.models.lm import MambaLMHeadModel
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
 ARCHITECTURE = "MambaLMHeadModel"
+DIGEST_KEY = "tensors_sha256"
+# Written first and replaced in place by the real digest: both are 64 characters, so the header keeps its
+# length and every tensor offset stays where it is.
+DIGEST_PLACEHOLDER = "0" * 64
+
+
+def _data_sha256(f, start: int) -> str:
+    digest = hashlib.sha256()
+    f.seek(start)
+    for block in iter(lambda: f.read(1 << 20), b""):
+        digest.update(block)
+    return digest.hexdigest()
+
+
+def _header(f) -> tuple[int, bytes]:
+    """(length, bytes) of a safetensors header: a little-endian u64 length, then that much JSON."""
+    f.seek(0)
+    size = int.from_bytes(f.read(8), "little")
+    return size, f.read(size)
+
+
+def seal_digest(path: str | os.PathLike) -> None:
+    """Put the sha256 of the tensor bytes into the header of a file saved with metadata
+    ``{DIGEST_KEY: DIGEST_PLACEHOLDER}``."""
+    with open(path, "r+b") as f:
+        size, header = _header(f)
+        at = header.find(f'"{DIGEST_KEY}":"{DIGEST_PLACEHOLDER}"'.encode())
+        if at < 0:
+            raise RuntimeError(f"{path}: no {DIGEST_KEY} placeholder in the header to seal")
+        digest = _data_sha256(f, 8 + size)
+        f.seek(8 + at + len(f'"{DIGEST_KEY}":"'))
+        f.write(digest.encode())
+
+
+def verify_digest(path: str | os.PathLike, checkpoint: str | os.PathLike, fix: str) -> None:
+    """InputError when the tensor bytes of safetensors file ``path`` differ from the digest in its header.
+
+    Call it after safetensors has parsed the file (so the header is known to be sound). ``fix`` ends the
+    message: how to get a good copy.
+    """
+    with open(path, "rb") as f:
+        size, header = _header(f)
+        stored = json.loads(header).get("__metadata__", {}).get(DIGEST_KEY)
+        if stored is None:
+            return  # saved before seqssm wrote digests
+        if _data_sha256(f, 8 + size) != stored:
+            raise InputError(f"checkpoint {checkpoint} is corrupt (checksum mismatch): the tensor bytes of "
+                             f"{Path(path).name} are not the ones saved; {fix}")
+
+
+def check_finite(state: dict[str, torch.Tensor], checkpoint: str | os.PathLike, fix: str) -> None:
+    """InputError naming the first tensor of ``state`` that holds NaN or inf."""
+    for name, tensor in state.items():
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            raise InputError(f"checkpoint {checkpoint} has non-finite weights (NaN or inf in {name}): it was "
+                             f"saved from a diverged run or damaged since; {fix}")
 
 
 def save_pretrained(model: MambaLMHeadModel, path: str | os.PathLike) -> None:
@@ -36,11 +99,17 @@ def save_pretrained(model: MambaLMHeadModel, path: str | os.PathLike) -> None:
     meta = {"architecture": ARCHITECTURE, "seqssm_version": seqssm.__version__}
     # Written under a temporary name and renamed, so an interrupted save never leaves a half file behind.
     tmp = path / (WEIGHTS_NAME + ".tmp")
-    save_model(model, str(tmp), metadata={"format": "pt", **meta})
+    save_model(model, str(tmp), metadata={"format": "pt", **meta, DIGEST_KEY: DIGEST_PLACEHOLDER})
+    seal_digest(tmp)
     os.replace(tmp, path / WEIGHTS_NAME)
     tmp = path / (CONFIG_NAME + ".tmp")
     tmp.write_text(json.dumps({**meta, **model.config.to_dict()}, indent=2) + "\n")
     os.replace(tmp, path / CONFIG_NAME)
+
+
+def read_config(path: str | os.PathLike) -> MambaConfig:
+    """The model config of checkpoint directory ``path``, checked; InputError when it is not a checkpoint."""
+    return _read_config(Path(path))
 
 
 def _read_config(path: Path) -> MambaConfig:
@@ -99,6 +168,10 @@ def load_model(
 
     Returns:
         the model, weights tied as at save time. The global RNG is not touched (no random init happens).
+
+    Raises:
+        InputError: not a checkpoint, files that do not match, tensor bytes that differ from the digest
+            saved with them ("corrupt (checksum mismatch)"), or NaN / inf weights.
     """
     path = Path(path)
     if detect_layout(path) != "seqssm":  # a Hugging Face or mamba_ssm directory (seqssm.models.convert)
@@ -113,6 +186,9 @@ def load_model(
         raise InputError(f"{weights} cannot be read as safetensors ({err}); re-save the checkpoint") from None
     if not state:
         raise InputError(f"{weights} holds no tensors; re-save the checkpoint")
+    fix = "restore it from a copy or train it again"
+    verify_digest(weights, path, fix)
+    check_finite(state, path, fix)
     if dtype is None:
         dtype = state.get("backbone.embedding.weight", next(iter(state.values()))).dtype
 
