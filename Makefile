@@ -12,7 +12,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(VENV)/bin/seqssm demo --out runs/demo
+	$(VENV)/bin/seqssm demo --out runs/demo --overwrite
 
 test: $(STAMP)
 	$(VENV)/bin/ruff check .

@@ -136,11 +136,11 @@ def bench_train(shapes, device, reps, warmup, emit) -> list[dict]:
         times = {name: [] for name in models}
         for _ in range(reps):  # alternated, so clock and host drift fall on both alike
             for name, model in models.items():
-                times[name].append(_time(lambda m=model: train_step(m, ids), device == "cuda"))
+                times[name].append(_time(lambda m=model, x=ids: train_step(m, x), device == "cuda"))
         row = {"shape": f"{d_model}x{n_layer} @ {batch}x{length}", "tokens": batch * length}
         for name, model in models.items():
             row[f"{name}_ms"] = statistics.median(times[name])
-            row[f"{name}_peak_gb"] = peak_gb(model, lambda m=model: train_step(m, ids), device)
+            row[f"{name}_peak_gb"] = peak_gb(model, lambda m=model, x=ids: train_step(m, x), device)
         if peer is not None:
             ratios = [p / o for o, p in zip(times["seqssm"], times["mamba_ssm"], strict=True)]
             row["speedup"] = statistics.median(ratios)

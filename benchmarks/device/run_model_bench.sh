@@ -8,18 +8,20 @@ log() { echo "[$(( $(date +%s) - T0 ))s] $*" | tee -a "$OUT/progress.log"; }
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
 python3 -m pip install -q --no-deps --no-build-isolation --no-compile --target /tmp/sq . > "$OUT/install.log" 2>&1 || { cat "$OUT/install.log"; exit 1; }
 export PYTHONPATH=/tmp/sq:/tmp/site
+# Every subpackage must be in the installed copy, or the whole call is wasted: stop here if one is not.
+(cd /tmp && python3 -c "import pkgutil, seqssm; [__import__(m.name) for m in pkgutil.walk_packages(seqssm.__path__, 'seqssm.') if '.data' not in m.name]") || { log "install incomplete"; exit 1; }
 log "installed seqssm"
 if [ -f .carry/mamba_ssm.tar.gz ] && [ "${NO_PEER:-0}" != 1 ]; then
   ( mkdir -p /tmp/b && cd /tmp/b && tar xzf "$OLDPWD/.carry/mamba_ssm.tar.gz" && tar xzf "$OLDPWD/.carry/causal_conv1d.tar.gz" \
-    && (cd causal_conv1d-1.7.0 && CAUSAL_CONV1D_FORCE_BUILD=TRUE MAX_JOBS=6 python3 -m pip wheel -q --no-build-isolation --no-deps -w /tmp/wh_cc . > /tmp/b/cc.log 2>&1; \
-        python3 -m pip install -q --no-deps --no-index --target /tmp/cc /tmp/wh_cc/*.whl >> /tmp/b/cc.log 2>&1) &
-    (cd mamba_ssm-2.3.2.post1 && MAMBA_FORCE_BUILD=TRUE MAX_JOBS=10 python3 -m pip wheel -q --no-build-isolation --no-deps -w /tmp/wh . > /tmp/b/mamba.log 2>&1 \
-        && python3 -m pip install -q --no-deps --no-index --target /tmp/mamba /tmp/wh/*.whl >> /tmp/b/mamba.log 2>&1); wait; touch /tmp/b/done ) &
+    && { if [ "${WITH_CC:-0}" = 1 ]; then (cd causal_conv1d-1.7.0 && CAUSAL_CONV1D_FORCE_BUILD=TRUE MAX_JOBS=6 python3 -m pip wheel -q --no-build-isolation --no-deps -w /tmp/wh_cc . > /tmp/b/cc.log 2>&1; \
+        python3 -m pip install -q --no-deps --no-index --target /tmp/cc /tmp/wh_cc/*.whl >> /tmp/b/cc.log 2>&1) & fi; \
+    (cd mamba_ssm-2.3.2.post1 && MAMBA_FORCE_BUILD=TRUE MAX_JOBS=12 python3 -m pip wheel -q --no-build-isolation --no-deps -w /tmp/wh . > /tmp/b/mamba.log 2>&1 \
+        && python3 -m pip install -q --no-deps --no-index --target /tmp/mamba /tmp/wh/*.whl >> /tmp/b/mamba.log 2>&1); wait; }; touch /tmp/b/done ) &
 fi
 if [ -n "${PRE:-}" ]; then log "pre: $PRE"; bash -c "$PRE" 2>&1 | tee -a "$OUT/pre.log"; fi
 if [ -f .carry/mamba_ssm.tar.gz ] && [ "${NO_PEER:-0}" != 1 ]; then
   while [ ! -f /tmp/b/done ]; do sleep 5; done
-  log "built peer"; tail -3 /tmp/b/mamba.log /tmp/b/cc.log | tee -a "$OUT/progress.log"
+  log "built peer"; for f in /tmp/b/*.log; do tail -n 3 "$f"; done | tee -a "$OUT/progress.log"; python3 -c "import sys; sys.path.insert(0, \"/tmp/mamba\"); import mamba_ssm.models.mixer_seq_simple as m; print(\"peer ok\")" 2>&1 | tail -n 2 | tee -a "$OUT/progress.log"
   cp /tmp/b/*.log "$OUT/" 2>/dev/null
 fi
 export PYTHONPATH=/tmp/sq:/tmp/site:/tmp/mamba
