@@ -170,9 +170,9 @@ def print_train(rows) -> None:
 
 CLASSES = [  # first match wins; names of CUDA kernels as the profiler reports them
     ("matmul", r"gemm|cutlass|xmma|nvjet|sm90_|cublas|splitK|Kernel2"),
-    ("scan", r"selective_scan|_scan_|chunk_scan|ssm|state_update|_fwd_kernel|_bwd_kernel|scan"),
     ("conv", r"conv"),
     ("norm", r"norm|rms"),
+    ("scan", r"selective_scan|_scan_|chunk_scan|segment_state|segment_start|ssm|state_update|scan"),
     ("copy", r"copy|Memcpy|Memset|cat_|CatArray|transpose|contiguous"),
     ("reduce", r"reduce|sum|softmax|cross_entropy|nll|log_softmax|max"),
     ("elementwise", r"elementwise|vectorized|unrolled|fill|silu|exp|mul|add|pow|where|index"),

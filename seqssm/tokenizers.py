@@ -282,6 +282,10 @@ def get_tokenizer(name: str):
         return choices[name]()
     if name.startswith(("mulaw", "linear")):
         return AudioTokenizer.from_name(name)
+    if name == "external":
+        raise InputError("this checkpoint was converted from Hugging Face or mamba_ssm weights and carries "
+                         "their text tokenizer, which seqssm does not ship; use it through the Python API "
+                         "with token ids (model(input_ids), model.prefill / model.step)")
     raise InputError(f"unknown tokenizer {name!r}; choose one of byte, nucleotide, linear8, mulaw8")
 
 

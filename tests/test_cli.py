@@ -84,7 +84,7 @@ def test_generate_writes_fasta(checkpoint, tmp_path):
     assert proc.returncode == 0, proc.stderr
     records = list(SeqIO.parse(out, "fasta"))
     assert [len(r.seq) for r in records] == [50, 50]
-    assert set("".join(str(r.seq) for r in records)) <= set("ACGTN")
+    assert set("".join(str(r.seq) for r in records)) <= set("ACGT")
 
 
 def test_help_shows_an_example():
