@@ -89,8 +89,17 @@ def test_fused_inner_matches_reference(length, batch, with_states, bias):
     ref_grads = torch.autograd.grad(loss(ref_out, ref_conv, ref_ssm), leaves)
     names = [k for k, v in (*args.items(), *states.items()) if v is not None]
     for name, got, ref in zip(names, grads, ref_grads, strict=True):
-        assert torch.isfinite(got).all(), f"d{name}"
-        torch.testing.assert_close(got, ref, rtol=2e-4, atol=2e-4, msg=f"d{name}")
+        _close(got, ref, f"d{name}")
+
+
+def _close(got: torch.Tensor, ref: torch.Tensor, name: str, tol: float = 1e-5) -> None:
+    """Max error relative to the tensor's scale: gradients here reach 1e5 while single elements sit near
+    zero, and fp32 sums in another order differ by ~1e-7 of the scale (seen on the H200: 5e-7 at most)."""
+    assert got.shape == ref.shape and got.dtype == ref.dtype, name
+    assert torch.isfinite(got).all(), name
+    err = (got - ref).abs().max().item()
+    scale = ref.abs().max().item()
+    assert err <= tol * scale + 1e-6, f"{name}: max error {err:.3g} against scale {scale:.3g}"
 
 
 @interpreted
@@ -134,9 +143,9 @@ def test_triton_model_matches_reference_model(kind):
         logits = model(ids)
         F.cross_entropy(logits.flatten(0, 1), target.flatten()).backward()
         outs.append((logits, {n: p.grad for n, p in model.named_parameters()}))
-    torch.testing.assert_close(outs[1][0], outs[0][0], rtol=1e-4, atol=1e-4)
+    _close(outs[1][0], outs[0][0], "logits")
     for name, grad in outs[0][1].items():
-        torch.testing.assert_close(outs[1][1][name], grad, rtol=2e-4, atol=2e-4, msg=name)
+        _close(outs[1][1][name], grad, name)
 
 
 @interpreted
