@@ -1,8 +1,7 @@
 """Residual add + RMSNorm in plain PyTorch: the reference the Triton kernels are tested against.
 
-The same math as ``seqssm.models.norm.add_rms_norm`` (kernels sit below models, so it is restated here, not
-imported), with an ``out_dtype`` and statistics in at least fp32: float64 inputs stay float64, which gives
-the tests an exact-enough baseline for the fp32 kernels.
+Also the model's own unfused path (``seqssm.models.norm`` re-exports it). Statistics in at least fp32:
+float64 inputs stay float64, which gives the tests an exact-enough baseline for the fp32 kernels.
 """
 
 from __future__ import annotations
@@ -34,8 +33,7 @@ def add_rms_norm_ref(
     dtype = x.dtype if residual is None else torch.promote_types(x.dtype, residual.dtype)
     if residual_in_fp32:
         dtype = torch.promote_types(dtype, torch.float32)
-    # Summed in the residual's dtype: with residual_in_fp32 two bf16 inputs add exactly (models/norm.py rounds
-    # that sum to bf16 first; in the model the residual is fp32 after the first block, so the two agree there).
+    # Summed in the residual's dtype: with residual_in_fp32 two bf16 inputs add exactly, as the kernel does.
     residual = x.to(dtype) if residual is None else x.to(dtype) + residual.to(dtype)
     acc = torch.promote_types(residual.dtype, torch.float32)
     s = residual.to(acc)

@@ -8,7 +8,7 @@ from torch import nn
 from seqssm.models.bidirectional import BiMambaMixer
 from seqssm.models.cache import LayerCache
 from seqssm.models.mixer import MambaMixer, select_kernels
-from seqssm.models.norm import RMSNorm, add_rms_norm
+from seqssm.models.norm import RMSNorm
 
 
 class Block(nn.Module):
@@ -66,9 +66,7 @@ def add_norm(hidden: torch.Tensor, residual: torch.Tensor | None, norm: RMSNorm,
     ``matmul_dtype``: under autocast, return normed in the autocast dtype (what the next projection reads)
     rather than the weight's; the fused kernel then writes it once instead of a cast following.
     """
-    fn = select_kernels(impl, hidden.device).add_norm
     kind = hidden.device.type
-    if fn is add_rms_norm or not (matmul_dtype and torch.is_autocast_enabled(kind)):
-        return fn(hidden, residual, norm.weight, norm.eps, residual_in_fp32, rc_halves=norm.rc_halves)
-    return fn(hidden, residual, norm.weight, norm.eps, residual_in_fp32, rc_halves=norm.rc_halves,
-              out_dtype=torch.get_autocast_dtype(kind))
+    out_dtype = torch.get_autocast_dtype(kind) if matmul_dtype and torch.is_autocast_enabled(kind) else None
+    return select_kernels(impl, hidden.device).add_norm(hidden, residual, norm.weight, norm.eps, residual_in_fp32,
+                                                        rc_halves=norm.rc_halves, out_dtype=out_dtype)

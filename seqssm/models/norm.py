@@ -5,6 +5,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from seqssm.kernels.rms_norm.naive import add_rms_norm_ref
+
 
 def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float = 1e-5, *, rc_halves: bool = False) -> torch.Tensor:
     """x / sqrt(mean(x²) + eps) · weight over the last dim, computed in fp32.
@@ -19,42 +21,13 @@ def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float = 1e-5, *, rc_hal
     Returns:
         [..., D] in weight's dtype (the dtype the next matmul runs in).
     """
-    xf = x.float()
-    w = weight.float()
-    if rc_halves:
-        xf = xf.unflatten(-1, (2, -1))  # [..., 2, H]
-        w = torch.stack([w, w.flip(0)])
-    out = xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + eps) * w
-    if rc_halves:
-        out = out.flatten(-2)
-    return out.to(weight.dtype)
+    return add_rms_norm_ref(x, None, weight, eps, residual_in_fp32=False, rc_halves=rc_halves)[0]
 
 
-def add_rms_norm(
-    x: torch.Tensor,
-    residual: torch.Tensor | None,
-    weight: torch.Tensor,
-    eps: float = 1e-5,
-    residual_in_fp32: bool = True,
-    *,
-    rc_halves: bool = False,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """residual ← x + residual; return (rms_norm(residual), residual).
-
-    The residual stream is summed in fp32 when ``residual_in_fp32`` so that many low-precision layer
-    outputs do not lose the small updates of deep layers (mamba_ssm's ``residual_in_fp32``).
-
-    Args:
-        x: [..., D] the previous mixer's output (or the embeddings); residual: [..., D] or None (first block).
-        weight: [D] ([D / 2] with ``rc_halves``, see :func:`rms_norm`).
-
-    Returns:
-        normed [..., D] in weight's dtype, residual [..., D] (fp32 when ``residual_in_fp32``).
-    """
-    residual = x if residual is None else x + residual
-    if residual_in_fp32:
-        residual = residual.float()
-    return rms_norm(residual, weight, eps, rc_halves=rc_halves), residual
+# residual ← x + residual; (rms_norm(residual), residual), the residual summed in fp32 when residual_in_fp32
+# so that many low-precision layer outputs do not lose the small updates of deep layers (mamba_ssm's
+# ``residual_in_fp32``). One reference for the model and the fused kernel's tests: kernels/rms_norm/naive.py.
+add_rms_norm = add_rms_norm_ref
 
 
 class RMSNorm(nn.Module):
