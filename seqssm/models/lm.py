@@ -19,6 +19,7 @@ from seqssm.models.block import Block, add_norm
 from seqssm.models.cache import InferenceCache
 from seqssm.models.mixer import IMPLS, MambaMixer
 from seqssm.models.norm import RMSNorm
+from seqssm.models.packing import seq_idx_from_cu_seqlens, unpack
 from seqssm.models.rcps import RCPSBiMambaMixer, RCPSEmbedding, RCPSLMHead, complement_map
 from seqssm.tokenizers import get_tokenizer
 
@@ -125,6 +126,8 @@ class MambaBackbone(nn.Module):
         attention_mask: torch.Tensor | None = None,
         *,
         inputs_embeds: torch.Tensor | None = None,
+        seq_idx: torch.Tensor | None = None,
+        cu_seqlens: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Hidden states after the final norm.
 
@@ -135,10 +138,16 @@ class MambaBackbone(nn.Module):
             inputs_embeds: [B, L, D] continuous inputs (e.g. a projection of waveform samples) that take the
                 place of ``embedding(input_ids)``; for an ``rc_equivariant`` model they are read as the two
                 strand halves [fwd | rc] (see ``seqssm.models.rcps``).
+            seq_idx: [B, L] packed sequences: which sequence each position belongs to (-1 = padding; a
+                sequence is a run of one value in a row). Each comes out exactly as if run alone, states reset
+                at every boundary, both directions for bidirectional models (``seqssm.models.packing``).
+            cu_seqlens: [S + 1] offsets of S sequences packed into one row (B = 1), instead of ``seq_idx``.
 
         Returns:
-            [B, L, D].
+            [B, L, D] (zeros where ``seq_idx`` is -1).
         """
+        if seq_idx is not None or cu_seqlens is not None:
+            return self._packed(input_ids, inputs_embeds, attention_mask, seq_idx, cu_seqlens)
         if (input_ids is None) == (inputs_embeds is None):
             raise InputError("forward: pass exactly one of input_ids ([B, L] token ids) and inputs_embeds "
                              "([B, L, D] vectors)")
@@ -161,6 +170,24 @@ class MambaBackbone(nn.Module):
         else:
             hidden = self.embedding(input_ids)
         return self._forward(hidden, rev_index=rev_index)
+
+    def _packed(self, input_ids, inputs_embeds, attention_mask, seq_idx, cu_seqlens) -> torch.Tensor:
+        data = input_ids if input_ids is not None else inputs_embeds
+        if data is None or attention_mask is not None or (seq_idx is None) == (cu_seqlens is None):
+            raise InputError("forward: packed sequences take input_ids (or inputs_embeds) with exactly one of "
+                             "seq_idx and cu_seqlens, and no attention_mask (seq_idx -1 marks padding)")
+        if seq_idx is None:
+            if data.shape[0] != 1:
+                raise InputError(f"forward: cu_seqlens packs sequences into one row, but the batch has "
+                                 f"{data.shape[0]} rows; pass seq_idx [B, L] instead")
+            seq_idx = seq_idx_from_cu_seqlens(cu_seqlens.to(data.device), data.shape[1])
+        plan = unpack(seq_idx.to(data.device), data.shape[:2])
+        padded = plan.pad(data)
+        if input_ids is not None:
+            hidden = self(padded, plan.mask())
+        else:
+            hidden = self(attention_mask=plan.mask(), inputs_embeds=padded)
+        return plan.repack(hidden)
 
     def _forward(self, hidden: torch.Tensor, *, cache: InferenceCache | None = None,
                  rev_index: torch.Tensor | None = None, states: list | None = None,
@@ -238,11 +265,15 @@ class MambaLMHeadModel(nn.Module):
         attention_mask: torch.Tensor | None = None,
         *,
         inputs_embeds: torch.Tensor | None = None,
+        seq_idx: torch.Tensor | None = None,
+        cu_seqlens: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """input_ids [B, L] or inputs_embeds [B, L, D] (attention_mask [B, L] optional, 1 = token, right
-        padding) → logits [B, L, V].
+        padding; or packed sequences by ``seq_idx`` [B, L] / ``cu_seqlens`` [S + 1], see
+        :meth:`MambaBackbone.forward`) → logits [B, L, V].
         """
-        return self._logits(self.backbone(input_ids, attention_mask, inputs_embeds=inputs_embeds))
+        return self._logits(self.backbone(input_ids, attention_mask, inputs_embeds=inputs_embeds,
+                                          seq_idx=seq_idx, cu_seqlens=cu_seqlens))
 
     def _require_causal(self, what: str) -> None:
         if self.config.bidirectional:
