@@ -34,7 +34,7 @@ def _mm(a: torch.Tensor, b: torch.Tensor, bias: torch.Tensor | None) -> torch.Te
 class _MambaInnerFn(torch.autograd.Function):
     @staticmethod
     def forward(ctx, hidden, w_in, b_in, w_conv, b_conv, w_x, w_dt, b_dt, A, D, w_out, b_out, conv_state,
-                ssm_state, want_final):
+                ssm_state, want_final, need_grad):
         batch, length, d_model = hidden.shape
         d_inner, dt_rank, d_state = w_conv.shape[0], w_dt.shape[1], A.shape[1]
         h2 = hidden.reshape(batch * length, d_model)
@@ -45,7 +45,6 @@ class _MambaInnerFn(torch.autograd.Function):
         delta = _rows3(torch.mm(w_dt, x_dbl[:dt_rank]), batch, length)
         Bm = _rows3(x_dbl[dt_rank:dt_rank + d_state], batch, length)
         Cm = _rows3(x_dbl[dt_rank + d_state:], batch, length)
-        need_grad = any(ctx.needs_input_grad)
         plan = scan_plan(u, delta, A, Bm, Cm, D, z, b_dt, ssm_state, True, need_grad=need_grad)
         y, ssm_final, chunks = _selective_scan_fwd(u, delta, A, Bm, Cm, D, z, b_dt, ssm_state, plan)
         y2 = _flat(y)  # [E, B·L]: the scan writes in u's layout
@@ -107,7 +106,7 @@ class _MambaInnerFn(torch.autograd.Function):
 
         return (dhidden, dw_in, db_in, cast(dw_conv, w_conv), cast(db_conv, b_conv), dw_x, dw_dt,
                 cast(dbias, b_dt), cast(dA, A), cast(dD, D), dw_out, db_out,
-                cast(ds0, conv_state), dh0 if has_h0 else None, None)
+                cast(ds0, conv_state), dh0 if has_h0 else None, None, None)
 
 
 def mamba_inner_fused(
@@ -159,8 +158,13 @@ def mamba_inner_fused(
 
     if conv_state is not None:
         conv_state = conv_state.to(dtype)
+    # Decided here: inside the Function's forward grad mode is off, and needs_input_grad says True even
+    # under no_grad, which would keep the scan's chunk states of every inference call.
+    tensors = (hidden, in_proj_weight, in_proj_bias, conv_weight, conv_bias, x_proj_weight, dt_proj_weight,
+               dt_proj_bias, A, D, out_proj_weight, out_proj_bias, conv_state, ssm_state)
+    need_grad = torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
     with torch.autocast(kind, enabled=False):
         return _MambaInnerFn.apply(
             hidden.to(dtype), cast(in_proj_weight), cast(in_proj_bias), conv_weight, conv_bias,
             cast(x_proj_weight), cast(dt_proj_weight), dt_proj_bias.float(), A.float(), D.float(),
-            cast(out_proj_weight), cast(out_proj_bias), conv_state, ssm_state, return_final_states)
+            cast(out_proj_weight), cast(out_proj_bias), conv_state, ssm_state, return_final_states, need_grad)
