@@ -28,9 +28,10 @@ from seqssm.pipelines.pretrain import PretrainConfig, pretrain
 SEQSSM = str(Path(sys.executable).parent / "seqssm")
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
 PRETRAIN_STEPS = 60
+# A masked LM: its masks come from the pipeline's own torch.Generator, one more stream to restore.
 PRETRAIN = ["--steps", str(PRETRAIN_STEPS), "--val-every", "5", "--window", "64", "--batch-size", "4",
-            "--d-model", "16", "--n-layer", "2", "--d-state", "4", "--val-windows", "4", "--lr", "1e-2",
-            "--warmup-steps", "2", "--device", "cpu"]
+            "--objective", "mlm", "--bidirectional", "--d-model", "16", "--n-layer", "2", "--d-state", "4",
+            "--val-windows", "4", "--lr", "1e-2", "--warmup-steps", "2", "--device", "cpu"]
 # 114 training rows in batches of 8: 15 steps an epoch (the last one short), 45 in all.
 FINETUNE = ["--d-model", "16", "--n-layer", "2", "--d-state", "4", "--expand", "1", "--epochs", "3",
             "--batch-size", "8", "--val-every", "3", "--warmup-steps", "2", "--device", "cpu", "--impl", "chunked",
