@@ -41,8 +41,9 @@ STATE_DIR = "trainer_state"
 TENSORS_NAME = "trainer_state.safetensors"
 JSON_NAME = "trainer_state.json"
 FORMAT = 1
-# Options a resumed run may change: where and how it computes, not what it computes.
-FREE_OPTIONS = ("resume", "overwrite", "device", "impl", "num_workers")
+# Options a resumed run may change: where and how it computes, not what it computes (--out is where the state
+# is read from, so it is the same folder however it is spelt).
+FREE_OPTIONS = ("out", "resume", "overwrite", "device", "impl", "num_workers")
 
 
 class TrainingInterrupted(SystemExit):
@@ -64,7 +65,8 @@ class TrainingDiverged(InputError):
 class StopSignals:
     """While active, SIGTERM and SIGINT only set :attr:`signum`; the training loop saves its state at the next
     step boundary and stops. A second signal stops at once (the handlers that were there before, e.g. Ctrl-C's
-    KeyboardInterrupt). Outside the main thread (signals cannot be caught there) it does nothing."""
+    KeyboardInterrupt). A signal the process ignores stays ignored; outside the main thread (signals cannot be
+    caught there) it does nothing."""
 
     SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
@@ -89,7 +91,9 @@ class StopSignals:
 
     def __enter__(self) -> StopSignals:
         if threading.current_thread() is threading.main_thread():
-            self._previous = {sig: signal.signal(sig, self._handle) for sig in self.SIGNALS}
+            for sig in self.SIGNALS:
+                if signal.getsignal(sig) is not signal.SIG_IGN:  # e.g. SIGINT of a job a script started with &
+                    self._previous[sig] = signal.signal(sig, self._handle)
         return self
 
     def __exit__(self, *exc) -> None:
@@ -107,11 +111,22 @@ def stop_for_signal(signum: int, message: str) -> BaseException:
     return KeyboardInterrupt(message) if signum == signal.SIGINT else TrainingInterrupted(signum, message)
 
 
-def diverged(loss: float, step: int, last_checkpoint: str) -> TrainingDiverged:
-    """The error that ends a run whose loss at ``step`` (counted from 1, as the log counts) is ``loss``, NaN or
-    infinite; ``last_checkpoint`` says what was saved before it."""
-    return TrainingDiverged(f"training diverged: the loss is {loss} at step {step}; {last_checkpoint}; lower --lr "
-                            "(or --grad-clip) and train again")
+def diverged(what: str, checkpoint: Path, checkpoint_step: int | None, state_step: int | None,
+             which: str = "") -> TrainingDiverged:
+    """The error that ends a run when ``what`` ("the loss is nan at step 7": steps counted from 1, as the log
+    counts them) happened, naming the last good ``checkpoint`` (saved at ``checkpoint_step``; ``which``: e.g.
+    "the best, ") and the training state beside it (saved at ``state_step``); None: none was saved."""
+    saved = (f"the last good checkpoint is {checkpoint} ({which}step {checkpoint_step})" if checkpoint_step
+             else "no checkpoint was saved before it")
+    if state_step is not None:
+        saved += f", the last saved training state {checkpoint.parent / STATE_DIR} (step {state_step})"
+    return TrainingDiverged(f"training diverged: {what}; {saved}; lower --lr (or --grad-clip) and train again")
+
+
+def weights_finite(model: torch.nn.Module) -> bool:
+    """No NaN or inf in any floating-point parameter (one host sync): checked before weights are saved."""
+    flags = [torch.isfinite(p).all() for p in model.parameters() if p.is_floating_point()]
+    return bool(torch.stack(flags).all()) if flags else True
 
 
 # ------------------------------------------------------------------------------------------ RNG states
@@ -279,6 +294,15 @@ def _option(name: str) -> str:
     return "DATA" if name == "data" else f"--{name.replace('_', '-')}"
 
 
+def _same_value(then, now) -> bool:
+    """Equal, or two spellings of one existing path (a run resumed from another folder)."""
+    if then == now:
+        return True
+    if not (isinstance(then, str) and isinstance(now, str) and os.path.exists(then) and os.path.exists(now)):
+        return False
+    return os.path.samefile(then, now)
+
+
 def read_trainer_state(out: str | os.PathLike, cfg) -> TrainerState:
     """The state saved in ``{out}/trainer_state`` for ``--resume``: InputError when there is none, when it is
     damaged, or when ``cfg`` differs from the saved run's config in anything but :data:`FREE_OPTIONS`."""
@@ -298,7 +322,7 @@ def read_trainer_state(out: str | os.PathLike, cfg) -> TrainerState:
         raise InputError(f"--resume: {folder} was written in format {meta.get('format')!r} by another seqssm "
                          f"version, this one reads format {FORMAT}; {fix}")
     saved, current = meta["config"], _config_record(cfg)
-    changed = [k for k in current if k not in FREE_OPTIONS and saved.get(k) != current[k]]
+    changed = [k for k in current if k not in FREE_OPTIONS and not _same_value(saved.get(k), current[k])]
     if changed:
         shown = "; ".join(f"{_option(k)} {saved.get(k)!r} then, {current[k]!r} now" for k in changed)
         raise InputError(f"--resume: the run in {out} was started with other options ({shown}); resume with the "

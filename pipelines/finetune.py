@@ -42,11 +42,13 @@ from seqssm.models.heads import (
 from seqssm.pipelines.checkpointing import (
     STATE_DIR,
     StopSignals,
+    TrainingDiverged,
     diverged,
     read_trainer_state,
     resume_log,
     save_trainer_state,
     stop_for_signal,
+    weights_finite,
 )
 from seqssm.pipelines.common import (
     FILE,
@@ -555,9 +557,18 @@ def finetune(cfg: FinetuneConfig) -> FinetuneResult:
         }, model=model, optimizer=optimizer, scheduler=scheduler, device=device, ema=ema)
         saved_step = step
 
+    def stop_diverged(what: str, at: int, loss: float | None = None) -> TrainingDiverged:
+        """Record a divergence at step ``at`` (counted from 1) in run.json; return the error to raise."""
+        bar.close()
+        record({"status": "diverged", "diverged": {"step": at, "loss": None if loss is None else str(loss),
+                                                   "last_checkpoint_step": best_step or None}})
+        return diverged(what, out / "checkpoint", best_step, saved_step, which="the best, ")
+
     def validate(epoch: int, batch: int, final: bool) -> bool:
         """Score val, keep the best checkpoint, save the state; True when training should stop early."""
         nonlocal best, best_step, stale
+        if not weights_finite(model):
+            raise stop_diverged(f"the weights are not finite after step {step}", step)
         scored = ema.model if ema is not None else model
         scores = evaluate_split(scored, val_loader, device, source=f"the model fine-tuned into {out}")
         model.train()
@@ -612,14 +623,7 @@ def finetune(cfg: FinetuneConfig) -> FinetuneResult:
                 loss = classification_loss(logits, batch["targets"].to(device), task.problem_type, weights)
                 value = loss.item()
                 if not math.isfinite(value):
-                    checkpoint = (f"the last good checkpoint is {out / 'checkpoint'} (the best, step {best_step}), "
-                                  f"the last saved training state {state_dir} (step {saved_step})"
-                                  if saved_step is not None
-                                  else "no checkpoint was saved before it")
-                    bar.close()
-                    record({"status": "diverged", "diverged": {"step": step + 1, "loss": str(value),
-                                                               "last_checkpoint_step": best_step or None}})
-                    raise diverged(value, step + 1, checkpoint)
+                    raise stop_diverged(f"the loss is {value} at step {step + 1}", step + 1, value)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], cfg.grad_clip)

@@ -18,12 +18,14 @@ from seqssm.models import MambaLMHeadModel, load_model
 from seqssm.pipelines.checkpointing import (
     STATE_DIR,
     StopSignals,
+    TrainingDiverged,
     TrainingInterrupted,
     diverged,
     read_trainer_state,
     resume_log,
     save_trainer_state,
     stop_for_signal,
+    weights_finite,
 )
 from seqssm.pipelines.common import (
     FILE,
@@ -311,10 +313,11 @@ def pretrain(cfg: PretrainConfig) -> PretrainResult:
     scheduler = cosine_schedule(optimizer, cfg.warmup_steps, cfg.steps)
     stages = _length_stages(cfg, world)
     log_path, state_dir = out / "train_log.tsv", out / STATE_DIR
-    log_lines = resume_log(log_path, LOG_HEADER, step) if saved is not None else [LOG_HEADER]
+    log_lines = resume_log(log_path, LOG_HEADER, step) if saved is not None and rank == 0 else [LOG_HEADER]
     history: list = position["history"]
     running, bits = position["train_loss"], position["val_bits"]
     saved_step = step if saved is not None else None  # the step of the trainer state on disk
+    checkpoint_step = history[-1]["step"] if history else None  # and of the checkpoint (every rank knows both)
     start = time.perf_counter() - position["seconds"]  # the clock runs on from the earlier parts'
     deadline = None if cfg.max_minutes is None else start + 60 * cfg.max_minutes
     generators = {"objective": generator}
@@ -330,8 +333,17 @@ def pretrain(cfg: PretrainConfig) -> PretrainResult:
         if world > 1:
             torch.distributed.barrier()
 
+    def stop_diverged(what: str, at: int, loss: float | None = None) -> TrainingDiverged:
+        """Record a divergence at step ``at`` (counted from 1) in run.json; return the error to raise."""
+        finish({"status": "diverged", "diverged": {"step": at, "loss": None if loss is None else str(loss),
+                                                   "last_checkpoint_step": checkpoint_step}})
+        return diverged(what, out / "checkpoint", checkpoint_step, saved_step)
+
     def validate_and_save(finished: bool) -> float:
-        nonlocal bits
+        nonlocal bits, checkpoint_step
+        if not weights_finite(model):  # every rank holds the same weights, so every rank stops here
+            raise stop_diverged(f"the weights are not finite after step {step}", step)
+        checkpoint_step = step
         if rank == 0:
             bits = evaluate_bits(model, objective, val_batches, device)
             with atomic_path(out / "checkpoint") as tmp:
@@ -370,14 +382,7 @@ def pretrain(cfg: PretrainConfig) -> PretrainResult:
                                                         device))
             value = loss.item()
             if agree([not math.isfinite(value)], world, device)[0]:
-                checkpoint = (f"the last good checkpoint is {out / 'checkpoint'} (step {history[-1]['step']}), the "
-                              f"last saved training state {state_dir} (step {saved_step})" if history else
-                              "no checkpoint was saved before it")
-                error = diverged(value, step + 1, checkpoint)
-                finish({"status": "diverged", "diverged": {"step": step + 1, "loss": str(value),
-                                                           "last_checkpoint_step": history[-1]["step"] if history
-                                                           else None}})
-                raise error
+                raise stop_diverged(f"the loss is {value} at step {step + 1}", step + 1, value)
             torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
             optimizer.step()
             scheduler.step()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import signal
 import subprocess
 import sys
@@ -21,8 +22,10 @@ from safetensors.torch import load_file
 
 from seqssm.data import lambda_phage_fasta
 from seqssm.errors import InputError
+from seqssm.pipelines import finetune as finetune_module
 from seqssm.pipelines import pretrain as pretrain_module
-from seqssm.pipelines.checkpointing import JSON_NAME, STATE_DIR, TENSORS_NAME, TrainingDiverged
+from seqssm.pipelines.checkpointing import JSON_NAME, STATE_DIR, TENSORS_NAME, TrainingDiverged, resume_log
+from seqssm.pipelines.finetune import FinetuneConfig, finetune
 from seqssm.pipelines.pretrain import PretrainConfig, pretrain
 
 SEQSSM = str(Path(sys.executable).parent / "seqssm")
@@ -201,3 +204,93 @@ def test_resume_needs_a_state_and_the_same_options(tmp_path):
     assert again.steps == done.steps == 2 and again.val_bits_per_token == done.val_bits_per_token
     assert_same_tensors(load_file(out / "checkpoint" / "model.safetensors"), weights, "checkpoint")
     assert len(log_rows(out)) == 2
+    # Another spelling of the same data file is the same option.
+    pretrain(PretrainConfig(data=os.path.relpath(data), out=str(out), steps=2, val_every=2, resume=True, **TINY))
+
+
+def test_resumed_log_drops_the_rows_written_after_the_saved_state(tmp_path):
+    log, header = tmp_path / "train_log.tsv", "step\tloss\n"
+    log.write_text(header + "5\t1.0\n10\t0.9\n15\t0.8")  # killed after the row of 15, before its state
+    assert resume_log(log, header, 10) == [header, "5\t1.0\n", "10\t0.9\n"]
+    assert resume_log(tmp_path / "absent.tsv", header, 10) == [header]
+    with pytest.raises(InputError, match="its header differs"):
+        resume_log(log, "step\tother\n", 10)
+
+
+def test_torchrun_stopped_by_sigterm_resumes_bit_for_bit(tmp_path):
+    """Two gloo ranks: torchrun passes SIGTERM on to both, they agree on the step, rank 0 saves; both ranks
+    restore the one state, and the resumed run equals an uninterrupted one."""
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", SEQSSM]
+    args = ["pretrain", str(lambda_phage_fasta()), *PRETRAIN, "--steps", "20"]
+
+    def run(name: str, *extra) -> subprocess.Popen:
+        log = open(tmp_path / f"{name}.err", "w")
+        proc = subprocess.Popen([*torchrun, *args, "--out", str(tmp_path / name), *extra], stdout=log,
+                                stderr=subprocess.STDOUT, env=ENV, cwd=tmp_path)
+        proc.log = tmp_path / f"{name}.err"
+        return proc
+
+    reference, part = run("reference"), run("run")
+    wait_for_state(tmp_path / "run", part)
+    part.send_signal(signal.SIGTERM)
+    _, err = finished(part)
+    assert err.count("seqssm: interrupted by SIGTERM at step") == 1, err[-3000:]  # rank 0 only
+    stopped = state_step(tmp_path / "run")
+    assert stopped < 20
+    rc, err = finished(run("run", "--resume"))
+    assert rc == 0, err[-3000:]
+    assert finished(reference)[0] == 0
+    assert_same_tensors(load_file(tmp_path / "run" / STATE_DIR / TENSORS_NAME),
+                        load_file(tmp_path / "reference" / STATE_DIR / TENSORS_NAME), "training state")
+    assert log_rows(tmp_path / "run") == log_rows(tmp_path / "reference")
+
+
+def test_finetune_nan_loss_or_weights_name_the_kept_checkpoint(tmp_path, monkeypatch):
+    rng = random.Random(0)
+    rows = ["sequence\tlabel\tid"] + [f"{''.join(rng.choice('ACGT') for _ in range(20))}\t{i % 2}\ts{i}"
+                                      for i in range(40)]
+    (tmp_path / "t.tsv").write_text("\n".join(rows) + "\n")
+    kw = dict(data=str(tmp_path / "t.tsv"), d_model=8, n_layer=1, d_state=4, batch_size=8, warmup_steps=0,
+              device="cpu", impl="chunked")
+    real = finetune_module.classification_loss
+    calls = {"n": 0}
+
+    class NaNGradient(torch.autograd.Function):
+        """A finite loss whose gradient is NaN: the weights, not the loss, go bad."""
+
+        @staticmethod
+        def forward(ctx, x):
+            return x.clone()
+
+        @staticmethod
+        def backward(ctx, grad):
+            return grad * float("nan")
+
+    def bad_gradient(logits, targets, *args):  # the 2nd training step (validation's logits need no gradient)
+        calls["n"] += logits.requires_grad
+        loss = real(logits, targets, *args)
+        return NaNGradient.apply(loss) if logits.requires_grad and calls["n"] == 2 else loss
+
+    monkeypatch.setattr(finetune_module, "classification_loss", bad_gradient)
+    out = tmp_path / "weights"
+    with pytest.raises(TrainingDiverged, match=r"the weights are not finite after step 2; the last good checkpoint "
+                                               r"is .* \(the best, step 1\), the last saved training state"):
+        finetune(FinetuneConfig(out=str(out), val_every=1, **kw))
+    assert json.loads((out / "run.json").read_text())["diverged"] == {"step": 2, "loss": None,
+                                                                      "last_checkpoint_step": 1}
+    assert state_step(out) == 1  # the bad weights were not saved
+
+    def poisoned(logits, targets, *args):  # the loss of the 3rd training step is inf
+        calls["n"] += logits.requires_grad
+        return real(logits, targets, *args) * (float("inf") if logits.requires_grad and calls["n"] == 3 else 1.0)
+
+    calls["n"] = 0
+    monkeypatch.setattr(finetune_module, "classification_loss", poisoned)
+    out = tmp_path / "loss"
+    with pytest.raises(TrainingDiverged) as err:
+        finetune(FinetuneConfig(out=str(out), val_every=2, **kw))
+    assert str(err.value).startswith(
+        f"training diverged: the loss is inf at step 3; the last good checkpoint is {out / 'checkpoint'} (the best, "
+        f"step 2), the last saved training state {out / STATE_DIR} (step 2); lower --lr")
+    assert json.loads((out / "run.json").read_text())["diverged"] == {"step": 3, "loss": "inf",
+                                                                      "last_checkpoint_step": 2}
