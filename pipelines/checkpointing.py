@@ -14,7 +14,8 @@
 Never pickle. A resumed run restores all of it; data order is a pure function of (seed, position), so the
 pipelines only skip what was trained. SIGTERM and SIGINT (:class:`StopSignals`) save the state at the next
 step boundary and end the run (:class:`TrainingInterrupted`, exit code 143 for SIGTERM; KeyboardInterrupt,
-which the CLI makes exit code 130, for SIGINT); a non-finite loss ends it with :class:`TrainingDiverged`.
+which the CLI makes exit code 130, for SIGINT); a non-finite loss, or non-finite weights at a validation
+(before they would be saved), end it with :class:`TrainingDiverged` (an InputError: exit code 2, one line).
 """
 
 from __future__ import annotations
@@ -56,7 +57,8 @@ class TrainingInterrupted(SystemExit):
 
 
 class TrainingDiverged(InputError):
-    """The loss became NaN or infinite; the message names the step and the last good checkpoint."""
+    """The loss (or the weights) became NaN or infinite; the message names the step and the last good
+    checkpoint, and run.json records it (``status`` "diverged")."""
 
 
 # --------------------------------------------------------------------------------------------- signals
