@@ -49,3 +49,11 @@ class WeightEMA:
                 mine.lerp_(current, weight)
             else:
                 mine.copy_(current)
+
+    def state_dict(self) -> dict:
+        """{"updates": n, "model": the average's state dict}: what resuming a run restores."""
+        return {"updates": self.updates, "model": self.model.state_dict()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.updates = int(state["updates"])
+        self.model.load_state_dict(state["model"])

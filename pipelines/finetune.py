@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import signal
 import time
 import warnings
 from collections.abc import Sequence
@@ -38,6 +39,17 @@ from seqssm.models.heads import (
     classification_loss,
     load_classifier,
 )
+from seqssm.pipelines.checkpointing import (
+    STATE_DIR,
+    StopSignals,
+    TrainingDiverged,
+    diverged,
+    read_trainer_state,
+    resume_log,
+    save_trainer_state,
+    stop_for_signal,
+    weights_finite,
+)
 from seqssm.pipelines.common import (
     FILE,
     FOLDER,
@@ -63,7 +75,8 @@ from seqssm.pipelines.predict import (
     split_label,
     write_predictions,
 )
-from seqssm.pipelines.train_utils import cosine_schedule, param_groups, write_run_record
+from seqssm.pipelines.train_utils import EpochSampler, cosine_schedule, param_groups, write_run_record
+from seqssm.tokenizers import NucleotideTokenizer
 from seqssm.transforms import WaveformAugment
 
 METRICS = ("accuracy", "balanced_accuracy", "macro_f1", "micro_f1", "mcc", "auroc", "loss")
@@ -144,6 +157,7 @@ class FinetuneConfig:
     device: str = "auto"
     impl: str = "auto"
     overwrite: bool = False
+    resume: bool = False
 
     def __post_init__(self):
         if self.modality not in ("dna", "audio"):
@@ -291,6 +305,29 @@ class _AudioTrain(Dataset):
         return Example(record.id, wave, record.label)
 
 
+class _RCFlip(Dataset):
+    """DNA training Examples, each reverse-complemented (a token-level label reversed with it) with probability
+    1/2, drawn from (seed, epoch, index), so every DataLoader worker and a resumed run flip the same ones."""
+
+    def __init__(self, items: list[Example], seed: int, token_level: bool):
+        self.items, self.seed, self.token_level, self.epoch = items, seed, token_level, 0
+        self.tokenizer = NucleotideTokenizer()
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, i: int) -> Example:
+        e = self.items[i]
+        # A stream apart from the shuffling's and the audio crops' (the trailing 2).
+        if np.random.default_rng([self.seed, self.epoch, i, 2]).random() >= 0.5:
+            return e
+        label = e.label[::-1] if self.token_level and e.label else e.label
+        return Example(e.id, self.tokenizer.reverse_complement(e.data), label)
+
+
 class _AudioEval(Dataset):
     """Whole clips, decoded when read."""
 
@@ -422,19 +459,23 @@ def _class_weights(cfg: FinetuneConfig, task: TaskConfig, train: list) -> torch.
 
 
 def _loaders(cfg: FinetuneConfig, task: TaskConfig, splits: dict, rate: int | None):
+    """(train, val, test) DataLoaders. Training order, RC flips, crops and augmentation are pure functions of
+    (init seed, epoch, index): the train loader's ``EpochSampler`` resumes mid-epoch by skipping indices."""
     seed = _init_seed(cfg)
-    loader_rng = torch.Generator().manual_seed(seed)
-    rc_rng = torch.Generator().manual_seed(seed + 1) if cfg.rc_augment else None
     if cfg.modality == "audio":
         augment = WaveformAugment() if cfg.augment else None
         train = _AudioTrain(splits["train"], rate, round(cfg.clip_seconds * rate), seed, augment)
         val, test = _AudioEval(splits["val"], rate), _AudioEval(splits["test"], rate)
     else:
-        train, val, test = splits["train"], splits["val"], splits["test"]
+        train = _RCFlip(splits["train"], seed, cfg.level == "token") if cfg.rc_augment else splits["train"]
+        val, test = splits["val"], splits["test"]
     kwargs = {"batch_size": cfg.batch_size, "num_workers": cfg.num_workers}
     eval_collate = TaskCollate(task)
-    return (DataLoader(train, shuffle=True, generator=loader_rng, collate_fn=TaskCollate(task, rc_rng), **kwargs),
-            DataLoader(val, collate_fn=eval_collate, **kwargs), DataLoader(test, collate_fn=eval_collate, **kwargs))
+    # The generator only seeds worker processes, which draw nothing: it keeps the global stream (dropout) apart.
+    train_loader = DataLoader(train, sampler=EpochSampler(len(train), seed), collate_fn=TaskCollate(task),
+                              generator=torch.Generator().manual_seed(seed), **kwargs)
+    return (train_loader, DataLoader(val, collate_fn=eval_collate, **kwargs),
+            DataLoader(test, collate_fn=eval_collate, **kwargs))
 
 
 def _optimizer(cfg: FinetuneConfig, model: SequenceClassifier) -> torch.optim.Optimizer:
@@ -450,20 +491,25 @@ def finetune_outputs(cfg: FinetuneConfig) -> OutputPlan:
     """What ``finetune`` writes into ``cfg.out`` and the inputs it must never replace."""
     out = Path(cfg.out)
     labels = cfg.bed_labels if cfg.bed_labels is not None and not cfg.bed_labels.isdigit() else None
-    return OutputPlan([(out / "checkpoint", FOLDER), (out / "train_log.tsv", FILE), (out / "run.json", FILE),
-                       (out / "test_predictions.tsv", FILE)], folder=out, overwrite=cfg.overwrite,
+    return OutputPlan([(out / "checkpoint", FOLDER), (out / STATE_DIR, FOLDER), (out / "train_log.tsv", FILE),
+                       (out / "run.json", FILE), (out / "test_predictions.tsv", FILE)], folder=out,
+                      overwrite=cfg.overwrite or cfg.resume,
                       inputs=[("training data", cfg.data), ("genome", cfg.genome), ("--bed-labels table", labels),
                               ("--init-from checkpoint", cfg.init_from)])
 
 
 def finetune(cfg: FinetuneConfig) -> FinetuneResult:
     """Fine-tune on ``cfg.data``; write ``{out}/checkpoint`` (the best by validation ``metric``),
-    ``train_log.tsv`` (step, epoch, train_loss, val_loss, val_<metric>…, lr, seconds), ``run.json`` and,
-    when the test split is not empty, ``test_predictions.tsv``. Outputs are checked before training starts
-    (``finetune_outputs``); the folder appears at the first validation.
+    ``train_log.tsv`` (step, epoch, train_loss, val_loss, val_<metric>…, lr, seconds), ``run.json`` (with
+    ``status``: complete, interrupted or diverged) and, when the test split is not empty,
+    ``test_predictions.tsv``; ``{out}/trainer_state`` (see ``pipelines.checkpointing``) at every validation
+    and on SIGTERM / SIGINT, which ``resume`` continues from exactly. Outputs are checked before training
+    starts (``finetune_outputs``); the folder appears at the first validation.
     """
     if cfg.init_from:
         check_checkpoint(cfg.init_from, "finetune", modality=cfg.modality)
+    out = Path(cfg.out)
+    saved = read_trainer_state(out, cfg) if cfg.resume else None
     finetune_outputs(cfg).check()
     device = resolve_device(cfg.device)
     seed_everything(_init_seed(cfg))  # the split draws from its own seeded generator (split_indices)
@@ -474,29 +520,55 @@ def finetune(cfg: FinetuneConfig) -> FinetuneResult:
     metric = cfg.metric if cfg.metric != "auto" else ("macro_f1" if task.problem_type == "multi_label"
                                                       else "accuracy")
     model = SequenceClassifier(_backbone(cfg, rate), task).to(device)
+    if saved is not None:
+        saved.load_model(model)
     if cfg.freeze_backbone:
         model.lm.requires_grad_(False)
     ema = WeightEMA(model, cfg.ema) if cfg.ema is not None else None
     weights = _class_weights(cfg, task, splits["train"])
     weights = weights.to(device) if weights is not None else None
     train_loader, val_loader, test_loader = _loaders(cfg, task, splits, rate)
-    total = cfg.epochs * len(train_loader)
+    per_epoch = len(train_loader)
+    total = cfg.epochs * per_epoch
     optimizer = _optimizer(cfg, model)
 
-    out = Path(cfg.out)
-    log_path = out / "train_log.tsv"
-    columns = ["loss", *(m for m in METRICS if m != "loss")]
-    log_lines = ["\t".join(["step", "epoch", "train_loss", *(f"val_{m}" for m in columns), "lr", "seconds"]) + "\n"]
     lower_is_better = metric == "loss"
-    best, best_step, stale, history = math.inf if lower_is_better else -math.inf, 0, 0, []
-    start = time.perf_counter()
+    position = saved.position if saved is not None else {
+        "step": 0, "epoch": 0, "batch": 0, "train_loss": math.nan, "best": math.inf if lower_is_better else -math.inf,
+        "best_step": 0, "stale": 0, "history": [], "seconds": 0.0, "finished": False}
+    step, running, history = position["step"], position["train_loss"], position["history"]
+    best, best_step, stale = position["best"], position["best_step"], position["stale"]
+    log_path, state_dir = out / "train_log.tsv", out / STATE_DIR
+    columns = ["loss", *(m for m in METRICS if m != "loss")]
+    header = "\t".join(["step", "epoch", "train_loss", *(f"val_{m}" for m in columns), "lr", "seconds"]) + "\n"
+    log_lines = resume_log(log_path, header, step) if saved is not None else [header]
+    saved_step = step if saved is not None else None
+    start = time.perf_counter() - position["seconds"]  # the clock (and a --max-minutes budget) runs on
     budget = None if cfg.max_minutes is None else 60 * cfg.max_minutes
     deadline = None if budget is None else start + budget
     scheduler = cosine_schedule(optimizer, min(cfg.warmup_steps, total // 10), total, seconds=budget, start=start)
 
-    def validate(step: int, epoch: float, train_loss: float) -> bool:
-        """Score val, keep the best checkpoint; True when training should stop early."""
+    def save_state(epoch: int, batch: int, finished: bool) -> None:
+        """The state after ``batch`` batches of ``epoch`` (0-based)."""
+        nonlocal saved_step
+        save_trainer_state(state_dir, cfg, {
+            "step": step, "epoch": epoch, "batch": batch, "train_loss": running, "best": best, "best_step": best_step,
+            "stale": stale, "history": history, "seconds": time.perf_counter() - start, "finished": finished,
+        }, model=model, optimizer=optimizer, scheduler=scheduler, device=device, ema=ema)
+        saved_step = step
+
+    def stop_diverged(what: str, at: int, loss: float | None = None) -> TrainingDiverged:
+        """Record a divergence at step ``at`` (counted from 1) in run.json; return the error to raise."""
+        bar.close()
+        record({"status": "diverged", "diverged": {"step": at, "loss": None if loss is None else str(loss),
+                                                   "last_checkpoint_step": best_step or None}})
+        return diverged(what, out / "checkpoint", best_step, saved_step, which="the best, ")
+
+    def validate(epoch: int, batch: int, final: bool) -> bool:
+        """Score val, keep the best checkpoint, save the state; True when training should stop early."""
         nonlocal best, best_step, stale
+        if not weights_finite(model):
+            raise stop_diverged(f"the weights are not finite after step {step}", step)
         scored = ema.model if ema is not None else model
         scores = evaluate_split(scored, val_loader, device, source=f"the model fine-tuned into {out}")
         model.train()
@@ -511,47 +583,77 @@ def finetune(cfg: FinetuneConfig) -> FinetuneResult:
         else:
             stale += 1
         elapsed = time.perf_counter() - start
-        history.append({"step": step, "epoch": round(epoch, 3), "train_loss": train_loss,
+        fraction = epoch + batch / per_epoch
+        history.append({"step": step, "epoch": round(fraction, 3), "train_loss": running,
                         **{f"val_{m}": scores.get(m, math.nan) for m in columns}, "seconds": round(elapsed, 1)})
-        cells = [str(step), f"{epoch:.3f}", f"{train_loss:.5f}", *(f"{scores.get(m, math.nan):.5f}" for m in columns),
+        cells = [str(step), f"{fraction:.3f}", f"{running:.5f}", *(f"{scores.get(m, math.nan):.5f}" for m in columns),
                  f"{scheduler.get_last_lr()[0]:.3g}", f"{elapsed:.1f}"]
         log_lines.append("\t".join(cells) + "\n")
         with atomic_path(log_path) as tmp:  # rewritten whole (a few lines), so it always matches the checkpoint
             tmp.write_text("".join(log_lines))
-        return cfg.patience is not None and stale >= cfg.patience
+        stop = cfg.patience is not None and stale >= cfg.patience
+        save_state(epoch, batch, final or stop)  # last: a kill before it resumes from the previous state
+        return stop
 
-    bar = progress(total=total, desc="finetune", unit="step")
+    def record(status: dict) -> None:
+        resolved = dataclasses.replace(cfg, init_seed=_init_seed(cfg))  # the number used, not None
+        # The backbone actually trained: with init_from, d_model etc. in the config above are not its own.
+        write_run_record(out, resolved, {**status, "task": task.to_dict(), "backbone": model.config.to_dict(),
+                                         "history": history})
+
+    bar = progress(total=total, initial=step, desc="finetune", unit="step")
+    if saved is not None:  # last, so that no draw while setting up moves a restored stream
+        saved.restore(optimizer=optimizer, scheduler=scheduler, device=device, ema=ema)
     model.train()
     if cfg.freeze_backbone:
         model.lm.eval()
-    step, running, stop = 0, math.nan, False
-    for epoch in range(cfg.epochs):
-        if hasattr(train_loader.dataset, "set_epoch"):
-            train_loader.dataset.set_epoch(epoch)
-        for i, batch in enumerate(train_loader):
-            with autocast(device):
-                logits = model(**model_inputs(batch, device))
-            loss = classification_loss(logits, batch["targets"].to(device), task.problem_type, weights)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], cfg.grad_clip)
-            optimizer.step()
-            scheduler.step()
-            if ema is not None:
-                ema.update(model)
-            step += 1
-            running = loss.item() if math.isnan(running) else 0.95 * running + 0.05 * loss.item()
-            bar.update(1)
-            bar.set_postfix(loss=f"{running:.3f}", **{f"val_{metric}": f"{best:.3f}"})
-            out_of_time = deadline is not None and time.perf_counter() > deadline
-            end_of_epoch = i == len(train_loader) - 1
-            due = step % cfg.val_every == 0 if cfg.val_every else end_of_epoch
-            if due or out_of_time or (end_of_epoch and epoch == cfg.epochs - 1):
-                stop = validate(step, epoch + (i + 1) / len(train_loader), running)
-            if stop or out_of_time:
+    stop = position["finished"]
+    first_epoch, first_batch = position["epoch"], position["batch"]
+    with StopSignals() as signals:
+        for epoch in range(first_epoch, cfg.epochs):
+            if stop:
                 break
-        if stop or (deadline is not None and time.perf_counter() > deadline):
-            break
+            skip = first_batch if epoch == first_epoch else 0  # batches of this epoch trained before a resume
+            train_loader.sampler.set_epoch(epoch, skip * cfg.batch_size)
+            if hasattr(train_loader.dataset, "set_epoch"):
+                train_loader.dataset.set_epoch(epoch)
+            for i, batch in enumerate(train_loader, start=skip):
+                with autocast(device):
+                    logits = model(**model_inputs(batch, device))
+                loss = classification_loss(logits, batch["targets"].to(device), task.problem_type, weights)
+                value = loss.item()
+                if not math.isfinite(value):
+                    raise stop_diverged(f"the loss is {value} at step {step + 1}", step + 1, value)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], cfg.grad_clip)
+                optimizer.step()
+                scheduler.step()
+                if ema is not None:
+                    ema.update(model)
+                step += 1
+                running = value if math.isnan(running) else 0.95 * running + 0.05 * value
+                bar.update(1)
+                bar.set_postfix(loss=f"{running:.3f}", **{f"val_{metric}": f"{best:.3f}"})
+                out_of_time = deadline is not None and time.perf_counter() > deadline
+                end_of_epoch = i == per_epoch - 1
+                due = step % cfg.val_every == 0 if cfg.val_every else end_of_epoch
+                final = out_of_time or (end_of_epoch and epoch == cfg.epochs - 1)
+                if due or final:
+                    stop = validate(epoch, i + 1, final)
+                stop = stop or out_of_time
+                if signals.signum is not None and not (stop or final):
+                    if saved_step != step:
+                        save_state(epoch, i + 1, False)
+                    name = signal.Signals(signals.signum).name
+                    bar.close()
+                    record({"status": "interrupted", "interrupted": {"signal": name, "step": step,
+                                                                     "trainer_state": str(state_dir)}})
+                    raise stop_for_signal(signals.signum, f"interrupted by {name} at step {step} of {total}: the "
+                                          f"training state is saved in {state_dir}; continue with the same command "
+                                          "and --resume")
+                if stop:
+                    break
     bar.close()
 
     test_metrics, test_path = None, None
@@ -570,9 +672,7 @@ def finetune(cfg: FinetuneConfig) -> FinetuneResult:
     result = FinetuneResult(checkpoint=out / "checkpoint", metric=metric, best_value=best, best_step=best_step,
                             steps=step, seconds=seconds, sizes=sizes, test_metrics=test_metrics,
                             test_predictions=test_path, history=history)
-    resolved = dataclasses.replace(cfg, init_seed=_init_seed(cfg))  # the number used, not None
-    # The backbone actually trained: with init_from, d_model etc. in the config above are not its own.
-    write_run_record(out, resolved, {"task": task.to_dict(), "backbone": model.config.to_dict(), "result": {
+    record({"status": "complete", "result": {
         "metric": metric, "best_value": best, "best_step": best_step, "steps": step, "seconds": round(seconds, 1),
-        "sizes": sizes, "test_metrics": test_metrics}, "history": history})
+        "sizes": sizes, "test_metrics": test_metrics}})
     return result

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import os
+import signal
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,6 +15,18 @@ from seqssm.config import MambaConfig
 from seqssm.datasets.windows import GenomeWindowDataset
 from seqssm.errors import InputError
 from seqssm.models import MambaLMHeadModel, load_model
+from seqssm.pipelines.checkpointing import (
+    STATE_DIR,
+    StopSignals,
+    TrainingDiverged,
+    TrainingInterrupted,
+    diverged,
+    read_trainer_state,
+    resume_log,
+    save_trainer_state,
+    stop_for_signal,
+    weights_finite,
+)
 from seqssm.pipelines.common import (
     FILE,
     FOLDER,
@@ -75,6 +88,7 @@ class PretrainConfig:
     expand: int = 2
     impl: str = "auto"
     overwrite: bool = False
+    resume: bool = False
 
     def __post_init__(self):
         if self.objective not in ("clm", "mlm"):
@@ -206,13 +220,14 @@ def distributed_setup(device_name: str) -> tuple[int, int, torch.device]:
     return torch.distributed.get_rank(), world, device
 
 
-def agree(flag: bool, world: int, device: torch.device) -> bool:
-    """True on every rank if it is True on any rank (so all ranks stop at the same step)."""
+def agree(flags: list[bool], world: int, device: torch.device) -> list[bool]:
+    """Each flag True on every rank if it is True on any rank (so all ranks stop at the same step); one
+    all-reduce for all of them."""
     if world == 1:
-        return flag
-    t = torch.tensor([float(flag)], device=device)
+        return list(flags)
+    t = torch.tensor([float(f) for f in flags], device=device)
     torch.distributed.all_reduce(t, op=torch.distributed.ReduceOp.MAX)
-    return bool(t.item())
+    return [bool(v) for v in t.tolist()]
 
 
 def _datasets(cfg: PretrainConfig, world: int = 1):
@@ -243,11 +258,16 @@ def _datasets(cfg: PretrainConfig, world: int = 1):
 
 
 def pretrain_outputs(cfg: PretrainConfig) -> OutputPlan:
-    """What ``pretrain`` writes into ``cfg.out`` and the inputs it must never replace."""
+    """What ``pretrain`` writes into ``cfg.out`` and the inputs it must never replace (with ``resume``, the
+    earlier part's outputs are expected there)."""
     out = Path(cfg.out)
-    return OutputPlan([(out / "checkpoint", FOLDER), (out / "train_log.tsv", FILE), (out / "run.json", FILE)],
+    return OutputPlan([(out / "checkpoint", FOLDER), (out / STATE_DIR, FOLDER), (out / "train_log.tsv", FILE),
+                       (out / "run.json", FILE)],
                       folder=out, inputs=[("training data", cfg.data), ("--init-from checkpoint", cfg.init_from)],
-                      overwrite=cfg.overwrite)
+                      overwrite=cfg.overwrite or cfg.resume)
+
+
+LOG_HEADER = "step\ttrain_loss\tval_bits_per_token\tlr\tseconds\n"
 
 
 def pretrain(cfg: PretrainConfig) -> PretrainResult:
@@ -258,87 +278,137 @@ def pretrain(cfg: PretrainConfig) -> PretrainResult:
     folder or file of recordings; for DNA it is a FASTA file): causal LM over 8-bit mu-law tokens.
 
     Writes ``{out}/checkpoint`` (config.json + model.safetensors, replaced atomically at every validation),
-    ``{out}/train_log.tsv`` and ``{out}/run.json`` (resolved config, versions, results). Outputs are checked
-    before training starts (``pretrain_outputs``); the folder appears at the first validation.
+    ``{out}/trainer_state`` (everything ``resume`` restores, see ``pipelines.checkpointing``; saved with each
+    checkpoint and on SIGTERM / SIGINT), ``{out}/train_log.tsv`` and ``{out}/run.json`` (resolved config,
+    versions, results, and ``status``: complete, interrupted or diverged). Outputs are checked before
+    training starts (``pretrain_outputs``); the folder appears at the first validation. ``resume`` continues
+    the run in ``out`` from its trainer state, with the weights, optimiser, schedule, data position and RNG
+    streams it had, so the result equals an uninterrupted run's.
     """
     if cfg.init_from:
         check_checkpoint(cfg.init_from, "pretrain", modality=cfg.modality, kind=LM, causal=cfg.objective == "clm")
+    out = Path(cfg.out)
+    saved = read_trainer_state(out, cfg) if cfg.resume else None  # every rank reads it, before any rank writes
     if int(os.environ.get("RANK", "0")) == 0:  # under torchrun only rank 0 writes
         pretrain_outputs(cfg).check()
     rank, world, device = distributed_setup(cfg.device)
     generator = seed_everything(cfg.seed)
     tokenizer, train, val, sample_rate = _datasets(cfg, world)
     objective = Objective(cfg, tokenizer)
-    # Each rank trains on its own stride of the sample indices: the global batch is batch_size × world.
-    shard = torch.utils.data.Subset(train, range(rank, len(train), world))
+    position = saved.position if saved is not None else {
+        "step": 0, "train_loss": math.nan, "val_bits": math.nan, "history": [], "seconds": 0.0, "finished": False}
+    step = position["step"]
+    # Each rank trains on its own stride of the sample indices: the global batch is batch_size × world. Item i
+    # is a pure function of (seed, i), so a resumed run starts at the first window it has not trained on.
+    shard = torch.utils.data.Subset(train, range(rank + step * cfg.batch_size * world, len(train), world))
     train_loader = torch.utils.data.DataLoader(shard, batch_size=cfg.batch_size, shuffle=False)
     val_batches = list(torch.utils.data.DataLoader(val, batch_size=cfg.batch_size))
 
     # Same seed on every rank, so every rank starts from the same weights.
     model = _build_model(cfg, tokenizer, sample_rate).to(device)
+    if saved is not None:
+        saved.load_model(model)  # before DDP, which broadcasts rank 0's weights
     trained = model if world == 1 else torch.nn.parallel.DistributedDataParallel(model)
     optimizer = torch.optim.AdamW(param_groups(model, cfg.weight_decay), lr=cfg.lr, betas=(0.9, 0.95))
     scheduler = cosine_schedule(optimizer, cfg.warmup_steps, cfg.steps)
     stages = _length_stages(cfg, world)
-    out = Path(cfg.out)
-    log_path = out / "train_log.tsv"
-    log_lines = ["step\ttrain_loss\tval_bits_per_token\tlr\tseconds\n"]
+    log_path, state_dir = out / "train_log.tsv", out / STATE_DIR
+    log_lines = resume_log(log_path, LOG_HEADER, step) if saved is not None and rank == 0 else [LOG_HEADER]
+    history: list = position["history"]
+    running, bits = position["train_loss"], position["val_bits"]
+    saved_step = step if saved is not None else None  # the step of the trainer state on disk
+    checkpoint_step = history[-1]["step"] if history else None  # and of the checkpoint (every rank knows both)
+    start = time.perf_counter() - position["seconds"]  # the clock runs on from the earlier parts'
+    deadline = None if cfg.max_minutes is None else start + 60 * cfg.max_minutes
+    generators = {"objective": generator}
 
-    def validate_and_save(step: int, train_loss: float) -> float:
-        if rank != 0:
-            torch.distributed.barrier()
-            return float("nan")
-        bits = evaluate_bits(model, objective, val_batches, device)
-        with atomic_path(out / "checkpoint") as tmp:
-            model.save_pretrained(tmp)
-        elapsed = time.perf_counter() - start
-        history.append({"step": step, "train_loss": train_loss, "val_bits": bits, "seconds": elapsed})
-        log_lines.append(f"{step}\t{train_loss:.4f}\t{bits:.4f}\t{scheduler.get_last_lr()[0]:.3g}\t{elapsed:.1f}\n")
-        with atomic_path(log_path) as tmp:  # rewritten whole (a few lines), so it always matches the checkpoint
-            tmp.write_text("".join(log_lines))
+    def save_state(finished: bool) -> None:
+        nonlocal saved_step
+        if rank == 0:
+            save_trainer_state(state_dir, cfg, {
+                "step": step, "train_loss": running, "val_bits": bits, "history": history,
+                "seconds": time.perf_counter() - start, "finished": finished,
+            }, model=model, optimizer=optimizer, scheduler=scheduler, device=device, generators=generators)
+        saved_step = step
         if world > 1:
             torch.distributed.barrier()
+
+    def stop_diverged(what: str, at: int, loss: float | None = None) -> TrainingDiverged:
+        """Record a divergence at step ``at`` (counted from 1) in run.json; return the error to raise."""
+        finish({"status": "diverged", "diverged": {"step": at, "loss": None if loss is None else str(loss),
+                                                   "last_checkpoint_step": checkpoint_step}})
+        return diverged(what, out / "checkpoint", checkpoint_step, saved_step)
+
+    def validate_and_save(finished: bool) -> float:
+        nonlocal bits, checkpoint_step
+        if not weights_finite(model):  # every rank holds the same weights, so every rank stops here
+            raise stop_diverged(f"the weights are not finite after step {step}", step)
+        checkpoint_step = step
+        if rank == 0:
+            bits = evaluate_bits(model, objective, val_batches, device)
+            with atomic_path(out / "checkpoint") as tmp:
+                model.save_pretrained(tmp)
+            elapsed = time.perf_counter() - start
+            history.append({"step": step, "train_loss": running, "val_bits": bits, "seconds": elapsed})
+            log_lines.append(f"{step}\t{running:.4f}\t{bits:.4f}\t{scheduler.get_last_lr()[0]:.3g}\t{elapsed:.1f}\n")
+            with atomic_path(log_path) as tmp:  # rewritten whole (a few lines), so it always matches the checkpoint
+                tmp.write_text("".join(log_lines))
+        save_state(finished)  # last: a kill before it resumes from the previous state, and redoes these rows
         return bits
 
-    history: list = []
-    start = time.perf_counter()
-    deadline = None if cfg.max_minutes is None else start + 60 * cfg.max_minutes
-    bar = progress(total=cfg.steps, desc="pretrain", unit="step", disable=True if rank else None)
-    step, running, bits = 0, float("nan"), float("nan")
+    def finish(status: dict) -> None:
+        bar.close()
+        if rank == 0:
+            write_run_record(out, cfg, {**status, "history": history})
+        if world > 1:
+            torch.distributed.destroy_process_group()
+
+    bar = progress(total=cfg.steps, initial=step, desc="pretrain", unit="step", disable=True if rank else None)
+    batches = iter(train_loader)
+    if saved is not None:  # last, so that no draw while setting up moves a restored stream
+        saved.restore(optimizer=optimizer, scheduler=scheduler, device=device, generators=generators)
+    finished = position["finished"] or step >= cfg.steps
     model.train()
-    for ids in train_loader:
-        ids = ids.to(device)
-        optimizer.zero_grad(set_to_none=True)
-        if stages is None:
-            with autocast(device):
-                loss, _ = objective(trained, ids, generator)
-            loss.backward()
-        else:
-            loss = torch.tensor(_scheduled_backward(model, objective, ids, stage_at(stages, step), generator, device))
-        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-        optimizer.step()
-        scheduler.step()
-        step += 1
-        running = loss.item() if math.isnan(running) else 0.9 * running + 0.1 * loss.item()
-        bar.update(1)
-        bar.set_postfix(loss=f"{running:.3f}", val_bits=f"{bits:.3f}")
-        out_of_time = agree(deadline is not None and time.perf_counter() > deadline, world, device)
-        if step % cfg.val_every == 0 or step == cfg.steps or out_of_time:
-            bits = validate_and_save(step, running)
-        if step >= cfg.steps or out_of_time:
-            break
-    bar.close()
-    if world > 1:
-        torch.distributed.destroy_process_group()
+    with StopSignals() as signals:
+        while not finished:
+            ids = next(batches).to(device)
+            optimizer.zero_grad(set_to_none=True)
+            if stages is None:
+                with autocast(device):
+                    loss, _ = objective(trained, ids, generator)
+                loss.backward()
+            else:
+                loss = torch.tensor(_scheduled_backward(model, objective, ids, stage_at(stages, step), generator,
+                                                        device))
+            value = loss.item()
+            if agree([not math.isfinite(value)], world, device)[0]:
+                raise stop_diverged(f"the loss is {value} at step {step + 1}", step + 1, value)
+            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+            optimizer.step()
+            scheduler.step()
+            step += 1
+            running = value if math.isnan(running) else 0.9 * running + 0.1 * value
+            bar.update(1)
+            bar.set_postfix(loss=f"{running:.3f}", val_bits=f"{bits:.3f}")
+            out_of_time, interrupted = agree([deadline is not None and time.perf_counter() > deadline,
+                                              signals.signum is not None], world, device)
+            finished = step >= cfg.steps or out_of_time
+            if step % cfg.val_every == 0 or finished:
+                bits = validate_and_save(finished)
+            if interrupted and not finished:
+                if saved_step != step:
+                    save_state(False)
+                signum = signals.signum or signal.SIGTERM  # another rank's signal: SIGTERM's exit code
+                message = (f"interrupted by {signal.Signals(signum).name} at step {step} of {cfg.steps}: the "
+                           f"training state is saved in {state_dir}; continue with the same command and --resume")
+                finish({"status": "interrupted", "interrupted": {"signal": signal.Signals(signum).name, "step": step,
+                                                                 "trainer_state": str(state_dir)}})
+                raise stop_for_signal(signum, message) if rank == 0 else TrainingInterrupted(signum, message)
     seconds = time.perf_counter() - start
     result = PretrainResult(
         checkpoint=out / "checkpoint", val_bits_per_token=bits,
         uniform_bits=math.log2(4 if cfg.modality == "dna" else tokenizer.vocab_size), steps=step,
         seconds=seconds, history=history,
     )
-    if rank != 0:
-        return result
-    write_run_record(out, cfg, {
-        "result": {"val_bits_per_token": bits, "steps": step, "seconds": round(seconds, 1)}, "history": history,
-    })
+    finish({"status": "complete", "result": {"val_bits_per_token": bits, "steps": step, "seconds": round(seconds, 1)}})
     return result

@@ -51,6 +51,26 @@ def cosine_schedule(optimizer: torch.optim.Optimizer, warmup: int, total: int, f
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
+class EpochSampler(torch.utils.data.Sampler[int]):
+    """Indices 0..n-1 in a fresh order each epoch, a pure function of (seed, epoch), so a resumed run (or a
+    DataLoader worker) needs no sampler state: ``set_epoch(epoch, start)`` skips the first ``start`` indices
+    of that epoch's order, the ones trained on before the run stopped."""
+
+    def __init__(self, n: int, seed: int):
+        self.n, self.seed, self.epoch, self.start = n, seed, 0, 0
+
+    def set_epoch(self, epoch: int, start: int = 0) -> None:
+        self.epoch, self.start = epoch, start
+
+    def __len__(self) -> int:
+        return max(0, self.n - self.start)
+
+    def __iter__(self):
+        seed = int(np.random.default_rng([self.seed, self.epoch]).integers(2**63))
+        order = torch.randperm(self.n, generator=torch.Generator().manual_seed(seed))
+        return iter(order[self.start:].tolist())
+
+
 def versions() -> dict:
     """The versions that decide a run's numbers, written beside every checkpoint."""
     info = {

@@ -25,6 +25,7 @@ app = typer.Typer(
 
 _example = cli_tasks.example_epilog
 OVERWRITE = cli_tasks.OVERWRITE
+RESUME = cli_tasks.RESUME
 
 
 @app.command(epilog=_example(
@@ -61,7 +62,7 @@ def pretrain(
     init_from: Path | None = typer.Option(None, help="Continue from this checkpoint folder."),
     impl: str = typer.Option("auto", help="Scan path: auto, triton, chunked or ref."),
     seed: int = typer.Option(0), device: str = typer.Option("auto", help="auto, cpu, cuda or cuda:N."),
-    overwrite: bool = OVERWRITE,
+    overwrite: bool = OVERWRITE, resume: bool = RESUME,
 ):
     """Pretrain a language model on random windows of a genome (causal or masked) or of audio."""
     from seqssm.pipelines.pretrain import PretrainConfig
@@ -76,7 +77,7 @@ def pretrain(
         length_warmup_steps=length_warmup_steps, min_window=min_window,
         max_tokens_per_micro_batch=max_tokens_per_micro_batch, d_model=d_model,
         n_layer=n_layer, d_state=d_state, expand=expand, init_from=str(init_from) if init_from else None,
-        impl=impl, seed=seed, device=device, overwrite=overwrite,
+        impl=impl, seed=seed, device=device, overwrite=overwrite, resume=resume,
     ))
     if int(os.environ.get("RANK", "0")) != 0:
         return  # under torchrun only rank 0 validates, saves and reports

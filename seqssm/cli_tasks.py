@@ -17,6 +17,11 @@ OVERWRITE = typer.Option(False, "--overwrite", help="Replace outputs of an earli
                          "its new version is complete); without it an existing output is an error. A file never "
                          "replaces a folder (nor a folder a file), and no output ever replaces an input.")
 
+# The one --resume option, shared by the training commands.
+RESUME = typer.Option(False, "--resume", help="Continue the run in --out from its last saved training state "
+                      "(OUT/trainer_state: written with every checkpoint, and on SIGTERM or Ctrl-C) exactly as if "
+                      "it had not stopped; give the options it was started with. train_log.tsv is appended to.")
+
 
 def example_epilog(*lines: str) -> str:
     """The "Example:" block every command's --help ends with."""
@@ -100,7 +105,7 @@ def finetune(
     init_seed: int | None = typer.Option(None, help="Initialisation, data order, augmentation and dropout "
                                          "(default: --seed); vary it alone to train ensemble members on one split."),
     device: str = typer.Option("auto"), impl: str = typer.Option("auto", help="auto, triton, chunked or ref."),
-    overwrite: bool = OVERWRITE,
+    overwrite: bool = OVERWRITE, resume: bool = RESUME,
 ):
     """Fine-tune a backbone with a classification head on labelled DNA or audio."""
     from seqssm.pipelines.finetune import FinetuneConfig
@@ -117,6 +122,7 @@ def finetune(
         epochs=epochs, batch_size=batch_size, val_every=val_every, metric=metric, patience=patience,
         class_weights=class_weights, rc_augment=rc_augment, augment=augment, ema=ema, max_minutes=max_minutes,
         num_workers=num_workers, seed=seed, init_seed=init_seed, device=device, impl=impl, overwrite=overwrite,
+        resume=resume,
     ))
     typer.echo(f"best val {result.metric} {result.best_value:.4f} at step {result.best_step} of {result.steps} "
                f"({result.seconds:.0f} s); checkpoint: {result.checkpoint}")

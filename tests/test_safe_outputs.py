@@ -261,7 +261,7 @@ def test_stale_temporaries_of_killed_runs_are_removed(data, seqssm, tmp_path):
     killed_save.mkdir(parents=True)
     (killed_save / "model.safetensors.tmp").write_bytes(b"\0" * 64)
     ok(seqssm("pretrain", data["genome"], "--out", run, *TINY_PRETRAIN))
-    assert sorted(p.name for p in run.iterdir()) == ["checkpoint", "run.json", "train_log.tsv"]
+    assert sorted(p.name for p in run.iterdir()) == ["checkpoint", "run.json", "train_log.tsv", "trainer_state"]
 
 
 def test_lr_and_other_bad_numbers_are_user_errors(data, seqssm, tmp_path):
