@@ -11,7 +11,7 @@ import torch
 from seqssm.datasets.batching import pad_batch
 from seqssm.datasets.fasta import iter_fasta
 from seqssm.datasets.windows import tile_windows
-from seqssm.errors import InputError
+from seqssm.errors import InputError, require_free_space
 from seqssm.models import load_model, rc_invariant_pool
 from seqssm.pipelines.common import (
     FILE,
@@ -67,7 +67,7 @@ def _pieces(cfg: EmbedConfig, tokenizer):
     """(record, start, end, ids) in file order, 0-based half-open coordinates."""
     if cfg.window is None:
         for name, seq in iter_fasta(cfg.fasta):
-            yield name, 0, len(seq), tokenizer.encode(seq)
+            yield name, 0, len(seq), tokenizer.encode(seq, source=f"record {name!r} of {cfg.fasta}")
     else:
         yield from tile_windows(cfg.fasta, cfg.window, stride=cfg.stride or cfg.window)
 
@@ -124,6 +124,7 @@ def embed(cfg: EmbedConfig) -> EmbedResult:
     if cfg.per_position:
         # One pass to count positions so the memory-mapped array can be sized before any model work.
         total = sum(end - start for _, start, end, _ in _pieces(cfg, tokenizer))
+        require_free_space(out, total * dim * 2, f"embeddings.npy ({total} positions × {dim} float16)")
     rows, pooled, offset = [], [], 0
     with atomic_path(out / "embeddings.npy") as tmp_npy:
         if cfg.per_position:

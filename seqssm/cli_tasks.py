@@ -103,6 +103,8 @@ def finetune(
     overwrite: bool = OVERWRITE,
 ):
     """Fine-tune a backbone with a classification head on labelled DNA or audio."""
+    if not 0 <= dropout < 1:
+        raise InputError(f"--dropout must be in [0, 1), got {dropout:g}")
     from seqssm.pipelines.finetune import FinetuneConfig
     from seqssm.pipelines.finetune import finetune as run
 
