@@ -92,19 +92,19 @@ def _open(path: str | Path) -> sf.SoundFile:
     except sf.SoundFileError as err:
         reason = _reason(err)
         suffix = path.suffix.lower().lstrip(".")
-        head = read_head(path, 512)
-        kind = binary_kind(head)
-        if kind is None:
-            first = head.splitlines()[0][:20].decode("utf-8", "replace") if head.strip() else ""
-            raise InputError(f"{path}: is a text file (it starts with {first!r}), not audio; give a WAV, FLAC, OGG "
-                             "or MP3 file") from None
-        if "audio" not in kind and not kind.startswith("binary data"):
-            raise InputError(f"{path}: is {kind}, not audio; give a WAV, FLAC, OGG or MP3 file") from None
         if suffix not in _KNOWN_SUFFIXES:
             raise InputError(
                 f"{path}: unsupported audio format '.{suffix}' ({reason}); "
                 "convert it to WAV, FLAC, OGG or MP3"
             ) from None
+        head = read_head(path, 512)
+        kind = binary_kind(head)
+        if kind is None:  # a text file behind an audio extension
+            first = head.splitlines()[0][:20].decode("utf-8", "replace") if head.strip() else ""
+            raise InputError(f"{path}: is a text file (it starts with {first!r}), not audio; give a WAV, FLAC, OGG "
+                             "or MP3 file") from None
+        if "audio" not in kind and not kind.startswith("binary data"):
+            raise InputError(f"{path}: is {kind}, not audio; give a WAV, FLAC, OGG or MP3 file") from None
         raise InputError(
             f"{path}: cannot decode as {suffix.upper()} ({reason}); the file is corrupt"
         ) from None

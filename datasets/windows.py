@@ -95,7 +95,7 @@ class GenomeWindowDataset(Dataset):
             raise InputError(
                 f"window {window} is longer than every contig of {path} in split {split!r} (longest "
                 f"available: {longest} bp); lower --window to fit"
-                + (" (in Python, or use split='all')" if split != "all" else "")
+                + (" (or, in Python, use split='all')" if split != "all" else "")
             )
         self._cum_starts = np.cumsum(starts)
 

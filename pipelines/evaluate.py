@@ -26,6 +26,7 @@ from sklearn.metrics import (
 from sklearn.preprocessing import MultiLabelBinarizer
 
 import seqssm
+from seqssm.datasets.tables import check_text
 from seqssm.errors import InputError
 from seqssm.pipelines import report as pictures
 from seqssm.pipelines.common import FILE, OutputPlan, atomic_path, require_file
@@ -80,6 +81,7 @@ class PredictionTable:
 
 def _read_table(path: Path, what: str) -> tuple[list[str], list[tuple[int, list[str]]]]:
     """Header and (line number, cells) rows of a TSV, or of a CSV when the header has commas but no tabs."""
+    check_text(path, f"{what} (a TSV table)")
     try:
         with open(path, newline="", encoding="utf-8-sig") as f:
             first = f.readline()
