@@ -101,10 +101,11 @@ def _open(path: str | Path) -> sf.SoundFile:
         kind = binary_kind(head)
         if kind is None:  # a text file behind an audio extension
             first = head.splitlines()[0][:20].decode("utf-8", "replace") if head.strip() else ""
-            raise InputError(f"{path}: is a text file (it starts with {first!r}), not audio; give a WAV, FLAC, OGG "
-                             "or MP3 file") from None
+            raise InputError(f"{path}: cannot decode as {suffix.upper()}: it is a text file (it starts with "
+                             f"{first!r}), not audio; give a WAV, FLAC, OGG or MP3 file") from None
         if "audio" not in kind and not kind.startswith("binary data"):
-            raise InputError(f"{path}: is {kind}, not audio; give a WAV, FLAC, OGG or MP3 file") from None
+            raise InputError(f"{path}: cannot decode as {suffix.upper()}: it is {kind}, not audio; give a WAV, FLAC, "
+                             "OGG or MP3 file") from None
         raise InputError(
             f"{path}: cannot decode as {suffix.upper()} ({reason}); the file is corrupt"
         ) from None

@@ -51,6 +51,9 @@ class EmbedConfig:
             raise InputError(f"--window must be positive, got {self.window}")
         if self.stride is not None and (self.window is None or self.stride <= 0):
             raise InputError("--stride needs --window and must be positive")
+        if self.stride is not None and self.stride > self.window:
+            raise InputError(f"--stride {self.stride} is longer than --window {self.window}: the tiles would skip "
+                             "bases; use a stride of at most the window")
         if self.batch_size <= 0:
             raise InputError(f"--batch-size must be positive, got {self.batch_size}")
 

@@ -508,6 +508,8 @@ class PredictConfig:
             raise InputError(f"--batch-size must be positive, got {self.batch_size}")
         if self.modality not in (None, "dna", "audio"):
             raise InputError(f"--modality must be dna or audio, got {self.modality!r}")
+        if self.length is not None and self.length < 1:
+            raise InputError(f"--length must be a positive number of bases, got {self.length}")
 
     @property
     def checkpoints(self) -> list[str]:

@@ -64,6 +64,8 @@ def pretrain(
     overwrite: bool = OVERWRITE,
 ):
     """Pretrain a language model on random windows of a genome (causal or masked) or of audio."""
+    cli_tasks.check_choice(impl, "--impl", cli_tasks.IMPLS)
+    cli_tasks.check_positive("--sample-rate", sample_rate)
     from seqssm.pipelines.pretrain import PretrainConfig
     from seqssm.pipelines.pretrain import pretrain as run
 

@@ -209,6 +209,8 @@ CASES = [
     Case("embed", "--window 0", "--window must be positive", lambda e: embed(e, e.fasta(), "--window", "0")),
     Case("embed", "--batch-size 0", "--batch-size must be positive",
          lambda e: embed(e, e.fasta(), "--batch-size", "0")),
+    Case("embed", "--stride longer than --window", "--stride 20 is longer than --window 10",
+         lambda e: embed(e, e.fasta(), "--window", "10", "--stride", "20")),
     Case("embed", "--stride without --window", "--stride needs --window",
          lambda e: embed(e, e.fasta(), "--stride", "4")),
     Case("embed", "--device that does not exist", "unknown device 'gpu'",
@@ -257,9 +259,10 @@ CASES = [
     Case("score-audio", "audio file missing", "audio file not found", lambda e: score(e, e.tmp / "none.wav")),
     Case("score-audio", "audio file empty (0 bytes)", "the file is empty (0 bytes)",
          lambda e: score(e, e.file("e.wav", b""))),
-    Case("score-audio", "text file renamed .wav", "is a text file (it starts with 'hello'), not audio",
+    Case("score-audio", "text file renamed .wav", "cannot decode as WAV: it is a text file (it starts with "
+         "'hello'), not audio",
          lambda e: score(e, e.file("t.wav", "hello\nworld\n"))),
-    Case("score-audio", "PNG image renamed .wav", "is a PNG image, not audio",
+    Case("score-audio", "PNG image renamed .wav", "cannot decode as WAV: it is a PNG image, not audio",
          lambda e: score(e, e.file("p.wav", PNG))),
     Case("score-audio", "random bytes named .wav", "cannot decode as WAV",
          lambda e: score(e, e.file("r.wav", np.random.default_rng(0).bytes(3000)))),
@@ -293,6 +296,8 @@ CASES = [
     Case("generate", "--temperature 0", "--temperature must be > 0", lambda e: generate(e, "--temperature", "0")),
     Case("generate", "--length 0", "--length and --num-sequences must be positive",
          lambda e: generate(e, "--length", "0")),
+    Case("generate", "--num-sequences 0", "--length and --num-sequences must be positive",
+         lambda e: generate(e, "-n", "0")),
     Case("generate", "--top-k -1", "--top-k must be an integer >= 0", lambda e: generate(e, "--top-k", "-1")),
     Case("generate", "--prompt that is not DNA", "invalid character 'X' at position 4 in --prompt",
          lambda e: generate(e, "--prompt", "ACGTXACGT")),
@@ -343,6 +348,10 @@ CASES = [
          lambda e: predict(e, e.file("a.bed", "a\t0\t9\tx\n"), "--genome", e.fasta(), "--bed-labels", "2")),
     Case("predict", "--bed-labels column past the line's end", "a.bed:1: 4 columns, no label column 6",
          lambda e: predict(e, e.file("a.bed", "a\t0\t9\tx\n"), "--genome", e.fasta(), "--bed-labels", "6")),
+    Case("predict", "--length -5 (BED window)", "--length must be positive",
+         lambda e: predict(e, e.file("a.bed", "a\t0\t9\n"), "--genome", e.fasta(), "--length", "-5")),
+    Case("predict", "--impl unknown", "--impl 'fast' is not one of auto, triton, chunked, ref",
+         lambda e: predict(e, e.fasta(), "--impl", "fast")),
     Case("predict", "--batch-size 0", "--batch-size must be positive",
          lambda e: predict(e, e.fasta(), "--batch-size", "0")),
     Case("predict", "language-model checkpoint", "has no classification head",
@@ -364,6 +373,12 @@ CASES = [
     Case("finetune", "--lr -1", "--lr", lambda e: finetune(e, e.file("t.tsv", TABLE), "--lr", "-1")),
     Case("finetune", "--epochs 0", "--epochs must be positive", lambda e: finetune(e, e.file("t.tsv", TABLE),
                                                                                   "--epochs", "0")),
+    Case("finetune", "--num-workers -1", "--num-workers must be zero or more",
+         lambda e: finetune(e, e.file("t.tsv", TABLE), "--num-workers", "-1")),
+    Case("finetune", "--pooling misspelt", "--pooling 'maen' is not one of mean, cls, last, flatten (did you mean "
+         "'mean'?)", lambda e: finetune(e, e.file("t.tsv", TABLE), "--pooling", "maen")),
+    Case("finetune --modality audio", "--sample-rate 0", "--sample-rate must be positive",
+         lambda e: finetune(e, _wav_folder(e, WAVE), "--modality", "audio", "--sample-rate", "0")),
     Case("finetune", "--ema 1.5", "--ema must be a decay in (0, 1)", lambda e: finetune(e, e.file("t.tsv", TABLE),
                                                                                        "--ema", "1.5")),
     Case("finetune", "--split that does not parse", "--split 'a,b': give three comma-separated fractions",
@@ -376,6 +391,15 @@ CASES = [
     Case("pretrain", "--window 0", "--window must be positive", lambda e: pretrain(e, e.fasta(), "--window", "0")),
     Case("pretrain", "--batch-size -1", "--batch-size must be positive",
          lambda e: pretrain(e, e.fasta(), "--batch-size", "-1")),
+    Case("pretrain", "--steps 0", "--steps must be positive", lambda e: pretrain(e, e.fasta(), "--steps", "0")),
+    Case("pretrain", "--grad-clip 0", "--grad-clip must be positive",
+         lambda e: pretrain(e, e.fasta(), "--grad-clip", "0")),
+    Case("pretrain", "--warmup-steps -1", "--warmup-steps must be zero or more",
+         lambda e: pretrain(e, e.fasta(), "--warmup-steps", "-1")),
+    Case("pretrain --modality audio", "--sample-rate 0", "--sample-rate must be positive",
+         lambda e: pretrain(e, _wav_folder(e, WAVE), "--modality", "audio", "--sample-rate", "0")),
+    Case("pretrain", "--impl unknown", "--impl 'triton2' is not one of auto, triton, chunked, ref (did you mean "
+         "'triton'?)", lambda e: pretrain(e, e.fasta(), "--impl", "triton2")),
     Case("pretrain", "--lr 0", "--lr must be positive", lambda e: pretrain(e, e.fasta(), "--lr", "0")),
     Case("pretrain", "--mask-prob 1.5", "--mask-prob must be between 0 and 1",
          lambda e: pretrain(e, e.fasta(), "--objective", "mlm", "--bidirectional", "--mask-prob", "1.5")),
@@ -436,6 +460,8 @@ CASES = [
     Case("embed", "option misspelt", "No such option: --windw", lambda e: embed(e, e.fasta(), "--windw", "10")),
     Case("probe", "--folds 1", "--folds must be at least 2", lambda e: ["probe", e.ck["lm"], e.file("t.tsv", TABLE),
                                                                       "--folds", "1", "--out", e.out]),
+    Case("probe", "--pooling unknown", "--pooling 'max' is not one of mean, last, cls",
+         lambda e: ["probe", e.ck["lm"], e.file("t.tsv", TABLE), "--pooling", "max", "--out", e.out]),
     Case("export", "--format unknown", "--format 'onnx': use one of", lambda e: ["export", e.ck["lm"], "--format",
                                                                                 "onnx", "--out", e.out]),
     Case("demo", "--minutes -1", "--minutes and --steps must be positive", lambda e: ["demo", "--minutes", "-1",
@@ -529,6 +555,30 @@ def test_case(case: Case, checkpoints, tmp_path, capsys, monkeypatch):
     else:
         assert not env.out.exists() and not (tmp_path / "out.wav").exists()
     assert _listing(tmp_path) == before, "the failed run left files behind"
+
+
+@pytest.mark.parametrize("bad", ["PNG image renamed .fa", "--window that is not a number"])
+def test_the_console_script_prints_one_line(bad, checkpoints, tmp_path):
+    """The same through the installed `seqssm` script in a child process, as a user meets it."""
+    import os
+    import subprocess
+
+    case = next(c for c in CASES if c.bad == bad and c.command == "embed")
+    args = case.args(Env(tmp_path, dict(checkpoints)))
+    script = Path(sys.executable).parent / "seqssm"
+    proc = subprocess.run([str(script), *map(str, args)], capture_output=True, text=True,
+                          env={**os.environ, "SEQSSM_PROGRESS": "0"})
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert proc.stderr.count("\n") == 1 and case.message in proc.stderr, proc.stderr
+    assert not (tmp_path / "out").exists()
+
+
+def test_cli_choice_lists_match_their_owners():
+    from seqssm import cli_tasks
+    from seqssm.models.heads import POOLINGS
+    from seqssm.models.mixer import IMPLS
+
+    assert cli_tasks.IMPLS == IMPLS and cli_tasks.POOLINGS == POOLINGS
 
 
 def test_repeated_ids_keep_every_row(checkpoints, tmp_path, capsys, monkeypatch):
