@@ -126,8 +126,13 @@ def stream(env: Env, data, *extra) -> list:
     return embed(env, data, "--per-position", "--stream", *extra)
 
 
-def predict(env: Env, data, *extra) -> list:
-    return ["predict", env.ck["clf"], data, "--out", env.out, "--device", "cpu", *extra]
+def predict(env: Env, data, *extra, ck: str = "clf") -> list:
+    return ["predict", env.ck[ck], data, "--out", env.out, "--device", "cpu", *extra]
+
+
+def manifest(env: Env, text: str) -> list:
+    env.wav("clip.wav")
+    return predict(env, env.file("m.csv", text), ck="aclf")
 
 
 def score(env: Env, audio, *extra) -> list:
@@ -332,6 +337,9 @@ CASES = [
          same_as=lambda e: predict(e, e.file("lf.tsv", TABLE))),
     Case("predict", "repeated ids in a table", "accepted: every row predicted, in file order (real data sets reuse "
          "ids)", lambda e: predict(e, e.file("dup.tsv", TABLE + TABLE.split("\n", 1)[1])), code=0),
+    Case("predict", "CRLF BED file", "accepted: the same predictions as with LF line endings",
+         lambda e: predict(e, e.file("crlf.bed", "a\t0\t40\tx\r\na\t50\t90\ty\r\n"), "--genome", e.fasta()), code=0,
+         same_as=lambda e: predict(e, e.file("lf.bed", "a\t0\t40\tx\na\t50\t90\ty\n"), "--genome", e.fasta())),
     Case("predict", "BED without --genome", "is a BED file: pass --genome",
          lambda e: predict(e, e.file("a.bed", "a\t0\t9\n"))),
     Case("predict", "BED start not an integer", "b.bed:2: start 'ten' is not an integer",
@@ -357,6 +365,22 @@ CASES = [
     Case("predict", "language-model checkpoint", "has no classification head",
          lambda e: ["predict", e.ck["lm"], e.fasta(), "--out", e.out]),
     Case("predict", "audio file for a DNA classifier", "mismatched modality", lambda e: predict(e, e.wav("g.wav"))),
+    Case("predict (audio)", "manifest without a path column", "the header has no 'path' column",
+         lambda e: manifest(e, "file,label\nclip.wav,x\n")),
+    Case("predict (audio)", "manifest naming a missing file", "m.csv line 3: audio file",
+         lambda e: manifest(e, "path,label\nclip.wav,x\ngone.wav,y\n")),
+    Case("predict (audio)", "manifest start that does not parse", "m.csv line 2: start 'soon' is not a number",
+         lambda e: manifest(e, "path,start\nclip.wav,soon\n")),
+    Case("predict (audio)", "manifest end before start", "m.csv line 2: end 0.1 s is not after start 0.2 s",
+         lambda e: manifest(e, "path,start,end\nclip.wav,0.2,0.1\n")),
+    Case("predict (audio)", "manifest with an empty label", "m.csv line 2: empty label",
+         lambda e: manifest(e, "path,label\nclip.wav,\n")),
+    Case("predict (audio)", "manifest label that is not a class", "label 'z' is not one of the classifier's classes",
+         lambda e: manifest(e, "path,label\nclip.wav,z\n")),
+    Case("predict (audio)", "folder with a NaN recording", "b.wav: frame 100 (channel 0) is nan",
+         lambda e: predict(e, _wav_folder(e, _NAN), ck="aclf")),
+    Case("predict (audio)", "DNA table for an audio classifier", "holds DNA but the task is audio",
+         lambda e: predict(e, e.file("t.tsv", TABLE), ck="aclf")),
     # ------------------------------------------------------------------------------------------------- finetune
     Case("finetune", "table that is a PNG", "is a PNG image, not a table or labelled FASTA",
          lambda e: finetune(e, e.file("p.tsv", PNG))),
@@ -483,7 +507,8 @@ CASES = [
 
 @pytest.fixture(scope="session")
 def checkpoints(tmp_path_factory) -> dict[str, Path]:
-    """Tiny checkpoints: a causal DNA LM, a causal 8-bit μ-law audio LM at 8 kHz, a DNA classifier (hi, lo)."""
+    """Tiny checkpoints: a causal DNA LM, a causal 8-bit μ-law audio LM at 8 kHz, a DNA classifier (hi, lo), an
+    audio classifier (x, y) at 8 kHz."""
     from seqssm.config import MambaConfig
     from seqssm.models import MambaLMHeadModel
     from seqssm.models.heads import SequenceClassifier, TaskConfig
@@ -496,7 +521,11 @@ def checkpoints(tmp_path_factory) -> dict[str, Path]:
                      impl="chunked").save_pretrained(root / "alm")
     backbone = MambaLMHeadModel(MambaConfig(vocab_size=10, bidirectional=True, **small), impl="chunked")
     SequenceClassifier(backbone, TaskConfig(classes=["hi", "lo"])).save_pretrained(root / "clf")
-    return {name: root / name for name in ("lm", "alm", "clf")}
+    backbone = MambaLMHeadModel(MambaConfig(vocab_size=256, tokenizer="mulaw8", sample_rate=RATE, bidirectional=True,
+                                            **small), impl="chunked")
+    task = TaskConfig(classes=["x", "y"], modality="audio", patch_size=8, sample_rate=RATE)
+    SequenceClassifier(backbone, task).save_pretrained(root / "aclf")
+    return {name: root / name for name in ("lm", "alm", "clf", "aclf")}
 
 
 def run_cli(args: list, capsys, monkeypatch) -> tuple[int, str]:
