@@ -28,10 +28,12 @@ import re
 from pathlib import Path
 from typing import NamedTuple
 
+import numpy as np
 import soundfile as sf
 import torch
 from torchaudio.transforms import Resample
 
+from seqssm.datasets.sniff import binary_kind, read_head
 from seqssm.errors import InputError
 
 __all__ = ["AudioInfo", "audio_info", "decoded_frames", "load_audio"]
@@ -95,6 +97,15 @@ def _open(path: str | Path) -> sf.SoundFile:
                 f"{path}: unsupported audio format '.{suffix}' ({reason}); "
                 "convert it to WAV, FLAC, OGG or MP3"
             ) from None
+        head = read_head(path, 512)
+        kind = binary_kind(head)
+        if kind is None:  # a text file behind an audio extension
+            first = head.splitlines()[0][:20].decode("utf-8", "replace") if head.strip() else ""
+            raise InputError(f"{path}: cannot decode as {suffix.upper()}: it is a text file (it starts with "
+                             f"{first!r}), not audio; give a WAV, FLAC, OGG or MP3 file") from None
+        if "audio" not in kind and not kind.startswith("binary data"):
+            raise InputError(f"{path}: cannot decode as {suffix.upper()}: it is {kind}, not audio; give a WAV, FLAC, "
+                             "OGG or MP3 file") from None
         raise InputError(
             f"{path}: cannot decode as {suffix.upper()} ({reason}); the file is corrupt"
         ) from None
@@ -208,6 +219,12 @@ def load_audio(
             f"{where}: no audio decoded from frame {offset} although the header promises {frames} frames; "
             "the file is truncated"
         )
+    finite = np.isfinite(data)
+    if not finite.all():
+        # Clipping would turn inf into full scale and keep NaN, which no tokenizer or model can take.
+        frame, chan = np.argwhere(~finite)[0]
+        raise InputError(f"{where}: frame {offset + int(frame)} (channel {int(chan)}) is {data[frame, chan]} "
+                         "(NaN or infinite samples: a float file written from broken data); fix or re-export it")
 
     wave = torch.from_numpy(data).T  # [C, T] view of the [T, C] frames
     if channel == "mix":

@@ -19,7 +19,7 @@ import torch
 
 from seqssm.datasets.batching import Record
 from seqssm.datasets.fasta import FastaFile
-from seqssm.datasets.tables import read_label_map
+from seqssm.datasets.tables import check_text, read_label_map, readable_text
 from seqssm.errors import InputError
 from seqssm.tokenizers import NucleotideTokenizer
 
@@ -75,7 +75,7 @@ def _parse_line(fields: list[str], where: str, label_column: int | None, labels:
         if label_column >= len(fields):
             raise InputError(
                 f"{where}: {len(fields)} columns, no label column {label_column} (0-based); fix the line "
-                "or the label_column"
+                "or --bed-labels"
             )
         label = fields[label_column]
     elif labels is not None:
@@ -110,11 +110,13 @@ def read_bed(
     path = Path(path)
     if not path.is_file():
         raise InputError(f"BED file {path} does not exist; check the path")
+    check_text(path, "BED file")
     labels = None
     column = None
     if isinstance(label_column, bool) or (isinstance(label_column, int) and label_column < 3):
         raise InputError(
-            f"label_column={label_column!r}: give a column index >= 3 (0-based) or a label table path"
+            f"--bed-labels {label_column!r}: give a column index >= 3 (0-based) or a label table path "
+            "(label_column= in Python)"
         )
     if isinstance(label_column, int):
         column = label_column
@@ -125,7 +127,7 @@ def read_bed(
 
 def _intervals(path: Path, column: int | None, labels: dict | None) -> Iterator[Interval]:
     opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rt", encoding="utf-8") as f:
+    with readable_text(path), opener(path, "rt", encoding="utf-8") as f:
         for number, line in enumerate(f, start=1):
             line = line.rstrip("\r\n")
             if not line.strip() or line.startswith(_HEADER_PREFIXES):

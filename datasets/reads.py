@@ -182,11 +182,14 @@ def iter_reads(
         raise InputError(f"alignment file {path} does not exist; give a SAM, BAM or CRAM path")
     if min_mapq < 0:
         raise InputError(f"min_mapq={min_mapq} is negative; give 0 or more")
+    if path.stat().st_size == 0:
+        raise InputError(f"alignment file {path} is empty (0 bytes); give a SAM, BAM or CRAM file")
     kwargs = {}
     if _is_cram(path):
         if reference is None:
             raise InputError(
-                f"{path} is a CRAM file; pass reference= the FASTA it was compressed against"
+                f"{path} is a CRAM file; pass --reference, the FASTA it was compressed against (reference= in "
+                "Python)"
             )
         if not Path(reference).is_file():
             raise InputError(
@@ -198,6 +201,10 @@ def iter_reads(
     except (ValueError, OSError) as err:
         raise InputError(f"{path} cannot be read as SAM/BAM/CRAM ({err}); check the file") from err
     try:
+        if not (handle.is_bam or handle.is_sam or handle.is_cram):
+            # htslib also reads FASTA and FASTQ as unaligned reads; a file named .bam holding those is a mix-up.
+            raise InputError(f"{path} holds {handle.description or 'something else'}, not SAM/BAM/CRAM; pass an "
+                             "alignment file (a FASTA goes in as FASTA, named .fa)")
         if region is not None:
             if not handle.has_index():
                 kind = ".crai" if handle.is_cram else ".bai/.csi"

@@ -13,12 +13,14 @@ in each header, in one of two forms:
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import gzip
 import io
 import os
 import re
 import warnings
+import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,7 +30,8 @@ from Bio.SeqIO.FastaIO import SimpleFastaParser
 from sklearn.model_selection import train_test_split
 
 from seqssm.datasets.batching import Record
-from seqssm.errors import InputError
+from seqssm.datasets.sniff import binary_kind, read_head
+from seqssm.errors import InputError, did_you_mean
 
 _FASTA_SUFFIXES = {".fa", ".fasta", ".fna", ".fas", ".ffn"}
 _DELIMITERS = {".tsv": "\t", ".tab": "\t", ".csv": ","}
@@ -110,13 +113,32 @@ def _reader(path: Path, f):
     return csv.reader(f, delimiter=delimiter)
 
 
-def _column(path: Path, header: list[str], name: str, what: str) -> int:
+def _column(path: Path, header: list[str], name: str, what: str, flag: str | None = None) -> int:
+    """The index of column ``name``; InputError naming the columns there are and ``flag``, the option that
+    picks another (None: the name is fixed)."""
     if name not in header:
-        raise InputError(
-            f"{path}: no {what} column {name!r} (columns: {', '.join(header)}); "
-            f"pass {what}_column= one of those"
-        )
+        fix = f"pass {flag} with one of those{did_you_mean(name, header)}" if flag else f"name a column {name!r}"
+        raise InputError(f"{path}: no {what} column {name!r} (columns: {', '.join(header) or 'none'}); {fix}")
     return header.index(name)
+
+
+@contextlib.contextmanager
+def readable_text(path: Path):
+    """Undecodable bytes and broken gzip streams, met anywhere in a table, as one-line errors."""
+    try:
+        yield
+    except UnicodeDecodeError as err:
+        raise InputError(f"{path} is not UTF-8 text (byte {err.object[err.start]:#04x} cannot be decoded); save it "
+                         "as UTF-8") from None
+    except (EOFError, zlib.error, gzip.BadGzipFile) as err:
+        raise InputError(f"{path} is a truncated or corrupt gzip file ({err}); re-download or re-compress it") from None
+
+
+def check_text(path: Path, what: str) -> None:
+    """InputError when ``path`` is empty or binary (a PNG, a BAM…) rather than the text ``what`` should be."""
+    kind = binary_kind(read_head(path))
+    if kind is not None:
+        raise InputError(f"{path} is {kind}, not a {what}; pass a text {what}")
 
 
 def _checked_sequence(seq: str, where: str) -> str:
@@ -134,8 +156,8 @@ def _read_table(path: Path, sequence_column: str, label_column: str, id_column: 
         header = [h.strip() for h in next(rows, [])]
         if not header:
             raise InputError(f"{path}: the table is empty; it needs a header row with {sequence_column!r}")
-        s_col = _column(path, header, sequence_column, "sequence")
-        l_col = _column(path, header, label_column, "label")
+        s_col = _column(path, header, sequence_column, "sequence", "--sequence-column")
+        l_col = _column(path, header, label_column, "label", "--label-column")
         i_col = header.index(id_column) if id_column in header else None
         for row in rows:
             where = f"{path}:{rows.line_num}"
@@ -195,9 +217,13 @@ def read_labelled_table(
     path = Path(path)
     if not path.is_file():
         raise InputError(f"labelled table {path} does not exist; give a .tsv, .csv or labelled FASTA path")
-    data = _read_fasta(path, label_column) if _looks_like_fasta(path) else _read_table(
-        path, sequence_column, label_column, id_column
-    )
+    if path.stat().st_size == 0:
+        raise InputError(f"{path} is empty (0 bytes); give a table with a header row, or a labelled FASTA")
+    check_text(path, "table or labelled FASTA")
+    with readable_text(path):
+        data = _read_fasta(path, label_column) if _looks_like_fasta(path) else _read_table(
+            path, sequence_column, label_column, id_column
+        )
     if len(data) == 0:
         raise InputError(f"{path}: no labelled sequences found; the file has a header but no rows")
     return data
@@ -210,8 +236,9 @@ def read_label_map(path: str | os.PathLike, key_column: str = "name", label_colu
         raise InputError(
             f"label table {path} does not exist; give a .tsv/.csv with {key_column!r}, {label_column!r}"
         )
+    check_text(path, "label table")
     out = {}
-    with _open_text(path) as f:
+    with readable_text(path), _open_text(path) as f:
         rows = _reader(path, f)
         header = [h.strip() for h in next(rows, [])]
         k_col = _column(path, header, key_column, "key")

@@ -90,11 +90,12 @@ class GenomeWindowDataset(Dataset):
         if starts.sum() == 0:
             longest = max((hi - lo for lo, hi in regions), default=0)
             if longest == 0:
-                raise InputError(f"split {split!r} of {path} is empty (val_fraction={val_fraction}); raise it")
+                raise InputError(f"split {split!r} of {path} is empty (val_fraction={val_fraction}); raise "
+                                 "--val-fraction")
             raise InputError(
                 f"window {window} is longer than every contig of {path} in split {split!r} (longest "
-                f"available: {longest} bp); use a window of at most {longest}"
-                + (" or split='all'" if split != "all" else "")
+                f"available: {longest} bp); lower --window to fit"
+                + (" (or, in Python, use split='all')" if split != "all" else "")
             )
         self._cum_starts = np.cumsum(starts)
 
@@ -194,12 +195,12 @@ def tile_windows(
     if not isinstance(stride, int) or not 1 <= stride <= window:
         raise InputError(f"stride={stride!r}: use 1..window ({window}) so the tiles cover every base")
     records = iter_fasta(path)
-    return _tiles(records, window, stride, tokenizer)
+    return _tiles(records, window, stride, tokenizer, path)
 
 
-def _tiles(records, window: int, stride: int, tokenizer) -> Iterator[tuple[str, int, int, torch.Tensor]]:
+def _tiles(records, window: int, stride: int, tokenizer, path) -> Iterator[tuple[str, int, int, torch.Tensor]]:
     for name, seq in records:
-        codes = tokenizer.encode_codes(seq, source=name)
+        codes = tokenizer.encode_codes(seq, source=f"record {name!r} of {path}")
         start = 0
         while True:
             end = min(start + window, len(codes))

@@ -11,7 +11,7 @@ import torch
 from seqssm.datasets.batching import pad_batch
 from seqssm.datasets.fasta import iter_fasta
 from seqssm.datasets.windows import tile_windows
-from seqssm.errors import InputError
+from seqssm.errors import InputError, require_free_space
 from seqssm.models import load_model, rc_invariant_pool
 from seqssm.pipelines.common import (
     FILE,
@@ -51,6 +51,9 @@ class EmbedConfig:
             raise InputError(f"--window must be positive, got {self.window}")
         if self.stride is not None and (self.window is None or self.stride <= 0):
             raise InputError("--stride needs --window and must be positive")
+        if self.stride is not None and self.stride > self.window:
+            raise InputError(f"--stride {self.stride} is longer than --window {self.window}: the tiles would skip "
+                             "bases; use a stride of at most the window")
         if self.batch_size <= 0:
             raise InputError(f"--batch-size must be positive, got {self.batch_size}")
 
@@ -67,7 +70,7 @@ def _pieces(cfg: EmbedConfig, tokenizer):
     """(record, start, end, ids) in file order, 0-based half-open coordinates."""
     if cfg.window is None:
         for name, seq in iter_fasta(cfg.fasta):
-            yield name, 0, len(seq), tokenizer.encode(seq)
+            yield name, 0, len(seq), tokenizer.encode(seq, source=f"record {name!r} of {cfg.fasta}")
     else:
         yield from tile_windows(cfg.fasta, cfg.window, stride=cfg.stride or cfg.window)
 
@@ -124,6 +127,7 @@ def embed(cfg: EmbedConfig) -> EmbedResult:
     if cfg.per_position:
         # One pass to count positions so the memory-mapped array can be sized before any model work.
         total = sum(end - start for _, start, end, _ in _pieces(cfg, tokenizer))
+        require_free_space(out, total * dim * 2, f"embeddings.npy ({total} positions × {dim} float16)")
     rows, pooled, offset = [], [], 0
     with atomic_path(out / "embeddings.npy") as tmp_npy:
         if cfg.per_position:

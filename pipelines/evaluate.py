@@ -26,6 +26,7 @@ from sklearn.metrics import (
 from sklearn.preprocessing import MultiLabelBinarizer
 
 import seqssm
+from seqssm.datasets.tables import check_text
 from seqssm.errors import InputError
 from seqssm.pipelines import report as pictures
 from seqssm.pipelines.common import FILE, OutputPlan, atomic_path, require_file
@@ -80,6 +81,7 @@ class PredictionTable:
 
 def _read_table(path: Path, what: str) -> tuple[list[str], list[tuple[int, list[str]]]]:
     """Header and (line number, cells) rows of a TSV, or of a CSV when the header has commas but no tabs."""
+    check_text(path, f"{what} (a TSV table)")
     try:
         with open(path, newline="", encoding="utf-8-sig") as f:
             first = f.readline()
@@ -158,12 +160,12 @@ def _join_labels(table: PredictionTable, labels_path: str, id_column: str, label
     path = require_file(labels_path, "labels table")
     if table.ids is None:
         raise InputError(f"no {id_column!r} column in predictions file {str(table.path)!r} to join labels "
-                         f"table {str(path)!r} on; pass id_column= the name of its id column")
+                         f"table {str(path)!r} on; pass --id-column with the name of its id column")
     header, rows = _read_table(path, "labels table")
     missing = [c for c in (id_column, label_column) if c not in header]
     if missing:
         raise InputError(f"labels table {str(path)!r} lacks column(s) {', '.join(map(repr, missing))} "
-                         f"(columns: {', '.join(header)}); set id_column= / label_column= to its names")
+                         f"(columns: {', '.join(header)}); set --id-column / --label-column to its names")
     i, j = header.index(id_column), header.index(label_column)
     truth: dict[str, str] = {}
     for line, row in rows:
@@ -191,7 +193,7 @@ def _infer_task(table: PredictionTable, true: list[str], requested: str, notes: 
         if np.abs(sums - 1).max() > _SUM_TOLERANCE:
             reasons.append("probability rows do not sum to 1")
         if reasons:
-            notes.append(f"task taken as multi-label: {', '.join(reasons)}; pass task= to override")
+            notes.append(f"task taken as multi-label: {', '.join(reasons)}; pass --task to override")
             requested = "multilabel"
         else:
             requested = "binary" if k == 2 else "multiclass"
@@ -200,7 +202,7 @@ def _infer_task(table: PredictionTable, true: list[str], requested: str, notes: 
                          "single-label classifier needs one per class (at least two)")
     if requested == "binary" and k != 2:
         raise InputError(f"task 'binary' needs exactly two {PROB_PREFIX} columns; predictions file "
-                         f"{str(table.path)!r} has {k}; use task='multiclass'")
+                         f"{str(table.path)!r} has {k}; use --task multiclass")
     return requested
 
 
@@ -212,7 +214,7 @@ def _parse_labels(cells: list[str], column: str, table: PredictionTable, multila
         labels = [p.strip() for p in cell.split(";") if p.strip()] if multilabel else [cell]
         if not multilabel and not cell:
             raise InputError(f"line {line} of {source}: empty {column!r} cell; every row of a single-label "
-                             "task needs one label (pass task='multilabel' if empty means 'no label')")
+                             "task needs one label (pass --task multilabel if empty means 'no label')")
         unknown = [x for x in labels if x not in known]
         if unknown:
             raise InputError(f"line {line} of {source}: label {unknown[0]!r} in column {column!r} has no "
@@ -365,7 +367,7 @@ def evaluate(cfg: EvaluateConfig) -> dict:
         true_cells, source = table.true, where
     else:
         raise InputError(f"no {cfg.label_column!r} column in {where} (columns: {', '.join(table.columns)}); "
-                         "pass labels= a table with id and label columns, or label_column= the truth column")
+                         "pass --labels with a table of id and label columns, or --label-column with the truth column")
     notes: list[str] = []
     task = _infer_task(table, true_cells, cfg.task, notes)
     multilabel = task == "multilabel"
@@ -377,10 +379,10 @@ def evaluate(cfg: EvaluateConfig) -> dict:
     if task == "binary":
         positive = order[1] if cfg.positive_label is None else str(cfg.positive_label)
         if positive not in order:
-            raise InputError(f"positive_label {positive!r} is not a class of {where} "
+            raise InputError(f"--positive-label {positive!r} is not a class of {where} "
                              f"(classes: {', '.join(order)})")
     elif cfg.positive_label is not None:
-        raise InputError(f"positive_label is only for binary tasks; {where} is {task} "
+        raise InputError(f"--positive-label is only for binary tasks; {where} is {task} "
                          f"with {len(order)} classes")
     history = read_history(cfg.history) if cfg.history is not None else None
 

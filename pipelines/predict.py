@@ -43,7 +43,8 @@ from seqssm.datasets.audio_sets import (
 )
 from seqssm.datasets.batching import pad_batch
 from seqssm.datasets.intervals import IntervalDataset
-from seqssm.errors import InputError
+from seqssm.datasets.tables import check_text, readable_text
+from seqssm.errors import InputError, did_you_mean
 from seqssm.models.heads import IGNORE_INDEX, SequenceClassifier, TaskConfig, encode_dna, load_classifier, read_task
 from seqssm.pipelines.common import (
     BROKEN_WEIGHTS,
@@ -162,14 +163,15 @@ def _table_examples(path: Path, spec: InputSpec, require_labels: bool) -> Iterat
         reader = csv.reader(f, delimiter=_delimiter(path, f))
         columns = [c.strip() for c in next(reader, [])]
         if spec.sequence_column not in columns:
-            raise InputError(f"{path}: no sequence column {spec.sequence_column!r} (columns: "
-                             f"{', '.join(columns)}); pass sequence_column= one of those")
+            raise InputError(f"{path}: no sequence column {spec.sequence_column!r} (columns: {', '.join(columns)}); "
+                             f"pass --sequence-column with one of those{did_you_mean(spec.sequence_column, columns)}")
         s_col = columns.index(spec.sequence_column)
         l_col = columns.index(spec.label_column) if spec.label_column in columns else None
         i_col = columns.index(spec.id_column) if spec.id_column in columns else None
         if require_labels and l_col is None:
             raise InputError(f"{path}: no label column {spec.label_column!r} (columns: {', '.join(columns)}); "
-                             "pass label_column= the column holding the labels")
+                             f"pass --label-column with the column holding the labels"
+                             f"{did_you_mean(spec.label_column, columns)}")
         for row in reader:
             where = f"{path}:{reader.line_num}"
             if not any(cell.strip() for cell in row):
@@ -180,6 +182,8 @@ def _table_examples(path: Path, spec: InputSpec, require_labels: bool) -> Iterat
             if label == "":
                 raise InputError(f"{where}: empty label; every row needs a {spec.label_column!r} value")
             record_id = row[i_col].strip() if i_col is not None else f"{path.name}:{reader.line_num}"
+            if not row[s_col].strip():
+                raise InputError(f"{where}: empty {spec.sequence_column!r} cell; fill it or remove the row")
             yield Example(record_id, row[s_col].strip(), label)
 
 
@@ -194,17 +198,20 @@ def _fasta_examples(path: Path, spec: InputSpec, require_labels: bool) -> Iterat
             label = next((w[len(key):] for w in words[1:] if w.startswith(key) and len(w) > len(key)), None)
             if require_labels and label is None:
                 raise InputError(f"{path}: record {n} ({words[0]}) has no label; write '>id {key}LABEL'")
+            if not seq:
+                raise InputError(f"{path}: record {n} ({words[0]}) has no sequence; remove the record or add its "
+                                 "bases")
             yield Example(words[0], seq, label)
 
 
 def _bed_examples(spec: InputSpec, require_labels: bool) -> Iterator[Example]:
     if spec.genome is None:
-        raise InputError(f"{spec.data} is a BED file: pass genome= the FASTA its intervals come from")
+        raise InputError(f"{spec.data} is a BED file: pass --genome with the FASTA its intervals come from")
     labels = spec.bed_labels
     column = int(labels) if labels is not None and labels.isdigit() else labels
     if require_labels and column is None:
-        raise InputError(f"{spec.data}: BED intervals need labels; pass bed_labels= a column index (e.g. 6) or "
-                         "a table of name and label")
+        raise InputError(f"{spec.data}: BED intervals need labels; pass --bed-labels with a column index (e.g. 6) "
+                         "or a table of name and label")
     dataset = IntervalDataset(spec.data, spec.genome, length=spec.length, label_column=column)
     for i in range(len(dataset)):
         record = dataset[i]
@@ -237,10 +244,13 @@ def iter_examples(spec: InputSpec, *, require_labels: bool = False) -> Iterator[
     path = Path(spec.data)
     if fmt == "bed":
         yield from _bed_examples(spec, require_labels)
-    elif fmt == "fasta":
-        yield from _fasta_examples(require_file(path, "FASTA file"), spec, require_labels)
-    elif fmt == "table":
-        yield from _table_examples(require_file(path, "table"), spec, require_labels)
+    elif fmt in ("fasta", "table"):
+        require_file(path, "FASTA file" if fmt == "fasta" else "table")
+        if path.stat().st_size == 0:
+            raise InputError(f"{path} is empty (0 bytes); give a table with a header row, a FASTA or a BED file")
+        check_text(path, "table, FASTA or BED file")
+        with readable_text(path):
+            yield from (_fasta_examples if fmt == "fasta" else _table_examples)(path, spec, require_labels)
     else:
         for record in audio_records(spec, fmt, require_labels):
             yield Example(record.id, load_record(record, spec.sample_rate)[0][0], record.label)
@@ -498,6 +508,8 @@ class PredictConfig:
             raise InputError(f"--batch-size must be positive, got {self.batch_size}")
         if self.modality not in (None, "dna", "audio"):
             raise InputError(f"--modality must be dna or audio, got {self.modality!r}")
+        if self.length is not None and self.length < 1:
+            raise InputError(f"--length must be a positive number of bases, got {self.length}")
 
     @property
     def checkpoints(self) -> list[str]:

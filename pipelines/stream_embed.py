@@ -41,9 +41,9 @@ from safetensors.torch import load_file, save_file
 from torchaudio.transforms import Resample
 
 from seqssm.datasets.audio import audio_info, decoded_frames, load_audio
-from seqssm.datasets.fasta import FastaFile
+from seqssm.datasets.fasta import FastaFile, FastaStream, sniff_compression
 from seqssm.datasets.reads import iter_reads
-from seqssm.errors import InputError
+from seqssm.errors import InputError, did_you_mean, require_free_space
 from seqssm.models import InferenceCache, load_model
 from seqssm.pipelines.common import (
     FILE,
@@ -73,7 +73,8 @@ STATE_NAME, JOB_NAME = "stream_state.safetensors", "stream.json"
 class StreamEmbedConfig:
     """What ``seqssm embed --per-position --stream`` takes.
 
-    ``source`` is a FASTA (plain or bgzip; indexed on first use) or, by its suffix, a SAM/BAM/CRAM file.
+    ``source`` is a FASTA (plain or bgzip, indexed on first use; plain gzip, read front to back) or, by its
+    suffix, a SAM/BAM/CRAM file.
     ``record`` names the FASTA contig or the read (None: the file's only contig / read). ``start``/``end``
     select a 0-based half-open region of it (end None: to its end). ``reference`` is the FASTA a CRAM needs.
     ``resume`` continues an interrupted run in ``out``; False starts over. Starting over where an earlier
@@ -131,18 +132,19 @@ def _open_source(cfg: StreamEmbedConfig) -> tuple[str, int, Callable[[int, int],
                     sequence = read.sequence
         if len(names) != 1:
             what = "no read" if not names else f"{len(names)} reads"
-            raise InputError(f"{path}: {what} named {cfg.record!r}; pass --record with one read's name"
+            raise InputError(f"{path}: {what} named {cfg.record!r}; pass --region with one read's name"
                              if cfg.record is not None else
-                             f"{path} holds {len(names)} reads; pass --record with the one to embed")
+                             f"{path} holds {len(names)} reads; pass --region with the name of the one to embed")
         return names[0], len(sequence), lambda s, e: sequence[s:e]
-    fasta = FastaFile(path)
+    # Plain gzip cannot be indexed, but one pass front to back is all a streamed job needs.
+    fasta = FastaStream(path) if sniff_compression(path) == "gzip" else FastaFile(path)
+    shown = ", ".join(fasta.contigs[:5]) + (", ..." if len(fasta.contigs) > 5 else "")
     if cfg.record is None and len(fasta.contigs) != 1:
-        shown = ", ".join(fasta.contigs[:5]) + (", ..." if len(fasta.contigs) > 5 else "")
-        raise InputError(f"{path} has {len(fasta.contigs)} records ({shown}); pass --record with one of them")
+        raise InputError(f"{path} has {len(fasta.contigs)} records ({shown}); pass --region with one of them")
     name = cfg.record if cfg.record is not None else fasta.contigs[0]
     if name not in fasta.lengths:
-        shown = ", ".join(fasta.contigs[:5]) + (", ..." if len(fasta.contigs) > 5 else "")
-        raise InputError(f"{path} has no record {name!r}; pass --record with one of {shown}")
+        raise InputError(f"{path} has no record {name!r}{did_you_mean(name, fasta.contigs)}; pass --region with "
+                         f"one of {shown}")
     return name, fasta.lengths[name], lambda s, e: fasta.fetch(name, s, e)
 
 
@@ -205,7 +207,8 @@ def stream_embed(cfg: StreamEmbedConfig, *, on_chunk: Callable[[int, int], None]
     record, record_length, fetch = _open_source(cfg)
     end = record_length if cfg.end is None else cfg.end
     if end > record_length:
-        raise InputError(f"region end {end} is past the end of {record} (length {record_length}); lower --end")
+        raise InputError(f"--region {record}:{cfg.start + 1}-{end} ends past the end of {record} (length "
+                         f"{record_length}); give an END of at most {record_length}")
     dim, length = model.config.d_model, end - cfg.start
     job = {"source": str(Path(cfg.source).resolve()), "record": record, "start": cfg.start, "end": end,
            "chunk_size": cfg.chunk_size, "weights_sha256": _weights_digest(cfg.checkpoint), "dim": dim}
@@ -222,13 +225,17 @@ def stream_embed(cfg: StreamEmbedConfig, *, on_chunk: Callable[[int, int], None]
     if cfg.resume and previous == job:
         plan.overwrite = True  # its own files, continued
     plan.check()
-    out.mkdir(parents=True, exist_ok=True)
-    cache = model.allocate_cache(1)
-    position = 0
     if cfg.resume and previous == job and paths["index.tsv"].is_file():
         result.resumed_from = length
         return result
-    if cfg.resume and previous == job and paths[STATE_NAME].is_file() and paths["embeddings.npy"].is_file():
+    resuming = cfg.resume and previous == job and paths[STATE_NAME].is_file() and paths["embeddings.npy"].is_file()
+    if not resuming:
+        require_free_space(out, length * dim * 2, f"embeddings.npy ({length} positions × {dim} float16)")
+    created = [p for p in (out, *out.parents) if not p.exists()]
+    out.mkdir(parents=True, exist_ok=True)
+    cache = model.allocate_cache(1)
+    position = 0
+    if resuming:
         position = _load_state(paths[STATE_NAME], cache)
         array = np.load(paths["embeddings.npy"], mmap_mode="r+")
     else:
@@ -241,20 +248,33 @@ def stream_embed(cfg: StreamEmbedConfig, *, on_chunk: Callable[[int, int], None]
     result.resumed_from = position
 
     bar = progress(total=length, initial=position, desc=f"stream-embed {record}", unit="bp", unit_scale=True)
-    for k, s in enumerate(range(position, length, cfg.chunk_size)):
-        e = min(s + cfg.chunk_size, length)
-        bases = fetch(cfg.start + s, cfg.start + e)
-        ids = torch.as_tensor(tokenizer.encode(bases, source=f"{record}:{cfg.start + s + 1}-{cfg.start + e}"))
-        with autocast(device):
-            (hidden,) = stream_hidden(model, [ids[None].to(device)], cache)
-        require_finite(hidden, f"checkpoint {cfg.checkpoint}", f"{record}:{cfg.start + s + 1}-{cfg.start + e}")
-        array[s:e] = hidden[0].float().cpu().numpy().astype(np.float16)
-        array.flush()  # rows on disk before the state that says they are done
-        _save_state(paths[STATE_NAME], cache, e)
-        bar.update(e - s)
-        if on_chunk is not None:
-            on_chunk(k, e)
-    bar.close()
+    try:
+        for k, s in enumerate(range(position, length, cfg.chunk_size)):
+            e = min(s + cfg.chunk_size, length)
+            region = f"{record}:{cfg.start + s + 1}-{cfg.start + e}"
+            ids = torch.as_tensor(tokenizer.encode(fetch(cfg.start + s, cfg.start + e), source=region))
+            with autocast(device):
+                (hidden,) = stream_hidden(model, [ids[None].to(device)], cache)
+            require_finite(hidden, f"checkpoint {cfg.checkpoint}", region)
+            array[s:e] = hidden[0].float().cpu().numpy().astype(np.float16)
+            array.flush()  # rows on disk before the state that says they are done
+            _save_state(paths[STATE_NAME], cache, e)
+            bar.update(e - s)
+            if on_chunk is not None:
+                on_chunk(k, e)
+    except InputError:
+        # Bad input (a character that is no base) stops every rerun at the same place: a run that started
+        # from nothing leaves nothing. Other exceptions (an interrupt) keep the files to resume from.
+        if not resuming:
+            del array
+            for name in ("embeddings.npy", JOB_NAME, STATE_NAME):
+                paths[name].unlink(missing_ok=True)
+            for folder in created:
+                with contextlib.suppress(OSError):
+                    folder.rmdir()
+        raise
+    finally:
+        bar.close()
     del array
     with atomic_path(paths["index.tsv"]) as tmp:
         tmp.write_text(f"id\trecord\tstart\tend\toffset\n{record}:{cfg.start + 1}-{end}\t{record}\t{cfg.start}"
@@ -360,6 +380,8 @@ def stream_audio(cfg: StreamAudioConfig) -> StreamAudioResult:
     tokenizer = AudioTokenizer.from_name(model.config.tokenizer)
     info = audio_info(cfg.audio)
     frames = decoded_frames(cfg.audio) if info.format == "MP3" else info.frames
+    if frames == 0:
+        raise InputError(f"{cfg.audio}: the recording has no frames (zero length); give one that holds audio")
     a = cfg.offset
     b = frames if cfg.num_frames is None else a + cfg.num_frames
     if not 0 <= a < b <= frames:
@@ -368,6 +390,9 @@ def stream_audio(cfg: StreamAudioConfig) -> StreamAudioResult:
     windows = _Windows(cfg.audio, a, b, info.sample_rate, rate, round(cfg.window_seconds * info.sample_rate))
     out = Path(cfg.out)
     emb_path = out / "embeddings.npy" if cfg.embeddings else None
+    if cfg.embeddings:
+        dim = model.config.d_model
+        require_free_space(out, windows.total * dim * 2, f"embeddings.npy ({windows.total} samples × {dim} float16)")
     # Every file is written under a temporary name and all are renamed at the end, so a failed run leaves
     # no output (and no empty folder) behind.
     with contextlib.ExitStack() as outputs:

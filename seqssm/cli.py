@@ -65,6 +65,8 @@ def pretrain(
     overwrite: bool = OVERWRITE, resume: bool = RESUME,
 ):
     """Pretrain a language model on random windows of a genome (causal or masked) or of audio."""
+    cli_tasks.check_choice(impl, "--impl", cli_tasks.IMPLS)
+    cli_tasks.check_positive("--sample-rate", sample_rate)
     from seqssm.pipelines.pretrain import PretrainConfig
     from seqssm.pipelines.pretrain import pretrain as run
 
@@ -208,6 +210,10 @@ def generate(
         return
     if modality != "dna":
         raise InputError(f"--modality {modality!r} is not supported; use 'dna' or 'audio'")
+    if prompt:
+        from seqssm.tokenizers import NucleotideTokenizer
+
+        NucleotideTokenizer().encode(prompt, source="--prompt")  # the flag in the message, before any loading
     from seqssm.pipelines.generate import GenerateConfig
     from seqssm.pipelines.generate import generate as run
 
@@ -282,6 +288,8 @@ def demo(
     overwrite: bool = OVERWRITE,
 ):
     """The quick-start: pretrain on the bundled lambda phage genome, embed it, generate 1 kb of DNA."""
+    if not minutes > 0 or steps < 1:
+        raise InputError(f"--minutes and --steps must be positive, got --minutes {minutes:g} --steps {steps}")
     from seqssm.pipelines.demo import DemoConfig
     from seqssm.pipelines.demo import demo as run
 
@@ -294,16 +302,38 @@ app.command(epilog=cli_tasks.PREDICT_EPILOG)(cli_tasks.predict)
 app.command(epilog=cli_tasks.PROBE_EPILOG)(cli_tasks.probe)
 
 
+# Typer vendors click (typer._click), so its parse errors are not click's classes; they are the bases of
+# typer's public BadParameter.
+_USAGE_ERROR = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "UsageError")
+_CLICK_ERROR = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "ClickException")
+
+
 def main() -> None:
-    """Entry point: user mistakes become one line on stderr and exit code 2, never a traceback."""
+    """Entry point: user mistakes become one line on stderr and exit code 2, never a traceback.
+
+    That includes what click finds while parsing (an unknown option, a value of the wrong type, a missing
+    argument), which it would otherwise draw as a box of several lines.
+    """
     try:
-        app()
+        code = app(standalone_mode=False)
+    except _CLICK_ERROR as err:
+        if type(err).__name__ == "NoArgsIsHelpError":  # bare `seqssm`: typer has printed the help
+            sys.exit(2)
+        ctx = getattr(err, "ctx", None)
+        hint = f"; see `{ctx.command_path} --help`" if isinstance(err, _USAGE_ERROR) and ctx is not None else ""
+        message = " ".join(err.format_message().split())
+        typer.echo(f"seqssm: error: {message.rstrip('.') if hint else message}{hint}", err=True)
+        sys.exit(err.exit_code)
+    except typer.Abort:
+        typer.echo("seqssm: aborted", err=True)
+        sys.exit(1)
     except InputError as err:
         typer.echo(f"seqssm: error: {err}", err=True)
         sys.exit(2)
     except KeyboardInterrupt:
         typer.echo("seqssm: interrupted", err=True)
         sys.exit(130)
+    sys.exit(code if isinstance(code, int) else 0)
 
 
 if __name__ == "__main__":

@@ -9,7 +9,13 @@ from pathlib import Path
 
 import typer
 
-from seqssm.errors import InputError
+from seqssm.errors import InputError, did_you_mean
+
+# The choices of options whose owners (models, the embedder) import torch; checked here with the flag's name
+# and a suggestion, before any of that is imported. tests/test_bad_inputs.py checks they match.
+IMPLS = ("auto", "triton", "chunked", "ref")
+POOLINGS = ("mean", "cls", "last", "flatten")
+PROBE_POOLINGS = ("mean", "last", "cls")
 
 # The one --overwrite option, shared by every command that writes (a typer OptionInfo is only read, so one
 # object can be the default of many parameters).
@@ -53,6 +59,18 @@ def _split(text: str) -> tuple[float, ...]:
 
 def _opt(path: Path | None) -> str | None:
     return str(path) if path is not None else None
+
+
+def check_choice(value: str | None, flag: str, choices: tuple[str, ...]) -> None:
+    """InputError naming ``flag`` when ``value`` (None: not given) is not one of ``choices``."""
+    if value is not None and value not in choices:
+        raise InputError(f"{flag} {value!r} is not one of {', '.join(choices)}{did_you_mean(value, choices)}")
+
+
+def check_positive(flag: str, value: float | None, *, zero: bool = False) -> None:
+    """InputError naming ``flag`` unless ``value`` (None: not given) is > 0 (>= 0 with ``zero``)."""
+    if value is not None and not (value >= 0 if zero else value > 0):
+        raise InputError(f"{flag} must be {'zero or more' if zero else 'positive'}, got {value:g}")
 
 
 def finetune(
@@ -108,6 +126,13 @@ def finetune(
     overwrite: bool = OVERWRITE, resume: bool = RESUME,
 ):
     """Fine-tune a backbone with a classification head on labelled DNA or audio."""
+    if not 0 <= dropout < 1:
+        raise InputError(f"--dropout must be in [0, 1), got {dropout:g}")
+    check_choice(pooling, "--pooling", POOLINGS)
+    check_choice(impl, "--impl", IMPLS)
+    for flag, value in (("--sample-rate", sample_rate), ("--length", length)):
+        check_positive(flag, value)
+    check_positive("--num-workers", num_workers, zero=True)
     from seqssm.pipelines.finetune import FinetuneConfig
     from seqssm.pipelines.finetune import finetune as run
 
@@ -150,6 +175,8 @@ def predict(
 ):
     """Predict labels and class probabilities for any number of inputs, streamed in batches; with several
     checkpoints, the mean of their probabilities."""
+    check_choice(impl, "--impl", IMPLS)
+    check_positive("--length", length)
     from seqssm.pipelines.predict import PredictConfig
     from seqssm.pipelines.predict import predict as run
 
@@ -186,6 +213,8 @@ def probe(
     overwrite: bool = OVERWRITE,
 ):
     """Linear probe: cross-validated logistic regression on frozen embeddings (mean ± std over folds)."""
+    check_choice(pooling, "--pooling", PROBE_POOLINGS)
+    check_positive("--length", length)
     from seqssm.pipelines.probe import ProbeConfig
     from seqssm.pipelines.probe import probe as run
 

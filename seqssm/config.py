@@ -7,7 +7,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
-from seqssm.errors import InputError
+from seqssm.errors import InputError, did_you_mean
 
 
 @dataclass
@@ -113,7 +113,9 @@ class MambaConfig:
         fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
         unknown = sorted(set(data) - set(fields))
         if unknown:
-            raise InputError(f"unknown MambaConfig keys {unknown}; the known keys are {sorted(fields)}")
+            hints = [f"{key!r}{did_you_mean(key, fields)}" for key in unknown]
+            raise InputError(f"unknown MambaConfig key{'s' if len(unknown) > 1 else ''} {', '.join(hints)}; "
+                             f"the known keys are {', '.join(sorted(fields))}")
         required = [n for n, f in fields.items()
                     if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING]
         missing = [n for n in required if n not in data]

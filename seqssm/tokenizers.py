@@ -108,9 +108,12 @@ class NucleotideTokenizer:
         try:
             return seq.encode("ascii")
         except UnicodeEncodeError as err:
+            char = seq[err.start]
+            # Files are read with errors="surrogateescape": an undecodable byte b arrives as U+DC00 + b.
+            shown = f"byte 0x{ord(char) - 0xDC00:02x}" if "\udc80" <= char <= "\udcff" else f"character {char!r}"
             raise InputError(
-                f"non-ASCII character {seq[err.start]!r} at position {err.start}{_where(source)}; DNA must "
-                "be IUPAC letters (ACGTN, RYSWKMBDHV, U), upper or lower case"
+                f"non-ASCII {shown} at position {err.start}{_where(source)}; DNA must be IUPAC letters (ACGTN, "
+                "RYSWKMBDHV, U), upper or lower case: replace or remove it"
             ) from None
 
     def encode_codes(
@@ -129,7 +132,7 @@ class NucleotideTokenizer:
             pos = int(np.flatnonzero(codes == _INVALID)[0])
             raise InputError(
                 f"invalid character {chr(raw[pos])!r} at position {pos}{_where(source)}; DNA must be IUPAC "
-                "letters (ACGTN, RYSWKMBDHV, U), upper or lower case; clean the input or pass errors='unk'"
+                "letters (ACGTN, RYSWKMBDHV, U), upper or lower case: replace (e.g. by N) or remove it"
             )
         return codes
 
@@ -236,15 +239,19 @@ class ByteTokenizer:
     def __repr__(self) -> str:
         return "ByteTokenizer(vocab_size=260)"
 
-    def encode(self, text: str | bytes, add_special_tokens: bool = False) -> np.ndarray:
-        """Byte ids int64 [L] of ``text`` (str is UTF-8 encoded); bos ... eos with ``add_special_tokens``."""
+    def encode(self, text: str | bytes, add_special_tokens: bool = False, source: str | None = None) -> np.ndarray:
+        """Byte ids int64 [L] of ``text`` (str is UTF-8 encoded); bos ... eos with ``add_special_tokens``.
+
+        ``source`` (e.g. a record name) is named in errors, as by :meth:`NucleotideTokenizer.encode`.
+        """
         if isinstance(text, str):
             try:
                 raw = text.encode("utf-8")
             except UnicodeEncodeError as err:
                 raise InputError(
-                    f"ByteTokenizer.encode: character {text[err.start]!r} at position {err.start} cannot be "
-                    "UTF-8 encoded (a lone surrogate); pass bytes instead"
+                    f"ByteTokenizer.encode: character {text[err.start]!r} at position {err.start}{_where(source)} "
+                    "cannot be UTF-8 encoded (a lone surrogate: an undecodable byte of a file); fix the file's "
+                    "encoding, or pass bytes"
                 ) from None
         elif isinstance(text, (bytes, bytearray, memoryview)):
             raw = bytes(text)

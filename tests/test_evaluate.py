@@ -242,7 +242,7 @@ def test_bad_prediction_tables_name_file_and_column(tmp_path, case):
 
 
 @pytest.mark.parametrize("kwargs, files, message", [
-    ({"positive_label": "yes"}, {}, "positive_label 'yes' is not a class"),
+    ({"positive_label": "yes"}, {}, "--positive-label 'yes' is not a class"),
     ({"task": "multiclass", "positive_label": "1"}, {}, "only for binary"),
     ({"task": "regression"}, {}, "must be one of"),
     ({"history": "h.tsv"}, {"h.tsv": "time\ttrain_loss\n1\t0.5\n"}, "'step' or 'epoch'"),

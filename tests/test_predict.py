@@ -180,7 +180,7 @@ def test_bed_input(dna_ckpt, tmp_path):
     run(dna_ckpt, tmp_path / "r.bed", tmp_path / "p.tsv", genome=str(tmp_path / "g.fa"), bed_labels="6")
     preds = read_predictions(tmp_path / "p.tsv")
     assert preds.ids == ["first", "second"] and preds.true == ["lo", "hi"]
-    with pytest.raises(InputError, match="pass genome="):
+    with pytest.raises(InputError, match="pass --genome"):
         run(dna_ckpt, tmp_path / "r.bed", tmp_path / "q.tsv")
 
 

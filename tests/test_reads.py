@@ -132,7 +132,7 @@ def test_region_without_index_is_an_error(dna):
 
 
 def test_cram_without_reference_is_an_error(dna):
-    with pytest.raises(InputError, match="CRAM file; pass reference="):
+    with pytest.raises(InputError, match="CRAM file; pass --reference"):
         iter_reads(dna / "ce_5b.cram")
     with pytest.raises(InputError, match="CRAM reference .* does not exist"):
         iter_reads(dna / "ce_5b.cram", reference=dna / "missing.fa")

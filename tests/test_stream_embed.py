@@ -124,9 +124,9 @@ def test_source_errors(checkpoint, shared_data, tmp_path):
     ckpt, _ = checkpoint
     dna = shared_data / "dna"
     base = dict(checkpoint=str(ckpt), device="cpu", out=str(tmp_path))
-    with pytest.raises(InputError, match="pass --record"):
+    with pytest.raises(InputError, match="pass --region"):
         stream_embed(StreamEmbedConfig(source=str(dna / "ce_large_seq.bam"), **base))
-    with pytest.raises(InputError, match="pass --record"):
+    with pytest.raises(InputError, match="pass --region"):
         stream_embed(StreamEmbedConfig(source=str(dna / "ce_chrI_1mb.fa"), **base))
     with pytest.raises(InputError, match="CHROMOSOME_Z"):
         stream_embed(StreamEmbedConfig(source=str(dna / "ce_chrI_1mb.fa"), record="CHROMOSOME_Z", **base))
