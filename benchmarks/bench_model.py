@@ -148,6 +148,7 @@ def bench_train(shapes, device, reps, warmup, emit) -> list[dict]:
             row["speedup_q"] = (q[0], q[2])
         rows.append(row)
         emit(row)
+        print("row:", json.dumps(row), flush=True)  # as it comes: a call cut short keeps what it measured
         del ours, peer, models
         if device == "cuda":
             torch.cuda.empty_cache()
