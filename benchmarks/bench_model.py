@@ -206,10 +206,10 @@ def profile_call(fn, device) -> dict:
         us = evt.device_time
         per_class[classify(evt.name)] = per_class.get(classify(evt.name), 0.0) + us
         per_kernel.setdefault(evt.name, []).append(us)
-    kernels = sum(len(v) for v in per_kernel.values())
+    n_kernels = sum(len(v) for v in per_kernel.values())
     busy = sum(per_class.values()) / 1e3
     top = sorted(((sum(v) / 1e3, len(v), k) for k, v in per_kernel.items()), reverse=True)[:12]
-    return {"wall_ms": wall, "kernel_ms": busy, "gap_ms": max(wall - busy, 0.0), "kernels": kernels,
+    return {"wall_ms": wall, "kernel_ms": busy, "gap_ms": max(wall - busy, 0.0), "kernels": n_kernels,
             "per_class_ms": {k: v / 1e3 for k, v in sorted(per_class.items())},
             "top": [(round(ms, 3), n, name[:90]) for ms, n, name in top]}
 

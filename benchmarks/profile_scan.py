@@ -196,15 +196,16 @@ def main() -> None:
             step()
             torch.cuda.synchronize()
             wall = time_ms(step, 10)
-            kernels = kernel_times(step)
+            per_kernel = kernel_times(step)
             with torch.no_grad():
                 fwd_host = host_ms(lambda fn=fn, leaves=leaves: fn(**leaves))
             bwd_host = host_ms(lambda out, dout=dout: out.backward(dout),
                                setup=lambda fn=fn, leaves=leaves: fresh_forward(lambda: fn(**leaves), leaves))
-            print(f"\n{name}, L = {length}: step {wall:.3f} ms (CUDA events), kernels {sum(kernels.values()):.3f} ms;"
+            busy = sum(per_kernel.values())
+            print(f"\n{name}, L = {length}: step {wall:.3f} ms (CUDA events), kernels {busy:.3f} ms;"
                   f" host time to issue: forward {fwd_host:.3f} ms, backward {bwd_host:.3f} ms, forward+backward "
                   f"{host_ms(step):.3f} ms")
-            for kname, ms in sorted(kernels.items(), key=lambda kv: -kv[1]):
+            for kname, ms in sorted(per_kernel.items(), key=lambda kv: -kv[1]):
                 print(f"  {ms:8.3f} ms  {kname}")
             if args.host_profile:
                 print(host_profile(step))

@@ -4,7 +4,7 @@
         [--models SUMMARY.tsv]
 
 The table (default ``../shared/data/labelled/ecoli_promoters.tsv``) is read and split exactly as
-``pipelines.finetune`` does (``read_labelled_table``, then ``split_indices`` 0.8 / 0.1 / 0.1 by ``seed``,
+``seqssm.pipelines.finetune`` does (``read_labelled_table``, then ``split_indices`` 0.8 / 0.1 / 0.1 by ``seed``,
 stratified by label); ``tests/test_promoter_baseline.py`` checks that against finetune's own loader. Each
 sequence becomes a one-hot [L * 4] vector (A, C, G, T; any other base all zeros), and scikit-learn's
 ``LogisticRegression`` is fitted on the train split at each ``C`` and scored on the test split. "C by val"

@@ -288,7 +288,7 @@ def audio_lm_datasets(
         hint = "lower --window or add recordings"
 
     gap = round(SILENCE_GAP_SECONDS * sample_rate)
-    datasets = []
+    splits_out = []
     for stream, count in ((_TRAIN, num_train), (_VAL, num_val)):
         pieces = splits[stream]
         total = sum(p.frames * sample_rate // p.rate for p in pieces) + gap * (len(pieces) - 1)
@@ -296,11 +296,11 @@ def audio_lm_datasets(
             name = "train" if stream == _TRAIN else "val"
             raise InputError(f"{data}: the {name} split holds {total} samples at {sample_rate} Hz, fewer "
                              f"than one window of {window}; {hint}")
-        datasets.append(AudioStreamWindows(
+        splits_out.append(AudioStreamWindows(
             pieces, window, count, sample_rate=sample_rate, tokenizer=tokenizer, seed=seed, stream=stream,
             gap=gap, preload=total <= PRELOAD_SAMPLES,
         ))
-    return datasets[0], datasets[1], sample_rate
+    return splits_out[0], splits_out[1], sample_rate
 
 
 @dataclass

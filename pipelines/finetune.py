@@ -1,6 +1,6 @@
 """Fine-tuning a backbone with a classification head on labelled DNA or audio.
 
-The data (see ``pipelines.predict`` for the input formats) is split once by ``seed`` into train / val / test
+The data (see ``seqssm.pipelines.predict`` for the input formats) is split once by ``seed`` into train / val / test
 (stratified by label for single-label sequence tasks; FSDD keeps its own test split, takes 0-4). Every
 epoch (or every ``val_every`` steps) the model is scored on val; the best checkpoint by ``metric`` is kept
 (replaced atomically) and training stops early after ``patience`` validations without improvement. At the
@@ -87,7 +87,7 @@ class FinetuneConfig:
     """Everything `seqssm finetune` takes; the Python API takes the same object.
 
     Data: ``data`` with ``modality`` / ``data_format`` and the column, BED (``genome``, ``bed_labels``,
-    ``length``) and audio (``sample_rate``, default the first file's) fields of ``pipelines.predict``'s
+    ``length``) and audio (``sample_rate``, default the first file's) fields of ``seqssm.pipelines.predict``'s
     ``InputSpec``; ``split`` the train / val / test fractions.
     Task: ``problem_type`` "auto" is multi-label when a label cell holds ";"-joined labels; ``level``
     "token" takes one label character per base. ``pooling``, ``dropout``: see ``TaskConfig``.
@@ -103,7 +103,7 @@ class FinetuneConfig:
     still ends at the floor learning rate. ``augment`` (audio): every training clip is a random variant from
     ``seqssm.transforms.augment_waveform`` (speed, shift, time masks, noise), drawn from (seed, epoch, index).
     ``ema``: validate, keep and test an exponential moving average of the weights with this decay
-    (``pipelines.ema.WeightEMA``) instead of the raw weights.
+    (``seqssm.pipelines.ema.WeightEMA``) instead of the raw weights.
     Seeds: ``seed`` fixes the split; ``init_seed`` (None: ``seed``) the initialisation, data order, RC
     flips, audio crops and augmentation, and dropout, so runs that differ only in ``init_seed`` train on the
     same split, e.g. the members of a checkpoint ensemble (``seqssm predict A B C data``). ``run.json``
@@ -502,7 +502,7 @@ def finetune(cfg: FinetuneConfig) -> FinetuneResult:
     """Fine-tune on ``cfg.data``; write ``{out}/checkpoint`` (the best by validation ``metric``),
     ``train_log.tsv`` (step, epoch, train_loss, val_loss, val_<metric>…, lr, seconds), ``run.json`` (with
     ``status``: complete, interrupted or diverged) and, when the test split is not empty,
-    ``test_predictions.tsv``; ``{out}/trainer_state`` (see ``pipelines.checkpointing``) at every validation
+    ``test_predictions.tsv``; ``{out}/trainer_state`` (see ``seqssm.pipelines.checkpointing``) at every validation
     and on SIGTERM / SIGINT, which ``resume`` continues from exactly. Outputs are checked before training
     starts (``finetune_outputs``); the folder appears at the first validation.
     """

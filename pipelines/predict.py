@@ -8,7 +8,7 @@ Inputs (``data_format="auto"`` tells them apart; a mismatch with the classifier'
   files without labels), a CSV/TSV manifest (``path`` column), or one audio file.
 
 Tables and FASTA files are streamed, so any number of sequences is predicted in constant memory. The output
-is the table ``pipelines.evaluate.read_predictions`` reads: ``id``, ``predicted``, one ``prob_<class>``
+is the table ``seqssm.pipelines.evaluate.read_predictions`` reads: ``id``, ``predicted``, one ``prob_<class>``
 column per class, plus ``label`` when the input has labels. Token-level classifiers write one row per
 position, id ``<record id>:<0-based position>``.
 

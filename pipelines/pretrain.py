@@ -54,7 +54,7 @@ class PretrainConfig:
     Sequence-length warm-up: with ``length_warmup_steps`` > 0 training starts on pieces of ``min_window``
     tokens and doubles to ``window`` over that many steps, tokens per step constant (batch grows as pieces
     shrink); ``max_tokens_per_micro_batch`` caps one forward/backward (gradient accumulation, and chunked
-    exact backward for a single sequence beyond it). See ``pipelines.length_schedule``.
+    exact backward for a single sequence beyond it). See ``seqssm.pipelines.length_schedule``.
     """
 
     data: str
@@ -278,7 +278,7 @@ def pretrain(cfg: PretrainConfig) -> PretrainResult:
     folder or file of recordings; for DNA it is a FASTA file): causal LM over 8-bit mu-law tokens.
 
     Writes ``{out}/checkpoint`` (config.json + model.safetensors, replaced atomically at every validation),
-    ``{out}/trainer_state`` (everything ``resume`` restores, see ``pipelines.checkpointing``; saved with each
+    ``{out}/trainer_state`` (everything ``resume`` restores, see ``seqssm.pipelines.checkpointing``; saved with each
     checkpoint and on SIGTERM / SIGINT), ``{out}/train_log.tsv`` and ``{out}/run.json`` (resolved config,
     versions, results, and ``status``: complete, interrupted or diverged). Outputs are checked before
     training starts (``pretrain_outputs``); the folder appears at the first validation. ``resume`` continues

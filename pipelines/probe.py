@@ -28,7 +28,7 @@ from seqssm.pipelines.train_utils import versions
 class ProbeConfig:
     """Everything `seqssm probe` takes; the Python API takes the same object.
 
-    The input fields are those of ``pipelines.predict.InputSpec`` (the modality is the checkpoint's).
+    The input fields are those of ``seqssm.pipelines.predict.InputSpec`` (the modality is the checkpoint's).
     ``max_examples``: probe a seeded random subset of this many inputs. ``C``: inverse L2 strength of the
     logistic regression. ``pooling``: see :class:`~seqssm.embedder.Embedder`.
     """

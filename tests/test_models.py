@@ -263,10 +263,10 @@ def test_auto_warns_once_when_it_falls_back(monkeypatch):
 def test_ref_and_chunked_agree_with_gradients(bidirectional, chunk_size, monkeypatch):
     if chunk_size is not None:  # several chunks and a ragged tail within L = 37
         base = mixer_module._chunked_kernels()
-        kernels = base._replace(inner=functools.partial(
+        patched = base._replace(inner=functools.partial(
             base.inner.func, conv=base.inner.keywords["conv"],
             scan=functools.partial(selective_scan_chunked, chunk_size=chunk_size)))
-        monkeypatch.setattr(mixer_module, "_chunked_kernels", lambda: kernels)
+        monkeypatch.setattr(mixer_module, "_chunked_kernels", lambda: patched)
     c = tiny(bidirectional=bidirectional)
     ref = MambaLMHeadModel(c, impl="ref")
     randomize(ref)

@@ -199,8 +199,8 @@ class MambaMixer(nn.Module):
             cache.conv_state.copy_(final.conv_state)
             cache.ssm_state.copy_(final.ssm_state)
             return out
-        kernels = select_kernels(self.impl, hidden.device)
-        out = kernels.inner(
+        ops = select_kernels(self.impl, hidden.device)
+        out = ops.inner(
             hidden, self.in_proj.weight, self.in_proj.bias, self._conv_weight(), self.conv1d.bias,
             self.x_proj.weight, self.dt_proj.weight, self.dt_proj.bias, -torch.exp(self.A_log.float()),
             self.D, self.out_proj.weight, self.out_proj.bias,
@@ -225,11 +225,11 @@ class MambaMixer(nn.Module):
 
     def step(self, hidden: torch.Tensor, cache: LayerCache) -> torch.Tensor:
         """One token: [B, D] -> [B, D], advancing ``cache`` in place."""
-        kernels = select_kernels(self.impl, hidden.device)
+        ops = select_kernels(self.impl, hidden.device)
         x, z = self.in_proj(hidden).chunk(2, dim=-1)  # [B, E] each; the update kernels read strided rows
-        x = kernels.conv_update(x, cache.conv_state, self._conv_weight(), self.conv1d.bias, activation="silu")
+        x = ops.conv_update(x, cache.conv_state, self._conv_weight(), self.conv1d.bias, activation="silu")
         dt, B, C = torch.split(self.x_proj(x), [self.dt_rank, self.d_state, self.d_state], dim=-1)
         dt = F.linear(dt, self.dt_proj.weight)  # [B, E]
         A, D, dt_bias = self._step_constants()
-        y = kernels.state_update(cache.ssm_state, x, dt, A, B, C, D, z=z, dt_bias=dt_bias, dt_softplus=True)
+        y = ops.state_update(cache.ssm_state, x, dt, A, B, C, D, z=z, dt_bias=dt_bias, dt_softplus=True)
         return self.out_proj(y)
