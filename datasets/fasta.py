@@ -102,8 +102,7 @@ def _records(path: Path) -> Iterator[tuple[str, str]]:
         for number, (title, seq) in enumerate(SimpleFastaParser(handle), start=1):
             name = names.add(title, number)
             if not seq:
-                raise InputError(f"{path}: record {name!r} (record {number}) has no sequence; remove the record "
-                                 "or add its bases")
+                raise _no_sequence(path, name, number)
             yield name, seq
 
 
@@ -255,16 +254,7 @@ class FastaFile:
 
     def fetch(self, contig: str, start: int = 0, end: int | None = None) -> str:
         """Sequence of ``contig`` over [start, end) (0-based, half-open; end defaults to the contig end)."""
-        if contig not in self.lengths:
-            shown = ", ".join(self.contigs[:5]) + (", ..." if len(self.contigs) > 5 else "")
-            raise InputError(f"contig {contig!r} is not in {self.path}; it has {shown}")
-        length = self.lengths[contig]
-        end = length if end is None else end
-        if not 0 <= start <= end <= length:
-            raise InputError(
-                f"region [{start}, {end}) is outside {contig} of {self.path} (length {length}); use "
-                f"0 <= start <= end <= {length}"
-            )
+        end = _check_region(self, contig, start, end)
         return self._fasta().fetch(contig, start, end)
 
     def close(self) -> None:
@@ -282,6 +272,24 @@ class FastaFile:
         state = dict(self.__dict__)
         state["_handle"], state["_pid"] = None, None
         return state
+
+
+def _check_region(fasta, contig: str, start: int, end: int | None) -> int:
+    """The checked end of region [start, end) of ``contig`` in a FastaFile or FastaStream (None: contig end)."""
+    if contig not in fasta.lengths:
+        shown = ", ".join(fasta.contigs[:5]) + (", ..." if len(fasta.contigs) > 5 else "")
+        raise InputError(f"contig {contig!r} is not in {fasta.path}; it has {shown}")
+    length = fasta.lengths[contig]
+    end = length if end is None else end
+    if not 0 <= start <= end <= length:
+        raise InputError(f"region [{start}, {end}) is outside {contig} of {fasta.path} (length {length}); use "
+                         f"0 <= start <= end <= {length}")
+    return end
+
+
+def _no_sequence(path: Path, name: str, number: int) -> InputError:
+    return InputError(f"{path}: record {name!r} (record {number}) has no sequence; remove the record or add its "
+                      "bases")
 
 
 class FastaStream:
@@ -302,16 +310,14 @@ class FastaStream:
             for line in handle:
                 if line.startswith(">"):
                     if name is not None and not lengths[name]:
-                        raise InputError(f"{self.path}: record {name!r} (record {number}) has no sequence; "
-                                         "remove the record or add its bases")
+                        raise _no_sequence(self.path, name, number)
                     number += 1
                     name = names.add(line[1:], number)
                     lengths[name] = 0
                 elif name is not None:
                     lengths[name] += len(line.rstrip().replace(" ", ""))
         if name is not None and not lengths[name]:
-            raise InputError(f"{self.path}: record {name!r} (record {number}) has no sequence; remove the record "
-                             "or add its bases")
+            raise _no_sequence(self.path, name, number)
         self.contigs: tuple[str, ...] = tuple(lengths)
         self.lengths: dict[str, int] = lengths
         self._cursor: _Cursor | None = None
@@ -321,14 +327,7 @@ class FastaStream:
 
     def fetch(self, contig: str, start: int = 0, end: int | None = None) -> str:
         """Sequence of ``contig`` over [start, end) (0-based, half-open; end defaults to the contig end)."""
-        if contig not in self.lengths:
-            shown = ", ".join(self.contigs[:5]) + (", ..." if len(self.contigs) > 5 else "")
-            raise InputError(f"contig {contig!r} is not in {self.path}; it has {shown}")
-        length = self.lengths[contig]
-        end = length if end is None else end
-        if not 0 <= start <= end <= length:
-            raise InputError(f"region [{start}, {end}) is outside {contig} of {self.path} (length {length}); use "
-                             f"0 <= start <= end <= {length}")
+        end = _check_region(self, contig, start, end)
         cursor = self._cursor
         if cursor is None or cursor.contig != contig or start < cursor.pos:
             cursor = self._cursor = _Cursor(self.path, contig)
