@@ -34,14 +34,13 @@ from torch.utils.data import Dataset
 from seqssm.datasets.audio import audio_info, decoded_frames, load_audio
 from seqssm.datasets.audio_sets import AUDIO_EXTENSIONS
 from seqssm.errors import InputError
-from seqssm.models import load_model
 from seqssm.pipelines.common import (
     FILE,
     LM,
     OutputPlan,
     atomic_path,
     check_checkpoint,
-    probe_model,
+    load_checked,
     require_file,
     require_finite,
     resolve_device,
@@ -396,8 +395,7 @@ def generate_audio(cfg: GenerateAudioConfig, echo: Callable[[str], None] = print
     seed_everything(cfg.seed)
     check_checkpoint(cfg.checkpoint, "generate", modality="audio", kind=LM, causal=True)
     generate_audio_outputs(cfg).check()
-    model = load_model(cfg.checkpoint, device=device).eval()
-    probe_model(model, cfg.checkpoint)
+    model = load_checked(cfg.checkpoint, device).eval()
     tokenizer = _audio_tokenizer(model, cfg.checkpoint)
     rate, batch = model.config.sample_rate, cfg.num_clips
     length = max(round(cfg.seconds * rate), 1)

@@ -427,6 +427,16 @@ def require_finite(values: torch.Tensor, source: str, what: str, fix: str = BROK
         raise InputError(f"{source} gives non-finite outputs (NaN or inf) for {what}: {fix}")
 
 
+def load_checked(checkpoint: str | os.PathLike, device: torch.device | str = "cpu", *, impl: str = "auto"):
+    """``seqssm.models.load_model`` onto ``device``, then :func:`probe_model`: how every pipeline opens a
+    checkpoint (after :func:`check_checkpoint` has read its JSON)."""
+    from seqssm.models import load_model
+
+    model = load_model(checkpoint, device=device, impl=impl)
+    probe_model(model, checkpoint)
+    return model
+
+
 @torch.no_grad()
 def probe_model(model: torch.nn.Module, checkpoint: str | os.PathLike) -> None:
     """One forward pass of a MambaLMHeadModel over 16 tokens, right after loading: a model whose outputs are

@@ -12,14 +12,14 @@ from seqssm.datasets.batching import pad_batch
 from seqssm.datasets.fasta import iter_fasta
 from seqssm.datasets.windows import tile_windows
 from seqssm.errors import InputError, require_free_space
-from seqssm.models import load_model, rc_invariant_pool
+from seqssm.models import rc_invariant_pool
 from seqssm.pipelines.common import (
     FILE,
     OutputPlan,
     atomic_path,
     autocast,
     check_checkpoint,
-    probe_model,
+    load_checked,
     progress,
     require_file,
     require_finite,
@@ -118,8 +118,7 @@ def embed(cfg: EmbedConfig) -> EmbedResult:
     device = resolve_device(cfg.device)
     check_checkpoint(cfg.checkpoint, "embed", modality=("dna", "byte"))
     embed_outputs(cfg).check()
-    model = load_model(cfg.checkpoint).to(device).eval()
-    probe_model(model, cfg.checkpoint)
+    model = load_checked(cfg.checkpoint, device).eval()
     tokenizer = get_tokenizer(model.config.tokenizer)
     dim = model.config.d_model // 2 if model.config.rc_equivariant and not cfg.per_position else model.config.d_model
     out = Path(cfg.out)

@@ -9,9 +9,8 @@ from pathlib import Path
 import torch
 from safetensors.torch import save_file
 
-from seqssm.models import load_model
 from seqssm.models.convert import CONFIG_NAME, FORMATS, WEIGHTS_NAME, export_tensors
-from seqssm.pipelines.common import FOLDER, LM, InputError, OutputPlan, atomic_path, check_checkpoint, probe_model
+from seqssm.pipelines.common import FOLDER, LM, InputError, OutputPlan, atomic_path, check_checkpoint, load_checked
 
 PYTORCH_BIN = "pytorch_model.bin"
 
@@ -56,8 +55,7 @@ def export(cfg: ExportConfig) -> Path:
                          "a previous checkpoint folder is replaced, with --overwrite)")
     check_checkpoint(cfg.checkpoint, "export", kind=LM, causal=True)
     export_outputs(cfg).check()
-    model = load_model(cfg.checkpoint)
-    probe_model(model, cfg.checkpoint)
+    model = load_checked(cfg.checkpoint)
     config_json, tensors, metadata = export_tensors(model, cfg.format)
     with atomic_path(out) as tmp:
         tmp.mkdir()

@@ -31,7 +31,7 @@ from seqssm.datasets.audio import audio_info
 from seqssm.datasets.audio_sets import AudioClipDataset, AudioRecord, load_record
 from seqssm.datasets.tables import read_labelled_table, split_indices
 from seqssm.errors import InputError
-from seqssm.models import MambaLMHeadModel, load_model
+from seqssm.models import MambaLMHeadModel
 from seqssm.models.heads import (
     IGNORE_INDEX,
     SequenceClassifier,
@@ -57,7 +57,7 @@ from seqssm.pipelines.common import (
     atomic_path,
     autocast,
     check_checkpoint,
-    probe_model,
+    load_checked,
     progress,
     resolve_device,
     seed_everything,
@@ -419,9 +419,7 @@ def _task(cfg: FinetuneConfig, labels: list[str], rate: int | None, length: int 
 
 def _backbone(cfg: FinetuneConfig, rate: int | None) -> MambaLMHeadModel:
     if cfg.init_from:
-        model = load_model(cfg.init_from, impl=cfg.impl)
-        probe_model(model, cfg.init_from)
-        return model
+        return load_checked(cfg.init_from, impl=cfg.impl)
     extra = {"tokenizer": "mulaw8", "vocab_size": 256, "sample_rate": rate} if cfg.modality == "audio" else {
         "tokenizer": "nucleotide", "vocab_size": 10}
     config = MambaConfig(d_model=cfg.d_model, n_layer=cfg.n_layer, d_state=cfg.d_state, expand=cfg.expand,

@@ -12,14 +12,13 @@ from Bio.SeqRecord import SeqRecord
 
 from seqssm.datasets.fasta import iter_fasta
 from seqssm.errors import InputError
-from seqssm.models import load_model
 from seqssm.pipelines.common import (
     FILE,
     LM,
     OutputPlan,
     atomic_path,
     check_checkpoint,
-    probe_model,
+    load_checked,
     require_file,
     require_finite,
     resolve_device,
@@ -96,8 +95,7 @@ def generate(cfg: GenerateConfig) -> Path:
     seed_everything(cfg.seed)
     check_checkpoint(cfg.checkpoint, "generate", modality=("dna", "byte"), kind=LM, causal=True)
     generate_outputs(cfg).check()
-    model = load_model(cfg.checkpoint).to(device).eval()
-    probe_model(model, cfg.checkpoint)
+    model = load_checked(cfg.checkpoint, device).eval()
     tokenizer = get_tokenizer(model.config.tokenizer)
     if not isinstance(tokenizer, (NucleotideTokenizer, ByteTokenizer)):
         raise InputError(f"checkpoint {cfg.checkpoint!r} is not a DNA model (tokenizer "

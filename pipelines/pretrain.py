@@ -14,7 +14,7 @@ import torch
 from seqssm.config import MambaConfig
 from seqssm.datasets.windows import GenomeWindowDataset
 from seqssm.errors import InputError
-from seqssm.models import MambaLMHeadModel, load_model
+from seqssm.models import MambaLMHeadModel
 from seqssm.pipelines.checkpointing import (
     STATE_DIR,
     StopSignals,
@@ -35,7 +35,7 @@ from seqssm.pipelines.common import (
     atomic_path,
     autocast,
     check_checkpoint,
-    probe_model,
+    load_checked,
     progress,
     require_file,
     resolve_device,
@@ -169,9 +169,7 @@ def evaluate_bits(model, objective: Objective, batches, device) -> float:
 
 def _build_model(cfg: PretrainConfig, tokenizer, sample_rate: int | None) -> MambaLMHeadModel:
     if cfg.init_from:
-        model = load_model(cfg.init_from, impl=cfg.impl)
-        probe_model(model, cfg.init_from)
-        return model
+        return load_checked(cfg.init_from, impl=cfg.impl)
     config = MambaConfig(
         d_model=cfg.d_model, n_layer=cfg.n_layer, vocab_size=tokenizer.vocab_size, d_state=cfg.d_state,
         expand=cfg.expand, bidirectional=cfg.bidirectional or cfg.rc_equivariant, tokenizer=tokenizer.name,

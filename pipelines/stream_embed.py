@@ -44,7 +44,7 @@ from seqssm.datasets.audio import audio_info, decoded_frames, load_audio
 from seqssm.datasets.fasta import FastaFile, FastaStream, sniff_compression
 from seqssm.datasets.reads import iter_reads
 from seqssm.errors import InputError, did_you_mean, require_free_space
-from seqssm.models import InferenceCache, load_model
+from seqssm.models import InferenceCache
 from seqssm.pipelines.common import (
     FILE,
     LM,
@@ -52,7 +52,7 @@ from seqssm.pipelines.common import (
     atomic_path,
     autocast,
     check_checkpoint,
-    probe_model,
+    load_checked,
     progress,
     require_file,
     require_finite,
@@ -173,8 +173,7 @@ def _load_state(path: Path, cache: InferenceCache) -> int:
 
 
 def _load_causal(checkpoint: str, device: torch.device, what: str):
-    model = load_model(checkpoint).to(device).eval()
-    probe_model(model, checkpoint)
+    model = load_checked(checkpoint, device).eval()
     if model.config.bidirectional:
         raise InputError(f"{what}: checkpoint {checkpoint} is bidirectional; streaming carries states left to "
                          "right and needs a causal model (for a bidirectional one use seqssm.streaming."
