@@ -76,18 +76,6 @@ def mixer_chunk(
     return out, state.conv_state, state.ssm_state
 
 
-def _block_norm(layer, hidden, residual):
-    return layer._add_norm(hidden, residual)
-
-
-def _final_norm(model: MambaLMHeadModel, hidden, residual) -> torch.Tensor:
-    return model.backbone.final_norm(hidden, residual)[0]
-
-
-def _head(model: MambaLMHeadModel, normed: torch.Tensor) -> torch.Tensor:
-    return model.lm_head(normed)[..., : model.config.vocab_size]
-
-
 def _causal_chunk(model: MambaLMHeadModel, ids: torch.Tensor, states: States, use_checkpoint: bool = False):
     """ids [B, T] from ``states`` -> (normed hidden [B, T, D], states after the chunk): the backbone's own
     state-passing forward, each block under activation checkpointing when asked."""
@@ -175,7 +163,7 @@ def stream_hidden(
             old.conv_state.copy_(state.conv_state)
             old.ssm_state.copy_(state.ssm_state)
         cache.seqlen_offset += ids.shape[1]
-        yield _head(model, normed) if logits else normed
+        yield model._logits(normed) if logits else normed
 
 
 # ------------------------------------------------------------------------------------------ per-position arrays
@@ -276,7 +264,7 @@ def _bi_layer_forward(layer, h_in: _Array, r_in: _Array | None, h_out: _Array, r
     for i, (s, e) in enumerate(spans):
         if record is not None:
             record["fwd"][i] = states
-        normed, residual = _block_norm(layer, h_in.read(s, e), None if r_in is None else r_in.read(s, e))
+        normed, residual = layer.add_norm(h_in.read(s, e), None if r_in is None else r_in.read(s, e))
         y, states = _lanes_chunk(lanes, normed, states, reverse=False)
         r_out.write(s, e, residual)
         h_out.write(s, e, y)
@@ -287,7 +275,7 @@ def _bi_layer_forward(layer, h_in: _Array, r_in: _Array | None, h_out: _Array, r
         if record is not None:
             record["rev"][i] = states
         # add_rms_norm's normed output is the norm of the summed residual, which r_out now holds.
-        normed = _block_norm(layer, r_out.read(s, e), None)[0]
+        normed = layer.add_norm(r_out.read(s, e), None)[0]
         y, states = _lanes_chunk(lanes, normed, states, reverse=True)
         h_out.add(s, e, y)
 
@@ -314,7 +302,7 @@ def _bi_layer_backward(layer, h_in: _Array, r_in: _Array | None, record: dict, g
             h = h_in.read(s, e).requires_grad_()
             r = None if r_in is None else r_in.read(s, e).requires_grad_()
             states = [_leaf(st) for st in record["rev" if reverse else "fwd"][i]]
-            normed, residual = _block_norm(layer, h, r)
+            normed, residual = layer.add_norm(h, r)
             y, new = _lanes_chunk(lanes, normed, states, reverse)
             # the residual stream's own gradient goes through once, with the first sweep
             outs, grads = ([y], [gh.read(s, e)]) if reverse else ([y, residual], [gh.read(s, e), gr.read(s, e)])
@@ -416,8 +404,8 @@ def chunked_forward(
     try:
         hidden, residual, _ = _bi_forward(model, input_ids, spans, buffers, keep=False)
         for s, e in spans:
-            normed = _final_norm(model, hidden.read(s, e), residual.read(s, e))
-            _write(out, s, e, _head(model, normed) if logits else normed)
+            normed = model.backbone.final_norm(hidden.read(s, e), residual.read(s, e))[0]
+            _write(out, s, e, model._logits(normed) if logits else normed)
     finally:
         buffers.close()
     return out
@@ -506,7 +494,7 @@ def _causal_backward(model, input_ids, loss_fn, spans, use_checkpoint: bool) -> 
         states = boundary.pop()  # a finished chunk's boundary states are not needed again
         leaves = [None if st is None else LayerCache(*_leaf((st.conv_state, st.ssm_state))) for st in states]
         normed, new = _causal_chunk(model, input_ids[:, s:e], leaves, use_checkpoint)
-        loss = loss_fn(_head(model, normed), s, e)
+        loss = loss_fn(model._logits(normed), s, e)
         outs, grads = [loss], [torch.ones_like(loss)]
         if g_states is not None:
             for st, (g_conv, g_ssm) in zip(new, g_states, strict=True):
@@ -523,7 +511,7 @@ def _causal_backward_truncated(model, input_ids, loss_fn, spans, use_checkpoint:
     total = torch.zeros((), device=input_ids.device)
     for s, e in spans:
         normed, new = _causal_chunk(model, input_ids[:, s:e], states, use_checkpoint)
-        loss = loss_fn(_head(model, normed), s, e)
+        loss = loss_fn(model._logits(normed), s, e)
         loss.backward()
         total += loss.detach()
         states = [LayerCache(st.conv_state.detach(), st.ssm_state.detach()) for st in new]
@@ -543,7 +531,7 @@ def _bi_backward(model, input_ids, loss_fn, spans, memory_budget, spill_dir) -> 
         total = torch.zeros((), device=device)
         for s, e in spans:
             h, r = hidden.read(s, e).requires_grad_(), residual.read(s, e).requires_grad_()
-            loss = loss_fn(_head(model, _final_norm(model, h, r)), s, e)
+            loss = loss_fn(model._logits(model.backbone.final_norm(h, r)[0]), s, e)
             loss.backward()
             gh.write(s, e, h.grad)
             gr.write(s, e, r.grad)

@@ -42,7 +42,7 @@ class Block(nn.Module):
     ) -> tuple[torch.Tensor, ...]:
         """hidden, residual: [B, L, D] (residual None for the first block); mixer_kwargs go to the mixer
         (``state`` / ``return_state`` for a causal mixer: then the mixer's new state comes third)."""
-        normed, residual = self._add_norm(hidden, residual)
+        normed, residual = self.add_norm(hidden, residual)
         out = self.mixer(normed, **mixer_kwargs)
         if isinstance(out, tuple):
             return out[0], residual, out[1]
@@ -52,10 +52,11 @@ class Block(nn.Module):
         self, hidden: torch.Tensor, residual: torch.Tensor | None, cache: LayerCache
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """One token: hidden, residual [B, D]."""
-        normed, residual = self._add_norm(hidden, residual)
+        normed, residual = self.add_norm(hidden, residual)
         return self.mixer.step(normed, cache), residual
 
-    def _add_norm(self, hidden: torch.Tensor, residual: torch.Tensor | None):
+    def add_norm(self, hidden: torch.Tensor, residual: torch.Tensor | None):
+        """(norm(residual + hidden), residual + hidden): the block's input side, as :func:`add_norm`."""
         return add_norm(hidden, residual, self.norm, self.residual_in_fp32, self.impl, matmul_dtype=True)
 
 
