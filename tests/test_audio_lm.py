@@ -33,12 +33,7 @@ TOK = AudioTokenizer("mulaw", 8)
 ENV = {**os.environ, "SEQSSM_PROGRESS": "0", "OMP_NUM_THREADS": "1"}
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def run(*args) -> subprocess.CompletedProcess:

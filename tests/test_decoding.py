@@ -26,13 +26,7 @@ SEQSSM = str(Path(sys.executable).parent / "seqssm")
 cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # Decoding is all tiny ops: on a shared 2-core machine OpenMP threads only wait.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def model_for(device="cpu", **kw) -> MambaLMHeadModel:
