@@ -21,6 +21,8 @@ from seqssm.models import MambaLMHeadModel, load_model
 from seqssm.models.convert import detect_layout
 from seqssm.pipelines.export import ExportConfig, export
 
+ROOT = Path(__file__).resolve().parents[1]
+
 # mamba_ssm 2.x: the fields of mamba_ssm.models.config_mamba.MambaConfig and the ssm_cfg keys its Mamba
 # (v1) module takes, written out here because mamba_ssm cannot be installed on a CPU machine.
 MAMBA_SSM_FIELDS = {"d_model", "d_intermediate", "n_layer", "vocab_size", "ssm_cfg", "attn_layer_idx", "attn_cfg",
@@ -64,6 +66,12 @@ def hf():
     except ImportError as err:
         pytest.skip(f"transformers is not installed ({err}); `pip install -e '.[dev]'` brings it")
     transformers.logging.set_verbosity_error()  # its notes that mamba_ssm's CUDA kernels are absent
+    # transformers imports the optional PyPI packages `kernels` and `datasets` when it finds them: with the
+    # repo root on sys.path (`python -m pytest`) it would find this repo's folders of those names instead.
+    shadowed = {name: getattr(sys.modules[name], "__file__", "") for name in ("kernels", "datasets", "pipelines")
+                if name in sys.modules and str(ROOT) in str(getattr(sys.modules[name], "__file__", ""))}
+    assert not shadowed, (f"the repo's folders were imported as top-level modules {shadowed}: run the tests "
+                          "with plain `pytest`, never `python -m pytest`")
     return HFMambaConfig, MambaForCausalLM
 
 

@@ -21,7 +21,7 @@ fi
 if [ -n "${PRE:-}" ]; then log "pre: $PRE"; bash -c "$PRE" 2>&1 | tee -a "$OUT/pre.log"; fi
 if [ -f .carry/mamba_ssm.tar.gz ] && [ "${NO_PEER:-0}" != 1 ]; then
   while [ ! -f /tmp/b/done ]; do sleep 5; done
-  log "built peer"; for f in /tmp/b/*.log; do tail -n 3 "$f"; done | tee -a "$OUT/progress.log"; python3 -c "import sys; sys.path.insert(0, \"/tmp/mamba\"); import mamba_ssm.models.mixer_seq_simple as m; print(\"peer ok\")" 2>&1 | tail -n 2 | tee -a "$OUT/progress.log"
+  log "built peer"; for f in /tmp/b/*.log; do tail -n 3 "$f"; done | tee -a "$OUT/progress.log"; (cd /tmp && PYTHONPATH=/tmp/mamba:$PYTHONPATH python3 -c "import mamba_ssm.models.mixer_seq_simple; print(\"peer ok\")") 2>&1 | tail -n 2 | tee -a "$OUT/progress.log"
   cp /tmp/b/*.log "$OUT/" 2>/dev/null
 fi
 export PYTHONPATH=/tmp/sq:/tmp/site:/tmp/mamba
