@@ -134,8 +134,8 @@ def decode_section(sizes: dict, device: torch.device, dtype: torch.dtype, use_ma
     for batch in sizes["batches"]:
         for context in sizes["contexts"]:
             prompts = torch.randint(5, 9, (batch, context), device=device)
-            runs = [("eager model.step loop", eager_step_loop, ()),
-                    ("Decoder eager", decoder_loop, (False, 8))]
+            runs = [] if sizes.get("no_eager") else [("eager model.step loop", eager_step_loop, ()),
+                                                     ("Decoder eager", decoder_loop, (False, 8))]
             if device.type == "cuda":
                 runs += [(f"Decoder graph K={k}", decoder_loop, (True, k)) for k in sizes["ks"]]
             if theirs is not None:
@@ -208,8 +208,16 @@ def main() -> None:
     parser.add_argument("--sections", default="decode,generate", help="comma-separated: decode, generate")
     parser.add_argument("--no-mamba", action="store_true", help="leave out the mamba_ssm rows")
     parser.add_argument("--generate-length", type=int, help="bases for the generate section")
+    parser.add_argument("--ks", help="comma-separated graph steps per replay, e.g. 32")
+    parser.add_argument("--new-tokens", type=int, help="decoded tokens per row")
+    parser.add_argument("--no-eager", action="store_true", help="leave out the two eager-loop rows")
     args = parser.parse_args()
     sizes = dict(SMOKE if args.cpu_smoke else GPU)
+    if args.ks:
+        sizes["ks"] = tuple(int(k) for k in args.ks.split(","))
+    if args.new_tokens:
+        sizes["new_tokens"] = args.new_tokens
+    sizes["no_eager"] = args.no_eager
     if args.generate_length:
         sizes["generate_length"] = args.generate_length
     if args.cpu_smoke:
