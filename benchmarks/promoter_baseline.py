@@ -30,7 +30,8 @@ from pathlib import Path
 import numpy as np
 from sklearn.linear_model import LogisticRegression
 
-from seqssm.datasets.tables import read_labelled_table, split_indices
+from seqssm.datasets.labelled import read_labelled_table
+from seqssm.datasets.tables import split_indices
 from seqssm.errors import InputError
 
 DEFAULT_TABLE = Path(__file__).resolve().parents[2] / "shared" / "data" / "labelled" / "ecoli_promoters.tsv"

@@ -9,7 +9,6 @@ import functools
 import glob
 import json
 import os
-import random
 import re
 import shutil
 import sys
@@ -17,40 +16,11 @@ import tempfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
-import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from seqssm.device import autocast, resolve_device, seed_everything  # noqa: F401  (re-exported for the pipelines)
 from seqssm.errors import InputError, require_file  # noqa: F401  (re-exported for the pipelines)
-
-
-def resolve_device(name: str = "auto") -> torch.device:
-    """"auto" → CUDA when available, else CPU; anything else is checked and returned as a device."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError as err:
-        raise InputError(f"unknown device {name!r}; use 'auto', 'cpu', 'cuda' or 'cuda:N'") from err
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise InputError(f"device {name!r} asked for, but no CUDA GPU is visible; use --device cpu")
-    return device
-
-
-def seed_everything(seed: int) -> torch.Generator:
-    """Seed Python, numpy and torch; return a torch Generator for the pipeline's own sampling."""
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
-    return torch.Generator().manual_seed(seed)
-
-
-def autocast(device: torch.device) -> contextlib.AbstractContextManager:
-    """bf16 autocast on CUDA (the weights stay fp32); plain fp32 on the CPU."""
-    if device.type == "cuda":
-        return torch.autocast("cuda", dtype=torch.bfloat16)
-    return contextlib.nullcontext()
-
 
 # ----------------------------------------------------------------------------------------------- outputs
 #

@@ -25,11 +25,11 @@ from sklearn.metrics import (
 )
 from sklearn.preprocessing import MultiLabelBinarizer
 
-import seqssm
 from seqssm.datasets.tables import check_text
 from seqssm.errors import InputError
 from seqssm.pipelines import report as pictures
 from seqssm.pipelines.common import FILE, OutputPlan, atomic_path, require_file
+from seqssm.version import __version__
 
 TASKS = ("auto", "binary", "multiclass", "multilabel")
 PROB_PREFIX = "prob_"
@@ -427,7 +427,7 @@ def evaluate(cfg: EvaluateConfig) -> dict:
     report["files"] = [file for file, _ in images.values()] + ["metrics.json", "report.html"]
     page = pictures.render_html(report, {heading: png for heading, (_, png) in images.items()},
                                 generated=datetime.now().isoformat(timespec="seconds"),
-                                version=seqssm.__version__)
+                                version=__version__)
 
     out = Path(cfg.out)
     for file, png in images.values():

@@ -14,26 +14,32 @@ import dataclasses
 import math
 import signal
 import time
-import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
-from sklearn.exceptions import UndefinedMetricWarning
-from sklearn.metrics import accuracy_score, balanced_accuracy_score, f1_score, matthews_corrcoef, roc_auc_score
 from sklearn.utils.class_weight import compute_class_weight
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader
 
 from seqssm.config import MambaConfig
 from seqssm.datasets.audio import audio_info
-from seqssm.datasets.audio_sets import AudioClipDataset, AudioRecord, load_record
-from seqssm.datasets.tables import read_labelled_table, split_indices
+from seqssm.datasets.labelled import (
+    Example,
+    InputSpec,
+    audio_records,
+    iter_examples,
+    natural_key,
+    read_labelled_table,
+    resolve_format,
+    split_label,
+)
+from seqssm.datasets.tables import split_indices
+from seqssm.datasets.training_sets import AudioEvalClips, AudioTrainClips, RCFlipped
 from seqssm.errors import InputError
 from seqssm.models import MambaLMHeadModel
 from seqssm.models.heads import (
-    IGNORE_INDEX,
     SequenceClassifier,
     TaskConfig,
     classification_loss,
@@ -50,6 +56,7 @@ from seqssm.pipelines.checkpointing import (
     stop_for_signal,
     weights_finite,
 )
+from seqssm.pipelines.classify import TaskCollate, model_inputs, write_predictions
 from seqssm.pipelines.common import (
     FILE,
     FOLDER,
@@ -63,23 +70,9 @@ from seqssm.pipelines.common import (
     seed_everything,
 )
 from seqssm.pipelines.ema import WeightEMA, check_decay
-from seqssm.pipelines.predict import (
-    Example,
-    InputSpec,
-    TaskCollate,
-    audio_records,
-    iter_examples,
-    model_inputs,
-    predict_batches,
-    resolve_format,
-    split_label,
-    write_predictions,
-)
+from seqssm.pipelines.metrics import METRICS, cat_batches, compute_metrics, evaluate_split
 from seqssm.pipelines.train_utils import EpochSampler, cosine_schedule, param_groups, write_run_record
-from seqssm.tokenizers import NucleotideTokenizer
 from seqssm.transforms import WaveformAugment
-
-METRICS = ("accuracy", "balanced_accuracy", "macro_f1", "micro_f1", "mcc", "auroc", "loss")
 
 
 @dataclass
@@ -213,135 +206,6 @@ class FinetuneResult:
     history: list = field(default_factory=list)
 
 
-def _natural_key(label: str):
-    try:
-        return (0, int(label), "")
-    except ValueError:
-        return (1, 0, label)
-
-
-def compute_metrics(logits: torch.Tensor, probs: torch.Tensor, targets: torch.Tensor, task: TaskConfig) -> dict:
-    """Loss and sklearn metrics of one split: logits/probs [N, K] or [N, L, K], targets as encode_targets."""
-    k = task.num_labels
-    loss = float(classification_loss(logits, targets, task.problem_type))
-    probs = probs.reshape(-1, k).numpy()
-    targets = targets.reshape(-1).numpy() if task.level == "token" else targets.numpy()
-    if task.level == "token":
-        keep = targets != IGNORE_INDEX
-        probs, targets = probs[keep], targets[keep]
-    out = {"loss": loss}
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UndefinedMetricWarning)
-        warnings.simplefilter("ignore", RuntimeWarning)
-        if task.problem_type == "multi_label":
-            pred = (probs >= 0.5).astype(int)
-            out["accuracy"] = accuracy_score(targets, pred)
-            out["macro_f1"] = f1_score(targets, pred, average="macro", zero_division=0)
-            out["micro_f1"] = f1_score(targets, pred, average="micro", zero_division=0)
-            both = [j for j in range(k) if 0 < targets[:, j].sum() < len(targets)]
-            out["auroc"] = roc_auc_score(targets[:, both], probs[:, both], average="macro") if both else math.nan
-        else:
-            pred = probs.argmax(axis=1)
-            out["accuracy"] = accuracy_score(targets, pred)
-            out["balanced_accuracy"] = balanced_accuracy_score(targets, pred)
-            out["macro_f1"] = f1_score(targets, pred, labels=list(range(k)), average="macro", zero_division=0)
-            out["mcc"] = matthews_corrcoef(targets, pred)
-            present = len(np.unique(targets))
-            if k == 2 and present == 2:
-                out["auroc"] = roc_auc_score(targets, probs[:, 1])
-            elif present == k:
-                out["auroc"] = roc_auc_score(targets, probs, multi_class="ovr", labels=list(range(k)))
-            else:
-                out["auroc"] = math.nan
-    return {name: float(value) for name, value in out.items()}
-
-
-def _cat(tensors: list[torch.Tensor]) -> torch.Tensor:
-    """Concatenate along the batch axis; token-level [B, L, ...] pieces are right-padded to one L."""
-    if tensors[0].dim() >= 2 and len({t.shape[1] for t in tensors}) > 1:
-        length = max(t.shape[1] for t in tensors)
-        fill = IGNORE_INDEX if not tensors[0].is_floating_point() else 0.0
-        tensors = [torch.nn.functional.pad(t, (0, 0) * (t.dim() - 2) + (0, length - t.shape[1]), value=fill)
-                   for t in tensors]
-    return torch.cat(tensors)
-
-
-def evaluate_split(model: SequenceClassifier, batches, device: torch.device, source: str = "the model") -> dict:
-    """Loss and metrics of the model on collated, labelled batches; InputError naming ``source`` when its
-    outputs are not finite (training diverged)."""
-    logits, probs, targets = [], [], []
-    diverged = "training diverged; lower --lr (and --backbone-lr) or keep --grad-clip small"
-    for batch, lg, pr in predict_batches(model, batches, device, source, diverged):
-        logits.append(lg.cpu())
-        probs.append(pr.cpu())
-        targets.append(batch["targets"])
-    return compute_metrics(_cat(logits), _cat(probs), _cat(targets), model.task)
-
-
-class _AudioTrain(Dataset):
-    """Training clips: random crops of ``clip_samples``, then (``augment``) a random variant of each, both
-    drawn from (seed, epoch, index), so every DataLoader worker gives the same item; as Examples."""
-
-    def __init__(self, records: list[AudioRecord], sample_rate: int, clip_samples: int, seed: int,
-                 augment: WaveformAugment | None = None):
-        classes = sorted({r.label for r in records})
-        self.clips = AudioClipDataset(records, sample_rate, clip_samples, crop="random", seed=seed, classes=classes)
-        self.seed, self.augment = seed, augment
-
-    def set_epoch(self, epoch: int) -> None:
-        self.clips.set_epoch(epoch)
-
-    def __len__(self) -> int:
-        return len(self.clips)
-
-    def __getitem__(self, i: int) -> Example:
-        wave, mask, _ = self.clips[i]
-        record = self.clips.records[i]
-        wave = wave[mask]
-        if self.augment is not None:
-            # A stream apart from the crop's (the trailing 1), from the same (seed, epoch, index).
-            seed = int(np.random.default_rng([self.seed, self.clips.epoch, i, 1]).integers(2**63))
-            wave = self.augment(wave, torch.Generator().manual_seed(seed))
-        return Example(record.id, wave, record.label)
-
-
-class _RCFlip(Dataset):
-    """DNA training Examples, each reverse-complemented (a token-level label reversed with it) with probability
-    1/2, drawn from (seed, epoch, index), so every DataLoader worker and a resumed run flip the same ones."""
-
-    def __init__(self, items: list[Example], seed: int, token_level: bool):
-        self.items, self.seed, self.token_level, self.epoch = items, seed, token_level, 0
-        self.tokenizer = NucleotideTokenizer()
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
-
-    def __len__(self) -> int:
-        return len(self.items)
-
-    def __getitem__(self, i: int) -> Example:
-        e = self.items[i]
-        # A stream apart from the shuffling's and the audio crops' (the trailing 2).
-        if np.random.default_rng([self.seed, self.epoch, i, 2]).random() >= 0.5:
-            return e
-        label = e.label[::-1] if self.token_level and e.label else e.label
-        return Example(e.id, self.tokenizer.reverse_complement(e.data), label)
-
-
-class _AudioEval(Dataset):
-    """Whole clips, decoded when read."""
-
-    def __init__(self, records: list[AudioRecord], sample_rate: int):
-        self.records, self.sample_rate = records, sample_rate
-
-    def __len__(self) -> int:
-        return len(self.records)
-
-    def __getitem__(self, i: int) -> Example:
-        record = self.records[i]
-        return Example(record.id, load_record(record, self.sample_rate)[0][0], record.label)
-
-
 def _spec(cfg: FinetuneConfig) -> InputSpec:
     return InputSpec(data=cfg.data, modality=cfg.modality, data_format=cfg.data_format, genome=cfg.genome,
                      bed_labels=cfg.bed_labels, length=cfg.length, sequence_column=cfg.sequence_column,
@@ -411,7 +275,7 @@ def _task(cfg: FinetuneConfig, labels: list[str], rate: int | None, length: int 
         classes = {part for label in labels for part in split_label(label)}
     else:
         classes = set(labels)
-    return TaskConfig(classes=sorted(classes, key=_natural_key), problem_type="multi_label" if multi else
+    return TaskConfig(classes=sorted(classes, key=natural_key), problem_type="multi_label" if multi else
                       "single_label", level=cfg.level, pooling=cfg.pooling, modality=cfg.modality,
                       patch_size=cfg.patch_size if cfg.modality == "audio" else None, sample_rate=rate,
                       dropout=cfg.dropout, length=length)
@@ -442,7 +306,7 @@ def _class_weights(cfg: FinetuneConfig, task: TaskConfig, train: list) -> torch.
             positives = hot.sum(axis=0)
             return torch.tensor((len(train) - positives) / np.maximum(positives, 1), dtype=torch.float32)
         y = [c for item in train for c in item.label] if task.level == "token" else [item.label for item in train]
-        present = sorted(set(y), key=_natural_key)
+        present = sorted(set(y), key=natural_key)
         weights = dict(zip(present, compute_class_weight("balanced", classes=np.array(present), y=np.array(y)),
                            strict=True))
         return torch.tensor([weights.get(c, 1.0) for c in task.classes], dtype=torch.float32)
@@ -462,10 +326,10 @@ def _loaders(cfg: FinetuneConfig, task: TaskConfig, splits: dict, rate: int | No
     seed = _init_seed(cfg)
     if cfg.modality == "audio":
         augment = WaveformAugment() if cfg.augment else None
-        train = _AudioTrain(splits["train"], rate, round(cfg.clip_seconds * rate), seed, augment)
-        val, test = _AudioEval(splits["val"], rate), _AudioEval(splits["test"], rate)
+        train = AudioTrainClips(splits["train"], rate, round(cfg.clip_seconds * rate), seed, augment)
+        val, test = AudioEvalClips(splits["val"], rate), AudioEvalClips(splits["test"], rate)
     else:
-        train = _RCFlip(splits["train"], seed, cfg.level == "token") if cfg.rc_augment else splits["train"]
+        train = RCFlipped(splits["train"], seed, cfg.level == "token") if cfg.rc_augment else splits["train"]
         val, test = splits["val"], splits["test"]
     kwargs = {"batch_size": cfg.batch_size, "num_workers": cfg.num_workers}
     eval_collate = TaskCollate(task)
@@ -663,8 +527,8 @@ def finetune(cfg: FinetuneConfig) -> FinetuneResult:
         test_path = out / "test_predictions.tsv"
         write_predictions(test_path, best_model, test_loader, device, keep=kept,
                           source=f"checkpoint {out / 'checkpoint'}")
-        test_metrics = compute_metrics(_cat([k[1].cpu() for k in kept]), _cat([k[2].cpu() for k in kept]),
-                                       _cat([k[0]["targets"] for k in kept]), task)
+        test_metrics = compute_metrics(cat_batches([k[1].cpu() for k in kept]), cat_batches([k[2].cpu() for k in kept]),
+                                       cat_batches([k[0]["targets"] for k in kept]), task)
     seconds = time.perf_counter() - start
     sizes = {name: len(items) for name, items in splits.items()}
     result = FinetuneResult(checkpoint=out / "checkpoint", metric=metric, best_value=best, best_step=best_step,

@@ -17,10 +17,10 @@ from sklearn.model_selection import StratifiedKFold, cross_validate
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
+from seqssm.datasets.labelled import InputSpec, iter_examples
 from seqssm.embedder import Embedder
 from seqssm.errors import InputError
 from seqssm.pipelines.common import FILE, OutputPlan, atomic_path, check_checkpoint, probe_model
-from seqssm.pipelines.predict import InputSpec, iter_examples
 from seqssm.pipelines.train_utils import versions
 
 
@@ -28,7 +28,7 @@ from seqssm.pipelines.train_utils import versions
 class ProbeConfig:
     """Everything `seqssm probe` takes; the Python API takes the same object.
 
-    The input fields are those of ``seqssm.pipelines.predict.InputSpec`` (the modality is the checkpoint's).
+    The input fields are those of ``seqssm.datasets.labelled.InputSpec`` (the modality is the checkpoint's).
     ``max_examples``: probe a seeded random subset of this many inputs. ``C``: inverse L2 strength of the
     logistic regression. ``pooling``: see :class:`~seqssm.embedder.Embedder`.
     """

@@ -5,15 +5,14 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import platform
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
 
-import seqssm
 from seqssm.pipelines.common import atomic_path
+from seqssm.version import versions  # noqa: F401  (re-exported)
 
 
 def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
@@ -69,26 +68,6 @@ class EpochSampler(torch.utils.data.Sampler[int]):
         seed = int(np.random.default_rng([self.seed, self.epoch]).integers(2**63))
         order = torch.randperm(self.n, generator=torch.Generator().manual_seed(seed))
         return iter(order[self.start:].tolist())
-
-
-def versions() -> dict:
-    """The versions that decide a run's numbers, written beside every checkpoint."""
-    info = {
-        "seqssm": seqssm.__version__,
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "numpy": np.__version__,
-        "platform": platform.platform(),
-    }
-    if torch.cuda.is_available():
-        info["cuda_device"] = torch.cuda.get_device_name()
-    try:
-        import triton
-
-        info["triton"] = triton.__version__
-    except ImportError:
-        pass
-    return info
 
 
 def write_run_record(directory: Path, config, extra: dict | None = None) -> Path:

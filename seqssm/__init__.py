@@ -2,8 +2,7 @@
 
 from seqssm.errors import InputError
 from seqssm.models import load_model
-
-__version__ = "0.1.0"
+from seqssm.version import __version__
 
 __all__ = ["Embedder", "InputError", "SeqEmbedder", "__version__", "load_model"]
 

@@ -20,9 +20,10 @@ from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.utils.validation import check_is_fitted
 
 from seqssm.datasets.batching import pad_batch
+from seqssm.device import resolve_device
 from seqssm.errors import InputError
 from seqssm.models.heads import TASK_NAME, encode_dna, load_classifier, pool_hidden
-from seqssm.models.io import load_model
+from seqssm.models.loading import load_model
 from seqssm.tokenizers import get_tokenizer
 
 _AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".mp3")
@@ -50,8 +51,6 @@ class Embedder:
 
     def __init__(self, checkpoint: str | os.PathLike, *, pooling: str | None = None, batch_size: int = 32,
                  device: str = "auto", impl: str = "auto"):
-        from seqssm.pipelines.common import resolve_device
-
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise InputError(f"Embedder: batch_size must be a positive integer, got {batch_size!r}")
         self.device = resolve_device(device)

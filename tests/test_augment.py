@@ -15,6 +15,7 @@ import soundfile as sf
 import torch
 from typer.testing import CliRunner
 
+from seqssm.datasets.training_sets import AudioTrainClips
 from seqssm.errors import InputError
 from seqssm.models import load_model
 from seqssm.models.heads import load_classifier
@@ -23,7 +24,6 @@ from seqssm.pipelines.ema import WeightEMA
 from seqssm.pipelines.finetune import (
     FinetuneConfig,
     FinetuneResult,
-    _AudioTrain,
     _load_data,
     _loaders,
     _task,
@@ -184,8 +184,8 @@ def test_augment_seed_stream_is_apart_from_the_crop():
     from seqssm.datasets.audio_sets import AudioRecord
 
     records = [AudioRecord("7_jackson_32", record_dir, "7")]
-    data = _AudioTrain(records, 8000, 2000, seed=3, augment=WaveformAugment())
-    crop = _AudioTrain(records, 8000, 2000, seed=3)
+    data = AudioTrainClips(records, 8000, 2000, seed=3, augment=WaveformAugment())
+    crop = AudioTrainClips(records, 8000, 2000, seed=3)
     seed = int(np.random.default_rng([3, 0, 0, 1]).integers(2**63))
     assert torch.equal(data[0].data, augment_waveform(crop[0].data, gen(seed)))
 

@@ -8,7 +8,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from seqssm.datasets.batching import Collate, Record, pack_sequences, pad_batch, unpack
-from seqssm.datasets.tables import read_labelled_table
+from seqssm.datasets.labelled import read_labelled_table
 from seqssm.errors import InputError
 from seqssm.tokenizers import NucleotideTokenizer
 

@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from sklearn.utils.class_weight import compute_class_weight
 
 from seqssm.config import MambaConfig
+from seqssm.datasets.labelled import Example
 from seqssm.errors import InputError
 from seqssm.models import MambaLMHeadModel, load_model, reverse_complement_ids
 from seqssm.models.heads import (
@@ -33,9 +34,10 @@ from seqssm.models.heads import (
     pool_hidden,
     pool_hidden_ref,
 )
+from seqssm.pipelines.classify import TaskCollate, encode_targets
 from seqssm.pipelines.evaluate import read_history, read_predictions
-from seqssm.pipelines.finetune import FinetuneConfig, _class_weights, compute_metrics, evaluate_split, finetune
-from seqssm.pipelines.predict import Example, TaskCollate, encode_targets
+from seqssm.pipelines.finetune import FinetuneConfig, _class_weights, finetune
+from seqssm.pipelines.metrics import compute_metrics, evaluate_split
 from seqssm.tokenizers import NucleotideTokenizer
 
 TOK = NucleotideTokenizer()
@@ -343,7 +345,8 @@ def test_finetune_writes_log_run_record_and_best_checkpoint(tmp_path):
     assert record["config"]["lr"] == 5e-3 and record["task"]["classes"] == ["0", "1"]
     assert record["result"]["sizes"] == {"train": 26, "val": 3, "test": 3} and "torch" in record["versions"]
     # The kept checkpoint scores the logged best value on the validation split.
-    from seqssm.datasets.tables import read_labelled_table, split_indices
+    from seqssm.datasets.labelled import read_labelled_table
+    from seqssm.datasets.tables import split_indices
 
     data = read_labelled_table(table)
     _, val, test = split_indices(len(data), (0.8, 0.1, 0.1), 0, data.labels)

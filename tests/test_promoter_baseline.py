@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from seqssm.datasets.tables import read_labelled_table
+from seqssm.datasets.labelled import read_labelled_table
 from seqssm.errors import InputError
 from seqssm.pipelines.finetune import FinetuneConfig, _load_data
 

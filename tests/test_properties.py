@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 
 from seqssm.datasets.audio import load_audio
 from seqssm.datasets.fasta import FastaFile, FastaStream, iter_fasta
-from seqssm.datasets.tables import read_labelled_table
+from seqssm.datasets.labelled import read_labelled_table
 from seqssm.errors import InputError
 from seqssm.tokenizers import ByteTokenizer, NucleotideTokenizer
 from seqssm.transforms import AudioTokenizer

@@ -10,7 +10,8 @@ from collections import Counter
 import numpy as np
 import pytest
 
-from seqssm.datasets.tables import read_label_map, read_labelled_table, split_indices
+from seqssm.datasets.labelled import read_labelled_table
+from seqssm.datasets.tables import read_label_map, split_indices
 from seqssm.errors import InputError
 
 

@@ -3,8 +3,9 @@
 from seqssm.models.bidirectional import BiMambaMixer
 from seqssm.models.block import Block
 from seqssm.models.cache import InferenceCache, LayerCache
-from seqssm.models.io import load_model, save_pretrained
+from seqssm.models.io import save_pretrained
 from seqssm.models.lm import MambaBackbone, MambaLMHeadModel, count_parameters
+from seqssm.models.loading import load_model
 from seqssm.models.mixer import MambaMixer
 from seqssm.models.norm import RMSNorm, add_rms_norm, rms_norm
 from seqssm.models.rcps import (

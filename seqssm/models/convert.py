@@ -37,8 +37,10 @@ from safetensors.torch import load_file
 
 from seqssm.config import MambaConfig
 from seqssm.errors import InputError
+from seqssm.models.io import materialize
 from seqssm.models.lm import MambaLMHeadModel
 from seqssm.tokenizers import get_tokenizer
+from seqssm.version import __version__
 
 FORMATS = ("hf", "mamba_ssm")
 EXTERNAL_TOKENIZER = "external"
@@ -204,7 +206,6 @@ def export_tensors(model: MambaLMHeadModel, fmt: str) -> tuple[dict[str, Any], d
     ``fmt`` "hf": HF names, a tied head left out (HF re-ties it). "mamba_ssm": seqssm's names, a tied head
     stored as a copy, since mamba_ssm's ``load_state_dict`` (strict) expects ``lm_head.weight``.
     """
-    import seqssm  # at call time: seqssm/__init__ imports the models package before __version__ exists
 
     if fmt not in FORMATS:
         raise InputError(f"export format {fmt!r} is not one of {', '.join(FORMATS)}; pass --format hf or "
@@ -221,7 +222,7 @@ def export_tensors(model: MambaLMHeadModel, fmt: str) -> tuple[dict[str, Any], d
         if config.tie_embeddings:
             state[HEAD] = state[HEAD].clone()  # safetensors stores no shared storage
     carried = {k: getattr(config, k) for k in _CARRIED[fmt]}
-    metadata = {"format": "pt", METADATA_KEY: json.dumps(carried), "seqssm_version": seqssm.__version__}
+    metadata = {"format": "pt", METADATA_KEY: json.dumps(carried), "seqssm_version": __version__}
     return data, state, metadata
 
 
@@ -304,7 +305,6 @@ def load_converted(path: str | os.PathLike, device: torch.device | str = "cpu", 
     Raises InputError when a tensor is missing, unexpected or of another shape than the config implies, or
     when a tied head stored beside the embedding differs from it.
     """
-    from seqssm.models.io import _materialize  # here: io imports this module
 
     path = Path(path)
     config, state = read_converted(path, device)
@@ -317,7 +317,7 @@ def load_converted(path: str | os.PathLike, device: torch.device | str = "cpu", 
     if dtype is None:
         dtype = state[EMBEDDING].dtype
     model = MambaLMHeadModel(config, impl=impl, device="meta").to(dtype)
-    _materialize(model, device)
+    materialize(model, device)
     own = model.state_dict()
     if config.tie_embeddings:
         del own[HEAD]

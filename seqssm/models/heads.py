@@ -31,13 +31,14 @@ from seqssm.models.io import (
     DIGEST_KEY,
     DIGEST_PLACEHOLDER,
     check_finite,
-    load_model,
     save_pretrained,
     seal_digest,
     verify_digest,
 )
 from seqssm.models.lm import MambaLMHeadModel
+from seqssm.models.loading import load_model
 from seqssm.models.rcps import rc_invariant_pool
+from seqssm.version import __version__
 
 TASK_NAME = "task.json"
 HEAD_NAME = "head.safetensors"
@@ -323,7 +324,6 @@ def classification_loss(
 def save_classifier(model: SequenceClassifier, path: str | os.PathLike) -> None:
     """Write the backbone checkpoint (``config.json``, ``model.safetensors``), ``head.safetensors`` and
     ``task.json`` into directory ``path``."""
-    import seqssm
 
     path = Path(path)
     save_pretrained(model.lm, path)
@@ -333,7 +333,7 @@ def save_classifier(model: SequenceClassifier, path: str | os.PathLike) -> None:
     save_file({k: v.detach().contiguous() for k, v in head.items()}, str(path / HEAD_NAME),
               metadata={"format": "pt", DIGEST_KEY: DIGEST_PLACEHOLDER})
     seal_digest(path / HEAD_NAME)
-    record = {"format": TASK_FORMAT, "seqssm_version": seqssm.__version__, **model.task.to_dict()}
+    record = {"format": TASK_FORMAT, "seqssm_version": __version__, **model.task.to_dict()}
     (path / TASK_NAME).write_text(json.dumps(record, indent=2) + "\n")
 
 

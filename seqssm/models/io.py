@@ -9,6 +9,9 @@ header (``tensors_sha256``): :func:`seal_digest` writes it, :func:`verify_digest
 file whose tensor bytes changed (disk or copy damage; the header can stay valid) is refused instead of
 loading as wrong or NaN weights. The header is where it lives, not config.json, because older seqssm
 versions reject unknown config keys but ignore safetensors metadata. Files written before it load unchecked.
+
+This module imports no model class (reading a checkpoint back into a model is ``seqssm.models.loading``),
+so the model, the converters and the loader all import it without a loop.
 """
 
 from __future__ import annotations
@@ -17,15 +20,17 @@ import hashlib
 import json
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
-from safetensors import SafetensorError
-from safetensors.torch import load_file, save_model
+from safetensors.torch import save_model
 
 from seqssm.config import MambaConfig
 from seqssm.errors import InputError
-from seqssm.models.convert import detect_layout, load_converted
-from seqssm.models.lm import MambaLMHeadModel
+from seqssm.version import __version__
+
+if TYPE_CHECKING:
+    from seqssm.models.lm import MambaLMHeadModel
 
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
@@ -90,13 +95,11 @@ def check_finite(state: dict[str, torch.Tensor], checkpoint: str | os.PathLike, 
 
 def save_pretrained(model: MambaLMHeadModel, path: str | os.PathLike) -> None:
     """Write ``path/config.json`` (config, "architecture", "seqssm_version") and ``model.safetensors``."""
-    import seqssm  # at call time: seqssm/__init__ may import this module before it defines __version__
-
     path = Path(path)
     if path.exists() and not path.is_dir():
         raise InputError(f"cannot save a checkpoint to {path}: it is a file; pass a directory path")
     path.mkdir(parents=True, exist_ok=True)
-    meta = {"architecture": ARCHITECTURE, "seqssm_version": seqssm.__version__}
+    meta = {"architecture": ARCHITECTURE, "seqssm_version": __version__}
     # Written under a temporary name and renamed, so an interrupted save never leaves a half file behind.
     tmp = path / (WEIGHTS_NAME + ".tmp")
     save_model(model, str(tmp), metadata={"format": "pt", **meta, DIGEST_KEY: DIGEST_PLACEHOLDER})
@@ -139,7 +142,7 @@ def _read_config(path: Path) -> MambaConfig:
         raise InputError(f"{config_file}: {err}") from None
 
 
-def _materialize(model: torch.nn.Module, device: torch.device | str) -> None:
+def materialize(model: torch.nn.Module, device: torch.device | str) -> None:
     """Give a meta-device model real (uninitialised) storage on ``device``, keeping ties and param markers."""
     # to_empty makes new Parameter objects: ties break and attributes such as _no_weight_decay are lost.
     marks = {name: dict(p.__dict__) for name, p in model.named_parameters() if p.__dict__}
@@ -148,63 +151,3 @@ def _materialize(model: torch.nn.Module, device: torch.device | str) -> None:
     params = dict(model.named_parameters())
     for name, mark in marks.items():
         params[name].__dict__.update(mark)
-
-
-def load_model(
-    path: str | os.PathLike,
-    device: torch.device | str = "cpu",
-    *,
-    dtype: torch.dtype | None = None,
-    impl: str = "auto",
-) -> MambaLMHeadModel:
-    """Read a checkpoint directory written by :meth:`MambaLMHeadModel.save_pretrained`, bit-exactly; or a
-    Hugging Face ``MambaForCausalLM`` / mamba_ssm ``MambaLMHeadModel`` directory (safetensors weights only).
-
-    Args:
-        path: the directory.
-        device: where the weights go.
-        dtype: cast the weights to this dtype; None keeps the saved dtype.
-        impl: kernel path of the mixers ("auto", "triton", "chunked", "ref").
-
-    Returns:
-        the model, weights tied as at save time. The global RNG is not touched (no random init happens).
-
-    Raises:
-        InputError: not a checkpoint, files that do not match, tensor bytes that differ from the digest
-            saved with them ("corrupt (checksum mismatch)"), or NaN / inf weights.
-    """
-    path = Path(path)
-    if detect_layout(path) != "seqssm":  # a Hugging Face or mamba_ssm directory (seqssm.models.convert)
-        return load_converted(path, device, dtype=dtype, impl=impl)
-    config = _read_config(path)
-    weights = path / WEIGHTS_NAME
-    if not weights.is_file():
-        raise InputError(f"{path} is not a complete checkpoint: {WEIGHTS_NAME} is missing")
-    try:
-        state = load_file(str(weights), device=str(device))
-    except (SafetensorError, OSError) as err:
-        raise InputError(f"{weights} cannot be read as safetensors ({err}); re-save the checkpoint") from None
-    if not state:
-        raise InputError(f"{weights} holds no tensors; re-save the checkpoint")
-    fix = "restore it from a copy or train it again"
-    verify_digest(weights, path, fix)
-    check_finite(state, path, fix)
-    if dtype is None:
-        dtype = state.get("backbone.embedding.weight", next(iter(state.values()))).dtype
-
-    model = MambaLMHeadModel(config, impl=impl, device="meta").to(dtype)
-    _materialize(model, device)
-    own = model.state_dict()
-    unexpected = sorted(set(state) - set(own))
-    # A key absent from the file is fine only when it is tied to (shares storage with) one that is present.
-    loaded = {own[k].data_ptr() for k in state if k in own}
-    missing = sorted(k for k in own if k not in state and own[k].data_ptr() not in loaded)
-    if missing or unexpected:
-        raise InputError(f"{weights} does not match {path / CONFIG_NAME}: missing tensors {missing[:4]}, "
-                         f"unexpected tensors {unexpected[:4]}; the two files come from different models")
-    try:
-        model.load_state_dict(state, strict=False)
-    except RuntimeError as err:
-        detail = "; ".join(line.strip() for line in str(err).splitlines()[1:3])
-        raise InputError(f"{weights} does not match {path / CONFIG_NAME}: {detail}") from None
-    return model
