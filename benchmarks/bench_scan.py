@@ -7,8 +7,7 @@ CUDA-event timings, L2 flushed by writing a 256 MB buffer before each repeat, ra
 read once, out written once) next to the measured device copy bandwidth. Also the output error of each scan
 against the fp32 loop reference at the smallest L.
 
-Implementations: seqssm Triton (``selective_scan_fused``) with each forward algorithm, the tile scan and the
-sequential one (same backward); mamba_ssm's CUDA ``selective_scan_fn`` when
+Implementations: seqssm Triton (``selective_scan_fused``); mamba_ssm's CUDA ``selective_scan_fn`` when
 importable; PyTorch SDPA flash attention (12 heads × 64, causal) for scale; the chunked PyTorch scan and the
 loop reference at small L only.
 
@@ -32,13 +31,8 @@ import torch
 import torch.nn.functional as F
 import triton
 
-from seqssm.kernels.selective_scan.fused import (
-    BWD_CONFIG,
-    FWD_CONFIG,
-    ScanConfig,
-    selective_scan_fused,
-)
-from seqssm.kernels.selective_scan.fused_v2 import SEQ_CONFIG, SeqConfig
+from seqssm.kernels.selective_scan.triton import BWD_CONFIG, ScanConfig, selective_scan_fused
+from seqssm.kernels.selective_scan.triton_fwd import SEQ_CONFIG, SeqConfig
 
 DIM, NSTATE = 1536, 16
 LENGTHS = (4096, 16384, 65536, 262144, 1048576)
@@ -91,30 +85,25 @@ def make_inputs(length: int, seed: int = 0) -> dict[str, torch.Tensor]:
     }
 
 
-OURS = ("seqssm triton, seq fwd", "seqssm triton, tile fwd")
+OURS = ("seqssm triton",)
 
 
 def _flipped(fn):
     """fn on every [.., L] input flipped along L, output flipped back: the reverse scan as a bidirectional layer
-    pays for it with a scan that has no reverse mode (mamba_ssm)."""
+    pays for it (neither scan has a reverse mode)."""
     def run(**x):
         return fn(**{k: v.flip(-1) if torch.is_tensor(v) and v.dim() == 3 else v for k, v in x.items()}).flip(-1)
     return run
 
 
-def scan_impls(fwd_cfg: ScanConfig, bwd_cfg: ScanConfig, seq_cfg: SeqConfig,
+def scan_impls(bwd_cfg: ScanConfig, seq_cfg: SeqConfig,
                quick: bool = False, reverse: bool = False) -> dict[str, tuple[object, int]]:
     """name -> (fn(**inputs) -> out, largest L to run it at). quick: only the fused kernels and mamba_ssm.
-    reverse: seqssm scans with reverse=True, mamba_ssm on flipped copies."""
-    impls = {
-        OURS[0]: (lambda **x: selective_scan_fused(**x, delta_softplus=True, fwd_impl="sequential",
-                                                   fwd_config=fwd_cfg, bwd_config=bwd_cfg, seq_config=seq_cfg,
-                                                   reverse=reverse), LENGTHS[-1]),
-    }
-    if not quick:
-        impls[OURS[1]] = (lambda **x: selective_scan_fused(**x, delta_softplus=True, fwd_impl="tile",
-                                                           fwd_config=fwd_cfg, bwd_config=bwd_cfg, reverse=reverse),
-                          LENGTHS[-1])
+    reverse: both scans on flipped copies."""
+    def ours(**x):
+        return selective_scan_fused(**x, delta_softplus=True, bwd_config=bwd_cfg, seq_config=seq_cfg)
+
+    impls = {OURS[0]: (_flipped(ours) if reverse else ours, LENGTHS[-1])}
     try:
         from mamba_ssm.ops.selective_scan_interface import selective_scan_fn
 
@@ -241,9 +230,6 @@ def output_errors(impls, reverse: bool = False) -> dict[str, float]:
     return errs
 
 
-FWD_CANDIDATES = [ScanConfig(*c) for c in [
-    (4, 256, 4, 4), (4, 256, 4, 8), (4, 256, 4, 16), (2, 256, 2, 8), (8, 256, 8, 4), (8, 256, 8, 8), (1, 512, 2, 4),
-    (1, 512, 2, 8), (4, 256, 4, 4, 2), (1, 256, 1, 8), (1, 512, 4, 4), (2, 512, 4, 4)]]
 # One channel and one warp a program is where the backward's PTX scan applies (run 7: (1, 256, 1) fastest);
 # maxnreg trades spills for warps an SM. Several channels a program, one warp each, summing their dB/dC rows
 # before the atomics, was 2-5x slower (run 14: a shared-memory reduction and barrier a state).
@@ -265,36 +251,30 @@ def grads_agree(bwd_cfg: ScanConfig, length: int = 4000) -> float:
     return max(((a.double() - b.double()).norm() / b.double().norm()).item() for a, b in zip(*results, strict=True))
 
 
-def _fastest(kind: str, candidates, configs, length: int, log: list[str], also=()) -> ScanConfig | None:
-    """The candidate with the smallest forward (kind "fwd") or backward-only ("bwd") time at L = length (times
-    at the lengths ``also`` are logged beside); the backward behind the default (sequential) forward, and only
-    if its gradients agree with BWD_CONFIG's."""
+def _fastest(candidates, length: int, log: list[str], also=()) -> ScanConfig | None:
+    """The backward launch shape with the smallest backward-only time at L = length (times at the lengths
+    ``also`` are logged beside), among those whose gradients agree with BWD_CONFIG's."""
     timed = []
     for cand in candidates:
-        fc, bc = configs(cand)
-
-        def fn(fc=fc, bc=bc, **x):
-            impl = "tile" if kind == "fwd" else "sequential"
-            return selective_scan_fused(**x, delta_softplus=True, fwd_impl=impl, fwd_config=fc, bwd_config=bc)
+        def fn(bc=cand, **x):
+            return selective_scan_fused(**x, delta_softplus=True, bwd_config=bc)
 
         t0 = time.time()
         try:
-            if kind == "bwd":
-                diff = grads_agree(bc)
-                if diff > 1e-3:
-                    log.append(f"bwd {tuple(cand)}: gradients differ from {tuple(BWD_CONFIG)} by {diff:.2e}; "
-                               "left out")
-                    print(log[-1], flush=True)
-                    continue
-            rows = [measure_scan(fn, n, do_bwd=kind == "bwd") for n in (length, *also)]
+            diff = grads_agree(cand)
+            if diff > 1e-3:
+                log.append(f"bwd {tuple(cand)}: gradients differ from {tuple(BWD_CONFIG)} by {diff:.2e}; left out")
+                print(log[-1], flush=True)
+                continue
+            rows = [measure_scan(fn, n, do_bwd=True) for n in (length, *also)]
         except Exception as err:  # a shape that fails to compile or run is reported, not fatal
-            log.append(f"{kind} {tuple(cand)}: failed {err!r:.300}")
+            log.append(f"bwd {tuple(cand)}: failed {err!r:.300}")
             print(log[-1], flush=True)
             continue
-        ms = [r["fwd_ms"] if kind == "fwd" else r["fwdbwd_ms"] - r["fwd_ms"] for r in rows]
+        ms = [r["fwdbwd_ms"] - r["fwd_ms"] for r in rows]
         timed.append((ms[0], cand))
         at = ", ".join(f"{t:.3f} ms at {n:,}" for t, n in zip(ms, (length, *also), strict=True))
-        log.append(f"{kind} {tuple(cand)}: {at} ({time.time() - t0:.1f} s with compile)")
+        log.append(f"bwd {tuple(cand)}: {at} ({time.time() - t0:.1f} s with compile)")
         print(log[-1], flush=True)
     return min(timed)[1] if timed else None
 
@@ -309,7 +289,7 @@ def seq_sweep(length: int, log: list[str]) -> SeqConfig:
     timed = []
     for cand in SEQ_CANDIDATES:
         def fn(cand=cand, **x):
-            return selective_scan_fused(**x, delta_softplus=True, fwd_impl="sequential", seq_config=cand)
+            return selective_scan_fused(**x, delta_softplus=True, seq_config=cand)
 
         try:
             ms = measure_scan(fn, length, do_bwd=False)["fwd_ms"]
@@ -323,19 +303,16 @@ def seq_sweep(length: int, log: list[str]) -> SeqConfig:
     return min(timed)[1] if timed else SEQ_CONFIG
 
 
-def sweep(length: int, log: list[str], bwd_only: bool = False, also=()) -> tuple[ScanConfig, ScanConfig]:
-    """Time launch shapes of the tile forward (unless bwd_only), then of the backward."""
-    fwd = FWD_CONFIG if bwd_only else _fastest("fwd", FWD_CANDIDATES, lambda c: (c, BWD_CONFIG), length, log)
-    fwd = fwd or FWD_CONFIG
-    bwd = _fastest("bwd", BWD_CANDIDATES, lambda c: (fwd, c), length, log, also) or BWD_CONFIG
-    return fwd, bwd
+def sweep(length: int, log: list[str], also=()) -> ScanConfig:
+    """Time launch shapes of the backward (the forward's: --seq-sweep)."""
+    return _fastest(BWD_CANDIDATES, length, log, also) or BWD_CONFIG
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, default=Path("."))
     parser.add_argument("--sweep", action="store_true", help="sweep launch shapes at --sweep-length first")
-    parser.add_argument("--bwd-sweep", action="store_true", help="sweep the backward's launch shapes alone")
+    parser.add_argument("--bwd-sweep", action="store_true", help="the same as --sweep (kept for old commands)")
     parser.add_argument("--sweep-length", type=int, default=65536, help="the length at which shapes are chosen")
     parser.add_argument("--sweep-also", type=int, nargs="*", default=[], help="more lengths the sweep times")
     parser.add_argument("--sweep-only", action="store_true", help="write the chosen shapes to OUT/sweep.json, stop")
@@ -347,27 +324,26 @@ def main() -> None:
     parser.add_argument("--paired-lengths", type=int, nargs="*", default=[],
                         help="also time seqssm's and mamba_ssm's fwd+bwd alternated rep by rep at these lengths")
     parser.add_argument("--reverse", action="store_true",
-                        help="seqssm scans with reverse=True, mamba_ssm on flipped copies (bidirectional layers)")
+                        help="both scans on flipped copies (the reverse half of a bidirectional layer)")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(0)
     log: list[str] = []
-    fwd_cfg, bwd_cfg = FWD_CONFIG, BWD_CONFIG
+    bwd_cfg = BWD_CONFIG
     if args.sweep or args.bwd_sweep:
-        fwd_cfg, bwd_cfg = sweep(args.sweep_length, log, bwd_only=args.bwd_sweep, also=args.sweep_also)
-        log.append(f"chosen fwd {fwd_cfg}, bwd {bwd_cfg}")
+        bwd_cfg = sweep(args.sweep_length, log, also=args.sweep_also)
+        log.append(f"chosen bwd {bwd_cfg}")
         print(log[-1], flush=True)
-        (args.out / "sweep.json").write_text(json.dumps({"fwd": fwd_cfg, "bwd": bwd_cfg, "log": log}, indent=1))
+        (args.out / "sweep.json").write_text(json.dumps({"bwd": bwd_cfg, "log": log}, indent=1))
         if args.sweep_only:
             return
     if args.configs:
-        chosen = json.loads(args.configs.read_text())
-        fwd_cfg, bwd_cfg = ScanConfig(*chosen["fwd"]), ScanConfig(*chosen["bwd"])
+        bwd_cfg = ScanConfig(*json.loads(args.configs.read_text())["bwd"])
     seq_cfg = seq_sweep(args.sweep_length, log) if args.seq_sweep else SEQ_CONFIG
     if args.seq_sweep:
         log.append(f"chosen sequential {seq_cfg}")
         print(log[-1], flush=True)
-    impls = scan_impls(fwd_cfg, bwd_cfg, seq_cfg, quick=args.quick, reverse=args.reverse)
+    impls = scan_impls(bwd_cfg, seq_cfg, quick=args.quick, reverse=args.reverse)
     versions = {"torch": torch.__version__, "triton": triton.__version__, "cuda": torch.version.cuda}
     try:
         import mamba_ssm
@@ -398,7 +374,7 @@ def main() -> None:
     device = torch.cuda.get_device_name()
     direction = "REVERSE scans, " if args.reverse else ""
     header = (f"{device}, {date.today()}, {direction}" + ", ".join(f"{k} {v}" for k, v in versions.items())
-              + f"; fwd {fwd_cfg}, bwd {bwd_cfg}, sequential fwd {seq_cfg}"
+              + f"; bwd {bwd_cfg}, fwd {seq_cfg}"
               + f"; copy bandwidth {copy_gbps:.0f} GB/s")
     lines = [header, "",
              "| impl | L | fwd ms | fwd+bwd ms | peak fwd GB | peak fwd+bwd GB | fwd GB/s (% of copy) |",

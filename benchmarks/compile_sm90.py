@@ -17,7 +17,7 @@ import triton
 from triton.backends.compiler import GPUTarget
 from triton.compiler import ASTSource
 
-from seqssm.kernels.selective_scan import fused_bwd, fused_v2
+from seqssm.kernels.selective_scan import triton_bwd, triton_fwd
 
 TARGET = GPUTarget("cuda", 90, 32)
 BIN = Path(triton.__file__).parent / "backends" / "nvidia" / "bin"
@@ -28,18 +28,18 @@ BWD_POINTERS = {
     "z_ptr": "*bf16", "bias_ptr": "*fp32", "hc_ptr": "*fp32", "dout_ptr": "*bf16", "dhT_ptr": "*fp32",
     "du_ptr": "*bf16", "ddt_ptr": "*bf16", "dz_ptr": "*bf16", "dA_ptr": "*fp32", "dB_ptr": "*fp32",
     "dC_ptr": "*fp32", "dD_ptr": "*fp32", "dbias_ptr": "*fp32", "dh0_ptr": "*fp32", "carry_ptr": "*fp32",
+    "seq_ptr": "*i32",
 }
 # The shape of record: z, D, delta_bias, softplus, per-position B and C, no final-state gradient.
 BWD_FLAGS = dict(HAS_D=True, HAS_Z=True, HAS_BIAS=True, HAS_DHT=False, SOFTPLUS=True, B_VAR=True, C_VAR=True,
-                 REVERSE=False, N_PAD=16, STAGES=1)
+                 HAS_SEQ=False, N_PAD=16, STAGES=1)
 
 
 def bwd_ints(length: int = 65536, dim: int = 1536, n_state: int = 16, block_t: int = 512) -> dict[str, int]:
     """The backward's integer arguments for B = 1, contiguous [B, D, L] tensors, B/C as [B, N, L]."""
-    n_saved = length // 256
     rows = dict(b=dim * length, d=length, l=1)
     ints = dict(dim=dim, length=length, n_state=n_state, b_cpg=dim, c_cpg=dim, n_chunks=length // block_t,
-                chunk_stride=block_t // 256, n_saved=n_saved, s_A_d=n_state, s_A_n=1)
+                s_A_d=n_state, s_A_n=1, s_q_b=length)
     for x in ("u", "dt", "z", "g"):
         ints.update({f"s_{x}_{k}": v for k, v in rows.items()})
     for x in ("B", "C"):
@@ -101,13 +101,13 @@ def backward_variants() -> dict[str, tuple[object, dict, int]]:
     variants = {}
     for block_t, warps in ((256, 1), (512, 2), (128, 1)):
         flags = dict(BWD_FLAGS, BLOCK_D=1, BLOCK_T=block_t, UNROLL_N=1,
-                     **fused_bwd.pair_bwd_flags(1, block_t, warps, 2, False))
-        variants[f"bwd_{block_t}_{warps}w"] = (fused_bwd._selective_scan_pair_bwd_kernel, flags, warps)
+                     **triton_bwd.pair_bwd_flags(1, block_t, warps, 2))
+        variants[f"bwd_{block_t}_{warps}w"] = (triton_bwd._selective_scan_pair_bwd_kernel, flags, warps)
     return variants
 
 
-SEQ_POINTERS = dict(BWD_POINTERS, hend_ptr="*fp32", dsum_ptr="*fp32", h0_ptr="*fp32", out_ptr="*bf16",
-                    hT_ptr="*fp32", hc_ptr="*fp32")
+SEQ_POINTERS = dict(BWD_POINTERS, hend_ptr="*fp32", dsum_ptr="*fp32", cut_ptr="*i32", h0_ptr="*fp32",
+                    out_ptr="*bf16", hT_ptr="*fp32", hc_ptr="*fp32")
 
 
 def seq_ints(length: int = 65536, dim: int = 1536, n_state: int = 16, seg_len: int = 1536) -> dict[str, int]:
@@ -120,14 +120,14 @@ def seq_ints(length: int = 65536, dim: int = 1536, n_state: int = 16, seg_len: i
 
 def forward_variants() -> dict[str, tuple[object, dict, int]]:
     """name -> (kernel, constexprs, num_warps): the sequential forward's two scanning passes."""
-    flags = dict(HAS_BIAS=True, SOFTPLUS=True, B_VAR=True, REVERSE=False, N_PAD=16, EVEN_N=True, EVEN=True,
+    flags = dict(HAS_BIAS=True, SOFTPLUS=True, B_VAR=True, HAS_SEQ=False, N_PAD=16, EVEN_N=True, EVEN=True,
                  BF16_PTX=True)
     variants = {}
     for block_d, tt, warps in ((32, 8, 1), (64, 8, 2), (32, 4, 1)):
         shape = dict(flags, BLOCK_D=block_d, TT=tt)
-        variants[f"seg_{block_d}_{tt}_{warps}w"] = (fused_v2._segment_state_kernel, shape, warps)
+        variants[f"seg_{block_d}_{tt}_{warps}w"] = (triton_fwd._segment_state_kernel, shape, warps)
         variants[f"seq_{block_d}_{tt}_{warps}w"] = (
-            fused_v2._selective_scan_seq_fwd_kernel,
+            triton_fwd._selective_scan_fwd_kernel,
             dict(shape, HAS_D=True, HAS_Z=True, HAS_H0=False, C_VAR=True, STORE_CHUNKS=True, CHUNK=256), warps)
     return variants
 

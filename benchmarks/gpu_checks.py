@@ -1,8 +1,7 @@
 """Correctness of the Triton kernels at large sizes on a CUDA GPU (no timing here: see bench_scan.py).
 
 1. The kernel test files at their CUDA sizes (pytest in a child process).
-2. L = 2^20 and 2^21 with batch 2, bf16, z + delta_bias + softplus, per-position B/C, once per forward
-   algorithm (``FWD_IMPLS``: tile, sequential; the backward is shared):
+2. L = 2^20 and 2^21 with batch 2, bf16, z + delta_bias + softplus, per-position B/C:
    - channels at both ends of the tensor against the chunked PyTorch scan in fp32 (outputs, final state,
      du, ddelta, dz, dA, dD, d(delta_bias), d(initial_state));
    - the whole batch against batch element 1 scanned alone, so that every element whose flat offset passes
@@ -22,8 +21,8 @@ from pathlib import Path
 
 import torch
 
-from seqssm.kernels.selective_scan.fused import FWD_IMPLS, selective_scan_fused
-from seqssm.kernels.selective_scan.fused_v2 import SEQ_CONFIG
+from seqssm.kernels.selective_scan.triton import selective_scan_fused
+from seqssm.kernels.selective_scan.triton_fwd import SEQ_CONFIG
 
 ROWS: list[tuple[str, str, str]] = []
 
@@ -97,23 +96,21 @@ def channel_slice(x: dict[str, torch.Tensor], idx: torch.Tensor) -> dict[str, to
     return sub
 
 
-def impl_args(impl: str, batch: int, dim: int) -> dict:
-    """Keyword arguments for one forward algorithm. The sequential one gets 64 segments whatever the batch,
-    so that a batch element scanned alone goes through the same arithmetic as inside the whole batch."""
-    if impl != "sequential":
-        return {"fwd_impl": impl}
+def impl_args(batch: int, dim: int) -> dict:
+    """Keyword arguments of the scan: 64 segments whatever the batch, so that a batch element scanned alone
+    goes through the same arithmetic as inside the whole batch."""
     blocks = -(-dim // SEQ_CONFIG.block_d)
-    return {"fwd_impl": impl, "seq_config": SEQ_CONFIG._replace(target_programs=64 * batch * blocks)}
+    return {"seq_config": SEQ_CONFIG._replace(target_programs=64 * batch * blocks)}
 
 
-def long_check(length: int, batch: int, dim: int, nstate: int, impl: str) -> None:
-    tag = f"L=2^{length.bit_length() - 1} B={batch} D={dim} {impl} fwd"
+def long_check(length: int, batch: int, dim: int, nstate: int) -> None:
+    tag = f"L=2^{length.bit_length() - 1} B={batch} D={dim}"
     x = inputs(batch, dim, length, nstate, seed=length)
     dout = torch.randn(batch, dim, length, device="cuda", dtype=torch.bfloat16)
     dlast = torch.randn(batch, dim, nstate, device="cuda")
     torch.cuda.synchronize()
     t0 = time.time()
-    out, last, grads = fwd_bwd(selective_scan_fused, x, dout, dlast, **impl_args(impl, batch, dim))
+    out, last, grads = fwd_bwd(selective_scan_fused, x, dout, dlast, **impl_args(batch, dim))
     torch.cuda.synchronize()
     record(f"{tag}: fused fwd+bwd ran, flat size {batch * dim * length:.2e}",
            f"{time.time() - t0:.1f}s, {torch.cuda.max_memory_allocated() / 1e9:.1f} GB", True)
@@ -148,7 +145,7 @@ def long_check(length: int, batch: int, dim: int, nstate: int, impl: str) -> Non
     torch.cuda.empty_cache()
     one = {k: (v[b:b + 1] if v.dim() == 3 else v) for k, v in x.items()}
     o_out, o_last, o_grads = fwd_bwd(selective_scan_fused, one, dout[b:b + 1], dlast[b:b + 1],
-                                     **impl_args(impl, 1, dim))
+                                     **impl_args(1, dim))
     alone = {"out": o_out, "final_state": o_last, **{f"d{k}": v for k, v in o_grads.items()}}
     pairs = [(name, got, alone[name]) for name, got in keep.items()]
     for name, got, ref in pairs:
@@ -164,19 +161,16 @@ def main() -> None:
     parser.add_argument("--tests", nargs="*", default=["tests/test_triton_scan.py", "tests/test_triton_conv1d.py"],
                         help="kernel test files to run at CUDA sizes (none: skip)")
     parser.add_argument("--dim", type=int, default=640, help="channels of the long checks")
-    parser.add_argument("--fwd-impls", nargs="*", default=list(FWD_IMPLS), choices=FWD_IMPLS,
-                        help="forward algorithms to run the long checks with (the backward is shared)")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     print(f"device {torch.cuda.get_device_name()}, torch {torch.__version__}", flush=True)
     run_tests(args.out, args.tests)
-    for impl in args.fwd_impls:
-        for length in (2**20, 2**21):
-            try:
-                long_check(length, batch=2, dim=args.dim, nstate=16, impl=impl)
-            except Exception as err:  # one failed size must not hide the other's results
-                record(f"L={length} {impl} fwd: raised", repr(err)[:60], False)
-            torch.cuda.empty_cache()
+    for length in (2**20, 2**21):
+        try:
+            long_check(length, batch=2, dim=args.dim, nstate=16)
+        except Exception as err:  # one failed size must not hide the other's results
+            record(f"L={length}: raised", repr(err)[:60], False)
+        torch.cuda.empty_cache()
     lines = [f"| {c} | {v} | {s} |" for c, v, s in ROWS]
     table = "\n".join(["| check | value | result |", "| --- | --- | --- |", *lines])
     (args.out / "gpu_checks.md").write_text(table + "\n")

@@ -22,9 +22,9 @@ from bench_scan import DIM, clear_grads, make_inputs, scan_impls, time_ms
 from torch.profiler import ProfilerActivity, profile
 
 from seqssm.kernels.host import DirectLauncher
-from seqssm.kernels.selective_scan import fused
-from seqssm.kernels.selective_scan.fused import BWD_CONFIG, FWD_CONFIG, selective_scan_fused
-from seqssm.kernels.selective_scan.fused_v2 import SEQ_CONFIG
+from seqssm.kernels.selective_scan import triton as scan_triton
+from seqssm.kernels.selective_scan.triton import BWD_CONFIG, selective_scan_fused
+from seqssm.kernels.selective_scan.triton_fwd import SEQ_CONFIG
 
 
 def kernel_times(step, reps: int = 5) -> dict[str, float]:
@@ -153,10 +153,10 @@ def host_breakdown(length: int) -> None:
     def step():
         fresh_forward(fwd, x).backward(dout)
 
-    rows.append(("inside _selective_scan_fwd / _selective_scan_bwd", inner_ms(fused, "_selective_scan_fwd", step),
-                 inner_ms(fused, "_selective_scan_bwd", step)))
-    rows.append(("inside selective_scan_seq_fwd / DirectLauncher.launch (median launch)",
-                 inner_ms(fused, "selective_scan_seq_fwd", step), inner_ms(DirectLauncher, "launch", step)))
+    rows.append(("inside _selective_scan_fwd / _selective_scan_bwd", inner_ms(scan_triton, "_selective_scan_fwd", step),
+                 inner_ms(scan_triton, "_selective_scan_bwd", step)))
+    rows.append(("inside triton_fwd.selective_scan_fwd / DirectLauncher.launch (median launch)",
+                 inner_ms(scan_triton, "selective_scan_fwd", step), inner_ms(DirectLauncher, "launch", step)))
     u = x["u"]
     rows.append(("torch.empty_like(u) / torch.zeros(2, 1, 16, L)", host_ms(lambda: torch.empty_like(u), reps=100),
                  host_ms(lambda: torch.zeros(2, 1, 16, length, device="cuda"), reps=100)))
@@ -183,7 +183,7 @@ def main() -> None:
         for length in args.lengths:
             host_breakdown(length)
         return
-    impls = scan_impls(FWD_CONFIG, BWD_CONFIG, SEQ_CONFIG, quick=True)
+    impls = scan_impls(BWD_CONFIG, SEQ_CONFIG, quick=True)
     for length in args.lengths:
         for name, (fn, _) in impls.items():
             leaves = {k: v.requires_grad_() for k, v in make_inputs(length).items()}

@@ -97,3 +97,34 @@ def test_ptx_reverse_scan_matches_recurrence(vec, reps):
         ref[t] = x[t] + a[t + 1] * ref[t + 1]
     (got,) = run_ptx(rev_scan_ptx(vec, reps), vec, reps, [x, a], carry, outputs=1)
     assert np.abs(got - ref).max() <= 1e-4 * np.abs(ref).max()
+
+
+def test_ptx_paths_only_on_verified_triton(monkeypatch):
+    """The inline-PTX fast paths depend on Triton's internal tile layouts: on a version they were not verified
+    on, ``ptx_paths`` says no with one warning and ``warp_layout`` predicts no layout (the plain paths run)."""
+    import warnings
+
+    import triton
+
+    from seqssm.kernels.selective_scan import ptx
+
+    monkeypatch.setattr(triton.knobs.runtime, "interpret", False)
+    ptx.ptx_paths.cache_clear()
+    try:
+        monkeypatch.setattr(triton, "__version__", "3.7.0")
+        with pytest.warns(RuntimeWarning, match="3.7.0"):
+            assert not ptx.ptx_paths()
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")  # once: a second call neither warns nor changes its answer
+            assert not ptx.ptx_paths()
+            assert ptx.warp_layout(1, 256, 1, 2) == (0, 0)
+        ptx.ptx_paths.cache_clear()
+        monkeypatch.setattr(triton, "__version__", "3.6.1")
+        assert ptx.ptx_paths()
+        assert ptx.warp_layout(1, 256, 1, 2) == (8, 1)
+        assert ptx.warp_layout(1, 256, 1, 4) == (4, 2)
+        ptx.ptx_paths.cache_clear()
+        monkeypatch.setattr(triton.knobs.runtime, "interpret", True)
+        assert not ptx.ptx_paths()  # the interpreter cannot run PTX
+    finally:
+        ptx.ptx_paths.cache_clear()

@@ -20,13 +20,14 @@ LOW = (torch.bfloat16, torch.float16)
 
 if not PROXY:
     from seqssm.errors import InputError
-    from seqssm.kernels.rms_norm import add_rms_norm_fused, add_rms_norm_ref, triton_fwd
+    from seqssm.kernels import common
+    from seqssm.kernels.rms_norm import add_rms_norm_fused, add_rms_norm_ref
 
 
 @pytest.fixture(autouse=True)
 def _poison(monkeypatch):
     if not PROXY:
-        monkeypatch.setattr(triton_fwd, "POISON", True)
+        monkeypatch.setattr(common, "POISON", True)
 
 
 def _tol(*dtypes: torch.dtype, rows: int = 1) -> dict:

@@ -17,7 +17,7 @@ LENGTHS = (1, 2, 3, 4099) if ON_CUDA else (1, 2, 3, 37)
 
 if not PROXY:
     from seqssm.errors import InputError
-    from seqssm.kernels.causal_conv1d import triton as conv_triton
+    from seqssm.kernels import common
     from seqssm.kernels.causal_conv1d.naive import causal_conv1d_ref, causal_conv1d_update_ref
     from seqssm.kernels.causal_conv1d.triton import causal_conv1d_fn, causal_conv1d_update_fn
 
@@ -26,7 +26,7 @@ if not PROXY:
 def _poison(monkeypatch):
     """Fresh kernel outputs start as NaN, so that any element a kernel fails to write fails the comparison."""
     if not PROXY:
-        monkeypatch.setattr(conv_triton, "POISON", True)
+        monkeypatch.setattr(common, "POISON", True)
 
 
 def _compare(width, length, activation, with_bias, with_state, dtype=torch.float32):

@@ -8,6 +8,8 @@ and each test here reports its child twin's outcome.
 
 from __future__ import annotations
 
+import warnings
+
 import pytest
 import torch
 from triton_harness import DEVICE, ON_CUDA, PROXY, interpreted, rel_error, rounded
@@ -18,19 +20,22 @@ LENGTHS = (1, 256, 1337) if ON_CUDA else (1, 16, 37)
 LONG = LENGTHS[-1]
 
 if not PROXY:
+    import triton
+
     from seqssm.errors import InputError
-    from seqssm.kernels.selective_scan import fused, fused_bwd, fused_update
-    from seqssm.kernels.selective_scan.fused import selective_scan_fused
-    from seqssm.kernels.selective_scan.fused_update import selective_state_update_fused
+    from seqssm.kernels import common
+    from seqssm.kernels.selective_scan import ptx, triton_bwd
+    from seqssm.kernels.selective_scan import triton as scan_triton
     from seqssm.kernels.selective_scan.naive import selective_scan_ref, selective_state_update_ref
+    from seqssm.kernels.selective_scan.triton import selective_scan_fused
+    from seqssm.kernels.selective_scan.triton_update import selective_state_update_fused
 
 
 @pytest.fixture(autouse=True)
 def _poison(monkeypatch):
     """Fresh kernel outputs start as NaN, so that any element a kernel fails to write fails the comparison."""
     if not PROXY:
-        monkeypatch.setattr(fused, "POISON", True)
-        monkeypatch.setattr(fused_update, "POISON", True)
+        monkeypatch.setattr(common, "POISON", True)
 
 
 def _bc(form: str, length: int, dtype: torch.dtype) -> torch.Tensor:
@@ -57,31 +62,23 @@ def _inputs(length, form="var", dtype=torch.float32, optional=True, initial=True
     return {k: v.requires_grad_() for k, v in x.items()}
 
 
-def _flip_l(name: str, X: torch.Tensor) -> torch.Tensor:
-    return X.flip(-1) if X.dim() >= 3 and name != "initial_state" else X
-
-
-def _reference(inputs, softplus, reverse):
-    """The fp32 loop on fp32 leaf copies (so that its gradients stay fp32), and those copies.
-
-    A reverse scan is the forward scan of everything flipped along L.
-    """
+def _reference(inputs, softplus, seq_idx=None):
+    """The fp32 loop on fp32 leaf copies (so that its gradients stay fp32), and those copies."""
     leaves = {k: v.detach().float().requires_grad_() for k, v in inputs.items()}
-    x = {k: _flip_l(k, v) if reverse else v for k, v in leaves.items()}
-    out, last = selective_scan_ref(**x, delta_softplus=softplus, return_final_state=True)
-    return (out.flip(-1) if reverse else out), last, leaves
+    out, last = selective_scan_ref(**leaves, delta_softplus=softplus, return_final_state=True, seq_idx=seq_idx)
+    return out, last, leaves
 
 
-def _compare(inputs, softplus, reverse, rounding_factor=None, impl="tile"):
-    """Outputs, final state and every gradient of the fused scan (forward algorithm ``impl``) against the
+def _compare(inputs, softplus, rounding_factor=None, seq_idx=None, **options):
+    """Outputs, final state and every gradient of the Triton scan (``options``: launch shapes) against the
     reference.
 
     fp32 inputs: relative error under 1e-4. Lower precision: under ``rounding_factor`` times the error of
     rounding the fp32 reference to the input dtype.
     """
-    out, last = selective_scan_fused(**inputs, delta_softplus=softplus, return_final_state=True, reverse=reverse,
-                                     fwd_impl=impl)
-    ref_out, ref_last, ref_leaves = _reference(inputs, softplus, reverse)
+    out, last = selective_scan_fused(**inputs, delta_softplus=softplus, return_final_state=True, seq_idx=seq_idx,
+                                     **options)
+    ref_out, ref_last, ref_leaves = _reference(inputs, softplus, seq_idx)
     dout = torch.randn_like(ref_out).to(out.dtype).float()
     dlast = torch.randn_like(ref_last)
     names = list(inputs)
@@ -101,30 +98,22 @@ def _compare(inputs, softplus, reverse, rounding_factor=None, impl="tile"):
             assert err <= rounding_factor * rounding, f"{name}: relative error {err:.2e}, rounding {rounding:.2e}"
 
 
-IMPLS = ["tile", "sequential"]
-
-
 @interpreted
-@pytest.mark.parametrize("impl", IMPLS)
-@pytest.mark.parametrize("reverse", [False, True], ids=["forward", "reverse"])
 @pytest.mark.parametrize("form", ["const", "var", "grouped"])
-def test_scan_all_inputs_matches_reference(form, reverse, impl):
-    _compare(_inputs(LONG, form), softplus=True, reverse=reverse, impl=impl)
+def test_scan_all_inputs_matches_reference(form):
+    _compare(_inputs(LONG, form), softplus=True)
 
 
 @interpreted
-@pytest.mark.parametrize("impl", IMPLS)
 @pytest.mark.parametrize("length", LENGTHS)
-def test_scan_without_optional_inputs(length, impl):
-    _compare(_inputs(length, optional=False, initial=False, softplus=False), softplus=False, reverse=False,
-             impl=impl)
+def test_scan_without_optional_inputs(length):
+    _compare(_inputs(length, optional=False, initial=False, softplus=False), softplus=False)
 
 
 @interpreted
-@pytest.mark.parametrize("impl", IMPLS)
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=["bf16", "fp16"])
-def test_scan_low_precision_within_rounding(dtype, impl):
-    _compare(_inputs(LONG, "grouped", dtype=dtype), softplus=True, reverse=False, rounding_factor=1.5, impl=impl)
+def test_scan_low_precision_within_rounding(dtype):
+    _compare(_inputs(LONG, "grouped", dtype=dtype), softplus=True, rounding_factor=1.5)
 
 
 @interpreted
@@ -134,7 +123,7 @@ def test_scan_gradient_through_one_output(used):
     ask it for zeros), and the gradients still match the reference's."""
     x = _inputs(LONG, "var")
     out, last = selective_scan_fused(**x, delta_softplus=True, return_final_state=True)
-    ref_out, ref_last, ref_leaves = _reference(x, True, False)
+    ref_out, ref_last, ref_leaves = _reference(x, True)
     got, ref = (out, ref_out) if used == "out" else (last, ref_last)
     weight = torch.randn_like(ref)
     names = list(x)
@@ -154,30 +143,26 @@ def test_scan_backward_whole_chunks(dtype):
     """L a multiple of every chunk length (no partial chunk anywhere: the unmasked tiles of the sequential
     forward, whole backward chunks)."""
     length = 2048 if ON_CUDA else 32
-    _compare(_inputs(length, "var", dtype=dtype), softplus=True, reverse=False,
-             rounding_factor=None if dtype == torch.float32 else 1.5, impl="sequential")
+    _compare(_inputs(length, "var", dtype=dtype), softplus=True,
+             rounding_factor=None if dtype == torch.float32 else 1.5)
 
 
 @interpreted
-@pytest.mark.parametrize("reverse", [False, True], ids=["forward", "reverse"])
-# The interpreter runs one small shape whatever block_t says, so it runs each (dtype, direction) once.
+# The interpreter runs one small shape whatever block_t says, so it runs each dtype once.
 @pytest.mark.parametrize("block_t", [128, 256, 512] if ON_CUDA else [16])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["fp32", "bf16"])
-def test_scan_backward_launch_shapes(block_t, dtype, reverse):
-    """The backward at each one-warp chunk length the benchmarks consider, with forward chunks no longer
-    than its own. On a GPU, L is a multiple of 16 (not of the chunk), so that the inline-PTX reverse scan runs
+def test_scan_backward_launch_shapes(block_t, dtype):
+    """The backward at each one-warp chunk length the benchmarks consider (the forward saves states at its
+    chunk starts). On a GPU, L is a multiple of 16 (not of the chunk), so that the inline-PTX reverse scan runs
     (over 1, 2 or 4 runs of positions a thread)."""
     length = LONG + 7 if ON_CUDA else LONG
     x = _inputs(length, "var", dtype=dtype)
     if ON_CUDA:
-        flags = fused_bwd.pair_bwd_flags(1, block_t, 1, dtype.itemsize, reverse)
+        flags = triton_bwd.pair_bwd_flags(1, block_t, 1, dtype.itemsize)
         assert flags["REV_PTX"], "the PTX scan should serve this shape"
-    fwd_cfg, bwd_cfg = fused.FWD_CONFIG._replace(block_t=min(256, block_t)), fused.ScanConfig(1, block_t, 1)
-    if not ON_CUDA:
-        fwd_cfg, bwd_cfg = fused.INTERPRET_CONFIG, fused.INTERPRET_CONFIG._replace(block_d=1)
-    out, last = selective_scan_fused(**x, delta_softplus=True, return_final_state=True, reverse=reverse,
-                                     fwd_config=fwd_cfg, bwd_config=bwd_cfg)
-    ref_out, ref_last, ref_leaves = _reference(x, True, reverse)
+    bwd_cfg = scan_triton.ScanConfig(1, block_t, 1) if ON_CUDA else scan_triton.INTERPRET_CONFIG._replace(block_d=1)
+    out, last = selective_scan_fused(**x, delta_softplus=True, return_final_state=True, bwd_config=bwd_cfg)
+    ref_out, ref_last, ref_leaves = _reference(x, True)
     dout, dlast = torch.randn_like(ref_out).to(out.dtype).float(), torch.randn_like(ref_last)
     names = list(x)
     grads = torch.autograd.grad((out.float() * dout).sum() + (last * dlast).sum(), [x[k] for k in names])
@@ -190,62 +175,58 @@ def test_scan_backward_launch_shapes(block_t, dtype, reverse):
 
 
 @interpreted
-def test_scan_sequential_many_segments_equals_tile():
-    """The sequential forward with one segment per chunk (most cross-segment folding), with one segment, and
-    with the GPU default's tile width, gives the tile forward's output and final state."""
+def test_scan_segments_match_reference():
+    """The forward with one segment per chunk (most cross-segment folding), with one segment, and with the GPU
+    default's tile width, gives the reference's output and final state."""
     x = {k: v.detach() for k, v in _inputs(LONG).items()}
-    ref, ref_last = selective_scan_fused(**x, delta_softplus=True, return_final_state=True, fwd_impl="tile")
-    base = fused.SEQ_CONFIG if ON_CUDA else fused.SEQ_INTERPRET_CONFIG
+    ref, ref_last = selective_scan_ref(**x, delta_softplus=True, return_final_state=True)
+    base = scan_triton.SEQ_CONFIG if ON_CUDA else scan_triton.SEQ_INTERPRET_CONFIG
     for cfg in (base._replace(target_programs=1), base._replace(target_programs=10**6),
-                base._replace(tt=fused.SEQ_CONFIG.tt)):
-        out, last = selective_scan_fused(**x, delta_softplus=True, return_final_state=True,
-                                         fwd_impl="sequential", seq_config=cfg)
+                base._replace(tt=scan_triton.SEQ_CONFIG.tt)):
+        out, last = selective_scan_fused(**x, delta_softplus=True, return_final_state=True, seq_config=cfg)
         assert rel_error(out, ref) < 1e-5
         assert rel_error(last, ref_last) < 1e-5
 
 
 @interpreted
-@pytest.mark.parametrize("impl", IMPLS)
-def test_scan_strided_inputs(impl):
+def test_scan_strided_inputs():
     """B, C as [B, L, N] transposed views (as the mixer passes them) and u sliced out of a wider tensor."""
     x = _inputs(LONG)
     wide = torch.randn(BATCH, 2 * DIM, LONG, device=DEVICE)
     x["u"] = wide[:, DIM:].requires_grad_()
     x["B"] = torch.randn(BATCH, LONG, NSTATE, device=DEVICE).transpose(1, 2).requires_grad_()
-    _compare(x, softplus=True, reverse=False, impl=impl)
+    _compare(x, softplus=True)
 
 
 @interpreted
-@pytest.mark.parametrize("impl", IMPLS)
-def test_scan_two_halves_equal_one_pass(impl):
+def test_scan_two_halves_equal_one_pass():
     """The final state handed on as the next initial state continues the scan exactly."""
     x = {k: v.detach() for k, v in _inputs(LONG, optional=False, initial=False).items()}
-    whole = selective_scan_fused(**x, delta_softplus=True, fwd_impl=impl)
+    whole = selective_scan_fused(**x, delta_softplus=True)
     cut = LONG // 2 + 1
     first, last = {}, {}
     for k, v in x.items():
         first[k], last[k] = (v[..., :cut], v[..., cut:]) if v.dim() >= 3 else (v, v)
-    y1, state = selective_scan_fused(**first, delta_softplus=True, return_final_state=True, fwd_impl=impl)
-    y2 = selective_scan_fused(**last, delta_softplus=True, initial_state=state, fwd_impl=impl)
+    y1, state = selective_scan_fused(**first, delta_softplus=True, return_final_state=True)
+    y2 = selective_scan_fused(**last, delta_softplus=True, initial_state=state)
     assert rel_error(torch.cat([y1, y2], -1), whole) < 1e-5
 
 
 @interpreted
 def test_scan_calls_of_one_shape_reuse_plans_safely():
-    """Launches are worked out once per input signature and reused (``fused._PLANS``). Calls of one shape
+    """Launches are worked out once per input signature and reused (``triton._PLANS``). Calls of one shape
     with no gradient and then with gradients, with fresh values, with u an unaligned view, and in another
     dtype each match the reference."""
     x = _inputs(LONG)
     with torch.no_grad():
-        out = selective_scan_fused(**x, delta_softplus=True, fwd_impl="sequential")
-    assert rel_error(out, _reference(x, True, False)[0]) < 1e-4
-    _compare(x, softplus=True, reverse=False, impl="sequential")
-    _compare(_inputs(LONG), softplus=True, reverse=False, impl="sequential")
+        out = selective_scan_fused(**x, delta_softplus=True)
+    assert rel_error(out, _reference(x, True)[0]) < 1e-4
+    _compare(x, softplus=True)
+    _compare(_inputs(LONG), softplus=True)
     y = _inputs(LONG)
     y["u"] = torch.randn(BATCH, DIM, LONG + 1, device=DEVICE)[..., 1:].requires_grad_()
-    _compare(y, softplus=True, reverse=False, impl="sequential")
-    _compare(_inputs(LONG, dtype=torch.bfloat16), softplus=True, reverse=False, rounding_factor=1.5,
-             impl="sequential")
+    _compare(y, softplus=True)
+    _compare(_inputs(LONG, dtype=torch.bfloat16), softplus=True, rounding_factor=1.5)
 
 
 @interpreted
@@ -255,8 +236,10 @@ def test_scan_rejects_bad_shapes():
         selective_scan_fused(**{**x, "delta": x["delta"][..., :-1]})
     with pytest.raises(InputError, match="groups"):
         selective_scan_fused(**{**x, "B": torch.randn(BATCH, 3, NSTATE, LONG, device=DEVICE)})
-    with pytest.raises(InputError, match="fwd_impl"):
-        selective_scan_fused(**x, fwd_impl="parallel")
+    with pytest.raises(InputError, match="seq_idx"):
+        selective_scan_fused(**x, seq_idx=torch.zeros(BATCH, LONG + 1, dtype=torch.int32, device=DEVICE))
+    with pytest.raises(InputError, match="does not divide"):
+        selective_scan_fused(**x, seq_config=scan_triton.SEQ_INTERPRET_CONFIG._replace(tt=3))
 
 
 @interpreted
@@ -281,3 +264,23 @@ def test_state_update_matches_reference(grouped, dtype):
     assert rel_error(state, ref_state) < 1e-5
     bound = 1e-5 if dtype == torch.float32 else 1.5 * rel_error(rounded(y_ref, dtype), y_ref)
     assert rel_error(y.float(), y_ref) <= bound
+
+
+@interpreted
+def test_scan_plain_paths_match_reference(monkeypatch):
+    """The kernels' plain Triton paths, which a Triton version the inline PTX was not verified on gets
+    (``ptx.ptx_paths``): on a GPU the backward's associative_scan at a shape the PTX scan would serve and plain
+    bf16 converts in the forward; under the interpreter these are the paths every test runs."""
+    monkeypatch.setattr(triton, "__version__", "0.0.0")
+    monkeypatch.setattr(scan_triton, "_PLANS", {})
+    ptx.ptx_paths.cache_clear()
+    triton_bwd.pair_bwd_flags.cache_clear()
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            assert not triton_bwd.pair_bwd_flags(1, 256, 1, 2)["REV_PTX"]
+            _compare(_inputs(LONG + 7 if ON_CUDA else LONG, dtype=torch.bfloat16), softplus=True,
+                     rounding_factor=1.5)
+    finally:
+        ptx.ptx_paths.cache_clear()
+        triton_bwd.pair_bwd_flags.cache_clear()

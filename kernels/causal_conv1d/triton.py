@@ -13,14 +13,8 @@ import triton
 import triton.language as tl
 
 from seqssm.errors import InputError
+from seqssm.kernels.common import check_tensor, fresh
 from seqssm.kernels.host import DirectLauncher, cdiv, next_power_of_2, rows_layout
-
-# Tests set POISON so that every fresh output buffer starts as NaN and an element no kernel wrote shows up.
-POISON = False
-
-
-def _fresh(X: torch.Tensor) -> torch.Tensor:
-    return X.fill_(float("nan")) if POISON else X
 
 
 @triton.jit
@@ -232,10 +226,10 @@ def _tiles(device: torch.device, length: int) -> tuple[int, int, int]:
 def _causal_conv1d_fwd(x, weight, bias, initial_state, return_final_state, silu):
     batch, dim, length = x.shape
     width = weight.shape[1]
-    out = _fresh(torch.empty_strided(x.shape, rows_layout(x), device=x.device, dtype=x.dtype))
+    out = fresh(torch.empty_strided(x.shape, rows_layout(x), device=x.device, dtype=x.dtype))
     final = None
     if return_final_state:
-        final = _fresh(torch.empty(batch, dim, width - 1, device=x.device, dtype=x.dtype))
+        final = fresh(torch.empty(batch, dim, width - 1, device=x.device, dtype=x.dtype))
     s0 = initial_state if initial_state is not None else x.new_empty(0, 0, 0)
     bd, bt, warps = _tiles(x.device, length)
     grid = (batch, cdiv(dim, bd), cdiv(length, bt))
@@ -257,15 +251,15 @@ def _causal_conv1d_bwd(x, weight, bias, initial_state, dout, dfinal, silu, dx_ou
         dout = dout.contiguous()
     if dx_out is not None:
         assert dx_out.stride() == dout.stride() and dx_out.dtype == dout.dtype, "dx_out must be laid out as dout"
-        dx = _fresh(dx_out)
+        dx = fresh(dx_out)
     else:
-        dx = _fresh(torch.empty_like(dout))
+        dx = fresh(torch.empty_like(dout))
     bd, bt, warps = _tiles(x.device, length)
     n_tiles = cdiv(length, bt)
     f32 = dict(device=x.device, dtype=torch.float32)
-    dw = _fresh(torch.empty(batch, n_tiles, dim, 4, **f32))
-    dbias = _fresh(torch.empty(batch, n_tiles, dim, **f32)) if bias is not None else None
-    ds0 = _fresh(torch.empty(batch, dim, width - 1, **f32)) if initial_state is not None else None
+    dw = fresh(torch.empty(batch, n_tiles, dim, 4, **f32))
+    dbias = fresh(torch.empty(batch, n_tiles, dim, **f32)) if bias is not None else None
+    ds0 = fresh(torch.empty(batch, dim, width - 1, **f32)) if initial_state is not None else None
     s0 = initial_state if initial_state is not None else x.new_empty(0, 0, 0)
     dsT = dfinal.contiguous() if dfinal is not None else None
     _launch_causal_conv1d_bwd_kernel[(batch, cdiv(dim, bd), n_tiles)](
@@ -296,17 +290,6 @@ class _CausalConv1dFn(torch.autograd.Function):
                 None if initial_state is None else ds0.to(initial_state.dtype), None, None)
 
 
-def _check(fn: str, name: str, X: torch.Tensor | None, shape: tuple[int, ...], device: torch.device) -> None:
-    if X is None:
-        return
-    if tuple(X.shape) != shape:
-        raise InputError(f"{fn}: {name} has shape {tuple(X.shape)}; expected {list(shape)}")
-    if X.device != device:
-        raise InputError(f"{fn}: {name} is on {X.device} but x is on {device}; move all inputs to one device")
-    if X.dtype not in (torch.float32, torch.float16, torch.bfloat16):
-        raise InputError(f"{fn}: {name} has dtype {X.dtype}; use float32, float16 or bfloat16")
-
-
 def _check_common(fn: str, x: torch.Tensor, weight: torch.Tensor, bias, activation) -> None:
     if weight.dim() != 2 or not 2 <= weight.shape[1] <= 4:
         raise InputError(f"{fn}: weight has shape {tuple(weight.shape)}; expected [D, W] with W in 2..4")
@@ -314,8 +297,8 @@ def _check_common(fn: str, x: torch.Tensor, weight: torch.Tensor, bias, activati
         raise InputError(f"{fn}: activation must be None or 'silu', got {activation!r}")
     if x.device.type == "cpu" and not triton.knobs.runtime.interpret:
         raise InputError(f"{fn}: inputs are on the CPU; move them to CUDA or use the *_ref functions")
-    _check(fn, "weight", weight, (weight.shape[0], weight.shape[1]), x.device)
-    _check(fn, "bias", bias, (weight.shape[0],), x.device)
+    check_tensor(fn, "weight", weight, (weight.shape[0], weight.shape[1]), x.device)
+    check_tensor(fn, "bias", bias, (weight.shape[0],), x.device)
 
 
 def causal_conv1d_fn(
@@ -344,8 +327,8 @@ def causal_conv1d_fn(
         raise InputError(f"{fn}: x has shape {tuple(x.shape)}; expected [B, D, L]")
     _check_common(fn, x, weight, bias, activation)
     batch, dim, length = x.shape
-    _check(fn, "x", x, (batch, weight.shape[0], length), x.device)
-    _check(fn, "initial_state", initial_state, (batch, dim, weight.shape[1] - 1), x.device)
+    check_tensor(fn, "x", x, (batch, weight.shape[0], length), x.device)
+    check_tensor(fn, "initial_state", initial_state, (batch, dim, weight.shape[1] - 1), x.device)
     if length == 0:
         raise InputError(f"{fn}: x has no positions (L = 0); pass at least one")
     if initial_state is not None:
@@ -378,9 +361,9 @@ def causal_conv1d_update_fn(
     _check_common(fn, x, weight, bias, activation)
     batch, dim = x.shape
     width = weight.shape[1]
-    _check(fn, "x", x, (batch, weight.shape[0]), x.device)
-    _check(fn, "conv_state", conv_state, (batch, dim, width - 1), x.device)
-    out = _fresh(torch.empty_like(x))
+    check_tensor(fn, "x", x, (batch, weight.shape[0]), x.device)
+    check_tensor(fn, "conv_state", conv_state, (batch, dim, width - 1), x.device)
+    out = fresh(torch.empty_like(x))
     block_d = 4 if x.device.type != "cuda" else 128
     _launch_causal_conv1d_update_fwd_kernel[(batch, cdiv(dim, block_d))](
         x, conv_state, weight, bias, out, dim,

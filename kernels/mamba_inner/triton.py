@@ -14,7 +14,7 @@ import torch
 
 from seqssm.errors import InputError
 from seqssm.kernels.causal_conv1d.triton import _causal_conv1d_bwd, _causal_conv1d_fwd
-from seqssm.kernels.selective_scan.fused import _selective_scan_bwd, _selective_scan_fwd, scan_plan
+from seqssm.kernels.selective_scan.triton import _selective_scan_bwd, _selective_scan_fwd, scan_plan
 
 
 def _rows3(X2: torch.Tensor, batch: int, length: int) -> torch.Tensor:
@@ -46,7 +46,7 @@ class _MambaInnerFn(torch.autograd.Function):
         Bm = _rows3(x_dbl[dt_rank:dt_rank + d_state], batch, length)
         Cm = _rows3(x_dbl[dt_rank + d_state:], batch, length)
         plan = scan_plan(u, delta, A, Bm, Cm, D, z, b_dt, ssm_state, True, need_grad=need_grad)
-        y, ssm_final, chunks = _selective_scan_fwd(u, delta, A, Bm, Cm, D, z, b_dt, ssm_state, plan)
+        y, ssm_final, chunks = _selective_scan_fwd(u, delta, A, Bm, Cm, D, z, b_dt, ssm_state, None, plan)
         y2 = _flat(y)  # [E, B·L]: the scan writes in u's layout
         out = _mm(y2.t(), w_out.t(), b_out).view(batch, length, d_model)
         ctx.set_materialize_grads(False)
@@ -84,7 +84,7 @@ class _MambaInnerFn(torch.autograd.Function):
         dy = _rows3(torch.mm(w_out.t(), dout2.t()), batch, length)  # [E, B·L] storage
         dxz = torch.empty_like(xz)
         du, ddelta, dA, dB, dC, dD, _, dbias, dh0 = _selective_scan_bwd(
-            u, delta, A, Bm, Cm, D, z, b_dt, chunks, dy, dssm_final, ctx.plan,
+            u, delta, A, Bm, Cm, D, z, b_dt, None, chunks, dy, dssm_final, ctx.plan,
             dz_out=_rows3(dxz[d_inner:], batch, length))
         du2, ddelta2 = _flat(du), _flat(ddelta)
         dx_dbl = torch.empty_like(x_dbl)

@@ -16,8 +16,9 @@ import torch
 import triton
 import triton.language as tl
 
+from seqssm.kernels.common import fresh
 from seqssm.kernels.host import DirectLauncher, cdiv, next_power_of_2
-from seqssm.kernels.rms_norm.triton_fwd import NormConfig, fresh, launch_config, sm_count
+from seqssm.kernels.rms_norm.triton_fwd import NormConfig, launch_config, sm_count
 
 
 @triton.jit

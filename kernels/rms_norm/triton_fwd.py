@@ -16,17 +16,11 @@ import torch
 import triton
 import triton.language as tl
 
+from seqssm.kernels.common import fresh
 from seqssm.kernels.host import DirectLauncher, cdiv, next_power_of_2
-
-# Tests set POISON so that every fresh output buffer starts as NaN and an element no kernel wrote shows up.
-POISON = False
 
 # Widest row a program holds in registers (fp32): beyond it the backward spills badly.
 MAX_DIM = 16384
-
-
-def fresh(X: torch.Tensor) -> torch.Tensor:
-    return X.fill_(float("nan")) if POISON else X
 
 
 @dataclass(frozen=True)

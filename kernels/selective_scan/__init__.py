@@ -7,8 +7,8 @@ from seqssm.kernels.selective_scan.naive import selective_scan_ref, selective_st
 __all__ = ["selective_scan", "selective_scan_chunked", "selective_scan_ref", "selective_state_update_ref"]
 
 try:  # Triton exists on Linux x86-64 only; elsewhere the PyTorch paths above still import.
-    from seqssm.kernels.selective_scan.fused import selective_scan_fused
-    from seqssm.kernels.selective_scan.fused_update import selective_state_update_fused
+    from seqssm.kernels.selective_scan.triton import selective_scan_fused
+    from seqssm.kernels.selective_scan.triton_update import selective_state_update_fused
 except ImportError:
     pass
 else:

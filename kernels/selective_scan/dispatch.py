@@ -23,7 +23,7 @@ def _fused():
     """selective_scan_fused and whether Triton runs interpreted (TRITON_INTERPRET=1, tests only)."""
     import triton
 
-    from seqssm.kernels.selective_scan.fused import selective_scan_fused
+    from seqssm.kernels.selective_scan.triton import selective_scan_fused
 
     return selective_scan_fused, bool(triton.knobs.runtime.interpret)
 

@@ -2,13 +2,22 @@
 
 These are the ground truth every faster path is tested against. They follow mamba_ssm's
 ``selective_scan_ref`` argument layout and semantics (real-valued A only), plus an ``initial_state``
-that carries gradients, so that a sequence split in two gives the same result as one pass.
+that carries gradients, so that a sequence split in two gives the same result as one pass, and ``seq_idx``
+for packed sequences (mamba_ssm's Mamba-2 kernels take the same).
 """
 
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+
+
+def sequence_starts(seq_idx: torch.Tensor) -> torch.Tensor:
+    """[B, L] bool: True where a packed sequence starts after position 0 (seq_idx differs from the position
+    before). The state restarts from zero there; position 0 keeps the initial state."""
+    starts = torch.zeros(seq_idx.shape, dtype=torch.bool, device=seq_idx.device)
+    starts[:, 1:] = seq_idx[:, 1:] != seq_idx[:, :-1]
+    return starts
 
 
 def _expand_groups(X: torch.Tensor, dim: int) -> torch.Tensor:
@@ -28,6 +37,8 @@ def selective_scan_ref(
     delta_softplus: bool = False,
     initial_state: torch.Tensor | None = None,
     return_final_state: bool = False,
+    *,
+    seq_idx: torch.Tensor | None = None,
 ):
     """Selective scan, one position at a time in fp32.
 
@@ -45,6 +56,9 @@ def selective_scan_ref(
         delta_softplus: apply softplus to Δ (+ bias).
         initial_state: [B, D, N] state before position 0, optional (zeros when None).
         return_final_state: also return the state after the last position.
+        seq_idx: [B, L] integer, packed sequences (a sequence is a run of one value in a row), optional: the
+            state restarts from zero where the value changes, so the initial state reaches only a row's first
+            sequence and the final state is that of its last.
 
     Returns:
         out [B, D, L] in u's dtype, and final_state [B, D, N] in fp32 when asked.
@@ -70,6 +84,9 @@ def selective_scan_ref(
     else:
         h = initial_state.float()
     deltaA = torch.exp(delta.unsqueeze(-1) * A[:, None, :])  # [B, D, L, N]
+    if seq_idx is not None:
+        # exp(Δ_t A) = 0 where a sequence starts: h_t = Δ_t B_t u_t, nothing before it survives.
+        deltaA = torch.where(sequence_starts(seq_idx)[:, None, :, None], 0.0, deltaA)
     if B.dim() == 2:
         deltaB_u = (delta * u).unsqueeze(-1) * B[:, None, :]
     elif B.dim() == 3:

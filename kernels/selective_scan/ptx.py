@@ -2,14 +2,40 @@
 
 Layout contract: the operands are [1, BLOCK_T] tiles of one warp that Triton lays out as ``reps`` runs of
 ``vec`` consecutive positions a thread, lanes in order; register r·vec + k of lane l is position
-r·32·vec + l·vec + k. The host predicts ``vec`` from the loads' alignment and direction (:func:`row_width`,
+r·32·vec + l·vec + k. The host predicts ``vec`` from the loads' alignment (:func:`row_width`,
 :func:`warp_layout`); tests/test_ptx_scans.py runs these programs in a small PTX interpreter on the CPU.
+
+That layout is Triton's internal choice, read from the sm_90a compiles of Triton 3.6 (benchmarks/compile_sm90.py)
+and pinned by the CUDA tests there. On any other Triton version :func:`ptx_paths` says no, with one warning, and
+the kernels take their plain Triton paths (``tl.associative_scan``, plain bf16 converts).
 """
 
 from __future__ import annotations
 
+import functools
+import warnings
+
 import triton
 import triton.language as tl
+
+# Triton versions (major.minor) whose tile layouts the inline PTX was verified against on a GPU.
+VERIFIED_TRITON = ("3.6",)
+
+
+@functools.cache
+def ptx_paths() -> bool:
+    """Whether the kernels may use their inline-PTX fast paths: not under TRITON_INTERPRET (which cannot run
+    PTX), and only on a Triton version in ``VERIFIED_TRITON`` (warns once otherwise). Cached: a process has one
+    Triton."""
+    if triton.knobs.runtime.interpret:
+        return False
+    version = ".".join(triton.__version__.split(".")[:2])
+    if version not in VERIFIED_TRITON:
+        warnings.warn(f"seqssm: Triton {triton.__version__} is not one the scan's inline-PTX paths were verified on "
+                      f"({', '.join(VERIFIED_TRITON)}); using the plain Triton paths (correct, slower backward)",
+                      RuntimeWarning, stacklevel=2)
+        return False
+    return True
 
 # Two bf16 in one register (pack=2: the first element in the low half) to two fp32: a bf16 is the top half of
 # its fp32. ptxas spends a PRMT and a shift on the high half; an AND does it in one.
@@ -75,13 +101,13 @@ def row_width(*tensors) -> int:
     return widths.pop() if len(widths) == 1 and aligned else 0
 
 
-def warp_layout(block_d: int, block_t: int, num_warps: int, elem_bytes: int, reverse: bool) -> tuple[int, int]:
+def warp_layout(block_d: int, block_t: int, num_warps: int, elem_bytes: int) -> tuple[int, int]:
     """(vec, reps) of the layout Triton gives a one-warp chunk's tiles, or (0, 0) where no PTX scan applies:
-    not one channel and one warp a program, under TRITON_INTERPRET (which cannot run PTX), or rows whose layout
-    is not predicted. Runs of 16 bytes of ``elem_bytes`` elements a thread when the rows are aligned
-    (``elem_bytes`` 0 when they are not, or differ in width), one element a thread when ``reverse`` walks the
-    addresses downwards (read from the sm_90a compile, benchmarks/compile_sm90.py; pinned by the CUDA tests)."""
-    vec = 1 if reverse else (min(16 // elem_bytes, block_t // 32) if elem_bytes in (2, 4) else 0)
-    if triton.knobs.runtime.interpret or num_warps != 1 or block_d != 1 or vec < 1 or block_t % (32 * vec):
+    not one channel and one warp a program, no PTX paths (:func:`ptx_paths`), or rows whose layout is not
+    predicted. Runs of 16 bytes of ``elem_bytes`` elements a thread when the rows are aligned (``elem_bytes`` 0
+    when they are not, or differ in width): read from the sm_90a compile, benchmarks/compile_sm90.py; pinned by
+    the CUDA tests."""
+    vec = min(16 // elem_bytes, block_t // 32) if elem_bytes in (2, 4) else 0
+    if num_warps != 1 or block_d != 1 or vec < 1 or block_t % (32 * vec) or not ptx_paths():
         return 0, 0
     return vec, block_t // 32 // vec

@@ -12,18 +12,8 @@ import triton
 import triton.language as tl
 
 from seqssm.errors import InputError
+from seqssm.kernels.common import LOG2E, check_tensor, fresh, softplus
 from seqssm.kernels.host import DirectLauncher, cdiv, next_power_of_2
-from seqssm.kernels.selective_scan.tile_ops import softplus
-
-# Tests set POISON so that every fresh output buffer starts as NaN and an element no kernel wrote shows up.
-POISON = False
-
-
-def _fresh(X: torch.Tensor) -> torch.Tensor:
-    return X.fill_(float("nan")) if POISON else X
-
-
-LOG2E = tl.constexpr(1.4426950408889634)
 
 
 @triton.jit
@@ -90,7 +80,7 @@ def _selective_state_update_fwd(state, x, dt, A, B, C, D, z, dt_bias, dt_softplu
     block_d = block_d or max(1, min(next_power_of_2(dim), 2048 // n_pad))
     b_groups, sB = _bc_view(B)
     c_groups, sC = _bc_view(C)
-    y = _fresh(torch.empty_like(x))
+    y = fresh(torch.empty_like(x))
     zz = z if z is not None else x
     _launch_selective_state_update_fwd_kernel[(batch, cdiv(dim, block_d))](
         state, x, dt, A, B, C, D, z, dt_bias, y,
@@ -100,17 +90,6 @@ def _selective_state_update_fwd(state, x, dt, A, B, C, D, z, dt_bias, dt_softplu
         BLOCK_D=block_d, N_PAD=n_pad, num_warps=4,
     )
     return y
-
-
-def _check(fn: str, name: str, X: torch.Tensor | None, shape: tuple[int, ...], device: torch.device) -> None:
-    if X is None:
-        return
-    if tuple(X.shape) != shape:
-        raise InputError(f"{fn}: {name} has shape {tuple(X.shape)}; expected {list(shape)}")
-    if X.device != device:
-        raise InputError(f"{fn}: {name} is on {X.device} but x is on {device}; move all inputs to one device")
-    if X.dtype not in (torch.float32, torch.float16, torch.bfloat16):
-        raise InputError(f"{fn}: {name} has dtype {X.dtype}; use float32, float16 or bfloat16")
 
 
 def selective_state_update_fused(
@@ -146,13 +125,13 @@ def selective_state_update_fused(
     for name, X, shape in (("x", x, (batch, dim)), ("state", state, (batch, dim, n_state)),
                            ("dt", dt, (batch, dim)), ("A", A, (dim, n_state)), ("D", D, (dim,)),
                            ("z", z, (batch, dim)), ("dt_bias", dt_bias, (dim,))):
-        _check(fn, name, X, shape, x.device)
+        check_tensor(fn, name, X, shape, x.device)
     for name, X in (("B", B), ("C", C)):
         groups = X.shape[1] if X.dim() == 3 else 1
         if X.dim() not in (2, 3) or groups == 0 or dim % groups:
             raise InputError(f"{fn}: {name} has shape {tuple(X.shape)}; expected [B, N] or [B, G, N] with G "
                              f"dividing D = {dim}")
-        _check(fn, name, X, (batch, n_state) if X.dim() == 2 else (batch, groups, n_state), x.device)
+        check_tensor(fn, name, X, (batch, n_state) if X.dim() == 2 else (batch, groups, n_state), x.device)
     if x.device.type == "cpu" and not triton.knobs.runtime.interpret:
         raise InputError(f"{fn}: inputs are on the CPU; move them to CUDA or use selective_state_update_ref")
     return _selective_state_update_fwd(state, x, dt, A, B, C, D, z, dt_bias, dt_softplus)

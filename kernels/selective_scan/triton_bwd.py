@@ -1,4 +1,4 @@
-"""Backward of the fused selective scan (both forward algorithms store the chunk-start states it needs).
+"""Selective-scan backward kernel in Triton, from the chunk-start states the forward (``triton_fwd.py``) saves.
 
 One program = BLOCK_D channels (one, on a GPU) × the whole sequence; chunks of BLOCK_T positions are walked in
 reverse, each chunk's states recomputed from its saved start state by a forward scan, then the reverse scan
@@ -10,13 +10,16 @@ program's [BLOCK_T] row (sums over channels). The [B, D, L, N] tensor never exis
   Triton's tile layout, it is inline PTX (``ptx.rev_scan_ptx``): Triton lowers
   ``associative_scan(reverse=True)`` by flipping every register across lanes (five butterfly shuffles each),
   which cost more than the rest of the loop; the PTX takes a_{t+1} from the neighbouring register or lane.
-  Elsewhere (unaligned rows, several warps, TRITON_INTERPRET) ``associative_scan`` with a_{t+1} recomputed
-  from Δ at the next position. Inside a chunk the last position's factor is 1 and the carry
-  G = a_first(later)·g_first(later) enters as g = X + P·G.
+  Elsewhere (unaligned rows, several warps, TRITON_INTERPRET, a Triton version the PTX was not verified on)
+  ``associative_scan`` with a_{t+1} recomputed from Δ at the next position. Inside a chunk the last
+  position's factor is 1 and the carry G = a_first(later)·g_first(later) enters as g = X + P·G.
 - The carry G and the chunk-start state are read per state from memory ([BLOCK_D] loads) instead of being
   pulled out of register tiles by cross-lane reductions. G lives in a two-slot scratch buffer: a chunk reads
   one slot and writes the other, and a barrier at the end of the chunk orders them.
 - dA's chunk sum and the next carry come out of one two-operand reduction.
+
+- Packed sequences (``seq_idx``): a = exp(Δ_t A) is 0 where a sequence starts, as in the forward; the
+  recomputed states, the reverse scan (whose factor is a_{t+1}) and every gradient then stop at the boundary.
 
 benchmarks/NOTES-scan.md (runs 6–8) has the measurements behind each choice.
 """
@@ -28,10 +31,42 @@ import functools
 import triton
 import triton.language as tl
 
+from seqssm.kernels.common import LOG2E, softplus
 from seqssm.kernels.selective_scan.ptx import rev_scan_ptx, warp_layout
-from seqssm.kernels.selective_scan.tile_ops import bc_base, fwd_combine, load_dt, load_state_row
+from seqssm.kernels.selective_scan.triton_fwd import bc_base, starts
 
-LOG2E = tl.constexpr(1.4426950408889634)
+
+@triton.jit
+def fwd_combine(a1, b1, a2, b2):
+    # (a1, b1) then (a2, b2): h -> a2 (a1 h + b1) + b2
+    return a1 * a2, a2 * b1 + b2
+
+
+@triton.jit
+def load_state_row(base, n, s_n, pos_2d, s_l, mask, mask_d, VAR: tl.constexpr):
+    """State n's row of B or C as fp32: [BLOCK_D, BLOCK_T] when per position, [BLOCK_D, 1] when constant.
+
+    Per-position rows are read through a [BLOCK_D, BLOCK_T] pointer tile (each warp its own copy, from L1)
+    so that they arrive in the tile's layout without a shared-memory shuffle."""
+    if VAR:
+        row = tl.load(base + n * s_n + pos_2d * s_l, mask=mask, other=0.0).to(tl.float32)
+    else:
+        row = tl.load(base + n * s_n, mask=mask_d, other=0.0).to(tl.float32)[:, None]
+    return row
+
+
+@triton.jit
+def load_dt(dt_base, pos, s_l, mask, bias, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr):
+    """(Δ + bias, Δ) as [BLOCK_D, BLOCK_T] fp32 tiles, Δ = softplus(Δ + bias) when ``SOFTPLUS``. Δ is 0 where
+    ``mask`` is False, which makes those positions the scan's identity (exp(0·A) = 1, no input)."""
+    raw = tl.load(dt_base + pos[None, :] * s_l, mask=mask, other=0.0).to(tl.float32)
+    if HAS_BIAS:
+        raw += bias[:, None]
+    if SOFTPLUS:
+        dt = softplus(raw)
+    else:
+        dt = raw
+    return raw, tl.where(mask, dt, 0.0)
 
 
 @triton.jit
@@ -41,10 +76,10 @@ def _rev_pair_combine(x_later, p_later, x_earlier, p_earlier):
 
 
 @functools.lru_cache(maxsize=64)
-def pair_bwd_flags(block_d: int, block_t: int, num_warps: int, elem_bytes: int, reverse: bool) -> dict:
+def pair_bwd_flags(block_d: int, block_t: int, num_warps: int, elem_bytes: int) -> dict:
     """Compile-time flags of the pair backward: the inline-PTX reverse scan where ``ptx.warp_layout`` predicts
     the tile layout, ``associative_scan`` otherwise. Cached: building the PTX text costs ~40 µs a call."""
-    vec, reps = warp_layout(block_d, block_t, num_warps, elem_bytes, reverse)
+    vec, reps = warp_layout(block_d, block_t, num_warps, elem_bytes)
     if not vec:
         return dict(VEC=1, REV_PTX="", REV_CONSTRAINTS="")
     items = vec * reps
@@ -59,9 +94,9 @@ def _add2(a1, b1, a2, b2):
 
 @triton.jit
 def _selective_scan_pair_bwd_kernel(
-    u_ptr, dt_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_ptr, hc_ptr, dout_ptr, dhT_ptr,
+    u_ptr, dt_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_ptr, seq_ptr, hc_ptr, dout_ptr, dhT_ptr,
     du_ptr, ddt_ptr, dz_ptr, dA_ptr, dB_ptr, dC_ptr, dD_ptr, dbias_ptr, dh0_ptr, carry_ptr,
-    dim, length, n_state, b_cpg, c_cpg, n_chunks, chunk_stride, n_saved,
+    dim, length, n_state, b_cpg, c_cpg, n_chunks,
     s_u_b, s_u_d, s_u_l,
     s_dt_b, s_dt_d, s_dt_l,
     s_A_d, s_A_n,
@@ -69,8 +104,9 @@ def _selective_scan_pair_bwd_kernel(
     s_C_b, s_C_g, s_C_n, s_C_l,
     s_z_b, s_z_d, s_z_l,
     s_g_b, s_g_d, s_g_l,
+    s_q_b,
     HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_DHT: tl.constexpr,
-    SOFTPLUS: tl.constexpr, B_VAR: tl.constexpr, C_VAR: tl.constexpr, REVERSE: tl.constexpr,
+    SOFTPLUS: tl.constexpr, B_VAR: tl.constexpr, C_VAR: tl.constexpr, HAS_SEQ: tl.constexpr,
     BLOCK_D: tl.constexpr, BLOCK_T: tl.constexpr, N_PAD: tl.constexpr,
     UNROLL_N: tl.constexpr, STAGES: tl.constexpr, VEC: tl.constexpr, REV_PTX: tl.constexpr,
     REV_CONSTRAINTS: tl.constexpr,
@@ -120,20 +156,21 @@ def _selective_scan_pair_bwd_kernel(
         c = n_chunks - 1 - cc
         read_slot = carry_ptr + (cc % 2) * slot
         write_slot = carry_ptr + ((cc + 1) % 2) * slot
-        hc_row = ((pid_b * n_saved + c * chunk_stride) * dim + offs_d) * n_state
-        t = c * BLOCK_T + offs_j
-        mask_t = t < length
-        # The next position in scan order, inside this chunk: the carry G covers the chunk's right edge.
-        mask_nx = (offs_j < BLOCK_T - 1) & (t + 1 < length)
-        if REVERSE:
-            pos = length - 1 - t
-            pos_nx = pos - 1
-        else:
-            pos = t
-            pos_nx = pos + 1
+        hc_row = ((pid_b * n_chunks + c) * dim + offs_d) * n_state
+        pos = c * BLOCK_T + offs_j
+        mask_t = pos < length
+        # The next position, inside this chunk: the carry G covers the chunk's right edge.
+        pos_nx = pos + 1
+        mask_nx = (offs_j < BLOCK_T - 1) & (pos_nx < length)
         mask = mask_d[:, None] & mask_t[None, :]
         mask_next = mask_d[:, None] & mask_nx[None, :]
         pos_2d = tl.broadcast_to(pos[None, :], (BLOCK_D, BLOCK_T))
+        if HAS_SEQ:
+            # exp(Δ_t A) is 0 where a packed sequence starts (the PTX scan shifts a itself; the plain scan needs
+            # the next position's too).
+            restart = starts(seq_ptr + pid_b * s_q_b, pos_2d, mask)
+            if REV_PTX == "":
+                restart_nx = starts(seq_ptr + pid_b * s_q_b, pos_2d + 1, mask_next)
         u = tl.load(u_base + pos[None, :] * s_u_l, mask=mask, other=0.0).to(tl.float32)
         dt_raw, dt = load_dt(dt_base, pos, s_dt_l, mask, bias, HAS_BIAS, SOFTPLUS)
         if REV_PTX == "":
@@ -154,6 +191,8 @@ def _selective_scan_pair_bwd_kernel(
             A_n = tl.load(A_ptr + offs_d * s_A_d + n * s_A_n, mask=mask_d, other=0.0).to(tl.float32)
             A2 = (A_n * LOG2E)[:, None]
             a = tl.exp2(dt * A2)
+            if HAS_SEQ:
+                a = tl.where(restart, 0.0, a)
             B_n = load_state_row(B_base, n, s_B_n, pos_2d, s_B_l, mask, mask_d, B_VAR)
             C_n = load_state_row(C_base, n, s_C_n, pos_2d, s_C_l, mask, mask_d, C_VAR)
             b = dtu * B_n
@@ -169,6 +208,8 @@ def _selective_scan_pair_bwd_kernel(
                                               is_pure=True, pack=VEC)
             else:
                 a_nx = tl.exp2(dt_nx * A2)
+                if HAS_SEQ:
+                    a_nx = tl.where(restart_nx, 0.0, a_nx)
                 gx, gp = tl.associative_scan((dy * C_n, a_nx), axis=1, combine_fn=_rev_pair_combine,
                                              reverse=True)
                 g = gx + gp * G_n[:, None]
