@@ -53,9 +53,9 @@ def _triton(*args, chunk_size=16):
     return ssd_triton(*args, chunk_size=chunk_size, return_final_states=True)
 
 
-@pytest.mark.parametrize("length", [1, 37])
-def test_chunked_ref_equals_sequential(length):
-    inputs = _inputs(2, length, 4, 3, 2, 5)
+@pytest.mark.parametrize("length,init", [(1, True), (37, True), (37, False)])
+def test_chunked_ref_equals_sequential(length, init):
+    inputs = _inputs(2, length, 4, 3, 2, 5, init=init)
     _compare(_run(ssd_chunked_ref, inputs, chunk_size=8), _run(ssd_sequential, inputs), tol=1e-5)
 
 

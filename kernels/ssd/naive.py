@@ -101,7 +101,7 @@ def _chunked_rows(x, dt, A, B, C, init, chunk_size):
     states = torch.einsum("bclhn,bhcl,bclhp->bchpn", B, to_end, xdt)
     # Between chunks: the recurrence over chunk states, from the initial state.
     if init is None:
-        init = torch.zeros_like(states[:, :1])
+        init = torch.zeros_like(states[:, 0])
     states = torch.cat([init[:, None], states], dim=1)  # [T, c + 1, H, P, N]
     chunk_decay = torch.exp(_segsum(F.pad(a_cs[..., -1], (1, 0))))  # [T, H, c + 1, c + 1]
     states = torch.einsum("bhzc,bchpn->bzhpn", chunk_decay, states)
