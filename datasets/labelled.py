@@ -38,6 +38,7 @@ from seqssm.datasets.audio_sets import (
     manifest_records,
 )
 from seqssm.datasets.batching import Record
+from seqssm.datasets.input_spec import InputSpec
 from seqssm.datasets.intervals import IntervalDataset
 from seqssm.datasets.tables import check_text, column_index, readable_text, table_delimiter
 from seqssm.errors import InputError, require_file
@@ -56,23 +57,6 @@ class Example(NamedTuple):
     id: str
     data: str | torch.Tensor
     label: str | None
-
-
-@dataclass
-class InputSpec:
-    """Where examples come from; the fields of ``FinetuneConfig`` / ``PredictConfig`` of the same names."""
-
-    data: str
-    modality: str = "dna"
-    data_format: str = "auto"
-    genome: str | None = None
-    bed_labels: str | None = None
-    length: int | None = None
-    sequence_column: str = "sequence"
-    label_column: str = "label"
-    id_column: str = "id"
-    fsdd_split: str = "all"
-    sample_rate: int | None = None
 
 
 def _suffix(path: Path) -> str:

@@ -22,7 +22,6 @@ import hashlib
 import math
 import re
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
 
@@ -46,8 +45,8 @@ from seqssm.pipelines.common import (
     resolve_device,
     seed_everything,
 )
+from seqssm.pipelines.configs_sequence import GenerateAudioConfig
 from seqssm.pipelines.decoding import Decoder
-from seqssm.pipelines.sampling import check_sampling
 from seqssm.transforms import AudioTokenizer
 
 __all__ = [
@@ -300,36 +299,6 @@ def audio_lm_datasets(
             gap=gap, preload=total <= PRELOAD_SAMPLES,
         ))
     return splits_out[0], splits_out[1], sample_rate
-
-
-@dataclass
-class GenerateAudioConfig:
-    """Everything `seqssm generate --modality audio` takes; the Python API takes the same object."""
-
-    checkpoint: str
-    out: str
-    seconds: float = 2.0
-    prompt_audio: str | None = None
-    prompt_seconds: float | None = None
-    num_clips: int = 1
-    temperature: float = 1.0
-    top_k: int = 0
-    top_p: float = 1.0
-    seed: int = 0
-    device: str = "auto"
-    cuda_graph: bool = True
-    overwrite: bool = False
-
-    def __post_init__(self):
-        if not self.seconds > 0:
-            raise InputError(f"--seconds must be > 0, got {self.seconds}")
-        if self.num_clips < 1:
-            raise InputError(f"--num-sequences (clips) must be positive, got {self.num_clips}")
-        check_sampling(self.temperature, self.top_k, self.top_p)
-        if self.prompt_seconds is not None and (self.prompt_audio is None or not self.prompt_seconds > 0):
-            raise InputError("--prompt-seconds needs --prompt-audio and must be > 0")
-        if Path(self.out).suffix.lower() != ".wav":
-            raise InputError(f"--out {self.out!r}: audio is written as WAV; give a path ending in .wav")
 
 
 def _audio_tokenizer(model, checkpoint: str) -> AudioTokenizer:

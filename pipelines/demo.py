@@ -2,24 +2,14 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 
 from seqssm.data import lambda_phage_fasta
 from seqssm.pipelines.common import OutputPlan
+from seqssm.pipelines.configs_sequence import DemoConfig
 from seqssm.pipelines.embed import EmbedConfig, embed, embed_outputs
 from seqssm.pipelines.generate import GenerateConfig, generate, generate_outputs
 from seqssm.pipelines.pretrain import PretrainConfig, pretrain, pretrain_outputs
-
-
-@dataclass
-class DemoConfig:
-    out: str = "runs/demo"
-    minutes: float = 2.5
-    steps: int = 250
-    device: str = "auto"
-    seed: int = 0
-    overwrite: bool = False
 
 
 def demo(cfg: DemoConfig, echo=print) -> dict:

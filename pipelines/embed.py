@@ -25,37 +25,8 @@ from seqssm.pipelines.common import (
     require_finite,
     resolve_device,
 )
+from seqssm.pipelines.configs_sequence import EmbedConfig
 from seqssm.tokenizers import get_tokenizer
-
-
-@dataclass
-class EmbedConfig:
-    """Everything `seqssm embed` takes; the Python API takes the same object.
-
-    ``window`` None embeds each FASTA record whole; otherwise records are tiled into windows of that many
-    bases every ``stride`` (default: ``window``) bases, the last window of a record possibly shorter.
-    """
-
-    checkpoint: str
-    fasta: str
-    out: str
-    window: int | None = None
-    stride: int | None = None
-    per_position: bool = False
-    batch_size: int = 8
-    device: str = "auto"
-    overwrite: bool = False
-
-    def __post_init__(self):
-        if self.window is not None and self.window <= 0:
-            raise InputError(f"--window must be positive, got {self.window}")
-        if self.stride is not None and (self.window is None or self.stride <= 0):
-            raise InputError("--stride needs --window and must be positive")
-        if self.stride is not None and self.stride > self.window:
-            raise InputError(f"--stride {self.stride} is longer than --window {self.window}: the tiles would skip "
-                             "bases; use a stride of at most the window")
-        if self.batch_size <= 0:
-            raise InputError(f"--batch-size must be positive, got {self.batch_size}")
 
 
 @dataclass

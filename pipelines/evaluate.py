@@ -29,40 +29,14 @@ from seqssm.datasets.tables import check_text
 from seqssm.errors import InputError
 from seqssm.pipelines import report as pictures
 from seqssm.pipelines.common import FILE, OutputPlan, atomic_path, require_file
+from seqssm.pipelines.configs_labelled import EvaluateConfig
 from seqssm.version import __version__
 
-TASKS = ("auto", "binary", "multiclass", "multilabel")
 PROB_PREFIX = "prob_"
 # A softmax written with 4-6 decimals still sums to 1 within this; independent sigmoids almost never do.
 _SUM_TOLERANCE = 0.01
 _OPTIONAL_OUTPUTS = ("curves.png", "roc_pr.png")
 _OUTPUTS = ("metrics.json", "report.html", "confusion_matrix.png", *_OPTIONAL_OUTPUTS)
-
-
-@dataclass
-class EvaluateConfig:
-    """Everything `seqssm evaluate` takes; the Python API takes the same object.
-
-    ``labels``: a TSV/CSV table with ``id_column`` and ``label_column``, joined on id when the true labels
-    are not in the predictions file (if given, it is used even when they are). ``history``: a fine-tuning
-    ``train_log.tsv`` to plot. ``positive_label``: the positive class of a binary task (default: the second
-    of the sorted labels). ``task``: "auto" infers binary / multiclass / multilabel from the table.
-    """
-
-    predictions: str
-    out: str
-    labels: str | None = None
-    label_column: str = "label"
-    id_column: str = "id"
-    history: str | None = None
-    title: str | None = None
-    positive_label: str | None = None
-    task: str = "auto"
-    overwrite: bool = False
-
-    def __post_init__(self):
-        if self.task not in TASKS:
-            raise InputError(f"--task must be one of {', '.join(TASKS)}, got {self.task!r}")
 
 
 @dataclass

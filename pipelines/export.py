@@ -3,36 +3,16 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from safetensors.torch import save_file
 
-from seqssm.models.convert import CONFIG_NAME, FORMATS, WEIGHTS_NAME, export_tensors
+from seqssm.models.convert import CONFIG_NAME, WEIGHTS_NAME, export_tensors
 from seqssm.pipelines.common import FOLDER, LM, InputError, OutputPlan, atomic_path, check_checkpoint, load_checked
+from seqssm.pipelines.configs_sequence import ExportConfig
 
 PYTORCH_BIN = "pytorch_model.bin"
-
-
-@dataclass
-class ExportConfig:
-    """checkpoint: any folder ``load_model`` reads (seqssm, HF or mamba_ssm); format: "hf" or "mamba_ssm";
-    out: the folder to write. pytorch_bin (mamba_ssm only): also write ``pytorch_model.bin`` (``torch.save``
-    of the state dict), the one file mamba_ssm's ``from_pretrained`` reads; seqssm itself never reads it.
-    """
-
-    checkpoint: str
-    format: str
-    out: str
-    pytorch_bin: bool = False
-    overwrite: bool = False
-
-    def __post_init__(self):
-        if self.format not in FORMATS:
-            raise InputError(f"--format {self.format!r}: use one of {', '.join(FORMATS)}")
-        if self.pytorch_bin and self.format != "mamba_ssm":
-            raise InputError("--pytorch-bin is for --format mamba_ssm; Hugging Face reads model.safetensors")
 
 
 def export_outputs(cfg: ExportConfig) -> OutputPlan:

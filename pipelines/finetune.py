@@ -14,7 +14,6 @@ import dataclasses
 import math
 import signal
 import time
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -69,127 +68,11 @@ from seqssm.pipelines.common import (
     resolve_device,
     seed_everything,
 )
-from seqssm.pipelines.ema import WeightEMA, check_decay
+from seqssm.pipelines.configs_train import FinetuneConfig
+from seqssm.pipelines.ema import WeightEMA
 from seqssm.pipelines.metrics import METRICS, cat_batches, compute_metrics, evaluate_split
 from seqssm.pipelines.train_utils import EpochSampler, cosine_schedule, param_groups, write_run_record
 from seqssm.transforms import WaveformAugment
-
-
-@dataclass
-class FinetuneConfig:
-    """Everything `seqssm finetune` takes; the Python API takes the same object.
-
-    Data: ``data`` with ``modality`` / ``data_format`` and the column, BED (``genome``, ``bed_labels``,
-    ``length``) and audio (``sample_rate``, default the first file's) fields of ``seqssm.pipelines.predict``'s
-    ``InputSpec``; ``split`` the train / val / test fractions.
-    Task: ``problem_type`` "auto" is multi-label when a label cell holds ";"-joined labels; ``level``
-    "token" takes one label character per base. ``pooling``, ``dropout``: see ``TaskConfig``.
-    Backbone: ``init_from`` a checkpoint, else a fresh one of ``d_model``, ``n_layer``, ``d_state``,
-    ``expand`` (``bidirectional``, ``rc_equivariant``). Audio: ``patch_size`` samples per token, training
-    clips randomly cropped to ``clip_seconds`` (evaluation uses whole clips).
-    Training: AdamW at ``lr`` for the head (and the audio patch projection) and ``backbone_lr`` (default
-    ``lr``) for the backbone, unless ``freeze_backbone``; warm-up then cosine decay; ``class_weights``
-    None, "balanced" or one weight per class ("1,3.5", in class order); ``rc_augment`` flips DNA strands
-    at random; early stopping on ``metric`` ("auto": accuracy, or macro_f1 for multi-label) with
-    ``patience`` validations; ``max_minutes`` stops training after that much wall time, and the cosine decay
-    follows the clock when it is further along than the steps (``train_utils.cosine_schedule``), so a run cut short
-    still ends at the floor learning rate. ``augment`` (audio): every training clip is a random variant from
-    ``seqssm.transforms.augment_waveform`` (speed, shift, time masks, noise), drawn from (seed, epoch, index).
-    ``ema``: validate, keep and test an exponential moving average of the weights with this decay
-    (``seqssm.pipelines.ema.WeightEMA``) instead of the raw weights.
-    Seeds: ``seed`` fixes the split; ``init_seed`` (None: ``seed``) the initialisation, data order, RC
-    flips, audio crops and augmentation, and dropout, so runs that differ only in ``init_seed`` train on the
-    same split, e.g. the members of a checkpoint ensemble (``seqssm predict A B C data``). ``run.json``
-    records the resolved ``init_seed``.
-    """
-
-    data: str
-    out: str
-    modality: str = "dna"
-    data_format: str = "auto"
-    genome: str | None = None
-    bed_labels: str | None = None
-    length: int | None = None
-    sequence_column: str = "sequence"
-    label_column: str = "label"
-    id_column: str = "id"
-    sample_rate: int | None = None
-    split: Sequence[float] = (0.8, 0.1, 0.1)
-    problem_type: str = "auto"
-    level: str = "sequence"
-    pooling: str = "mean"
-    dropout: float = 0.1
-    init_from: str | None = None
-    d_model: int = 64
-    n_layer: int = 2
-    d_state: int = 16
-    expand: int = 2
-    bidirectional: bool = True
-    rc_equivariant: bool = False
-    patch_size: int = 16
-    clip_seconds: float = 2.0
-    freeze_backbone: bool = False
-    lr: float = 2e-3
-    backbone_lr: float | None = None
-    weight_decay: float = 0.01
-    warmup_steps: int = 50
-    grad_clip: float = 1.0
-    epochs: int = 10
-    batch_size: int = 32
-    val_every: int | None = None
-    metric: str = "auto"
-    patience: int | None = None
-    class_weights: str | Sequence[float] | None = None
-    rc_augment: bool = False
-    augment: bool = False
-    ema: float | None = None
-    max_minutes: float | None = None
-    num_workers: int = 0
-    seed: int = 0
-    init_seed: int | None = None
-    device: str = "auto"
-    impl: str = "auto"
-    overwrite: bool = False
-    resume: bool = False
-
-    def __post_init__(self):
-        if self.modality not in ("dna", "audio"):
-            raise InputError(f"--modality must be dna or audio, got {self.modality!r}")
-        if self.problem_type not in ("auto", "single_label", "multi_label"):
-            raise InputError(f"--problem-type must be auto, single_label or multi_label, got {self.problem_type!r}")
-        if self.level not in ("sequence", "token"):
-            raise InputError(f"--level must be sequence or token, got {self.level!r}")
-        if self.level == "token" and self.modality != "dna":
-            raise InputError("--level token needs DNA (one label character per base); audio is sequence-level")
-        if self.metric != "auto" and self.metric not in METRICS:
-            raise InputError(f"--metric must be auto or one of {', '.join(METRICS)}, got {self.metric!r}")
-        if self.rc_augment and self.modality != "dna":
-            raise InputError("--rc-augment flips DNA strands; drop it for audio")
-        if self.augment and self.modality != "audio":
-            raise InputError("--augment perturbs waveforms (audio); for DNA use --rc-augment")
-        if self.ema is not None:
-            check_decay(self.ema)
-        self.split = tuple(float(f) for f in self.split)
-        if len(self.split) != 3 or any(f < 0 for f in self.split) or abs(sum(self.split) - 1) > 1e-6 \
-                or self.split[0] <= 0 or self.split[1] <= 0:
-            raise InputError(f"--split must be three fractions train,val,test summing to 1 (train and val > 0), "
-                             f"got {self.split}")
-        for name in ("epochs", "batch_size", "d_model", "n_layer", "d_state", "expand", "patch_size"):
-            if getattr(self, name) <= 0:
-                raise InputError(f"--{name.replace('_', '-')} must be positive, got {getattr(self, name)}")
-        for name in ("val_every", "patience"):
-            if getattr(self, name) is not None and getattr(self, name) <= 0:
-                raise InputError(f"--{name.replace('_', '-')} must be positive, got {getattr(self, name)}")
-        for name in ("seed", "init_seed"):
-            value = getattr(self, name)
-            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 0):
-                raise InputError(f"--{name.replace('_', '-')} must be a non-negative integer, got {value!r}")
-        if not (self.clip_seconds > 0 and self.lr > 0 and self.grad_clip > 0) or (
-                self.backbone_lr is not None and not self.backbone_lr > 0):
-            raise InputError("--clip-seconds, --lr, --backbone-lr and --grad-clip must be positive")
-        if not (self.weight_decay >= 0 and self.warmup_steps >= 0) or (
-                self.max_minutes is not None and not self.max_minutes > 0):
-            raise InputError("--weight-decay and --warmup-steps must be zero or more, --max-minutes positive")
 
 
 @dataclass
@@ -206,12 +89,6 @@ class FinetuneResult:
     history: list = field(default_factory=list)
 
 
-def _spec(cfg: FinetuneConfig) -> InputSpec:
-    return InputSpec(data=cfg.data, modality=cfg.modality, data_format=cfg.data_format, genome=cfg.genome,
-                     bed_labels=cfg.bed_labels, length=cfg.length, sequence_column=cfg.sequence_column,
-                     label_column=cfg.label_column, id_column=cfg.id_column, sample_rate=cfg.sample_rate)
-
-
 def _split(n: int, fractions, seed: int, stratify) -> tuple[np.ndarray, ...]:
     if fractions[2] == 0:
         train, val = split_indices(n, fractions[:2], seed, stratify)
@@ -221,7 +98,7 @@ def _split(n: int, fractions, seed: int, stratify) -> tuple[np.ndarray, ...]:
 
 def _load_data(cfg: FinetuneConfig):
     """(labels of every item, {split: items}, sample rate): Examples for DNA, AudioRecords for audio."""
-    spec = _spec(cfg)
+    spec = InputSpec.of(cfg)
     fmt = resolve_format(spec)
     if fmt in ("table", "fasta"):
         table = read_labelled_table(cfg.data, cfg.sequence_column, cfg.label_column, cfg.id_column)

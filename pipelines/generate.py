@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -24,39 +23,13 @@ from seqssm.pipelines.common import (
     resolve_device,
     seed_everything,
 )
+from seqssm.pipelines.configs_sequence import GenerateConfig
 from seqssm.pipelines.decoding import Decoder
-from seqssm.pipelines.sampling import check_sampling, symbol_mask
+from seqssm.pipelines.sampling import symbol_mask
 from seqssm.tokenizers import ByteTokenizer, NucleotideTokenizer, get_tokenizer
 
 # N and the IUPAC ambiguity codes; the nucleotide vocabulary holds them all as one id, N.
 _AMBIGUOUS = "NRYSWKMBDHV"
-
-
-@dataclass
-class GenerateConfig:
-    """Everything `seqssm generate` takes; the Python API takes the same object."""
-
-    checkpoint: str
-    out: str
-    length: int = 1000
-    prompt: str | None = None
-    prompt_fasta: str | None = None
-    num_sequences: int = 1
-    temperature: float = 1.0
-    top_k: int = 0
-    top_p: float = 1.0
-    seed: int = 0
-    device: str = "auto"
-    name: str = "seqssm_sample"
-    allow_ambiguous: bool = False
-    overwrite: bool = False
-
-    def __post_init__(self):
-        if self.length <= 0 or self.num_sequences <= 0:
-            raise InputError("--length and --num-sequences must be positive")
-        check_sampling(self.temperature, self.top_k, self.top_p)
-        if self.prompt and self.prompt_fasta:
-            raise InputError("give either --prompt or --prompt-fasta, not both")
 
 
 def dna_symbols(tokenizer, allow_ambiguous: bool = False) -> list[int]:

@@ -12,61 +12,15 @@ each batch goes through every member and the table holds the mean of their proba
 
 from __future__ import annotations
 
-import os
-from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from seqssm.datasets.labelled import InputSpec, iter_examples
-from seqssm.errors import InputError
 from seqssm.models.ensemble import ClassifierEnsemble, check_one_task
 from seqssm.models.heads import load_classifier, read_task
 from seqssm.pipelines.classify import TaskCollate, batched, write_predictions
 from seqssm.pipelines.common import CLASSIFIER, FILE, OutputPlan, check_checkpoint, progress, resolve_device
-
-
-@dataclass
-class PredictConfig:
-    """Everything `seqssm predict` takes; the Python API takes the same object.
-
-    ``checkpoint``: one classifier checkpoint folder, or a list of them to predict as an ensemble (the mean
-    of their probabilities, :class:`ClassifierEnsemble`). ``modality`` None takes the classifier's; given,
-    it must match it. The input fields are those of :class:`InputSpec` (``sample_rate`` is the classifier's
-    own).
-    """
-
-    checkpoint: str | Sequence[str]
-    data: str
-    out: str
-    modality: str | None = None
-    data_format: str = "auto"
-    genome: str | None = None
-    bed_labels: str | None = None
-    length: int | None = None
-    sequence_column: str = "sequence"
-    label_column: str = "label"
-    id_column: str = "id"
-    fsdd_split: str = "all"
-    batch_size: int = 64
-    device: str = "auto"
-    impl: str = "auto"
-    overwrite: bool = False
-
-    def __post_init__(self):
-        if not isinstance(self.checkpoint, (str, os.PathLike)):
-            self.checkpoint = [os.fspath(c) for c in self.checkpoint]
-            if not self.checkpoint:
-                raise InputError("no checkpoint given: pass one classifier checkpoint folder or several")
-        if self.batch_size <= 0:
-            raise InputError(f"--batch-size must be positive, got {self.batch_size}")
-        if self.modality not in (None, "dna", "audio"):
-            raise InputError(f"--modality must be dna or audio, got {self.modality!r}")
-        if self.length is not None and self.length < 1:
-            raise InputError(f"--length must be a positive number of bases, got {self.length}")
-
-    @property
-    def checkpoints(self) -> list[str]:
-        return [os.fspath(self.checkpoint)] if isinstance(self.checkpoint, (str, os.PathLike)) else self.checkpoint
+from seqssm.pipelines.configs_labelled import PredictConfig
 
 
 @dataclass
@@ -100,10 +54,7 @@ def predict(cfg: PredictConfig) -> PredictResult:
     members = [load_classifier(name, device, impl=cfg.impl) for name in names]
     model = members[0] if len(members) == 1 else ClassifierEnsemble(members, names)
     task = model.task
-    spec = InputSpec(data=cfg.data, modality=task.modality, data_format=cfg.data_format, genome=cfg.genome,
-                     bed_labels=cfg.bed_labels, length=cfg.length, sequence_column=cfg.sequence_column,
-                     label_column=cfg.label_column, id_column=cfg.id_column, fsdd_split=cfg.fsdd_split,
-                     sample_rate=task.sample_rate)
+    spec = InputSpec.of(cfg, modality=task.modality, sample_rate=task.sample_rate)
     collate = TaskCollate(task)
     batches = (collate(b) for b in batched(iter_examples(spec), cfg.batch_size))
     bar = progress(desc="predict", unit="seq")

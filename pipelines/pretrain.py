@@ -41,80 +41,11 @@ from seqssm.pipelines.common import (
     resolve_device,
     seed_everything,
 )
+from seqssm.pipelines.configs_train import PretrainConfig
 from seqssm.pipelines.length_schedule import LengthScheduleConfig, plan_length_schedule, stage_at, step_backward
 from seqssm.pipelines.objectives import IGNORE, causal_lm_loss, mask_tokens, masked_lm_loss
 from seqssm.pipelines.train_utils import cosine_schedule, param_groups, write_run_record
 from seqssm.tokenizers import get_tokenizer
-
-
-@dataclass
-class PretrainConfig:
-    """Everything `seqssm pretrain` takes; the Python API takes the same object.
-
-    Sequence-length warm-up: with ``length_warmup_steps`` > 0 training starts on pieces of ``min_window``
-    tokens and doubles to ``window`` over that many steps, tokens per step constant (batch grows as pieces
-    shrink); ``max_tokens_per_micro_batch`` caps one forward/backward (gradient accumulation, and chunked
-    exact backward for a single sequence beyond it). See ``seqssm.pipelines.length_schedule``.
-    """
-
-    data: str
-    out: str
-    objective: str = "clm"
-    modality: str = "dna"
-    bidirectional: bool = False
-    rc_equivariant: bool = False
-    mask_prob: float = 0.15
-    sample_rate: int | None = None
-    window: int = 1024
-    batch_size: int = 16
-    steps: int = 1000
-    lr: float = 2e-3
-    weight_decay: float = 0.1
-    warmup_steps: int = 50
-    grad_clip: float = 1.0
-    val_every: int = 100
-    val_windows: int = 64
-    val_fraction: float = 0.1
-    max_minutes: float | None = None
-    seed: int = 0
-    device: str = "auto"
-    init_from: str | None = None
-    length_warmup_steps: int = 0
-    min_window: int = 1024
-    max_tokens_per_micro_batch: int | None = None
-    d_model: int = 128
-    n_layer: int = 4
-    d_state: int = 16
-    expand: int = 2
-    impl: str = "auto"
-    overwrite: bool = False
-    resume: bool = False
-
-    def __post_init__(self):
-        if self.objective not in ("clm", "mlm"):
-            raise InputError(f"--objective {self.objective!r} is not supported; use 'clm' or 'mlm'")
-        if self.modality not in ("dna", "audio"):
-            raise InputError(f"--modality {self.modality!r} is not supported; use 'dna' or 'audio'")
-        if self.objective == "mlm" and not (self.bidirectional or self.rc_equivariant):
-            raise InputError("--objective mlm needs a bidirectional model: add --bidirectional")
-        if self.objective == "clm" and (self.bidirectional or self.rc_equivariant):
-            raise InputError("a bidirectional model sees the future: train it with --objective mlm")
-        if self.modality == "audio" and (self.objective != "clm" or self.rc_equivariant):
-            raise InputError("audio models are causal LMs: use --objective clm without --rc-equivariant")
-        if not 0 < self.mask_prob < 1:
-            raise InputError(f"--mask-prob must be between 0 and 1, got {self.mask_prob}")
-        for name in ("window", "batch_size", "steps", "val_every", "val_windows", "d_model", "n_layer", "d_state",
-                     "expand", "min_window", "lr", "grad_clip"):
-            if not getattr(self, name) > 0:
-                raise InputError(f"--{name.replace('_', '-')} must be positive, got {getattr(self, name)}")
-        for name in ("weight_decay", "warmup_steps", "length_warmup_steps"):
-            if not getattr(self, name) >= 0:
-                raise InputError(f"--{name.replace('_', '-')} must be zero or more, got {getattr(self, name)}")
-        for name in ("max_minutes", "max_tokens_per_micro_batch"):
-            if getattr(self, name) is not None and not getattr(self, name) > 0:
-                raise InputError(f"--{name.replace('_', '-')} must be positive, got {getattr(self, name)}")
-        if not 0 < self.val_fraction < 1:
-            raise InputError(f"--val-fraction must be between 0 and 1, got {self.val_fraction}")
 
 
 @dataclass

@@ -21,46 +21,8 @@ from seqssm.datasets.labelled import InputSpec, iter_examples
 from seqssm.embedder import Embedder
 from seqssm.errors import InputError
 from seqssm.pipelines.common import FILE, OutputPlan, atomic_path, check_checkpoint, probe_model
+from seqssm.pipelines.configs_labelled import ProbeConfig
 from seqssm.pipelines.train_utils import versions
-
-
-@dataclass
-class ProbeConfig:
-    """Everything `seqssm probe` takes; the Python API takes the same object.
-
-    The input fields are those of ``seqssm.datasets.labelled.InputSpec`` (the modality is the checkpoint's).
-    ``max_examples``: probe a seeded random subset of this many inputs. ``C``: inverse L2 strength of the
-    logistic regression. ``pooling``: see :class:`~seqssm.embedder.Embedder`.
-    """
-
-    checkpoint: str
-    data: str
-    out: str | None = None
-    data_format: str = "auto"
-    genome: str | None = None
-    bed_labels: str | None = None
-    length: int | None = None
-    sequence_column: str = "sequence"
-    label_column: str = "label"
-    id_column: str = "id"
-    fsdd_split: str = "all"
-    folds: int = 5
-    C: float = 1.0
-    max_iter: int = 1000
-    pooling: str | None = None
-    max_examples: int | None = None
-    batch_size: int = 32
-    seed: int = 0
-    device: str = "auto"
-    overwrite: bool = False
-
-    def __post_init__(self):
-        if self.folds < 2:
-            raise InputError(f"--folds must be at least 2, got {self.folds}")
-        if not self.C > 0 or self.max_iter < 1 or self.batch_size < 1:
-            raise InputError("--C, --max-iter and --batch-size must be positive")
-        if self.max_examples is not None and self.max_examples < 2:
-            raise InputError(f"--max-examples must be at least 2, got {self.max_examples}")
 
 
 @dataclass
@@ -114,10 +76,7 @@ def probe(cfg: ProbeConfig) -> ProbeResult:
     probe_outputs(cfg).check()
     embedder = Embedder(cfg.checkpoint, pooling=cfg.pooling, batch_size=cfg.batch_size, device=cfg.device)
     probe_model(embedder.lm, cfg.checkpoint)
-    spec = InputSpec(data=cfg.data, modality=embedder.modality, data_format=cfg.data_format, genome=cfg.genome,
-                     bed_labels=cfg.bed_labels, length=cfg.length, sequence_column=cfg.sequence_column,
-                     label_column=cfg.label_column, id_column=cfg.id_column, fsdd_split=cfg.fsdd_split,
-                     sample_rate=embedder.sample_rate)
+    spec = InputSpec.of(cfg, modality=embedder.modality, sample_rate=embedder.sample_rate)
     examples = list(iter_examples(spec, require_labels=True))
     if any(";" in e.label for e in examples):
         raise InputError(f"{cfg.data}: multi-label cells (';') are not supported by the probe; it is one "

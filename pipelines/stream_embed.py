@@ -58,6 +58,7 @@ from seqssm.pipelines.common import (
     require_finite,
     resolve_device,
 )
+from seqssm.pipelines.configs_sequence import StreamAudioConfig, StreamEmbedConfig
 from seqssm.streaming import stream_hidden
 from seqssm.tokenizers import get_tokenizer
 from seqssm.transforms import AudioTokenizer
@@ -67,38 +68,6 @@ __all__ = ["StreamAudioConfig", "StreamAudioResult", "StreamEmbedConfig", "Strea
 
 READ_SUFFIXES = (".sam", ".bam", ".cram")
 STATE_NAME, JOB_NAME = "stream_state.safetensors", "stream.json"
-
-
-@dataclass
-class StreamEmbedConfig:
-    """What ``seqssm embed --per-position --stream`` takes.
-
-    ``source`` is a FASTA (plain or bgzip, indexed on first use; plain gzip, read front to back) or, by its
-    suffix, a SAM/BAM/CRAM file.
-    ``record`` names the FASTA contig or the read (None: the file's only contig / read). ``start``/``end``
-    select a 0-based half-open region of it (end None: to its end). ``reference`` is the FASTA a CRAM needs.
-    ``resume`` continues an interrupted run in ``out``; False starts over. Starting over where an earlier
-    run's files are (another job, or ``resume`` False) needs ``overwrite``; since a streamed run is written
-    in place so that it can resume, those files are deleted when the new run starts.
-    """
-
-    checkpoint: str
-    source: str
-    out: str
-    record: str | None = None
-    start: int = 0
-    end: int | None = None
-    chunk_size: int = 1 << 16
-    reference: str | None = None
-    device: str = "auto"
-    resume: bool = True
-    overwrite: bool = False
-
-    def __post_init__(self):
-        if isinstance(self.chunk_size, bool) or not isinstance(self.chunk_size, int) or self.chunk_size < 1:
-            raise InputError(f"--chunk-size must be a positive integer, got {self.chunk_size!r}")
-        if self.start < 0 or (self.end is not None and self.end <= self.start):
-            raise InputError(f"region [{self.start}, {self.end}) is empty or negative; use 0 <= start < end")
 
 
 @dataclass
@@ -283,34 +252,6 @@ def stream_embed(cfg: StreamEmbedConfig, *, on_chunk: Callable[[int, int], None]
 
 
 # ------------------------------------------------------------------------------------------ audio
-
-
-@dataclass
-class StreamAudioConfig:
-    """Score (and optionally embed) a recording with a causal audio LM in one streamed pass.
-
-    ``offset``/``num_frames`` select a slice in the file's own frames (None: to the end). ``window_seconds``
-    of audio are decoded per seek. The model's ``sample_rate`` (None: the file's) sets the token rate; a
-    window is resampled with enough file context on both sides, aligned to the resampler's period, that
-    its samples equal those of resampling the whole slice at once.
-    """
-
-    checkpoint: str
-    audio: str
-    out: str
-    offset: int = 0
-    num_frames: int | None = None
-    window_seconds: float = 30.0
-    chunk_size: int = 1 << 16
-    embeddings: bool = False
-    device: str = "auto"
-    overwrite: bool = False
-
-    def __post_init__(self):
-        if not self.window_seconds > 0:
-            raise InputError(f"--window-seconds must be positive, got {self.window_seconds}")
-        if isinstance(self.chunk_size, bool) or not isinstance(self.chunk_size, int) or self.chunk_size < 1:
-            raise InputError(f"--chunk-size must be a positive integer, got {self.chunk_size!r}")
 
 
 @dataclass

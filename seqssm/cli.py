@@ -1,4 +1,11 @@
-"""The `seqssm` command line: each command parses its options into a pipeline's config and calls it."""
+"""The `seqssm` command line: each command parses its options into a pipeline's config and calls it.
+
+A command's options are its config's fields (``seqssm.options``, built by ``seqssm.cli_build``): to add an
+option, add a field to the config in ``seqssm/pipelines/configs_*.py``; nothing here changes. A new command
+is a body ``@config_command(XConfig) def x(opts): run(opts.make(XConfig))`` plus its ``app.command(...)``
+line with the examples. Job modules are imported inside the bodies so that ``seqssm --help`` stays fast;
+the configs modules are light.
+"""
 
 from __future__ import annotations
 
@@ -10,7 +17,19 @@ from pathlib import Path
 import typer
 
 from seqssm import cli_tasks
+from seqssm.cli_build import Opts, config_command
 from seqssm.errors import InputError
+from seqssm.pipelines.configs_labelled import EvaluateConfig
+from seqssm.pipelines.configs_sequence import (
+    DemoConfig,
+    EmbedConfig,
+    ExportConfig,
+    GenerateAudioConfig,
+    GenerateConfig,
+    StreamAudioConfig,
+    StreamEmbedConfig,
+)
+from seqssm.pipelines.configs_train import PretrainConfig
 
 app = typer.Typer(
     name="seqssm",
@@ -24,66 +43,17 @@ app = typer.Typer(
 
 
 _example = cli_tasks.example_epilog
-OVERWRITE = cli_tasks.OVERWRITE
-RESUME = cli_tasks.RESUME
 
 
-@app.command(epilog=_example(
-    "seqssm pretrain genome.fa.gz --out runs/lm --steps 2000 --window 1024",
-    "seqssm pretrain genome.fa.gz --out runs/mlm --objective mlm --rc-equivariant",
-    "seqssm pretrain recordings/ --modality audio --out runs/audio --window 8000",
-))
-def pretrain(
-    data: Path = typer.Argument(..., help="Genome FASTA (plain, gzip or bgzip), or audio folder/file."),
-    out: Path = typer.Option(..., "--out", "-o", help="Output folder (checkpoint/, train_log.tsv, run.json)."),
-    objective: str = typer.Option("clm", help="clm (causal, next token) or mlm (masked, bidirectional models)."),
-    modality: str = typer.Option("dna", help="dna or audio (8-bit mu-law tokens)."),
-    bidirectional: bool = typer.Option(False, help="Caduceus-style bidirectional backbone (use with mlm)."),
-    rc_equivariant: bool = typer.Option(False, help="Reverse-complement-equivariant bidirectional model (mlm)."),
-    mask_prob: float = typer.Option(0.15, help="mlm: fraction of positions chosen (80/10/10)."),
-    sample_rate: int | None = typer.Option(None, help="audio: resample recordings to this rate (Hz)."),
-    window: int = typer.Option(1024, help="Training window length in tokens (bases or samples)."),
-    batch_size: int = typer.Option(16, help="Windows per step."),
-    steps: int = typer.Option(1000, help="Optimiser steps."),
-    lr: float = typer.Option(2e-3, help="Peak learning rate (AdamW, warm-up then cosine decay)."),
-    weight_decay: float = typer.Option(0.1),
-    warmup_steps: int = typer.Option(50),
-    grad_clip: float = typer.Option(1.0, help="Gradient-norm clip."),
-    val_every: int = typer.Option(100, help="Validate and checkpoint every N steps."),
-    val_windows: int = typer.Option(64, help="Validation windows (from the last --val-fraction of each contig)."),
-    val_fraction: float = typer.Option(0.1),
-    max_minutes: float | None = typer.Option(None, help="Stop (and checkpoint) after this much wall time."),
-    length_warmup_steps: int = typer.Option(0, help="Grow the length from --min-window to --window over N steps."),
-    min_window: int = typer.Option(1024, help="First length of the warm-up (tokens per step stay constant)."),
-    max_tokens_per_micro_batch: int | None = typer.Option(
-        None, help="Cap one forward/backward: gradient accumulation, chunked backward beyond it."),
-    d_model: int = typer.Option(128), n_layer: int = typer.Option(4), d_state: int = typer.Option(16),
-    expand: int = typer.Option(2),
-    init_from: Path | None = typer.Option(None, help="Continue from this checkpoint folder."),
-    impl: str = typer.Option("auto", help="Scan path: auto, triton, chunked or ref."),
-    seed: int = typer.Option(0), device: str = typer.Option("auto", help="auto, cpu, cuda or cuda:N."),
-    overwrite: bool = OVERWRITE, resume: bool = RESUME,
-):
+@config_command(PretrainConfig)
+def pretrain(opts: Opts):
     """Pretrain a language model on random windows of a genome (causal or masked) or of audio."""
-    cli_tasks.check_choice(impl, "--impl", cli_tasks.IMPLS)
-    cli_tasks.check_positive("--sample-rate", sample_rate)
-    from seqssm.pipelines.pretrain import PretrainConfig
     from seqssm.pipelines.pretrain import pretrain as run
 
-    result = run(PretrainConfig(
-        data=str(data), out=str(out), objective=objective, modality=modality, bidirectional=bidirectional,
-        rc_equivariant=rc_equivariant, mask_prob=mask_prob, sample_rate=sample_rate, window=window,
-        batch_size=batch_size, steps=steps, lr=lr,
-        weight_decay=weight_decay, warmup_steps=warmup_steps, grad_clip=grad_clip, val_every=val_every,
-        val_windows=val_windows, val_fraction=val_fraction, max_minutes=max_minutes,
-        length_warmup_steps=length_warmup_steps, min_window=min_window,
-        max_tokens_per_micro_batch=max_tokens_per_micro_batch, d_model=d_model,
-        n_layer=n_layer, d_state=d_state, expand=expand, init_from=str(init_from) if init_from else None,
-        impl=impl, seed=seed, device=device, overwrite=overwrite, resume=resume,
-    ))
+    result = run(opts.make(PretrainConfig))
     if int(os.environ.get("RANK", "0")) != 0:
         return  # under torchrun only rank 0 validates, saves and reports
-    unit = "sample" if modality == "audio" else "base"
+    unit = "sample" if opts["modality"] == "audio" else "base"
     typer.echo(f"validation: {result.val_bits_per_token:.4f} bits per {unit} (uniform {result.uniform_bits:.1f}) "
                f"after {result.steps} steps, {result.seconds:.0f} s")
     typer.echo(f"checkpoint: {result.checkpoint}")
@@ -101,130 +71,73 @@ def parse_region(text: str) -> tuple[str, int, int | None]:
     return name, int(first) - 1, int(last)
 
 
-@app.command(epilog=_example(
-    "seqssm embed runs/lm/checkpoint genome.fa --out emb --window 1024",
-    "seqssm embed runs/lm/checkpoint reads.fa --out emb_pos --per-position",
-    "seqssm embed runs/lm/checkpoint chrI.fa.gz --out chrI --per-position --stream --region chrI:1-1000000",
-    "seqssm embed runs/lm/checkpoint ce_large_seq.bam --out read --per-position --stream --region read_name",
-))
-def embed(
-    checkpoint: Path = typer.Argument(..., help="Checkpoint folder (config.json + model.safetensors)."),
-    fasta: Path = typer.Argument(..., help="FASTA file to embed (with --stream also SAM/BAM/CRAM)."),
-    out: Path = typer.Option(..., "--out", "-o", help="Output folder (embeddings.npy, index.tsv)."),
-    window: int | None = typer.Option(None, help="Tile records into windows of this many bases."),
-    stride: int | None = typer.Option(None, help="Window step (default: --window)."),
-    per_position: bool = typer.Option(False, help="One float16 vector per base (memory-mapped .npy)."),
-    stream: bool = typer.Option(False, help="With --per-position: one contig or read of any length, chunk by "
-                                            "chunk with carried state, resumable (causal checkpoints)."),
-    region: str | None = typer.Option(None, help="--stream: NAME or NAME:START-END (1-based, inclusive)."),
-    chunk_size: int = typer.Option(65536, help="--stream: bases per chunk (sets the memory)."),
-    reference: Path | None = typer.Option(None, help="--stream: the FASTA a CRAM file needs."),
-    resume: bool = typer.Option(True, help="--stream: continue an interrupted run in --out."),
-    batch_size: int = typer.Option(8), device: str = typer.Option("auto"),
-    overwrite: bool = OVERWRITE,
-):
+# Command-line only: --stream picks StreamEmbedConfig over EmbedConfig; --region is parsed into its record,
+# start and end.
+_EMBED_EXTRA = {
+    "stream": (bool, typer.Option(False, help="With --per-position: one contig or read of any length, chunk by "
+                                              "chunk with carried state, resumable (causal checkpoints).")),
+    "region": (str | None, typer.Option(None, help="--stream: NAME or NAME:START-END (1-based, inclusive).")),
+}
+
+
+@config_command(EmbedConfig, StreamEmbedConfig, extra=_EMBED_EXTRA)
+def embed(opts: Opts, stream: bool, region: str | None):
     """Embed FASTA records or windows: mean-pooled vectors, or one vector per base (streamed for long ones)."""
     if stream:
-        if not per_position or window is not None:
+        if not opts["per_position"] or opts["window"] is not None:
             raise InputError("--stream writes per-position embeddings of one contig or read: add --per-position "
                              "and drop --window")
-        from seqssm.pipelines.stream_embed import StreamEmbedConfig, stream_embed
+        from seqssm.pipelines.stream_embed import stream_embed
 
         record, start, end = parse_region(region) if region else (None, 0, None)
-        streamed = stream_embed(StreamEmbedConfig(
-            checkpoint=str(checkpoint), source=str(fasta), out=str(out), record=record, start=start, end=end,
-            chunk_size=chunk_size, reference=str(reference) if reference else None, device=device, resume=resume,
-            overwrite=overwrite,
-        ))
+        streamed = stream_embed(opts.make(StreamEmbedConfig, source=opts["fasta"], record=record, start=start,
+                                          end=end))
         typer.echo(f"{streamed.end - streamed.start} positions of {streamed.record} × {streamed.dim} dims: "
                    f"{streamed.embeddings} (index {streamed.index})")
         return
-    from seqssm.pipelines.embed import EmbedConfig
     from seqssm.pipelines.embed import embed as run
 
-    result = run(EmbedConfig(checkpoint=str(checkpoint), fasta=str(fasta), out=str(out), window=window,
-                             stride=stride, per_position=per_position, batch_size=batch_size, device=device,
-                             overwrite=overwrite))
+    result = run(opts.make(EmbedConfig))
     typer.echo(f"{result.count} embeddings of {result.dim} dims: {result.embeddings} (index {result.index})")
 
 
-@app.command(name="score-audio", epilog=_example(
-    "seqssm score-audio runs/audio/checkpoint machine_wars.mp3 --out scores",
-))
-def score_audio(
-    checkpoint: Path = typer.Argument(..., help="Causal audio checkpoint folder."),
-    audio: Path = typer.Argument(..., help="Recording of any length (WAV/FLAC/OGG/MP3)."),
-    out: Path = typer.Option(..., "--out", "-o", help="Folder for scores.tsv (and embeddings.npy)."),
-    embeddings: bool = typer.Option(False, help="Also write per-sample float16 embeddings."),
-    window_seconds: float = typer.Option(30.0, help="Seconds decoded per seek."),
-    chunk_size: int = typer.Option(65536, help="Samples per model chunk (sets the memory)."),
-    device: str = typer.Option("auto"),
-    overwrite: bool = OVERWRITE,
-):
+@config_command(StreamAudioConfig)
+def score_audio(opts: Opts):
     """Bits per sample of a recording under an audio LM, in one streamed pass with constant memory."""
-    from seqssm.pipelines.stream_embed import StreamAudioConfig, stream_audio
+    from seqssm.pipelines.stream_embed import stream_audio
 
-    result = stream_audio(StreamAudioConfig(checkpoint=str(checkpoint), audio=str(audio), out=str(out),
-                                            window_seconds=window_seconds, chunk_size=chunk_size,
-                                            embeddings=embeddings, device=device, overwrite=overwrite))
+    result = stream_audio(opts.make(StreamAudioConfig))
     typer.echo(f"{result.samples} samples at {result.sample_rate} Hz: {result.bits_per_sample:.4f} bits per sample "
                f"({result.scores})")
 
 
-@app.command(epilog=_example(
-    "seqssm generate runs/lm/checkpoint --out sample.fa --length 1000 --top-p 0.95",
-    "seqssm generate runs/lm/checkpoint --out more.fa --prompt ACGTTGCA -n 4",
-    "seqssm generate runs/audio/checkpoint --modality audio --seconds 2 --out clip.wav -n 4",
-))
-def generate(
-    checkpoint: Path = typer.Argument(..., help="Causal checkpoint folder."),
-    out: Path = typer.Option(..., "--out", "-o", help="FASTA file (dna) or WAV file (audio) to write."),
-    modality: str = typer.Option("dna", help="dna (FASTA out) or audio (WAV out)."),
-    length: int = typer.Option(1000, help="dna: bases to generate after the prompt."),
-    seconds: float = typer.Option(2.0, help="audio: seconds to generate after the prompt."),
-    prompt: str | None = typer.Option(None, help="dna: prompt DNA text."),
-    prompt_fasta: Path | None = typer.Option(None, help="dna: prompt is the first record of this FASTA."),
-    prompt_audio: Path | None = typer.Option(None, help="audio: continue this recording."),
-    prompt_seconds: float | None = typer.Option(None, help="audio: use only the last S seconds of the prompt."),
-    num_sequences: int = typer.Option(1, "--num-sequences", "-n", help="Sequences (or clips) to sample."),
-    temperature: float = typer.Option(1.0), top_k: int = typer.Option(0, help="0 = off."),
-    top_p: float = typer.Option(1.0, help="Nucleus sampling mass (1 = off)."),
-    allow_ambiguous: bool = typer.Option(False, "--allow-ambiguous",
-                                         help="dna: also sample N / ambiguity codes (default: A, C, G, T only)."),
-    seed: int = typer.Option(0), device: str = typer.Option("auto"),
-    overwrite: bool = OVERWRITE,
-):
+# Command-line only: --modality picks GenerateAudioConfig over GenerateConfig.
+_GENERATE_EXTRA = {"modality": (str, typer.Option("dna", help="dna (FASTA out) or audio (WAV out)."))}
+
+
+@config_command(GenerateConfig, GenerateAudioConfig, extra=_GENERATE_EXTRA)
+def generate(opts: Opts, modality: str):
     """Sample DNA (to FASTA) or audio (to WAV) from a causal checkpoint, with constant memory per token."""
     if modality == "audio":
-        if allow_ambiguous:
+        if opts["allow_ambiguous"]:
             raise InputError("--allow-ambiguous is for DNA; leave it out with --modality audio")
-        from seqssm.pipelines.audio_lm import GenerateAudioConfig, generate_audio
+        from seqssm.pipelines.audio_lm import generate_audio
 
-        paths = generate_audio(GenerateAudioConfig(
-            checkpoint=str(checkpoint), out=str(out), seconds=seconds,
-            prompt_audio=str(prompt_audio) if prompt_audio else None, prompt_seconds=prompt_seconds,
-            num_clips=num_sequences, temperature=temperature, top_k=top_k, top_p=top_p, seed=seed, device=device,
-            overwrite=overwrite,
-        ))
-        typer.echo(f"wrote {len(paths)} clip(s) of {seconds:g} s: {', '.join(map(str, paths))}")
+        paths = generate_audio(opts.make(GenerateAudioConfig, num_clips=opts["num_sequences"]))
+        typer.echo(f"wrote {len(paths)} clip(s) of {opts['seconds']:g} s: {', '.join(map(str, paths))}")
         return
     if modality != "dna":
         raise InputError(f"--modality {modality!r} is not supported; use 'dna' or 'audio'")
-    if prompt:
+    if opts["prompt"]:
         from seqssm.tokenizers import NucleotideTokenizer
 
-        NucleotideTokenizer().encode(prompt, source="--prompt")  # the flag in the message, before any loading
-    from seqssm.pipelines.generate import GenerateConfig
+        NucleotideTokenizer().encode(opts["prompt"], source="--prompt")  # the flag in the message, before loading
     from seqssm.pipelines.generate import generate as run
 
-    path = run(GenerateConfig(checkpoint=str(checkpoint), out=str(out), length=length, prompt=prompt,
-                              prompt_fasta=str(prompt_fasta) if prompt_fasta else None,
-                              num_sequences=num_sequences, temperature=temperature, top_k=top_k, top_p=top_p,
-                              seed=seed, device=device, allow_ambiguous=allow_ambiguous, overwrite=overwrite))
-    typer.echo(f"wrote {num_sequences} sequence(s) of {length} bases to {path}")
+    path = run(opts.make(GenerateConfig))
+    typer.echo(f"wrote {opts['num_sequences']} sequence(s) of {opts['length']} bases to {path}")
 
 
-@app.command(epilog=_example("seqssm info runs/demo/pretrain/checkpoint"))
 def info(checkpoint: Path = typer.Argument(..., help="Checkpoint folder.")):
     """Show a checkpoint's config and parameter count."""
     from seqssm.pipelines.info import info as run
@@ -232,71 +145,60 @@ def info(checkpoint: Path = typer.Argument(..., help="Checkpoint folder.")):
     typer.echo(json.dumps(run(str(checkpoint)), indent=2))
 
 
-@app.command(epilog=_example(
-    "seqssm export runs/lm/checkpoint --format hf --out hf_model",
-    "seqssm export runs/lm/checkpoint --format mamba_ssm --out mamba_model --pytorch-bin",
-))
-def export(
-    checkpoint: Path = typer.Argument(..., help="Causal checkpoint folder (seqssm, Hugging Face or mamba_ssm)."),
-    fmt: str = typer.Option(..., "--format", help="hf (MambaForCausalLM) or mamba_ssm (MambaLMHeadModel)."),
-    out: Path = typer.Option(..., "--out", "-o", help="Folder for config.json and model.safetensors (a previous "
-                             "export there is replaced with --overwrite)."),
-    pytorch_bin: bool = typer.Option(False, help="mamba_ssm: also write pytorch_model.bin (a pickle), the file "
-                                     "its from_pretrained reads."),
-    overwrite: bool = OVERWRITE,
-):
+@config_command(ExportConfig)
+def export(opts: Opts):
     """Write a causal checkpoint in Hugging Face's or mamba_ssm's layout, for transformers or mamba_ssm to load."""
-    from seqssm.pipelines.export import ExportConfig
     from seqssm.pipelines.export import export as run
 
-    path = run(ExportConfig(checkpoint=str(checkpoint), format=fmt, out=str(out), pytorch_bin=pytorch_bin,
-                            overwrite=overwrite))
-    typer.echo(f"wrote a {fmt} checkpoint to {path}")
+    path = run(opts.make(ExportConfig))
+    typer.echo(f"wrote a {opts['format']} checkpoint to {path}")
 
 
-@app.command(epilog=_example("seqssm evaluate predictions.tsv --out report --history runs/ft/train_log.tsv"))
-def evaluate(
-    predictions: Path = typer.Argument(..., help="TSV from `seqssm predict` (id, predicted, prob_<label>…)."),
-    out: Path = typer.Option(..., "--out", "-o", help="Folder for metrics.json, PNGs and report.html."),
-    labels: Path | None = typer.Option(None, help="Table with id and label columns, when predictions lack them."),
-    label_column: str = typer.Option("label"), id_column: str = typer.Option("id"),
-    history: Path | None = typer.Option(None, help="A train_log.tsv to plot as training curves."),
-    title: str | None = typer.Option(None), positive_label: str | None = typer.Option(None),
-    task: str = typer.Option("auto", help="auto, binary, multiclass or multilabel."),
-    overwrite: bool = OVERWRITE,
-):
+@config_command(EvaluateConfig)
+def evaluate(opts: Opts):
     """Score predictions with scikit-learn metrics; write metrics.json, pictures and an HTML report."""
-    from seqssm.pipelines.evaluate import EvaluateConfig
     from seqssm.pipelines.evaluate import evaluate as run
 
-    report = run(EvaluateConfig(
-        predictions=str(predictions), out=str(out), labels=str(labels) if labels else None,
-        label_column=label_column, id_column=id_column, history=str(history) if history else None, title=title,
-        positive_label=positive_label, task=task, overwrite=overwrite,
-    ))
+    report = run(opts.make(EvaluateConfig))
     shown = ", ".join(f"{k} {v:.4f}" for k, v in report["metrics"].items() if isinstance(v, float))
     typer.echo(f"{report['task']}, {report['n']} rows: {shown}")
-    typer.echo(f"report: {Path(out) / 'report.html'}")
+    typer.echo(f"report: {Path(opts['out']) / 'report.html'}")
 
 
-@app.command(epilog=_example("seqssm demo --out runs/demo --minutes 2.5"))
-def demo(
-    out: Path = typer.Option(Path("runs/demo"), "--out", "-o"),
-    minutes: float = typer.Option(2.5, help="Pretraining time budget."),
-    steps: int = typer.Option(250, help="Pretraining steps (stops earlier at --minutes)."),
-    seed: int = typer.Option(0), device: str = typer.Option("auto"),
-    overwrite: bool = OVERWRITE,
-):
+@config_command(DemoConfig)
+def demo(opts: Opts):
     """The quick-start: pretrain on the bundled lambda phage genome, embed it, generate 1 kb of DNA."""
-    if not minutes > 0 or steps < 1:
-        raise InputError(f"--minutes and --steps must be positive, got --minutes {minutes:g} --steps {steps}")
-    from seqssm.pipelines.demo import DemoConfig
     from seqssm.pipelines.demo import demo as run
 
-    run(DemoConfig(out=str(out), minutes=minutes, steps=steps, seed=seed, device=device, overwrite=overwrite),
-        echo=typer.echo)
+    run(opts.make(DemoConfig), echo=typer.echo)
 
 
+app.command(epilog=_example(
+    "seqssm pretrain genome.fa.gz --out runs/lm --steps 2000 --window 1024",
+    "seqssm pretrain genome.fa.gz --out runs/mlm --objective mlm --rc-equivariant",
+    "seqssm pretrain recordings/ --modality audio --out runs/audio --window 8000",
+))(pretrain)
+app.command(epilog=_example(
+    "seqssm embed runs/lm/checkpoint genome.fa --out emb --window 1024",
+    "seqssm embed runs/lm/checkpoint reads.fa --out emb_pos --per-position",
+    "seqssm embed runs/lm/checkpoint chrI.fa.gz --out chrI --per-position --stream --region chrI:1-1000000",
+    "seqssm embed runs/lm/checkpoint ce_large_seq.bam --out read --per-position --stream --region read_name",
+))(embed)
+app.command(name="score-audio", epilog=_example(
+    "seqssm score-audio runs/audio/checkpoint machine_wars.mp3 --out scores",
+))(score_audio)
+app.command(epilog=_example(
+    "seqssm generate runs/lm/checkpoint --out sample.fa --length 1000 --top-p 0.95",
+    "seqssm generate runs/lm/checkpoint --out more.fa --prompt ACGTTGCA -n 4",
+    "seqssm generate runs/audio/checkpoint --modality audio --seconds 2 --out clip.wav -n 4",
+))(generate)
+app.command(epilog=_example("seqssm info runs/demo/pretrain/checkpoint"))(info)
+app.command(epilog=_example(
+    "seqssm export runs/lm/checkpoint --format hf --out hf_model",
+    "seqssm export runs/lm/checkpoint --format mamba_ssm --out mamba_model --pytorch-bin",
+))(export)
+app.command(epilog=_example("seqssm evaluate predictions.tsv --out report --history runs/ft/train_log.tsv"))(evaluate)
+app.command(epilog=_example("seqssm demo --out runs/demo --minutes 2.5"))(demo)
 app.command(epilog=cli_tasks.FINETUNE_EPILOG)(cli_tasks.finetune)
 app.command(epilog=cli_tasks.PREDICT_EPILOG)(cli_tasks.predict)
 app.command(epilog=cli_tasks.PROBE_EPILOG)(cli_tasks.probe)
