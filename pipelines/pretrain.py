@@ -162,7 +162,7 @@ def agree(flags: list[bool], world: int, device: torch.device) -> list[bool]:
 def _datasets(cfg: PretrainConfig, world: int = 1):
     """(tokenizer, train, val, sample rate): datasets of int64 windows [window + 1] for this modality."""
     if cfg.modality == "audio":
-        from seqssm.pipelines.audio_lm import audio_lm_datasets
+        from seqssm.datasets.audio_windows import audio_lm_datasets
         from seqssm.transforms import AudioTokenizer
 
         tokenizer = AudioTokenizer("mulaw", bits=8)
