@@ -18,7 +18,7 @@ BASE = {"seqssm.errors", "seqssm.version", "seqssm.device", "seqssm.options", "s
 API = {"seqssm", "seqssm.embedder", "seqssm.streaming"}
 CLI = {"seqssm.cli", "seqssm.cli_tasks", "seqssm.cli_build"}
 # pipelines/ modules that are not jobs: the pieces jobs share. Every other module there is a job.
-COMMON = {"__init__", "common", "checkpointing", "classify", "configs_labelled", "configs_sequence",
+COMMON = {"__init__", "common", "outputs", "checkpointing", "classify", "configs_labelled", "configs_sequence",
           "configs_train", "decoding", "ema", "length_schedule", "metrics", "objectives", "report", "sampling",
           "train_utils"}
 # Jobs made of other jobs (the quick-start runs pretrain, embed and generate).

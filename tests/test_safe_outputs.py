@@ -23,7 +23,7 @@ from seqssm.config import MambaConfig
 from seqssm.errors import InputError
 from seqssm.models import MambaLMHeadModel, load_model
 from seqssm.models.heads import SequenceClassifier, TaskConfig
-from seqssm.pipelines import common
+from seqssm.pipelines import outputs
 from seqssm.pipelines.common import atomic_path, remove_stale_temps
 
 DEAD_PID = 4_194_400  # above Linux's largest pid_max (2**22), so never a running process
@@ -365,7 +365,7 @@ def test_the_wrong_modality_or_task_is_refused_with_the_fitting_command(data, se
 @pytest.mark.parametrize("exchange", [True, False], ids=["renameat2", "two renames"])
 def test_atomic_path_swaps_folders_and_never_mixes_kinds(tmp_path, monkeypatch, exchange):
     if not exchange:
-        monkeypatch.setattr(common, "_exchange", lambda a, b: False)
+        monkeypatch.setattr(outputs, "_exchange", lambda a, b: False)
     target = tmp_path / "ckpt"
     target.mkdir()
     (target / "old.txt").write_text("old")
