@@ -15,7 +15,7 @@ FOLDERS = {"seqssm": "seqssm", "kernels": "seqssm.kernels", "models": "seqssm.mo
 BASE = {"seqssm.errors", "seqssm.version", "seqssm.device", "seqssm.options", "seqssm.config",
         "seqssm.tokenizers", "seqssm.transforms"}
 # The library API above models and datasets (load_model, Embedder, streaming).
-API = {"seqssm", "seqssm.embedder", "seqssm.streaming"}
+API = {"seqssm", "seqssm.embedder", "seqssm.streaming", "seqssm.streaming_bidirectional"}
 CLI = {"seqssm.cli", "seqssm.cli_tasks", "seqssm.cli_build"}
 # pipelines/ modules that are not jobs: the pieces jobs share. Every other module there is a job.
 COMMON = {"__init__", "common", "outputs", "checkpointing", "classify", "configs_labelled", "configs_sequence",
