@@ -248,7 +248,7 @@ def score(cfg: ScoreConfig) -> ScoreResult:
     device = resolve_device(cfg.device)
     model = load_checked(cfg.checkpoint, device).eval()
     if audio:
-        from seqssm.pipelines.score_audio import audio_items
+        from seqssm.pipelines.score_clips import audio_items
 
         tokenizer, items = None, None
         clips = audio_items(cfg, model)
