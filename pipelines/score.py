@@ -197,8 +197,50 @@ def _pieces(item: _Item, size: int, tokenizer) -> Iterator[np.ndarray]:
 # ------------------------------------------------------------------------------------------ outputs
 
 
+class _BedGraph:
+    """Per-position lines ``record start end bits``, in the reading order of each sequence's strand."""
+
+    def __init__(self, path: Path):
+        self.file = open(path, "w")  # noqa: SIM115 (closed by close())
+
+    def add(self, record: str, where: np.ndarray, bits: np.ndarray) -> None:
+        self.file.write("".join(f"{record}\t{p}\t{p + 1}\t{b:.6g}\n" for p, b in zip(where, bits, strict=True)))
+
+    def close(self) -> None:
+        self.file.close()  # closing twice is harmless for a file
+
+
+class _BigWig:
+    """The same as bigWig (pyBigWig): contigs in ``sizes`` order, positions ascending and not repeated."""
+
+    def __init__(self, path: Path, sizes: list[tuple[str, int]], flag_path: str):
+        import pyBigWig
+
+        self.flag_path = flag_path
+        self.file = pyBigWig.open(str(path), "w")
+        self.file.addHeader(sizes)
+
+    def add(self, record: str, where: np.ndarray, bits: np.ndarray) -> None:
+        if not len(where):
+            return
+        order = np.argsort(where, kind="stable")  # a minus-strand chunk comes in descending order
+        starts = where[order].astype(np.int64)
+        try:
+            self.file.addEntries([record] * len(starts), starts.tolist(), ends=(starts + 1).tolist(),
+                                 values=bits[order].astype(np.float64).tolist())
+        except RuntimeError:
+            raise InputError(f"--per-position {self.flag_path}: a bigWig takes each base once, contigs in genome "
+                             f"order, positions ascending; {record}:{int(starts[0]) + 1} breaks that (overlapping, "
+                             "unsorted or long minus-strand intervals); write bedGraph instead") from None
+
+    def close(self) -> None:
+        if self.file is not None:
+            self.file.close()
+        self.file = None
+
+
 class _Writer:
-    """The TSV rows, and the per-position bedGraph lines, each written to a temporary beside its target."""
+    """The TSV rows, and the per-position track (bedGraph or bigWig), each written to a temporary first."""
 
     def __init__(self, table, track, unit: str):
         self.table, self.track = table, track
@@ -206,14 +248,13 @@ class _Writer:
         self.sequences, self.scored, self.bits = 0, 0, 0.0
 
     def positions(self, item: _Item, offset: int, bits: np.ndarray) -> None:
-        """bedGraph lines of ``bits`` (NaN skipped) for oriented positions offset.. of ``item``."""
+        """Track entries of ``bits`` (NaN skipped) for oriented positions offset.. of ``item``."""
         if self.track is None:
             return
         t = np.arange(offset, offset + len(bits))
         where = item.end - 1 - t if item.strand == "-" else item.start + t
         keep = ~np.isnan(bits)
-        self.track.write("".join(f"{item.record}\t{p}\t{p + 1}\t{b:.6g}\n" for p, b in zip(where[keep], bits[keep],
-                                                                                       strict=True)))
+        self.track.add(item.record, where[keep], bits[keep])
 
     def row(self, item: _Item, scored: int, bits: float) -> None:
         length = item.end - item.start
@@ -239,9 +280,9 @@ def score(cfg: ScoreConfig) -> ScoreResult:
         flag = "--bed" if cfg.bed else "--region" if cfg.record is not None else "--per-position"
         raise InputError(f"{flag} is for DNA; an audio LM scores whole clips (for per-second bits of a long "
                          "recording use `seqssm score-audio`)")
-    if cfg.per_position and Path(cfg.per_position).suffix.lower() in BIGWIG_SUFFIXES:
-        raise InputError(f"--per-position {cfg.per_position}: bigWig output is not built in yet; write bedGraph "
-                         "(e.g. scores.bedgraph) and convert it with bedGraphToBigWig")
+    bigwig = bool(cfg.per_position) and Path(cfg.per_position).suffix.lower() in BIGWIG_SUFFIXES
+    if bigwig:
+        _check_bigwig(cfg)
     plans = score_outputs(cfg)
     for plan in plans:
         plan.check()
@@ -263,7 +304,8 @@ def score(cfg: ScoreConfig) -> ScoreResult:
         stack.callback(table.close)
         track = None
         if cfg.per_position:
-            track = open(stack.enter_context(atomic_path(cfg.per_position)), "w")  # noqa: SIM115
+            where = stack.enter_context(atomic_path(cfg.per_position))
+            track = _BigWig(where, _sizes(cfg), cfg.per_position) if bigwig else _BedGraph(where)
             stack.callback(track.close)
         writer = _Writer(table, track, "sample" if audio else "base")
         bar = stack.enter_context(progress(desc="score", unit="bp" if not audio else "sample", unit_scale=True))
@@ -279,9 +321,27 @@ def score(cfg: ScoreConfig) -> ScoreResult:
             _score_dna(items, tokenizer, scorer, writer, bar)
         table.flush()
         if track is not None:
-            track.flush()
+            track.close()  # a bigWig's index is written on close, before the rename
     return ScoreResult(Path(cfg.out), Path(cfg.per_position) if cfg.per_position else None, writer.sequences,
                        writer.scored, writer.bits)
+
+
+def _check_bigwig(cfg: ScoreConfig) -> None:
+    try:
+        import pyBigWig  # noqa: F401
+    except ImportError:
+        raise InputError(f"--per-position {cfg.per_position}: bigWig output needs the pyBigWig package (pip install "
+                         "pyBigWig); or write bedGraph (a name ending .bedgraph)") from None
+    suffix = Path(cfg.input).suffix.lower() if cfg.input else ""
+    if suffix in READ_SUFFIXES:
+        raise InputError(f"--per-position {cfg.per_position}: a bigWig needs every contig's length before the first "
+                         "entry, which reads do not give; write bedGraph (a name ending .bedgraph) for reads")
+
+
+def _sizes(cfg: ScoreConfig) -> list[tuple[str, int]]:
+    """(contig, length) of the genome (--bed) or FASTA the bigWig's positions lie on, in file order."""
+    genome = ReferenceGenome(cfg.genome if cfg.bed else cfg.input)
+    return [(name, genome.lengths[name]) for name in genome.contigs]
 
 
 def _score_dna(items: Iterator[_Item], tokenizer, scorer: Scorer, writer: _Writer, bar) -> None:

@@ -117,6 +117,24 @@ def test_streamed_long_contig_equals_one_pass(models, tmp_path):
     assert [s for _, s, _ in _bedgraph(tmp_path / "r.bg")] == list(range(1001, 3000))
 
 
+def test_bigwig_holds_the_bedgraph_values(models, tmp_path):
+    pyBigWig = pytest.importorskip("pyBigWig", reason="bigWig output needs the optional pyBigWig package")
+    ckpt, _ = models["lm"]
+    genome = tmp_path / "g.fa"
+    genome.write_text(f">chr\n{DNA[:2000]}\n>two\n{DNA[2000:2500]}\n")
+    bed = tmp_path / "x.bed"
+    bed.write_text("chr\t100\t180\tup\t0\t+\nchr\t300\t400\tdown\t0\t-\ntwo\t10\t90\n")
+    common = dict(checkpoint=str(ckpt), bed=str(bed), genome=str(genome), device="cpu")
+    score(ScoreConfig(**common, out=str(tmp_path / "a.tsv"), per_position=str(tmp_path / "s.bedgraph")))
+    score(ScoreConfig(**common, out=str(tmp_path / "b.tsv"), per_position=str(tmp_path / "s.bw")))
+    expected = sorted(_bedgraph(tmp_path / "s.bedgraph"))
+    with pyBigWig.open(str(tmp_path / "s.bw")) as bw:
+        assert bw.chroms() == {"chr": 2000, "two": 500}
+        got = sorted((c, s, v) for c in ("chr", "two") for s, _, v in bw.intervals(c))
+    assert [(c, s) for c, s, _ in got] == [(c, s) for c, s, _ in expected]
+    np.testing.assert_allclose([v for *_, v in got], [v for *_, v in expected], rtol=1e-5)  # float32 in bigWig
+
+
 def test_masked_model_scores_by_pseudo_likelihood(models, tmp_path):
     ckpt, model = models["mlm"]
     fasta = tmp_path / "g.fa"
@@ -377,7 +395,8 @@ def test_bad_variant_inputs_exit_2_with_one_line(bad, message, models, tmp_path,
     ("--region past the end", "ends past the end of chr"),
     ("--region of no record", "has no record 'chrX'"),
     ("bad base", "invalid character"),
-    ("bigWig output", "bigWig output is not built in yet"),
+    ("bigWig of reads", "a bigWig needs every contig's length before the first entry"),
+    ("bigWig of overlapping intervals", "a bigWig takes each base once"),
 ])
 def test_bad_score_inputs_exit_2_with_one_line(bad, message, models, tmp_path, capsys, monkeypatch):
     ckpt, _ = models["lm"]
@@ -399,9 +418,21 @@ def test_bad_score_inputs_exit_2_with_one_line(bad, message, models, tmp_path, c
         args += ["--region", "chrX"]
     elif bad == "bad base":
         fasta.write_text(">chr\nACGT!ACGT\n")
-    elif bad == "bigWig output":
-        args += ["--per-position", tmp_path / "s.bw"]
+    elif bad == "bigWig of reads":
+        pytest.importorskip("pyBigWig")
+        reads = tmp_path / "r.bam"
+        with pysam.AlignmentFile(str(reads), "wb", header={"HD": {"VN": "1.6"}, "SQ": [{"SN": "chr", "LN": 200}]}) as f:
+            read = pysam.AlignedSegment()
+            read.query_name, read.query_sequence, read.flag = "r0", DNA[:50], 4
+            f.write(read)
+        args = ["score", ckpt, reads, "--out", out, "--per-position", tmp_path / "s.bw"]
+    elif bad == "bigWig of overlapping intervals":
+        pytest.importorskip("pyBigWig")
+        args = ["score", ckpt, "--bed", tmp_path / "o.bed", "--genome", fasta, "--out", out, "--per-position",
+                tmp_path / "s.bw", "--device", "cpu"]
+        (tmp_path / "o.bed").write_text("chr\t10\t100\nchr\t50\t120\n")
     code, err = _cli(args, capsys, monkeypatch)
     lines = [line for line in err.splitlines() if line.strip()]
     assert code == 2 and len(lines) == 1 and message in lines[0], err
-    assert not out.exists()
+    assert not out.exists() and not (tmp_path / "s.bw").exists()
+    assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
