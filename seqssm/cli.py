@@ -184,7 +184,8 @@ def score(
                                         "of them; leave out with --bed."),
     out: Path = typer.Option(..., "--out", "-o", help="TSV to write: id, record, start, end, strand, length, "
                              "scored, total_bits, bits_per_base."),
-    per_position: Path | None = typer.Option(None, help="Also write the bits of every scored base as bedGraph."),
+    per_position: Path | None = typer.Option(None, help="Also write the bits of every scored base as bedGraph "
+                                             "(bigWig for a .bw name, with pyBigWig installed)."),
     region: str | None = typer.Option(None, help="NAME or NAME:START-END (1-based, inclusive): one FASTA record "
                                       "or part of it, or the reads overlapping it (indexed BAM/CRAM)."),
     bed: Path | None = typer.Option(None, help="BED intervals to score (on their strand), cut from --genome."),
