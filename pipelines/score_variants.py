@@ -8,7 +8,8 @@ bases of the genome centred on REF, and the alternate window the same bases with
 
 > 0 where the model finds the ALT more likely. The windows are scored as ``seqssm score`` scores a sequence
 (``seqssm.pipelines.likelihood``): left to right for causal models (the first base of a window unscored;
-both windows share it), by pseudo-log-likelihood for masked ones (one forward per position of each window:
+both windows share it, so a causal model gives 0 to a change of a contig's very first base, whose window has no
+left flank), by pseudo-log-likelihood for masked ones (one forward per position of each window:
 about 2 × window forwards per ALT). For reverse-complement-equivariant models, and for any model with
 ``both_strands``, each window is also scored as its reverse complement and the two strands' LLRs averaged.
 
