@@ -148,7 +148,7 @@ class AudioStreamWindows(Dataset):
         return self.tokenizer.encode(self.read(start, start + self.window))
 
 
-def _audio_files(root: Path) -> list[Path]:
+def audio_files(root: Path) -> list[Path]:
     files = [
         p for p in root.rglob("*")
         if p.is_file() and p.suffix.lower() in AUDIO_EXTENSIONS
@@ -228,7 +228,7 @@ def audio_lm_datasets(
         raise InputError(f"{data}: audio folder or file not found; check the path")
     if not 0 < val_fraction < 1:
         raise InputError(f"val_fraction must be between 0 and 1, got {val_fraction}")
-    files = _audio_files(path) if path.is_dir() else [path]
+    files = audio_files(path) if path.is_dir() else [path]
     info = [_frames(f) for f in files]
     rates = sorted({rate for rate, _ in info})
     if sample_rate is None:

@@ -38,9 +38,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
-from torchaudio.transforms import Resample
 
-from seqssm.datasets.audio import audio_info, decoded_frames, load_audio
+from seqssm.datasets.audio import audio_info, decoded_frames
+from seqssm.datasets.audio_stream import ResampledWindows
 from seqssm.datasets.fasta import FastaFile, FastaStream, sniff_compression
 from seqssm.datasets.reads import iter_reads
 from seqssm.errors import InputError, did_you_mean, require_free_space
@@ -263,42 +263,6 @@ class StreamAudioResult:
     bits_per_sample: float
 
 
-class _Windows:
-    """Token windows of a slice [a, b) of a recording at ``rate``, read by seeking.
-
-    Resampling is a strided convolution with period ``period_in`` file frames -> ``period_out`` samples;
-    windows start on that period and read ``margin`` extra frames each side, so every kept sample sees the
-    same input as when the whole slice is resampled.
-    """
-
-    def __init__(self, path: str, a: int, b: int, file_rate: int, rate: int, window_frames: int):
-        self.path, self.a, self.b, self.file_rate, self.rate = path, a, b, file_rate, rate
-        g = math.gcd(file_rate, rate)
-        self.period_in, self.period_out = file_rate // g, rate // g
-        self.resample = None if rate == file_rate else Resample(file_rate, rate)
-        # torchaudio's kernel reaches `width` frames either side of each period (lowpass_filter_width 6,
-        # rolloff 0.99); one more period of margin covers the block's own span.
-        width = math.ceil(6 * self.period_in / (0.99 * min(self.period_in, self.period_out)))
-        self.margin = self.period_in * (1 + math.ceil(width / self.period_in))
-        self.window = max(self.period_in, window_frames // self.period_in * self.period_in)
-        self.total = math.ceil((b - a) * self.period_out / self.period_in)
-
-    def __iter__(self):
-        for s in range(0, self.b - self.a, self.window):
-            e = min(s + self.window, self.b - self.a)
-            if self.resample is None:
-                wave, _ = load_audio(self.path, channel="mix", offset=self.a + s, num_frames=e - s)
-                yield wave[0]
-                continue
-            lo, hi = max(0, s - self.margin), min(self.b - self.a, e + self.margin)
-            wave, _ = load_audio(self.path, channel="mix", offset=self.a + lo, num_frames=hi - lo)
-            out = self.resample(wave)[0].clamp_(-1.0, 1.0)
-            first = (s - lo) // self.period_in * self.period_out
-            count = min(self.total, math.ceil(e * self.period_out / self.period_in)) - \
-                s // self.period_in * self.period_out
-            yield out[first:first + count]
-
-
 def stream_audio_outputs(cfg: StreamAudioConfig) -> OutputPlan:
     """The files ``stream_audio`` writes into ``cfg.out`` and the inputs it must never replace."""
     out = Path(cfg.out)
@@ -327,7 +291,7 @@ def stream_audio(cfg: StreamAudioConfig) -> StreamAudioResult:
     if not 0 <= a < b <= frames:
         raise InputError(f"{cfg.audio}: slice [{a}, {b}) is outside the recording's {frames} frames")
     rate = model.config.sample_rate or info.sample_rate
-    windows = _Windows(cfg.audio, a, b, info.sample_rate, rate, round(cfg.window_seconds * info.sample_rate))
+    windows = ResampledWindows(cfg.audio, a, b, info.sample_rate, rate, round(cfg.window_seconds * info.sample_rate))
     out = Path(cfg.out)
     emb_path = out / "embeddings.npy" if cfg.embeddings else None
     if cfg.embeddings:

@@ -20,6 +20,7 @@ from seqssm import cli_tasks
 from seqssm.cli_build import Opts, config_command
 from seqssm.errors import InputError
 from seqssm.pipelines.configs_labelled import EvaluateConfig
+from seqssm.pipelines.configs_score import ScoreConfig, ScoreVariantsConfig
 from seqssm.pipelines.configs_sequence import (
     DemoConfig,
     EmbedConfig,
@@ -78,6 +79,9 @@ _EMBED_EXTRA = {
                                               "chunk with carried state, resumable (causal checkpoints).")),
     "region": (str | None, typer.Option(None, help="--stream: NAME or NAME:START-END (1-based, inclusive).")),
 }
+_SCORE_REGION = (str | None, typer.Option(None, help=(
+    "NAME or NAME:START-END (1-based, inclusive): one FASTA record or part of it, or the reads overlapping it "
+    "(indexed BAM/CRAM).")))
 
 
 @config_command(EmbedConfig, StreamEmbedConfig, extra=_EMBED_EXTRA)
@@ -109,6 +113,41 @@ def score_audio(opts: Opts):
     result = stream_audio(opts.make(StreamAudioConfig))
     typer.echo(f"{result.samples} samples at {result.sample_rate} Hz: {result.bits_per_sample:.4f} bits per sample "
                f"({result.scores})")
+
+
+@config_command(ScoreConfig, extra={"region": _SCORE_REGION})
+def score(opts: Opts, region: str | None):
+    """Log-likelihood of sequences in bits: per sequence (TSV) and per base (bedGraph).
+
+    Causal models score left to right, bit cost -log2 p(x_t | x_<t); the first token of a sequence has no
+    prediction (seqssm trains without a BOS token) and is not scored. Long contigs stream in chunks with
+    carried state, in constant memory, with the same result as one pass. Masked (bidirectional) models use
+    the pseudo-log-likelihood: each position masked in turn, the rest visible (one forward per position,
+    batched); chosen over the masked-marginal score because it scores any sequence, so a variant's score
+    (`seqssm score-variants`, indels included) is exactly the difference of two sequences' scores.
+    """
+    from seqssm.pipelines.score import score as run
+
+    record, start, end = parse_region(region) if region else (None, 0, None)
+    result = run(opts.make(ScoreConfig, record=record, start=start, end=end))
+    typer.echo(f"{result.sequences} sequence(s), {result.scored} positions scored: {result.bits_per_token:.4f} "
+               f"bits per position ({result.out}{', ' + str(result.per_position) if result.per_position else ''})")
+
+
+@config_command(ScoreVariantsConfig)
+def score_variants(opts: Opts):
+    """Log-likelihood ratio (bits) of each ALT allele against REF, in a window centred on the variant.
+
+    SEQSSM_LLR = log2 p(ALT window) - log2 p(REF window); > 0 where the ALT is more likely. SNVs, indels and
+    multi-allelic records (one score per ALT). Records whose REF differs from --genome, contigs missing from
+    it, symbolic alleles (<DEL>, *, breakends) and out-of-order records are skipped, counted and reported at
+    the end, never fatal. Masked models score windows by pseudo-log-likelihood (see `seqssm score --help`).
+    """
+    from seqssm.pipelines.score_variants import score_variants as run
+
+    result = run(opts.make(ScoreVariantsConfig))
+    typer.echo(result.report())
+    typer.echo(f"wrote {result.out} (index {result.index}){', ' + str(result.tsv) if result.tsv else ''}")
 
 
 # Command-line only: --modality picks GenerateAudioConfig over GenerateConfig.
@@ -187,6 +226,16 @@ app.command(epilog=_example(
 app.command(name="score-audio", epilog=_example(
     "seqssm score-audio runs/audio/checkpoint machine_wars.mp3 --out scores",
 ))(score_audio)
+app.command(epilog=_example(
+    "seqssm score runs/lm/checkpoint genome.fa --out scores.tsv --per-position bits.bedgraph",
+    "seqssm score runs/lm/checkpoint chrI.fa.gz --region chrI:1-1000000 --out chrI.tsv",
+    "seqssm score runs/lm/checkpoint --bed peaks.bed --genome hg38.fa --out peaks.tsv",
+    "seqssm score runs/lm/checkpoint reads.bam --out reads.tsv",
+    "seqssm score runs/audio/checkpoint recordings/ --out clips.tsv",
+))(score)
+app.command(name="score-variants", epilog=_example(
+    "seqssm score-variants runs/lm/checkpoint calls.vcf.gz --genome hg38.fa --out scored.vcf.gz --tsv scored.tsv",
+))(score_variants)
 app.command(epilog=_example(
     "seqssm generate runs/lm/checkpoint --out sample.fa --length 1000 --top-p 0.95",
     "seqssm generate runs/lm/checkpoint --out more.fa --prompt ACGTTGCA -n 4",

@@ -12,6 +12,7 @@ import torch.nn.functional as F
 
 from seqssm.config import MambaConfig
 from seqssm.datasets.audio import load_audio
+from seqssm.datasets.audio_stream import ResampledWindows
 from seqssm.datasets.fasta import FastaFile
 from seqssm.datasets.reads import iter_reads
 from seqssm.errors import InputError
@@ -19,7 +20,6 @@ from seqssm.models import MambaLMHeadModel
 from seqssm.pipelines.stream_embed import (
     StreamAudioConfig,
     StreamEmbedConfig,
-    _Windows,
     stream_audio,
     stream_embed,
 )
@@ -183,7 +183,7 @@ def test_streamed_audio_at_the_model_rate_equals_resampling_the_whole_slice(audi
     wav = shared_data / "audio" / "fsdd" / "0_jackson_0.wav"
     wave, rate = load_audio(wav)
     for target in (16_000, 5_000):
-        windows = _Windows(str(wav), 100, wave.shape[1], rate, target, window_frames=1_000)
+        windows = ResampledWindows(str(wav), 100, wave.shape[1], rate, target, window_frames=1_000)
         got = torch.cat(list(windows))
         whole, _ = load_audio(wav, sample_rate=target, offset=100)
         assert got.shape == whole[0].shape
