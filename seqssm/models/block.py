@@ -28,6 +28,7 @@ class Block(nn.Module):
         norm_eps: float = 1e-5,
         residual_in_fp32: bool = True,
         rc_halves: bool = False,
+        moe: nn.Module | None = None,
         device=None,
         dtype=None,
     ):
@@ -36,6 +37,11 @@ class Block(nn.Module):
         self.norm = RMSNorm(d_model, eps=norm_eps, rc_halves=rc_halves, device=device, dtype=dtype)
         self.residual_in_fp32 = residual_in_fp32
         self.impl = mixer.fwd.impl if isinstance(mixer, BiMambaMixer) else mixer.impl
+        self.kind = getattr(mixer, "kind", "M")  # "A" for attention: the backbone passes it its key mask
+        # MoE-Mamba / Jamba: an MLP sub-layer after the mixer, with its own pre-norm and residual add.
+        self.moe = moe
+        if moe is not None:
+            self.norm2 = RMSNorm(d_model, eps=norm_eps, device=device, dtype=dtype)
 
     def forward(
         self, hidden: torch.Tensor, residual: torch.Tensor | None = None, **mixer_kwargs
@@ -44,16 +50,27 @@ class Block(nn.Module):
         (``state`` / ``return_state`` for a causal mixer: then the mixer's new state comes third)."""
         normed, residual = self.add_norm(hidden, residual)
         out = self.mixer(normed, **mixer_kwargs)
-        if isinstance(out, tuple):
-            return out[0], residual, out[1]
-        return out, residual
+        with_state = isinstance(out, tuple)
+        if with_state:
+            out, state = out
+        if self.moe is not None:
+            out, residual = self._moe(out, residual, self.moe)
+        return (out, residual, state) if with_state else (out, residual)
 
     def step(
         self, hidden: torch.Tensor, residual: torch.Tensor | None, cache: LayerCache
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """One token: hidden, residual [B, D]."""
         normed, residual = self.add_norm(hidden, residual)
-        return self.mixer.step(normed, cache), residual
+        out = self.mixer.step(normed, cache)
+        if self.moe is not None:
+            out, residual = self._moe(out, residual, self.moe.step)
+        return out, residual
+
+    def _moe(self, hidden: torch.Tensor, residual: torch.Tensor, fn):
+        normed, residual = add_norm(hidden, residual, self.norm2, self.residual_in_fp32, self.impl,
+                                    matmul_dtype=True)
+        return fn(normed), residual
 
     def add_norm(self, hidden: torch.Tensor, residual: torch.Tensor | None):
         """(norm(residual + hidden), residual + hidden): the block's input side, as :func:`add_norm`."""

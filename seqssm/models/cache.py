@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 
 import torch
@@ -21,14 +22,15 @@ class LayerCache:
 
 @dataclass
 class InferenceCache:
-    """Per-layer states plus how many positions they have consumed (``seqlen_offset``)."""
+    """Per-layer states plus how many positions they have consumed (``seqlen_offset``). A layer's state is
+    a ``LayerCache`` for an SSM, or another dataclass of [B, ...] tensors (``KVCache`` for attention)."""
 
-    layers: list[LayerCache]
+    layers: list
     seqlen_offset: int = 0
     batch_size: int = field(init=False)
 
     def __post_init__(self) -> None:
-        self.batch_size = self.layers[0].ssm_state.shape[0] if self.layers else 0
+        self.batch_size = _tensors(self.layers[0])[0].shape[0] if self.layers else 0
 
     @classmethod
     def allocate(
@@ -55,6 +57,12 @@ class InferenceCache:
     def reset(self) -> None:
         """Back to the state before the first token, keeping the buffers."""
         for layer in self.layers:
-            layer.conv_state.zero_()
-            layer.ssm_state.zero_()
+            for tensor in _tensors(layer):
+                tensor.zero_()
         self.seqlen_offset = 0
+
+
+def _tensors(layer) -> list[torch.Tensor]:
+    """The tensor fields of one layer's state dataclass."""
+    values = (getattr(layer, f.name) for f in dataclasses.fields(layer))
+    return [v for v in values if isinstance(v, torch.Tensor)]

@@ -17,10 +17,12 @@ from seqssm.errors import InputError
 from seqssm.models.bidirectional import BiMambaMixer, reverse_index
 from seqssm.models.block import Block, add_norm
 from seqssm.models.cache import InferenceCache
-from seqssm.models.mixer import IMPLS, MambaMixer
+from seqssm.models.layers import allocate_layer_state, build_mixer, build_moe
+from seqssm.models.mixer import IMPLS
+from seqssm.models.moe import MoEMLP
 from seqssm.models.norm import RMSNorm
 from seqssm.models.packing import seq_idx_from_cu_seqlens, unpack
-from seqssm.models.rcps import RCPSBiMambaMixer, RCPSEmbedding, RCPSLMHead, complement_map
+from seqssm.models.rcps import RCPSEmbedding, RCPSLMHead, complement_map
 from seqssm.tokenizers import get_tokenizer
 
 
@@ -95,27 +97,20 @@ class MambaBackbone(nn.Module):
             raise InputError(f"impl must be one of {IMPLS}, got {impl!r}")
         self.config = config
         factory = {"device": device, "dtype": dtype}
-        mixer_kwargs = dict(
-            d_model=config.d_mixer, d_state=config.d_state, d_conv=config.d_conv, expand=config.expand,
-            dt_rank=config.resolved_dt_rank, dt_min=config.dt_min, dt_max=config.dt_max,
-            dt_init_floor=config.dt_init_floor, dt_scale=config.dt_scale, conv_bias=config.conv_bias,
-            bias=config.bias, impl=impl, **factory,
-        )
         rc = config.rc_equivariant
         if rc:
             self.embedding = RCPSEmbedding(config.padded_vocab_size, config.d_model,
                                            _complement(config), **factory)
         else:
             self.embedding = nn.Embedding(config.padded_vocab_size, config.d_model, **factory)
-        mixer_cls = RCPSBiMambaMixer if rc else BiMambaMixer
+        # One layer per letter of config.layer_kinds ("M": the config's SSM mixer, "A": attention).
         self.layers = nn.ModuleList(
             Block(
-                mixer_cls(weight_tie=config.bidirectional_weight_tie, **mixer_kwargs)
-                if config.bidirectional else MambaMixer(**mixer_kwargs),
+                build_mixer(config, kind, impl=impl, **factory),
                 d_model=config.d_model, norm_eps=config.norm_eps, residual_in_fp32=config.residual_in_fp32,
-                rc_halves=rc, **factory,
+                rc_halves=rc, moe=build_moe(config, i, **factory), **factory,
             )
-            for _ in range(config.n_layer)
+            for i, kind in enumerate(config.layer_kinds)
         )
         self.norm_f = RMSNorm(config.d_model, eps=config.norm_eps, rc_halves=rc, **factory)
         _init_weights(self, config)
@@ -157,19 +152,20 @@ class MambaBackbone(nn.Module):
         else:
             _check_inputs_embeds(inputs_embeds, self.config.d_model)
             shape, what = inputs_embeds.shape[:2], "inputs_embeds [B, L]"
-        rev_index = None
+        rev_index = key_mask = None
         if attention_mask is not None:
             _check_attention_mask(attention_mask, shape, what)
             # A causal mixer never looks right, so right padding cannot reach real positions.
             if self.config.bidirectional:
                 rev_index = reverse_index(attention_mask.long())
+                key_mask = attention_mask
         if inputs_embeds is not None:
             hidden = inputs_embeds
         elif self.config.rc_equivariant:
             hidden = self.embedding(input_ids, rev_index)
         else:
             hidden = self.embedding(input_ids)
-        return self._forward(hidden, rev_index=rev_index)
+        return self._forward(hidden, rev_index=rev_index, key_mask=key_mask)
 
     def _packed(self, input_ids, inputs_embeds, attention_mask, seq_idx, cu_seqlens) -> torch.Tensor:
         data = input_ids if input_ids is not None else inputs_embeds
@@ -191,13 +187,15 @@ class MambaBackbone(nn.Module):
 
     def _forward(self, hidden: torch.Tensor, *, cache: InferenceCache | None = None,
                  rev_index: torch.Tensor | None = None, states: list | None = None,
-                 return_states: bool = False, layer_fn=None):
+                 return_states: bool = False, layer_fn=None, key_mask: torch.Tensor | None = None):
         """Embedded inputs [B, L, D] → normed hidden states [B, L, D]: the one layer loop.
 
         ``states`` (causal models): per layer a ``LayerCache`` or None (zero states) to start from, and with
         ``return_states`` the per-layer states after the sequence come back too (differentiable, for chunked
-        training and streaming). ``cache``: prefill, states advanced in place. ``layer_fn(layer, hidden,
-        residual, **kw)``: how to call one block (e.g. under activation checkpointing); a plain call when None.
+        training and streaming; attention layers carry their keys, see ``seqssm.models.attention``).
+        ``key_mask`` [B, L]: the padding mask bidirectional attention layers read. ``cache``: prefill, states
+        advanced in place. ``layer_fn(layer, hidden, residual, **kw)``: how to call one block (e.g. under
+        activation checkpointing); a plain call when None.
         """
         residual, new_states = None, []
         call = layer_fn or (lambda layer, h, r, **kw: layer(h, r, **kw))
@@ -208,7 +206,9 @@ class MambaBackbone(nn.Module):
                 state = None if states is None else states[i]
                 hidden, residual, state = call(layer, hidden, residual, state=state, return_state=True)
                 new_states.append(state)
-            elif rev_index is not None:
+            elif layer.kind == "A" and key_mask is not None:
+                hidden, residual = call(layer, hidden, residual, key_mask=key_mask)
+            elif rev_index is not None and layer.kind == "M":
                 hidden, residual = call(layer, hidden, residual, rev_index=rev_index)
             else:
                 hidden, residual = call(layer, hidden, residual)
@@ -281,18 +281,29 @@ class MambaLMHeadModel(nn.Module):
                              "position sees the whole sequence, so there is no left-to-right state); call "
                              "the model on the full sequence instead")
 
-    def allocate_cache(self, batch_size: int, device=None, dtype=None) -> InferenceCache:
-        """Zero states for ``batch_size`` rows on the model's device; conv state in the model's dtype."""
+    def aux_loss(self) -> torch.Tensor | float:
+        """The weighted MoE load-balancing loss of the last forward (0.0 without MoE layers): add it to the
+        training loss."""
+        losses = [m.aux_loss for m in self.modules() if isinstance(m, MoEMLP) and m.aux_loss is not None]
+        return self.config.moe_aux_weight * sum(losses) if losses else 0.0
+
+    def expert_counts(self) -> list[list[int]]:
+        """Per MoE layer, how many tokens of the last forward chose each expert first."""
+        return [m.counts.tolist() for m in self.modules() if isinstance(m, MoEMLP)]
+
+    def allocate_cache(self, batch_size: int, device=None, dtype=None,
+                       max_len: int | None = None) -> InferenceCache:
+        """Zero states for ``batch_size`` rows on the model's device; conv state in the model's dtype;
+        attention layers get a KV cache of ``max_len`` positions (``config.attn_max_len`` when None)."""
         self._require_causal("allocate_cache")
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise InputError(f"allocate_cache: batch_size must be a positive integer, got {batch_size!r}")
         weight = self.backbone.embedding.weight
-        c = self.config
-        return InferenceCache.allocate(
-            n_layer=c.n_layer, batch_size=batch_size, d_inner=c.d_inner, d_state=c.d_state, d_conv=c.d_conv,
-            device=weight.device if device is None else device,
-            dtype=weight.dtype if dtype is None else dtype,
-        )
+        device = weight.device if device is None else device
+        dtype = weight.dtype if dtype is None else dtype
+        return InferenceCache([allocate_layer_state(self.config, layer.mixer, batch_size, device=device,
+                                                    dtype=dtype, max_len=max_len)
+                               for layer in self.backbone.layers])
 
     def _check_cache(self, cache: InferenceCache, batch_size: int, what: str) -> None:
         if not isinstance(cache, InferenceCache) or len(cache.layers) != self.config.n_layer:
