@@ -24,18 +24,8 @@ from sklearn.utils.class_weight import compute_class_weight
 from torch.utils.data import DataLoader
 
 from seqssm.config import MambaConfig
-from seqssm.datasets.audio import audio_info
-from seqssm.datasets.labelled import (
-    Example,
-    InputSpec,
-    audio_records,
-    iter_examples,
-    natural_key,
-    read_labelled_table,
-    resolve_format,
-    split_label,
-)
-from seqssm.datasets.tables import split_indices
+from seqssm.datasets.labelled import InputSpec, natural_key, split_label
+from seqssm.datasets.splits import labelled_splits
 from seqssm.datasets.training_sets import AudioEvalClips, AudioTrainClips, RCFlipped
 from seqssm.errors import InputError
 from seqssm.models import MambaLMHeadModel
@@ -70,7 +60,7 @@ from seqssm.pipelines.common import (
     seed_everything,
 )
 from seqssm.pipelines.ema import WeightEMA, check_decay
-from seqssm.pipelines.metrics import METRICS, cat_batches, compute_metrics, evaluate_split
+from seqssm.pipelines.metrics import METRICS, cat_batches, compute_metrics, evaluate_split, task_metrics
 from seqssm.pipelines.train_utils import EpochSampler, cosine_schedule, param_groups, write_run_record
 from seqssm.transforms import WaveformAugment
 
@@ -212,40 +202,10 @@ def _spec(cfg: FinetuneConfig) -> InputSpec:
                      label_column=cfg.label_column, id_column=cfg.id_column, sample_rate=cfg.sample_rate)
 
 
-def _split(n: int, fractions, seed: int, stratify) -> tuple[np.ndarray, ...]:
-    if fractions[2] == 0:
-        train, val = split_indices(n, fractions[:2], seed, stratify)
-        return train, val, np.zeros(0, dtype=np.int64)
-    return split_indices(n, fractions, seed, stratify)
-
-
 def _load_data(cfg: FinetuneConfig):
-    """(labels of every item, {split: items}, sample rate): Examples for DNA, AudioRecords for audio."""
-    spec = _spec(cfg)
-    fmt = resolve_format(spec)
-    if fmt in ("table", "fasta"):
-        table = read_labelled_table(cfg.data, cfg.sequence_column, cfg.label_column, cfg.id_column)
-        items: list = [Example(i, s, lab) for i, s, lab in zip(table.ids, table.sequences, table.labels,
-                                                                strict=True)]
-    elif fmt == "bed":
-        items = list(iter_examples(spec, require_labels=True))
-    else:
-        items = audio_records(spec, fmt, require_labels=True)
-    labels = [item.label for item in items]
-    if fmt == "fsdd":
-        test = [i for i, r in enumerate(items) if int(r.id.rsplit("_", 1)[1]) < 5]
-        pool = [i for i, r in enumerate(items) if int(r.id.rsplit("_", 1)[1]) >= 5]
-        frac = cfg.split[0] / (cfg.split[0] + cfg.split[1])
-        tr, va = split_indices(len(pool), (frac, 1 - frac), cfg.seed, [labels[i] for i in pool])
-        parts = (np.asarray(pool)[tr], np.asarray(pool)[va], np.asarray(test))
-    else:
-        single = cfg.level == "sequence" and not any(";" in label for label in labels)
-        parts = _split(len(items), cfg.split, cfg.seed, labels if single else None)
-    splits = {name: [items[i] for i in idx] for name, idx in zip(("train", "val", "test"), parts, strict=True)}
-    rate = None
-    if cfg.modality == "audio":
-        rate = cfg.sample_rate or audio_info(items[0].path).sample_rate
-    return labels, splits, rate
+    """(labels of every item, {split: items}, sample rate): Examples for DNA, AudioRecords for audio; the split
+    `seqssm baseline` takes too (``seqssm.datasets.splits``)."""
+    return labelled_splits(_spec(cfg), cfg.split, cfg.seed, cfg.level)
 
 
 def _init_seed(cfg: FinetuneConfig) -> int:
@@ -381,6 +341,11 @@ def finetune(cfg: FinetuneConfig) -> FinetuneResult:
         raise InputError(f"{cfg.data}: too few examples ({len(labels)}) for a train and a val split; add data")
     metric = cfg.metric if cfg.metric != "auto" else ("macro_f1" if task.problem_type == "multi_label"
                                                       else "accuracy")
+    if metric != "loss" and metric not in task_metrics(task.problem_type):
+        kind = task.problem_type.replace("_", "-")
+        raise InputError(f"--metric {metric} is not scored for a {kind} task; use one of loss, "
+                         f"{', '.join(task_metrics(task.problem_type))}"
+                         + (" (micro F1 of a single-label task is its accuracy)" if metric == "micro_f1" else ""))
     model = SequenceClassifier(_backbone(cfg, rate), task).to(device)
     if saved is not None:
         saved.load_model(model)
@@ -401,7 +366,7 @@ def finetune(cfg: FinetuneConfig) -> FinetuneResult:
     step, running, history = position["step"], position["train_loss"], position["history"]
     best, best_step, stale = position["best"], position["best_step"], position["stale"]
     log_path, state_dir = out / "train_log.tsv", out / STATE_DIR
-    columns = ["loss", *(m for m in METRICS if m != "loss")]
+    columns = ["loss", *task_metrics(task.problem_type)]  # only the task's scores: no column of NaNs
     header = "\t".join(["step", "epoch", "train_loss", *(f"val_{m}" for m in columns), "lr", "seconds"]) + "\n"
     log_lines = resume_log(log_path, header, step) if saved is not None else [header]
     saved_step = step if saved is not None else None
