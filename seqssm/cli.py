@@ -9,7 +9,7 @@ from pathlib import Path
 
 import typer
 
-from seqssm import cli_tasks
+from seqssm import cli_baseline, cli_tasks
 from seqssm.errors import InputError
 
 app = typer.Typer(
@@ -300,6 +300,7 @@ def demo(
 app.command(epilog=cli_tasks.FINETUNE_EPILOG)(cli_tasks.finetune)
 app.command(epilog=cli_tasks.PREDICT_EPILOG)(cli_tasks.predict)
 app.command(epilog=cli_tasks.PROBE_EPILOG)(cli_tasks.probe)
+app.command(epilog=cli_baseline.BASELINE_EPILOG)(cli_baseline.baseline)
 
 
 # Typer vendors click (typer._click), so its parse errors are not click's classes; they are the bases of
