@@ -139,6 +139,7 @@ class FinetuneConfig:
     init_seed: int | None = None
     device: str = "auto"
     impl: str = "auto"
+    baseline: bool = False
     overwrite: bool = False
     resume: bool = False
 
@@ -194,6 +195,8 @@ class FinetuneResult:
     test_metrics: dict | None = None
     test_predictions: Path | None = None
     history: list = field(default_factory=list)
+    test_notes: list = field(default_factory=list)
+    baseline: dict | None = None
 
 
 def _spec(cfg: FinetuneConfig) -> InputSpec:
@@ -309,12 +312,30 @@ def _optimizer(cfg: FinetuneConfig, model: SequenceClassifier) -> torch.optim.Op
     return torch.optim.AdamW([g for g in groups if g["params"]], betas=(0.9, 0.98))
 
 
+def _run_baseline(cfg: FinetuneConfig, splits: dict, rate: int | None, metric: str, out: Path) -> dict:
+    """`seqssm baseline` on this run's own split: its record for run.json; its test predictions are written to
+    ``{out}/baseline_predictions.tsv`` (for `seqssm evaluate --baseline`)."""
+    from seqssm.pipelines.baseline import fit_baseline, write_baseline_predictions
+    from seqssm.pipelines.metrics import SINGLE_LABEL_METRICS
+
+    chosen = metric if metric in SINGLE_LABEL_METRICS else "accuracy"
+    result, probs = fit_baseline(splits, cfg.modality, rate, metric=chosen)
+    path = out / "baseline_predictions.tsv"
+    if splits["test"]:
+        classes = sorted({item.label for items in splits.values() for item in items}, key=natural_key)
+        write_baseline_predictions(path, splits["test"], probs, classes)
+    else:
+        path.unlink(missing_ok=True)
+    return {**result.to_dict(), "predictions": str(path) if splits["test"] else None}
+
+
 def finetune_outputs(cfg: FinetuneConfig) -> OutputPlan:
     """What ``finetune`` writes into ``cfg.out`` and the inputs it must never replace."""
     out = Path(cfg.out)
     labels = cfg.bed_labels if cfg.bed_labels is not None and not cfg.bed_labels.isdigit() else None
     return OutputPlan([(out / "checkpoint", FOLDER), (out / STATE_DIR, FOLDER), (out / "train_log.tsv", FILE),
-                       (out / "run.json", FILE), (out / "test_predictions.tsv", FILE)], folder=out,
+                       (out / "run.json", FILE), (out / "test_predictions.tsv", FILE),
+                       *([(out / "baseline_predictions.tsv", FILE)] if cfg.baseline else [])], folder=out,
                       overwrite=cfg.overwrite or cfg.resume,
                       inputs=[("training data", cfg.data), ("genome", cfg.genome), ("--bed-labels table", labels),
                               ("--init-from checkpoint", cfg.init_from)])
@@ -341,6 +362,9 @@ def finetune(cfg: FinetuneConfig) -> FinetuneResult:
         raise InputError(f"{cfg.data}: too few examples ({len(labels)}) for a train and a val split; add data")
     metric = cfg.metric if cfg.metric != "auto" else ("macro_f1" if task.problem_type == "multi_label"
                                                       else "accuracy")
+    if cfg.baseline and (task.problem_type != "single_label" or task.level != "sequence"):
+        raise InputError("--baseline fits a single-label sequence classifier; drop it for multi-label or "
+                         "token-level tasks")
     if metric != "loss" and metric not in task_metrics(task.problem_type):
         kind = task.problem_type.replace("_", "-")
         raise InputError(f"--metric {metric} is not scored for a {kind} task; use one of loss, "
@@ -483,7 +507,7 @@ def finetune(cfg: FinetuneConfig) -> FinetuneResult:
                     break
     bar.close()
 
-    test_metrics, test_path = None, None
+    test_metrics, test_path, test_notes = None, None, []
     if not splits["test"]:  # an earlier run's (only there with --overwrite) would not match this checkpoint
         (out / "test_predictions.tsv").unlink(missing_ok=True)
     else:
@@ -493,13 +517,14 @@ def finetune(cfg: FinetuneConfig) -> FinetuneResult:
         write_predictions(test_path, best_model, test_loader, device, keep=kept,
                           source=f"checkpoint {out / 'checkpoint'}")
         test_metrics = compute_metrics(cat_batches([k[1].cpu() for k in kept]), cat_batches([k[2].cpu() for k in kept]),
-                                       cat_batches([k[0]["targets"] for k in kept]), task)
+                                       cat_batches([k[0]["targets"] for k in kept]), task, test_notes)
+    base = _run_baseline(cfg, splits, rate, metric, out) if cfg.baseline else None
     seconds = time.perf_counter() - start
     sizes = {name: len(items) for name, items in splits.items()}
     result = FinetuneResult(checkpoint=out / "checkpoint", metric=metric, best_value=best, best_step=best_step,
                             steps=step, seconds=seconds, sizes=sizes, test_metrics=test_metrics,
-                            test_predictions=test_path, history=history)
+                            test_predictions=test_path, history=history, test_notes=test_notes, baseline=base)
     record({"status": "complete", "result": {
         "metric": metric, "best_value": best, "best_step": best_step, "steps": step, "seconds": round(seconds, 1),
-        "sizes": sizes, "test_metrics": test_metrics}})
+        "sizes": sizes, "test_metrics": test_metrics, "test_notes": test_notes, "baseline": base}})
     return result

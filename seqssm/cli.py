@@ -263,6 +263,8 @@ def evaluate(
     history: Path | None = typer.Option(None, help="A train_log.tsv to plot as training curves."),
     title: str | None = typer.Option(None), positive_label: str | None = typer.Option(None),
     task: str = typer.Option("auto", help="auto, binary, multiclass or multilabel."),
+    baseline: Path | None = typer.Option(None, help="A baseline's predictions of the same rows (e.g. "
+                                         "baseline_predictions.tsv of finetune --baseline), shown beside."),
     overwrite: bool = OVERWRITE,
 ):
     """Score predictions with scikit-learn metrics; write metrics.json, pictures and an HTML report."""
@@ -272,10 +274,13 @@ def evaluate(
     report = run(EvaluateConfig(
         predictions=str(predictions), out=str(out), labels=str(labels) if labels else None,
         label_column=label_column, id_column=id_column, history=str(history) if history else None, title=title,
-        positive_label=positive_label, task=task, overwrite=overwrite,
+        positive_label=positive_label, task=task, baseline=str(baseline) if baseline else None, overwrite=overwrite,
     ))
     shown = ", ".join(f"{k} {v:.4f}" for k, v in report["metrics"].items() if isinstance(v, float))
     typer.echo(f"{report['task']}, {report['n']} rows: {shown}")
+    if report.get("baseline"):
+        shown = ", ".join(f"{k} {v:.4f}" for k, v in report["baseline"]["metrics"].items() if isinstance(v, float))
+        typer.echo(f"baseline: {shown}")
     typer.echo(f"report: {Path(out) / 'report.html'}")
 
 

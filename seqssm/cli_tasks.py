@@ -123,6 +123,8 @@ def finetune(
     init_seed: int | None = typer.Option(None, help="Initialisation, data order, augmentation and dropout "
                                          "(default: --seed); vary it alone to train ensemble members on one split."),
     device: str = typer.Option("auto"), impl: str = typer.Option("auto", help="auto, triton, chunked or ref."),
+    baseline: bool = typer.Option(False, "--baseline", help="Also fit `seqssm baseline` on this split and "
+                                  "print both test scores side by side (run.json, baseline_predictions.tsv)."),
     overwrite: bool = OVERWRITE, resume: bool = RESUME,
 ):
     """Fine-tune a backbone with a classification head on labelled DNA or audio."""
@@ -146,14 +148,23 @@ def finetune(
         backbone_lr=backbone_lr, weight_decay=weight_decay, warmup_steps=warmup_steps, grad_clip=grad_clip,
         epochs=epochs, batch_size=batch_size, val_every=val_every, metric=metric, patience=patience,
         class_weights=class_weights, rc_augment=rc_augment, augment=augment, ema=ema, max_minutes=max_minutes,
-        num_workers=num_workers, seed=seed, init_seed=init_seed, device=device, impl=impl, overwrite=overwrite,
-        resume=resume,
+        num_workers=num_workers, seed=seed, init_seed=init_seed, device=device, impl=impl, baseline=baseline,
+        overwrite=overwrite, resume=resume,
     ))
     typer.echo(f"best val {result.metric} {result.best_value:.4f} at step {result.best_step} of {result.steps} "
                f"({result.seconds:.0f} s); checkpoint: {result.checkpoint}")
     if result.test_metrics is not None:
         shown = ", ".join(f"{k} {v:.4f}" for k, v in result.test_metrics.items())
         typer.echo(f"test ({result.sizes['test']}): {shown}; predictions: {result.test_predictions}")
+    for note in result.test_notes:
+        typer.echo(f"note: {note}")
+    if result.baseline is not None:
+        from seqssm.pipelines.baseline import side_by_side
+
+        base = result.baseline
+        typer.echo(f"baseline: {base['features']} features, C {base['C']:g}, chosen on val {base['metric']}")
+        for line in side_by_side(result.test_metrics, base["test_metrics"]):
+            typer.echo(f"  {line}")
 
 
 def predict(
