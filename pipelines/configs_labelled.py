@@ -24,8 +24,14 @@ from seqssm.options import (
     overwrite_option,
     positive,
 )
+from seqssm.pipelines.configs_train import checked_split, split_option
 
 PROBE_POOLINGS = ("mean", "last", "cls")
+KMER_SIZES = (1, 2, 3, 4, 5, 6)
+AUDIO_FEATURES = ("logmel", "mfcc")
+BASELINE_FEATURES = ("auto", "onehot", *(f"kmer{k}" for k in KMER_SIZES), *AUDIO_FEATURES)
+# seqssm.pipelines.metrics.SINGLE_LABEL_METRICS (not imported: it brings scikit-learn).
+BASELINE_METRICS = ("accuracy", "balanced_accuracy", "macro_f1", "mcc", "auroc")
 TASKS = ("auto", "binary", "multiclass", "multilabel")
 
 
@@ -113,4 +119,37 @@ class EvaluateConfig(Options):
     title: str | None = option(None)
     positive_label: str | None = option(None)
     task: str = option("auto", help="auto, binary, multiclass or multilabel.", check=_task)
+    baseline: str | None = option(None, path=True, help=(
+        "A baseline's predictions of the same rows (e.g. baseline_predictions.tsv of finetune --baseline), shown "
+        "beside."))
     overwrite: bool = overwrite_option()
+
+
+@dataclass(kw_only=True)
+class BaselineConfig(InputSpec):
+    """Everything `seqssm baseline` takes; the Python API takes the same object.
+
+    The data fields (those of :class:`InputSpec`, ``split``, ``seed``) are ``FinetuneConfig``'s, meaning the
+    same, so one set of options gives both commands one split. ``features``: "auto" tries every feature set of
+    the modality (DNA: kmer1…kmer6, and onehot for inputs of one length; audio: logmel, mfcc), or name one.
+    ``metric``: the val score that picks the features and C. ``out``: folder for baseline.json and
+    baseline_predictions.tsv (the table `seqssm evaluate` reads); None writes nothing (Python API).
+    """
+
+    out: str | None = out_option("Output folder (baseline.json, baseline_predictions.tsv).", None)
+    fsdd_split: str = option("all", cli=False)  # the split below keeps FSDD's takes 0-4 as test
+    split: Sequence[float] = split_option()
+    seed: int = option(0, help="The split's seed, as finetune's --seed.")
+    features: str = option("auto", help="auto (try all, pick on val), onehot, kmer1…kmer6, logmel, mfcc.",
+                           check=one_of(*BASELINE_FEATURES))
+    metric: str = option("accuracy", help="Val score that picks features and C: accuracy, balanced_accuracy, "
+                         "macro_f1, mcc or auroc.", check=one_of(*BASELINE_METRICS))
+    max_iter: int = option(2000, check=positive)
+    overwrite: bool = overwrite_option()
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.features in AUDIO_FEATURES and self.modality != "audio" or (
+                self.modality == "audio" and self.features not in ("auto", *AUDIO_FEATURES)):
+            raise InputError(f"--features {self.features} does not fit --modality {self.modality}")
+        self.split = checked_split(self.split)

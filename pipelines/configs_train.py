@@ -121,6 +121,23 @@ def parse_split(text: str) -> tuple[float, ...]:
         raise InputError(f"--split {text!r}: give three comma-separated fractions, e.g. 0.8,0.1,0.1") from None
 
 
+def split_option():
+    """The one --split field: finetune's and baseline's, so the same text gives one split."""
+    return option((0.8, 0.1, 0.1), cli_type=str, parse=parse_split,
+                  show=lambda fractions: ",".join(f"{f:g}" for f in fractions),
+                  help="train,val,test fractions (seeded; FSDD keeps takes 0-4 as test).")
+
+
+def checked_split(split: Sequence[float]) -> tuple[float, ...]:
+    """``split`` as three floats, or an InputError: train, val, test fractions summing to 1, train and val > 0."""
+    split = tuple(float(f) for f in split)
+    if len(split) != 3 or any(f < 0 for f in split) or abs(sum(split) - 1) > 1e-6 or split[0] <= 0 \
+            or split[1] <= 0:
+        raise InputError(f"--split must be three fractions train,val,test summing to 1 (train and val > 0), "
+                         f"got {split}")
+    return split
+
+
 def _ema(flag: str, value: float | None) -> None:
     if value is not None:
         from seqssm.pipelines.ema import check_decay
@@ -162,9 +179,7 @@ class FinetuneConfig(TrainingOptions, BackboneOptions, InputSpec):
 
     out: str = out_option("Output folder (checkpoint/, train_log.tsv, run.json, test_predictions.tsv).")
     fsdd_split: str = option("all", cli=False)  # finetune splits FSDD itself (takes 0-4 are the test split)
-    split: Sequence[float] = option((0.8, 0.1, 0.1), cli_type=str, parse=parse_split,
-                                    show=lambda fractions: ",".join(f"{f:g}" for f in fractions),
-                                    help="train,val,test fractions (seeded; FSDD keeps takes 0-4 as test).")
+    split: Sequence[float] = split_option()
     problem_type: str = option("auto", help="auto, single_label or multi_label (';'-joined labels).",
                                check=one_of("auto", "single_label", "multi_label"))
     level: str = option("sequence", help="sequence, or token (one label character per base).",
@@ -198,6 +213,9 @@ class FinetuneConfig(TrainingOptions, BackboneOptions, InputSpec):
     init_seed: int | None = option(None, help="Initialisation, data order, augmentation and dropout (default: "
                                    "--seed); vary it alone to train ensemble members on one split.",
                                    check=seed_value)
+    baseline: bool = option(False, flags=("--baseline",), help=(
+        "Also fit `seqssm baseline` on this split and print both test scores side by side (run.json, "
+        "baseline_predictions.tsv)."))
 
     def __post_init__(self):
         super().__post_init__()
@@ -214,8 +232,4 @@ class FinetuneConfig(TrainingOptions, BackboneOptions, InputSpec):
             raise InputError("--rc-augment flips DNA strands; drop it for audio")
         if self.augment and self.modality != "audio":
             raise InputError("--augment perturbs waveforms (audio); for DNA use --rc-augment")
-        self.split = tuple(float(f) for f in self.split)
-        if len(self.split) != 3 or any(f < 0 for f in self.split) or abs(sum(self.split) - 1) > 1e-6 \
-                or self.split[0] <= 0 or self.split[1] <= 0:
-            raise InputError(f"--split must be three fractions train,val,test summing to 1 (train and val > 0), "
-                             f"got {self.split}")
+        self.split = checked_split(self.split)

@@ -14,12 +14,10 @@ from sklearn.exceptions import UndefinedMetricWarning
 from sklearn.metrics import (
     accuracy_score,
     average_precision_score,
-    balanced_accuracy_score,
     classification_report,
     confusion_matrix,
     f1_score,
     hamming_loss,
-    matthews_corrcoef,
     multilabel_confusion_matrix,
     roc_auc_score,
 )
@@ -30,6 +28,7 @@ from seqssm.errors import InputError
 from seqssm.pipelines import report as pictures
 from seqssm.pipelines.common import FILE, OutputPlan, atomic_path, require_file
 from seqssm.pipelines.configs_labelled import EvaluateConfig
+from seqssm.pipelines.metrics import per_class_curves, single_label_scores
 from seqssm.version import __version__
 
 PROB_PREFIX = "prob_"
@@ -197,18 +196,7 @@ def _parse_labels(cells: list[str], column: str, table: PredictionTable, multila
     return parsed
 
 
-def _curve_scores(y_bin: np.ndarray, probs: np.ndarray, classes: list[str], notes: list[str]):
-    """Per-class one-vs-rest AUROC and AUPRC, for the classes that have both positives and negatives."""
-    auroc, auprc = {}, {}
-    for k, name in enumerate(classes):
-        positives = int(y_bin[:, k].sum())
-        if 0 < positives < len(y_bin):
-            auroc[name] = float(roc_auc_score(y_bin[:, k], probs[:, k]))
-            auprc[name] = float(average_precision_score(y_bin[:, k], probs[:, k]))
-        else:
-            notes.append(f"AUROC/AUPRC of {name!r} undefined: {'no' if positives == 0 else 'only'} true "
-                         f"{name!r} rows")
-    return auroc, auprc
+_curve_scores = per_class_curves  # one-vs-rest AUROC / AUPRC of the classes with both kinds of rows
 
 
 def _macro_curve_scores(y_bin: np.ndarray, probs: np.ndarray, ok: list[int]):
@@ -228,12 +216,11 @@ def _split_report(rep: dict, classes: list[str]) -> tuple[dict, dict]:
 def _single_label(classes, y_true, y_pred, probs, positive, notes) -> dict:
     y_bin = (np.asarray(y_true)[:, None] == np.asarray(classes)[None, :]).astype(int)
     auroc, auprc = _curve_scores(y_bin, probs, classes, notes)
-    metrics = {
-        "accuracy": accuracy_score(y_true, y_pred),
-        "balanced_accuracy": balanced_accuracy_score(y_true, y_pred),
-        "macro_f1": f1_score(y_true, y_pred, labels=classes, average="macro", zero_division=0),
-        "mcc": matthews_corrcoef(y_true, y_pred),
-    }
+    # The predicted column, not the argmax of the probabilities: a table may come from any classifier.
+    index = {c: j for j, c in enumerate(classes)}
+    hard = np.eye(len(classes))[[index[c] for c in y_pred]]
+    scores = single_label_scores(np.array([index[c] for c in y_true]), hard)
+    metrics = {name: scores[name] for name in ("accuracy", "balanced_accuracy", "macro_f1", "mcc")}
     if positive is not None:
         metrics["auroc"], metrics["auprc"] = auroc.get(positive), auprc.get(positive)
     else:
@@ -294,6 +281,35 @@ def read_history(path: str | Path) -> tuple[str, np.ndarray, dict[str, np.ndarra
     return x_name, values[:, 0], series
 
 
+def _baseline_scores(cfg: EvaluateConfig, table: PredictionTable, y_true: list, order: list[str],
+                     positive: str | None) -> dict:
+    """The metrics of ``cfg.baseline``'s table, its rows matched to ``table``'s by id, against the same truth."""
+    where = f"baseline predictions {cfg.baseline!r}"
+    if any(isinstance(y, list) for y in y_true):
+        raise InputError(f"{where}: a baseline comparison is for single-label tasks; drop --baseline")
+    other = read_predictions(cfg.baseline, label_column=cfg.label_column, id_column=cfg.id_column)
+    same_order = table.ids is not None and table.ids == other.ids  # row by row, even when ids repeat
+    if not same_order and (table.ids is None or other.ids is None or sorted(table.ids) != sorted(other.ids)
+                           or len(set(table.ids)) < len(table.ids)):
+        raise InputError(f"{where} must hold the rows of {str(table.path)!r}, in its order or matched "
+                         f"by a unique {cfg.id_column!r} column; score both on one split (same --seed and --split)")
+    if sorted(other.classes) != sorted(order):
+        raise InputError(f"{where} has classes {', '.join(other.classes)}, {str(table.path)!r} "
+                         f"{', '.join(order)}; they must be the same")
+    row = {key: i for i, key in enumerate(other.ids)}
+    take = list(range(len(other.ids))) if same_order else [row[key] for key in table.ids]
+    probs = other.probs[take][:, [other.classes.index(c) for c in order]]
+    predicted = [other.predicted[i] for i in take]
+    unknown = sorted(set(predicted) - set(order))
+    if unknown:
+        raise InputError(f"{where}: predicted label {unknown[0]!r} is not one of its classes")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UndefinedMetricWarning)
+        warnings.filterwarnings("ignore", message="y_pred contains classes not in y_true")
+        scores = _single_label(order, y_true, predicted, probs, positive, [])
+    return {"predictions": str(cfg.baseline), "metrics": scores["metrics"]}
+
+
 def _jsonable(value):
     if isinstance(value, dict):
         return {str(k): _jsonable(v) for k, v in value.items()}
@@ -316,7 +332,7 @@ def evaluate_outputs(cfg: EvaluateConfig) -> OutputPlan:
     out = Path(cfg.out)
     return OutputPlan([(out / name, FILE) for name in _OUTPUTS], folder=out, overwrite=cfg.overwrite,
                       inputs=[("predictions file", cfg.predictions), ("labels table", cfg.labels),
-                              ("training history", cfg.history)])
+                              ("training history", cfg.history), ("baseline predictions", cfg.baseline)])
 
 
 def evaluate(cfg: EvaluateConfig) -> dict:
@@ -366,6 +382,7 @@ def evaluate(cfg: EvaluateConfig) -> dict:
         warnings.filterwarnings("ignore", message="y_pred contains classes not in y_true")
         scores = (_multilabel(order, y_true, y_pred, probs, notes) if multilabel
                   else _single_label(order, y_true, y_pred, probs, positive, notes))
+    base = _baseline_scores(cfg, table, y_true, order, positive) if cfg.baseline is not None else None
     title = cfg.title or f"Evaluation of {table.path.name}"
     report = _jsonable({
         "title": title, "task": task, "predictions": str(cfg.predictions),
@@ -373,7 +390,7 @@ def evaluate(cfg: EvaluateConfig) -> dict:
         "n": len(y_true), "classes": order, "positive_label": positive, "metrics": scores["metrics"],
         "per_class": scores["per_class"], "averages": scores["averages"],
         "majority_baseline": scores.get("majority_baseline"),
-        "confusion_matrix": scores["confusion_matrix"], "notes": notes,
+        "confusion_matrix": scores["confusion_matrix"], "notes": notes, "baseline": base,
     })
     for name in order:
         for key in ("auroc", "auprc"):

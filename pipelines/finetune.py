@@ -23,18 +23,8 @@ from sklearn.utils.class_weight import compute_class_weight
 from torch.utils.data import DataLoader
 
 from seqssm.config import MambaConfig
-from seqssm.datasets.audio import audio_info
-from seqssm.datasets.labelled import (
-    Example,
-    InputSpec,
-    audio_records,
-    iter_examples,
-    natural_key,
-    read_labelled_table,
-    resolve_format,
-    split_label,
-)
-from seqssm.datasets.tables import split_indices
+from seqssm.datasets.labelled import InputSpec, natural_key, split_label
+from seqssm.datasets.splits import labelled_splits
 from seqssm.datasets.training_sets import AudioEvalClips, AudioTrainClips, RCFlipped
 from seqssm.errors import InputError
 from seqssm.models import MambaLMHeadModel
@@ -70,7 +60,7 @@ from seqssm.pipelines.common import (
 )
 from seqssm.pipelines.configs_train import FinetuneConfig
 from seqssm.pipelines.ema import WeightEMA
-from seqssm.pipelines.metrics import METRICS, cat_batches, compute_metrics, evaluate_split
+from seqssm.pipelines.metrics import cat_batches, compute_metrics, evaluate_split, task_metrics
 from seqssm.pipelines.train_utils import EpochSampler, cosine_schedule, param_groups, write_run_record
 from seqssm.transforms import WaveformAugment
 
@@ -87,42 +77,14 @@ class FinetuneResult:
     test_metrics: dict | None = None
     test_predictions: Path | None = None
     history: list = field(default_factory=list)
-
-
-def _split(n: int, fractions, seed: int, stratify) -> tuple[np.ndarray, ...]:
-    if fractions[2] == 0:
-        train, val = split_indices(n, fractions[:2], seed, stratify)
-        return train, val, np.zeros(0, dtype=np.int64)
-    return split_indices(n, fractions, seed, stratify)
+    test_notes: list = field(default_factory=list)
+    baseline: dict | None = None
 
 
 def _load_data(cfg: FinetuneConfig):
-    """(labels of every item, {split: items}, sample rate): Examples for DNA, AudioRecords for audio."""
-    spec = InputSpec.of(cfg)
-    fmt = resolve_format(spec)
-    if fmt in ("table", "fasta"):
-        table = read_labelled_table(cfg.data, cfg.sequence_column, cfg.label_column, cfg.id_column)
-        items: list = [Example(i, s, lab) for i, s, lab in zip(table.ids, table.sequences, table.labels,
-                                                                strict=True)]
-    elif fmt == "bed":
-        items = list(iter_examples(spec, require_labels=True))
-    else:
-        items = audio_records(spec, fmt, require_labels=True)
-    labels = [item.label for item in items]
-    if fmt == "fsdd":
-        test = [i for i, r in enumerate(items) if int(r.id.rsplit("_", 1)[1]) < 5]
-        pool = [i for i, r in enumerate(items) if int(r.id.rsplit("_", 1)[1]) >= 5]
-        frac = cfg.split[0] / (cfg.split[0] + cfg.split[1])
-        tr, va = split_indices(len(pool), (frac, 1 - frac), cfg.seed, [labels[i] for i in pool])
-        parts = (np.asarray(pool)[tr], np.asarray(pool)[va], np.asarray(test))
-    else:
-        single = cfg.level == "sequence" and not any(";" in label for label in labels)
-        parts = _split(len(items), cfg.split, cfg.seed, labels if single else None)
-    splits = {name: [items[i] for i in idx] for name, idx in zip(("train", "val", "test"), parts, strict=True)}
-    rate = None
-    if cfg.modality == "audio":
-        rate = cfg.sample_rate or audio_info(items[0].path).sample_rate
-    return labels, splits, rate
+    """(labels of every item, {split: items}, sample rate): Examples for DNA, AudioRecords for audio; the split
+    `seqssm baseline` takes too (``seqssm.datasets.splits``)."""
+    return labelled_splits(InputSpec.of(cfg), cfg.split, cfg.seed, cfg.level)
 
 
 def _init_seed(cfg: FinetuneConfig) -> int:
@@ -226,12 +188,30 @@ def _optimizer(cfg: FinetuneConfig, model: SequenceClassifier) -> torch.optim.Op
     return torch.optim.AdamW([g for g in groups if g["params"]], betas=(0.9, 0.98))
 
 
+def _run_baseline(cfg: FinetuneConfig, splits: dict, rate: int | None, metric: str, out: Path) -> dict:
+    """`seqssm baseline` on this run's own split: its record for run.json; its test predictions are written to
+    ``{out}/baseline_predictions.tsv`` (for `seqssm evaluate --baseline`)."""
+    from seqssm.pipelines.classical import fit_baseline, write_baseline_predictions
+    from seqssm.pipelines.metrics import SINGLE_LABEL_METRICS
+
+    chosen = metric if metric in SINGLE_LABEL_METRICS else "accuracy"
+    result, probs = fit_baseline(splits, cfg.modality, rate, metric=chosen)
+    path = out / "baseline_predictions.tsv"
+    if splits["test"]:
+        classes = sorted({item.label for items in splits.values() for item in items}, key=natural_key)
+        write_baseline_predictions(path, splits["test"], probs, classes)
+    else:
+        path.unlink(missing_ok=True)
+    return {**result.to_dict(), "predictions": str(path) if splits["test"] else None}
+
+
 def finetune_outputs(cfg: FinetuneConfig) -> OutputPlan:
     """What ``finetune`` writes into ``cfg.out`` and the inputs it must never replace."""
     out = Path(cfg.out)
     labels = cfg.bed_labels if cfg.bed_labels is not None and not cfg.bed_labels.isdigit() else None
     return OutputPlan([(out / "checkpoint", FOLDER), (out / STATE_DIR, FOLDER), (out / "train_log.tsv", FILE),
-                       (out / "run.json", FILE), (out / "test_predictions.tsv", FILE)], folder=out,
+                       (out / "run.json", FILE), (out / "test_predictions.tsv", FILE),
+                       *([(out / "baseline_predictions.tsv", FILE)] if cfg.baseline else [])], folder=out,
                       overwrite=cfg.overwrite or cfg.resume,
                       inputs=[("training data", cfg.data), ("genome", cfg.genome), ("--bed-labels table", labels),
                               ("--init-from checkpoint", cfg.init_from)])
@@ -258,6 +238,14 @@ def finetune(cfg: FinetuneConfig) -> FinetuneResult:
         raise InputError(f"{cfg.data}: too few examples ({len(labels)}) for a train and a val split; add data")
     metric = cfg.metric if cfg.metric != "auto" else ("macro_f1" if task.problem_type == "multi_label"
                                                       else "accuracy")
+    if cfg.baseline and (task.problem_type != "single_label" or task.level != "sequence"):
+        raise InputError("--baseline fits a single-label sequence classifier; drop it for multi-label or "
+                         "token-level tasks")
+    if metric != "loss" and metric not in task_metrics(task.problem_type):
+        kind = task.problem_type.replace("_", "-")
+        raise InputError(f"--metric {metric} is not scored for a {kind} task; use one of loss, "
+                         f"{', '.join(task_metrics(task.problem_type))}"
+                         + (" (micro F1 of a single-label task is its accuracy)" if metric == "micro_f1" else ""))
     model = SequenceClassifier(_backbone(cfg, rate), task).to(device)
     if saved is not None:
         saved.load_model(model)
@@ -278,7 +266,7 @@ def finetune(cfg: FinetuneConfig) -> FinetuneResult:
     step, running, history = position["step"], position["train_loss"], position["history"]
     best, best_step, stale = position["best"], position["best_step"], position["stale"]
     log_path, state_dir = out / "train_log.tsv", out / STATE_DIR
-    columns = ["loss", *(m for m in METRICS if m != "loss")]
+    columns = ["loss", *task_metrics(task.problem_type)]  # only the task's scores: no column of NaNs
     header = "\t".join(["step", "epoch", "train_loss", *(f"val_{m}" for m in columns), "lr", "seconds"]) + "\n"
     log_lines = resume_log(log_path, header, step) if saved is not None else [header]
     saved_step = step if saved is not None else None
@@ -395,7 +383,7 @@ def finetune(cfg: FinetuneConfig) -> FinetuneResult:
                     break
     bar.close()
 
-    test_metrics, test_path = None, None
+    test_metrics, test_path, test_notes = None, None, []
     if not splits["test"]:  # an earlier run's (only there with --overwrite) would not match this checkpoint
         (out / "test_predictions.tsv").unlink(missing_ok=True)
     else:
@@ -405,13 +393,14 @@ def finetune(cfg: FinetuneConfig) -> FinetuneResult:
         write_predictions(test_path, best_model, test_loader, device, keep=kept,
                           source=f"checkpoint {out / 'checkpoint'}")
         test_metrics = compute_metrics(cat_batches([k[1].cpu() for k in kept]), cat_batches([k[2].cpu() for k in kept]),
-                                       cat_batches([k[0]["targets"] for k in kept]), task)
+                                       cat_batches([k[0]["targets"] for k in kept]), task, test_notes)
+    base = _run_baseline(cfg, splits, rate, metric, out) if cfg.baseline else None
     seconds = time.perf_counter() - start
     sizes = {name: len(items) for name, items in splits.items()}
     result = FinetuneResult(checkpoint=out / "checkpoint", metric=metric, best_value=best, best_step=best_step,
                             steps=step, seconds=seconds, sizes=sizes, test_metrics=test_metrics,
-                            test_predictions=test_path, history=history)
+                            test_predictions=test_path, history=history, test_notes=test_notes, baseline=base)
     record({"status": "complete", "result": {
         "metric": metric, "best_value": best, "best_step": best_step, "steps": step, "seconds": round(seconds, 1),
-        "sizes": sizes, "test_metrics": test_metrics}})
+        "sizes": sizes, "test_metrics": test_metrics, "test_notes": test_notes, "baseline": base}})
     return result

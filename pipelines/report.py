@@ -249,8 +249,15 @@ def render_html(report: Mapping, images: Mapping[str, bytes], *, generated: str,
             f"multi-label, {len(report['classes'])} labels"}[report["task"]]
     cards = "".join(f'<div class="card"><div class="v">{"—" if v is None else f"{v:.3f}"}</div>'
                     f'<div class="k">{esc(_name(k))}</div></div>' for k, v in metrics.items())
-    rows = "".join(f"<tr><td>{esc(_name(k))}</td><td>{_fmt(v)}</td>"
-                   f"<td class='d'>{esc(_EXPLAIN.get(k, ''))}</td></tr>" for k, v in metrics.items())
+    compared = (report.get("baseline") or {}).get("metrics")
+    if compared is not None:  # `evaluate --baseline`: its score beside each of the model's
+        rows = "".join(f"<tr><td>{esc(_name(k))}</td><td>{_fmt(v)}</td><td>{_fmt(compared.get(k))}</td>"
+                       f"<td class='d'>{esc(_EXPLAIN.get(k, ''))}</td></tr>" for k, v in metrics.items())
+        head = ("<th>metric</th><th>value</th><th>baseline</th><th></th>")
+    else:
+        rows = "".join(f"<tr><td>{esc(_name(k))}</td><td>{_fmt(v)}</td>"
+                       f"<td class='d'>{esc(_EXPLAIN.get(k, ''))}</td></tr>" for k, v in metrics.items())
+        head = "<th>metric</th><th>value</th><th></th>"
     baseline = report.get("majority_baseline")
     if baseline:
         task += f" · always predicting {baseline['label']!r} scores accuracy {baseline['accuracy']:.3f}"
@@ -258,7 +265,7 @@ def render_html(report: Mapping, images: Mapping[str, bytes], *, generated: str,
         f"<header><h1>{esc(report['title'])}</h1><p class='sub'>{report['n']:,} predictions · {esc(task)} · "
         f"from <code>{esc(report['predictions'])}</code></p></header>",
         f'<div class="cards">{cards}</div>',
-        f"<section><h2>Metrics</h2><table><thead><tr><th>metric</th><th>value</th><th></th></tr></thead>"
+        f"<section><h2>Metrics</h2><table><thead><tr>{head}</tr></thead>"
         f"<tbody>{rows}</tbody></table></section>",
         f"<section><h2>Per class</h2>{_per_class_table(report)}</section>",
     ]

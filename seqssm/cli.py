@@ -201,6 +201,9 @@ def evaluate(opts: Opts):
     report = run(opts.make(EvaluateConfig))
     shown = ", ".join(f"{k} {v:.4f}" for k, v in report["metrics"].items() if isinstance(v, float))
     typer.echo(f"{report['task']}, {report['n']} rows: {shown}")
+    if report.get("baseline"):
+        shown = ", ".join(f"{k} {v:.4f}" for k, v in report["baseline"]["metrics"].items() if isinstance(v, float))
+        typer.echo(f"baseline: {shown}")
     typer.echo(f"report: {Path(opts['out']) / 'report.html'}")
 
 
@@ -251,6 +254,7 @@ app.command(epilog=_example("seqssm demo --out runs/demo --minutes 2.5"))(demo)
 app.command(epilog=cli_tasks.FINETUNE_EPILOG)(cli_tasks.finetune)
 app.command(epilog=cli_tasks.PREDICT_EPILOG)(cli_tasks.predict)
 app.command(epilog=cli_tasks.PROBE_EPILOG)(cli_tasks.probe)
+app.command(epilog=cli_tasks.BASELINE_EPILOG)(cli_tasks.baseline)
 
 
 # Typer vendors click (typer._click), so its parse errors are not click's classes; they are the bases of

@@ -1,4 +1,4 @@
-"""`seqssm finetune`, `predict` and `probe`: typer command functions generated from their configs
+"""`seqssm finetune`, `predict`, `probe` and `baseline`: typer command functions generated from their configs
 (``seqssm.cli_build``), registered in ``seqssm.cli`` with ``app.command(epilog=...)(fn)``. Each parses its
 options into the job's config and calls the job; jobs are imported inside the functions so ``seqssm --help``
 stays fast.
@@ -14,7 +14,7 @@ from seqssm.cli_build import Opts, config_command
 from seqssm.errors import InputError
 from seqssm.models.heads import POOLINGS as HEAD_POOLINGS
 from seqssm.models.mixer import IMPLS as MIXER_IMPLS
-from seqssm.pipelines.configs_labelled import PredictConfig, ProbeConfig
+from seqssm.pipelines.configs_labelled import BaselineConfig, PredictConfig, ProbeConfig
 from seqssm.pipelines.configs_train import FinetuneConfig
 
 # The choices the configs check (their owners' lists; tests/test_bad_inputs.py checks they match).
@@ -41,6 +41,11 @@ PREDICT_EPILOG = example_epilog(
     "--out ensemble.tsv",
 )
 PROBE_EPILOG = example_epilog("seqssm probe runs/mlm/checkpoint promoters.tsv --folds 5 --out probe")
+BASELINE_EPILOG = example_epilog(
+    "seqssm baseline promoters.tsv --out runs/prom_baseline --seed 0",
+    "seqssm baseline fsdd/ --modality audio --out runs/digits_baseline",
+    "seqssm finetune promoters.tsv --out runs/prom --baseline",
+)
 
 
 @config_command(FinetuneConfig)
@@ -55,6 +60,15 @@ def finetune(opts: Opts):
     if result.test_metrics is not None:
         shown = ", ".join(f"{k} {v:.4f}" for k, v in result.test_metrics.items())
         typer.echo(f"test ({result.sizes['test']}): {shown}; predictions: {result.test_predictions}")
+    for note in result.test_notes:
+        typer.echo(f"note: {note}")
+    if result.baseline is not None:
+        from seqssm.pipelines.classical import side_by_side
+
+        base = result.baseline
+        typer.echo(f"baseline: {base['features']} features, C {base['C']:g}, chosen on val {base['metric']}")
+        for line in side_by_side(result.test_metrics, base["test_metrics"]):
+            typer.echo(f"  {line}")
 
 
 # Command-line only: the checkpoints and the input share one positional list (the input last), filling
@@ -94,3 +108,21 @@ def probe(opts: Opts):
         typer.echo(f"  {line}")
     if result.report is not None:
         typer.echo(f"report: {result.report}")
+
+
+@config_command(BaselineConfig)
+def baseline(opts: Opts):
+    """Classical baseline on finetune's split: k-mer / one-hot (DNA) or log-mel / MFCC statistics (audio),
+    logistic regression with features and C chosen on val, scored on test."""
+    config = opts.make(BaselineConfig)
+    from seqssm.pipelines.baseline import baseline as run
+
+    result = run(config, echo=lambda line: typer.echo(line, err=True))
+    metric = config.metric
+    typer.echo(f"baseline: {result.features} features, C {result.C:g} (val {metric} "
+               f"{result.val_metrics[metric]:.4f}; sizes {result.sizes})")
+    if result.test_metrics is not None:
+        shown = ", ".join(f"{k} {v:.4f}" for k, v in result.test_metrics.items())
+        typer.echo(f"test ({result.sizes['test']}): {shown}; predictions: {result.predictions}")
+    for note in result.notes:
+        typer.echo(f"note: {note}")

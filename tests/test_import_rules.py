@@ -18,9 +18,9 @@ BASE = {"seqssm.errors", "seqssm.version", "seqssm.device", "seqssm.options", "s
 API = {"seqssm", "seqssm.embedder", "seqssm.streaming", "seqssm.streaming_bidirectional"}
 CLI = {"seqssm.cli", "seqssm.cli_tasks", "seqssm.cli_build"}
 # pipelines/ modules that are not jobs: the pieces jobs share. Every other module there is a job.
-COMMON = {"__init__", "common", "outputs", "checkpointing", "classify", "configs_labelled", "configs_score",
-          "configs_sequence", "configs_train", "decoding", "ema", "length_schedule", "likelihood", "metrics",
-          "objectives", "report", "sampling", "train_utils"}
+COMMON = {"__init__", "baseline_features", "checkpointing", "classical", "classify", "common", "configs_labelled",
+          "configs_score", "configs_sequence", "configs_train", "decoding", "ema", "length_schedule", "likelihood",
+          "metrics", "objectives", "outputs", "report", "sampling", "train_utils"}
 # Jobs made of other jobs (the quick-start runs pretrain, embed and generate).
 COMPOSITE = {"demo"}
 
