@@ -172,6 +172,90 @@ def score_audio(
 
 
 @app.command(epilog=_example(
+    "seqssm score runs/lm/checkpoint genome.fa --out scores.tsv --per-position bits.bedgraph",
+    "seqssm score runs/lm/checkpoint chrI.fa.gz --region chrI:1-1000000 --out chrI.tsv",
+    "seqssm score runs/lm/checkpoint --bed peaks.bed --genome hg38.fa --out peaks.tsv",
+    "seqssm score runs/lm/checkpoint reads.bam --out reads.tsv",
+    "seqssm score runs/audio/checkpoint recordings/ --out clips.tsv",
+))
+def score(
+    checkpoint: Path = typer.Argument(..., help="Language model checkpoint (causal or masked; DNA or audio)."),
+    input: Path | None = typer.Argument(None, help="FASTA, SAM/BAM/CRAM, or (audio LM) a recording or a folder "
+                                        "of them; leave out with --bed."),
+    out: Path = typer.Option(..., "--out", "-o", help="TSV to write: id, record, start, end, strand, length, "
+                             "scored, total_bits, bits_per_base."),
+    per_position: Path | None = typer.Option(None, help="Also write the bits of every scored base as bedGraph."),
+    region: str | None = typer.Option(None, help="NAME or NAME:START-END (1-based, inclusive): one FASTA record "
+                                      "or part of it, or the reads overlapping it (indexed BAM/CRAM)."),
+    bed: Path | None = typer.Option(None, help="BED intervals to score (on their strand), cut from --genome."),
+    genome: Path | None = typer.Option(None, help="FASTA for --bed, and the reference a CRAM needs."),
+    batch_size: int = typer.Option(16, help="Sequences per forward (causal), or masked copies per forward "
+                                   "(masked models)."),
+    chunk_size: int = typer.Option(65536, help="Longer sequences are streamed in chunks of this many tokens "
+                                   "with carried state (causal; sets the memory), or scored with this much "
+                                   "context (masked)."),
+    device: str = typer.Option("auto", help="auto, cpu, cuda or cuda:N."),
+    overwrite: bool = OVERWRITE,
+):
+    """Log-likelihood of sequences in bits: per sequence (TSV) and per base (bedGraph).
+
+    Causal models score left to right, bit cost -log2 p(x_t | x_<t); the first token of a sequence has no
+    prediction (seqssm trains without a BOS token) and is not scored. Long contigs stream in chunks with
+    carried state, in constant memory, with the same result as one pass. Masked (bidirectional) models use
+    the pseudo-log-likelihood: each position masked in turn, the rest visible (one forward per position,
+    batched); chosen over the masked-marginal score because it scores any sequence, so a variant's score
+    (`seqssm score-variants`, indels included) is exactly the difference of two sequences' scores.
+    """
+    from seqssm.pipelines.score import ScoreConfig
+    from seqssm.pipelines.score import score as run
+
+    record, start, end = parse_region(region) if region else (None, 0, None)
+    result = run(ScoreConfig(
+        checkpoint=str(checkpoint), input=str(input) if input else None, out=str(out),
+        per_position=str(per_position) if per_position else None, record=record, start=start, end=end,
+        bed=str(bed) if bed else None, genome=str(genome) if genome else None, batch_size=batch_size,
+        chunk_size=chunk_size, device=device, overwrite=overwrite,
+    ))
+    typer.echo(f"{result.sequences} sequence(s), {result.scored} positions scored: {result.bits_per_token:.4f} "
+               f"bits per position ({result.out}{', ' + str(result.per_position) if result.per_position else ''})")
+
+
+@app.command(name="score-variants", epilog=_example(
+    "seqssm score-variants runs/lm/checkpoint calls.vcf.gz --genome hg38.fa --out scored.vcf.gz --tsv scored.tsv",
+))
+def score_variants(
+    checkpoint: Path = typer.Argument(..., help="DNA language model checkpoint (causal or masked)."),
+    vcf: Path = typer.Argument(..., help="VCF/BCF of variants (plain, gzip or bgzip)."),
+    genome: Path = typer.Option(..., help="Reference FASTA the VCF was called against."),
+    out: Path = typer.Option(..., "--out", "-o", help="Output .vcf.gz: INFO SEQSSM_LLR per ALT (or SEQSSM_SKIP), "
+                             "bgzipped, with a tabix .tbi beside it."),
+    tsv: Path | None = typer.Option(None, help="Also write one row per ALT allele to this TSV."),
+    window: int = typer.Option(1024, help="Bases of genome around each variant (the same flanks for REF and ALT)."),
+    batch_size: int = typer.Option(16, help="Windows per forward (causal), or masked copies per forward."),
+    both_strands: bool = typer.Option(False, help="Average the LLRs of both strands (always on for "
+                                      "RC-equivariant models)."),
+    device: str = typer.Option("auto", help="auto, cpu, cuda or cuda:N."),
+    overwrite: bool = OVERWRITE,
+):
+    """Log-likelihood ratio (bits) of each ALT allele against REF, in a window centred on the variant.
+
+    SEQSSM_LLR = log2 p(ALT window) - log2 p(REF window); > 0 where the ALT is more likely. SNVs, indels and
+    multi-allelic records (one score per ALT). Records whose REF differs from --genome, contigs missing from
+    it, symbolic alleles (<DEL>, *, breakends) and out-of-order records are skipped, counted and reported at
+    the end, never fatal. Masked models score windows by pseudo-log-likelihood (see `seqssm score --help`).
+    """
+    from seqssm.pipelines.score_variants import ScoreVariantsConfig
+    from seqssm.pipelines.score_variants import score_variants as run
+
+    result = run(ScoreVariantsConfig(
+        checkpoint=str(checkpoint), vcf=str(vcf), genome=str(genome), out=str(out), tsv=str(tsv) if tsv else None,
+        window=window, batch_size=batch_size, both_strands=both_strands, device=device, overwrite=overwrite,
+    ))
+    typer.echo(result.report())
+    typer.echo(f"wrote {result.out} (index {result.index}){', ' + str(result.tsv) if result.tsv else ''}")
+
+
+@app.command(epilog=_example(
     "seqssm generate runs/lm/checkpoint --out sample.fa --length 1000 --top-p 0.95",
     "seqssm generate runs/lm/checkpoint --out more.fa --prompt ACGTTGCA -n 4",
     "seqssm generate runs/audio/checkpoint --modality audio --seconds 2 --out clip.wav -n 4",

@@ -157,6 +157,26 @@ def evaluate(env: Env, predictions, *extra) -> list:
     return ["evaluate", predictions, "--out", env.out, *extra]
 
 
+def score_dna(env: Env, data, *extra, ck: str = "lm") -> list:
+    return ["score", env.ck[ck], data, "--out", env.out, "--device", "cpu", *extra]
+
+
+VCF_HEAD = "##fileformat=VCFv4.2\n#CHROM\tPOS\tID\tREF\tALT\tQUAL\tFILTER\tINFO\n"
+
+
+def _other(base: str) -> str:
+    return "C" if base != "C" else "G"
+
+
+def _vcf_text() -> str:
+    return VCF_HEAD + f"a\t5\tv\t{DNA[4]}\t{_other(DNA[4])}\t.\t.\t.\n"
+
+
+def variants(env: Env, vcf, *extra, out: str = "out.vcf.gz") -> list:
+    return ["score-variants", env.ck["lm"], vcf, "--genome", env.fasta(), "--out", env.tmp / out, "--window", "16",
+            "--device", "cpu", *extra]
+
+
 def _wav_folder(env: Env, wave) -> Path:
     folder = env.tmp / "recordings"
     folder.mkdir()
@@ -499,6 +519,38 @@ CASES = [
          lambda e: predict(e, e.file("t.tsv", TABLE)), out_exists=True),
     Case("embed", "--out is the input FASTA", "is the FASTA file",
          lambda e: ["embed", e.ck["lm"], e.fasta(), "--out", e.tmp / "g.fa", "--overwrite"]),
+    # ------------------------------------------------------------------------- score and score-variants
+    Case("score", "FASTA file missing", "does not exist; check the path",
+         lambda e: score_dna(e, e.tmp / "none.fa")),
+    Case("score", "PNG image renamed .fa", "is a PNG image, not FASTA text",
+         lambda e: score_dna(e, e.file("p.fa", PNG))),
+    Case("score", "--bed without --genome", "are cut from a genome: add --genome FASTA",
+         lambda e: ["score", e.ck["lm"], "--bed", e.file("x.bed", "a\t0\t10\n"), "--out", e.out]),
+    Case("score", "BED interval past the contig end", "x.bed:1: interval [0, 999) is empty or runs past the end",
+         lambda e: ["score", e.ck["lm"], "--bed", e.file("x.bed", "a\t0\t999\n"), "--genome", e.fasta(), "--out",
+                    e.out, "--device", "cpu"]),
+    Case("score", "--region past the record end", "ends past the end of a (length 300)",
+         lambda e: score_dna(e, e.fasta(), "--region", "a:1-400")),
+    Case("score", "audio LM with --per-position", "--per-position is for DNA",
+         lambda e: ["score", e.ck["alm"], e.wav("c.wav"), "--out", e.out, "--per-position", e.tmp / "p.bg"]),
+    Case("score", "classifier checkpoint", "is a fine-tuned classifier", lambda e: score_dna(e, e.fasta(), ck="clf")),
+    Case("score", "--out is an existing file, no --overwrite", "already exists",
+         lambda e: score_dna(e, e.fasta()), out_exists=True),
+    Case("score-variants", "VCF file missing", "does not exist; check the path",
+         lambda e: variants(e, e.tmp / "none.vcf")),
+    Case("score-variants", "FASTA renamed .vcf", "is not VCF: it starts with '>a'",
+         lambda e: variants(e, e.fasta("v.vcf"))),
+    Case("score-variants", "PNG image renamed .vcf", "is a PNG image, not VCF text",
+         lambda e: variants(e, e.file("v.vcf", PNG))),
+    Case("score-variants", "record with a POS that is no number", "record 1 cannot be parsed",
+         lambda e: variants(e, e.file("v.vcf", VCF_HEAD + "a\tten\t.\tA\tC\t.\t.\t.\n"))),
+    Case("score-variants", "--out not ending in .vcf.gz", "give a name ending in .vcf.gz",
+         lambda e: variants(e, e.file("v.vcf", _vcf_text()), out="out.vcf")),
+    Case("score-variants", "REF that differs from the genome, contig missing from it, symbolic ALT",
+         "skipped, counted in the closing report and marked SEQSSM_SKIP in the output; never fatal",
+         lambda e: variants(e, e.file("v.vcf", VCF_HEAD + f"a\t5\tm\t{_other(DNA[4])}\tC\t.\t.\t.\n"
+                                                          "a\t9\ts\tN\t<DEL>\t.\t.\t.\nzz\t1\tz\tA\tC\t.\t.\t.\n")),
+         code=0),
 ]
 
 
