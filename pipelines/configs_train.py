@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from seqssm.config import MIXERS
 from seqssm.datasets.input_spec import InputSpec
 from seqssm.errors import InputError
 from seqssm.models.heads import POOLINGS
@@ -31,6 +32,14 @@ from seqssm.options import (
 )
 
 
+def one_of_ints(*choices: int):
+    """A check that an integer option is one of ``choices``."""
+    def check(flag: str, value: int | None) -> None:
+        if value is not None and value not in choices:
+            raise InputError(f"{flag} must be one of {', '.join(map(str, choices))}, got {value!r}")
+    return check
+
+
 @dataclass(kw_only=True)
 class BackboneOptions(Options):
     """The backbone a training job trains: ``init_from`` a checkpoint, else a fresh model of these sizes."""
@@ -43,6 +52,28 @@ class BackboneOptions(Options):
     bidirectional: bool = option(help="Fresh model: bidirectional (Caduceus-style).")
     rc_equivariant: bool = option(False, help="Fresh model: reverse-complement equivariant (DNA).")
     impl: str = option("auto", help="auto, triton, chunked or ref.", check=one_of(*IMPLS))
+    # Architecture of a fresh model (MambaConfig's fields, same names and defaults; see its docstring).
+    mixer: str = option("mamba", help="Fresh model: the SSM of each 'M' layer: mamba, mamba2 (SSD) or s4d (LTI).",
+                        check=one_of(*MIXERS))
+    layers: str = option("", help="Fresh model: layer pattern of M (SSM) and A (attention) repeated to "
+                         "--n-layer, e.g. MMMA (Jamba-style hybrid).")
+    attn_every: int = option(0, help="Fresh model: every k-th layer is attention (0: none; or use --layers).",
+                             check=zero_or_more)
+    n_heads: int = option(4, help="Fresh model: attention heads.", check=positive)
+    attn_max_len: int = option(4096, help="Fresh model: the most positions an attention layer decodes or "
+                               "streams (its KV cache).", check=positive)
+    moe_every: int = option(0, help="Fresh model: every k-th layer gets a mixture-of-experts MLP (0: none).",
+                            check=zero_or_more)
+    n_experts: int = option(8, help="Fresh model: experts per MoE layer.", check=positive)
+    top_k: int = option(1, help="Fresh model: experts per token (1 or 2).", check=one_of_ints(1, 2))
+
+    def architecture(self) -> dict:
+        """The MambaConfig fields of the architecture options (for a fresh model)."""
+        return {name: getattr(self, name) for name in ARCHITECTURE_FIELDS}
+
+
+ARCHITECTURE_FIELDS = ("mixer", "layers", "attn_every", "n_heads", "attn_max_len", "moe_every", "n_experts",
+                       "top_k")
 
 
 @dataclass(kw_only=True)

@@ -127,7 +127,7 @@ def _backbone(cfg: FinetuneConfig, rate: int | None) -> MambaLMHeadModel:
         "tokenizer": "nucleotide", "vocab_size": 10}
     config = MambaConfig(d_model=cfg.d_model, n_layer=cfg.n_layer, d_state=cfg.d_state, expand=cfg.expand,
                          bidirectional=cfg.bidirectional or cfg.rc_equivariant, rc_equivariant=cfg.rc_equivariant,
-                         **extra)
+                         **extra, **cfg.architecture())
     return MambaLMHeadModel(config, impl=cfg.impl)
 
 

@@ -104,7 +104,7 @@ def _build_model(cfg: PretrainConfig, tokenizer, sample_rate: int | None) -> Mam
     config = MambaConfig(
         d_model=cfg.d_model, n_layer=cfg.n_layer, vocab_size=tokenizer.vocab_size, d_state=cfg.d_state,
         expand=cfg.expand, bidirectional=cfg.bidirectional or cfg.rc_equivariant, tokenizer=tokenizer.name,
-        sample_rate=sample_rate, rc_equivariant=cfg.rc_equivariant,
+        sample_rate=sample_rate, rc_equivariant=cfg.rc_equivariant, **cfg.architecture(),
     )
     return MambaLMHeadModel(config, impl=cfg.impl)
 
