@@ -17,7 +17,9 @@ with open("/tmp/big.fa", "wb") as fh:
 PY
 rm -rf /tmp/emb
 T0=$(date +%s.%N)
-python3 -c "from seqssm.cli import main; main()" embed /tmp/ck128 /tmp/big.fa --out /tmp/emb --per-position --stream --region chrZ --chunk-size "$CHUNK" 2>&1 | tail -n 3
+printf 'from seqssm.cli import main\nmain()\n' > /tmp/run_cli.py
+PROF=""; [ "${PROFILE:-0}" = 1 ] && PROF="-m cProfile -s cumtime"
+python3 $PROF /tmp/run_cli.py embed /tmp/ck128 /tmp/big.fa --out /tmp/emb --per-position --stream --region chrZ --chunk-size "$CHUNK" 2>&1 | head -n 70
 T1=$(date +%s.%N)
 python3 -c "n=$N//80*80; t=$T1-$T0; print(f'stream embed: {n:,} bases in {t:.2f} s = {n/t/1e6:.2f} M bases/s end to end (chunk $CHUNK)')"
 du -sh /tmp/emb
