@@ -10,6 +10,25 @@ import torch
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
 
+def _is_twin(item) -> bool:
+    return getattr(getattr(item, "function", None), "interpreted_twin", False)
+
+
+@pytest.hookimpl(trylast=True)  # after -k / -m have deselected
+def pytest_collection_modifyitems(session, config, items):
+    """CPU only: the Triton modules' tests report the outcomes of an interpreted child run (``triton_harness``).
+    Move them to the end and start the child runs now, on a background thread, so the interpreter (one
+    Python-bound core) overlaps the rest of the suite instead of adding to it."""
+    import triton_harness
+
+    if not triton_harness.PROXY:
+        return
+    twins = [item for item in items if _is_twin(item)]
+    items[:] = [item for item in items if not _is_twin(item)] + twins
+    modules = dict.fromkeys(str(Path(item.fspath).resolve()) for item in twins)
+    triton_harness.start_children(list(modules))
+
+
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
     """`../shared/data` (real genomes, reads, labelled tables, audio); skips when the folder is absent."""

@@ -7,6 +7,7 @@ the variable set, and each test in the parent reports its child twin's outcome.
 
 from __future__ import annotations
 
+import concurrent.futures
 import functools
 import os
 import subprocess
@@ -23,14 +24,35 @@ PROXY = not ON_CUDA and os.environ.get("TRITON_INTERPRET") != "1"
 DEVICE = "cuda" if ON_CUDA else "cpu"
 
 
+# Interpreted children started ahead of their tests (``start_children``, from conftest at the end of
+# collection): one at a time on a background thread, so on a 2-core machine the interpreter (single-threaded
+# Python) runs on the second core while the parent runs the other test modules.
+_FUTURES: dict[str, concurrent.futures.Future] = {}
+_POOL = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="interpreted")
+
+
+def start_children(module_paths: list[str]) -> None:
+    """Queue the interpreted child run of each module (in order) on the background thread."""
+    for path in module_paths:
+        if path not in _FUTURES:
+            _FUTURES[path] = _POOL.submit(_run_child, path)
+
+
 @functools.cache
 def _child_outcomes(module_path: str) -> dict[str, tuple[str, str]]:
+    """The module's outcomes under TRITON_INTERPRET=1 (its queued child run, or one started now)."""
+    future = _FUTURES.get(module_path)
+    return future.result() if future is not None else _run_child(module_path)
+
+
+def _run_child(module_path: str) -> dict[str, tuple[str, str]]:
     """Run the module under TRITON_INTERPRET=1 in a child pytest; test name -> (outcome, message)."""
     with tempfile.TemporaryDirectory() as tmp:
         report = Path(tmp) / "report.xml"
         cmd = [sys.executable, "-c", "import sys, pytest; sys.exit(pytest.main(sys.argv[1:]))",
                module_path, "-q", "-p", "no:cacheprovider", f"--junitxml={report}"]
-        env = {**os.environ, "TRITON_INTERPRET": "1"}
+        # One thread: the interpreter is Python-bound, and the parent's tests use the other core meanwhile.
+        env = {**os.environ, "TRITON_INTERPRET": "1", "OMP_NUM_THREADS": "1"}
         proc = subprocess.run(cmd, cwd=tmp, env=env, capture_output=True, text=True, timeout=900)
         if not report.exists():
             return {"": ("failed", proc.stdout[-3000:] + proc.stderr[-3000:])}
@@ -62,6 +84,7 @@ def interpreted(fn):
         if outcome != "passed":
             pytest.fail(f"under TRITON_INTERPRET=1:\n{message}", pytrace=False)
 
+    twin.interpreted_twin = True  # conftest finds the modules to start early by this
     return twin
 
 
