@@ -247,12 +247,14 @@ def table(header: str, rows: list[dict], base: dict | None, p: dict) -> str:
              "| decode tok/s b1 | decode tok/s b16 | peak train GB |", "| --- | ---: | ---: | ---: | ---: | ---: "
              "| ---: | ---: | ---: |"]
     for r in rows:
-        cut = " (cut: %d/%d steps)" % (r["steps_done"], p["steps"]) if r.get("steps_done", p["steps"]) < p["steps"] else ""
+        done = r.get("steps_done", p["steps"])
+        cut = f" (cut: {done}/{p['steps']} steps)" if done < p["steps"] else ""
         name = r["arch"] + cut + (f" (error: {r['error']})" if r.get("error") else "")
         par = f"{r['params']:,}" + (f" ({r['active']:,})" if r.get("active") != r.get("params") else "")
         lines.append(f"| {name} | {r['d_model']} | {par} | {_f(r.get('val_bits'), '.4f')} | "
                      f"{_f(r.get('fsdd_acc'), '.3f')} | {_f(r.get('train_tok_s'), ',.0f')} | "
-                     f"{_f(r.get('decode_b1'), ',.0f')} | {_f(r.get('decode_b16'), ',.0f')} | {_f(r.get('peak_gb'), '.2f')} |")
+                     f"{_f(r.get('decode_b1'), ',.0f')} | {_f(r.get('decode_b16'), ',.0f')} | "
+                     f"{_f(r.get('peak_gb'), '.2f')} |")
     tokens = p["steps"] * p["batch"] * p["window"]
     lines += ["", f"DNA LM: {p['n_layer']} layers, {p['steps']} steps x {p['batch']} x {p['window']} = {tokens:,} "
               f"tokens, AdamW lr {p['lr']} (warm-up {p['warmup']}, cosine), seed 0; val = {p['val_windows']} "
@@ -317,9 +319,9 @@ def main(argv=None) -> str:
     if args.prepare_data:
         prepare_data(args.prepare_data, args.data_root, args.fsdd_takes)
         return ""
-    from seqssm.pipelines.common import FILE, OutputPlan
-
     import triton
+
+    from seqssm.pipelines.common import FILE, OutputPlan
 
     p = dict(SMOKE if args.smoke else GPU)
     if args.budget_s:
