@@ -1,0 +1,384 @@
+"""A fair comparison of the architectures MambaConfig offers, at matched parameter count (issue 14, item 7).
+
+Architectures (ARCHS): Mamba-1, Mamba-2 (SSD), S4D (LTI), a Jamba-style hybrid (layers "MMMA") and MoE-Mamba
+(an MoE MLP after every 2nd mixer). d_model is chosen per architecture so that its parameter count (total, a
+tied weight once) is within a few % of Mamba-1's at the reference d_model (printed; MoE's active count too).
+
+DNA LM on E. coli 536 (``--dna``): the last ``--val-fraction`` of the genome is held out; every architecture
+trains on the same random windows (same seed) for the same steps x batch x window tokens, AdamW with the
+pretrain pipeline's groups, betas and warm-up + cosine schedule, bf16 autocast (CUDA). Reported: validation bits
+per base (evenly spaced windows of the held-out tail), training tokens/s after warm-up (synchronised timing),
+decode tokens/s at batch 1 and 16 (``seqssm.pipelines.decoding.Decoder``: CUDA graphs on CUDA, bf16 weights),
+peak training memory (``torch.cuda.max_memory_allocated``).
+
+FSDD digits (``--fsdd``, a folder of ``{digit}_{speaker}_{take}.wav``; takes 0-4 are the test split): each
+architecture as a fresh bidirectional backbone, matched again, through ``seqssm.pipelines.finetune`` (same
+epochs, batch, lr); test accuracy. The classical baseline (``seqssm baseline``, MFCC logistic regression) on
+the same split for reference.
+
+One seed only (the GPU budget): the table's footer says so. A wall-clock ``--budget-s`` caps the run; an
+architecture cut short is marked. Results are written to ``--out`` after every architecture.
+
+    python benchmarks/architectures.py --prepare-data .carry/archbench          # copy small data (here)
+    python benchmarks/architectures.py --dna .carry/archbench/ecoli_536.fna.gz \
+        --fsdd .carry/archbench/fsdd --out $OUT/arch                           # on the GPU
+    python benchmarks/architectures.py --smoke --out /tmp/arch                   # tiny, CPU, < 60 s
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import math
+import shutil
+import tempfile
+import time
+import traceback
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from seqssm.config import MambaConfig
+from seqssm.models import MambaLMHeadModel, count_parameters
+
+ARCHS = {
+    "mamba": {},
+    "mamba2": {"mixer": "mamba2"},
+    "s4d": {"mixer": "s4d"},
+    "hybrid": {"layers": "MMMA"},
+    "moe": {"moe_every": 2, "n_experts": 4, "top_k": 1},
+}
+GPU = dict(d_model=256, n_layer=8, steps=600, batch=32, window=1024, val_windows=128, lr=2e-3, warmup=50,
+           prompt=256, new_tokens=512, fsdd_d_model=128, fsdd_n_layer=4, fsdd_epochs=6, fsdd_batch=32,
+           patch=32, clip=1.0, workers=4, step_multiple=8, budget_s=400)
+SMOKE = dict(d_model=16, n_layer=4, steps=4, batch=2, window=64, val_windows=2, lr=2e-3, warmup=1,
+             prompt=8, new_tokens=8, fsdd_d_model=16, fsdd_n_layer=4, fsdd_epochs=1, fsdd_batch=16,
+             patch=64, clip=0.25, workers=0, step_multiple=8, budget_s=300)
+REPO = Path(__file__).resolve().parents[1]
+
+
+# ---- models ----------------------------------------------------------------------------------------------
+
+def make_config(arch: str, d_model: int, n_layer: int, **extra) -> MambaConfig:
+    kw = dict(ARCHS[arch])
+    if "moe_every" in kw:
+        kw["d_ff"] = 2 * d_model  # half the usual 4 d_model, so matched total params keep a usable width
+    return MambaConfig(d_model=d_model, n_layer=n_layer, **kw, **extra)
+
+
+def params_of(config: MambaConfig, skip_embedding: bool = False) -> tuple[int, int]:
+    """(total, active per token) parameters of a model of this config, built on the meta device."""
+    model = MambaLMHeadModel(config, device="meta")
+    total = count_parameters(model) - (model.backbone.embedding.weight.numel() if skip_embedding else 0)
+    inactive = 0
+    for m in model.modules():
+        if hasattr(m, "experts") and hasattr(m, "top_k"):
+            per = sum(p.numel() for p in m.experts[0].parameters())
+            inactive += per * (m.n_experts - m.top_k)
+    return total, total - inactive
+
+
+def match_d_model(arch: str, target: int, n_layer: int, multiple: int, **extra) -> tuple[int, int, int]:
+    """(d_model, total, active) whose total is nearest ``target`` over valid multiples of ``multiple``."""
+    best = None
+    for d in range(multiple, 64 * multiple + 1, multiple):
+        try:
+            cfg = make_config(arch, d, n_layer, **extra)
+        except Exception:  # noqa: BLE001  (a width the architecture does not allow, e.g. heads)
+            continue
+        total, active = params_of(cfg, skip_embedding=extra.get("tokenizer") == "mulaw8")
+        if best is None or abs(total - target) < abs(best[1] - target):
+            best = (d, total, active)
+        if total > 1.5 * target:
+            break
+    return best
+
+
+# ---- DNA LM ----------------------------------------------------------------------------------------------
+
+def load_genome(path: Path) -> torch.Tensor:
+    from seqssm.datasets.fasta import iter_fasta
+    from seqssm.tokenizers import NucleotideTokenizer
+
+    tok = NucleotideTokenizer()
+    seq = "".join(s for _, s in iter_fasta(path))
+    return torch.from_numpy(tok.encode_codes(seq, errors="unk").copy()).long()
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def train_lm(model, train_ids, p, device, cap_s: float) -> dict:
+    """Train ``p["steps"]`` steps, or stop ``cap_s`` seconds after the first step (which compiles)."""
+    from seqssm.device import autocast
+    from seqssm.pipelines.train_utils import cosine_schedule, param_groups
+
+    opt = torch.optim.AdamW(param_groups(model, 0.1), lr=p["lr"], betas=(0.9, 0.95))
+    sched = cosine_schedule(opt, p["warmup"], p["steps"])
+    gen = torch.Generator().manual_seed(0)  # the same windows for every architecture
+    W, B = p["window"], p["batch"]
+    train_ids = train_ids.to(device)
+    offsets = torch.arange(W + 1, device=device)
+    warm = max(1, min(20, p["steps"] // 5))
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    t_first = t_warm = None
+    t0 = time.perf_counter()
+    losses, step = [], 0
+    model.train()
+    for step in range(1, p["steps"] + 1):
+        starts = torch.randint(0, len(train_ids) - W - 1, (B,), generator=gen).to(device)
+        ids = train_ids[starts[:, None] + offsets]
+        with autocast(device):
+            logits = model(ids[:, :-1])
+        loss = F.cross_entropy(logits.flatten(0, 1).float(), ids[:, 1:].flatten())
+        loss = loss + model.aux_loss()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        sched.step()
+        if step == 1:
+            sync(device)
+            t_first = time.perf_counter() - t0
+            deadline = time.perf_counter() + cap_s
+        if step == warm:
+            sync(device)
+            t_warm = time.perf_counter()
+        if step % max(1, p["steps"] // 10) == 0:
+            losses.append(round(float(loss.detach()), 4))
+        if time.perf_counter() > deadline:
+            break
+    sync(device)
+    timed = step - warm
+    secs = time.perf_counter() - t_warm if t_warm else float("nan")
+    return {"steps_done": step, "tokens": step * B * W, "first_step_s": round(t_first, 2),
+            "train_tok_s": timed * B * W / secs if timed > 0 else float("nan"),
+            "peak_gb": torch.cuda.max_memory_allocated(device) / 1e9 if device.type == "cuda" else float("nan"),
+            "loss_curve": losses}
+
+
+@torch.no_grad()
+def val_bits(model, val_ids, p, device) -> float:
+    from seqssm.device import autocast
+
+    model.eval()
+    W, n = p["window"], p["val_windows"]
+    starts = torch.linspace(0, len(val_ids) - W - 1, n).long()
+    total, count = 0.0, 0
+    for chunk in starts.split(16):
+        ids = val_ids[chunk[:, None] + torch.arange(W + 1)].to(device)
+        with autocast(device):
+            logits = model(ids[:, :-1])
+        total += float(F.cross_entropy(logits.flatten(0, 1).float(), ids[:, 1:].flatten(), reduction="sum"))
+        count += ids[:, 1:].numel()
+    return total / count / math.log(2)
+
+
+def decode_rate(model, val_ids, p, batch: int, device) -> tuple[float, str]:
+    from seqssm.pipelines.decoding import Decoder
+
+    prompts = torch.stack([val_ids[i * p["prompt"]:(i + 1) * p["prompt"]] for i in range(batch)])
+    how = "cuda graph" if device.type == "cuda" else "eager"
+    try:
+        k = 32 if device.type == "cuda" else 4
+        dec = Decoder(model, batch, steps_per_replay=k)
+        dec.decode(prompts[:, :1], 2 * k)  # compile, capture
+    except Exception as err:  # noqa: BLE001  (report and fall back to the eager step loop)
+        how = f"eager ({type(err).__name__} in graph path)"
+        dec = Decoder(model, batch, cuda_graph=False)
+        dec.decode(prompts[:, :1], 8)
+    res = dec.decode(prompts, p["new_tokens"])
+    return batch * res.steps / res.seconds, how
+
+
+def run_lm(arch, d_model, p, train_ids, val_ids, device, cap_s: float) -> dict:
+    torch.manual_seed(0)
+    extra = {"attn_max_len": max(p["window"], p["prompt"] + p["new_tokens"] + 64)} if "layers" in ARCHS[arch] else {}
+    cfg = make_config(arch, d_model, p["n_layer"], vocab_size=10, **extra)
+    model = MambaLMHeadModel(cfg).to(device)
+    row = train_lm(model, train_ids, p, device, cap_s)
+    row["val_bits"] = val_bits(model, val_ids, p, device)
+    model = model.to(torch.bfloat16 if device.type == "cuda" else torch.float32).eval()
+    for b in (1, 16):
+        row[f"decode_b{b}"], row["decode_how"] = decode_rate(model, val_ids, p, b, device)
+    del model
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+    return row
+
+
+# ---- FSDD ------------------------------------------------------------------------------------------------
+
+def run_fsdd(arch, d_model, p, fsdd: Path, work: Path, device, minutes: float) -> dict:
+    from seqssm.pipelines.configs_train import FinetuneConfig
+    from seqssm.pipelines.finetune import finetune
+
+    torch.manual_seed(0)
+    cfg = make_config(arch, d_model, p["fsdd_n_layer"], vocab_size=256, tokenizer="mulaw8", sample_rate=8000,
+                      bidirectional=True)
+    ckpt = work / f"{arch}_init"
+    MambaLMHeadModel(cfg).save_pretrained(ckpt)
+    res = finetune(FinetuneConfig(
+        data=str(fsdd), modality="audio", data_format="fsdd", out=str(work / arch), init_from=str(ckpt),
+        d_model=d_model, n_layer=p["fsdd_n_layer"], patch_size=p["patch"], clip_seconds=p["clip"],
+        epochs=p["fsdd_epochs"], batch_size=p["fsdd_batch"], lr=2e-3, weight_decay=0.05, warmup_steps=50,
+        num_workers=p["workers"], device=str(device), seed=0, max_minutes=minutes, overwrite=True))
+    return {"fsdd_acc": (res.test_metrics or {}).get("accuracy", float("nan")), "fsdd_steps": res.steps,
+            "fsdd_s": round(res.seconds, 1), "fsdd_sizes": res.sizes}
+
+
+def run_baseline(fsdd: Path) -> dict:
+    from seqssm.pipelines.baseline import BaselineConfig, baseline
+
+    res = baseline(BaselineConfig(data=str(fsdd), modality="audio", data_format="fsdd", features="mfcc", seed=0))
+    return {"accuracy": (res.test_metrics or {}).get("accuracy", float("nan")), "C": res.C, "sizes": res.sizes}
+
+
+# ---- table -----------------------------------------------------------------------------------------------
+
+def _f(x, fmt):
+    return "-" if x is None or (isinstance(x, float) and math.isnan(x)) else format(x, fmt)
+
+
+def table(header: str, rows: list[dict], base: dict | None, p: dict) -> str:
+    lines = [header, "", "| architecture | d_model | params (active) | val bits/base | FSDD acc | train tok/s "
+             "| decode tok/s b1 | decode tok/s b16 | peak train GB |", "| --- | ---: | ---: | ---: | ---: | ---: "
+             "| ---: | ---: | ---: |"]
+    for r in rows:
+        done = r.get("steps_done", p["steps"])
+        cut = f" (cut: {done}/{p['steps']} steps)" if done < p["steps"] else ""
+        name = r["arch"] + cut + (f" (error: {r['error']})" if r.get("error") else "")
+        par = f"{r['params']:,}" + (f" ({r['active']:,})" if r.get("active") != r.get("params") else "")
+        lines.append(f"| {name} | {r['d_model']} | {par} | {_f(r.get('val_bits'), '.4f')} | "
+                     f"{_f(r.get('fsdd_acc'), '.3f')} | {_f(r.get('train_tok_s'), ',.0f')} | "
+                     f"{_f(r.get('decode_b1'), ',.0f')} | {_f(r.get('decode_b16'), ',.0f')} | "
+                     f"{_f(r.get('peak_gb'), '.2f')} |")
+    tokens = p["steps"] * p["batch"] * p["window"]
+    lines += ["", f"DNA LM: {p['n_layer']} layers, {p['steps']} steps x {p['batch']} x {p['window']} = {tokens:,} "
+              f"tokens, AdamW lr {p['lr']} (warm-up {p['warmup']}, cosine), seed 0; val = {p['val_windows']} "
+              f"windows of the held-out tail. Decode: prompt {p['prompt']}, {p['new_tokens']} new tokens. FSDD: "
+              f"{p['fsdd_n_layer']} bidirectional layers, patch {p['patch']}, {p['fsdd_epochs']} epochs x batch "
+              f"{p['fsdd_batch']}, accuracy on takes 0-4; FSDD params matched separately (in the JSON).",
+              f"Classical baseline (MFCC logistic regression, same split): accuracy "
+              f"{_f((base or {}).get('accuracy'), '.3f')}.",
+              "One seed only: several seeds did not fit the GPU budget, so differences of a few hundredths of a "
+              "bit or a few points of accuracy are within run-to-run noise."]
+    return "\n".join(lines) + "\n"
+
+
+def write(out: Path, header: str, rows, base, p) -> str:
+    from seqssm.pipelines.common import atomic_path
+
+    text = table(header, rows, base, p)
+    with atomic_path(out / "architectures.md") as tmp:
+        tmp.write_text(text)
+    with atomic_path(out / "architectures.json") as tmp:
+        tmp.write_text(json.dumps({"header": header, "settings": p, "rows": rows, "baseline": base},
+                                  indent=1, default=str) + "\n")
+    return text
+
+
+# ---- main ------------------------------------------------------------------------------------------------
+
+def prepare_data(dest: Path, data_root: Path, takes: int) -> None:
+    dest.mkdir(parents=True, exist_ok=True)
+    shutil.copy2(data_root / "dna" / "ecoli_536.fna.gz", dest / "ecoli_536.fna.gz")
+    (dest / "fsdd").mkdir(exist_ok=True)
+    n = 0
+    for f in sorted((data_root / "audio" / "fsdd").glob("*.wav")):
+        if int(f.stem.rsplit("_", 1)[1]) < takes:
+            shutil.copy2(f, dest / "fsdd" / f.name)
+            n += 1
+    print(f"copied E. coli and {n} FSDD clips (takes 0-{takes - 1}) into {dest}")
+
+
+def smoke_fsdd(src: Path, work: Path) -> Path:
+    dst = work / "fsdd_smoke"
+    dst.mkdir()
+    for f in sorted(src.glob("*_jackson_*.wav")):
+        if int(f.stem.rsplit("_", 1)[1]) in (0, 5, 6, 7):
+            (dst / f.name).symlink_to(f.resolve())
+    return dst
+
+
+def main(argv=None) -> str:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--data-root", type=Path, default=REPO.parent / "shared" / "data")
+    ap.add_argument("--dna", type=Path, help="default: DATA_ROOT/dna/ecoli_536.fna.gz")
+    ap.add_argument("--fsdd", type=Path, help="default: DATA_ROOT/audio/fsdd")
+    ap.add_argument("--out", type=Path, default=Path("runs/architectures"))
+    ap.add_argument("--overwrite", action="store_true")
+    ap.add_argument("--archs", default=",".join(ARCHS))
+    ap.add_argument("--budget-s", type=float, help="wall-clock cap of the whole run (default 400 on the GPU)")
+    ap.add_argument("--smoke", action="store_true", help="tiny sizes on the CPU")
+    ap.add_argument("--prepare-data", type=Path, metavar="DIR", help="copy the data the GPU run needs into DIR")
+    ap.add_argument("--fsdd-takes", type=int, default=30, help="--prepare-data: FSDD takes 0..N-1 (0-4 are test)")
+    args = ap.parse_args(argv)
+    if args.prepare_data:
+        prepare_data(args.prepare_data, args.data_root, args.fsdd_takes)
+        return ""
+    import triton
+
+    from seqssm.pipelines.common import FILE, OutputPlan
+
+    p = dict(SMOKE if args.smoke else GPU)
+    if args.budget_s:
+        p["budget_s"] = args.budget_s
+    t_start = time.perf_counter()
+    device = torch.device("cpu" if args.smoke or not torch.cuda.is_available() else "cuda")
+    OutputPlan([(args.out / "architectures.md", FILE), (args.out / "architectures.json", FILE)], folder=args.out,
+               overwrite=args.overwrite).check()
+    dna = args.dna or args.data_root / "dna" / "ecoli_536.fna.gz"
+    fsdd = args.fsdd or args.data_root / "audio" / "fsdd"
+    gpu = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
+    header = (f"Architectures at matched parameters: {gpu}, {datetime.datetime.now(datetime.UTC):%Y-%m-%d %H:%M} "
+              f"UTC, torch {torch.__version__}, triton {triton.__version__}" + (" (smoke sizes)" if args.smoke else ""))
+    print(header, flush=True)
+    archs = args.archs.split(",")
+    genome = load_genome(dna)
+    cut = int(len(genome) * 0.9)
+    train_ids, val_ids = genome[:cut], genome[cut:]
+    target = params_of(make_config("mamba", p["d_model"], p["n_layer"], vocab_size=10))[0]
+    audio = dict(vocab_size=256, tokenizer="mulaw8", sample_rate=8000, bidirectional=True)
+    fsdd_target = params_of(make_config("mamba", p["fsdd_d_model"], p["fsdd_n_layer"], **audio), True)[0]
+    rows, base = [], None
+    with tempfile.TemporaryDirectory(prefix="archbench-") as tmp:
+        work = Path(tmp)
+        if args.smoke:
+            fsdd = smoke_fsdd(fsdd, work)
+        try:
+            base = run_baseline(fsdd)
+            print("baseline:", json.dumps(base), flush=True)
+        except Exception as err:  # noqa: BLE001  (one failed part must not lose the others)
+            base = {"error": f"{type(err).__name__}: {err}"}
+        for i, arch in enumerate(archs):
+            d, total, active = match_d_model(arch, target, p["n_layer"], p["step_multiple"], vocab_size=10)
+            fd, ftotal, _ = match_d_model(arch, fsdd_target, p["fsdd_n_layer"], p["step_multiple"], **audio)
+            row = {"arch": arch, "d_model": d, "params": total, "active": active, "fsdd_d_model": fd,
+                   "fsdd_params": ftotal, "param_ratio": round(total / target, 4)}
+            print(f"{arch}: d_model {d}, {total:,} params ({active:,} active, {total / target:.3f} x mamba); "
+                  f"FSDD d_model {fd}, {ftotal:,} params", flush=True)
+            share = (p["budget_s"] - (time.perf_counter() - t_start)) / (len(archs) - i)
+            t_arch = time.perf_counter()
+            try:
+                row.update(run_lm(arch, d, p, train_ids, val_ids, device, 0.5 * share))
+                left = share - (time.perf_counter() - t_arch)
+                row.update(run_fsdd(arch, fd, p, fsdd, work, device, max(left, 5.0) / 60))
+            except Exception as err:  # noqa: BLE001
+                traceback.print_exc()
+                row["error"] = f"{type(err).__name__}: {str(err)[:120]}"
+            row["seconds"] = round(time.perf_counter() - t_arch, 1)
+            print("row:", json.dumps(row, default=str), flush=True)
+            rows.append(row)
+            text = write(args.out, header, rows, base, p)
+    print(text, flush=True)
+    return text
+
+
+if __name__ == "__main__":
+    main()
