@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -13,6 +14,8 @@ DATA = REPO.parent / "shared" / "data"
 
 
 @pytest.mark.slow
+@pytest.mark.skipif(os.environ.get("SEQSSM_BENCH_SMOKE") != "1",
+                    reason="2-3 minutes on 2 CPU cores: set SEQSSM_BENCH_SMOKE=1 to run the benchmark's smoke test")
 @pytest.mark.skipif(not (DATA / "dna" / "ecoli_536.fna.gz").is_file() or not (DATA / "audio" / "fsdd").is_dir(),
                     reason="needs ../shared/data (E. coli genome and FSDD), see its README")
 def test_smoke_table_has_every_architecture(tmp_path):
