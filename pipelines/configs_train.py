@@ -66,6 +66,10 @@ class BackboneOptions(Options):
                             check=zero_or_more)
     n_experts: int = option(8, help="Fresh model: experts per MoE layer.", check=positive)
     top_k: int = option(1, help="Fresh model: experts per token (1 or 2).", check=one_of_ints(1, 2))
+    capacity_factor: float = option(1.25, help="Fresh model: an expert takes at most this × its even share of a "
+                                    "batch's tokens in training (the rest skip the MoE MLP).", check=positive)
+    moe_aux_weight: float = option(0.01, help="Fresh model: weight of the MoE load-balancing loss added to the "
+                                   "training loss.", check=zero_or_more)
 
     def architecture(self) -> dict:
         """The MambaConfig fields of the architecture options (for a fresh model)."""
@@ -73,7 +77,7 @@ class BackboneOptions(Options):
 
 
 ARCHITECTURE_FIELDS = ("mixer", "layers", "attn_every", "n_heads", "attn_max_len", "moe_every", "n_experts",
-                       "top_k")
+                       "top_k", "capacity_factor", "moe_aux_weight")
 
 
 @dataclass(kw_only=True)

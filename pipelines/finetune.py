@@ -61,6 +61,7 @@ from seqssm.pipelines.common import (
 from seqssm.pipelines.configs_train import FinetuneConfig
 from seqssm.pipelines.ema import WeightEMA
 from seqssm.pipelines.metrics import cat_batches, compute_metrics, evaluate_split, task_metrics
+from seqssm.pipelines.objectives import ExpertUse
 from seqssm.pipelines.train_utils import EpochSampler, cosine_schedule, param_groups, write_run_record
 from seqssm.transforms import WaveformAugment
 
@@ -252,6 +253,7 @@ def finetune(cfg: FinetuneConfig) -> FinetuneResult:
     if cfg.freeze_backbone:
         model.lm.requires_grad_(False)
     ema = WeightEMA(model, cfg.ema) if cfg.ema is not None else None
+    expert_use = ExpertUse(model)  # MoE backbones: the balance loss joins the task loss; expert use is logged
     weights = _class_weights(cfg, task, splits["train"])
     weights = weights.to(device) if weights is not None else None
     train_loader, val_loader, test_loader = _loaders(cfg, task, splits, rate)
@@ -264,10 +266,12 @@ def finetune(cfg: FinetuneConfig) -> FinetuneResult:
         "step": 0, "epoch": 0, "batch": 0, "train_loss": math.nan, "best": math.inf if lower_is_better else -math.inf,
         "best_step": 0, "stale": 0, "history": [], "seconds": 0.0, "finished": False}
     step, running, history = position["step"], position["train_loss"], position["history"]
+    expert_use.load_state(position.get("expert_use"))
     best, best_step, stale = position["best"], position["best_step"], position["stale"]
     log_path, state_dir = out / "train_log.tsv", out / STATE_DIR
     columns = ["loss", *task_metrics(task.problem_type)]  # only the task's scores: no column of NaNs
-    header = "\t".join(["step", "epoch", "train_loss", *(f"val_{m}" for m in columns), "lr", "seconds"]) + "\n"
+    header = "\t".join(["step", "epoch", "train_loss", *(f"val_{m}" for m in columns), *expert_use.columns, "lr",
+                        "seconds"]) + "\n"
     log_lines = resume_log(log_path, header, step) if saved is not None else [header]
     saved_step = step if saved is not None else None
     start = time.perf_counter() - position["seconds"]  # the clock (and a --max-minutes budget) runs on
@@ -281,6 +285,7 @@ def finetune(cfg: FinetuneConfig) -> FinetuneResult:
         save_trainer_state(state_dir, cfg, {
             "step": step, "epoch": epoch, "batch": batch, "train_loss": running, "best": best, "best_step": best_step,
             "stale": stale, "history": history, "seconds": time.perf_counter() - start, "finished": finished,
+            "expert_use": expert_use.state(),
         }, model=model, optimizer=optimizer, scheduler=scheduler, device=device, ema=ema)
         saved_step = step
 
@@ -311,10 +316,12 @@ def finetune(cfg: FinetuneConfig) -> FinetuneResult:
             stale += 1
         elapsed = time.perf_counter() - start
         fraction = epoch + batch / per_epoch
+        experts = expert_use.row()
         history.append({"step": step, "epoch": round(fraction, 3), "train_loss": running,
-                        **{f"val_{m}": scores.get(m, math.nan) for m in columns}, "seconds": round(elapsed, 1)})
+                        **{f"val_{m}": scores.get(m, math.nan) for m in columns}, **experts,
+                        "seconds": round(elapsed, 1)})
         cells = [str(step), f"{fraction:.3f}", f"{running:.5f}", *(f"{scores.get(m, math.nan):.5f}" for m in columns),
-                 f"{scheduler.get_last_lr()[0]:.3g}", f"{elapsed:.1f}"]
+                 *(f"{v:.4f}" for v in experts.values()), f"{scheduler.get_last_lr()[0]:.3g}", f"{elapsed:.1f}"]
         log_lines.append("\t".join(cells) + "\n")
         with atomic_path(log_path) as tmp:  # rewritten whole (a few lines), so it always matches the checkpoint
             tmp.write_text("".join(log_lines))
@@ -325,8 +332,9 @@ def finetune(cfg: FinetuneConfig) -> FinetuneResult:
     def record(status: dict) -> None:
         resolved = dataclasses.replace(cfg, init_seed=_init_seed(cfg))  # the number used, not None
         # The backbone actually trained: with init_from, d_model etc. in the config above are not its own.
+        moe = {"expert_use": expert_use.record()} if expert_use else {}
         write_run_record(out, resolved, {**status, "task": task.to_dict(), "backbone": model.config.to_dict(),
-                                         "history": history})
+                                         **moe, "history": history})
 
     bar = progress(total=total, initial=step, desc="finetune", unit="step")
     if saved is not None:  # last, so that no draw while setting up moves a restored stream
@@ -348,11 +356,12 @@ def finetune(cfg: FinetuneConfig) -> FinetuneResult:
                 with autocast(device):
                     logits = model(**model_inputs(batch, device))
                 loss = classification_loss(logits, batch["targets"].to(device), task.problem_type, weights)
+                aux = expert_use.loss()  # MoE load balancing (0.0 without MoE layers or with them frozen)
                 value = loss.item()
-                if not math.isfinite(value):
+                if not math.isfinite(value + expert_use.last):
                     raise stop_diverged(f"the loss is {value} at step {step + 1}", step + 1, value)
                 optimizer.zero_grad(set_to_none=True)
-                loss.backward()
+                (loss + aux).backward()
                 torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], cfg.grad_clip)
                 optimizer.step()
                 scheduler.step()

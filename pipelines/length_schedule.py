@@ -15,6 +15,7 @@ The learning-rate schedule needs no change: every step averages the same number 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
@@ -125,7 +126,7 @@ def stage_at(stages: tuple[Stage, ...], step: int) -> Stage:
 
 
 def step_backward(model: torch.nn.Module, inputs: torch.Tensor, targets: torch.Tensor, stage: Stage,
-                  *, ignore_index: int = -100) -> float:
+                  *, ignore_index: int = -100, extra_loss: Callable[[], torch.Tensor | float] | None = None) -> float:
     """Gradients of one optimiser step, accumulated over the stage's micro-batches (and chunks).
 
     The gradients and the returned loss are those of the mean token cross-entropy over the whole step's
@@ -135,6 +136,10 @@ def step_backward(model: torch.nn.Module, inputs: torch.Tensor, targets: torch.T
     Args:
         model: a MambaLMHeadModel in train mode (``chunk_size`` stages need one).
         inputs, targets: [batch_size, seq_len] of this stage, on the model's device.
+
+        extra_loss: called after each micro-batch's forward, a loss of that forward to train on as well (the
+            MoE load-balancing loss, ``objectives.ExpertUse.loss``), weighted by the micro-batch's share of the
+            rows; not part of the returned loss. Chunked stages take none (their forward is in pieces).
 
     Returns:
         The step's mean loss (nats); call ``optimizer.step()`` after.
@@ -152,8 +157,12 @@ def step_backward(model: torch.nn.Module, inputs: torch.Tensor, targets: torch.T
             logits = model(x).float()
             loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1), ignore_index=ignore_index,
                                    reduction="sum") / normaliser
-            loss.backward()
+            extra = 0.0 if extra_loss is None else extra_loss() * (x.shape[0] / stage.batch_size)
+            (loss + extra).backward()
         else:
+            if extra_loss is not None:
+                raise InputError("step_backward: a chunked stage cannot add an extra loss (e.g. MoE balancing); "
+                                 "raise max_tokens_per_micro_batch to the stage's length")
             loss = chunked_backward(model, x, lm_chunk_loss(y, ignore_index=ignore_index, normaliser=normaliser),
                                     chunk_size=stage.chunk_size)
         total += float(loss.detach())

@@ -1,9 +1,14 @@
-"""Training objectives: next-token (causal LM) and masked-token (masked LM) losses."""
+"""Training objectives: next-token (causal LM) and masked-token (masked LM) losses, and the mixture-of-experts
+load-balancing loss with its expert-use tallies (``ExpertUse``)."""
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
+
+from seqssm.models import MambaLMHeadModel
 
 IGNORE = -100
 
@@ -68,3 +73,103 @@ def masked_lm_loss(
     chosen = (labels.reshape(-1) != IGNORE).float()
     w = chosen if weights is None else chosen * weights.reshape(-1).float()
     return (losses * w).sum() / w.sum().clamp_min(1e-8)
+
+
+class ExpertUse:
+    """The mixture-of-experts side of training (MoE-Mamba): the load-balancing loss that joins the training
+    loss, and how evenly the tokens spread over the experts, for the log and run.json.
+
+    Call :meth:`loss` after every training forward (each micro-batch): it returns the weighted Switch
+    loss of that forward (``config.moe_aux_weight · sum over MoE layers``; 0.0 for a model without MoE
+    layers, or with them frozen) and tallies each layer's first-choice counts. :meth:`row`
+    closes a log interval: per MoE layer (by backbone index i) ``moe{i}_max_share`` (the busiest expert's
+    share of the tokens; 1 / n_experts when balanced) and ``moe{i}_balance`` (entropy of the shares / log
+    n_experts: 1 balanced, 0 one expert takes all), and ``aux_loss`` (the mean weighted balance loss per
+    forward). Counts are summed over ranks under torchrun; the state is JSON for resume.
+    """
+
+    def __init__(self, model: torch.nn.Module):
+        lm = next((m for m in model.modules() if isinstance(m, MambaLMHeadModel)), None)
+        self.layers = [] if lm is None else [(i, layer.moe) for i, layer in enumerate(lm.backbone.layers)
+                                             if layer.moe is not None]
+        self.weight = 0.0 if lm is None else float(lm.config.moe_aux_weight)
+        experts = self.layers[0][1].n_experts if self.layers else 0
+        self.interval = torch.zeros(len(self.layers), experts, dtype=torch.long)  # [M, E] since the last row
+        self.total = torch.zeros_like(self.interval)  # [M, E] over the run
+        self.aux_sum, self.forwards = 0.0, 0
+        self.last = 0.0  # the value of the last loss() (a float, for the divergence check)
+
+    def __bool__(self) -> bool:
+        return bool(self.layers)
+
+    @property
+    def columns(self) -> list[str]:
+        """The log columns ([] without MoE layers)."""
+        if not self.layers:
+            return []
+        return ["aux_loss", *(f"moe{i}_{what}" for i, _ in self.layers for what in ("max_share", "balance"))]
+
+    def loss(self) -> torch.Tensor | float:
+        """The weighted balance loss of the last forward (a 0-dim tensor that backpropagates to the routers)."""
+        ran = [(row, moe) for row, (_, moe) in enumerate(self.layers) if moe.aux_loss is not None]
+        for row, moe in ran:  # frozen (eval-mode) layers too: their use is still worth logging
+            self.interval[row] += moe.counts
+        trained = [moe.aux_loss for _, moe in ran if moe.training and moe.aux_loss.requires_grad]
+        self.last = 0.0
+        if not trained:
+            return 0.0
+        aux = self.weight * sum(trained)
+        self.last = float(aux.detach())
+        self.aux_sum += self.last
+        self.forwards += 1
+        return aux
+
+    def row(self, world: int = 1, device: torch.device | None = None) -> dict[str, float]:
+        """The log cells of the interval since the last row (every rank calls it under torchrun); starts the
+        next interval."""
+        if not self.layers:
+            return {}
+        interval = self.interval.clone()
+        aux = torch.tensor([self.aux_sum, float(self.forwards)], dtype=torch.float64)
+        if world > 1:
+            packed = torch.cat([interval.reshape(-1).double(), aux]).to(device)
+            torch.distributed.all_reduce(packed)
+            packed = packed.cpu()
+            interval = packed[:-2].round().long().reshape(interval.shape)
+            aux = packed[-2:]
+        self.total += interval
+        self.interval.zero_()
+        self.aux_sum, self.forwards = 0.0, 0
+        cells = {"aux_loss": float(aux[0] / aux[1]) if aux[1] else math.nan}
+        for (i, _), counts in zip(self.layers, interval, strict=True):
+            cells.update({f"moe{i}_{k}": v for k, v in share_stats(counts).items()})
+        return cells
+
+    def record(self) -> dict | None:
+        """For run.json: the tokens each expert took first, per MoE layer, over the whole run."""
+        if not self.layers:
+            return None
+        moe = self.layers[0][1]
+        return {"layers": [i for i, _ in self.layers], "n_experts": moe.n_experts, "top_k": moe.top_k,
+                "aux_weight": self.weight, "counts": self.total.tolist(),
+                **{k: [share_stats(c)[k] for c in self.total] for k in ("max_share", "balance")}}
+
+    def state(self) -> dict:
+        return {"interval": self.interval.tolist(), "total": self.total.tolist(), "aux_sum": self.aux_sum,
+                "forwards": self.forwards}
+
+    def load_state(self, state: dict | None) -> None:
+        if state is not None and self.layers:
+            self.interval = torch.tensor(state["interval"], dtype=torch.long)
+            self.total = torch.tensor(state["total"], dtype=torch.long)
+            self.aux_sum, self.forwards = float(state["aux_sum"]), int(state["forwards"])
+
+
+def share_stats(counts: torch.Tensor) -> dict[str, float]:
+    """counts [E] → the busiest expert's share and the normalised entropy of the shares (NaN with no tokens)."""
+    n = float(counts.sum())
+    if n == 0:
+        return {"max_share": math.nan, "balance": math.nan}
+    p = counts.double() / n
+    entropy = -(p[p > 0] * p[p > 0].log()).sum()
+    return {"max_share": float(p.max()), "balance": float(entropy / math.log(len(p))) if len(p) > 1 else 1.0}

@@ -43,7 +43,7 @@ from seqssm.pipelines.common import (
 )
 from seqssm.pipelines.configs_train import PretrainConfig
 from seqssm.pipelines.length_schedule import LengthScheduleConfig, plan_length_schedule, stage_at, step_backward
-from seqssm.pipelines.objectives import IGNORE, causal_lm_loss, mask_tokens, masked_lm_loss
+from seqssm.pipelines.objectives import IGNORE, ExpertUse, causal_lm_loss, mask_tokens, masked_lm_loss
 from seqssm.pipelines.train_utils import cosine_schedule, param_groups, write_run_record
 from seqssm.tokenizers import get_tokenizer
 
@@ -109,20 +109,36 @@ def _build_model(cfg: PretrainConfig, tokenizer, sample_rate: int | None) -> Mam
     return MambaLMHeadModel(config, impl=cfg.impl)
 
 
-def _length_stages(cfg: PretrainConfig, world: int):
-    """The sequence-length warm-up stages, or None for plain fixed-length steps."""
+def _length_stages(cfg: PretrainConfig, world: int, config: MambaConfig):
+    """The sequence-length warm-up stages, or None for plain fixed-length steps.
+
+    A stage whose one sequence is over ``--max-tokens-per-micro-batch`` trains in chunks with exact state
+    passing (``seqssm.streaming.chunked_backward``), which Mamba layers alone support: attention, Mamba-2,
+    S4D and MoE layers are refused there (an MoE layer's capacity and balance loss would be per chunk).
+    """
     if not cfg.length_warmup_steps and cfg.max_tokens_per_micro_batch is None:
         return None
     if world > 1:
         raise InputError("--length-warmup-steps / --max-tokens-per-micro-batch are not supported under torchrun yet")
-    return plan_length_schedule(LengthScheduleConfig(
+    stages = plan_length_schedule(LengthScheduleConfig(
         max_length=cfg.window, tokens_per_step=cfg.window * cfg.batch_size,
         max_tokens_per_micro_batch=cfg.max_tokens_per_micro_batch or cfg.window * cfg.batch_size,
         min_length=min(cfg.min_window, cfg.window), warmup_steps=cfg.length_warmup_steps,
     ))
+    chunked = [stage.seq_len for stage in stages if stage.chunk_size is not None]
+    other = [what for what, used in (("attention layers", "A" in config.layer_kinds),
+                                     (f"the {config.mixer} mixer", config.mixer != "mamba"),
+                                     ("MoE layers", bool(config.moe_every))) if used]
+    if chunked and other:
+        raise InputError(f"--max-tokens-per-micro-batch {cfg.max_tokens_per_micro_batch} is below the sequence "
+                         f"length {max(chunked)}, which trains in chunks, and chunked training supports Mamba "
+                         f"layers only (this model has {' and '.join(other)}); raise --max-tokens-per-micro-batch "
+                         f"to at least {max(chunked)}")
+    return stages
 
 
-def _scheduled_backward(model, objective: Objective, ids: torch.Tensor, stage, generator, device) -> float:
+def _scheduled_backward(model, objective: Objective, ids: torch.Tensor, stage, generator, device,
+                        expert_use: ExpertUse) -> float:
     """One step of the length schedule: the batch's windows [B, W(+1)] are cut into [B·W/S, S] pieces of the
     stage's length S (same tokens, shorter context), then micro-batched / chunked by ``step_backward``."""
     if objective.kind == "clm":
@@ -132,7 +148,8 @@ def _scheduled_backward(model, objective: Objective, ids: torch.Tensor, stage, g
                                       mask_prob=objective.mask_prob, generator=generator)
     shape = (-1, stage.seq_len)
     with autocast(device):
-        return step_backward(model, inputs.reshape(shape), targets.reshape(shape), stage, ignore_index=IGNORE)
+        return step_backward(model, inputs.reshape(shape), targets.reshape(shape), stage, ignore_index=IGNORE,
+                             extra_loss=expert_use.loss if expert_use else None)
 
 
 def distributed_setup(device_name: str) -> tuple[int, int, torch.device]:
@@ -196,7 +213,10 @@ def pretrain_outputs(cfg: PretrainConfig) -> OutputPlan:
                       overwrite=cfg.overwrite or cfg.resume)
 
 
-LOG_HEADER = "step\ttrain_loss\tval_bits_per_token\tlr\tseconds\n"
+def log_header(expert_use: ExpertUse) -> str:
+    """train_log.tsv's header: step, train_loss, val_bits_per_token, lr, seconds; for a model with MoE layers
+    ``aux_loss`` and each MoE layer's ``moe{i}_max_share``, ``moe{i}_balance`` before lr (``ExpertUse``)."""
+    return "\t".join(["step", "train_loss", "val_bits_per_token", *expert_use.columns, "lr", "seconds"]) + "\n"
 
 
 def pretrain(cfg: PretrainConfig) -> PretrainResult:
@@ -213,6 +233,10 @@ def pretrain(cfg: PretrainConfig) -> PretrainResult:
     training starts (``pretrain_outputs``); the folder appears at the first validation. ``resume`` continues
     the run in ``out`` from its trainer state, with the weights, optimiser, schedule, data position and RNG
     streams it had, so the result equals an uninterrupted run's.
+
+    Mixture of experts (``moe_every``): every training forward adds the weighted load-balancing loss
+    (``objectives.ExpertUse``) to the LM loss it backpropagates (``train_loss`` logs the LM loss alone);
+    the log gains the expert-use columns and run.json ``expert_use`` (tokens per expert per MoE layer).
     """
     if cfg.init_from:
         check_checkpoint(cfg.init_from, "pretrain", modality=cfg.modality, kind=LM, causal=cfg.objective == "clm")
@@ -237,12 +261,17 @@ def pretrain(cfg: PretrainConfig) -> PretrainResult:
     model = _build_model(cfg, tokenizer, sample_rate).to(device)
     if saved is not None:
         saved.load_model(model)  # before DDP, which broadcasts rank 0's weights
-    trained = model if world == 1 else torch.nn.parallel.DistributedDataParallel(model)
+    expert_use = ExpertUse(model)  # the MoE balance loss and expert counts (nothing without MoE layers)
+    expert_use.load_state(position.get("expert_use"))
+    # An expert that no token chose in a step has no gradient: DDP must not wait for it.
+    trained = model if world == 1 else torch.nn.parallel.DistributedDataParallel(
+        model, find_unused_parameters=bool(expert_use))
     optimizer = torch.optim.AdamW(param_groups(model, cfg.weight_decay), lr=cfg.lr, betas=(0.9, 0.95))
     scheduler = cosine_schedule(optimizer, cfg.warmup_steps, cfg.steps)
-    stages = _length_stages(cfg, world)
+    stages = _length_stages(cfg, world, model.config)
     log_path, state_dir = out / "train_log.tsv", out / STATE_DIR
-    log_lines = resume_log(log_path, LOG_HEADER, step) if saved is not None and rank == 0 else [LOG_HEADER]
+    header = log_header(expert_use)
+    log_lines = resume_log(log_path, header, step) if saved is not None and rank == 0 else [header]
     history: list = position["history"]
     running, bits = position["train_loss"], position["val_bits"]
     saved_step = step if saved is not None else None  # the step of the trainer state on disk
@@ -256,7 +285,7 @@ def pretrain(cfg: PretrainConfig) -> PretrainResult:
         if rank == 0:
             save_trainer_state(state_dir, cfg, {
                 "step": step, "train_loss": running, "val_bits": bits, "history": history,
-                "seconds": time.perf_counter() - start, "finished": finished,
+                "seconds": time.perf_counter() - start, "finished": finished, "expert_use": expert_use.state(),
             }, model=model, optimizer=optimizer, scheduler=scheduler, device=device, generators=generators)
         saved_step = step
         if world > 1:
@@ -273,13 +302,16 @@ def pretrain(cfg: PretrainConfig) -> PretrainResult:
         if not weights_finite(model):  # every rank holds the same weights, so every rank stops here
             raise stop_diverged(f"the weights are not finite after step {step}", step)
         checkpoint_step = step
+        experts = expert_use.row(world, device)  # every rank: the counts are summed over ranks
         if rank == 0:
             bits = evaluate_bits(model, objective, val_batches, device)
             with atomic_path(out / "checkpoint") as tmp:
                 model.save_pretrained(tmp)
             elapsed = time.perf_counter() - start
-            history.append({"step": step, "train_loss": running, "val_bits": bits, "seconds": elapsed})
-            log_lines.append(f"{step}\t{running:.4f}\t{bits:.4f}\t{scheduler.get_last_lr()[0]:.3g}\t{elapsed:.1f}\n")
+            history.append({"step": step, "train_loss": running, "val_bits": bits, **experts, "seconds": elapsed})
+            cells = [str(step), f"{running:.4f}", f"{bits:.4f}", *(f"{v:.4f}" for v in experts.values()),
+                     f"{scheduler.get_last_lr()[0]:.3g}", f"{elapsed:.1f}"]
+            log_lines.append("\t".join(cells) + "\n")
             with atomic_path(log_path) as tmp:  # rewritten whole (a few lines), so it always matches the checkpoint
                 tmp.write_text("".join(log_lines))
         save_state(finished)  # last: a kill before it resumes from the previous state, and redoes these rows
@@ -288,7 +320,8 @@ def pretrain(cfg: PretrainConfig) -> PretrainResult:
     def finish(status: dict) -> None:
         bar.close()
         if rank == 0:
-            write_run_record(out, cfg, {**status, "history": history})
+            moe = {"expert_use": expert_use.record()} if expert_use else {}
+            write_run_record(out, cfg, {**status, **moe, "history": history})
         if world > 1:
             torch.distributed.destroy_process_group()
 
@@ -305,12 +338,15 @@ def pretrain(cfg: PretrainConfig) -> PretrainResult:
             if stages is None:
                 with autocast(device):
                     loss, _ = objective(trained, ids, generator)
-                loss.backward()
+                    aux = expert_use.loss()  # MoE load balancing (0.0 without MoE layers)
+                (loss + aux).backward()
+                bad = not math.isfinite(expert_use.last)
             else:
                 loss = torch.tensor(_scheduled_backward(model, objective, ids, stage_at(stages, step), generator,
-                                                        device))
-            value = loss.item()
-            if agree([not math.isfinite(value)], world, device)[0]:
+                                                        device, expert_use))
+                bad = False
+            value = loss.item()  # the LM loss alone, comparable across architectures
+            if agree([bad or not math.isfinite(value)], world, device)[0]:
                 raise stop_diverged(f"the loss is {value} at step {step + 1}", step + 1, value)
             torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
             optimizer.step()

@@ -1,10 +1,21 @@
-"""MoE MLP routing: deterministic top-k with ties to the lower index, capacity overflow, the Switch loss."""
+"""MoE MLP routing: deterministic top-k with ties to the lower index, capacity overflow, the Switch loss; in
+training, the balance loss reaching the weights (plain and micro-batched steps) and expert use in the log."""
 
 from __future__ import annotations
 
+import json
+
+import pytest
 import torch
 
+from seqssm.config import MambaConfig
+from seqssm.data import lambda_phage_fasta
+from seqssm.errors import InputError
+from seqssm.models import MambaLMHeadModel, load_model
 from seqssm.models.moe import MoEMLP, keep_within_capacity, route
+from seqssm.pipelines.length_schedule import LengthScheduleConfig, plan_length_schedule, step_backward
+from seqssm.pipelines.objectives import ExpertUse, causal_lm_loss
+from seqssm.pipelines.pretrain import PretrainConfig, pretrain
 
 
 def test_route_breaks_ties_by_index():
@@ -65,3 +76,111 @@ def test_step_equals_eval_forward():
     layer = MoEMLP(d_model=8, d_ff=16, n_experts=3, top_k=2).eval()
     x = torch.randn(4, 8)
     torch.testing.assert_close(layer.step(x), layer(x[:, None])[:, 0])
+
+
+# ------------------------------------------------------------------ in training: the loss and the logs
+
+MOE = dict(moe_every=1, n_experts=4, top_k=2)
+
+
+def _moe_model(seed: int = 0, **extra) -> MambaLMHeadModel:
+    torch.manual_seed(seed)
+    config = MambaConfig(d_model=16, n_layer=2, vocab_size=12, **{**MOE, **extra})
+    return MambaLMHeadModel(config, impl="ref").train()
+
+
+def test_routing_is_deterministic_through_the_model():
+    ids = torch.randint(0, 12, (3, 10))
+    a, b = _moe_model(), _moe_model()
+    out_a = a(ids)
+    counts_a = a.expert_counts()
+    assert torch.equal(out_a, b(ids)) and counts_a == b.expert_counts()
+    assert torch.equal(a(ids), out_a) and a.expert_counts() == counts_a  # and again on the same model
+    assert all(sum(c) == ids.numel() for c in counts_a)  # every token has a first choice
+    # In eval there is no capacity: a token's route is its own, whatever else is in the batch.
+    a.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(a(ids)[:1], a(ids[:1]))
+
+
+def _router_grads(model, ids, extra_loss: bool) -> list[torch.Tensor]:
+    model.zero_grad(set_to_none=True)
+    use = ExpertUse(model)
+    loss = causal_lm_loss(model, ids)
+    (loss + (use.loss() if extra_loss else 0.0)).backward()
+    return [layer.moe.router.weight.grad.clone() for layer in model.backbone.layers]
+
+
+def test_balance_loss_changes_the_router_gradient():
+    ids = torch.randint(0, 12, (2, 12))
+    model = _moe_model()
+    plain, with_aux = _router_grads(model, ids, False), _router_grads(model, ids, True)
+    assert all(not torch.allclose(p, w) for p, w in zip(plain, with_aux, strict=True))
+    # The change is the gradient of exactly the weighted Switch loss: at weight 0 nothing changes.
+    unweighted = _moe_model(moe_aux_weight=0.0)
+    assert all(torch.equal(p, w) for p, w in zip(_router_grads(unweighted, ids, False),
+                                                 _router_grads(unweighted, ids, True), strict=True))
+    use = ExpertUse(_moe_model())
+    assert use.loss() == 0.0  # no forward yet: nothing to add
+    assert not ExpertUse(MambaLMHeadModel(MambaConfig(d_model=16, n_layer=1, vocab_size=12))) and \
+        ExpertUse(MambaLMHeadModel(MambaConfig(d_model=16, n_layer=1, vocab_size=12))).columns == []
+
+
+def test_micro_batched_step_adds_the_balance_loss():
+    ids = torch.randint(0, 12, (4, 9))
+    stage = plan_length_schedule(LengthScheduleConfig(max_length=8, tokens_per_step=32,
+                                                      max_tokens_per_micro_batch=16))[0]
+    assert stage.grad_accum == 2
+    grads = []
+    for extra in (False, True):
+        model = _moe_model()
+        use = ExpertUse(model)
+        step_backward(model, ids[:, :-1], ids[:, 1:], stage, extra_loss=use.loss if extra else None)
+        grads.append(model.backbone.layers[0].moe.router.weight.grad.clone())
+        # two micro-batches of two rows, every token counted once
+        assert (use.row()["moe0_max_share"] >= 0.25) if extra else use.forwards == 0
+    assert not torch.allclose(*grads)
+
+
+TINY = dict(window=32, batch_size=2, steps=2, val_every=1, val_windows=2, lr=1e-2, warmup_steps=1, d_model=16,
+            n_layer=2, d_state=4, device="cpu", impl="ref")
+
+
+def test_pretrain_logs_expert_use_and_trains_on_the_balance_loss(tmp_path):
+    data = str(lambda_phage_fasta())
+    result = pretrain(PretrainConfig(data=data, out=str(tmp_path / "a"), **TINY, **MOE))
+    assert result.steps == 2
+    lines = (tmp_path / "a" / "train_log.tsv").read_text().splitlines()
+    header = lines[0].split("\t")
+    assert header == ["step", "train_loss", "val_bits_per_token", "aux_loss", "moe0_max_share", "moe0_balance",
+                      "moe1_max_share", "moe1_balance", "lr", "seconds"]
+    rows = [dict(zip(header, map(float, line.split("\t")), strict=True)) for line in lines[1:]]
+    assert len(rows) == 2
+    for row in rows:
+        assert 0.25 <= row["moe0_max_share"] <= 1 and 0 <= row["moe1_balance"] <= 1 and row["aux_loss"] > 0
+    record = json.loads((tmp_path / "a" / "run.json").read_text())["expert_use"]
+    assert record["layers"] == [0, 1] and record["n_experts"] == 4
+    assert [sum(c) for c in record["counts"]] == [2 * 2 * 32] * 2  # steps × batch × window tokens per layer
+    # The balance loss reaches the weights: without it (weight 0) training ends elsewhere.
+    pretrain(PretrainConfig(data=data, out=str(tmp_path / "b"), **TINY, **MOE, moe_aux_weight=0.0))
+    a, b = (load_model(tmp_path / name / "checkpoint").state_dict()["backbone.layers.0.moe.router.weight"]
+            for name in "ab")
+    assert not torch.equal(a, b)
+
+
+def test_pretrain_micro_batches_train_on_the_balance_loss(tmp_path):
+    data = str(lambda_phage_fasta())
+    capped = dict(TINY, steps=1, max_tokens_per_micro_batch=32)  # one window per forward: 2 micro-batches
+    weights = []
+    for name, weight in (("a", 0.01), ("b", 0.0)):
+        pretrain(PretrainConfig(data=data, out=str(tmp_path / name), **capped, **MOE, moe_aux_weight=weight))
+        weights.append(load_model(tmp_path / name / "checkpoint").state_dict()["backbone.layers.0.moe.router.weight"])
+    assert not torch.equal(*weights)
+    header = (tmp_path / "a" / "train_log.tsv").read_text().splitlines()[0]
+    assert "moe0_balance" in header
+
+
+def test_chunked_training_refuses_moe(tmp_path):
+    with pytest.raises(InputError, match="--max-tokens-per-micro-batch"):
+        pretrain(PretrainConfig(data=str(lambda_phage_fasta()), out=str(tmp_path / "a"),
+                                **dict(TINY, max_tokens_per_micro_batch=16), **MOE))
