@@ -198,8 +198,8 @@ class DemoConfig(Options):
     """`seqssm demo`: pretrain on the bundled lambda phage genome, embed it, generate 1 kb of DNA."""
 
     out: str = out_option(None, "runs/demo")
-    minutes: float = option(2.5, help="Pretraining time budget.")
-    steps: int = option(250, help="Pretraining steps (stops earlier at --minutes).")
+    minutes: float = option(20.0, help="Safety cap on pretraining wall time (warns when it stops training early).")
+    steps: int = option(400, help="Pretraining steps: the budget (a slow machine takes longer, same model).")
     device: str = device_option()
     seed: int = option(0)
     overwrite: bool = overwrite_option()

@@ -1,19 +1,132 @@
-"""The quick-start: pretrain on the bundled lambda phage genome, embed it, generate DNA."""
+"""The quick-start: pretrain on the bundled lambda phage genome, embed it, generate DNA.
+
+Training runs for a fixed number of optimiser steps (``DemoConfig.steps``), not for a wall-clock budget, so a
+busy machine takes longer but reaches the same model; ``DemoConfig.minutes`` is only a safety cap that warns
+when it cuts training short. The sizes below were measured on 2 busy CPU cores (benchmarks/NOTES-demo.md).
+"""
 
 from __future__ import annotations
 
+import gzip
+import math
+import threading
 from pathlib import Path
 
+import numpy as np
+import torch
+
 from seqssm.data import lambda_phage_fasta
-from seqssm.pipelines.common import OutputPlan
+from seqssm.pipelines.common import OutputPlan, load_checked
 from seqssm.pipelines.configs_sequence import DemoConfig
 from seqssm.pipelines.embed import EmbedConfig, embed, embed_outputs
 from seqssm.pipelines.generate import GenerateConfig, generate, generate_outputs
 from seqssm.pipelines.pretrain import PretrainConfig, pretrain, pretrain_outputs
+from seqssm.tokenizers import get_tokenizer
+
+# The demo's model and recipe: small and shallow with short windows and a high learning rate, so the few
+# hundred steps that 2 CPU cores manage in ~2 minutes are enough to beat a uniform model clearly.
+D_MODEL, N_LAYER, WINDOW, BATCH, LR, WARMUP = 64, 2, 128, 32, 5e-3, 20
+VAL_FRACTION = 0.1  # pretrain's default: the last 10% of the genome is the validation part
+MARKOV_ORDERS = (2, 4)  # 3-mer and 5-mer Markov models: the cheap classical baseline
+
+
+def _read_genome(fasta: Path) -> str:
+    with gzip.open(fasta, "rt") as handle:
+        return "".join(line.strip() for line in handle if not line.startswith(">")).upper()
+
+
+def split_genome(fasta: Path) -> tuple[np.ndarray, np.ndarray]:
+    """Base codes 0..3 (A, C, G, T) of the train and validation parts, split as ``pretrain`` splits them."""
+    seq = _read_genome(fasta)
+    codes = np.frombuffer(seq.encode(), dtype=np.uint8)
+    lut = np.full(256, 255, dtype=np.uint8)
+    lut[list(b"ACGT")] = [0, 1, 2, 3]
+    codes = lut[codes].astype(np.int64)
+    if (codes == 255).any():
+        raise ValueError(f"{fasta} has bases other than ACGT; the demo's baseline expects the bundled genome")
+    train_end = len(codes) - round(VAL_FRACTION * len(codes))
+    return codes[:train_end], codes[train_end:]
+
+
+def _contexts(codes: np.ndarray, order: int) -> np.ndarray:
+    """The index of the ``order`` preceding bases of each position ≥ ``order`` (base-4 number)."""
+    ctx = np.zeros(len(codes) - order, dtype=np.int64)
+    for j in range(order, 0, -1):
+        ctx = ctx * 4 + codes[order - j:len(codes) - j]
+    return ctx
+
+
+def markov_bits(train: np.ndarray, val: np.ndarray, order: int, skip: int) -> float:
+    """Bits per base of an order-``order`` Markov model (add-½ counts, fitted on both strands of ``train``) on
+    the bases ``val[skip:]`` (``skip`` ≥ ``order``), context taken from ``val`` itself."""
+    counts = np.full((4 ** order, 4), 0.5)
+    for strand in (train, (3 - train)[::-1]):  # reverse complement, as pretrain samples both strands
+        np.add.at(counts, (_contexts(strand, order), strand[order:]), 1)
+    probs = counts / counts.sum(1, keepdims=True)
+    ctx, target = _contexts(val, order)[skip - order:], val[skip:]
+    return float(-np.log2(probs[ctx, target]).mean())
+
+
+@torch.no_grad()
+def model_bits(checkpoint: Path, val: np.ndarray, window: int, skip: int, device: str) -> float:
+    """Bits per base of the causal LM on ``val[skip:]`` (forward strand): the validation part is cut into
+    pieces of ``window + 1`` bases overlapping by one, so every base after the first is predicted from at
+    most ``window`` bases before it (the context the model was trained with)."""
+    model = load_checked(checkpoint, device).eval()
+    ids = torch.from_numpy(val + get_tokenizer("nucleotide").a_id)  # A, C, G, T ids are consecutive
+    bits = torch.empty(len(val) - 1)
+    for start in range(0, len(val) - 1, window):
+        piece = ids[start:start + window + 1].to(device)
+        logits = model(piece[None, :-1]).float()[0]
+        nats = torch.nn.functional.cross_entropy(logits, piece[1:], reduction="none")
+        bits[start:start + len(piece) - 1] = nats.cpu() / math.log(2)
+    return float(bits[skip - 1:].mean())
+
+
+class _Progress:
+    """Echoes a line per validation of ``pretrain`` (read from its train_log.tsv, which it replaces whole at
+    each one) with the step, training loss, validation bits per base, elapsed time and ETA."""
+
+    def __init__(self, log_path: Path, steps: int, echo, every: float = 0.5):
+        self.log_path, self.steps, self.echo, self.every = log_path, steps, echo, every
+        self.seen = 1  # the header
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.stop.set()
+        self.thread.join()
+        self._poll()  # the final validation's line
+
+    def _run(self):
+        while not self.stop.wait(self.every):
+            self._poll()
+
+    def _poll(self):
+        try:
+            rows = self.log_path.read_text().splitlines()
+        except OSError:  # not written yet (the folder appears at the first validation), or being replaced
+            return
+        for row in rows[self.seen:]:
+            step, loss, bits, _, seconds = row.split("\t")
+            step, seconds = int(step), float(seconds)
+            eta = seconds / step * (self.steps - step) if step else math.nan
+            self.echo(f"      step {step:4d}/{self.steps}  loss {float(loss):.3f}  val {float(bits):.3f} bits/base  "
+                      f"{seconds:4.0f} s  ETA {eta:3.0f} s")
+        self.seen = max(self.seen, len(rows))
 
 
 def demo(cfg: DemoConfig, echo=print) -> dict:
     """Run the main job end to end on the bundled genome and return where each output is.
+
+    Pretrains a causal Mamba LM (d_model 64, 2 layers) for ``cfg.steps`` steps (default 400) of 32 windows of
+    128 bases at a peak learning rate of 5e-3, printing a line per validation (every 50 steps); then scores
+    the whole validation part (the genome's last 10%) and compares it with a uniform model (2 bits) and with
+    3-mer and 5-mer Markov models fitted on the training part; then embeds the genome and generates 1 kb.
 
     The outputs of all three steps are checked before the first starts, so a demo run into an earlier one's
     folder stops at once (unless ``overwrite``) instead of after pretraining.
@@ -22,9 +135,10 @@ def demo(cfg: DemoConfig, echo=print) -> dict:
     fasta = lambda_phage_fasta()
     checkpoint = out / "pretrain" / "checkpoint"
     pretrain_cfg = PretrainConfig(
-        data=str(fasta), out=str(out / "pretrain"), window=256, batch_size=16, steps=cfg.steps, lr=3e-3,
-        warmup_steps=30, val_every=50, val_windows=64, max_minutes=cfg.minutes, seed=cfg.seed,
-        device=cfg.device, d_model=128, n_layer=2, overwrite=cfg.overwrite,
+        data=str(fasta), out=str(out / "pretrain"), window=WINDOW, batch_size=BATCH, steps=cfg.steps, lr=LR,
+        warmup_steps=min(WARMUP, max(cfg.steps // 10, 1)), val_every=min(50, cfg.steps), val_windows=64,
+        val_fraction=VAL_FRACTION, max_minutes=cfg.minutes, seed=cfg.seed, device=cfg.device, d_model=D_MODEL,
+        n_layer=N_LAYER, overwrite=cfg.overwrite,
     )
     embed_cfg = EmbedConfig(checkpoint=str(checkpoint), fasta=str(fasta), out=str(out / "embeddings"), window=1024,
                             device=cfg.device, overwrite=cfg.overwrite)
@@ -33,11 +147,25 @@ def demo(cfg: DemoConfig, echo=print) -> dict:
     OutputPlan([], folder=out).check()  # --out itself must be (or become) a folder
     for plan in (pretrain_outputs(pretrain_cfg), embed_outputs(embed_cfg), generate_outputs(generate_cfg)):
         plan.check()
-    echo(f"[1/3] pretraining a causal Mamba DNA model on {fasta.name} (48,502 bp) for at most "
-         f"{cfg.minutes:g} min")
-    result = pretrain(pretrain_cfg)
-    echo(f"      {result.steps} steps in {result.seconds:.0f} s; validation {result.val_bits_per_token:.3f} bits per "
-         f"base (a uniform model: {result.uniform_bits:.1f})")
+    echo(f"[1/3] pretraining a causal Mamba DNA model (d_model {D_MODEL}, {N_LAYER} layers) on {fasta.name} "
+         f"(48,502 bp) for {cfg.steps} steps of {BATCH} × {WINDOW} bases")
+    with _Progress(out / "pretrain" / "train_log.tsv", cfg.steps, echo):
+        result = pretrain(pretrain_cfg)
+    echo(f"      {result.steps} steps in {result.seconds:.0f} s "
+         f"({result.steps * BATCH * WINDOW / max(result.seconds, 1e-9):,.0f} bases/s)")
+    if result.steps < cfg.steps:
+        echo(f"      warning: stopped at the --minutes {cfg.minutes:g} safety cap after {result.steps} of "
+             f"{cfg.steps} steps; the result below is from an under-trained model (raise --minutes)")
+    train, val = split_genome(fasta)
+    skip = max(MARKOV_ORDERS)  # every model is scored on the same bases: those with a full Markov context
+    bits = model_bits(checkpoint, val, WINDOW, skip, cfg.device)
+    markov = {order: markov_bits(train, val, order, skip) for order in MARKOV_ORDERS}
+    best_order = min(markov, key=markov.get)
+    echo(f"      on the validation part ({len(val) - skip:,} bases, the genome's last 10%): "
+         + ", ".join(f"{k + 1}-mer Markov {v:.3f}" for k, v in markov.items()) + ", uniform 2.000 bits/base")
+    verdict = "beats" if bits < markov[best_order] else "does NOT beat"
+    echo(f"summary: the model scores {bits:.3f} bits per base on the held-out part of the genome; it {verdict} "
+         f"the best Markov baseline ({best_order + 1}-mer, {markov[best_order]:.3f}) and the uniform 2.000")
     echo("[2/3] embedding the genome in 1 kb windows")
     emb = embed(embed_cfg)
     echo(f"      {emb.count} windows × {emb.dim} dims")
@@ -53,4 +181,6 @@ def demo(cfg: DemoConfig, echo=print) -> dict:
     echo("outputs:")
     for what, path in outputs.items():
         echo(f"  {what:16s} {path}")
-    return {"val_bits_per_base": result.val_bits_per_token, **{k: str(v) for k, v in outputs.items()}}
+    return {"val_bits_per_base": bits, "pretrain_val_bits": result.val_bits_per_token, "steps": result.steps,
+            "markov_bits": {f"{k + 1}-mer": v for k, v in markov.items()}, "seconds": result.seconds,
+            **{k: str(v) for k, v in outputs.items()}}
