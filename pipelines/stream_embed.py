@@ -224,7 +224,8 @@ def stream_embed(cfg: StreamEmbedConfig, *, on_chunk: Callable[[int, int], None]
             with autocast(device):
                 (hidden,) = stream_hidden(model, [ids[None].to(device)], cache)
             require_finite(hidden, f"checkpoint {cfg.checkpoint}", region)
-            array[s:e] = hidden[0].float().cpu().numpy().astype(np.float16)
+            # float16 on the device: a quarter of the bytes over PCIe and no host-side cast (same RNE rounding)
+            array[s:e] = hidden[0].to(torch.float16).cpu().numpy()
             array.flush()  # rows on disk before the state that says they are done
             _save_state(paths[STATE_NAME], cache, e)
             bar.update(e - s)
