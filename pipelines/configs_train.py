@@ -22,6 +22,7 @@ from seqssm.options import (
     between_0_and_1,
     device_option,
     one_of,
+    one_of_ints,
     option,
     out_option,
     overwrite_option,
@@ -30,14 +31,6 @@ from seqssm.options import (
     seed_value,
     zero_or_more,
 )
-
-
-def one_of_ints(*choices: int):
-    """A check that an integer option is one of ``choices``."""
-    def check(flag: str, value: int | None) -> None:
-        if value is not None and value not in choices:
-            raise InputError(f"{flag} must be one of {', '.join(map(str, choices))}, got {value!r}")
-    return check
 
 
 @dataclass(kw_only=True)

@@ -2,7 +2,7 @@
 ``seqssm score-variants``.
 
 Causal models score left to right: position t costs ``-log2 p(x_t | x_<t)``. seqssm trains causal models
-on raw windows without a BOS token (``pipelines.objectives.causal_lm_loss``), so the first token of a
+on raw windows without a BOS token (``seqssm.pipelines.objectives.causal_lm_loss``), so the first token of a
 sequence has no prediction and is **not scored** (its value is NaN; totals cover positions 1..L-1). Long
 sequences go through the model chunk by chunk, every layer's states carried (``seqssm.streaming.
 stream_hidden``) and the last logits of one chunk predicting the first token of the next: the scores equal

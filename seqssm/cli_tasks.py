@@ -48,6 +48,15 @@ BASELINE_EPILOG = example_epilog(
 )
 
 
+def _echo_test(metrics: dict | None, sizes: dict, predictions, notes: list) -> None:
+    """The test split's scores (when it has rows), where its predictions went, and the notes on them."""
+    if metrics is not None:
+        shown = ", ".join(f"{k} {v:.4f}" for k, v in metrics.items())
+        typer.echo(f"test ({sizes['test']}): {shown}; predictions: {predictions}")
+    for note in notes:
+        typer.echo(f"note: {note}")
+
+
 @config_command(FinetuneConfig)
 def finetune(opts: Opts):
     """Fine-tune a backbone with a classification head on labelled DNA or audio."""
@@ -57,11 +66,7 @@ def finetune(opts: Opts):
     result = run(config)
     typer.echo(f"best val {result.metric} {result.best_value:.4f} at step {result.best_step} of {result.steps} "
                f"({result.seconds:.0f} s); checkpoint: {result.checkpoint}")
-    if result.test_metrics is not None:
-        shown = ", ".join(f"{k} {v:.4f}" for k, v in result.test_metrics.items())
-        typer.echo(f"test ({result.sizes['test']}): {shown}; predictions: {result.test_predictions}")
-    for note in result.test_notes:
-        typer.echo(f"note: {note}")
+    _echo_test(result.test_metrics, result.sizes, result.test_predictions, result.test_notes)
     if result.baseline is not None:
         from seqssm.pipelines.classical import side_by_side
 
@@ -121,8 +126,4 @@ def baseline(opts: Opts):
     metric = config.metric
     typer.echo(f"baseline: {result.features} features, C {result.C:g} (val {metric} "
                f"{result.val_metrics[metric]:.4f}; sizes {result.sizes})")
-    if result.test_metrics is not None:
-        shown = ", ".join(f"{k} {v:.4f}" for k, v in result.test_metrics.items())
-        typer.echo(f"test ({result.sizes['test']}): {shown}; predictions: {result.predictions}")
-    for note in result.notes:
-        typer.echo(f"note: {note}")
+    _echo_test(result.test_metrics, result.sizes, result.predictions, result.notes)

@@ -140,6 +140,14 @@ def one_of(*choices: str) -> Check:
     return check
 
 
+def one_of_ints(*choices: int) -> Check:
+    """A check that an integer option is one of ``choices``."""
+    def check(flag: str, value: int | None) -> None:
+        if value is not None and value not in choices:
+            raise InputError(f"{flag} must be one of {', '.join(map(str, choices))}, got {value!r}")
+    return check
+
+
 def at_least(low: int) -> Check:
     """A check that the value is >= ``low``."""
     def check(flag: str, value: float | None) -> None:
