@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from seqssm.data import lambda_phage_fasta
-from seqssm.pipelines.common import OutputPlan, load_checked
+from seqssm.pipelines.common import OutputPlan, load_checked, resolve_device
 from seqssm.pipelines.configs_sequence import DemoConfig
 from seqssm.pipelines.embed import EmbedConfig, embed, embed_outputs
 from seqssm.pipelines.generate import GenerateConfig, generate, generate_outputs
@@ -158,7 +158,7 @@ def demo(cfg: DemoConfig, echo=print) -> dict:
              f"{cfg.steps} steps; the result below is from an under-trained model (raise --minutes)")
     train, val = split_genome(fasta)
     skip = max(MARKOV_ORDERS)  # every model is scored on the same bases: those with a full Markov context
-    bits = model_bits(checkpoint, val, WINDOW, skip, cfg.device)
+    bits = model_bits(checkpoint, val, WINDOW, skip, resolve_device(cfg.device))
     markov = {order: markov_bits(train, val, order, skip) for order in MARKOV_ORDERS}
     best_order = min(markov, key=markov.get)
     echo(f"      on the validation part ({len(val) - skip:,} bases, the genome's last 10%): "

@@ -39,7 +39,8 @@ def test_split_matches_pretrain_and_markov_is_sane():
 @pytest.mark.slow
 def test_tiny_demo_writes_outputs_and_prints_summary(tmp_path):
     lines = []
-    result = demo(DemoConfig(out=str(tmp_path / "demo"), steps=2, device="cpu"), echo=lines.append)
+    # The default device ("auto"), as `make demo` runs it.
+    result = demo(DemoConfig(out=str(tmp_path / "demo"), steps=2), echo=lines.append)
     text = "\n".join(lines)
     assert "for 2 steps of 32 × 128 bases" in text
     assert "step    2/2" in text  # a progress line from the validation at the last step
