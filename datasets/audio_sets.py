@@ -2,9 +2,9 @@
 
 Sources return plain :class:`AudioRecord` lists (id, path, label, start, end in seconds, half-open):
 a folder-per-class layout, a CSV/TSV manifest, or the Free Spoken Digit Dataset's file names.
-:class:`AudioClipDataset` turns records into fixed-length clips with a mask and a label index;
-:class:`LongRecordingWindows` draws random windows from long files for pretraining, reading each by
-seeking. Quantisation into token ids happens later, in the collate step (``seqssm.transforms``).
+:class:`AudioClipDataset` turns records into fixed-length clips with a mask and a label index.
+Pretraining windows over long recordings are :class:`seqssm.datasets.audio_windows.AudioStreamWindows`.
+Quantisation into token ids happens later, in the collate step (``seqssm.transforms``).
 """
 
 from __future__ import annotations
@@ -21,15 +21,15 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from seqssm.datasets.audio import audio_info, decoded_frames, load_audio
+from seqssm.datasets.audio import audio_info, load_audio
 from seqssm.errors import InputError
 
 __all__ = [
     "AUDIO_EXTENSIONS",
     "AudioClipDataset",
     "AudioRecord",
-    "LongRecordingWindows",
     "folder_records",
+    "fsdd_take",
     "fsdd_records",
     "load_record",
     "manifest_records",
@@ -37,7 +37,7 @@ __all__ = [
 
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".mp3")
 _FSDD_NAME = re.compile(r"^(\d)_([A-Za-z]+)_(\d+)$")
-_FSDD_TEST_TAKES = range(5)  # the split the dataset's README prescribes: takes 0-4 of every speaker
+FSDD_TEST_TAKES = range(5)  # the split the dataset's README prescribes: takes 0-4 of every speaker
 
 
 @dataclass(frozen=True)
@@ -168,7 +168,7 @@ def fsdd_records(root: str | Path, split: str = "all") -> list[AudioRecord]:
         match = _FSDD_NAME.match(file.stem)
         if match is None:
             raise InputError(f"{file}: name is not {{digit}}_{{speaker}}_{{take}}.wav; remove it from {root}")
-        is_test = int(match.group(3)) in _FSDD_TEST_TAKES
+        is_test = int(match.group(3)) in FSDD_TEST_TAKES
         if split == "all" or (split == "test") == is_test:
             records.append(AudioRecord(file.stem, file, match.group(1)))
     if not records:
@@ -176,6 +176,12 @@ def fsdd_records(root: str | Path, split: str = "all") -> list[AudioRecord]:
             f"{root}: no FSDD recordings ({{digit}}_{{speaker}}_{{take}}.wav) for split {split!r}"
         )
     return records
+
+
+def fsdd_take(name: str | Path) -> int | None:
+    """The take number of an FSDD file name ``{digit}_{speaker}_{take}[.wav]``; None for other names."""
+    match = _FSDD_NAME.match(Path(name).stem)
+    return None if match is None else int(match.group(3))
 
 
 def load_record(
@@ -212,8 +218,9 @@ def _check_channel(channel) -> str | int:
 class AudioClipDataset(Dataset):
     """Records as fixed-length clips: item i is (waveform [T] float32, mask [T] bool, label index int).
 
-    Each record is decoded whole (records are clips of seconds; use :class:`LongRecordingWindows` for
-    long recordings), mixed to mono or one channel, and resampled to ``sample_rate``. A clip longer than
+    Each record is decoded whole (records are clips of seconds; long recordings are windowed by
+    :class:`~seqssm.datasets.audio_windows.AudioStreamWindows`), mixed to mono or one channel, and
+    resampled to ``sample_rate``. A clip longer than
     T = ``clip_length`` is cropped: ``crop="random"`` draws the start from (seed, epoch, i), so items
     are reproducible, vary with :meth:`set_epoch` and agree across DataLoader workers; ``"center"`` takes
     the middle. A shorter clip is zero-padded at the end and ``mask`` is False over the padding. Label
@@ -298,77 +305,3 @@ class AudioClipDataset(Dataset):
 
     def _label(self, record: AudioRecord) -> int:
         return -1 if record.label is None else self._class_index[record.label]
-
-
-class LongRecordingWindows(Dataset):
-    """Random windows of ``window`` samples from long recordings, for pretraining: item i is [window] float32.
-
-    Item i of epoch e is drawn from (seed, e, i): a start uniform over every window position in every
-    file, so a file is picked in proportion to its length. Only the window is decoded (a seek, then
-    ``ceil(window * file_rate / sample_rate)`` frames), mixed to mono or one channel and resampled to
-    ``sample_rate`` (None: the files' common rate). File lengths come from :func:`decoded_frames`, so a
-    window never reaches past what the decoder yields (MP3 headers overstate it).
-
-    Args:
-        paths: the long recordings.
-        window: samples per item, at ``sample_rate``.
-        num_windows: items per epoch (``len`` of the dataset).
-    """
-
-    def __init__(
-        self,
-        paths: Sequence[str | Path],
-        window: int,
-        num_windows: int,
-        sample_rate: int | None = None,
-        seed: int = 0,
-        channel: str | int = "mix",
-    ) -> None:
-        _check_int(window, "window (samples)")
-        _check_int(num_windows, "num_windows")
-        self.paths = [Path(p) for p in paths]
-        if not self.paths:
-            raise InputError("LongRecordingWindows: no recordings given")
-        rates = [audio_info(p).sample_rate for p in self.paths]
-        if sample_rate is None:
-            if len(set(rates)) > 1:
-                raise InputError(f"recordings have sample rates {sorted(set(rates))} Hz; pass sample_rate")
-            sample_rate = rates[0]
-        _check_int(sample_rate, "sample_rate (Hz)")
-        self.sample_rate, self.window, self.num_windows = sample_rate, window, num_windows
-        self.seed, self.channel, self.epoch = _check_int(seed, "seed", 0), _check_channel(channel), 0
-        self._frames = [math.ceil(window * rate / sample_rate) for rate in rates]
-        positions = []
-        for path, need in zip(self.paths, self._frames, strict=True):
-            length = decoded_frames(path)
-            if length < need:
-                raise InputError(
-                    f"{path}: {length} frames, shorter than one window ({need} frames); "
-                    "drop the file or lower window"
-                )
-            positions.append(length - need + 1)
-        self._ends = np.cumsum(positions)
-
-    def set_epoch(self, epoch: int) -> None:
-        """Draw a fresh set of windows in this epoch."""
-        self.epoch = _check_int(epoch, "epoch", 0)
-
-    def __len__(self) -> int:
-        return self.num_windows
-
-    def locate(self, index: int) -> tuple[Path, int]:
-        """(file, first frame in the file's own frames) of item ``index`` in the current epoch."""
-        file, offset = self._locate(index)
-        return self.paths[file], offset
-
-    def _locate(self, index: int) -> tuple[int, int]:
-        if not 0 <= index < self.num_windows:
-            raise IndexError(f"window {index} out of range [0, {self.num_windows})")
-        position = int(_rng(self.seed, self.epoch, index).integers(int(self._ends[-1])))
-        file = int(np.searchsorted(self._ends, position, side="right"))
-        return file, position - (int(self._ends[file - 1]) if file else 0)
-
-    def __getitem__(self, index: int) -> torch.Tensor:
-        file, offset = self._locate(index)
-        wave, _ = load_audio(self.paths[file], self.sample_rate, self.channel, offset, self._frames[file])
-        return wave[0, : self.window]

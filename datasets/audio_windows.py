@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import hashlib
 import math
-import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import NamedTuple
@@ -25,14 +24,12 @@ import torch
 from torch.utils.data import Dataset
 
 from seqssm.datasets.audio import audio_info, decoded_frames, load_audio
-from seqssm.datasets.audio_sets import AUDIO_EXTENSIONS
+from seqssm.datasets.audio_sets import AUDIO_EXTENSIONS, FSDD_TEST_TAKES, fsdd_take
 from seqssm.errors import InputError
 from seqssm.transforms import AudioTokenizer
 
 SILENCE_GAP_SECONDS = 0.02
 PRELOAD_SAMPLES = 2**26  # a split of at most this many samples is decoded once into memory (64 MB of ids)
-_FSDD_NAME = re.compile(r"^\d_[A-Za-z]+_(\d+)$")
-_FSDD_VAL_TAKES = range(5)  # the dataset's README: takes 0-4 of every speaker and digit are the test set
 _TRAIN, _VAL = 0, 1
 
 
@@ -171,9 +168,9 @@ def _val_flags(names: Sequence[str], seed: int, val_fraction: float) -> list[boo
     The hash rule is stable: a file keeps its side when others are added or removed. Each side gets at
     least one file (the lowest hash goes to val, the highest to train, when the rule leaves one empty).
     """
-    takes = [_FSDD_NAME.match(Path(name).stem) for name in names]
-    if all(takes):
-        flags = [int(m.group(1)) in _FSDD_VAL_TAKES for m in takes]
+    takes = [fsdd_take(name) for name in names]
+    if all(take is not None for take in takes):
+        flags = [take in FSDD_TEST_TAKES for take in takes]
         if any(flags) and not all(flags):
             return flags
     keys = [_unit_hash(seed, name) for name in names]

@@ -34,6 +34,7 @@ from seqssm.datasets.audio_sets import (
     AudioRecord,
     folder_records,
     fsdd_records,
+    fsdd_take,
     load_record,
     manifest_records,
 )
@@ -47,7 +48,6 @@ DNA_FORMATS = ("table", "fasta", "bed")
 AUDIO_FORMATS = ("folder", "fsdd", "manifest", "file")
 _FASTA_SUFFIXES = {".fa", ".fasta", ".fna", ".fas", ".ffn"}
 _BED_SUFFIXES = {".bed"}
-_FSDD_NAME = re.compile(r"^\d_[A-Za-z]+_\d+$")
 MULTI_LABEL_SEP = ";"
 
 
@@ -96,7 +96,7 @@ def resolve_format(spec: InputSpec) -> str:
         return "fasta" if _suffix(path) in _FASTA_SUFFIXES or _first_line(path).startswith(">") else "table"
     if path.is_dir():
         files = [p for p in path.iterdir() if p.is_file() and p.suffix.lower() in AUDIO_EXTENSIONS]
-        if files and all(_FSDD_NAME.match(p.stem) for p in files):
+        if files and all(fsdd_take(p) is not None for p in files):
             return "fsdd"
         return "file" if files else "folder"
     if path.suffix.lower() in AUDIO_EXTENSIONS:

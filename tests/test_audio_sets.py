@@ -13,11 +13,10 @@ import soundfile as sf
 import torch
 from torch.utils.data import DataLoader
 
-from seqssm.datasets.audio import decoded_frames, load_audio
+from seqssm.datasets.audio import load_audio
 from seqssm.datasets.audio_sets import (
     AudioClipDataset,
     AudioRecord,
-    LongRecordingWindows,
     folder_records,
     fsdd_records,
     load_record,
@@ -239,67 +238,3 @@ def test_clip_dataset_argument_errors(clips: list[AudioRecord], kwargs: dict, me
     arguments = {"sample_rate": RATE, "clip_length": 100} | kwargs
     with pytest.raises(InputError, match=message):
         AudioClipDataset(clips, **arguments)
-
-
-# --- long-recording windows ---------------------------------------------------------------------------
-
-
-@pytest.fixture
-def long_files(tmp_path: Path) -> list[Path]:
-    return [_write(tmp_path / f"rec{i}.wav", n, seed=i) for i, n in enumerate([20_000, 5_000, 12_345])]
-
-
-def test_windows_are_seeked_slices_reproducible_per_seed_and_epoch(long_files: list[Path]):
-    windows = LongRecordingWindows(long_files, window=1001, num_windows=6, seed=3)
-    assert len(windows) == 6 and windows.sample_rate == RATE
-    for i in range(6):
-        path, offset = windows.locate(i)
-        assert 0 <= offset <= decoded_frames(path) - 1001
-        torch.testing.assert_close(windows[i], _decode(path)[offset : offset + 1001], rtol=0, atol=0)
-    again = LongRecordingWindows(long_files, window=1001, num_windows=6, seed=3)
-    assert [again.locate(i) for i in range(6)] == [windows.locate(i) for i in range(6)]
-    before = [windows.locate(i) for i in range(6)]
-    windows.set_epoch(1)
-    assert [windows.locate(i) for i in range(6)] != before
-    with pytest.raises(IndexError):
-        windows.locate(6)
-
-
-def test_files_are_drawn_in_proportion_to_their_window_positions(long_files: list[Path]):
-    windows = LongRecordingWindows(long_files, window=1000, num_windows=4000, seed=0)
-    counts = Counter(windows.locate(i)[0] for i in range(4000))
-    positions = np.array([20_000, 5_000, 12_345]) - 1000 + 1
-    for path, share in zip(long_files, positions / positions.sum(), strict=True):
-        sigma = math.sqrt(4000 * share * (1 - share))
-        assert abs(counts[path] - 4000 * share) < 5 * sigma
-
-
-def test_resampled_windows(long_files: list[Path]):
-    windows = LongRecordingWindows(long_files, window=999, num_windows=3, sample_rate=22050, seed=1)
-    need = math.ceil(999 * RATE / 22050)  # file frames behind 999 output samples
-    for i in range(3):
-        path, offset = windows.locate(i)
-        expected = load_audio(path, 22050, offset=offset, num_frames=need)[0][0, :999]
-        assert windows[i].shape == (999,)
-        torch.testing.assert_close(windows[i], expected, rtol=0, atol=0)
-
-
-def test_mp3_windows_stay_inside_the_decoded_length(shared_data: Path):
-    path = shared_data / "audio" / "machine_wars.mp3"
-    windows = LongRecordingWindows([path], window=4096, num_windows=200, sample_rate=16000, seed=0)
-    need = math.ceil(4096 * 22050 / 16000)
-    end = decoded_frames(path)
-    assert max(windows.locate(i)[1] for i in range(200)) <= end - need
-    assert windows[0].shape == windows[199].shape == (4096,)
-
-
-def test_window_sampler_errors(long_files: list[Path], tmp_path: Path):
-    with pytest.raises(InputError, match=r"rec1.wav: 5000 frames, shorter than one window \(6000 frames\)"):
-        LongRecordingWindows(long_files, window=6000, num_windows=1)
-    other_rate = _write(tmp_path / "fast.wav", 20_000, rate=16000)
-    with pytest.raises(InputError, match=r"sample rates \[8000, 16000\] Hz; pass sample_rate"):
-        LongRecordingWindows([*long_files, other_rate], window=100, num_windows=1)
-    with pytest.raises(InputError, match="window .samples. must be an integer of at least 1"):
-        LongRecordingWindows(long_files, window=0, num_windows=1)
-    with pytest.raises(InputError, match="no recordings"):
-        LongRecordingWindows([], window=10, num_windows=1)
