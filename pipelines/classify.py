@@ -1,7 +1,7 @@
 """What classification jobs share (finetune, predict): targets of a batch, collation, the model's inputs,
 and the prediction table (``id``, ``predicted``, one ``prob_<class>`` column per class, plus ``label``
 when the input has labels; token-level classifiers write one row per position, id
-``<record id>:<0-based position>``), the table ``seqssm.pipelines.evaluate.read_predictions`` reads.
+``<record id>:<0-based position>``), the table ``seqssm.datasets.predictions.read_predictions`` reads.
 """
 
 from __future__ import annotations

@@ -22,6 +22,7 @@ from sklearn.utils.class_weight import compute_class_weight
 
 from seqssm.config import MambaConfig
 from seqssm.datasets.labelled import Example
+from seqssm.datasets.predictions import read_history, read_predictions
 from seqssm.errors import InputError
 from seqssm.models import MambaLMHeadModel, load_model, reverse_complement_ids
 from seqssm.models.heads import (
@@ -35,7 +36,6 @@ from seqssm.models.heads import (
     pool_hidden_ref,
 )
 from seqssm.pipelines.classify import TaskCollate, encode_targets
-from seqssm.pipelines.evaluate import read_history, read_predictions
 from seqssm.pipelines.finetune import FinetuneConfig, _class_weights, finetune
 from seqssm.pipelines.metrics import compute_metrics, evaluate_split
 from seqssm.tokenizers import NucleotideTokenizer

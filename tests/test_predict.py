@@ -21,13 +21,13 @@ from typer.testing import CliRunner
 from seqssm import cli_tasks
 from seqssm.config import MambaConfig
 from seqssm.datasets.labelled import Example, InputSpec, iter_examples
+from seqssm.datasets.predictions import read_predictions
 from seqssm.errors import InputError
 from seqssm.models import MambaLMHeadModel
 from seqssm.models.ensemble import ClassifierEnsemble
 from seqssm.models.heads import SequenceClassifier, TaskConfig, load_classifier
 from seqssm.pipelines import predict as predict_module
 from seqssm.pipelines.classify import TaskCollate
-from seqssm.pipelines.evaluate import read_predictions
 from seqssm.pipelines.predict import PredictConfig, predict
 from seqssm.tokenizers import NucleotideTokenizer
 
