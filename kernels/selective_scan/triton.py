@@ -11,6 +11,9 @@ the batch on the host. Packed sequences (``seq_idx``) reset the state in both ke
 At short L the GPU waits for the host, so the host side works out a call's launches once per input signature
 (``_Plan``: checks, layouts, grids, integer arguments, constexprs) and reuses them; the signature must cover
 everything a launch derives from its inputs (docs/design.md).
+
+Why over 400 lines: the house layout of a kernel file (host functions, the autograd Function, then the public
+function) keeps the forward's and backward's launch plans beside the Function that shares them.
 """
 
 from __future__ import annotations
