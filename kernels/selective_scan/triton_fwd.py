@@ -22,8 +22,8 @@ alike (no per-step loads), and picking position j of a tile is a register move. 
 Packed sequences (``seq_idx`` [B, L], a sequence a run of one value): where the value changes, exp(Δ_t A) is
 taken as 0, so the state restarts from Δ_t B_t u_t; seq_idx is read through the same pointer tiles as B.
 
-Why over 400 lines: the three kernels share the tile helpers above them (``@triton.jit`` functions inline only
-from the module they are defined in or import), and splitting them would separate pass 1 from pass 3's twin.
+Why over 400 lines: the three kernels share the tile helpers above them, and passes 1 and 3 must do the same
+arithmetic bit for bit, so they stay in one file where they can be read side by side.
 """
 
 from __future__ import annotations
