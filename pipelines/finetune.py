@@ -80,6 +80,7 @@ class FinetuneResult:
     history: list = field(default_factory=list)
     test_notes: list = field(default_factory=list)
     baseline: dict | None = None
+    folds: dict | None = None  # --folds: the cross-validation record (seqssm.pipelines.folds)
 
 
 def _load_data(cfg: FinetuneConfig):
@@ -210,9 +211,15 @@ def finetune_outputs(cfg: FinetuneConfig) -> OutputPlan:
     """What ``finetune`` writes into ``cfg.out`` and the inputs it must never replace."""
     out = Path(cfg.out)
     labels = cfg.bed_labels if cfg.bed_labels is not None and not cfg.bed_labels.isdigit() else None
-    return OutputPlan([(out / "checkpoint", FOLDER), (out / STATE_DIR, FOLDER), (out / "train_log.tsv", FILE),
-                       (out / "run.json", FILE), (out / "test_predictions.tsv", FILE),
-                       *([(out / "baseline_predictions.tsv", FILE)] if cfg.baseline else [])], folder=out,
+    if cfg.folds:
+        paths = [*((out / f"fold_{f}", FOLDER) for f in range(cfg.folds)), (out / "run.json", FILE),
+                 (out / "oof_predictions.tsv", FILE), *([(out / "baseline_oof_predictions.tsv", FILE)]
+                                                        if cfg.baseline else [])]
+    else:
+        paths = [(out / "checkpoint", FOLDER), (out / STATE_DIR, FOLDER), (out / "train_log.tsv", FILE),
+                 (out / "run.json", FILE), (out / "test_predictions.tsv", FILE),
+                 *([(out / "baseline_predictions.tsv", FILE)] if cfg.baseline else [])]
+    return OutputPlan(paths, folder=out,
                       overwrite=cfg.overwrite or cfg.resume,
                       inputs=[("training data", cfg.data), ("genome", cfg.genome), ("--bed-labels table", labels),
                               ("--init-from checkpoint", cfg.init_from)])
@@ -224,7 +231,8 @@ def finetune(cfg: FinetuneConfig) -> FinetuneResult:
     ``status``: complete, interrupted or diverged) and, when the test split is not empty,
     ``test_predictions.tsv``; ``{out}/trainer_state`` (see ``seqssm.pipelines.checkpointing``) at every validation
     and on SIGTERM / SIGINT, which ``resume`` continues from exactly. Outputs are checked before training
-    starts (``finetune_outputs``); the folder appears at the first validation.
+    starts (``finetune_outputs``); the folder appears at the first validation. With ``folds`` K: one such run
+    per fold in ``{out}/fold_<f>`` and the pooled out-of-fold predictions (``_cross_validate``).
     """
     if cfg.init_from:
         check_checkpoint(cfg.init_from, "finetune", modality=cfg.modality)
@@ -234,6 +242,34 @@ def finetune(cfg: FinetuneConfig) -> FinetuneResult:
     device = resolve_device(cfg.device)
     seed_everything(_init_seed(cfg))  # the split draws from its own seeded generator (split_indices)
     labels, splits, rate = _load_data(cfg)
+    if cfg.folds:
+        return _cross_validate(cfg, device, labels, splits, rate)
+    return _train(cfg, saved, device, labels, splits, rate)
+
+
+def _cross_validate(cfg: FinetuneConfig, device, labels: list[str], splits: dict, rate: int | None) -> FinetuneResult:
+    """``--folds K``: ``seqssm.pipelines.folds.cross_validate`` with a run of ``_train`` per fold."""
+    from seqssm.pipelines.folds import cross_validate
+
+    def train_fold(fold_cfg: FinetuneConfig, fold: dict, info: dict) -> FinetuneResult:
+        seed_everything(_init_seed(fold_cfg))
+        return _train(fold_cfg, None, device, labels, fold, rate, fold=info)
+
+    start = time.perf_counter()
+    record, runs = cross_validate(cfg, labels, splits, train_fold)
+    write_run_record(Path(cfg.out), cfg, {"status": "complete", "cross_validation": record})
+    return FinetuneResult(checkpoint=Path(cfg.out), metric=runs[0].metric,
+                          best_value=float(np.mean([r.best_value for r in runs])), best_step=0,
+                          steps=sum(r.steps for r in runs), seconds=time.perf_counter() - start,
+                          sizes={"test": record["rows"]}, test_metrics=record["pooled"],
+                          test_predictions=Path(cfg.out) / "oof_predictions.tsv", folds=record,
+                          baseline=record.get("baseline"))
+
+
+def _train(cfg: FinetuneConfig, saved, device, labels: list[str], splits: dict, rate: int | None,
+           fold: dict | None = None) -> FinetuneResult:
+    """One fine-tuning run on ``splits`` into ``cfg.out``; ``fold`` (``--folds``) goes into run.json."""
+    out = Path(cfg.out)
     task = _task(cfg, labels, rate, _fixed_length(cfg, splits))
     if not splits["train"] or not splits["val"]:
         raise InputError(f"{cfg.data}: too few examples ({len(labels)}) for a train and a val split; add data")
@@ -333,7 +369,8 @@ def finetune(cfg: FinetuneConfig) -> FinetuneResult:
         resolved = dataclasses.replace(cfg, init_seed=_init_seed(cfg))  # the number used, not None
         # The backbone actually trained: with init_from, d_model etc. in the config above are not its own.
         moe = {"expert_use": expert_use.record()} if expert_use else {}
-        write_run_record(out, resolved, {**status, "task": task.to_dict(), "backbone": model.config.to_dict(),
+        write_run_record(out, resolved, {**status, **({"fold": fold} if fold else {}), "task": task.to_dict(),
+                                         "backbone": model.config.to_dict(),
                                          **moe, "history": history})
 
     bar = progress(total=total, initial=step, desc="finetune", unit="step")
