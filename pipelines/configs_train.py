@@ -19,6 +19,7 @@ from seqssm.models.heads import POOLINGS
 from seqssm.models.mixer import IMPLS
 from seqssm.options import (
     Options,
+    at_least,
     between_0_and_1,
     device_option,
     one_of,
@@ -244,6 +245,9 @@ class FinetuneConfig(TrainingOptions, BackboneOptions, InputSpec):
     baseline: bool = option(False, flags=("--baseline",), help=(
         "Also fit `seqssm baseline` on this split and print both test scores side by side (run.json, "
         "baseline_predictions.tsv)."))
+    folds: int | None = option(None, help="Cross-validate in K stratified folds of the train and val rows: one "
+                               "run per fold, pooled out-of-fold predictions (oof_predictions.tsv).",
+                               check=at_least(2))
 
     def __post_init__(self):
         super().__post_init__()
@@ -261,3 +265,6 @@ class FinetuneConfig(TrainingOptions, BackboneOptions, InputSpec):
         if self.augment and self.modality != "audio":
             raise InputError("--augment perturbs waveforms (audio); for DNA use --rc-augment")
         self.split = checked_split(self.split)
+        if self.folds is not None and (self.resume or self.level != "sequence"):
+            raise InputError("--folds cross-validates sequence-level tasks from scratch; drop --resume or "
+                             "--level token")

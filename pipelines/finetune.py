@@ -62,7 +62,19 @@ from seqssm.pipelines.configs_train import FinetuneConfig
 from seqssm.pipelines.ema import WeightEMA
 from seqssm.pipelines.metrics import cat_batches, compute_metrics, evaluate_split, task_metrics
 from seqssm.pipelines.objectives import ExpertUse
-from seqssm.pipelines.train_utils import EpochSampler, cosine_schedule, param_groups, write_run_record
+from seqssm.pipelines.train_utils import (
+    RECIPE_SAMPLE_RATE,
+    TIME_CHECK_STEPS,
+    EpochSampler,
+    RunWarnings,
+    cosine_schedule,
+    few_steps_warning,
+    param_groups,
+    sample_rate_warning,
+    time_cap_hit_warning,
+    time_cap_warning,
+    write_run_record,
+)
 from seqssm.transforms import WaveformAugment
 
 
@@ -80,6 +92,8 @@ class FinetuneResult:
     history: list = field(default_factory=list)
     test_notes: list = field(default_factory=list)
     baseline: dict | None = None
+    folds: dict | None = None  # --folds: the cross-validation record (seqssm.pipelines.folds)
+    warnings: list = field(default_factory=list)  # the lines printed to stderr, also in run.json
 
 
 def _load_data(cfg: FinetuneConfig):
@@ -180,6 +194,17 @@ def _loaders(cfg: FinetuneConfig, task: TaskConfig, splits: dict, rate: int | No
             DataLoader(test, collate_fn=eval_collate, **kwargs))
 
 
+def _rate_warning(cfg: FinetuneConfig, model: SequenceClassifier, rate: int | None) -> str | None:
+    """Audio far above the rate the backbone (--init-from) or else the default recipe expects."""
+    if cfg.modality != "audio":
+        return None
+    own = model.lm.config.sample_rate if cfg.init_from else None
+    if own:
+        return sample_rate_warning(rate, own, f"the {own} Hz of the --init-from backbone")
+    return sample_rate_warning(rate, RECIPE_SAMPLE_RATE, f"the {RECIPE_SAMPLE_RATE} Hz the audio recipe is sized for "
+                               f"(--patch-size {cfg.patch_size}, --clip-seconds {cfg.clip_seconds:g})")
+
+
 def _optimizer(cfg: FinetuneConfig, model: SequenceClassifier) -> torch.optim.Optimizer:
     head = torch.nn.ModuleList([model.head] + ([model.patch] if model.patch is not None else []))
     groups = [{**g, "lr": cfg.lr} for g in param_groups(head, cfg.weight_decay)]
@@ -210,9 +235,15 @@ def finetune_outputs(cfg: FinetuneConfig) -> OutputPlan:
     """What ``finetune`` writes into ``cfg.out`` and the inputs it must never replace."""
     out = Path(cfg.out)
     labels = cfg.bed_labels if cfg.bed_labels is not None and not cfg.bed_labels.isdigit() else None
-    return OutputPlan([(out / "checkpoint", FOLDER), (out / STATE_DIR, FOLDER), (out / "train_log.tsv", FILE),
-                       (out / "run.json", FILE), (out / "test_predictions.tsv", FILE),
-                       *([(out / "baseline_predictions.tsv", FILE)] if cfg.baseline else [])], folder=out,
+    if cfg.folds:
+        paths = [*((out / f"fold_{f}", FOLDER) for f in range(cfg.folds)), (out / "run.json", FILE),
+                 (out / "oof_predictions.tsv", FILE), *([(out / "baseline_oof_predictions.tsv", FILE)]
+                                                        if cfg.baseline else [])]
+    else:
+        paths = [(out / "checkpoint", FOLDER), (out / STATE_DIR, FOLDER), (out / "train_log.tsv", FILE),
+                 (out / "run.json", FILE), (out / "test_predictions.tsv", FILE),
+                 *([(out / "baseline_predictions.tsv", FILE)] if cfg.baseline else [])]
+    return OutputPlan(paths, folder=out,
                       overwrite=cfg.overwrite or cfg.resume,
                       inputs=[("training data", cfg.data), ("genome", cfg.genome), ("--bed-labels table", labels),
                               ("--init-from checkpoint", cfg.init_from)])
@@ -224,7 +255,8 @@ def finetune(cfg: FinetuneConfig) -> FinetuneResult:
     ``status``: complete, interrupted or diverged) and, when the test split is not empty,
     ``test_predictions.tsv``; ``{out}/trainer_state`` (see ``seqssm.pipelines.checkpointing``) at every validation
     and on SIGTERM / SIGINT, which ``resume`` continues from exactly. Outputs are checked before training
-    starts (``finetune_outputs``); the folder appears at the first validation.
+    starts (``finetune_outputs``); the folder appears at the first validation. With ``folds`` K: one such run
+    per fold in ``{out}/fold_<f>`` and the pooled out-of-fold predictions (``_cross_validate``).
     """
     if cfg.init_from:
         check_checkpoint(cfg.init_from, "finetune", modality=cfg.modality)
@@ -234,6 +266,35 @@ def finetune(cfg: FinetuneConfig) -> FinetuneResult:
     device = resolve_device(cfg.device)
     seed_everything(_init_seed(cfg))  # the split draws from its own seeded generator (split_indices)
     labels, splits, rate = _load_data(cfg)
+    if cfg.folds:
+        return _cross_validate(cfg, device, labels, splits, rate)
+    return _train(cfg, saved, device, labels, splits, rate)
+
+
+def _cross_validate(cfg: FinetuneConfig, device, labels: list[str], splits: dict, rate: int | None) -> FinetuneResult:
+    """``--folds K``: ``seqssm.pipelines.folds.cross_validate`` with a run of ``_train`` per fold."""
+    from seqssm.pipelines.folds import cross_validate
+
+    def train_fold(fold_cfg: FinetuneConfig, fold: dict, info: dict) -> FinetuneResult:
+        seed_everything(_init_seed(fold_cfg))
+        return _train(fold_cfg, None, device, labels, fold, rate, fold=info)
+
+    start = time.perf_counter()
+    record, runs = cross_validate(cfg, labels, splits, train_fold)
+    warned = list(dict.fromkeys(w for r in runs for w in r.warnings))  # every fold's, once
+    write_run_record(Path(cfg.out), cfg, {"status": "complete", "warnings": warned, "cross_validation": record})
+    return FinetuneResult(checkpoint=Path(cfg.out), metric=runs[0].metric,
+                          best_value=float(np.mean([r.best_value for r in runs])), best_step=0,
+                          steps=sum(r.steps for r in runs), seconds=time.perf_counter() - start,
+                          sizes={"test": record["rows"]}, test_metrics=record["pooled"],
+                          test_predictions=Path(cfg.out) / "oof_predictions.tsv", folds=record,
+                          baseline=record.get("baseline"), warnings=warned)
+
+
+def _train(cfg: FinetuneConfig, saved, device, labels: list[str], splits: dict, rate: int | None,
+           fold: dict | None = None) -> FinetuneResult:
+    """One fine-tuning run on ``splits`` into ``cfg.out``; ``fold`` (``--folds``) goes into run.json."""
+    out = Path(cfg.out)
     task = _task(cfg, labels, rate, _fixed_length(cfg, splits))
     if not splits["train"] or not splits["val"]:
         raise InputError(f"{cfg.data}: too few examples ({len(labels)}) for a train and a val split; add data")
@@ -260,6 +321,9 @@ def finetune(cfg: FinetuneConfig) -> FinetuneResult:
     per_epoch = len(train_loader)
     total = cfg.epochs * per_epoch
     optimizer = _optimizer(cfg, model)
+    warned = RunWarnings()  # one line each on stderr, and run.json's "warnings"
+    warned.warn(few_steps_warning(total, len(splits["train"]), epochs=cfg.epochs, batch_size=cfg.batch_size))
+    warned.warn(_rate_warning(cfg, model, rate))
 
     lower_is_better = metric == "loss"
     position = saved.position if saved is not None else {
@@ -333,7 +397,9 @@ def finetune(cfg: FinetuneConfig) -> FinetuneResult:
         resolved = dataclasses.replace(cfg, init_seed=_init_seed(cfg))  # the number used, not None
         # The backbone actually trained: with init_from, d_model etc. in the config above are not its own.
         moe = {"expert_use": expert_use.record()} if expert_use else {}
-        write_run_record(out, resolved, {**status, "task": task.to_dict(), "backbone": model.config.to_dict(),
+        write_run_record(out, resolved, {**status, "warnings": list(warned), **({"fold": fold} if fold else {}),
+                                         "task": task.to_dict(),
+                                         "backbone": model.config.to_dict(),
                                          **moe, "history": history})
 
     bar = progress(total=total, initial=step, desc="finetune", unit="step")
@@ -344,6 +410,7 @@ def finetune(cfg: FinetuneConfig) -> FinetuneResult:
         model.lm.eval()
     stop = position["finished"]
     first_epoch, first_batch = position["epoch"], position["batch"]
+    timed = None  # (step, clock) after this process's first step: the pace --max-minutes is projected from
     with StopSignals() as signals:
         for epoch in range(first_epoch, cfg.epochs):
             if stop:
@@ -368,6 +435,12 @@ def finetune(cfg: FinetuneConfig) -> FinetuneResult:
                 if ema is not None:
                     ema.update(model)
                 step += 1
+                if deadline is not None:
+                    now = time.perf_counter()
+                    timed = timed or (step, now)
+                    if step == timed[0] + TIME_CHECK_STEPS:
+                        warned.warn(time_cap_warning(step, (now - timed[1]) / TIME_CHECK_STEPS, deadline - now,
+                                                     total, cfg.max_minutes))
                 running = value if math.isnan(running) else 0.95 * running + 0.05 * value
                 bar.update(1)
                 bar.set_postfix(loss=f"{running:.3f}", **{f"val_{metric}": f"{best:.3f}"})
@@ -391,6 +464,8 @@ def finetune(cfg: FinetuneConfig) -> FinetuneResult:
                 if stop:
                     break
     bar.close()
+    if deadline is not None and not any(w.startswith("--max-minutes") for w in warned):
+        warned.warn(time_cap_hit_warning(step, total, cfg.max_minutes) if time.perf_counter() > deadline else None)
 
     test_metrics, test_path, test_notes = None, None, []
     if not splits["test"]:  # an earlier run's (only there with --overwrite) would not match this checkpoint
@@ -408,7 +483,8 @@ def finetune(cfg: FinetuneConfig) -> FinetuneResult:
     sizes = {name: len(items) for name, items in splits.items()}
     result = FinetuneResult(checkpoint=out / "checkpoint", metric=metric, best_value=best, best_step=best_step,
                             steps=step, seconds=seconds, sizes=sizes, test_metrics=test_metrics,
-                            test_predictions=test_path, history=history, test_notes=test_notes, baseline=base)
+                            test_predictions=test_path, history=history, test_notes=test_notes, baseline=base,
+                            warnings=list(warned))
     record({"status": "complete", "result": {
         "metric": metric, "best_value": best, "best_step": best_step, "steps": step, "seconds": round(seconds, 1),
         "sizes": sizes, "test_metrics": test_metrics, "test_notes": test_notes, "baseline": base}})

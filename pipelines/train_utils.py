@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import sys
 import time
 from pathlib import Path
 
@@ -77,3 +78,64 @@ def write_run_record(directory: Path, config, extra: dict | None = None) -> Path
     with atomic_path(path) as tmp:
         tmp.write_text(json.dumps(record, indent=2, default=str) + "\n")
     return path
+
+
+# ---------------------------------------------------------------- run warnings
+MIN_STEPS = 100  # fewer optimiser steps than this rarely trains a model from scratch
+# The audio recipe's defaults (--patch-size 16, --clip-seconds 2: 1000 tokens a clip) are sized for 8 kHz
+# recordings (FSDD); a fresh audio model has no rate of its own to compare with.
+RECIPE_SAMPLE_RATE = 8000
+RATE_FACTOR = 2.0  # a rate this many times the expected one is warned about
+TIME_CHECK_STEPS = 10  # steps timed (after the first, which carries start-up costs) before the --max-minutes check
+
+
+class RunWarnings(list):
+    """A run's warnings: each printed once to stderr as one line ("warning: ...") and kept for run.json
+    (``"warnings"``)."""
+
+    def warn(self, message: str | None) -> None:
+        if message and message not in self:
+            self.append(message)
+            print(f"warning: {message}", file=sys.stderr, flush=True)
+
+
+def few_steps_warning(total: int, rows: int, *, epochs: int, batch_size: int, minimum: int | None = None) -> str | None:
+    """The warning for a run of ``total`` = ``epochs`` × ceil(``rows`` / ``batch_size``) optimiser steps, None when
+    it has at least ``minimum`` (default ``MIN_STEPS``)."""
+    minimum = MIN_STEPS if minimum is None else minimum
+    if total >= minimum:
+        return None
+    return (f"this run gets only {total} optimiser steps ({epochs} epochs x {math.ceil(rows / batch_size)} batches "
+            f"of {batch_size} from {rows} training rows), fewer than {minimum}: raise --epochs or lower --batch-size")
+
+
+def time_cap_warning(step: int, seconds_per_step: float, seconds_left: float, total: int, max_minutes: float,
+                     minimum: int | None = None) -> str | None:
+    """The warning when ``--max-minutes`` will likely stop a run at ``step`` after ``seconds_per_step`` each, with
+    ``seconds_left`` of the budget, before its ``total`` steps and before ``minimum`` (``MIN_STEPS``); else None."""
+    minimum = MIN_STEPS if minimum is None else minimum
+    expected = step + max(0, int(seconds_left / max(seconds_per_step, 1e-9)))
+    if expected >= total or expected >= minimum:
+        return None
+    return (f"--max-minutes {max_minutes:g} will likely stop this run after about {expected} of its {total} "
+            f"optimiser steps ({seconds_per_step:.2g} s a step), fewer than {minimum}: raise --max-minutes")
+
+
+def time_cap_hit_warning(step: int, total: int, max_minutes: float, minimum: int | None = None) -> str | None:
+    """The warning when ``--max-minutes`` stopped a run after ``step`` of ``total`` steps, fewer than ``minimum``
+    (``MIN_STEPS``)."""
+    minimum = MIN_STEPS if minimum is None else minimum
+    if step >= total or step >= minimum:
+        return None
+    return (f"--max-minutes {max_minutes:g} stopped this run after {step} of its {total} optimiser steps, fewer "
+            f"than {minimum}: raise --max-minutes")
+
+
+def sample_rate_warning(rate: int | None, expected: int | None, source: str,
+                        factor: float = RATE_FACTOR) -> str | None:
+    """The warning when audio at ``rate`` Hz is more than ``factor`` × the ``expected`` rate of ``source`` (e.g.
+    "the 8000 Hz of --init-from run/checkpoint"): that many times the tokens per second; else None."""
+    if rate is None or expected is None or rate <= factor * expected:
+        return None
+    return (f"the audio is at {rate} Hz, {rate / expected:.1f}x {source}: {rate / expected:.1f}x the tokens per "
+            f"second of audio (slower, longer context); resample with --sample-rate {expected}")

@@ -57,6 +57,23 @@ def _echo_test(metrics: dict | None, sizes: dict, predictions, notes: list) -> N
         typer.echo(f"note: {note}")
 
 
+def _echo_folds(result) -> None:
+    """`finetune --folds K`: per-fold and pooled out-of-fold scores, and the paired difference to the baseline."""
+    from seqssm.pipelines.folds import paired_lines
+
+    cv = result.folds
+    for f, scores in enumerate(cv["per_fold"]):
+        typer.echo(f"fold {f}: " + ", ".join(f"{k} {v:.4f}" for k, v in scores.items()))
+    _echo_test(cv["pooled"], {"test": f"{cv['rows']} rows pooled over {cv['folds']} folds"},
+               result.test_predictions, [])
+    if cv.get("baseline"):
+        base = cv["baseline"]
+        typer.echo("baseline pooled: " + ", ".join(f"{k} {v:.4f}" for k, v in base["pooled"].items()))
+        typer.echo("paired over folds:")
+        for line in paired_lines(base["paired"]):
+            typer.echo(f"  {line}")
+
+
 @config_command(FinetuneConfig)
 def finetune(opts: Opts):
     """Fine-tune a backbone with a classification head on labelled DNA or audio."""
@@ -64,6 +81,9 @@ def finetune(opts: Opts):
     from seqssm.pipelines.finetune import finetune as run
 
     result = run(config)
+    if result.folds is not None:
+        _echo_folds(result)
+        return
     typer.echo(f"best val {result.metric} {result.best_value:.4f} at step {result.best_step} of {result.steps} "
                f"({result.seconds:.0f} s); checkpoint: {result.checkpoint}")
     _echo_test(result.test_metrics, result.sizes, result.test_predictions, result.test_notes)
