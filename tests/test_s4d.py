@@ -44,3 +44,25 @@ def test_s4d_state_gradient_and_bidirectional():
     assert not torch.allclose(y[:, 0], bi(x[:, :1])[:, 0])  # position 0 sees the future
     with pytest.raises(InputError, match="bidirectional"):
         bi.step(x[:, 0], bi.allocate_state(1))
+
+
+def test_s4d_runs_with_bf16_weights_and_under_autocast():
+    """A model cast to bf16 (as decoding does) and bf16 autocast (as training does) both run, close to fp32.
+
+    Complex bf16 does not exist: the discretisation must run in fp32 whatever the weights' dtype.
+    """
+    torch.manual_seed(0)
+    m = S4DMixer(d_model=6, d_state=8)
+    x = torch.randn(2, 9, 6)
+    ref = m(x)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        auto = m(x)
+    half = S4DMixer(d_model=6, d_state=8)
+    half.load_state_dict(m.state_dict())
+    half = half.to(torch.bfloat16)
+    out = half(x.bfloat16())
+    cache = half.allocate_state(2)
+    step = half.step(x[:, 0].bfloat16(), cache)
+    for y in (auto, out):
+        torch.testing.assert_close(y.float(), ref, rtol=0.05, atol=0.05)
+    torch.testing.assert_close(step.float(), ref[:, 0], rtol=0.05, atol=0.05)

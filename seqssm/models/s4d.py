@@ -51,17 +51,20 @@ class S4DMixer(nn.Module):
         self.out_proj = nn.Linear(d_model, 2 * d_model, device=device, dtype=dtype)
 
     def _discrete(self):
-        """(Ā, B̄, C): complex [D, N/2], [D, N/2] and [n_dir, D, N/2]."""
-        A = torch.complex(-torch.exp(self.log_A_real), self.A_imag)
-        dtA = A * torch.exp(self.log_dt)[:, None]
-        return torch.exp(dtA), (torch.exp(dtA) - 1) / A, torch.view_as_complex(self.C)
+        """(Ā, B̄, C): complex [D, N/2], [D, N/2] and [n_dir, D, N/2], in complex64 whatever the weights' dtype.
+
+        fp32 because complex bf16/fp16 do not exist (a model cast to bf16 for decoding failed here on the GPU).
+        """
+        A = torch.complex(-torch.exp(self.log_A_real.float()), self.A_imag.float())
+        dtA = A * torch.exp(self.log_dt.float())[:, None]
+        return torch.exp(dtA), (torch.exp(dtA) - 1) / A, torch.view_as_complex(self.C.float().contiguous())
 
     def allocate_state(self, batch_size: int, device=None, dtype=None) -> LayerCache:
         return LayerCache(conv_state=torch.zeros(batch_size, 0, device=device),
                           ssm_state=torch.zeros(batch_size, self.d_model, self.n_modes, 2, device=device))
 
     def _out(self, y: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
-        y = F.gelu(y + u * self.D)
+        y = F.gelu(y + u * self.D.float())
         return F.glu(self.out_proj(y.to(self.out_proj.weight.dtype)), dim=-1)
 
     def forward(self, hidden: torch.Tensor, state: LayerCache | None = None, *, return_state: bool = False,
