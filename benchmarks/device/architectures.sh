@@ -2,6 +2,7 @@
 # One device call for benchmarks/architectures.py (issue 14 item 7). Needs the carried wheels (.whl) and the small
 # data copied beforehand, here, by:  python benchmarks/architectures.py --prepare-data .carry/archbench
 #   bash benchmarks/device/architectures.sh          (from the repo root on the device; writes under $OUT/arch)
+#   ARCH_ARGS="--archs s4d,moe" ARCH_BUDGET=300 bash benchmarks/device/architectures.sh   (a subset)
 set -u
 OUT=${OUT:-/tmp/out}; mkdir -p "$OUT/arch"
 R=$PWD
@@ -11,4 +12,4 @@ python3 -m pip install -q --no-deps --no-build-isolation --no-compile --target /
 export PYTHONPATH=/tmp/sq:/tmp/site PYTHONUNBUFFERED=1
 cd /tmp && timeout "${ARCH_TIMEOUT:-470}" python3 "$R/benchmarks/architectures.py" \
   --dna "$R/.carry/archbench/ecoli_536.fna.gz" --fsdd "$R/.carry/archbench/fsdd" \
-  --out "$OUT/arch" --overwrite --budget-s "${ARCH_BUDGET:-400}" 2>&1 | tee "$OUT/arch/log.txt"
+  --out "$OUT/arch" --overwrite --budget-s "${ARCH_BUDGET:-400}" ${ARCH_ARGS:-} 2>&1 | tee "$OUT/arch/log.txt"
