@@ -165,3 +165,17 @@ def side_by_side(model: dict | None, base: dict | None, names: Sequence[str] = S
         b = (base or {}).get(name, math.nan)
         lines.append(f"{name:<18} {a:>8.4f} {b:>9.4f} {a - b:>+8.4f}")
     return lines
+
+
+def baseline_on_split(splits: dict, modality: str, rate: int | None, metric: str, out: Path) -> dict:
+    """`seqssm baseline` on this run's own split: its record for run.json; its test predictions are written to
+    ``{out}/baseline_predictions.tsv`` (for `seqssm evaluate --baseline`)."""
+    chosen = metric if metric in SINGLE_LABEL_METRICS else "accuracy"
+    result, probs = fit_baseline(splits, modality, rate, metric=chosen)
+    path = out / "baseline_predictions.tsv"
+    if splits["test"]:
+        classes = sorted({item.label for items in splits.values() for item in items}, key=natural_key)
+        write_baseline_predictions(path, splits["test"], probs, classes)
+    else:
+        path.unlink(missing_ok=True)
+    return {**result.to_dict(), "predictions": str(path) if splits["test"] else None}

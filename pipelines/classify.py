@@ -13,9 +13,10 @@ from collections.abc import Iterable, Iterator, Sequence
 
 import numpy as np
 import torch
+from sklearn.utils.class_weight import compute_class_weight
 
 from seqssm.datasets.batching import pad_batch
-from seqssm.datasets.labelled import MULTI_LABEL_SEP, Example, split_label
+from seqssm.datasets.labelled import MULTI_LABEL_SEP, Example, natural_key, split_label
 from seqssm.errors import InputError
 from seqssm.models.ensemble import ClassifierEnsemble
 from seqssm.models.heads import IGNORE_INDEX, SequenceClassifier, TaskConfig, encode_dna
@@ -186,3 +187,32 @@ def write_predictions(path: str | os.PathLike, model: SequenceClassifier | Class
         if rows == 0:
             raise InputError("no inputs to predict: the input holds no sequences or clips")
     return rows
+
+
+def class_weights(spec, task: TaskConfig, train: list) -> torch.Tensor | None:
+    """Loss weights [K] for ``--class-weights``: None, "balanced" (scikit-learn's, or negatives/positives per
+    class for multi-label) or K comma-separated positive numbers in the order of ``task.classes``."""
+    if spec is None:
+        return None
+    k = task.num_labels
+    if isinstance(spec, str) and spec == "balanced":
+        if task.problem_type == "multi_label":
+            hot = np.zeros((len(train), k))
+            index = {c: j for j, c in enumerate(task.classes)}
+            for i, item in enumerate(train):
+                hot[i, [index[p] for p in split_label(item.label)]] = 1
+            positives = hot.sum(axis=0)
+            return torch.tensor((len(train) - positives) / np.maximum(positives, 1), dtype=torch.float32)
+        y = [c for item in train for c in item.label] if task.level == "token" else [item.label for item in train]
+        present = sorted(set(y), key=natural_key)
+        weights = dict(zip(present, compute_class_weight("balanced", classes=np.array(present), y=np.array(y)),
+                           strict=True))
+        return torch.tensor([weights.get(c, 1.0) for c in task.classes], dtype=torch.float32)
+    try:
+        values = [float(v) for v in (spec.split(",") if isinstance(spec, str) else spec)]
+    except ValueError:
+        raise InputError(f"--class-weights {spec!r}: give 'balanced' or {k} comma-separated numbers") from None
+    if len(values) != k or any(not v > 0 for v in values):
+        raise InputError(f"--class-weights has {len(values)} values, need {k} positive ones, one per class in "
+                         f"the order {', '.join(task.classes)}")
+    return torch.tensor(values, dtype=torch.float32)

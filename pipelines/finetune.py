@@ -6,6 +6,9 @@ epoch (or every ``val_every`` steps) the model is scored on val; the best checkp
 (replaced atomically) and training stops early after ``patience`` validations without improvement. At the
 end the best checkpoint predicts the test split into ``test_predictions.tsv``, the table `seqssm evaluate`
 reads.
+
+Why over 400 lines: one training loop (resume, signals, early stopping, EMA, folds, the recipe warnings) is
+kept whole; what other jobs share lives in ``classify``, ``classical``, ``folds`` and ``train_utils``.
 """
 
 from __future__ import annotations
@@ -19,7 +22,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from sklearn.utils.class_weight import compute_class_weight
 from torch.utils.data import DataLoader
 
 from seqssm.config import MambaConfig
@@ -45,7 +47,7 @@ from seqssm.pipelines.checkpointing import (
     stop_for_signal,
     weights_finite,
 )
-from seqssm.pipelines.classify import TaskCollate, model_inputs, write_predictions
+from seqssm.pipelines.classify import TaskCollate, class_weights, model_inputs, write_predictions
 from seqssm.pipelines.common import (
     FILE,
     FOLDER,
@@ -146,34 +148,6 @@ def _backbone(cfg: FinetuneConfig, rate: int | None) -> MambaLMHeadModel:
     return MambaLMHeadModel(config, impl=cfg.impl)
 
 
-def _class_weights(cfg: FinetuneConfig, task: TaskConfig, train: list) -> torch.Tensor | None:
-    spec = cfg.class_weights
-    if spec is None:
-        return None
-    k = task.num_labels
-    if isinstance(spec, str) and spec == "balanced":
-        if task.problem_type == "multi_label":
-            hot = np.zeros((len(train), k))
-            index = {c: j for j, c in enumerate(task.classes)}
-            for i, item in enumerate(train):
-                hot[i, [index[p] for p in split_label(item.label)]] = 1
-            positives = hot.sum(axis=0)
-            return torch.tensor((len(train) - positives) / np.maximum(positives, 1), dtype=torch.float32)
-        y = [c for item in train for c in item.label] if task.level == "token" else [item.label for item in train]
-        present = sorted(set(y), key=natural_key)
-        weights = dict(zip(present, compute_class_weight("balanced", classes=np.array(present), y=np.array(y)),
-                           strict=True))
-        return torch.tensor([weights.get(c, 1.0) for c in task.classes], dtype=torch.float32)
-    try:
-        values = [float(v) for v in (spec.split(",") if isinstance(spec, str) else spec)]
-    except ValueError:
-        raise InputError(f"--class-weights {spec!r}: give 'balanced' or {k} comma-separated numbers") from None
-    if len(values) != k or any(not v > 0 for v in values):
-        raise InputError(f"--class-weights has {len(values)} values, need {k} positive ones, one per class in "
-                         f"the order {', '.join(task.classes)}")
-    return torch.tensor(values, dtype=torch.float32)
-
-
 def _loaders(cfg: FinetuneConfig, task: TaskConfig, splits: dict, rate: int | None):
     """(train, val, test) DataLoaders. Training order, RC flips, crops and augmentation are pure functions of
     (init seed, epoch, index): the train loader's ``EpochSampler`` resumes mid-epoch by skipping indices."""
@@ -212,23 +186,6 @@ def _optimizer(cfg: FinetuneConfig, model: SequenceClassifier) -> torch.optim.Op
         lr = cfg.backbone_lr if cfg.backbone_lr is not None else cfg.lr
         groups += [{**g, "lr": lr} for g in param_groups(model.lm, cfg.weight_decay)]
     return torch.optim.AdamW([g for g in groups if g["params"]], betas=(0.9, 0.98))
-
-
-def _run_baseline(cfg: FinetuneConfig, splits: dict, rate: int | None, metric: str, out: Path) -> dict:
-    """`seqssm baseline` on this run's own split: its record for run.json; its test predictions are written to
-    ``{out}/baseline_predictions.tsv`` (for `seqssm evaluate --baseline`)."""
-    from seqssm.pipelines.classical import fit_baseline, write_baseline_predictions
-    from seqssm.pipelines.metrics import SINGLE_LABEL_METRICS
-
-    chosen = metric if metric in SINGLE_LABEL_METRICS else "accuracy"
-    result, probs = fit_baseline(splits, cfg.modality, rate, metric=chosen)
-    path = out / "baseline_predictions.tsv"
-    if splits["test"]:
-        classes = sorted({item.label for items in splits.values() for item in items}, key=natural_key)
-        write_baseline_predictions(path, splits["test"], probs, classes)
-    else:
-        path.unlink(missing_ok=True)
-    return {**result.to_dict(), "predictions": str(path) if splits["test"] else None}
 
 
 def finetune_outputs(cfg: FinetuneConfig) -> OutputPlan:
@@ -315,7 +272,7 @@ def _train(cfg: FinetuneConfig, saved, device, labels: list[str], splits: dict, 
         model.lm.requires_grad_(False)
     ema = WeightEMA(model, cfg.ema) if cfg.ema is not None else None
     expert_use = ExpertUse(model)  # MoE backbones: the balance loss joins the task loss; expert use is logged
-    weights = _class_weights(cfg, task, splits["train"])
+    weights = class_weights(cfg.class_weights, task, splits["train"])
     weights = weights.to(device) if weights is not None else None
     train_loader, val_loader, test_loader = _loaders(cfg, task, splits, rate)
     per_epoch = len(train_loader)
@@ -478,7 +435,11 @@ def _train(cfg: FinetuneConfig, saved, device, labels: list[str], splits: dict, 
                           source=f"checkpoint {out / 'checkpoint'}")
         test_metrics = compute_metrics(cat_batches([k[1].cpu() for k in kept]), cat_batches([k[2].cpu() for k in kept]),
                                        cat_batches([k[0]["targets"] for k in kept]), task, test_notes)
-    base = _run_baseline(cfg, splits, rate, metric, out) if cfg.baseline else None
+    base = None
+    if cfg.baseline:
+        from seqssm.pipelines.classical import baseline_on_split  # scikit-learn's features: only when asked
+
+        base = baseline_on_split(splits, cfg.modality, rate, metric, out)
     seconds = time.perf_counter() - start
     sizes = {name: len(items) for name, items in splits.items()}
     result = FinetuneResult(checkpoint=out / "checkpoint", metric=metric, best_value=best, best_step=best_step,

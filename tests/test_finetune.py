@@ -35,8 +35,8 @@ from seqssm.models.heads import (
     pool_hidden,
     pool_hidden_ref,
 )
-from seqssm.pipelines.classify import TaskCollate, encode_targets
-from seqssm.pipelines.finetune import FinetuneConfig, _class_weights, finetune
+from seqssm.pipelines.classify import TaskCollate, class_weights, encode_targets
+from seqssm.pipelines.finetune import FinetuneConfig, finetune
 from seqssm.pipelines.metrics import compute_metrics, evaluate_split
 from seqssm.tokenizers import NucleotideTokenizer
 
@@ -422,11 +422,11 @@ def test_class_weights(tmp_path):
     task = dna_task()
     cfg = FinetuneConfig(data="x", out="y", class_weights="balanced")
     expected = compute_class_weight("balanced", classes=np.array(["a", "b", "c"]), y=np.array(list("aaaaabbc")))
-    np.testing.assert_allclose(_class_weights(cfg, task, train).numpy(), expected, rtol=1e-6)
+    np.testing.assert_allclose(class_weights(cfg.class_weights, task, train).numpy(), expected, rtol=1e-6)
     cfg = FinetuneConfig(data="x", out="y", class_weights="1,2,3")
-    assert _class_weights(cfg, task, train).tolist() == [1, 2, 3]
+    assert class_weights(cfg.class_weights, task, train).tolist() == [1, 2, 3]
     with pytest.raises(InputError, match="need 3 positive"):
-        _class_weights(FinetuneConfig(data="x", out="y", class_weights="1,2"), task, train)
+        class_weights("1,2", task, train)
     table = motif_table(tmp_path / "t.tsv", n=24)
     assert run_finetune(tmp_path, table, class_weights="balanced", epochs=1).steps == 3
 
