@@ -26,6 +26,7 @@ per-position embeddings too.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import json
 import math
@@ -117,11 +118,19 @@ def _open_source(cfg: StreamEmbedConfig) -> tuple[str, int, Callable[[int, int],
     return name, fasta.lengths[name], lambda s, e: fasta.fetch(name, s, e)
 
 
-def _save_state(path: Path, cache: InferenceCache, position: int) -> None:
-    tensors = {}
+# Tensor names in the state file: Mamba-style states keep the short names of earlier files (conv.i, ssm.i);
+# other state fields (an attention layer's k, v, pos) go by their field name.
+_SHORT = {"conv_state": "conv", "ssm_state": "ssm"}
+
+
+def _state_tensors(cache: InferenceCache):
     for i, layer in enumerate(cache.layers):
-        tensors[f"conv.{i}"] = layer.conv_state.detach().cpu().contiguous()
-        tensors[f"ssm.{i}"] = layer.ssm_state.detach().cpu().contiguous()
+        for f in dataclasses.fields(layer):
+            yield f"{_SHORT.get(f.name, f.name)}.{i}", getattr(layer, f.name)
+
+
+def _save_state(path: Path, cache: InferenceCache, position: int) -> None:
+    tensors = {name: t.detach().cpu().contiguous() for name, t in _state_tensors(cache)}
     with atomic_path(path) as tmp:
         save_file(tensors, str(tmp), metadata={"position": str(position)})
         with open(tmp, "rb") as f:
@@ -134,9 +143,11 @@ def _load_state(path: Path, cache: InferenceCache) -> int:
     with safe_open(str(path), framework="pt") as f:
         position = int(f.metadata()["position"])
     tensors = load_file(str(path))
-    for i, layer in enumerate(cache.layers):
-        layer.conv_state.copy_(tensors[f"conv.{i}"])
-        layer.ssm_state.copy_(tensors[f"ssm.{i}"])
+    for name, t in _state_tensors(cache):
+        if name not in tensors or tensors[name].shape != t.shape:
+            raise InputError(f"{path}: the saved stream state does not fit this checkpoint's layers ({name}); "
+                             "start over with --overwrite")
+        t.copy_(tensors[name])
     cache.seqlen_offset = position
     return position
 
