@@ -52,8 +52,11 @@ __all__ = [
     "chunked_backward",
     "chunked_forward",
     "lm_chunk_loss",
+    "check_streamable",
     "mixer_chunk",
     "stream_hidden",
+    "stream_step",
+    "store_state",
 ]
 
 LossFn = Callable[[torch.Tensor, int, int], torch.Tensor]
@@ -156,10 +159,7 @@ def stream_hidden(
     Yields:
         normed hidden states [B, T_i, D] (the embeddings the pipelines use), or logits [B, T_i, V].
     """
-    _check_model(model, "stream_hidden")
-    if model.config.bidirectional:
-        raise InputError("stream_hidden needs a causal model, but this one is bidirectional (every position "
-                         "sees the whole sequence); use chunked_forward, which sweeps both directions")
+    check_streamable(model, "stream_hidden")
     for ids in chunks:
         _check_ids(ids, model, "stream_hidden")
         if cache is None:
@@ -168,12 +168,49 @@ def stream_hidden(
                 or cache.batch_size != ids.shape[0]:
             raise InputError(f"stream_hidden: cache must come from this model's allocate_cache({ids.shape[0]}) "
                              f"({model.config.n_layer} layers, {ids.shape[0]} rows like the chunks)")
-        states = cache.layers if cache.seqlen_offset else [None] * len(cache.layers)
-        normed, new = _causal_chunk(model, ids, states)
-        for old, state in zip(cache.layers, new, strict=True):
-            store_state(old, state)
-        cache.seqlen_offset += ids.shape[1]
-        yield model._logits(normed) if logits else normed
+        yield _advance(model, ids, cache, zero_start=True, logits=logits)
+
+
+def _advance(model, ids, cache: InferenceCache, *, zero_start: bool, logits: bool, valid: int | None = None):
+    """One chunk from ``cache`` through the backbone's state-passing forward; the cache advanced in place."""
+    states = cache.layers if cache.seqlen_offset or not zero_start else [None] * len(cache.layers)
+    normed, new = _causal_chunk(model, ids, states)
+    for old, state in zip(cache.layers, new, strict=True):
+        store_state(old, state)
+    cache.seqlen_offset += ids.shape[1] if valid is None else valid
+    return model._logits(normed) if logits else normed
+
+
+@torch.no_grad()
+def stream_step(model: MambaLMHeadModel, ids: torch.Tensor, cache: InferenceCache, *, valid: int | None = None,
+                logits: bool = False) -> torch.Tensor:
+    """One chunk of a stream, for a loop that must not wait on the device: ``stream_hidden`` without checks.
+
+    The caller checks the model (``check_streamable``) and the ids (in range, on the model's device) once;
+    nothing here reads a device value back (attention layers read their fill count, one small sync), so
+    the host can prepare the next chunk while this one runs. Every chunk, the first included, starts from
+    the cache's states (zeros from ``allocate_cache``), so the kernels see one signature from the first
+    chunk on and compile once.
+
+    Args:
+        ids: [B, T] token ids on the model's device.
+        cache: advanced in place.
+        valid: only the first ``valid`` positions are real, the rest padding that keeps T fixed (so no new
+            kernel compiles for a short last chunk). Causal layers never look right, so the real positions
+            are exact; but the states now include the padding: the stream must end with this chunk.
+
+    Returns:
+        [B, T, D] normed hidden states (or logits [B, T, V]), padding positions included.
+    """
+    return _advance(model, ids, cache, zero_start=False, logits=logits, valid=valid)
+
+
+def check_streamable(model: MambaLMHeadModel, what: str = "stream") -> None:
+    """InputError unless ``model`` is a causal model whose every layer can carry its state across chunks."""
+    _check_model(model, what)
+    if model.config.bidirectional:
+        raise InputError(f"{what} needs a causal model, but this one is bidirectional (every position sees the "
+                         "whole sequence); use chunked_forward, which sweeps both directions")
 
 
 def store_state(into, state) -> None:

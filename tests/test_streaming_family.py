@@ -118,3 +118,22 @@ def test_bidirectional_non_mamba_models_still_refuse_streaming(kw):
         next(stream_hidden(model, [ids]))
     with pytest.raises(InputError, match="bidirectional"):
         chunked_forward(model, ids, chunk_size=5)
+
+
+@pytest.mark.parametrize("arch", ["mamba", "mamba2", "s4d", "moe"])
+def test_stream_step_padded_last_chunk_gives_the_real_rows(arch):
+    """stream_step: every chunk of one width (the first from the zero cache, the last padded): the real
+    positions equal one forward."""
+    from seqssm.streaming import stream_step
+
+    model = make_model(arch)
+    ids = torch.randint(0, VOCAB, (1, 40))
+    with torch.no_grad():
+        full = model.backbone(ids)
+    cache = model.allocate_cache(1)
+    first = stream_step(model, ids[:, :16], cache)
+    second = stream_step(model, ids[:, 16:32], cache)
+    padded = torch.cat([ids[:, 32:], torch.zeros(1, 8, dtype=torch.long)], dim=1)
+    last = stream_step(model, padded, cache, valid=8)
+    assert last.shape[1] == 16 and cache.seqlen_offset == 40
+    torch.testing.assert_close(torch.cat([first, second, last[:, :8]], dim=1), full, rtol=1e-5, atol=1e-5)
