@@ -247,6 +247,10 @@ def stream_embed(cfg: StreamEmbedConfig, *, on_chunk: Callable[[int, int], None]
         raise InputError(f"--region {record}:{cfg.start + 1}-{end} ends past the end of {record} (length "
                          f"{record_length}); give an END of at most {record_length}")
     dim, length = model.config.d_model, end - cfg.start
+    if "A" in model.config.layer_kinds and length > model.config.attn_max_len:
+        raise InputError(f"{cfg.checkpoint} has attention layers, which carry every earlier key and hold at most "
+                         f"{model.config.attn_max_len} positions (its attn_max_len, set by pretrain --attn-max-len); "
+                         f"this region has {length}: give a shorter --region")
     job = {"source": str(Path(cfg.source).resolve()), "record": record, "start": cfg.start, "end": end,
            "chunk_size": cfg.chunk_size, "weights_sha256": _weights_digest(cfg.checkpoint), "dim": dim}
     out = Path(cfg.out)

@@ -231,7 +231,10 @@ def test_save_interval_and_padding_keep_the_bytes(checkpoint, tmp_path):
     np.testing.assert_allclose(np.load(rare.embeddings).astype(np.float32), expected, rtol=2e-3, atol=2e-3)
 
 
-def test_non_finite_outputs_are_refused_and_leave_nothing(tmp_path):
+def test_non_finite_outputs_are_refused_and_leave_nothing(tmp_path, monkeypatch):
+    import seqssm.pipelines.common as common
+
+    monkeypatch.setattr(common, "probe_model", lambda model, checkpoint: None)  # the chunk loop's own check
     model = _save_model(tmp_path / "bad")
     with torch.no_grad():
         for p in model.parameters():
@@ -242,3 +245,13 @@ def test_non_finite_outputs_are_refused_and_leave_nothing(tmp_path):
         stream_embed(StreamEmbedConfig(checkpoint=str(tmp_path / "bad"), source=fasta, chunk_size=32, device="cpu",
                                        out=str(tmp_path / "out")))
     assert not (tmp_path / "out").exists()
+
+
+def test_attention_models_refuse_a_region_past_their_key_budget_up_front(tmp_path):
+    _save_model(tmp_path / "hybrid", layers="MA", n_heads=2, attn_max_len=64)
+    fasta = _random_fasta(tmp_path / "c.fa", 100)
+    common = dict(checkpoint=str(tmp_path / "hybrid"), source=fasta, chunk_size=16, device="cpu")
+    with pytest.raises(InputError, match="--attn-max-len.*shorter --region"):
+        stream_embed(StreamEmbedConfig(out=str(tmp_path / "long"), **common))
+    assert not (tmp_path / "long").exists()
+    assert stream_embed(StreamEmbedConfig(out=str(tmp_path / "short"), end=64, **common)).end == 64
