@@ -9,14 +9,16 @@ memory stays flat whatever the length. Output folder:
 - ``index.tsv``: one row (id ``record:start+1-end``, record, start, end, offset) as ``seqssm embed
   --per-position`` writes it; it appears only when the run is complete.
 - while running: ``stream.json`` (what is being embedded: source, record, region, chunk size, the
-  checkpoint's weights digest) and ``stream_state.safetensors`` (position reached and every layer's conv
-  and SSM state), replaced atomically after each chunk. A run started again on the same folder with the
-  same job continues from there and writes a file identical to an uninterrupted run.
+  checkpoint's weights digest) and ``stream_state.safetensors`` (position reached and every layer's state:
+  conv and SSM states, an attention layer's keys), replaced atomically every ``SAVE_EVERY_S`` seconds. A
+  run started again on the same folder with the same job continues from there and writes a file identical
+  to an uninterrupted run.
 
-Why ``.npy`` through ``np.lib.format.open_memmap``: zarr and h5py are not dependencies; a ``.npy`` memmap
-is written in place chunk by chunk, needs no library to read (numpy, or any .npy reader), gives O(1) access
-to any row, and makes resuming trivial, since rows are at fixed offsets and a chunk interrupted half-way is
-simply rewritten. What it lacks is compression: L × D × 2 bytes (512 MB per Mbp at D = 256).
+Why ``.npy`` (header from ``np.lib.format.open_memmap``, rows by positioned writes): zarr and h5py are not
+dependencies; a ``.npy`` is written in place chunk by chunk, needs no library to read (numpy, or any .npy
+reader), gives O(1) access to any row, and makes resuming trivial, since rows are at fixed offsets and a
+chunk interrupted half-way is simply rewritten. What it lacks is compression: L × D × 2 bytes (512 MB per
+Mbp at D = 256).
 
 ``stream_audio`` scores a long recording with a causal audio LM in one streamed pass: windows read by
 seeking (``load_audio``), μ-law tokens, bits per sample of each next-sample prediction, optionally the
@@ -26,12 +28,14 @@ per-position embeddings too.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import json
 import math
 import os
+import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -46,6 +50,7 @@ from seqssm.datasets.reads import iter_reads
 from seqssm.errors import InputError, did_you_mean, require_free_space
 from seqssm.models import InferenceCache
 from seqssm.pipelines.common import (
+    BROKEN_WEIGHTS,
     FILE,
     LM,
     OutputPlan,
@@ -59,15 +64,16 @@ from seqssm.pipelines.common import (
     resolve_device,
 )
 from seqssm.pipelines.configs_sequence import StreamAudioConfig, StreamEmbedConfig
-from seqssm.streaming import stream_hidden
+from seqssm.streaming import check_streamable, stream_hidden, stream_step
 from seqssm.tokenizers import get_tokenizer
 from seqssm.transforms import AudioTokenizer
 
-__all__ = ["StreamAudioConfig", "StreamAudioResult", "StreamEmbedConfig", "StreamEmbedResult", "stream_audio",
-           "stream_embed"]
+__all__ = ["StreamAudioConfig", "StreamAudioResult", "StreamEmbedConfig", "StreamEmbedResult", "StreamTimings",
+           "stream_audio", "stream_embed"]
 
 READ_SUFFIXES = (".sam", ".bam", ".cram")
 STATE_NAME, JOB_NAME = "stream_state.safetensors", "stream.json"
+SAVE_EVERY_S = 60.0  # seconds between resumable points of a streamed embedding (an fsync and a state file)
 
 
 @dataclass
@@ -117,11 +123,19 @@ def _open_source(cfg: StreamEmbedConfig) -> tuple[str, int, Callable[[int, int],
     return name, fasta.lengths[name], lambda s, e: fasta.fetch(name, s, e)
 
 
-def _save_state(path: Path, cache: InferenceCache, position: int) -> None:
-    tensors = {}
+# Tensor names in the state file: Mamba-style states keep the short names of earlier files (conv.i, ssm.i);
+# other state fields (an attention layer's k, v, pos) go by their field name.
+_SHORT = {"conv_state": "conv", "ssm_state": "ssm"}
+
+
+def _state_tensors(cache: InferenceCache):
     for i, layer in enumerate(cache.layers):
-        tensors[f"conv.{i}"] = layer.conv_state.detach().cpu().contiguous()
-        tensors[f"ssm.{i}"] = layer.ssm_state.detach().cpu().contiguous()
+        for f in dataclasses.fields(layer):
+            yield f"{_SHORT.get(f.name, f.name)}.{i}", getattr(layer, f.name)
+
+
+def _save_state(path: Path, cache: InferenceCache, position: int) -> None:
+    tensors = {name: t.detach().cpu().contiguous() for name, t in _state_tensors(cache)}
     with atomic_path(path) as tmp:
         save_file(tensors, str(tmp), metadata={"position": str(position)})
         with open(tmp, "rb") as f:
@@ -134,9 +148,11 @@ def _load_state(path: Path, cache: InferenceCache) -> int:
     with safe_open(str(path), framework="pt") as f:
         position = int(f.metadata()["position"])
     tensors = load_file(str(path))
-    for i, layer in enumerate(cache.layers):
-        layer.conv_state.copy_(tensors[f"conv.{i}"])
-        layer.ssm_state.copy_(tensors[f"ssm.{i}"])
+    for name, t in _state_tensors(cache):
+        if name not in tensors or tensors[name].shape != t.shape:
+            raise InputError(f"{path}: the saved stream state does not fit this checkpoint's layers ({name}); "
+                             "start over with --overwrite")
+        t.copy_(tensors[name])
     cache.seqlen_offset = position
     return position
 
@@ -159,18 +175,71 @@ def stream_embed_outputs(cfg: StreamEmbedConfig) -> OutputPlan:
                                                                    ("reference", cfg.reference)])
 
 
+@dataclass
+class StreamTimings:
+    """Where a ``stream_embed`` run spent its host time, in seconds (filled when passed in)."""
+
+    read: float = 0.0  # fetch and tokenize a chunk (overlaps with the device running the previous chunk)
+    launch: float = 0.0  # enqueue a chunk's forward and its copy back (on the CPU: the forward itself)
+    wait: float = 0.0  # blocked on the device: compute and copy not hidden behind reading
+    write: float = 0.0  # rows into embeddings.npy
+    save: float = 0.0  # resumable points: fsync of the rows, then the state file
+    chunks: list = field(default_factory=list)  # seconds since the loop started when each chunk was written
+
+
+class _Rows:
+    """embeddings.npy written with positioned writes (``os.pwrite``), not a memmap: the pages go through
+    the page cache without ever being mapped into this process, so its memory stays flat on any length."""
+
+    def __init__(self, path: Path, length: int, dim: int, create: bool):
+        if create:
+            np.lib.format.open_memmap(path, mode="w+", dtype=np.float16, shape=(length, dim))  # header, sparse
+        with open(path, "rb") as f:
+            version = np.lib.format.read_magic(f)
+            read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+            shape, _, dtype = read(f)
+            self.offset = f.tell()
+        if tuple(shape) != (length, dim) or dtype != np.float16:
+            raise InputError(f"{path}: holds {dtype} {list(shape)}, not float16 [{length}, {dim}]; start over "
+                             "with --overwrite")
+        self.row_bytes = dim * 2
+        self.fd = os.open(path, os.O_RDWR)
+
+    def write(self, start: int, rows: np.ndarray) -> None:
+        view = memoryview(np.ascontiguousarray(rows)).cast("B")
+        at = self.offset + start * self.row_bytes
+        while view:
+            done = os.pwrite(self.fd, view, at)
+            view, at = view[done:], at + done
+
+    def sync(self) -> None:
+        os.fsync(self.fd)
+
+    def close(self) -> None:
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
+
+
 @torch.no_grad()
-def stream_embed(cfg: StreamEmbedConfig, *, on_chunk: Callable[[int, int], None] | None = None
-                 ) -> StreamEmbedResult:
+def stream_embed(cfg: StreamEmbedConfig, *, on_chunk: Callable[[int, int], None] | None = None,
+                 save_every_s: float = SAVE_EVERY_S, timings: StreamTimings | None = None) -> StreamEmbedResult:
     """Embed one record per position, chunk by chunk, resumable; see the module notes for the files.
 
-    ``on_chunk(k, position)`` is called after chunk k (0-based, counted from where this call started) is
-    written and its states saved; an exception there stops the run in a resumable state.
+    The loop keeps the device busy: chunk k + 1 is read and tokenized while chunk k runs; rows come back
+    through pinned buffers (two, alternating) and are written while the next chunk computes; the only
+    waits are for a chunk's own rows. Every chunk has the same shape (the last is padded, see
+    ``seqssm.streaming.stream_step``), so compiled kernels are reused from the second chunk on. States are
+    saved (rows fsynced first) every ``save_every_s`` seconds, not every chunk; an interrupted run resumes
+    from the last save and rewrites the rows after it. ``on_chunk(k, position)`` is called after each save
+    (chunk k, 0-based from where this call started, done; ``position`` reached) and after the last chunk;
+    an exception there stops the run in a resumable state. ``timings``: filled with where the time went.
     """
     require_file(Path(cfg.checkpoint) / "model.safetensors", "checkpoint weights")
     check_checkpoint(cfg.checkpoint, "embed --stream", modality=("dna", "byte"), causal=True)
     device = resolve_device(cfg.device)
     model = _load_causal(cfg.checkpoint, device, "stream_embed")
+    check_streamable(model, "stream_embed")
     tokenizer = get_tokenizer(model.config.tokenizer)
     record, record_length, fetch = _open_source(cfg)
     end = record_length if cfg.end is None else cfg.end
@@ -178,6 +247,10 @@ def stream_embed(cfg: StreamEmbedConfig, *, on_chunk: Callable[[int, int], None]
         raise InputError(f"--region {record}:{cfg.start + 1}-{end} ends past the end of {record} (length "
                          f"{record_length}); give an END of at most {record_length}")
     dim, length = model.config.d_model, end - cfg.start
+    if "A" in model.config.layer_kinds and length > model.config.attn_max_len:
+        raise InputError(f"{cfg.checkpoint} has attention layers, which carry every earlier key and hold at most "
+                         f"{model.config.attn_max_len} positions (its attn_max_len, set by pretrain --attn-max-len); "
+                         f"this region has {length}: give a shorter --region")
     job = {"source": str(Path(cfg.source).resolve()), "record": record, "start": cfg.start, "end": end,
            "chunk_size": cfg.chunk_size, "weights_sha256": _weights_digest(cfg.checkpoint), "dim": dim}
     out = Path(cfg.out)
@@ -205,37 +278,23 @@ def stream_embed(cfg: StreamEmbedConfig, *, on_chunk: Callable[[int, int], None]
     position = 0
     if resuming:
         position = _load_state(paths[STATE_NAME], cache)
-        array = np.load(paths["embeddings.npy"], mmap_mode="r+")
     else:
         for name in ("index.tsv", STATE_NAME):
             paths[name].unlink(missing_ok=True)
         with atomic_path(paths[JOB_NAME]) as tmp:
             tmp.write_text(json.dumps(job, indent=1) + "\n")
-        array = np.lib.format.open_memmap(paths["embeddings.npy"], mode="w+", dtype=np.float16,
-                                          shape=(length, dim))
+    rows = _Rows(paths["embeddings.npy"], length, dim, create=not resuming)
     result.resumed_from = position
 
     bar = progress(total=length, initial=position, desc=f"stream-embed {record}", unit="bp", unit_scale=True)
     try:
-        for k, s in enumerate(range(position, length, cfg.chunk_size)):
-            e = min(s + cfg.chunk_size, length)
-            region = f"{record}:{cfg.start + s + 1}-{cfg.start + e}"
-            ids = torch.as_tensor(tokenizer.encode(fetch(cfg.start + s, cfg.start + e), source=region))
-            with autocast(device):
-                (hidden,) = stream_hidden(model, [ids[None].to(device)], cache)
-            require_finite(hidden, f"checkpoint {cfg.checkpoint}", region)
-            # float16 on the device: a quarter of the bytes over PCIe and no host-side cast (same RNE rounding)
-            array[s:e] = hidden[0].to(torch.float16).cpu().numpy()
-            array.flush()  # rows on disk before the state that says they are done
-            _save_state(paths[STATE_NAME], cache, e)
-            bar.update(e - s)
-            if on_chunk is not None:
-                on_chunk(k, e)
+        _run(cfg, model, tokenizer, fetch, cache, rows, record, position, length, device, bar,
+             on_chunk, paths[STATE_NAME], save_every_s, timings if timings is not None else StreamTimings())
     except InputError:
         # Bad input (a character that is no base) stops every rerun at the same place: a run that started
         # from nothing leaves nothing. Other exceptions (an interrupt) keep the files to resume from.
         if not resuming:
-            del array
+            rows.close()
             for name in ("embeddings.npy", JOB_NAME, STATE_NAME):
                 paths[name].unlink(missing_ok=True)
             for folder in created:
@@ -244,12 +303,81 @@ def stream_embed(cfg: StreamEmbedConfig, *, on_chunk: Callable[[int, int], None]
         raise
     finally:
         bar.close()
-    del array
+        rows.close()
     with atomic_path(paths["index.tsv"]) as tmp:
         tmp.write_text(f"id\trecord\tstart\tend\toffset\n{record}:{cfg.start + 1}-{end}\t{record}\t{cfg.start}"
                        f"\t{end}\t0\n")
-    paths[STATE_NAME].unlink()
+    paths[STATE_NAME].unlink(missing_ok=True)
     return result
+
+
+def _run(cfg, model, tokenizer, fetch, cache, rows: _Rows, record: str, position: int, length: int,
+         device: torch.device, bar, on_chunk, state_path: Path, save_every_s: float, t: StreamTimings) -> None:
+    """The chunk loop of ``stream_embed`` (see there): rows [position, length) written, states saved."""
+    # One width for the whole job (not for what is left of it), so a resumed run computes the very same
+    # shapes, hence the very same bytes, as an uninterrupted one.
+    size = min(cfg.chunk_size, length)
+    # Attention layers hold every key up to attn_max_len: padding would spend that budget, and their shapes
+    # grow with every chunk anyway; SSM-only models get one shape for every chunk.
+    pad = all(layer.kind != "A" for layer in model.backbone.layers)
+    cuda = device.type == "cuda"
+    ids_host = [torch.zeros(size, dtype=torch.long, pin_memory=cuda) for _ in range(2)]
+    out_host = [torch.empty(size, model.config.d_model, dtype=torch.float16, pin_memory=cuda) for _ in range(2)]
+    ok_host = [torch.ones((), dtype=torch.bool, pin_memory=cuda) for _ in range(2)]
+    events = [torch.cuda.Event() if cuda else None for _ in range(2)]
+    spans = [(s, min(s + size, length)) for s in range(position, length, size)]
+    clock, last_save, pending = time.perf_counter(), time.perf_counter(), None
+
+    def finish(job) -> None:
+        slot, s, e, region = job
+        w0 = time.perf_counter()
+        if events[slot] is not None:
+            events[slot].synchronize()
+        w1 = time.perf_counter()
+        if not bool(ok_host[slot]):
+            raise InputError(f"checkpoint {cfg.checkpoint} gives non-finite outputs (NaN or inf) for {region}: "
+                             f"{BROKEN_WEIGHTS}")
+        rows.write(s, out_host[slot][: e - s].numpy())
+        w2 = time.perf_counter()
+        t.wait, t.write = t.wait + w1 - w0, t.write + w2 - w1
+        t.chunks.append(w2 - clock)
+        bar.update(e - s)
+
+    for k, (s, e) in enumerate(spans):
+        r0 = time.perf_counter()
+        region = f"{record}:{cfg.start + s + 1}-{cfg.start + e}"
+        slot, n = k % 2, e - s
+        codes = tokenizer.encode(fetch(cfg.start + s, cfg.start + e), source=region)
+        ids_host[slot][:n] = torch.from_numpy(codes)
+        width = size if pad else n
+        ids_host[slot][n:width] = 0  # padding: any valid token; causal layers never let it reach real rows
+        r1 = time.perf_counter()
+        with autocast(device):
+            hidden = stream_step(model, ids_host[slot][None, :width].to(device, non_blocking=True), cache,
+                                 valid=n if width != n else None)[0, :n]
+        out_host[slot][:n].copy_(hidden.to(torch.float16), non_blocking=True)
+        ok_host[slot].copy_(torch.isfinite(hidden).all(), non_blocking=True)
+        if events[slot] is not None:
+            events[slot].record()
+        r2 = time.perf_counter()
+        t.read, t.launch = t.read + r1 - r0, t.launch + r2 - r1
+        if pending is not None:
+            finish(pending)
+        pending = (slot, s, e, region)
+        last = e == length
+        if last or time.perf_counter() - last_save >= save_every_s:
+            finish(pending)
+            pending = None
+            if not last:  # the last chunk's states include its padding; index.tsv marks the end instead
+                s0 = time.perf_counter()
+                rows.sync()  # rows on disk before the state that says they are done
+                _save_state(state_path, cache, e)
+                last_save = time.perf_counter()
+                t.save += last_save - s0
+            else:
+                rows.sync()
+            if on_chunk is not None:
+                on_chunk(k, e)
 
 
 # ------------------------------------------------------------------------------------------ audio

@@ -1,9 +1,14 @@
 """Million-length sequences: chunked forward with state carry, exact chunked backward, block checkpointing.
 
-A causal Mamba layer is a recurrence, so a sequence of any length can go through the model chunk by chunk
-([B, T] at a time) as long as every layer's conv state [B, E, W - 1] and SSM state [B, E, N] are carried
-from one chunk to the next. Memory is then set by T, not L, and the outputs equal the one-pass forward up
-to float rounding.
+A causal layer is a recurrence, so a sequence of any length can go through the model chunk by chunk
+([B, T] at a time) as long as every layer's state is carried from one chunk to the next: Mamba's conv
+state [B, E, W - 1] and SSM state [B, E, N], Mamba-2's and S4D's (``LayerCache`` too), an attention layer's
+keys and values (``KVCache``, bounded by the model's ``attn_max_len``: past it the layer raises
+``InputError`` naming ``--attn-max-len`` rather than silently windowing). Every chunk goes through the
+backbone's one state-passing forward (``MambaBackbone._forward(states=..., return_states=True)``), the
+same code as training and prefill. Memory is then set by T (and the attention keys), not L, and the
+outputs equal the one-pass forward up to float rounding. MoE MLPs are per token in eval, so they need no
+state.
 
 Training the same way (``chunked_backward``) runs all chunks forward without grad, keeping only each
 chunk's boundary states (every layer's two states), then walks the chunks in reverse: it recomputes one
@@ -25,6 +30,7 @@ Shapes: B batch, L length, T chunk length, D d_model, E d_inner, N d_state, W d_
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 from collections.abc import Callable, Iterable, Iterator
 
@@ -34,7 +40,10 @@ from torch.utils.checkpoint import checkpoint
 
 from seqssm.errors import InputError
 from seqssm.models import BiMambaMixer, InferenceCache, LayerCache, MambaLMHeadModel, MambaMixer
+from seqssm.models.attention import AttentionMixer, KVCache
+from seqssm.models.mamba2 import Mamba2Mixer
 from seqssm.models.rcps import RCPSBiMambaMixer
+from seqssm.models.s4d import S4DMixer
 from seqssm.streaming_bidirectional import _bi_forward, _bi_layer_backward, _Buffers, _leaf, mixer_chunk
 
 __all__ = [
@@ -43,8 +52,11 @@ __all__ = [
     "chunked_backward",
     "chunked_forward",
     "lm_chunk_loss",
+    "check_streamable",
     "mixer_chunk",
     "stream_hidden",
+    "stream_step",
+    "store_state",
 ]
 
 LossFn = Callable[[torch.Tensor, int, int], torch.Tensor]
@@ -68,14 +80,37 @@ def _causal_chunk(model: MambaLMHeadModel, ids: torch.Tensor, states: States, us
 # ------------------------------------------------------------------------------------------ checks
 
 
-def _check_model(model, what: str) -> None:
+BIDIRECTIONAL_MIXERS = (BiMambaMixer, RCPSBiMambaMixer)
+
+
+def _causal_mixer(mixer) -> bool:
+    """Whether a mixer has the left-to-right state-passing forward (``state`` / ``return_state``)."""
+    if isinstance(mixer, S4DMixer):
+        return not mixer.bidirectional
+    if isinstance(mixer, AttentionMixer):
+        return mixer.causal
+    return type(mixer) in (MambaMixer, Mamba2Mixer)
+
+
+def _check_model(model, what: str, *, train: bool = False) -> None:
+    """Causal models of any mixer (Mamba, Mamba-2, S4D, attention, with or without MoE) for the forward;
+    chunked training takes Mamba layers only (its state gradients are written for ``LayerCache`` of Mamba);
+    bidirectional models the Mamba bidirectional mixers (the layer-by-layer sweeps of
+    ``seqssm.streaming_bidirectional``)."""
     if not isinstance(model, MambaLMHeadModel):
         raise InputError(f"{what}: model must be a MambaLMHeadModel (e.g. from seqssm.load_model), "
                          f"got {type(model).__name__}")
     for i, layer in enumerate(model.backbone.layers):
-        if type(layer.mixer) not in (MambaMixer, BiMambaMixer, RCPSBiMambaMixer):
-            raise InputError(f"{what}: layer {i} has a {type(layer.mixer).__name__} mixer; chunked processing "
-                             "handles MambaMixer, BiMambaMixer and RCPSBiMambaMixer layers only")
+        mixer = layer.mixer
+        if model.config.bidirectional or train:
+            if type(mixer) not in (MambaMixer, *BIDIRECTIONAL_MIXERS):
+                how = "chunked training" if train and not model.config.bidirectional else \
+                    "chunked processing of a bidirectional model"
+                raise InputError(f"{what}: layer {i} has a {type(mixer).__name__} mixer; {how} handles "
+                                 "MambaMixer, BiMambaMixer and RCPSBiMambaMixer layers only")
+        elif not _causal_mixer(mixer):
+            raise InputError(f"{what}: layer {i} has a {type(mixer).__name__} mixer without a left-to-right "
+                             "state, which chunked processing of a causal model needs")
 
 
 def _check_ids(input_ids, model: MambaLMHeadModel, what: str) -> None:
@@ -114,7 +149,8 @@ def stream_hidden(
     Memory is set by the largest chunk: nothing of earlier chunks is kept but ``cache``.
 
     Args:
-        model: a causal MambaLMHeadModel (bidirectional models need the whole sequence: ``chunked_forward``).
+        model: a causal MambaLMHeadModel of any mixers (bidirectional models need the whole sequence:
+            ``chunked_forward``).
         chunks: [B, T_i] token ids, any lengths T_i, on the model's device.
         cache: states to continue from (``model.allocate_cache(B)`` or a ``prefill`` result); advanced in
             place after every chunk, so it can be saved and the stream resumed. A fresh one when None. A
@@ -123,10 +159,7 @@ def stream_hidden(
     Yields:
         normed hidden states [B, T_i, D] (the embeddings the pipelines use), or logits [B, T_i, V].
     """
-    _check_model(model, "stream_hidden")
-    if model.config.bidirectional:
-        raise InputError("stream_hidden needs a causal model, but this one is bidirectional (every position "
-                         "sees the whole sequence); use chunked_forward, which sweeps both directions")
+    check_streamable(model, "stream_hidden")
     for ids in chunks:
         _check_ids(ids, model, "stream_hidden")
         if cache is None:
@@ -135,13 +168,66 @@ def stream_hidden(
                 or cache.batch_size != ids.shape[0]:
             raise InputError(f"stream_hidden: cache must come from this model's allocate_cache({ids.shape[0]}) "
                              f"({model.config.n_layer} layers, {ids.shape[0]} rows like the chunks)")
-        states = cache.layers if cache.seqlen_offset else [None] * len(cache.layers)
-        normed, new = _causal_chunk(model, ids, states)
-        for old, state in zip(cache.layers, new, strict=True):
-            old.conv_state.copy_(state.conv_state)
-            old.ssm_state.copy_(state.ssm_state)
-        cache.seqlen_offset += ids.shape[1]
-        yield model._logits(normed) if logits else normed
+        yield _advance(model, ids, cache, zero_start=True, logits=logits)
+
+
+def _advance(model, ids, cache: InferenceCache, *, zero_start: bool, logits: bool, valid: int | None = None):
+    """One chunk from ``cache`` through the backbone's state-passing forward; the cache advanced in place."""
+    states = cache.layers if cache.seqlen_offset or not zero_start else [None] * len(cache.layers)
+    normed, new = _causal_chunk(model, ids, states)
+    for old, state in zip(cache.layers, new, strict=True):
+        store_state(old, state)
+    cache.seqlen_offset += ids.shape[1] if valid is None else valid
+    return model._logits(normed) if logits else normed
+
+
+@torch.no_grad()
+def stream_step(model: MambaLMHeadModel, ids: torch.Tensor, cache: InferenceCache, *, valid: int | None = None,
+                logits: bool = False) -> torch.Tensor:
+    """One chunk of a stream, for a loop that must not wait on the device: ``stream_hidden`` without checks.
+
+    The caller checks the model (``check_streamable``) and the ids (in range, on the model's device) once;
+    nothing here reads a device value back (attention layers read their fill count, one small sync), so
+    the host can prepare the next chunk while this one runs. Every chunk, the first included, starts from
+    the cache's states (zeros from ``allocate_cache``), so the kernels see one signature from the first
+    chunk on and compile once.
+
+    Args:
+        ids: [B, T] token ids on the model's device.
+        cache: advanced in place.
+        valid: only the first ``valid`` positions are real, the rest padding that keeps T fixed (so no new
+            kernel compiles for a short last chunk). Causal layers never look right, so the real positions
+            are exact; but the states now include the padding: the stream must end with this chunk.
+
+    Returns:
+        [B, T, D] normed hidden states (or logits [B, T, V]), padding positions included.
+    """
+    return _advance(model, ids, cache, zero_start=False, logits=logits, valid=valid)
+
+
+def check_streamable(model: MambaLMHeadModel, what: str = "stream") -> None:
+    """InputError unless ``model`` is a causal model whose every layer can carry its state across chunks."""
+    _check_model(model, what)
+    if model.config.bidirectional:
+        raise InputError(f"{what} needs a causal model, but this one is bidirectional (every position sees the "
+                         "whole sequence); use chunked_forward, which sweeps both directions")
+
+
+def store_state(into, state) -> None:
+    """Copy one layer's state after a chunk (``LayerCache`` or ``KVCache``) into the preallocated ``into``,
+    in place, so a cache keeps its buffers (and can be saved) however many chunks went through."""
+    if isinstance(into, KVCache):
+        filled = state.k.shape[2]
+        if filled > into.k.shape[2]:  # the layer checks its own max_len first; a smaller cache lands here
+            raise InputError(f"attention KV cache holds {into.k.shape[2]} positions but {filled} are needed; "
+                             "allocate the cache with a larger max_len (the model's attn_max_len, set by "
+                             "pretrain --attn-max-len)")
+        into.k[:, :, :filled].copy_(state.k)
+        into.v[:, :, :filled].copy_(state.v)
+        into.pos.copy_(state.pos)
+        return
+    for f in dataclasses.fields(into):
+        getattr(into, f.name).copy_(getattr(state, f.name))
 
 
 # ------------------------------------------------------------------------------------------ public entry points
@@ -274,7 +360,7 @@ def chunked_backward(
     Returns:
         The total loss, detached (a 0-dim tensor).
     """
-    _check_model(model, "chunked_backward")
+    _check_model(model, "chunked_backward", train=True)
     _check_ids(input_ids, model, "chunked_backward")
     chunk_size = _check_chunk_size(chunk_size, "chunked_backward")
     spans = _spans(input_ids.shape[1], chunk_size)
@@ -369,7 +455,7 @@ def checkpoint_blocks(model: MambaLMHeadModel, enabled: bool = True) -> MambaLMH
     module tree and state-dict keys are unchanged; only the block inputs stay alive between forward and
     backward. ``enabled=False`` restores the plain forwards. Returns ``model``.
     """
-    _check_model(model, "checkpoint_blocks")
+    _check_model(model, "checkpoint_blocks", train=True)
     for layer in model.backbone.layers:
         layer.__dict__.pop("forward", None)
         if enabled:

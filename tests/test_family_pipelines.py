@@ -8,6 +8,8 @@ import random
 
 import numpy as np
 import pytest
+import torch
+from Bio import SeqIO
 
 from seqssm.data import lambda_phage_fasta
 from seqssm.errors import InputError
@@ -20,6 +22,8 @@ from seqssm.pipelines.finetune import finetune
 from seqssm.pipelines.generate import generate
 from seqssm.pipelines.pretrain import pretrain
 from seqssm.pipelines.score import score
+from seqssm.pipelines.stream_embed import StreamEmbedConfig, stream_embed
+from seqssm.tokenizers import get_tokenizer
 
 ARCHS = {
     "mamba": {},
@@ -37,6 +41,10 @@ def _fasta(path, n=3, length=40, seed=0):
     return str(path)
 
 
+def _records(path) -> dict[str, str]:
+    return {r.id: str(r.seq) for r in SeqIO.parse(path, "fasta")}
+
+
 def _table(path, n=16, seed=0):
     rng = random.Random(seed)
     rows = ["sequence\tlabel\tid"]
@@ -47,12 +55,7 @@ def _table(path, n=16, seed=0):
     return str(path)
 
 
-NOT_STREAMED = pytest.mark.xfail(strict=True, raises=InputError, reason="seqssm.streaming (score's chunked path) "
-                                 "handles Mamba layers only: Mamba-2, S4D and attention layers are refused there")
-
-
-@pytest.mark.parametrize("arch", [pytest.param(a, marks=NOT_STREAMED) if a in ("mamba2", "s4d", "hybrid") else a
-                                  for a in ARCHS])
+@pytest.mark.parametrize("arch", ARCHS)
 def test_causal_architecture_end_to_end(arch, tmp_path):
     pretrain(PretrainConfig(data=str(lambda_phage_fasta()), out=str(tmp_path / "lm"), window=32, batch_size=2,
                             steps=1, val_every=1, val_windows=2, warmup_steps=1, **{**TINY, **ARCHS[arch]}))
@@ -76,10 +79,19 @@ def test_causal_architecture_end_to_end(arch, tmp_path):
     assert ("expert_use" in record) == (arch == "moe")
     header = (tmp_path / "ft" / "train_log.tsv").read_text().splitlines()[0]
     assert ("moe0_balance" in header) == (arch == "moe")
-    # Last: `seqssm score` streams causal models through seqssm.streaming, which takes Mamba layers only so far.
+    # `seqssm score` streams causal models through seqssm.streaming (sequences longer than chunk_size).
     scored = score(ScoreConfig(checkpoint=str(checkpoint), input=fasta, out=str(tmp_path / "s.tsv"), device="cpu",
                                chunk_size=16))
     assert scored.sequences == 3 and 0 < scored.bits_per_token < 10
+    whole = score(ScoreConfig(checkpoint=str(checkpoint), input=fasta, out=str(tmp_path / "w.tsv"), device="cpu",
+                              chunk_size=64))
+    assert whole.bits_per_token == pytest.approx(scored.bits_per_token, rel=1e-5)  # streamed = one pass
+    streamed = stream_embed(StreamEmbedConfig(checkpoint=str(checkpoint), source=fasta, record="r1",
+                                              chunk_size=7, device="cpu", out=str(tmp_path / "stream")))
+    with torch.no_grad():
+        ids = torch.as_tensor(get_tokenizer(model.config.tokenizer).encode(_records(fasta)["r1"]))[None]
+        expected = model.eval().backbone(ids)[0].numpy()
+    np.testing.assert_allclose(np.load(streamed.embeddings).astype(np.float32), expected, rtol=2e-3, atol=2e-3)
 
 
 @pytest.mark.parametrize("arch", ["mamba2", "hybrid", "moe"])

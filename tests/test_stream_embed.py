@@ -64,11 +64,11 @@ def test_resume_after_interrupt_gives_the_uninterrupted_file(checkpoint, shared_
     whole = stream_embed(StreamEmbedConfig(out=str(tmp_path / "whole"), **common))
     out = str(tmp_path / "resumed")
     with pytest.raises(Interrupt):
-        stream_embed(StreamEmbedConfig(out=out, **common), on_chunk=_stop_after(3))
+        stream_embed(StreamEmbedConfig(out=out, **common), on_chunk=_stop_after(3), save_every_s=0)
     assert not (tmp_path / "resumed" / "index.tsv").exists()
     assert (tmp_path / "resumed" / "stream_state.safetensors").exists()
     with pytest.raises(Interrupt):  # a second interruption, from the resumed position
-        stream_embed(StreamEmbedConfig(out=out, **common), on_chunk=_stop_after(2))
+        stream_embed(StreamEmbedConfig(out=out, **common), on_chunk=_stop_after(2), save_every_s=0)
     resumed = stream_embed(StreamEmbedConfig(out=out, **common))
     assert resumed.resumed_from == 5 * 128
     assert (tmp_path / "whole" / "embeddings.npy").read_bytes() == (tmp_path / "resumed" /
@@ -97,7 +97,7 @@ def test_no_resume_starts_over(checkpoint, shared_data, tmp_path):
     common = dict(checkpoint=str(ckpt), source=str(shared_data / "dna" / "ce_chrI_1mb.fa"),
                   record="CHROMOSOME_II", end=300, chunk_size=100, device="cpu", out=str(tmp_path))
     with pytest.raises(Interrupt):
-        stream_embed(StreamEmbedConfig(**common), on_chunk=_stop_after(1))
+        stream_embed(StreamEmbedConfig(**common), on_chunk=_stop_after(1), save_every_s=0)
     with pytest.raises(InputError, match="--overwrite"):  # starting over deletes the interrupted run's rows
         stream_embed(StreamEmbedConfig(resume=False, **common))
     assert stream_embed(StreamEmbedConfig(resume=False, overwrite=True, **common)).resumed_from == 0
@@ -201,3 +201,57 @@ def test_streamed_wav_score_with_resampling_matches_one_pass(tmp_path, shared_da
     tokens = AudioTokenizer("mulaw", 8).encode(wave[0])
     assert result.samples == tokens.shape[0]
     assert result.bits_per_sample == pytest.approx(_one_pass_bits(model, tokens), rel=1e-5)
+
+
+def _random_fasta(path, length, seed=0):
+    rng = np.random.default_rng(seed)
+    path.write_text(">c\n" + "".join(rng.choice(list("ACGT"), length)) + "\n")
+    return str(path)
+
+
+def test_save_interval_and_padding_keep_the_bytes(checkpoint, tmp_path):
+    """Saving states only at the interval (here: never before the end) writes the same bytes as saving after
+    every chunk; the padded last chunk is the one-pass rows; the timings are filled; no state is left."""
+    from seqssm.pipelines.stream_embed import StreamTimings
+
+    ckpt, model = checkpoint
+    fasta = _random_fasta(tmp_path / "c.fa", 301)
+    calls, timings = [], StreamTimings()
+    common = dict(checkpoint=str(ckpt), source=fasta, chunk_size=64, device="cpu")
+    rare = stream_embed(StreamEmbedConfig(out=str(tmp_path / "rare"), **common), timings=timings,
+                        on_chunk=lambda k, e: calls.append((k, e)))
+    assert calls == [(4, 301)]  # only after the last chunk: 5 chunks (64 × 4 + 45, padded to 64)
+    every = stream_embed(StreamEmbedConfig(out=str(tmp_path / "every"), **common), save_every_s=0)
+    assert rare.embeddings.read_bytes() == every.embeddings.read_bytes()
+    assert len(timings.chunks) == 5 and timings.read > 0 and timings.launch > 0 and timings.save == 0
+    assert not (tmp_path / "rare" / "stream_state.safetensors").exists()
+    ids = torch.as_tensor(get_tokenizer("nucleotide").encode(open(fasta).read().split()[1]))[None]
+    with torch.no_grad():
+        expected = model.backbone(ids)[0].numpy()
+    np.testing.assert_allclose(np.load(rare.embeddings).astype(np.float32), expected, rtol=2e-3, atol=2e-3)
+
+
+def test_non_finite_outputs_are_refused_and_leave_nothing(tmp_path, monkeypatch):
+    import seqssm.pipelines.common as common
+
+    monkeypatch.setattr(common, "probe_model", lambda model, checkpoint: None)  # the chunk loop's own check
+    model = _save_model(tmp_path / "bad")
+    with torch.no_grad():
+        for p in model.parameters():
+            p.fill_(1e38)
+    model.save_pretrained(tmp_path / "bad")
+    fasta = _random_fasta(tmp_path / "c.fa", 100)
+    with pytest.raises(InputError, match="non-finite outputs"):
+        stream_embed(StreamEmbedConfig(checkpoint=str(tmp_path / "bad"), source=fasta, chunk_size=32, device="cpu",
+                                       out=str(tmp_path / "out")))
+    assert not (tmp_path / "out").exists()
+
+
+def test_attention_models_refuse_a_region_past_their_key_budget_up_front(tmp_path):
+    _save_model(tmp_path / "hybrid", layers="MA", n_heads=2, attn_max_len=64)
+    fasta = _random_fasta(tmp_path / "c.fa", 100)
+    common = dict(checkpoint=str(tmp_path / "hybrid"), source=fasta, chunk_size=16, device="cpu")
+    with pytest.raises(InputError, match="--attn-max-len.*shorter --region"):
+        stream_embed(StreamEmbedConfig(out=str(tmp_path / "long"), **common))
+    assert not (tmp_path / "long").exists()
+    assert stream_embed(StreamEmbedConfig(out=str(tmp_path / "short"), end=64, **common)).end == 64

@@ -115,7 +115,8 @@ class AttentionMixer(nn.Module):
         past = 0 if state is None else int(state.pos)
         if past + length > self.max_len and (state is not None or return_state):
             raise InputError(f"attention layers carry every earlier key across chunks, up to {self.max_len} "
-                             f"positions; this sequence needs {past + length}: raise --attn-max-len")
+                             f"positions (the model's attn_max_len); this sequence needs {past + length}: stream a "
+                             "shorter region, or pretrain with a larger --attn-max-len")
         q, k, v = self._heads(hidden, past)
         if state is not None:
             k = torch.cat([state.k[:, :, :past].to(k.dtype), k], dim=2)
