@@ -12,7 +12,9 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.mark.slow
-def test_smoke_writes_the_table_and_json(tmp_path):
+def test_smoke_writes_the_table_and_json(tmp_path, monkeypatch):
+    # The benchmark turns progress bars on for itself; in-process that must not leak into later tests' stderr.
+    monkeypatch.setenv("SEQSSM_PROGRESS", "0")
     spec = importlib.util.spec_from_file_location("bench_stream_embed", REPO / "benchmarks" / "bench_stream_embed.py")
     bench = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(bench)
