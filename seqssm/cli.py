@@ -54,7 +54,7 @@ def pretrain(opts: Opts):
     result = run(opts.make(PretrainConfig))
     if int(os.environ.get("RANK", "0")) != 0:
         return  # under torchrun only rank 0 validates, saves and reports
-    unit = "sample" if opts["modality"] == "audio" else "base"
+    unit = {"audio": "sample", "bytes": "byte"}.get(opts["modality"], "base")
     typer.echo(f"validation: {result.val_bits_per_token:.4f} bits per {unit} (uniform {result.uniform_bits:.1f}) "
                f"after {result.steps} steps, {result.seconds:.0f} s")
     typer.echo(f"checkpoint: {result.checkpoint}")
