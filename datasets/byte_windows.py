@@ -94,8 +94,8 @@ class ByteWindowDataset(Dataset):
         starts = np.array([max(0, hi - lo - window + 1) for lo, hi in self.regions], dtype=np.int64)
         if starts.sum() == 0:
             longest = max(hi - lo for lo, hi in self.regions)
-            raise InputError(f"--window {window} is longer than every file of {path} in split {split!r} (longest "
-                             f"available: {longest} bytes); lower --window or give more data")
+            raise InputError(f"a window of {window} bytes is longer than every file of {path} in split {split!r} "
+                             f"(longest available: {longest} bytes); lower --window or give more data")
         self._cum_starts = np.cumsum(starts)
 
     def __len__(self) -> int:

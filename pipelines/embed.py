@@ -1,4 +1,5 @@
-"""Embedding DNA with a checkpoint's backbone: pooled per record or per window, or per position."""
+"""Embedding DNA (or, with a byte-level model, any file's bytes) with a checkpoint's backbone: pooled per
+record or per window, or per position."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import numpy as np
 import torch
 
 from seqssm.datasets.batching import pad_batch
+from seqssm.datasets.byte_windows import tile_bytes
 from seqssm.datasets.fasta import iter_fasta
 from seqssm.datasets.windows import tile_windows
 from seqssm.errors import InputError, require_free_space
@@ -38,8 +40,10 @@ class EmbedResult:
 
 
 def _pieces(cfg: EmbedConfig, tokenizer):
-    """(record, start, end, ids) in file order, 0-based half-open coordinates."""
-    if cfg.window is None:
+    """(record, start, end, ids) in file order, 0-based half-open coordinates (bytes: a record is a file)."""
+    if cfg.modality == "bytes":
+        yield from tile_bytes(cfg.fasta, cfg.window, cfg.stride)
+    elif cfg.window is None:
         for name, seq in iter_fasta(cfg.fasta):
             yield name, 0, len(seq), tokenizer.encode(seq, source=f"record {name!r} of {cfg.fasta}")
     else:
@@ -84,10 +88,14 @@ def embed(cfg: EmbedConfig) -> EmbedResult:
     Per-position mode: ``embeddings.npy`` is a float16 [P, D] array over all positions in file order
     (memory-mapped: open it with ``np.load(path, mmap_mode="r")``) and ``index.tsv`` gives each piece's row
     ``offset``.
+    With ``modality`` "bytes" the records are the files of ``cfg.fasta`` (one file, or every file of a folder),
+    their positions bytes.
     """
-    require_file(cfg.fasta, "FASTA file")
+    raw = cfg.modality == "bytes"
+    if not raw:
+        require_file(cfg.fasta, "FASTA file")
     device = resolve_device(cfg.device)
-    check_checkpoint(cfg.checkpoint, "embed", modality=("dna", "byte"))
+    check_checkpoint(cfg.checkpoint, "embed", modality="byte" if raw else ("dna", "byte"))
     embed_outputs(cfg).check()
     model = load_checked(cfg.checkpoint, device).eval()
     tokenizer = get_tokenizer(model.config.tokenizer)
@@ -121,7 +129,8 @@ def embed(cfg: EmbedConfig) -> EmbedResult:
             bar.update(int(mask.sum()))
         bar.close()
         if not rows:
-            raise InputError(f"FASTA file {cfg.fasta!r} has no sequence to embed")
+            what = "input" if raw else "FASTA file"
+            raise InputError(f"{what} {cfg.fasta!r} has no {'bytes' if raw else 'sequence'} to embed")
         if cfg.per_position:
             array.flush()
             del array

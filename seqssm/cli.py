@@ -88,6 +88,9 @@ _SCORE_REGION = (str | None, typer.Option(None, help=(
 def embed(opts: Opts, stream: bool, region: str | None):
     """Embed FASTA records or windows: mean-pooled vectors, or one vector per base (streamed for long ones)."""
     if stream:
+        if opts["modality"] == "bytes":
+            raise InputError("--stream reads one FASTA contig or read; with --modality bytes drop --stream (files "
+                             "are embedded whole or in --window tiles)")
         if not opts["per_position"] or opts["window"] is not None:
             raise InputError("--stream writes per-position embeddings of one contig or read: add --per-position "
                              "and drop --window")
@@ -151,22 +154,30 @@ def score_variants(opts: Opts):
 
 
 # Command-line only: --modality picks GenerateAudioConfig over GenerateConfig.
-_GENERATE_EXTRA = {"modality": (str, typer.Option("dna", help="dna (FASTA out) or audio (WAV out)."))}
+_GENERATE_EXTRA = {"modality": (str, typer.Option("dna", help="dna (FASTA out), audio (WAV out) or bytes "
+                                                              "(raw bytes out, byte-level models)."))}
 
 
 @config_command(GenerateConfig, GenerateAudioConfig, extra=_GENERATE_EXTRA)
 def generate(opts: Opts, modality: str):
-    """Sample DNA (to FASTA) or audio (to WAV) from a causal checkpoint, with constant memory per token."""
+    """Sample DNA (to FASTA), audio (to WAV) or raw bytes from a causal checkpoint, with constant memory per token."""
     if modality == "audio":
-        if opts["allow_ambiguous"]:
-            raise InputError("--allow-ambiguous is for DNA; leave it out with --modality audio")
+        if opts["allow_ambiguous"] or opts["prompt_file"]:
+            flag = "--allow-ambiguous is for DNA" if opts["allow_ambiguous"] else "--prompt-file is for bytes"
+            raise InputError(f"{flag}; leave it out with --modality audio")
         from seqssm.pipelines.audio_lm import generate_audio
 
         paths = generate_audio(opts.make(GenerateAudioConfig, num_clips=opts["num_sequences"]))
         typer.echo(f"wrote {len(paths)} clip(s) of {opts['seconds']:g} s: {', '.join(map(str, paths))}")
         return
-    if modality != "dna":
-        raise InputError(f"--modality {modality!r} is not supported; use 'dna' or 'audio'")
+    if modality not in ("dna", "bytes"):
+        raise InputError(f"--modality {modality!r} is not supported; use 'dna', 'audio' or 'bytes'")
+    if modality == "bytes":
+        from seqssm.pipelines.generate import generate as run
+
+        path = run(opts.make(GenerateConfig, modality="bytes"))
+        typer.echo(f"wrote {opts['length']} bytes to {path}")
+        return
     if opts["prompt"]:
         from seqssm.tokenizers import NucleotideTokenizer
 
