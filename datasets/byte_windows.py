@@ -21,6 +21,8 @@ from torch.utils.data import Dataset
 from seqssm.errors import InputError
 
 _GZIP_MAGIC = b"\x1f\x8b"
+# Smaller files are read whole: a folder of many small files must not hold one mapping (and descriptor) each.
+MEMMAP_MIN_BYTES = 64 << 20
 
 
 def byte_files(path: str | os.PathLike, what: str = "input") -> list[Path]:
@@ -41,10 +43,15 @@ def byte_files(path: str | os.PathLike, what: str = "input") -> list[Path]:
 
 
 def read_bytes(path: str | os.PathLike) -> np.ndarray:
-    """The bytes of file ``path`` as uint8 [N], gunzipped when it starts with the gzip magic."""
+    """The bytes of file ``path`` as uint8 [N], gunzipped when it starts with the gzip magic. A plain file of
+    ``MEMMAP_MIN_BYTES`` or more is memory-mapped (read-only, paged in as windows touch it), not read."""
     path = Path(path)
+    with open(path, "rb") as handle:
+        gzipped = handle.read(2) == _GZIP_MAGIC
+    if not gzipped and path.stat().st_size >= MEMMAP_MIN_BYTES:
+        return np.memmap(path, dtype=np.uint8, mode="r")
     raw = path.read_bytes()
-    if raw.startswith(_GZIP_MAGIC):
+    if gzipped:
         try:
             raw = gzip.decompress(raw)  # every member, so bgzip's blocks too
         except (EOFError, zlib.error, gzip.BadGzipFile) as err:
@@ -70,7 +77,8 @@ class ByteWindowDataset(Dataset):
     sequence, window starts uniform over every position that fits a whole window inside the split; each
     file's last ``round(val_fraction * length)`` bytes are "val", the rest "train" ("all": whole files).
     Item i depends only on (seed, i) (``np.random.default_rng([seed, i])``), so resumed runs and
-    DataLoader workers see the same windows. Files are held in memory (uint8).
+    DataLoader workers see the same windows. Files are held in memory (uint8; large plain files
+    memory-mapped, see :func:`read_bytes`; gzip ones decompressed whole).
     """
 
     def __init__(self, path: str | os.PathLike, window: int, num_samples: int = 10_000, seed: int = 0,

@@ -92,6 +92,17 @@ def test_byte_windows_are_the_files_bytes_and_keep_out_of_the_val_tail(runs, tmp
     assert bytes(tiles[-1][3].tolist()) == FASTA[1200:]
 
 
+def test_large_plain_files_are_memory_mapped_with_the_same_windows(tmp_path, monkeypatch):
+    import seqssm.datasets.byte_windows as byte_windows
+
+    (tmp_path / "t.txt").write_bytes(ODD * 20)
+    plain = ByteWindowDataset(tmp_path / "t.txt", 64, num_samples=8, seed=1)
+    monkeypatch.setattr(byte_windows, "MEMMAP_MIN_BYTES", 1)
+    assert isinstance(read_bytes(tmp_path / "t.txt"), np.memmap)
+    mapped = ByteWindowDataset(tmp_path / "t.txt", 64, num_samples=8, seed=1)
+    assert all(torch.equal(plain[i], mapped[i]) for i in range(8))
+
+
 def test_embed_pooled_per_window_and_per_position_and_the_python_api(runs, tmp_path):
     ckpt, path = runs["ckpt"], runs["root"] / "text.txt"
     data = path.read_bytes()
@@ -196,14 +207,16 @@ def test_masked_byte_model_pretrains_and_scores(tmp_path):
 # ------------------------------------------------------------------------------------------ bad input
 
 
-def _cli(args, capsys, monkeypatch) -> tuple[int, str]:
+def _cli(args, capsys, monkeypatch) -> tuple[int, str, str]:
+    """(exit code, stdout, stderr) of `seqssm ARGS`, in this process."""
     from seqssm import cli
 
     monkeypatch.setattr(sys, "argv", ["seqssm", *map(str, args)])
     capsys.readouterr()
     with pytest.raises(SystemExit) as exit_:
         cli.main()
-    return exit_.value.code, capsys.readouterr().err
+    captured = capsys.readouterr()
+    return exit_.value.code, captured.out, captured.err
 
 
 @pytest.fixture(scope="module")
@@ -213,14 +226,24 @@ def dna_ckpt(tmp_path_factory):
     return path
 
 
+def test_pretrain_cli_reports_bits_per_byte(runs, tmp_path, capsys, monkeypatch):
+    code, out, err = _cli(["pretrain", runs["root"] / "genome.fa.gz", "--modality", "bytes", "--out", tmp_path / "r",
+                           "--steps", "2", "--window", "16", "--batch-size", "2", "--d-model", "8", "--n-layer", "1",
+                           "--val-windows", "2", "--device", "cpu"], capsys, monkeypatch)
+    assert code in (0, None), err
+    assert "bits per byte (uniform 8.0)" in out
+
+
 def test_generate_cli_writes_bytes(runs, tmp_path, capsys, monkeypatch):
-    code, _ = _cli(["generate", runs["ckpt"], "--modality", "bytes", "--length", "33", "--prompt", "Th",
-                    "--out", tmp_path / "x.bin", "--device", "cpu"], capsys, monkeypatch)
-    assert code in (0, None) and len((tmp_path / "x.bin").read_bytes()) == 33
+    code, out, err = _cli(["generate", runs["ckpt"], "--modality", "bytes", "--length", "33", "--prompt", "Th",
+                           "--out", tmp_path / "x.bin", "--device", "cpu"], capsys, monkeypatch)
+    assert code in (0, None), err
+    assert len((tmp_path / "x.bin").read_bytes()) == 33 and "wrote 33 bytes" in out
 
 
 @pytest.mark.parametrize("case,message", [
     ("rc-equivariant", "--rc-equivariant is for DNA"),
+    ("init from a DNA model", "--modality bytes but checkpoint"),
     ("missing data", "does not exist"),
     ("empty file", "is empty (0 bytes)"),
     ("window too long", "is longer than every file"),
@@ -244,6 +267,7 @@ def test_bad_byte_inputs_exit_2_with_one_line(case, message, runs, dna_ckpt, tmp
     args = {
         "rc-equivariant": [*train, text, "--rc-equivariant", "--bidirectional", "--objective", "mlm"],
         "missing data": [*train, tmp_path / "nope.txt"],
+        "init from a DNA model": [*train, text, "--init-from", dna_ckpt],
         "empty file": [*train, tmp_path / "empty.txt"],
         "window too long": [*train, text, "--window", "4096"],
         "corrupt gzip": [*train, tmp_path / "bad.gz"],
@@ -259,7 +283,7 @@ def test_bad_byte_inputs_exit_2_with_one_line(case, message, runs, dna_ckpt, tmp
         "score DNA --window": ["score", dna_ckpt, text, "--window", "10", "--out", tmp_path / "s.tsv"],
         "score bytes bigWig": ["score", ckpt, text, "--per-position", tmp_path / "s.bw", "--out", tmp_path / "s.tsv"],
     }[case]
-    code, err = _cli(args, capsys, monkeypatch)
+    code, _, err = _cli(args, capsys, monkeypatch)
     assert code == 2, err
     assert "Traceback" not in err
     lines = err.strip().splitlines()
