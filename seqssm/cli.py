@@ -48,7 +48,8 @@ _example = cli_tasks.example_epilog
 
 @config_command(PretrainConfig)
 def pretrain(opts: Opts):
-    """Pretrain a language model on random windows of a genome (causal or masked) or of audio."""
+    """Pretrain a language model on random windows of a genome (causal or masked), of audio, or of any files'
+    raw bytes (--modality bytes)."""
     from seqssm.pipelines.pretrain import pretrain as run
 
     result = run(opts.make(PretrainConfig))
@@ -230,12 +231,14 @@ app.command(epilog=_example(
     "seqssm pretrain genome.fa.gz --out runs/lm --steps 2000 --window 1024",
     "seqssm pretrain genome.fa.gz --out runs/mlm --objective mlm --rc-equivariant",
     "seqssm pretrain recordings/ --modality audio --out runs/audio --window 8000",
+    "seqssm pretrain corpus/ --modality bytes --out runs/bytes --window 2048",
 ))(pretrain)
 app.command(epilog=_example(
     "seqssm embed runs/lm/checkpoint genome.fa --out emb --window 1024",
     "seqssm embed runs/lm/checkpoint reads.fa --out emb_pos --per-position",
     "seqssm embed runs/lm/checkpoint chrI.fa.gz --out chrI --per-position --stream --region chrI:1-1000000",
     "seqssm embed runs/lm/checkpoint ce_large_seq.bam --out read --per-position --stream --region read_name",
+    "seqssm embed runs/bytes/checkpoint notes.txt --modality bytes --out emb_bytes --window 4096",
 ))(embed)
 app.command(name="score-audio", epilog=_example(
     "seqssm score-audio runs/audio/checkpoint machine_wars.mp3 --out scores",
@@ -246,6 +249,7 @@ app.command(epilog=_example(
     "seqssm score runs/lm/checkpoint --bed peaks.bed --genome hg38.fa --out peaks.tsv",
     "seqssm score runs/lm/checkpoint reads.bam --out reads.tsv",
     "seqssm score runs/audio/checkpoint recordings/ --out clips.tsv",
+    "seqssm score runs/bytes/checkpoint corpus/ --out files.tsv",
 ))(score)
 app.command(name="score-variants", epilog=_example(
     "seqssm score-variants runs/lm/checkpoint calls.vcf.gz --genome hg38.fa --out scored.vcf.gz --tsv scored.tsv",
@@ -254,6 +258,7 @@ app.command(epilog=_example(
     "seqssm generate runs/lm/checkpoint --out sample.fa --length 1000 --top-p 0.95",
     "seqssm generate runs/lm/checkpoint --out more.fa --prompt ACGTTGCA -n 4",
     "seqssm generate runs/audio/checkpoint --modality audio --seconds 2 --out clip.wav -n 4",
+    "seqssm generate runs/bytes/checkpoint --modality bytes --prompt 'Once upon' --length 500 --out story.txt",
 ))(generate)
 app.command(epilog=_example("seqssm info runs/demo/pretrain/checkpoint"))(info)
 app.command(epilog=_example(
