@@ -50,6 +50,17 @@ def _pieces(cfg: EmbedConfig, tokenizer):
         yield from tile_windows(cfg.fasta, cfg.window, stride=cfg.stride or cfg.window)
 
 
+def _hinted(pieces, byte_model: bool):
+    """``pieces``, an unreadable FASTA under a byte-level model also saying how to embed the file's raw bytes."""
+    try:
+        yield from pieces
+    except InputError as err:
+        if not byte_model:
+            raise
+        raise InputError(f"{err} (this is a byte-level model: add --modality bytes to embed the file's raw "
+                         "bytes)") from None
+
+
 def _batches(pieces, batch_size):
     batch = []
     for piece in pieces:
@@ -95,7 +106,8 @@ def embed(cfg: EmbedConfig) -> EmbedResult:
     if not raw:
         require_file(cfg.fasta, "FASTA file")
     device = resolve_device(cfg.device)
-    check_checkpoint(cfg.checkpoint, "embed", modality="byte" if raw else ("dna", "byte"))
+    byte_model = check_checkpoint(cfg.checkpoint, "embed", modality="byte" if raw else ("dna", "byte")) == "byte"
+    hint = byte_model and not raw  # a byte-level model given a file that is not FASTA: say --modality bytes
     embed_outputs(cfg).check()
     model = load_checked(cfg.checkpoint, device).eval()
     tokenizer = get_tokenizer(model.config.tokenizer)
@@ -104,14 +116,14 @@ def embed(cfg: EmbedConfig) -> EmbedResult:
 
     if cfg.per_position:
         # One pass to count positions so the memory-mapped array can be sized before any model work.
-        total = sum(end - start for _, start, end, _ in _pieces(cfg, tokenizer))
+        total = sum(end - start for _, start, end, _ in _hinted(_pieces(cfg, tokenizer), hint))
         require_free_space(out, total * dim * 2, f"embeddings.npy ({total} positions × {dim} float16)")
     rows, pooled, offset = [], [], 0
     with atomic_path(out / "embeddings.npy") as tmp_npy:
         if cfg.per_position:
             array = np.lib.format.open_memmap(tmp_npy, mode="w+", dtype=np.float16, shape=(total, dim))
         bar = progress(desc="embed", unit="bp")
-        for batch in _batches(_pieces(cfg, tokenizer), cfg.batch_size):
+        for batch in _batches(_hinted(_pieces(cfg, tokenizer), hint), cfg.batch_size):
             ids, mask = pad_batch([torch.as_tensor(piece[3]) for piece in batch], pad_id=tokenizer.pad_id)
             ids, mask = ids.to(device), mask.to(device)
             with autocast(device):

@@ -250,6 +250,7 @@ def test_generate_cli_writes_bytes(runs, tmp_path, capsys, monkeypatch):
     ("corrupt gzip", "corrupt or truncated gzip"),
     ("embed a DNA model as bytes", "--modality bytes but checkpoint"),
     ("embed bytes --stream", "drop --stream"),
+    ("embed text without --modality bytes", "not FASTA"),
     ("generate bytes -n 2", "use -n 1"),
     ("generate bytes --allow-ambiguous", "--allow-ambiguous is for DNA"),
     ("generate DNA --prompt-file", "--prompt-file is for --modality bytes"),
@@ -272,6 +273,7 @@ def test_bad_byte_inputs_exit_2_with_one_line(case, message, runs, dna_ckpt, tmp
         "window too long": [*train, text, "--window", "4096"],
         "corrupt gzip": [*train, tmp_path / "bad.gz"],
         "embed a DNA model as bytes": ["embed", dna_ckpt, text, "--modality", "bytes", "--out", tmp_path / "e"],
+        "embed text without --modality bytes": ["embed", ckpt, text, "--out", tmp_path / "e"],
         "embed bytes --stream": ["embed", ckpt, text, "--modality", "bytes", "--per-position", "--stream",
                                  "--out", tmp_path / "e"],
         "generate bytes -n 2": ["generate", ckpt, "--modality", "bytes", "-n", "2", "--out", tmp_path / "g"],
@@ -288,4 +290,6 @@ def test_bad_byte_inputs_exit_2_with_one_line(case, message, runs, dna_ckpt, tmp
     assert "Traceback" not in err
     lines = err.strip().splitlines()
     assert len(lines) == 1 and message in lines[0], err
+    if case.startswith("embed text"):
+        assert lines[0].endswith("add --modality bytes to embed the file's raw bytes)")
     assert not (tmp_path / "r").exists() and not (tmp_path / "g").exists()
