@@ -29,7 +29,9 @@ _TOKENIZER_MODALITY = {"nucleotide": "dna", "byte": "byte", "external": "externa
 # What to do instead when the modality is wrong: by (command, the checkpoint's modality), else by command.
 _MODALITY_FIX = {
     ("generate", "audio"): "add --modality audio (it writes a WAV)",
-    ("generate", "dna"): "drop --modality audio (DNA is written as FASTA)",
+    ("generate", "dna"): "drop --modality audio / bytes (DNA is written as FASTA)",
+    ("embed", "dna"): "drop --modality bytes (a DNA model embeds FASTA records)",
+    ("score", "dna"): "drop --modality bytes (a DNA model scores FASTA records)",
     ("embed", "audio"): "embed audio with `seqssm score-audio CHECKPOINT AUDIO --out DIR --embeddings`",
     ("embed --stream", "audio"): "embed audio with `seqssm score-audio CHECKPOINT AUDIO --out DIR --embeddings`",
     ("score-audio", "dna"): "embed DNA with `seqssm embed`, sample it with `seqssm generate`",
@@ -99,7 +101,9 @@ def check_checkpoint(path: str | os.PathLike, command: str, *, modality: str | t
                    "(seqssm.models.load_model)")
         else:
             fix = _MODALITY_FIX.get((command, have)) or _MODALITY_FIX.get(command, f"use a {modality} checkpoint")
-        asked = f"--modality {modality}" if command in _MODALITY_FLAG else f"`seqssm {command}` takes {modality}"
+        # A byte-level checkpoint is asked for by --modality bytes, on every command that reads raw bytes.
+        asked = "--modality bytes" if modality == "byte" else (
+            f"--modality {modality}" if command in _MODALITY_FLAG else f"`seqssm {command}` takes {modality}")
         what = "classifier" if classifier else "model"
 
         def a(word: str) -> str:

@@ -20,16 +20,21 @@ class ScoreConfig(Options):
 
     ``record``/``start``/``end`` select one FASTA record or part of it (0-based half-open; ``end`` None: to
     its end), or the reads overlapping it; on the command line they come from ``--region`` (``seqssm.cli``).
+    A byte-level checkpoint (``seqssm pretrain --modality bytes``) scores ``input``'s raw bytes (a file, or
+    every file of a folder; gzip decompressed): one row per file, or per ``window`` bytes of it.
     """
 
     checkpoint: str = option(argument=True, path=True,
-                             help="Language model checkpoint (causal or masked; DNA or audio).")
+                             help="Language model checkpoint (causal or masked; DNA, audio or bytes).")
     input: str | None = option(None, argument=True, path=True, help=(
-        "FASTA, SAM/BAM/CRAM, or (audio LM) a recording or a folder of them; leave out with --bed."))
+        "FASTA, SAM/BAM/CRAM, (audio LM) a recording or a folder of them, or (byte LM) any file or folder; leave "
+        "out with --bed."))
     out: str = out_option("TSV to write: id, record, start, end, strand, length, scored, total_bits, "
                           "bits_per_base.")
     per_position: str | None = option(None, path=True, help=(
         "Also write the bits of every scored base as bedGraph (bigWig for a .bw name, with pyBigWig installed)."))
+    window: int | None = option(None, check=positive_int, help=(
+        "Byte-level models: score each file in windows of this many bytes, each on its own (one row each)."))
     record: str | None = option(None, cli=False)
     start: int = option(0, cli=False)
     end: int | None = option(None, cli=False)

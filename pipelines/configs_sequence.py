@@ -16,6 +16,7 @@ from seqssm.models.convert import FORMATS
 from seqssm.options import (
     Options,
     device_option,
+    one_of,
     option,
     out_option,
     overwrite_option,
@@ -31,10 +32,15 @@ class EmbedConfig(Options):
 
     ``window`` None embeds each FASTA record whole; otherwise records are tiled into windows of that many
     bases every ``stride`` (default: ``window``) bases, the last window of a record possibly shorter.
+    ``modality`` "bytes" (a byte-level checkpoint, ``seqssm pretrain --modality bytes``): ``fasta`` is any
+    file or folder of files, read as raw bytes (gzip decompressed), each file one record, windows in bytes.
     """
 
     checkpoint: str = option(argument=True, path=True, help="Checkpoint folder (config.json + model.safetensors).")
-    fasta: str = option(argument=True, path=True, help="FASTA file to embed (with --stream also SAM/BAM/CRAM).")
+    fasta: str = option(argument=True, path=True, help="FASTA file to embed (with --stream also SAM/BAM/CRAM; "
+                        "with --modality bytes any file or folder).")
+    modality: str = option("dna", help="dna (FASTA records), or bytes (byte-level model: each file's raw bytes).",
+                           check=one_of("dna", "bytes"))
     out: str = out_option("Output folder (embeddings.npy, index.tsv).")
     window: int | None = option(None, help="Tile records into windows of this many bases.", check=positive)
     stride: int | None = option(None, help="Window step (default: --window).")
@@ -109,13 +115,19 @@ class StreamAudioConfig(Options):
 
 @dataclass
 class GenerateConfig(Options):
-    """Everything `seqssm generate` takes; the Python API takes the same object."""
+    """Everything `seqssm generate` takes; the Python API takes the same object.
+
+    ``modality`` "bytes" (a byte-level checkpoint): ``length`` bytes of any value 0–255 are drawn after the
+    prompt (``prompt`` as UTF-8, or ``prompt_file``'s raw bytes) and written as they are, one sequence.
+    """
 
     checkpoint: str = option(argument=True, path=True, help="Causal checkpoint folder.")
-    out: str = out_option("FASTA file (dna) or WAV file (audio) to write.")
-    length: int = option(1000, help="dna: bases to generate after the prompt.")
-    prompt: str | None = option(None, help="dna: prompt DNA text.")
+    out: str = out_option("FASTA file (dna), WAV file (audio) or raw bytes (bytes) to write.")
+    length: int = option(1000, help="dna: bases (bytes: bytes) to generate after the prompt.")
+    prompt: str | None = option(None, help="dna: prompt DNA text (bytes: any text, UTF-8).")
     prompt_fasta: str | None = option(None, path=True, help="dna: prompt is the first record of this FASTA.")
+    prompt_file: str | None = option(None, path=True, help="bytes: the prompt is this file's raw bytes.")
+    modality: str = option("dna", cli=False, check=one_of("dna", "bytes"))  # the command line's --modality
     num_sequences: int = option(1, flags=("--num-sequences", "-n"), help="Sequences (or clips) to sample.")
     temperature: float = option(1.0)
     top_k: int = option(0, help="0 = off.")
@@ -132,8 +144,17 @@ class GenerateConfig(Options):
         if self.length <= 0 or self.num_sequences <= 0:
             raise InputError("--length and --num-sequences must be positive")
         check_sampling(self.temperature, self.top_k, self.top_p)
-        if self.prompt and self.prompt_fasta:
-            raise InputError("give either --prompt or --prompt-fasta, not both")
+        if sum(p is not None for p in (self.prompt, self.prompt_fasta, self.prompt_file)) > 1:
+            raise InputError("give one of --prompt, --prompt-fasta, --prompt-file, not several")
+        if self.modality == "bytes":
+            for flag, used in (("--prompt-fasta", self.prompt_fasta), ("--allow-ambiguous", self.allow_ambiguous)):
+                if used:
+                    raise InputError(f"{flag} is for DNA; with --modality bytes give --prompt TEXT or --prompt-file")
+            if self.num_sequences != 1:
+                raise InputError(f"--modality bytes writes one stream of raw bytes to --out; use -n 1 (got "
+                                 f"{self.num_sequences}), once per --seed for more samples")
+        elif self.prompt_file:
+            raise InputError("--prompt-file is for --modality bytes; for DNA give --prompt-fasta")
 
 
 @dataclass

@@ -102,11 +102,13 @@ class PretrainConfig(TrainingOptions, BackboneOptions):
     exact backward for a single sequence beyond it). See ``seqssm.pipelines.length_schedule``.
     """
 
-    data: str = option(argument=True, path=True, help="Genome FASTA (plain, gzip or bgzip), or audio folder/file.")
+    data: str = option(argument=True, path=True, help="Genome FASTA (plain, gzip or bgzip), audio folder/file, or "
+                       "(--modality bytes) any file or folder of files, read as raw bytes.")
     out: str = out_option("Output folder (checkpoint/, train_log.tsv, run.json).")
     objective: str = option("clm", help="clm (causal, next token) or mlm (masked, bidirectional models).",
                             check=one_of("clm", "mlm"))
-    modality: str = option("dna", help="dna or audio (8-bit mu-law tokens).", check=one_of("dna", "audio"))
+    modality: str = option("dna", help="dna, audio (8-bit mu-law tokens) or bytes (any file's raw bytes, "
+                           "token-free).", check=one_of("dna", "audio", "bytes"))
     bidirectional: bool = option(False, help="Caduceus-style bidirectional backbone (use with mlm).")
     rc_equivariant: bool = option(False, help="Reverse-complement-equivariant bidirectional model (mlm).")
     mask_prob: float = option(0.15, help="mlm: fraction of positions chosen (80/10/10).", check=between_0_and_1)
@@ -140,6 +142,9 @@ class PretrainConfig(TrainingOptions, BackboneOptions):
             raise InputError("a bidirectional model sees the future: train it with --objective mlm")
         if self.modality == "audio" and (self.objective != "clm" or self.rc_equivariant):
             raise InputError("audio models are causal LMs: use --objective clm without --rc-equivariant")
+        if self.modality == "bytes" and self.rc_equivariant:
+            raise InputError("--rc-equivariant is for DNA (reverse complement of bases); bytes have no complement: "
+                             "drop it with --modality bytes (or use --bidirectional --objective mlm)")
 
 
 def parse_split(text: str) -> tuple[float, ...]:

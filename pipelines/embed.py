@@ -1,4 +1,5 @@
-"""Embedding DNA with a checkpoint's backbone: pooled per record or per window, or per position."""
+"""Embedding DNA (or, with a byte-level model, any file's bytes) with a checkpoint's backbone: pooled per
+record or per window, or per position."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import numpy as np
 import torch
 
 from seqssm.datasets.batching import pad_batch
+from seqssm.datasets.byte_windows import tile_bytes
 from seqssm.datasets.fasta import iter_fasta
 from seqssm.datasets.windows import tile_windows
 from seqssm.errors import InputError, require_free_space
@@ -38,12 +40,25 @@ class EmbedResult:
 
 
 def _pieces(cfg: EmbedConfig, tokenizer):
-    """(record, start, end, ids) in file order, 0-based half-open coordinates."""
-    if cfg.window is None:
+    """(record, start, end, ids) in file order, 0-based half-open coordinates (bytes: a record is a file)."""
+    if cfg.modality == "bytes":
+        yield from tile_bytes(cfg.fasta, cfg.window, cfg.stride)
+    elif cfg.window is None:
         for name, seq in iter_fasta(cfg.fasta):
             yield name, 0, len(seq), tokenizer.encode(seq, source=f"record {name!r} of {cfg.fasta}")
     else:
         yield from tile_windows(cfg.fasta, cfg.window, stride=cfg.stride or cfg.window)
+
+
+def _hinted(pieces, byte_model: bool):
+    """``pieces``, an unreadable FASTA under a byte-level model also saying how to embed the file's raw bytes."""
+    try:
+        yield from pieces
+    except InputError as err:
+        if not byte_model:
+            raise
+        raise InputError(f"{err} (this is a byte-level model: add --modality bytes to embed the file's raw "
+                         "bytes)") from None
 
 
 def _batches(pieces, batch_size):
@@ -84,10 +99,15 @@ def embed(cfg: EmbedConfig) -> EmbedResult:
     Per-position mode: ``embeddings.npy`` is a float16 [P, D] array over all positions in file order
     (memory-mapped: open it with ``np.load(path, mmap_mode="r")``) and ``index.tsv`` gives each piece's row
     ``offset``.
+    With ``modality`` "bytes" the records are the files of ``cfg.fasta`` (one file, or every file of a folder),
+    their positions bytes.
     """
-    require_file(cfg.fasta, "FASTA file")
+    raw = cfg.modality == "bytes"
+    if not raw:
+        require_file(cfg.fasta, "FASTA file")
     device = resolve_device(cfg.device)
-    check_checkpoint(cfg.checkpoint, "embed", modality=("dna", "byte"))
+    byte_model = check_checkpoint(cfg.checkpoint, "embed", modality="byte" if raw else ("dna", "byte")) == "byte"
+    hint = byte_model and not raw  # a byte-level model given a file that is not FASTA: say --modality bytes
     embed_outputs(cfg).check()
     model = load_checked(cfg.checkpoint, device).eval()
     tokenizer = get_tokenizer(model.config.tokenizer)
@@ -96,14 +116,14 @@ def embed(cfg: EmbedConfig) -> EmbedResult:
 
     if cfg.per_position:
         # One pass to count positions so the memory-mapped array can be sized before any model work.
-        total = sum(end - start for _, start, end, _ in _pieces(cfg, tokenizer))
+        total = sum(end - start for _, start, end, _ in _hinted(_pieces(cfg, tokenizer), hint))
         require_free_space(out, total * dim * 2, f"embeddings.npy ({total} positions × {dim} float16)")
     rows, pooled, offset = [], [], 0
     with atomic_path(out / "embeddings.npy") as tmp_npy:
         if cfg.per_position:
             array = np.lib.format.open_memmap(tmp_npy, mode="w+", dtype=np.float16, shape=(total, dim))
         bar = progress(desc="embed", unit="bp")
-        for batch in _batches(_pieces(cfg, tokenizer), cfg.batch_size):
+        for batch in _batches(_hinted(_pieces(cfg, tokenizer), hint), cfg.batch_size):
             ids, mask = pad_batch([torch.as_tensor(piece[3]) for piece in batch], pad_id=tokenizer.pad_id)
             ids, mask = ids.to(device), mask.to(device)
             with autocast(device):
@@ -121,7 +141,8 @@ def embed(cfg: EmbedConfig) -> EmbedResult:
             bar.update(int(mask.sum()))
         bar.close()
         if not rows:
-            raise InputError(f"FASTA file {cfg.fasta!r} has no sequence to embed")
+            what = "input" if raw else "FASTA file"
+            raise InputError(f"{what} {cfg.fasta!r} has no {'bytes' if raw else 'sequence'} to embed")
         if cfg.per_position:
             array.flush()
             del array

@@ -1,4 +1,5 @@
-"""Sampling DNA from a causal checkpoint with the recurrent cache (constant memory per token)."""
+"""Sampling DNA (or, from a byte-level model, raw bytes) from a causal checkpoint with the recurrent cache
+(constant memory per token)."""
 
 from __future__ import annotations
 
@@ -42,7 +43,11 @@ def dna_symbols(tokenizer, allow_ambiguous: bool = False) -> list[int]:
     return sorted({int(i) for i in tokenizer.encode(letters)} - set(tokenizer.special_ids))
 
 
-def _prompt_text(cfg: GenerateConfig) -> str:
+def _prompt_text(cfg: GenerateConfig) -> str | bytes:
+    if cfg.prompt_file:
+        from seqssm.datasets.byte_windows import read_bytes
+
+        return read_bytes(require_file(cfg.prompt_file, "prompt file (--prompt-file)")).tobytes()
     if cfg.prompt_fasta:
         for _, seq in iter_fasta(require_file(cfg.prompt_fasta, "prompt FASTA")):
             return seq
@@ -51,8 +56,8 @@ def _prompt_text(cfg: GenerateConfig) -> str:
 
 def generate_outputs(cfg: GenerateConfig) -> OutputPlan:
     """The FASTA file ``generate`` writes and the inputs it must never replace."""
-    return OutputPlan([(cfg.out, FILE)], inputs=[("checkpoint", cfg.checkpoint), ("prompt FASTA", cfg.prompt_fasta)],
-                      overwrite=cfg.overwrite)
+    return OutputPlan([(cfg.out, FILE)], inputs=[("checkpoint", cfg.checkpoint), ("prompt FASTA", cfg.prompt_fasta),
+                                                 ("prompt file", cfg.prompt_file)], overwrite=cfg.overwrite)
 
 
 @torch.no_grad()
@@ -62,11 +67,12 @@ def generate(cfg: GenerateConfig) -> Path:
     The prompt is consumed in one parallel pass (prefill); each new base is one recurrent step, so memory
     per generated base is constant whatever the length. Only A, C, G and T are drawn, unless
     ``allow_ambiguous`` also admits N (and, for a byte vocabulary, the IUPAC ambiguity letters). Returns the
-    FASTA path.
+    FASTA path. ``modality`` "bytes": ``length`` bytes of any value after the prompt, written raw to ``out``.
     """
     device = resolve_device(cfg.device)
     seed_everything(cfg.seed)
-    check_checkpoint(cfg.checkpoint, "generate", modality=("dna", "byte"), kind=LM, causal=True)
+    raw = cfg.modality == "bytes"
+    check_checkpoint(cfg.checkpoint, "generate", modality="byte" if raw else ("dna", "byte"), kind=LM, causal=True)
     generate_outputs(cfg).check()
     model = load_checked(cfg.checkpoint, device).eval()
     tokenizer = get_tokenizer(model.config.tokenizer)
@@ -76,8 +82,10 @@ def generate(cfg: GenerateConfig) -> Path:
     if model.config.bidirectional:
         raise InputError(f"checkpoint {cfg.checkpoint!r} is a bidirectional (masked-LM) model; generation needs "
                          "a causal one")
-    # Draw only bases (A C G T; N too with allow_ambiguous), never specials or the vocabulary's padding rows.
-    allowed = symbol_mask(model.config.vocab_size, dna_symbols(tokenizer, cfg.allow_ambiguous))
+    # Draw only bases (A C G T; N too with allow_ambiguous), or any byte value; never specials or the
+    # vocabulary's padding rows.
+    symbols = range(256) if raw else dna_symbols(tokenizer, cfg.allow_ambiguous)
+    allowed = symbol_mask(model.config.vocab_size, symbols)
 
     prompt = _prompt_text(cfg)
     prompt_ids = torch.as_tensor(tokenizer.encode(prompt), dtype=torch.long)
@@ -87,6 +95,11 @@ def generate(cfg: GenerateConfig) -> Path:
     result = decoder.decode([prompt_ids] * cfg.num_sequences, cfg.length, cfg.seed, desc="generate", unit="base")
     require_finite(result.logprobs, f"checkpoint {cfg.checkpoint}", "the sampled bases")
     out_ids = result.tokens
+    out = Path(cfg.out)
+    if raw:
+        with atomic_path(out) as tmp:
+            tmp.write_bytes(tokenizer.decode_bytes(out_ids[0]))
+        return out
 
     records = [
         SeqRecord(Seq(tokenizer.decode(row)), id=f"{cfg.name}_{i + 1}", description=(
@@ -94,7 +107,6 @@ def generate(cfg: GenerateConfig) -> Path:
             f"seed={cfg.seed} prompt_length={len(prompt)}"))
         for i, row in enumerate(out_ids.numpy())
     ]
-    out = Path(cfg.out)
     with atomic_path(out) as tmp:
         write_fasta(records, tmp, "fasta")
     return out

@@ -47,6 +47,11 @@ from seqssm.pipelines.objectives import IGNORE, ExpertUse, causal_lm_loss, mask_
 from seqssm.pipelines.train_utils import cosine_schedule, param_groups, write_run_record
 from seqssm.tokenizers import get_tokenizer
 
+# The checkpoint modality (``check_checkpoint``) each --modality trains; and the symbols a uniform guess
+# spreads over (the "uniform" bits reported beside the validation loss): bases, or byte values.
+CHECKPOINT_MODALITY = {"bytes": "byte"}
+UNIFORM_SYMBOLS = {"dna": 4, "bytes": 256}
+
 
 @dataclass
 class PretrainResult:
@@ -188,10 +193,18 @@ def _datasets(cfg: PretrainConfig, world: int = 1):
             seed=cfg.seed, val_fraction=cfg.val_fraction, sample_rate=cfg.sample_rate, tokenizer=tokenizer,
         )
         return tokenizer, train, val, rate
-    require_file(cfg.data, "FASTA file")
-    tokenizer = get_tokenizer("nucleotide")
     # clm: +1 so the model sees `window` tokens and predicts the next one at each position.
     length = cfg.window + 1 if cfg.objective == "clm" else cfg.window
+    if cfg.modality == "bytes":
+        from seqssm.datasets.byte_windows import ByteWindowDataset
+
+        train = ByteWindowDataset(cfg.data, length, num_samples=cfg.steps * cfg.batch_size * world, seed=cfg.seed,
+                                  split="train", val_fraction=cfg.val_fraction)
+        val = ByteWindowDataset(cfg.data, length, num_samples=cfg.val_windows, seed=cfg.seed + 1, split="val",
+                                val_fraction=cfg.val_fraction)
+        return get_tokenizer("byte"), train, val, None
+    require_file(cfg.data, "FASTA file")
+    tokenizer = get_tokenizer("nucleotide")
     train = GenomeWindowDataset(
         cfg.data, length, tokenizer=tokenizer, num_samples=cfg.steps * cfg.batch_size * world,
         seed=cfg.seed, split="train", val_fraction=cfg.val_fraction,
@@ -224,7 +237,10 @@ def pretrain(cfg: PretrainConfig) -> PretrainResult:
 
     DNA: causal LM, or masked LM (15% of positions, 80/10/10) for bidirectional / RC-equivariant models;
     both strands are sampled (reverse-complement augmentation). Audio (``modality="audio"``, ``data`` a
-    folder or file of recordings; for DNA it is a FASTA file): causal LM over 8-bit mu-law tokens.
+    folder or file of recordings; for DNA it is a FASTA file): causal LM over 8-bit mu-law tokens. Bytes
+    (``modality="bytes"``, ``data`` any file or folder of files, gzip decompressed): the file's raw bytes
+    (``ByteTokenizer``, a FASTA with its headers and newlines), causal LM (or masked with
+    ``bidirectional``); the validation loss is in bits per byte (run.json ``result.val_bits_per_byte``).
 
     Writes ``{out}/checkpoint`` (config.json + model.safetensors, replaced atomically at every validation),
     ``{out}/trainer_state`` (everything ``resume`` restores, see ``seqssm.pipelines.checkpointing``; saved with each
@@ -239,7 +255,8 @@ def pretrain(cfg: PretrainConfig) -> PretrainResult:
     the log gains the expert-use columns and run.json ``expert_use`` (tokens per expert per MoE layer).
     """
     if cfg.init_from:
-        check_checkpoint(cfg.init_from, "pretrain", modality=cfg.modality, kind=LM, causal=cfg.objective == "clm")
+        check_checkpoint(cfg.init_from, "pretrain", modality=CHECKPOINT_MODALITY.get(cfg.modality, cfg.modality),
+                         kind=LM, causal=cfg.objective == "clm")
     out = Path(cfg.out)
     saved = read_trainer_state(out, cfg) if cfg.resume else None  # every rank reads it, before any rank writes
     if int(os.environ.get("RANK", "0")) == 0:  # under torchrun only rank 0 writes
@@ -372,8 +389,10 @@ def pretrain(cfg: PretrainConfig) -> PretrainResult:
     seconds = time.perf_counter() - start
     result = PretrainResult(
         checkpoint=out / "checkpoint", val_bits_per_token=bits,
-        uniform_bits=math.log2(4 if cfg.modality == "dna" else tokenizer.vocab_size), steps=step,
+        uniform_bits=math.log2(UNIFORM_SYMBOLS.get(cfg.modality, tokenizer.vocab_size)), steps=step,
         seconds=seconds, history=history,
     )
-    finish({"status": "complete", "result": {"val_bits_per_token": bits, "steps": step, "seconds": round(seconds, 1)}})
+    per_byte = {"val_bits_per_byte": bits} if cfg.modality == "bytes" else {}  # a byte is a token: the same number
+    finish({"status": "complete", "result": {"val_bits_per_token": bits, **per_byte, "steps": step,
+                                             "seconds": round(seconds, 1)}})
     return result

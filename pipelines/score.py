@@ -2,7 +2,9 @@
 
 Inputs: the records of a FASTA (or one ``--region`` of it), BED intervals cut from ``--genome`` (on their
 strand: a '-' interval is scored as its reverse complement), the reads of a SAM/BAM/CRAM file (primary
-alignments, as sequenced), or audio clips (one file, or a folder of them) under an audio LM.
+alignments, as sequenced), audio clips (one file, or a folder of them) under an audio LM, or under a
+byte-level LM any file (or folder of files) as raw bytes, whole or in ``--window`` pieces (``bits_per_byte``;
+``record`` is the file, ``start``/``end`` byte offsets).
 
 Outputs: ``--out`` TSV, one row per sequence: ``id record start end strand length scored total_bits
 bits_per_base`` (``bits_per_sample`` for audio). ``start``/``end`` are 0-based half-open on ``record``;
@@ -29,6 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from seqssm.datasets.audio_stream import clip_token_chunks
+from seqssm.datasets.byte_windows import iter_byte_files
 from seqssm.datasets.reads import iter_reads
 from seqssm.datasets.vcf import ReferenceGenome
 from seqssm.errors import InputError, did_you_mean, require_file
@@ -141,6 +144,17 @@ def _read_items(cfg: ScoreConfig) -> Iterator[_Item]:
             yield _Item(read.name, read.name, 0, len(seq), "+", lambda s, e, q=seq: q[s:e])
 
 
+def _byte_items(cfg: ScoreConfig) -> Iterator[_Item]:
+    """Each file of ``cfg.input`` as raw bytes: whole, or in ``cfg.window`` pieces (ids ``file:start-end``)."""
+    for name, data in iter_byte_files(cfg.input):
+        if cfg.window is None:
+            yield _Item(name, name, 0, len(data), "+", lambda s, e, d=data: d[s:e].tobytes())
+            continue
+        for start in range(0, len(data), cfg.window):
+            end = min(start + cfg.window, len(data))
+            yield _Item(f"{name}:{start + 1}-{end}", name, start, end, "+", lambda s, e, d=data: d[s:e].tobytes())
+
+
 def _pieces(item: _Item, size: int, tokenizer) -> Iterator[np.ndarray]:
     """Token ids of ``item`` in chunks of ``size``, in reading order of its strand."""
     if item.strand == "-":
@@ -232,15 +246,24 @@ def score(cfg: ScoreConfig) -> ScoreResult:
     for what, path in (("BED file (--bed)", cfg.bed), ("genome FASTA (--genome)", cfg.genome)):
         if path is not None:
             require_file(path, what)
-    modality = check_checkpoint(cfg.checkpoint, "score", modality=("dna", "audio"), kind=LM)
-    audio = modality == "audio"
-    if cfg.input is not None and not (audio and Path(cfg.input).is_dir()):
+    modality = check_checkpoint(cfg.checkpoint, "score", modality=("dna", "audio", "byte"), kind=LM)
+    audio, raw = modality == "audio", modality == "byte"
+    if cfg.input is not None and not ((audio or raw) and Path(cfg.input).is_dir()):
         require_file(cfg.input, "input")
+    if raw and (cfg.bed or cfg.record is not None):
+        raise InputError(f"{'--bed' if cfg.bed else '--region'} is for DNA; a byte-level model scores whole files "
+                         "(or --window pieces of them)")
+    if cfg.window is not None and not raw:
+        raise InputError("--window is for byte-level models; a DNA model scores whole records (--region or --bed "
+                         "for parts)")
     if audio and (cfg.bed or cfg.record is not None or cfg.per_position):
         flag = "--bed" if cfg.bed else "--region" if cfg.record is not None else "--per-position"
         raise InputError(f"{flag} is for DNA; an audio LM scores whole clips (for per-second bits of a long "
                          "recording use `seqssm score-audio`)")
     bigwig = bool(cfg.per_position) and Path(cfg.per_position).suffix.lower() in BIGWIG_SUFFIXES
+    if bigwig and raw:
+        raise InputError(f"--per-position {cfg.per_position}: bigWig is for genomes; write bedGraph (a name ending "
+                         ".bedgraph) for bytes")
     if bigwig:
         _check_bigwig(cfg)
     plans = score_outputs(cfg)
@@ -254,7 +277,8 @@ def score(cfg: ScoreConfig) -> ScoreResult:
     else:
         tokenizer = get_tokenizer(model.config.tokenizer)
         suffix = Path(cfg.input).suffix.lower() if cfg.input else ""
-        items = _bed_items(cfg) if cfg.bed else _read_items(cfg) if suffix in READ_SUFFIXES else _fasta_items(cfg)
+        items = (_byte_items(cfg) if raw else _bed_items(cfg) if cfg.bed else
+                 _read_items(cfg) if suffix in READ_SUFFIXES else _fasta_items(cfg))
     scorer = Scorer(model, batch_size=cfg.batch_size, chunk_size=cfg.chunk_size,
                     mask_id=getattr(tokenizer, "mask_id", None), checkpoint=cfg.checkpoint)
     with contextlib.ExitStack() as stack:
@@ -265,7 +289,7 @@ def score(cfg: ScoreConfig) -> ScoreResult:
             where = stack.enter_context(atomic_path(cfg.per_position))
             track = _BigWig(where, _sizes(cfg), cfg.per_position) if bigwig else _BedGraph(where)
             stack.callback(track.close)
-        writer = _Writer(table, track, "sample" if audio else "base")
+        writer = _Writer(table, track, "sample" if audio else "byte" if raw else "base")
         bar = stack.enter_context(progress(desc="score", unit="bp" if not audio else "sample", unit_scale=True))
         if audio:
             for item, pieces in clips:

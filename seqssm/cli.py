@@ -48,13 +48,14 @@ _example = cli_tasks.example_epilog
 
 @config_command(PretrainConfig)
 def pretrain(opts: Opts):
-    """Pretrain a language model on random windows of a genome (causal or masked) or of audio."""
+    """Pretrain a language model on random windows of a genome (causal or masked), of audio, or of any files'
+    raw bytes (--modality bytes)."""
     from seqssm.pipelines.pretrain import pretrain as run
 
     result = run(opts.make(PretrainConfig))
     if int(os.environ.get("RANK", "0")) != 0:
         return  # under torchrun only rank 0 validates, saves and reports
-    unit = "sample" if opts["modality"] == "audio" else "base"
+    unit = {"audio": "sample", "bytes": "byte"}.get(opts["modality"], "base")
     typer.echo(f"validation: {result.val_bits_per_token:.4f} bits per {unit} (uniform {result.uniform_bits:.1f}) "
                f"after {result.steps} steps, {result.seconds:.0f} s")
     typer.echo(f"checkpoint: {result.checkpoint}")
@@ -88,6 +89,9 @@ _SCORE_REGION = (str | None, typer.Option(None, help=(
 def embed(opts: Opts, stream: bool, region: str | None):
     """Embed FASTA records or windows: mean-pooled vectors, or one vector per base (streamed for long ones)."""
     if stream:
+        if opts["modality"] == "bytes":
+            raise InputError("--stream reads one FASTA contig or read; with --modality bytes drop --stream (files "
+                             "are embedded whole or in --window tiles)")
         if not opts["per_position"] or opts["window"] is not None:
             raise InputError("--stream writes per-position embeddings of one contig or read: add --per-position "
                              "and drop --window")
@@ -151,22 +155,30 @@ def score_variants(opts: Opts):
 
 
 # Command-line only: --modality picks GenerateAudioConfig over GenerateConfig.
-_GENERATE_EXTRA = {"modality": (str, typer.Option("dna", help="dna (FASTA out) or audio (WAV out)."))}
+_GENERATE_EXTRA = {"modality": (str, typer.Option("dna", help="dna (FASTA out), audio (WAV out) or bytes "
+                                                              "(raw bytes out, byte-level models)."))}
 
 
 @config_command(GenerateConfig, GenerateAudioConfig, extra=_GENERATE_EXTRA)
 def generate(opts: Opts, modality: str):
-    """Sample DNA (to FASTA) or audio (to WAV) from a causal checkpoint, with constant memory per token."""
+    """Sample DNA (to FASTA), audio (to WAV) or raw bytes from a causal checkpoint, with constant memory per token."""
     if modality == "audio":
-        if opts["allow_ambiguous"]:
-            raise InputError("--allow-ambiguous is for DNA; leave it out with --modality audio")
+        if opts["allow_ambiguous"] or opts["prompt_file"]:
+            flag = "--allow-ambiguous is for DNA" if opts["allow_ambiguous"] else "--prompt-file is for bytes"
+            raise InputError(f"{flag}; leave it out with --modality audio")
         from seqssm.pipelines.audio_lm import generate_audio
 
         paths = generate_audio(opts.make(GenerateAudioConfig, num_clips=opts["num_sequences"]))
         typer.echo(f"wrote {len(paths)} clip(s) of {opts['seconds']:g} s: {', '.join(map(str, paths))}")
         return
-    if modality != "dna":
-        raise InputError(f"--modality {modality!r} is not supported; use 'dna' or 'audio'")
+    if modality not in ("dna", "bytes"):
+        raise InputError(f"--modality {modality!r} is not supported; use 'dna', 'audio' or 'bytes'")
+    if modality == "bytes":
+        from seqssm.pipelines.generate import generate as run
+
+        path = run(opts.make(GenerateConfig, modality="bytes"))
+        typer.echo(f"wrote {opts['length']} bytes to {path}")
+        return
     if opts["prompt"]:
         from seqssm.tokenizers import NucleotideTokenizer
 
@@ -219,12 +231,14 @@ app.command(epilog=_example(
     "seqssm pretrain genome.fa.gz --out runs/lm --steps 2000 --window 1024",
     "seqssm pretrain genome.fa.gz --out runs/mlm --objective mlm --rc-equivariant",
     "seqssm pretrain recordings/ --modality audio --out runs/audio --window 8000",
+    "seqssm pretrain corpus/ --modality bytes --out runs/bytes --window 2048",
 ))(pretrain)
 app.command(epilog=_example(
     "seqssm embed runs/lm/checkpoint genome.fa --out emb --window 1024",
     "seqssm embed runs/lm/checkpoint reads.fa --out emb_pos --per-position",
     "seqssm embed runs/lm/checkpoint chrI.fa.gz --out chrI --per-position --stream --region chrI:1-1000000",
     "seqssm embed runs/lm/checkpoint ce_large_seq.bam --out read --per-position --stream --region read_name",
+    "seqssm embed runs/bytes/checkpoint notes.txt --modality bytes --out emb_bytes --window 4096",
 ))(embed)
 app.command(name="score-audio", epilog=_example(
     "seqssm score-audio runs/audio/checkpoint machine_wars.mp3 --out scores",
@@ -235,6 +249,7 @@ app.command(epilog=_example(
     "seqssm score runs/lm/checkpoint --bed peaks.bed --genome hg38.fa --out peaks.tsv",
     "seqssm score runs/lm/checkpoint reads.bam --out reads.tsv",
     "seqssm score runs/audio/checkpoint recordings/ --out clips.tsv",
+    "seqssm score runs/bytes/checkpoint corpus/ --out files.tsv",
 ))(score)
 app.command(name="score-variants", epilog=_example(
     "seqssm score-variants runs/lm/checkpoint calls.vcf.gz --genome hg38.fa --out scored.vcf.gz --tsv scored.tsv",
@@ -243,6 +258,7 @@ app.command(epilog=_example(
     "seqssm generate runs/lm/checkpoint --out sample.fa --length 1000 --top-p 0.95",
     "seqssm generate runs/lm/checkpoint --out more.fa --prompt ACGTTGCA -n 4",
     "seqssm generate runs/audio/checkpoint --modality audio --seconds 2 --out clip.wav -n 4",
+    "seqssm generate runs/bytes/checkpoint --modality bytes --prompt 'Once upon' --length 500 --out story.txt",
 ))(generate)
 app.command(epilog=_example("seqssm info runs/demo/pretrain/checkpoint"))(info)
 app.command(epilog=_example(

@@ -46,7 +46,7 @@ class Embedder:
         device: "auto", "cpu", "cuda"...
         impl: kernel path ("auto", "triton", "chunked", "ref").
 
-    ``modality`` ("dna" or "audio") and ``dim`` (F) are set from the checkpoint.
+    ``modality`` ("dna", "audio", or "bytes" for a byte-level model) and ``dim`` (F) are set from the checkpoint.
     """
 
     def __init__(self, checkpoint: str | os.PathLike, *, pooling: str | None = None, batch_size: int = 32,
@@ -64,10 +64,8 @@ class Embedder:
             pooling = pooling or (classifier.task.pooling if classifier.task.pooling != "flatten" else "mean")
         else:
             self.lm = load_model(self.checkpoint, self.device, impl=impl)
-            self.modality = "dna" if self.lm.config.tokenizer == "nucleotide" else "audio"
+            self.modality = {"nucleotide": "dna", "byte": "bytes"}.get(self.lm.config.tokenizer, "audio")
             self.sample_rate = self.lm.config.sample_rate
-            if self.modality == "audio" and self.lm.config.tokenizer == "byte":
-                raise InputError(f"{checkpoint}: a byte-level model embeds neither DNA nor audio")
         self.lm.eval()
         self.pooling = pooling or "mean"
         if self.pooling not in ("mean", "last", "cls"):
@@ -119,8 +117,27 @@ class Embedder:
         return self._stack(rows, per_position)
 
     @torch.no_grad()
+    def embed_bytes(self, items: Sequence[bytes | str], *, per_position: bool = False):
+        """Byte-level model: bytes objects (or text, UTF-8 encoded) → [N, F], or N arrays [L_i, D] (one row per
+        byte). A file's bytes: ``embed(path)``, or ``seqssm.datasets.byte_windows.read_bytes(path)``."""
+        self._require("bytes")
+        if isinstance(items, (str, bytes, bytearray, memoryview)):
+            raise InputError("embed_bytes: pass a list of byte strings or texts (for one, [item])")
+        rows: list = []
+        for chunk in _chunks(list(items), self.batch_size):
+            ids, mask = pad_batch(encode_dna(chunk, self.tokenizer), self.tokenizer.pad_id)
+            ids, mask = ids.to(self.device), mask.to(self.device)
+            rows += self._outputs(self.lm.backbone(ids, mask), mask, per_position)
+        if not rows:
+            raise InputError("embed_bytes: nothing given")
+        return self._stack(rows, per_position)
+
+    @torch.no_grad()
     def embed_sequences(self, sequences: Sequence[str], *, per_position: bool = False):
-        """DNA strings → [N, F], or N arrays [L_i, D] (one row per base)."""
+        """DNA strings → [N, F], or N arrays [L_i, D] (one row per base). A byte-level model embeds any text
+        (:meth:`embed_bytes`)."""
+        if self.modality == "bytes" and not isinstance(sequences, str):
+            return self.embed_bytes(sequences, per_position=per_position)
         self._require("dna")
         if isinstance(sequences, str):
             raise InputError("embed_sequences: pass a list of sequences (for one, [seq])")
@@ -195,7 +212,8 @@ class Embedder:
 
     def embed(self, inputs, *, per_position: bool = False, attention_mask: torch.Tensor | None = None,
               sample_rate: int | None = None):
-        """Embed whatever ``inputs`` is: a DNA string or list of them, token ids [L] / [B, L] (an integer
+        """Embed whatever ``inputs`` is: a DNA string or list of them (byte-level models: text or bytes, or a
+        file path read as raw bytes), token ids [L] / [B, L] (an integer
         tensor), a FASTA path (returns only the embeddings; use :meth:`embed_fasta` for the names), audio
         file paths, or float waveforms ([T] arrays, a list of them, or [B, T] without padding).
 
@@ -207,9 +225,15 @@ class Embedder:
             if inputs.ndim == 2:
                 inputs = list(inputs)
             return self.embed_audio(inputs, sample_rate=sample_rate, per_position=per_position)
+        if isinstance(inputs, (bytes, bytearray, memoryview)):
+            return self.embed_bytes([inputs], per_position=per_position)
         if isinstance(inputs, (str, os.PathLike)):
             path = Path(inputs)
             if isinstance(inputs, os.PathLike) or (len(str(inputs)) < 4096 and path.is_file()):
+                if self.modality == "bytes":  # any file: its raw bytes, one input
+                    from seqssm.datasets.byte_windows import read_bytes
+
+                    return self.embed_bytes([read_bytes(path).tobytes()], per_position=per_position)
                 if path.suffix.lower() in _AUDIO_SUFFIXES:
                     return self.embed_audio([path], per_position=per_position)
                 return self.embed_fasta(path, per_position=per_position)[1]
@@ -217,6 +241,8 @@ class Embedder:
         inputs = list(inputs)
         if inputs and all(isinstance(x, str) for x in inputs) and self.modality == "dna":
             return self.embed_sequences(inputs, per_position=per_position)
+        if self.modality == "bytes":
+            return self.embed_bytes(inputs, per_position=per_position)
         return self.embed_audio(inputs, sample_rate=sample_rate, per_position=per_position)
 
 
