@@ -25,6 +25,9 @@ Their backward goes layer by layer too, from stored layer inputs and sweep bound
 (Caduceus-PS) layers are two such bidirectional layers side by side, one per strand half of the channels.
 
 Shapes: B batch, L length, T chunk length, D d_model, E d_inner, N d_state, W d_conv, V vocab.
+
+Why over 400 lines: the causal chunk loop, the exact chunked backward and the bidirectional layer-by-layer
+sweeps share the state bookkeeping above; split, each half would need the other's private helpers.
 """
 
 from __future__ import annotations
