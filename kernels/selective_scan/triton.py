@@ -116,7 +116,7 @@ class _Plan(NamedTuple):
     and from its options: worked out, and the inputs checked, once per signature, because at short L the GPU
     waits for the host (benchmarks/NOTES-scan.md, run 15)."""
 
-    key: int  # stands for the signature in the launchers' caches (kernels/host.DirectLauncher)
+    key: int  # stands for the signature in the launchers' caches (seqssm.kernels.host.DirectLauncher)
     copy: bool  # some [.., L] input has a non-unit stride along L: the kernels get contiguous copies
     need_grad: bool
     softplus: bool
