@@ -183,43 +183,51 @@ def main(argv: list[str] | None = None) -> str:
         args.length, args.chunk_size, args.d_model, args.n_layer = 3000, 512, 16, 2
         args.device, args.piece_chunks = "cpu", 3
     device = resolve_device(args.device)
+    # Progress bars on for this run only: called in-process (the smoke test), it must not leak into the caller.
+    before = os.environ.get("SEQSSM_PROGRESS")
     os.environ.setdefault("SEQSSM_PROGRESS", "1")
-    with tempfile.TemporaryDirectory(prefix="bench_stream_embed_") as tmp:
-        tmp = Path(tmp)
-        fasta = Path(args.fasta) if args.fasta else tmp / "random.fa"
-        if not args.fasta:
-            say(f"writing a random contig of {args.length:,} bases to {fasta}")
-            write_fasta(fasta, args.length)
-        from seqssm.datasets.fasta import FastaFile
+    try:
+        with tempfile.TemporaryDirectory(prefix="bench_stream_embed_") as tmp:
+            tmp = Path(tmp)
+            fasta = Path(args.fasta) if args.fasta else tmp / "random.fa"
+            if not args.fasta:
+                say(f"writing a random contig of {args.length:,} bases to {fasta}")
+                write_fasta(fasta, args.length)
+            from seqssm.datasets.fasta import FastaFile
 
-        index = FastaFile(fasta)  # builds the .fai once, outside the timings
-        record = args.record or index.contigs[0]
-        length = index.lengths[record]
-        save_model(tmp / "ckpt", args.d_model, args.n_layer)
-        if device.type == "cuda":
-            torch.cuda.reset_peak_memory_stats(device)
-        rows = []
-        for label in ("cold", "warm"):
-            cfg = StreamEmbedConfig(checkpoint=str(tmp / "ckpt"), source=str(fasta), record=record,
-                                    chunk_size=args.chunk_size, device=str(device), out=str(tmp / label))
-            rows.append(end_to_end(cfg, label, length))
-        rss = peak_rss_bytes()
-        cuda_peak = torch.cuda.max_memory_allocated(device) if device.type == "cuda" else 0
-        parts = pieces(tmp / "ckpt", fasta, record, length, args.chunk_size, device, args.piece_chunks)
-    meta = {"length": length, "chunk_size": args.chunk_size, "d_model": args.d_model, "n_layer": args.n_layer,
-            "device": str(device), "device_name": torch.cuda.get_device_name(device) if device.type == "cuda"
-            else platform.processor() or platform.machine(), "torch": torch.__version__,
-            "peak_rss_mb": rss / 2**20, "cuda_peak_mb": cuda_peak / 2**20}
-    text = table(rows, parts, args.chunk_size, meta)
-    print(text)
-    if args.out:
-        out = Path(args.out)
-        out.mkdir(parents=True, exist_ok=True)
-        (out / "results.json").write_text(json.dumps({"meta": meta, "runs": rows, "pieces_s": parts}, indent=1)
-                                          + "\n")
-        (out / "results.md").write_text(text)
-        say(f"wrote {out / 'results.json'} and {out / 'results.md'}")
-    return text
+            index = FastaFile(fasta)  # builds the .fai once, outside the timings
+            record = args.record or index.contigs[0]
+            length = index.lengths[record]
+            save_model(tmp / "ckpt", args.d_model, args.n_layer)
+            if device.type == "cuda":
+                torch.cuda.reset_peak_memory_stats(device)
+            rows = []
+            for label in ("cold", "warm"):
+                cfg = StreamEmbedConfig(checkpoint=str(tmp / "ckpt"), source=str(fasta), record=record,
+                                        chunk_size=args.chunk_size, device=str(device), out=str(tmp / label))
+                rows.append(end_to_end(cfg, label, length))
+            rss = peak_rss_bytes()
+            cuda_peak = torch.cuda.max_memory_allocated(device) if device.type == "cuda" else 0
+            parts = pieces(tmp / "ckpt", fasta, record, length, args.chunk_size, device, args.piece_chunks)
+        meta = {"length": length, "chunk_size": args.chunk_size, "d_model": args.d_model, "n_layer": args.n_layer,
+                "device": str(device), "device_name": torch.cuda.get_device_name(device) if device.type == "cuda"
+                else platform.processor() or platform.machine(), "torch": torch.__version__,
+                "peak_rss_mb": rss / 2**20, "cuda_peak_mb": cuda_peak / 2**20}
+        text = table(rows, parts, args.chunk_size, meta)
+        print(text)
+        if args.out:
+            out = Path(args.out)
+            out.mkdir(parents=True, exist_ok=True)
+            (out / "results.json").write_text(json.dumps({"meta": meta, "runs": rows, "pieces_s": parts}, indent=1)
+                                              + "\n")
+            (out / "results.md").write_text(text)
+            say(f"wrote {out / 'results.json'} and {out / 'results.md'}")
+        return text
+    finally:
+        if before is None:
+            os.environ.pop("SEQSSM_PROGRESS", None)
+        else:
+            os.environ["SEQSSM_PROGRESS"] = before
 
 
 if __name__ == "__main__":
