@@ -99,12 +99,16 @@ class RunWarnings(list):
             print(f"warning: {message}", file=sys.stderr, flush=True)
 
 
-def few_steps_warning(total: int, rows: int, *, epochs: int, batch_size: int, minimum: int | None = None) -> str | None:
-    """The warning for a run of ``total`` = ``epochs`` × ceil(``rows`` / ``batch_size``) optimiser steps, None when
-    it has at least ``minimum`` (default ``MIN_STEPS``)."""
+def few_steps_warning(total: int, rows: int | None = None, *, epochs: int | None = None,
+                      batch_size: int | None = None, minimum: int | None = None) -> str | None:
+    """The warning for a run of ``total`` optimiser steps, None when it has at least ``minimum`` (default
+    ``MIN_STEPS``): finetune's ``total`` = ``epochs`` × ceil(``rows`` / ``batch_size``); pretrain's is ``--steps``
+    (``rows`` None)."""
     minimum = MIN_STEPS if minimum is None else minimum
     if total >= minimum:
         return None
+    if rows is None:
+        return f"this run gets only {total} optimiser steps (--steps {total}), fewer than {minimum}: raise --steps"
     return (f"this run gets only {total} optimiser steps ({epochs} epochs x {math.ceil(rows / batch_size)} batches "
             f"of {batch_size} from {rows} training rows), fewer than {minimum}: raise --epochs or lower --batch-size")
 
@@ -139,3 +143,33 @@ def sample_rate_warning(rate: int | None, expected: int | None, source: str,
         return None
     return (f"the audio is at {rate} Hz, {rate / expected:.1f}x {source}: {rate / expected:.1f}x the tokens per "
             f"second of audio (slower, longer context); resample with --sample-rate {expected}")
+
+
+class TimeCapWatch:
+    """The --max-minutes warnings of a training loop, into ``warned``: call :meth:`step` after every optimiser
+    step and :meth:`finish` after the loop.
+
+    The pace is timed over the ``TIME_CHECK_STEPS`` steps after this process's first (which carries start-up
+    costs), and :func:`time_cap_warning` says whether the cap, at that pace, stops the run short of ``total`` and
+    of ``MIN_STEPS``; at the end, if nothing was said and the cap did stop the run, :func:`time_cap_hit_warning`.
+    ``deadline`` is on ``time.perf_counter``'s clock; None (no cap) makes both calls do nothing.
+    """
+
+    def __init__(self, warned: RunWarnings, deadline: float | None, total: int, max_minutes: float | None):
+        self.warned, self.deadline, self.total, self.max_minutes = warned, deadline, total, max_minutes
+        self.timed: tuple[int, float] | None = None  # (step, clock) after the first step
+
+    def step(self, step: int) -> None:
+        if self.deadline is None:
+            return
+        now = time.perf_counter()
+        self.timed = self.timed or (step, now)
+        if step == self.timed[0] + TIME_CHECK_STEPS:
+            self.warned.warn(time_cap_warning(step, (now - self.timed[1]) / TIME_CHECK_STEPS, self.deadline - now,
+                                              self.total, self.max_minutes))
+
+    def finish(self, step: int) -> None:
+        if self.deadline is None or any(w.startswith("--max-minutes") for w in self.warned):
+            return
+        if time.perf_counter() > self.deadline:
+            self.warned.warn(time_cap_hit_warning(step, self.total, self.max_minutes))

@@ -137,8 +137,7 @@ def test_audio_far_above_the_recipe_rate_warns_and_resampled_does_not(tmp_path, 
 
 
 def test_time_cap_is_projected_from_the_pace_of_the_first_steps(tmp_path, capsys, monkeypatch):
-    from seqssm.pipelines import finetune as job
-
+    job = train_utils  # the --max-minutes watch finetune and pretrain share (TimeCapWatch)
     calls = []
 
     def spy(step, seconds_per_step, seconds_left, total, max_minutes):
