@@ -3,14 +3,15 @@
 The records are every record of a FASTA (plain, gzip or bgzip) or every primary read of a SAM/BAM file. A
 record no longer than the row is one sequence; a longer one is cut into row-length pieces, the last one ending
 at the record's end (each epoch cuts at a fresh random phase, so the cuts move). The pieces of an epoch are
-shuffled and placed end to end, each in the first of the last 16 unfilled rows it fits in, else in a new
-row (first fit over a window), the tail of each row padding. A row comes with ``seq_idx`` (which sequence each position belongs to, -1 on padding), so the model
-runs every sequence as if alone (``seqssm.models.packing``) and no sequence sees another's context.
+shuffled and placed end to end, each in the first of the last ``OPEN_ROWS`` unfilled rows it fits in, else
+in a new row (first fit over a window), the tail of each row padding. A row comes with ``seq_idx`` (which
+sequence each position belongs to, -1 on padding), so the model runs every sequence as if alone
+(``seqssm.models.packing``) and no sequence sees another's context.
 
 Split: whole records are held out for validation, about ``val_fraction`` of the bases: records in the order of
 a hash of their names (a read's mates stay together; the seed does not move the split), each taken while it
-fits in that share, at least one, never the last. Row i of an epoch is a pure function of (seed, epoch), so
-a resumed run trains on the rows it has not seen.
+fits in that share, at least one, never the last. The rows of an epoch are a pure function of (seed, epoch),
+so a resumed run trains on the rows it has not seen.
 
 Shapes: R the row length, P pieces.
 """

@@ -237,6 +237,11 @@ def pretrain(cfg: PretrainConfig) -> PretrainResult:
     the run in ``out`` from its trainer state, with the weights, optimiser, schedule, data position and RNG
     streams it had, so the result equals an uninterrupted run's.
 
+    Packing (``pack``, DNA): the rows are whole records of ``data`` (FASTA records or SAM/BAM reads, long ones cut)
+    packed with ``seq_idx`` (``seqssm.datasets.packed``), each run alone, no loss on padding or across a
+    boundary; run.json ``packing`` gives the efficiency. Warnings (stderr and run.json ``warnings``): fewer than
+    ``MIN_STEPS`` steps, or a ``max_minutes`` cap that cuts them short (``train_utils.TimeCapWatch``).
+
     Mixture of experts (``moe_every``): every training forward adds the weighted load-balancing loss
     (``objectives.ExpertUse``) to the LM loss it backpropagates (``train_loss`` logs the LM loss alone);
     the log gains the expert-use columns and run.json ``expert_use`` (tokens per expert per MoE layer).
