@@ -107,8 +107,9 @@ class PretrainConfig(TrainingOptions, BackboneOptions):
     ``val_windows`` rows at most). See ``seqssm.datasets.packed``; run.json ``packing`` gives the efficiency.
     """
 
-    data: str = option(argument=True, path=True, help="Genome FASTA (plain, gzip or bgzip), audio folder/file, or "
-                       "(--modality bytes) any file or folder of files, read as raw bytes.")
+    data: str = option(argument=True, path=True, help="Genome FASTA (plain, gzip or bgzip; --pack: also a BAM of "
+                       "reads), audio folder/file, or (--modality bytes) any file or folder of files, read as raw "
+                       "bytes.")
     out: str = out_option("Output folder (checkpoint/, train_log.tsv, run.json).")
     objective: str = option("clm", help="clm (causal, next token) or mlm (masked, bidirectional models).",
                             check=one_of("clm", "mlm"))
