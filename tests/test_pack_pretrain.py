@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import random
+import signal
 import sys
 
 import numpy as np
@@ -228,3 +229,41 @@ def test_bad_pack_combinations_exit_2(fasta, tmp_path, capsys, monkeypatch, args
     assert code == 2 and message in err and "Traceback" not in err, err
     assert len(err.strip().splitlines()) == 1, err
     assert not (tmp_path / "run").exists()
+
+
+def test_pretrain_pack_stopped_and_resumed_ends_where_an_uninterrupted_run_ends(fasta, tmp_path, monkeypatch):
+    """Row i is a function of (seed, i), so a resumed run trains on the rows it has not seen (the bit-for-bit
+    subprocess version for plain windows is tests/test_resume.py)."""
+    from safetensors.torch import load_file
+
+    from seqssm.pipelines import pretrain as job
+    from seqssm.pipelines.checkpointing import TrainingInterrupted
+
+    def run(name, **kw):
+        return job.pretrain(job.PretrainConfig(
+            data=str(fasta), out=str(tmp_path / name), pack=True, objective="mlm", bidirectional=True, window=32,
+            batch_size=3, steps=4, val_every=2, val_windows=4, d_model=16, n_layer=1, d_state=4, warmup_steps=1,
+            lr=1e-2, device="cpu", impl="chunked", **kw))
+
+    class TermAtStep2(job.StopSignals):  # SIGTERM "arrives" during step 2: the state is saved after it
+        checks = 0
+
+        @property
+        def signum(self):
+            TermAtStep2.checks += 1
+            return signal.SIGTERM if TermAtStep2.checks >= 2 else None
+
+        @signum.setter
+        def signum(self, value):
+            pass
+
+    run("reference")
+    monkeypatch.setattr(job, "StopSignals", TermAtStep2)
+    with pytest.raises(TrainingInterrupted):
+        run("resumed")
+    assert json.loads((tmp_path / "resumed" / "run.json").read_text())["interrupted"]["step"] == 2
+    monkeypatch.undo()
+    run("resumed", resume=True)
+    a, b = (load_file(tmp_path / name / "checkpoint" / "model.safetensors") for name in ("reference", "resumed"))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert json.loads((tmp_path / "resumed" / "run.json").read_text())["packing"]["rows"] == 12
