@@ -137,6 +137,8 @@ class PackedRecords(Dataset):
         self.records, self.keep, self.row_length, self.tokenizer = records, list(keep), row_length, tokenizer
         self.seed, self.min_length, self.max_n_fraction = seed, min_length, max_n_fraction
         self.both_strands, self.random_cuts = both_strands, random_cuts
+        self._lengths = records.lengths[self.keep]
+        self._n_count = np.array([np.count_nonzero(c == tokenizer.n_id) for c in records.codes], dtype=np.int64)
         self._layouts: list[_Layout] = [self._layout(0)]
         if self._layouts[0].rows == 0:
             raise InputError(f"the {split} records of {records.path} give no piece of at least {min_length} "
@@ -150,19 +152,22 @@ class PackedRecords(Dataset):
     def _layout(self, epoch: int) -> _Layout:
         rng = np.random.default_rng([self.seed, epoch])
         R = self.row_length
-        record, start, length = [], [], []
-        phases = rng.integers(0, R, size=len(self.keep)) if self.random_cuts else np.zeros(len(self.keep), int)
-        for r, phase in zip(self.keep, phases, strict=True):
-            n = len(self.records.codes[r])
-            cuts = np.array([0, n]) if n <= R else np.unique(np.r_[0, np.arange(phase, n, R), n])
+        keep = np.asarray(self.keep, dtype=np.int64)
+        phases = rng.integers(0, R, size=len(keep)) if self.random_cuts else np.zeros(len(keep), np.int64)
+        sizes = self._lengths
+        whole = sizes <= R  # one piece each, vectorised: most reads
+        record, start, length = [keep[whole]], [np.zeros(int(whole.sum()), np.int64)], [sizes[whole]]
+        for r, n, phase in zip(keep[~whole], sizes[~whole], phases[~whole], strict=True):
+            cuts = np.unique(np.r_[0, np.arange(phase, n, R), n])
             record.append(np.full(len(cuts) - 1, r))
             start.append(cuts[:-1])
             length.append(np.diff(cuts))
-        record, start, length = (np.concatenate(a) if a else np.zeros(0, np.int64) for a in (record, start, length))
+        record, start, length = (np.concatenate(a).astype(np.int64) for a in (record, start, length))
         ok = length >= self.min_length
         n_id = self.tokenizer.n_id
-        ok &= np.array([np.count_nonzero(self.records.codes[r][s:s + k] == n_id) <= self.max_n_fraction * k
-                        for r, s, k in zip(record, start, length, strict=True)], dtype=bool)
+        for p in np.flatnonzero(ok & (self._n_count[record] > 0)):  # only records with an N need counting
+            piece = self.records.codes[record[p]][start[p]:start[p] + length[p]]
+            ok[p] = np.count_nonzero(piece == n_id) <= self.max_n_fraction * length[p]
         order = rng.permutation(len(record))
         order = order[ok[order]]
         reverse = (rng.random(len(record)) < 0.5) & self.both_strands
