@@ -240,7 +240,8 @@ def pretrain(cfg: PretrainConfig) -> PretrainResult:
     Packing (``pack``, DNA): the rows are whole records of ``data`` (FASTA records or SAM/BAM reads, long ones cut)
     packed with ``seq_idx`` (``seqssm.datasets.packed``), each run alone, no loss on padding or across a
     boundary; run.json ``packing`` gives the efficiency. Warnings (stderr and run.json ``warnings``): fewer than
-    ``MIN_STEPS`` steps, or a ``max_minutes`` cap that cuts them short (``train_utils.TimeCapWatch``).
+    ``MIN_STEPS`` steps, or a ``max_minutes`` cap that, at the first steps' pace, stops it before ``steps`` (any cut:
+    the decay runs over the steps; ``train_utils.TimeCapWatch``).
 
     Mixture of experts (``moe_every``): every training forward adds the weighted load-balancing loss
     (``objectives.ExpertUse``) to the LM loss it backpropagates (``train_loss`` logs the LM loss alone);
@@ -295,7 +296,8 @@ def pretrain(cfg: PretrainConfig) -> PretrainResult:
     warned = RunWarnings()  # rank 0: one line each on stderr, and run.json's "warnings"
     if rank == 0:
         warned.warn(few_steps_warning(cfg.steps))
-    watch = TimeCapWatch(warned, deadline if rank == 0 else None, cfg.steps, cfg.max_minutes)
+    # Any cut of --steps: the cosine decay runs over the steps, so a run the cap stops ends at a high rate.
+    watch = TimeCapWatch(warned, deadline if rank == 0 else None, cfg.steps, cfg.max_minutes, minimum=cfg.steps)
 
     def save_state(finished: bool) -> None:
         nonlocal saved_step

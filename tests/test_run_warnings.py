@@ -177,6 +177,14 @@ def test_pretrain_few_steps_decision():
     message = few_steps_warning(40)
     assert message == "this run gets only 40 optimiser steps (--steps 40), fewer than 100: raise --steps"
     assert few_steps_warning(MIN_STEPS) is None
+    # Pretrain's schedule decays over --steps, so any cut of them is worth a line (minimum=total), even one
+    # that leaves more than MIN_STEPS; finetune's follows the clock, and only a cut below MIN_STEPS is.
+    message = time_cap_warning(10, 1.0, 300.0, 1000, 5, minimum=1000)
+    assert "after about 310 of its 1000" in message and "lower --steps" in message
+    assert time_cap_warning(10, 1.0, 300.0, 1000, 5) is None
+    assert time_cap_warning(10, 1.0, 990.0, 1000, 5, minimum=1000) is None  # every step fits
+    assert "before its learning rate decayed" in time_cap_hit_warning(500, 1000, 5, minimum=1000)
+    assert time_cap_hit_warning(500, 1000, 5) is None
 
 
 def test_short_pretrain_warns_on_stderr_and_in_run_json(tmp_path, capsys):
@@ -195,24 +203,25 @@ def test_long_enough_pretrain_does_not_warn(tmp_path, capsys, monkeypatch):
 def test_time_cap_that_cuts_a_pretrain_run_warns(tmp_path, capsys):
     result, warnings = _pretrain(tmp_path, "capped", steps=MIN_STEPS, max_minutes=1e-6)
     assert result.steps == 1  # the cap is past after the first step
-    assert warnings == [f"--max-minutes 1e-06 stopped this run after 1 of its {MIN_STEPS} optimiser steps, fewer "
-                        f"than {MIN_STEPS}: raise --max-minutes"]
+    assert warnings == [f"--max-minutes 1e-06 stopped this run after 1 of its {MIN_STEPS} optimiser steps, before "
+                        "its learning rate decayed: raise --max-minutes or lower --steps"]
     assert _lines(capsys) == [f"warning: {warnings[0]}"]
 
 
 def test_pretrain_time_cap_is_projected_from_the_pace_of_the_first_steps(tmp_path, capsys, monkeypatch):
     calls = []
 
-    def late(step, seconds_per_step, seconds_left, total, max_minutes):  # as if the cap were already reached
-        calls.append((step, seconds_per_step, seconds_left, total, max_minutes))
-        return time_cap_warning(step, seconds_per_step, 0.0, total, max_minutes)
+    def late(step, seconds_per_step, seconds_left, total, max_minutes, minimum):  # as if the cap were reached
+        calls.append((step, seconds_per_step, seconds_left, total, max_minutes, minimum))
+        return time_cap_warning(step, seconds_per_step, 0.0, total, max_minutes, minimum)
 
     monkeypatch.setattr(train_utils, "TIME_CHECK_STEPS", 2)
     monkeypatch.setattr(train_utils, "time_cap_warning", late)
     monkeypatch.setattr(train_utils, "MIN_STEPS", 4)  # 5 steps: no few-steps warning
     result, warnings = _pretrain(tmp_path, "paced", steps=5, max_minutes=10)
-    assert result.steps == 5 and len(calls) == 1 and calls[0][0] == 3 and calls[0][3:] == (5, 10)
+    assert result.steps == 5 and len(calls) == 1 and calls[0][0] == 3 and calls[0][3:] == (5, 10, 5)
     assert 0 < calls[0][1] < 60 and 0 < calls[0][2] <= 600
     assert warnings == ["--max-minutes 10 will likely stop this run after about 3 of its 5 optimiser steps "
-                        f"({calls[0][1]:.2g} s a step), fewer than 4: raise --max-minutes"]
+                        f"({calls[0][1]:.2g} s a step), before its learning rate decayed: raise --max-minutes or "
+                        "lower --steps"]
     assert _lines(capsys) == [f"warning: {warnings[0]}"]
