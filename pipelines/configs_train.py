@@ -136,7 +136,8 @@ class PretrainConfig(TrainingOptions, BackboneOptions):
     max_tokens_per_micro_batch: int | None = option(
         None, help="Cap one forward/backward: gradient accumulation, chunked backward beyond it.", check=positive)
     pack: bool = option(False, help="DNA: pack whole records (FASTA records, or the reads of a BAM; longer ones cut "
-                        "at --window) end to end into rows, each run alone: no padding, no context across records.")
+                        "at --window) end to end into rows, each run alone: padding only at row ends, no context "
+                        "across records.")
     init_from: str | None = option(None, help="Continue from this checkpoint folder.")
     d_model: int = option(128)
     n_layer: int = option(4)

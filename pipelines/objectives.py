@@ -102,7 +102,8 @@ class Objective:
     ``seq_idx`` [B, L] (``--pack``: packed rows, -1 on padding) each sequence runs alone, nothing is predicted
     at padding nor across a boundary, and padding is never masked.
 
-    Returns (mean loss in nats, number of predicted positions) so validation can average exactly.
+    Returns (mean loss in nats, number of predicted positions) so validation can average exactly. ``cfg``: a
+    ``PretrainConfig`` (its ``objective`` and ``mask_prob``).
     """
 
     def __init__(self, cfg, tokenizer):
