@@ -267,3 +267,17 @@ def test_pretrain_pack_stopped_and_resumed_ends_where_an_uninterrupted_run_ends(
     a, b = (load_file(tmp_path / name / "checkpoint" / "model.safetensors") for name in ("reference", "resumed"))
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     assert json.loads((tmp_path / "resumed" / "run.json").read_text())["packing"]["rows"] == 12
+
+
+def test_real_genome_pieces_and_reads_pack_densely(shared_data):
+    """The shared C. elegans FASTA (1 Mb + six 5 kb records) and the CHM1 Illumina reads (a BAM, no index)."""
+    genome = read_records(shared_data / "dna" / "ce_chrI_1mb.fa", TOK)
+    train, val = split_records(genome, 0.1)
+    assert len(genome.names) == 7 and len(train) == 1 and len(val) == 6  # the 1 Mb record does not fit in 10%
+    rows = PackedRecords(genome, train, 1025, TOK, num_rows=64, min_length=2)
+    assert rows.efficiency() > 0.99  # row-length pieces of one long record
+    reads = read_records(shared_data / "dna" / "chm1_reads.bam", TOK)
+    train, val = split_records(reads, 0.1)
+    assert len(reads.names) > 40_000 and 0.09 < len(val) / len(reads.names) < 0.11
+    stats = PackedRecords(reads, train, 1025, TOK, num_rows=256, min_length=2).stats(batch_size=16)
+    assert stats["sequences_per_row"] >= 10 and stats["efficiency"] > 0.97 and stats["forward_efficiency"] > 0.9
