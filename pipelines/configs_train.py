@@ -100,10 +100,16 @@ class PretrainConfig(TrainingOptions, BackboneOptions):
     tokens and doubles to ``window`` over that many steps, tokens per step constant (batch grows as pieces
     shrink); ``max_tokens_per_micro_batch`` caps one forward/backward (gradient accumulation, and chunked
     exact backward for a single sequence beyond it). See ``seqssm.pipelines.length_schedule``.
+
+    Packing (``pack``, DNA): the rows are records of ``data`` (a FASTA's records, or a SAM/BAM's primary
+    reads) packed end to end with ``seq_idx``, ``window`` tokens of input each (+1 for clm), a record longer
+    than that cut into pieces; whole records are held out for validation (``val_fraction`` of the bases,
+    ``val_windows`` rows at most). See ``seqssm.datasets.packed``; run.json ``packing`` gives the efficiency.
     """
 
-    data: str = option(argument=True, path=True, help="Genome FASTA (plain, gzip or bgzip), audio folder/file, or "
-                       "(--modality bytes) any file or folder of files, read as raw bytes.")
+    data: str = option(argument=True, path=True, help="Genome FASTA (plain, gzip or bgzip; --pack: also a BAM of "
+                       "reads), audio folder/file, or (--modality bytes) any file or folder of files, read as raw "
+                       "bytes.")
     out: str = out_option("Output folder (checkpoint/, train_log.tsv, run.json).")
     objective: str = option("clm", help="clm (causal, next token) or mlm (masked, bidirectional models).",
                             check=one_of("clm", "mlm"))
@@ -129,6 +135,9 @@ class PretrainConfig(TrainingOptions, BackboneOptions):
                              check=positive)
     max_tokens_per_micro_batch: int | None = option(
         None, help="Cap one forward/backward: gradient accumulation, chunked backward beyond it.", check=positive)
+    pack: bool = option(False, help="DNA: pack whole records (FASTA records, or the reads of a BAM; longer ones cut "
+                        "at --window) end to end into rows, each run alone: padding only at row ends, no context "
+                        "across records.")
     init_from: str | None = option(None, help="Continue from this checkpoint folder.")
     d_model: int = option(128)
     n_layer: int = option(4)
@@ -145,6 +154,16 @@ class PretrainConfig(TrainingOptions, BackboneOptions):
         if self.modality == "bytes" and self.rc_equivariant:
             raise InputError("--rc-equivariant is for DNA (reverse complement of bases); bytes have no complement: "
                              "drop it with --modality bytes (or use --bidirectional --objective mlm)")
+        if self.pack:
+            if self.modality != "dna":
+                raise InputError(f"--pack packs DNA records (FASTA records or BAM reads); drop it with --modality "
+                                 f"{self.modality}")
+            if self.length_warmup_steps or self.max_tokens_per_micro_batch is not None:
+                raise InputError("--pack rows hold several sequences, which --length-warmup-steps and "
+                                 "--max-tokens-per-micro-batch would cut across: drop those or --pack")
+            if self.moe_every:
+                raise InputError("--pack with --moe-every: the packed forward pads each sequence to the batch's "
+                                 "longest and the experts' router would count that padding; drop one of them")
 
 
 def parse_split(text: str) -> tuple[float, ...]:

@@ -66,15 +66,13 @@ from seqssm.pipelines.metrics import cat_batches, compute_metrics, evaluate_spli
 from seqssm.pipelines.objectives import ExpertUse
 from seqssm.pipelines.train_utils import (
     RECIPE_SAMPLE_RATE,
-    TIME_CHECK_STEPS,
     EpochSampler,
     RunWarnings,
+    TimeCapWatch,
     cosine_schedule,
     few_steps_warning,
     param_groups,
     sample_rate_warning,
-    time_cap_hit_warning,
-    time_cap_warning,
     write_run_record,
 )
 from seqssm.transforms import WaveformAugment
@@ -367,7 +365,7 @@ def _train(cfg: FinetuneConfig, saved, device, labels: list[str], splits: dict, 
         model.lm.eval()
     stop = position["finished"]
     first_epoch, first_batch = position["epoch"], position["batch"]
-    timed = None  # (step, clock) after this process's first step: the pace --max-minutes is projected from
+    watch = TimeCapWatch(warned, deadline, total, cfg.max_minutes)  # the --max-minutes warnings
     with StopSignals() as signals:
         for epoch in range(first_epoch, cfg.epochs):
             if stop:
@@ -392,12 +390,7 @@ def _train(cfg: FinetuneConfig, saved, device, labels: list[str], splits: dict, 
                 if ema is not None:
                     ema.update(model)
                 step += 1
-                if deadline is not None:
-                    now = time.perf_counter()
-                    timed = timed or (step, now)
-                    if step == timed[0] + TIME_CHECK_STEPS:
-                        warned.warn(time_cap_warning(step, (now - timed[1]) / TIME_CHECK_STEPS, deadline - now,
-                                                     total, cfg.max_minutes))
+                watch.step(step)
                 running = value if math.isnan(running) else 0.95 * running + 0.05 * value
                 bar.update(1)
                 bar.set_postfix(loss=f"{running:.3f}", **{f"val_{metric}": f"{best:.3f}"})
@@ -421,8 +414,7 @@ def _train(cfg: FinetuneConfig, saved, device, labels: list[str], splits: dict, 
                 if stop:
                     break
     bar.close()
-    if deadline is not None and not any(w.startswith("--max-minutes") for w in warned):
-        warned.warn(time_cap_hit_warning(step, total, cfg.max_minutes) if time.perf_counter() > deadline else None)
+    watch.finish(step)
 
     test_metrics, test_path, test_notes = None, None, []
     if not splits["test"]:  # an earlier run's (only there with --overwrite) would not match this checkpoint

@@ -1,4 +1,5 @@
-"""Training objectives: next-token (causal LM) and masked-token (masked LM) losses, and the mixture-of-experts
+"""Training objectives: next-token (causal LM) and masked-token (masked LM) losses, pretraining's
+``Objective`` over them (plain windows or ``--pack``'s packed rows) and its validation, and the mixture-of-experts
 load-balancing loss with its expert-use tallies (``ExpertUse``)."""
 
 from __future__ import annotations
@@ -8,22 +9,40 @@ import math
 import torch
 import torch.nn.functional as F
 
+from seqssm.device import autocast
 from seqssm.models import MambaLMHeadModel
 
 IGNORE = -100
 
 
-def causal_lm_loss(model: torch.nn.Module, ids: torch.Tensor, weights: torch.Tensor | None = None) -> torch.Tensor:
+def causal_lm_loss(model: torch.nn.Module, ids: torch.Tensor, weights: torch.Tensor | None = None,
+                   seq_idx: torch.Tensor | None = None) -> torch.Tensor:
     """Mean next-token cross-entropy (nats) over positions 1..L-1 of ids [B, L].
 
     ``weights`` [B, L] (optional) weighs each target position, e.g. down-weighting soft-masked repeats.
+    ``seq_idx`` [B, L] (packed rows, -1 on padding): the model runs each sequence alone, and a position whose
+    target is padding or the next sequence's first token predicts nothing (:func:`packed_next_targets`).
     """
-    logits = model(ids[:, :-1]).float()
-    losses = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), ids[:, 1:].reshape(-1), reduction="none")
-    if weights is None:
+    if seq_idx is None:
+        logits = model(ids[:, :-1]).float()
+        targets = ids[:, 1:]
+    else:
+        logits = model(ids[:, :-1], seq_idx=seq_idx[:, :-1]).float()
+        targets = packed_next_targets(ids, seq_idx)
+    losses = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1), reduction="none",
+                             ignore_index=IGNORE)
+    if weights is None and seq_idx is None:
         return losses.mean()
-    w = weights[:, 1:].reshape(-1).float()
+    w = (targets.reshape(-1) != IGNORE).float()
+    if weights is not None:
+        w = w * weights[:, 1:].reshape(-1).float()
     return (losses * w).sum() / w.sum().clamp_min(1e-8)
+
+
+def packed_next_targets(ids: torch.Tensor, seq_idx: torch.Tensor) -> torch.Tensor:
+    """targets [B, L-1]: ids[:, 1:], IGNORE where position t+1 is padding or in another sequence than t."""
+    same = (seq_idx[:, 1:] == seq_idx[:, :-1]) & (seq_idx[:, :-1] >= 0)
+    return torch.where(same, ids[:, 1:], torch.full_like(ids[:, 1:], IGNORE))
 
 
 def mask_tokens(
@@ -65,14 +84,72 @@ def masked_lm_loss(
     labels: torch.Tensor,
     weights: torch.Tensor | None = None,
     attention_mask: torch.Tensor | None = None,
+    seq_idx: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """Cross-entropy (nats) over the chosen positions only (labels != IGNORE), optionally weighted [B, L]."""
-    logits = model(inputs, attention_mask=attention_mask).float()
+    """Cross-entropy (nats) over the chosen positions only (labels != IGNORE), optionally weighted [B, L];
+    ``seq_idx`` [B, L]: packed rows, each sequence run alone (label padding IGNORE, see ``mask_tokens``)."""
+    packed = {} if seq_idx is None else {"seq_idx": seq_idx}
+    logits = model(inputs, attention_mask=attention_mask, **packed).float()
     losses = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), labels.reshape(-1), reduction="none",
                              ignore_index=IGNORE)
     chosen = (labels.reshape(-1) != IGNORE).float()
     w = chosen if weights is None else chosen * weights.reshape(-1).float()
     return (losses * w).sum() / w.sum().clamp_min(1e-8)
+
+
+class Objective:
+    """The loss of one batch of windows ids [B, L]: next-token (clm) or masked-token (mlm) cross-entropy; with
+    ``seq_idx`` [B, L] (``--pack``: packed rows, -1 on padding) each sequence runs alone, nothing is predicted
+    at padding nor across a boundary, and padding is never masked.
+
+    Returns (mean loss in nats, number of predicted positions) so validation can average exactly. ``cfg``: a
+    ``PretrainConfig`` (its ``objective`` and ``mask_prob``).
+    """
+
+    def __init__(self, cfg, tokenizer):
+        self.kind = cfg.objective
+        self.mask_prob = cfg.mask_prob
+        if self.kind == "mlm":
+            self.mask_id = tokenizer.mask_id
+            self.vocab_ids = torch.tensor(sorted(set(range(tokenizer.vocab_size)) - set(tokenizer.special_ids)))
+
+    def __call__(self, model, ids: torch.Tensor, generator: torch.Generator | None = None,
+                 seq_idx: torch.Tensor | None = None):
+        if self.kind == "clm":
+            if seq_idx is None:
+                return causal_lm_loss(model, ids), ids.shape[0] * (ids.shape[1] - 1)
+            n = int((packed_next_targets(ids, seq_idx) != IGNORE).sum())
+            return causal_lm_loss(model, ids, seq_idx=seq_idx), n
+        inputs, labels = mask_tokens(ids, mask_id=self.mask_id, vocab_ids=self.vocab_ids, mask_prob=self.mask_prob,
+                                     special=None if seq_idx is None else seq_idx < 0, generator=generator)
+        return masked_lm_loss(model, inputs, labels, seq_idx=seq_idx), int((labels != IGNORE).sum())
+
+
+def on_device(batch, device) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """(ids, seq_idx) of a batch: windows ids [B, L] (seq_idx None), or ``--pack``'s [ids, seq_idx] pair."""
+    if isinstance(batch, torch.Tensor):
+        return batch.to(device), None
+    ids, seq_idx = batch
+    return ids.to(device), seq_idx.to(device)
+
+
+@torch.no_grad()
+def evaluate_bits(model, objective: Objective, batches, device) -> float:
+    """Validation loss in bits per predicted token, averaged over every predicted position.
+
+    The masked-LM masks are drawn from a fixed seed, so every validation scores the same positions.
+    """
+    model.eval()
+    generator = torch.Generator().manual_seed(1234)
+    total, count = 0.0, 0
+    for batch in batches:
+        ids, seq_idx = on_device(batch, device)
+        with autocast(device):
+            loss, n = objective(model, ids, generator, seq_idx)
+        total += loss.item() * n
+        count += n
+    model.train()
+    return total / max(count, 1) / math.log(2)
 
 
 class ExpertUse:

@@ -6,7 +6,7 @@ import math
 import os
 import signal
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -43,8 +43,15 @@ from seqssm.pipelines.common import (
 )
 from seqssm.pipelines.configs_train import PretrainConfig
 from seqssm.pipelines.length_schedule import LengthScheduleConfig, plan_length_schedule, stage_at, step_backward
-from seqssm.pipelines.objectives import IGNORE, ExpertUse, causal_lm_loss, mask_tokens, masked_lm_loss
-from seqssm.pipelines.train_utils import cosine_schedule, param_groups, write_run_record
+from seqssm.pipelines.objectives import IGNORE, ExpertUse, Objective, evaluate_bits, mask_tokens, on_device
+from seqssm.pipelines.train_utils import (
+    RunWarnings,
+    TimeCapWatch,
+    cosine_schedule,
+    few_steps_warning,
+    param_groups,
+    write_run_record,
+)
 from seqssm.tokenizers import get_tokenizer
 
 # The checkpoint modality (``check_checkpoint``) each --modality trains; and the symbols a uniform guess
@@ -61,46 +68,8 @@ class PretrainResult:
     steps: int
     seconds: float
     history: list
-
-
-class Objective:
-    """The loss of one batch of windows ids [B, L]: next-token (clm) or masked-token (mlm) cross-entropy.
-
-    Returns (mean loss in nats, number of predicted positions) so validation can average exactly.
-    """
-
-    def __init__(self, cfg: PretrainConfig, tokenizer):
-        self.kind = cfg.objective
-        self.mask_prob = cfg.mask_prob
-        if self.kind == "mlm":
-            self.mask_id = tokenizer.mask_id
-            self.vocab_ids = torch.tensor(sorted(set(range(tokenizer.vocab_size)) - set(tokenizer.special_ids)))
-
-    def __call__(self, model, ids: torch.Tensor, generator: torch.Generator | None = None):
-        if self.kind == "clm":
-            return causal_lm_loss(model, ids), ids.shape[0] * (ids.shape[1] - 1)
-        inputs, labels = mask_tokens(ids, mask_id=self.mask_id, vocab_ids=self.vocab_ids,
-                                     mask_prob=self.mask_prob, generator=generator)
-        return masked_lm_loss(model, inputs, labels), int((labels != IGNORE).sum())
-
-
-@torch.no_grad()
-def evaluate_bits(model, objective: Objective, batches, device) -> float:
-    """Validation loss in bits per predicted token, averaged over every predicted position.
-
-    The masked-LM masks are drawn from a fixed seed, so every validation scores the same positions.
-    """
-    model.eval()
-    generator = torch.Generator().manual_seed(1234)
-    total, count = 0.0, 0
-    for ids in batches:
-        ids = ids.to(device)
-        with autocast(device):
-            loss, n = objective(model, ids, generator)
-        total += loss.item() * n
-        count += n
-    model.train()
-    return total / max(count, 1) / math.log(2)
+    warnings: list = field(default_factory=list)  # the lines printed to stderr, also in run.json
+    packing: dict | None = None  # --pack: run.json's "packing" (efficiency: real tokens / row positions)
 
 
 def _build_model(cfg: PretrainConfig, tokenizer, sample_rate: int | None) -> MambaLMHeadModel:
@@ -195,6 +164,8 @@ def _datasets(cfg: PretrainConfig, world: int = 1):
         return tokenizer, train, val, rate
     # clm: +1 so the model sees `window` tokens and predicts the next one at each position.
     length = cfg.window + 1 if cfg.objective == "clm" else cfg.window
+    if cfg.pack:
+        return (*_packed_datasets(cfg, length, world), None)
     if cfg.modality == "bytes":
         from seqssm.datasets.byte_windows import ByteWindowDataset
 
@@ -214,6 +185,22 @@ def _datasets(cfg: PretrainConfig, world: int = 1):
         seed=cfg.seed + 1, split="val", val_fraction=cfg.val_fraction,
     )
     return tokenizer, train, val, None
+
+
+def _packed_datasets(cfg: PretrainConfig, length: int, world: int):
+    """(tokenizer, train, val) of ``--pack``: rows of ``length`` tokens packed from the records of ``cfg.data``
+    (``seqssm.datasets.packed``); val is one fixed pass over the held-out records, ``val_windows`` rows at most."""
+    from seqssm.datasets.packed import PackedRecords, read_records, split_records
+
+    tokenizer = get_tokenizer("nucleotide")
+    records = read_records(cfg.data, tokenizer)
+    train_idx, val_idx = split_records(records, cfg.val_fraction)
+    least = 2 if cfg.objective == "clm" else 1  # a piece of one token has no next-token target
+    train = PackedRecords(records, train_idx, length, tokenizer, num_rows=cfg.steps * cfg.batch_size * world,
+                          seed=cfg.seed, min_length=least, split="train")
+    val = PackedRecords(records, val_idx, length, tokenizer, seed=cfg.seed + 1, min_length=least,
+                        random_cuts=False, split="val")
+    return tokenizer, train, torch.utils.data.Subset(val, range(min(len(val), cfg.val_windows)))
 
 
 def pretrain_outputs(cfg: PretrainConfig) -> OutputPlan:
@@ -250,6 +237,12 @@ def pretrain(cfg: PretrainConfig) -> PretrainResult:
     the run in ``out`` from its trainer state, with the weights, optimiser, schedule, data position and RNG
     streams it had, so the result equals an uninterrupted run's.
 
+    Packing (``pack``, DNA): the rows are whole records of ``data`` (FASTA records or SAM/BAM reads, long ones cut)
+    packed with ``seq_idx`` (``seqssm.datasets.packed``), each run alone, no loss on padding or across a
+    boundary; run.json ``packing`` gives the efficiency. Warnings (stderr and run.json ``warnings``): fewer than
+    ``MIN_STEPS`` steps, or a ``max_minutes`` cap that, at the first steps' pace, stops it before ``steps`` (any cut:
+    the decay runs over the steps; ``train_utils.TimeCapWatch``).
+
     Mixture of experts (``moe_every``): every training forward adds the weighted load-balancing loss
     (``objectives.ExpertUse``) to the LM loss it backpropagates (``train_loss`` logs the LM loss alone);
     the log gains the expert-use columns and run.json ``expert_use`` (tokens per expert per MoE layer).
@@ -279,6 +272,10 @@ def pretrain(cfg: PretrainConfig) -> PretrainResult:
     if saved is not None:
         saved.load_model(model)  # before DDP, which broadcasts rank 0's weights
     expert_use = ExpertUse(model)  # the MoE balance loss and expert counts (nothing without MoE layers)
+    if cfg.pack and expert_use:
+        raise InputError(f"--pack with the MoE layers of --init-from {cfg.init_from}: the packed forward pads each "
+                         "sequence to the batch's longest and the experts' router would count that padding; drop "
+                         "--pack")
     expert_use.load_state(position.get("expert_use"))
     # An expert that no token chose in a step has no gradient: DDP must not wait for it.
     trained = model if world == 1 else torch.nn.parallel.DistributedDataParallel(
@@ -296,6 +293,11 @@ def pretrain(cfg: PretrainConfig) -> PretrainResult:
     start = time.perf_counter() - position["seconds"]  # the clock runs on from the earlier parts'
     deadline = None if cfg.max_minutes is None else start + 60 * cfg.max_minutes
     generators = {"objective": generator}
+    warned = RunWarnings()  # rank 0: one line each on stderr, and run.json's "warnings"
+    if rank == 0:
+        warned.warn(few_steps_warning(cfg.steps))
+    # Any cut of --steps: the cosine decay runs over the steps, so a run the cap stops ends at a high rate.
+    watch = TimeCapWatch(warned, deadline if rank == 0 else None, cfg.steps, cfg.max_minutes, minimum=cfg.steps)
 
     def save_state(finished: bool) -> None:
         nonlocal saved_step
@@ -338,7 +340,8 @@ def pretrain(cfg: PretrainConfig) -> PretrainResult:
         bar.close()
         if rank == 0:
             moe = {"expert_use": expert_use.record()} if expert_use else {}
-            write_run_record(out, cfg, {**status, **moe, "history": history})
+            packing = {"packing": train.stats(step * cfg.batch_size * world, cfg.batch_size)} if cfg.pack else {}
+            write_run_record(out, cfg, {**status, "warnings": list(warned), **packing, **moe, "history": history})
         if world > 1:
             torch.distributed.destroy_process_group()
 
@@ -350,11 +353,11 @@ def pretrain(cfg: PretrainConfig) -> PretrainResult:
     model.train()
     with StopSignals() as signals:
         while not finished:
-            ids = next(batches).to(device)
+            ids, seq_idx = on_device(next(batches), device)
             optimizer.zero_grad(set_to_none=True)
             if stages is None:
                 with autocast(device):
-                    loss, _ = objective(trained, ids, generator)
+                    loss, _ = objective(trained, ids, generator, seq_idx)
                     aux = expert_use.loss()  # MoE load balancing (0.0 without MoE layers)
                 (loss + aux).backward()
                 bad = not math.isfinite(expert_use.last)
@@ -369,6 +372,7 @@ def pretrain(cfg: PretrainConfig) -> PretrainResult:
             optimizer.step()
             scheduler.step()
             step += 1
+            watch.step(step)
             running = value if math.isnan(running) else 0.9 * running + 0.1 * value
             bar.update(1)
             bar.set_postfix(loss=f"{running:.3f}", val_bits=f"{bits:.3f}")
@@ -386,11 +390,13 @@ def pretrain(cfg: PretrainConfig) -> PretrainResult:
                 finish({"status": "interrupted", "interrupted": {"signal": signal.Signals(signum).name, "step": step,
                                                                  "trainer_state": str(state_dir)}})
                 raise stop_for_signal(signum, message) if rank == 0 else TrainingInterrupted(signum, message)
+    watch.finish(step)
     seconds = time.perf_counter() - start
     result = PretrainResult(
         checkpoint=out / "checkpoint", val_bits_per_token=bits,
         uniform_bits=math.log2(UNIFORM_SYMBOLS.get(cfg.modality, tokenizer.vocab_size)), steps=step,
-        seconds=seconds, history=history,
+        seconds=seconds, history=history, warnings=list(warned),
+        packing=train.stats(step * cfg.batch_size * world, cfg.batch_size) if cfg.pack else None,
     )
     per_byte = {"val_bits_per_byte": bits} if cfg.modality == "bytes" else {}  # a byte is a token: the same number
     finish({"status": "complete", "result": {"val_bits_per_token": bits, **per_byte, "steps": step,

@@ -99,12 +99,16 @@ class RunWarnings(list):
             print(f"warning: {message}", file=sys.stderr, flush=True)
 
 
-def few_steps_warning(total: int, rows: int, *, epochs: int, batch_size: int, minimum: int | None = None) -> str | None:
-    """The warning for a run of ``total`` = ``epochs`` × ceil(``rows`` / ``batch_size``) optimiser steps, None when
-    it has at least ``minimum`` (default ``MIN_STEPS``)."""
+def few_steps_warning(total: int, rows: int | None = None, *, epochs: int | None = None,
+                      batch_size: int | None = None, minimum: int | None = None) -> str | None:
+    """The warning for a run of ``total`` optimiser steps, None when it has at least ``minimum`` (default
+    ``MIN_STEPS``): finetune's ``total`` = ``epochs`` × ceil(``rows`` / ``batch_size``); pretrain's is ``--steps``
+    (``rows`` None)."""
     minimum = MIN_STEPS if minimum is None else minimum
     if total >= minimum:
         return None
+    if rows is None:
+        return f"this run gets only {total} optimiser steps (--steps {total}), fewer than {minimum}: raise --steps"
     return (f"this run gets only {total} optimiser steps ({epochs} epochs x {math.ceil(rows / batch_size)} batches "
             f"of {batch_size} from {rows} training rows), fewer than {minimum}: raise --epochs or lower --batch-size")
 
@@ -112,23 +116,30 @@ def few_steps_warning(total: int, rows: int, *, epochs: int, batch_size: int, mi
 def time_cap_warning(step: int, seconds_per_step: float, seconds_left: float, total: int, max_minutes: float,
                      minimum: int | None = None) -> str | None:
     """The warning when ``--max-minutes`` will likely stop a run at ``step`` after ``seconds_per_step`` each, with
-    ``seconds_left`` of the budget, before its ``total`` steps and before ``minimum`` (``MIN_STEPS``); else None."""
+    ``seconds_left`` of the budget, before its ``total`` steps and before ``minimum`` (``MIN_STEPS``; ``total``
+    or more: any cut, for a schedule that does not follow the clock); else None."""
     minimum = MIN_STEPS if minimum is None else minimum
     expected = step + max(0, int(seconds_left / max(seconds_per_step, 1e-9)))
     if expected >= total or expected >= minimum:
         return None
     return (f"--max-minutes {max_minutes:g} will likely stop this run after about {expected} of its {total} "
-            f"optimiser steps ({seconds_per_step:.2g} s a step), fewer than {minimum}: raise --max-minutes")
+            f"optimiser steps ({seconds_per_step:.2g} s a step), {_short_of(minimum, total)}")
 
 
 def time_cap_hit_warning(step: int, total: int, max_minutes: float, minimum: int | None = None) -> str | None:
     """The warning when ``--max-minutes`` stopped a run after ``step`` of ``total`` steps, fewer than ``minimum``
-    (``MIN_STEPS``)."""
+    (``MIN_STEPS``; ``total`` or more: any cut)."""
     minimum = MIN_STEPS if minimum is None else minimum
     if step >= total or step >= minimum:
         return None
-    return (f"--max-minutes {max_minutes:g} stopped this run after {step} of its {total} optimiser steps, fewer "
-            f"than {minimum}: raise --max-minutes")
+    return f"--max-minutes {max_minutes:g} stopped this run after {step} of its {total} optimiser steps, " \
+        + _short_of(minimum, total)
+
+
+def _short_of(minimum: int, total: int) -> str:
+    if minimum >= total:  # pretrain: the learning rate decays over --steps, not over the clock
+        return "before its learning rate decayed: raise --max-minutes or lower --steps"
+    return f"fewer than {minimum}: raise --max-minutes"
 
 
 def sample_rate_warning(rate: int | None, expected: int | None, source: str,
@@ -139,3 +150,37 @@ def sample_rate_warning(rate: int | None, expected: int | None, source: str,
         return None
     return (f"the audio is at {rate} Hz, {rate / expected:.1f}x {source}: {rate / expected:.1f}x the tokens per "
             f"second of audio (slower, longer context); resample with --sample-rate {expected}")
+
+
+class TimeCapWatch:
+    """The --max-minutes warnings of a training loop, into ``warned``: call :meth:`step` after every optimiser
+    step and :meth:`finish` after the loop.
+
+    The pace is timed over the ``TIME_CHECK_STEPS`` steps after this process's first (which carries start-up
+    costs), and :func:`time_cap_warning` says whether the cap, at that pace, stops the run short of ``total`` and
+    of ``MIN_STEPS``; at the end, if nothing was said and the cap did stop the run, :func:`time_cap_hit_warning`.
+    ``deadline`` is on ``time.perf_counter``'s clock; None (no cap) makes both calls do nothing. ``minimum``:
+    the steps below which a cut is worth a warning (None: ``MIN_STEPS``; ``total``: any cut, for pretrain, whose
+    schedule does not follow the clock).
+    """
+
+    def __init__(self, warned: RunWarnings, deadline: float | None, total: int, max_minutes: float | None,
+                 minimum: int | None = None):
+        self.warned, self.deadline, self.total, self.max_minutes = warned, deadline, total, max_minutes
+        self.minimum = {} if minimum is None else {"minimum": minimum}
+        self.timed: tuple[int, float] | None = None  # (step, clock) after the first step
+
+    def step(self, step: int) -> None:
+        if self.deadline is None:
+            return
+        now = time.perf_counter()
+        self.timed = self.timed or (step, now)
+        if step == self.timed[0] + TIME_CHECK_STEPS:
+            self.warned.warn(time_cap_warning(step, (now - self.timed[1]) / TIME_CHECK_STEPS, self.deadline - now,
+                                              self.total, self.max_minutes, **self.minimum))
+
+    def finish(self, step: int) -> None:
+        if self.deadline is None or any(w.startswith("--max-minutes") for w in self.warned):
+            return
+        if time.perf_counter() > self.deadline:
+            self.warned.warn(time_cap_hit_warning(step, self.total, self.max_minutes, **self.minimum))

@@ -48,8 +48,9 @@ _example = cli_tasks.example_epilog
 
 @config_command(PretrainConfig)
 def pretrain(opts: Opts):
-    """Pretrain a language model on random windows of a genome (causal or masked), of audio, or of any files'
-    raw bytes (--modality bytes)."""
+    """Pretrain a language model on random windows of a genome (causal or masked), on whole records packed
+    into rows (--pack: a FASTA's records or a BAM's reads), of audio, or of any files' raw bytes (--modality
+    bytes)."""
     from seqssm.pipelines.pretrain import pretrain as run
 
     result = run(opts.make(PretrainConfig))
@@ -58,6 +59,10 @@ def pretrain(opts: Opts):
     unit = {"audio": "sample", "bytes": "byte"}.get(opts["modality"], "base")
     typer.echo(f"validation: {result.val_bits_per_token:.4f} bits per {unit} (uniform {result.uniform_bits:.1f}) "
                f"after {result.steps} steps, {result.seconds:.0f} s")
+    if result.packing:
+        p = result.packing
+        typer.echo(f"packing: {p['efficiency']:.1%} of row positions are bases ({p['sequences']} sequences in "
+                   f"{p['rows']} rows of {p['row_length']})")
     typer.echo(f"checkpoint: {result.checkpoint}")
 
 

@@ -137,8 +137,7 @@ def test_audio_far_above_the_recipe_rate_warns_and_resampled_does_not(tmp_path, 
 
 
 def test_time_cap_is_projected_from_the_pace_of_the_first_steps(tmp_path, capsys, monkeypatch):
-    from seqssm.pipelines import finetune as job
-
+    job = train_utils  # the --max-minutes watch finetune and pretrain share (TimeCapWatch)
     calls = []
 
     def spy(step, seconds_per_step, seconds_left, total, max_minutes):
@@ -157,4 +156,72 @@ def test_time_cap_is_projected_from_the_pace_of_the_first_steps(tmp_path, capsys
     monkeypatch.setattr(job, "time_cap_warning", lambda *a: spy(a[0], a[1], 0.0, *a[3:]))  # as if out of time
     _, warnings = _run(tmp_path, _table(tmp_path / "t.tsv", 32), "late", max_minutes=10)
     assert len(warnings) == 1 and "will likely stop this run after about 3 of its" in warnings[0]
+    assert _lines(capsys) == [f"warning: {warnings[0]}"]
+
+
+# ---------------------------------------------------------------- pretrain (the same decisions and watch)
+
+
+def _pretrain(tmp_path, name, **kw):
+    from seqssm.data import lambda_phage_fasta
+    from seqssm.pipelines.pretrain import PretrainConfig, pretrain
+
+    cfg = PretrainConfig(data=str(lambda_phage_fasta()), out=str(tmp_path / name), **{
+        "window": 32, "batch_size": 2, "steps": 3, "val_every": 1000, "val_windows": 2, "d_model": 16, "n_layer": 1,
+        "d_state": 4, "warmup_steps": 1, "device": "cpu", "impl": "chunked", **kw})
+    result = pretrain(cfg)
+    return result, json.loads((tmp_path / name / "run.json").read_text())["warnings"]
+
+
+def test_pretrain_few_steps_decision():
+    message = few_steps_warning(40)
+    assert message == "this run gets only 40 optimiser steps (--steps 40), fewer than 100: raise --steps"
+    assert few_steps_warning(MIN_STEPS) is None
+    # Pretrain's schedule decays over --steps, so any cut of them is worth a line (minimum=total), even one
+    # that leaves more than MIN_STEPS; finetune's follows the clock, and only a cut below MIN_STEPS is.
+    message = time_cap_warning(10, 1.0, 300.0, 1000, 5, minimum=1000)
+    assert "after about 310 of its 1000" in message and "lower --steps" in message
+    assert time_cap_warning(10, 1.0, 300.0, 1000, 5) is None
+    assert time_cap_warning(10, 1.0, 990.0, 1000, 5, minimum=1000) is None  # every step fits
+    assert "before its learning rate decayed" in time_cap_hit_warning(500, 1000, 5, minimum=1000)
+    assert time_cap_hit_warning(500, 1000, 5) is None
+
+
+def test_short_pretrain_warns_on_stderr_and_in_run_json(tmp_path, capsys):
+    result, warnings = _pretrain(tmp_path, "short")
+    lines = _lines(capsys)
+    assert lines == ["warning: this run gets only 3 optimiser steps (--steps 3), fewer than 100: raise --steps"]
+    assert warnings == [lines[0].removeprefix("warning: ")] == result.warnings
+
+
+def test_long_enough_pretrain_does_not_warn(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(train_utils, "MIN_STEPS", 3)
+    result, warnings = _pretrain(tmp_path, "long", max_minutes=10)
+    assert result.steps == 3 and warnings == [] and _lines(capsys) == []
+
+
+def test_time_cap_that_cuts_a_pretrain_run_warns(tmp_path, capsys):
+    result, warnings = _pretrain(tmp_path, "capped", steps=MIN_STEPS, max_minutes=1e-6)
+    assert result.steps == 1  # the cap is past after the first step
+    assert warnings == [f"--max-minutes 1e-06 stopped this run after 1 of its {MIN_STEPS} optimiser steps, before "
+                        "its learning rate decayed: raise --max-minutes or lower --steps"]
+    assert _lines(capsys) == [f"warning: {warnings[0]}"]
+
+
+def test_pretrain_time_cap_is_projected_from_the_pace_of_the_first_steps(tmp_path, capsys, monkeypatch):
+    calls = []
+
+    def late(step, seconds_per_step, seconds_left, total, max_minutes, minimum):  # as if the cap were reached
+        calls.append((step, seconds_per_step, seconds_left, total, max_minutes, minimum))
+        return time_cap_warning(step, seconds_per_step, 0.0, total, max_minutes, minimum)
+
+    monkeypatch.setattr(train_utils, "TIME_CHECK_STEPS", 2)
+    monkeypatch.setattr(train_utils, "time_cap_warning", late)
+    monkeypatch.setattr(train_utils, "MIN_STEPS", 4)  # 5 steps: no few-steps warning
+    result, warnings = _pretrain(tmp_path, "paced", steps=5, max_minutes=10)
+    assert result.steps == 5 and len(calls) == 1 and calls[0][0] == 3 and calls[0][3:] == (5, 10, 5)
+    assert 0 < calls[0][1] < 60 and 0 < calls[0][2] <= 600
+    assert warnings == ["--max-minutes 10 will likely stop this run after about 3 of its 5 optimiser steps "
+                        f"({calls[0][1]:.2g} s a step), before its learning rate decayed: raise --max-minutes or "
+                        "lower --steps"]
     assert _lines(capsys) == [f"warning: {warnings[0]}"]

@@ -284,3 +284,58 @@ def test_scan_plain_paths_match_reference(monkeypatch):
     finally:
         ptx.ptx_paths.cache_clear()
         triton_bwd.pair_bwd_flags.cache_clear()
+
+
+def _seq_idx(length: int, seed: int = 0) -> torch.Tensor:
+    """[BATCH, L] int32 packed-sequence ids: row 0 cut at a chunk boundary (16), just after it, at position
+    1, into a one-position sequence and at the last position; row 1 one value repeated after a change (a run
+    is a sequence, not a value) and its last sequence padding (-1)."""
+    rows = torch.zeros(BATCH, length, dtype=torch.int32)
+    if length > 1:
+        cuts = sorted({c for c in (1, 16, 17, 18, length - 1, length // 2 + 3) if 0 < c < length})
+        for i, c in enumerate(cuts):
+            rows[0, c:] = i + 1
+        rows[1, length // 3:] = 1
+        rows[1, (2 * length) // 3:] = 0
+        rows[1, length - max(1, length // 5):] = -1
+    return rows.to(DEVICE)
+
+
+@interpreted
+@pytest.mark.parametrize("form", ["const", "var", "grouped"])
+def test_scan_seq_idx_matches_reference(form):
+    """Packed sequences: output, final state and every gradient (initial state included) as the reference's."""
+    _compare(_inputs(LONG, form), softplus=True, seq_idx=_seq_idx(LONG))
+
+
+@interpreted
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["fp32", "bf16"])
+def test_scan_seq_idx_whole_chunks_and_launch_shapes(dtype):
+    """seq_idx with L a multiple of every chunk (unmasked tiles) and, on a GPU, at the one-warp backward whose
+    reverse scan is inline PTX; forward with one segment per chunk and with one segment."""
+    length = 2048 if ON_CUDA else 32
+    seq = _seq_idx(length)
+    _compare(_inputs(length, "var", dtype=dtype), softplus=True, seq_idx=seq,
+             rounding_factor=None if dtype == torch.float32 else 1.5)
+    x = {k: v.detach() for k, v in _inputs(LONG, dtype=dtype).items()}
+    seq = _seq_idx(LONG)
+    # The reference in fp32 (on the same, bf16-rounded values), so that the bound below is the rounding's.
+    ref, ref_last = selective_scan_ref(**{k: v.float() for k, v in x.items()}, delta_softplus=True,
+                                       return_final_state=True, seq_idx=seq)
+    base = scan_triton.SEQ_CONFIG if ON_CUDA else scan_triton.SEQ_INTERPRET_CONFIG
+    for cfg in (base._replace(target_programs=1), base._replace(target_programs=10**6)):
+        out, last = selective_scan_fused(**x, delta_softplus=True, return_final_state=True, seq_idx=seq,
+                                         seq_config=cfg)
+        bound = 1e-5 if dtype == torch.float32 else 1.5 * rel_error(rounded(ref, dtype), ref)
+        assert rel_error(out.float(), ref.float()) <= max(bound, 1e-5)
+        assert rel_error(last, ref_last) < 1e-5
+
+
+@interpreted
+def test_scan_seq_idx_one_sequence_changes_nothing():
+    """seq_idx with one value per row gives exactly the result without it (no reset anywhere)."""
+    x = {k: v.detach() for k, v in _inputs(LONG).items()}
+    plain = selective_scan_fused(**x, delta_softplus=True)
+    same = selective_scan_fused(**x, delta_softplus=True,
+                                seq_idx=torch.full((BATCH, LONG), 7, dtype=torch.int64, device=DEVICE))
+    assert torch.equal(plain, same)
