@@ -18,7 +18,7 @@ Measured:
    not mapped) and, on CUDA, ``max_memory_allocated``.
 
     .venv/bin/python benchmarks/bench_stream_embed.py --smoke --out /tmp/bse          # CPU, tiny, < 20 s
-    python benchmarks/bench_stream_embed.py --device cuda --out $OUT/stream_embed      # 4 Mbp, chunk 2^16
+    python benchmarks/bench_stream_embed.py --device cuda --out $OUT/stream_embed      # 4 Mbp, chunk 2^18
 
 Prints a Markdown table; ``--out`` gets results.json and results.md.
 """
@@ -43,7 +43,7 @@ from seqssm.device import autocast
 from seqssm.models import MambaLMHeadModel
 from seqssm.pipelines.common import load_checked, resolve_device
 from seqssm.pipelines.configs_sequence import StreamEmbedConfig
-from seqssm.pipelines.stream_embed import StreamTimings, _Rows, stream_embed
+from seqssm.pipelines.stream_embed import StreamTimings, _Rows, default_chunk_size, stream_embed
 from seqssm.streaming import stream_step
 from seqssm.tokenizers import get_tokenizer
 
@@ -205,7 +205,7 @@ def main(argv: list[str] | None = None) -> str:
     parser.add_argument("--fasta", help="a FASTA to embed (default: a random contig in a temporary folder)")
     parser.add_argument("--record", help="its record (default: the only one)")
     parser.add_argument("--length", type=int, default=4_000_000, help="bases of the random contig")
-    parser.add_argument("--chunk-size", type=int, default=1 << 16)
+    parser.add_argument("--chunk-size", type=int, help="default: the pipeline's (2^18 on a GPU, 2^16 on the CPU)")
     parser.add_argument("--d-model", type=int, default=128)
     parser.add_argument("--n-layer", type=int, default=4)
     parser.add_argument("--device", default="auto")
@@ -218,6 +218,7 @@ def main(argv: list[str] | None = None) -> str:
         args.length, args.chunk_size, args.d_model, args.n_layer = 3000, 512, 16, 2
         args.device, args.piece_chunks = "cpu", 3
     device = resolve_device(args.device)
+    args.chunk_size = args.chunk_size or default_chunk_size(device)
     # Progress bars on for this run only: called in-process (the smoke test), it must not leak into the caller.
     before = os.environ.get("SEQSSM_PROGRESS")
     os.environ.setdefault("SEQSSM_PROGRESS", "1")
