@@ -340,6 +340,7 @@ def main(argv=None) -> str:
     ap.add_argument("--budget-s", type=float, help="wall time within which further seed rounds are started "
                     "(default 400 on the GPU); no run is ever cut short")
     ap.add_argument("--seeds", help="DNA LM seeds, comma-separated (default 0,1,2 on the GPU)")
+    ap.add_argument("--skip-fsdd", action="store_true", help="the DNA LM only (no FSDD runs, no baseline)")
     ap.add_argument("--smoke", action="store_true", help="tiny sizes on the CPU")
     ap.add_argument("--prepare-data", type=Path, metavar="DIR", help="copy the data the GPU run needs into DIR")
     ap.add_argument("--fsdd-takes", type=int, default=30, help="--prepare-data: FSDD takes 0..N-1 (0-4 are test)")
@@ -380,7 +381,7 @@ def main(argv=None) -> str:
         if args.smoke:
             fsdd = smoke_fsdd(fsdd, work)
         try:
-            base = run_baseline(fsdd)
+            base = None if args.skip_fsdd else run_baseline(fsdd)
             print("baseline:", json.dumps(base), flush=True)
         except Exception as err:  # noqa: BLE001  (one failed part must not lose the others)
             base = {"error": f"{type(err).__name__}: {err}"}
@@ -397,7 +398,8 @@ def main(argv=None) -> str:
                 row.update({k: lm[k] for k in ("decode_b1", "decode_b16", "decode_how", "peak_gb")})
                 row["seeds"].append({k: v for k, v in lm.items() if not k.startswith("decode")})
                 summarise(row)
-                row.update(run_fsdd(arch, fd, p, fsdd, work, device))
+                if not args.skip_fsdd:
+                    row.update(run_fsdd(arch, fd, p, fsdd, work, device))
             except Exception as err:  # noqa: BLE001
                 traceback.print_exc()
                 row["error"] = f"{type(err).__name__}: {str(err)[:120]}"
