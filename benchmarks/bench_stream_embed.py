@@ -18,7 +18,7 @@ Measured:
    not mapped) and, on CUDA, ``max_memory_allocated``.
 
     .venv/bin/python benchmarks/bench_stream_embed.py --smoke --out /tmp/bse          # CPU, tiny, < 20 s
-    python benchmarks/bench_stream_embed.py --device cuda --out $OUT/stream_embed      # 4 Mbp, chunk 2^16
+    python benchmarks/bench_stream_embed.py --device cuda --out $OUT/stream_embed      # 4 Mbp, chunk 2^18
 
 Prints a Markdown table; ``--out`` gets results.json and results.md.
 """
@@ -43,7 +43,7 @@ from seqssm.device import autocast
 from seqssm.models import MambaLMHeadModel
 from seqssm.pipelines.common import load_checked, resolve_device
 from seqssm.pipelines.configs_sequence import StreamEmbedConfig
-from seqssm.pipelines.stream_embed import StreamTimings, _Rows, stream_embed
+from seqssm.pipelines.stream_embed import StreamTimings, _Rows, default_chunk_size, stream_embed
 from seqssm.streaming import stream_step
 from seqssm.tokenizers import get_tokenizer
 
@@ -101,7 +101,8 @@ def end_to_end(cfg: StreamEmbedConfig, label: str, length: int) -> dict:
            "first_chunk_s": chunks[0] if chunks else float("nan"), "steady_chunk_s": steady,
            "steady_mbases_per_s": cfg.chunk_size / steady / 1e6 if steady == steady and steady > 0 else float("nan"),
            "read_s": timings.read, "launch_s": timings.launch, "wait_s": timings.wait, "write_s": timings.write,
-           "save_s": timings.save, "setup_s": wall - (chunks[-1] if chunks else 0.0)}
+           "save_s": timings.save, "sync_s": timings.sync,
+           "setup_s": wall - (chunks[-1] if chunks else 0.0) - timings.sync}
     say(f"{label}: {wall:.2f} s = {row['mbases_per_s']:.3g} M bases/s (first chunk {row['first_chunk_s']:.2f} s, "
         f"steady {steady * 1e3:.1f} ms/chunk)")
     return row
@@ -146,23 +147,56 @@ def pieces(checkpoint: Path, fasta: Path, record: str, length: int, chunk: int, 
     return {key: statistics.median(v) if v else float("nan") for key, v in times.items()}
 
 
+def profile(checkpoint: Path, chunk: int, device: torch.device) -> str:
+    """torch.profiler over 3 warm chunks of ``stream_step`` (one launch + copy-out each): where the host's
+    launch time goes (ops by self CPU time, and the count of syncs and device-to-host copies)."""
+    from torch.profiler import ProfilerActivity
+    from torch.profiler import profile as torch_profile
+
+    model = load_checked(checkpoint, device).eval()
+    cache = model.allocate_cache(1)
+    ids = torch.randint(0, 4, (1, chunk), device=device)
+    host = torch.empty(chunk, model.config.d_model, dtype=torch.float16, pin_memory=device.type == "cuda")
+
+    def one() -> None:
+        with torch.no_grad(), autocast(device):
+            host.copy_(stream_step(model, ids, cache)[0].to(torch.float16), non_blocking=True)
+
+    one()
+    sync(device)
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+    t0 = time.perf_counter()
+    with torch_profile(activities=activities) as prof:
+        for _ in range(3):
+            one()
+        sync(device)
+    wall = time.perf_counter() - t0
+    events = prof.key_averages()
+    text = events.table(sort_by="self_cpu_time_total", row_limit=20)
+    syncs = sum(e.count for e in events if "Synchronize" in e.key or "synchronize" in e.key)
+    say(f"profile: 3 chunks in {wall * 1e3:.1f} ms under the profiler; {syncs} synchronize calls")
+    return (f"\nProfile of 3 warm chunks ({wall * 1e3:.1f} ms under the profiler, {syncs} synchronize calls):\n\n"
+            f"```\n{text}\n```\n")
+
+
 def table(rows: list[dict], parts: dict, chunk: int, meta: dict) -> str:
     lines = [f"Streamed per-position embedding: {meta['length']:,} bases, chunk {chunk:,}, d_model "
              f"{meta['d_model']} × {meta['n_layer']} layers, {meta['device']} ({meta['device_name']})", "",
              "| run | wall s | M bases/s | chunks | first chunk s | steady ms/chunk | steady M bases/s | read s | "
-             "launch s | wait s | write s | save s | setup s |",
-             "|---|" + "---:|" * 12]
+             "launch s | wait s | write s | save s | last fsync s | setup s |",
+             "|---|" + "---:|" * 13]
     for r in rows:
         lines.append(f"| {r['run']} | {r['wall_s']:.2f} | {r['mbases_per_s']:.3g} | {r['chunks']} | "
                      f"{r['first_chunk_s']:.2f} | {r['steady_chunk_s'] * 1e3:.1f} | {r['steady_mbases_per_s']:.3g} | "
                      f"{r['read_s']:.2f} | {r['launch_s']:.2f} | {r['wait_s']:.2f} | {r['write_s']:.2f} | "
-                     f"{r['save_s']:.2f} | {r['setup_s']:.2f} |")
+                     f"{r['save_s']:.2f} | {r['sync_s']:.2f} | {r['setup_s']:.2f} |")
     lines += ["", "Each stage alone (warm, synchronised, median per chunk):", "",
               "| read + tokenize ms | compute ms | copy-out ms | write ms |", "|---:|---:|---:|---:|",
               f"| {parts['read'] * 1e3:.2f} | {parts['compute'] * 1e3:.2f} | {parts['copy_out'] * 1e3:.2f} | "
               f"{parts['write'] * 1e3:.2f} |", "",
               f"Peak RSS {meta['peak_rss_mb']:.0f} MB; peak CUDA memory allocated {meta['cuda_peak_mb']:.0f} MB.",
-              "setup s: model load, checks, index and state files (wall minus the chunk loop)."]
+              "write s: blocked on the writer thread; last fsync s: the rows synced before index.tsv; setup s: model "
+              "load (with its probe forward), checks, index and state files (wall minus the chunk loop and the fsync)."]
     return "\n".join(lines) + "\n"
 
 
@@ -171,11 +205,12 @@ def main(argv: list[str] | None = None) -> str:
     parser.add_argument("--fasta", help="a FASTA to embed (default: a random contig in a temporary folder)")
     parser.add_argument("--record", help="its record (default: the only one)")
     parser.add_argument("--length", type=int, default=4_000_000, help="bases of the random contig")
-    parser.add_argument("--chunk-size", type=int, default=1 << 16)
+    parser.add_argument("--chunk-size", type=int, help="default: the pipeline's (2^18 on a GPU, 2^16 on the CPU)")
     parser.add_argument("--d-model", type=int, default=128)
     parser.add_argument("--n-layer", type=int, default=4)
     parser.add_argument("--device", default="auto")
     parser.add_argument("--piece-chunks", type=int, default=16, help="chunks timed in the per-stage part")
+    parser.add_argument("--profile", action="store_true", help="also a torch.profiler table of 3 warm chunks")
     parser.add_argument("--smoke", action="store_true", help="CPU, 3 kbp, chunk 512, d_model 16 × 2 layers (seconds)")
     parser.add_argument("--out", help="folder for results.json and results.md")
     args = parser.parse_args(argv)
@@ -183,6 +218,7 @@ def main(argv: list[str] | None = None) -> str:
         args.length, args.chunk_size, args.d_model, args.n_layer = 3000, 512, 16, 2
         args.device, args.piece_chunks = "cpu", 3
     device = resolve_device(args.device)
+    args.chunk_size = args.chunk_size or default_chunk_size(device)
     # Progress bars on for this run only: called in-process (the smoke test), it must not leak into the caller.
     before = os.environ.get("SEQSSM_PROGRESS")
     os.environ.setdefault("SEQSSM_PROGRESS", "1")
@@ -209,11 +245,12 @@ def main(argv: list[str] | None = None) -> str:
             rss = peak_rss_bytes()
             cuda_peak = torch.cuda.max_memory_allocated(device) if device.type == "cuda" else 0
             parts = pieces(tmp / "ckpt", fasta, record, length, args.chunk_size, device, args.piece_chunks)
+            profile_text = profile(tmp / "ckpt", args.chunk_size, device) if args.profile else ""
         meta = {"length": length, "chunk_size": args.chunk_size, "d_model": args.d_model, "n_layer": args.n_layer,
                 "device": str(device), "device_name": torch.cuda.get_device_name(device) if device.type == "cuda"
                 else platform.processor() or platform.machine(), "torch": torch.__version__,
                 "peak_rss_mb": rss / 2**20, "cuda_peak_mb": cuda_peak / 2**20}
-        text = table(rows, parts, args.chunk_size, meta)
+        text = table(rows, parts, args.chunk_size, meta) + profile_text
         print(text)
         if args.out:
             out = Path(args.out)

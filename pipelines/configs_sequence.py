@@ -81,7 +81,8 @@ class StreamEmbedConfig(Options):
     record: str | None = option(None, cli=False)
     start: int = option(0, cli=False)
     end: int | None = option(None, cli=False)
-    chunk_size: int = option(1 << 16, help="--stream: bases per chunk (sets the memory).", check=positive_int)
+    chunk_size: int | None = option(None, help="--stream: bases per chunk (sets the memory; default 2^18 on a GPU, "
+                                    "2^16 on the CPU).", check=positive_int)
     reference: str | None = option(None, path=True, help="--stream: the FASTA a CRAM file needs.")
     device: str = device_option()
     resume: bool = option(True, help="--stream: continue an interrupted run in --out.")

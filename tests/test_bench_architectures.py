@@ -29,4 +29,8 @@ def test_smoke_table_has_every_architecture(tmp_path):
     saved = json.loads((tmp_path / "out" / "architectures.json").read_text())
     assert [r["arch"] for r in saved["rows"]] == list(bench.ARCHS)
     assert all(r["val_bits"] > 0 and r["decode_b16"] > 0 for r in saved["rows"])
-    assert "One seed only" in (tmp_path / "out" / "architectures.md").read_text()
+    # The same fixed step budget and the same two seeds for every architecture; the FSDD run not time-cut.
+    assert all([s["seed"] for s in r["seeds"]] == [0, 1] and r["n_seeds"] == 2 for r in saved["rows"])
+    assert all(s["steps_done"] == saved["settings"]["steps"] for r in saved["rows"] for s in r["seeds"])
+    assert all(r["val_bits_sd"] >= 0 and r["fsdd_steps"] > 0 and not r["fsdd_cut"] for r in saved["rows"])
+    assert " ± " in text and "(2)" in text
