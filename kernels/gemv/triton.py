@@ -57,8 +57,8 @@ def gemv_config(rows: int, n: int, k: int, elem_size: int, device: torch.device)
     """The default launch shape: tiles as large as the accumulator budget allows, shrunk (then K split) until
     the programs cover every SM once; small tiles on the CPU (the interpreter)."""
     block_b = min(MAX_BLOCK_B, next_power_of_2(rows))
-    if device.type != "cuda":
-        return GemvConfig(block_b, 4, 16, 1 if k <= 32 else 2, 1)
+    if device.type != "cuda":  # the interpreter: few programs (each one is slow), still split when K allows
+        return GemvConfig(block_b, 32, 32, 1 if k <= 32 else 2, 1)
     vec = max(1, 16 // elem_size)  # elements of one 16-byte load
     block_k = max(16, min(next_power_of_2(k), 32 * vec))
     block_n = max(1, min(next_power_of_2(n), ACC_BUDGET // (block_b * block_k)))
@@ -310,7 +310,7 @@ def gemv_x_dt(
             block_n2 //= 2
         block_n1, warps = min(128, max(16, next_power_of_2(n1))), 4
     else:
-        block_n2, block_n1, warps = 4, 16, 1
+        block_n2, block_n1, warps = 16, 16, 1
     _launch_split_sum_dt_kernel[(cdiv(n2, block_n2), cdiv(rows, block_b))](
         part, x_dbl, dt_proj_weight, dt, rows, n1, rank, n2, part.shape[0], part.stride(0), part.stride(1),
         *x_dbl.stride(), *dt_proj_weight.stride(), *dt.stride(),
