@@ -33,6 +33,7 @@ MAX_BLOCK_B = 8  # rows of x one program serves; more rows take more row blocks 
 MAX_K_ITERS = 16  # unrolled K tiles per program; longer K is split across programs
 ACC_BUDGET = 4096  # fp32 accumulator elements of a program (32 a thread at 4 warps)
 MAX_RANK = 256  # dt_rank the fused x_proj -> dt_proj kernel holds in one tile
+SPLIT_BYTES = 64 * 1024  # weight bytes a program streams before splitting K across programs pays (a guess)
 
 
 @dataclass(frozen=True)
@@ -53,9 +54,16 @@ def _sm_count(index: int) -> int:
 
 
 @functools.lru_cache(maxsize=256)
-def gemv_config(rows: int, n: int, k: int, elem_size: int, device: torch.device) -> GemvConfig:
-    """The default launch shape: tiles as large as the accumulator budget allows, shrunk (then K split) until
-    the programs cover every SM once; small tiles on the CPU (the interpreter)."""
+def gemv_config(rows: int, n: int, k: int, elem_size: int, device: torch.device,
+                summed: bool = False) -> GemvConfig:
+    """The default launch shape: tiles as large as the accumulator budget allows, shrunk until the programs
+    cover every SM once; small tiles on the CPU (the interpreter).
+
+    K is split only where it pays: when the partials are summed by a kernel that runs anyway (``summed``: the
+    fused x_proj -> dt_proj), or when each of too few programs would stream more than ``SPLIT_BYTES`` of
+    weight (several memory round trips in a row). A small weight such as x_proj's (246 KB) is one round trip
+    per program whatever the split, so there a second launch would only add its own latency.
+    """
     block_b = min(MAX_BLOCK_B, next_power_of_2(rows))
     if device.type != "cuda":  # the interpreter: few programs (each one is slow), still split when K allows
         return GemvConfig(block_b, 32, 32, 1 if k <= 32 else 2, 1)
@@ -67,7 +75,9 @@ def gemv_config(rows: int, n: int, k: int, elem_size: int, device: torch.device)
     while block_n > 1 and cdiv(n, block_n) * row_blocks < sms:
         block_n //= 2
     programs = cdiv(n, block_n) * row_blocks
-    splits = 1 if programs >= sms else min(cdiv(sms, programs), cdiv(k, block_k))
+    splits = 1
+    if programs < sms and (summed or n * k * elem_size > SPLIT_BYTES * programs):
+        splits = min(cdiv(sms, programs), cdiv(k, block_k))
     num_warps = max(1, min(4, block_n * block_k // (32 * vec)))  # a tile smaller than 16 bytes a thread
     return GemvConfig(block_b, block_n, block_k, splits, num_warps)
 
@@ -299,7 +309,7 @@ def gemv_x_dt(
     dt = fresh(torch.empty(rows, n2, device=x.device, dtype=x.dtype))
     if rows == 0:
         return x_dbl, dt
-    cfg = config or gemv_config(rows, n1, k, x_proj_weight.element_size(), x.device)
+    cfg = config or gemv_config(rows, n1, k, x_proj_weight.element_size(), x.device, summed=True)
     part = _gemv_launch(x, x_proj_weight, None, cfg, partial=True)
     block_b = min(MAX_BLOCK_B, next_power_of_2(rows))
     block_r = max(16, next_power_of_2(rank))
