@@ -33,6 +33,7 @@ MAX_BLOCK_B = 8  # rows of x one program serves; more rows take more row blocks 
 MAX_K_ITERS = 16  # unrolled K tiles per program; longer K is split across programs
 ACC_BUDGET = 4096  # fp32 accumulator elements of a program (32 a thread at 4 warps)
 MAX_RANK = 256  # dt_rank the fused x_proj -> dt_proj kernel holds in one tile
+FILL = 4  # programs an SM the default launch shape aims at (a guess until the sweep of bench_gemv says)
 SPLIT_BYTES = 64 * 1024  # weight bytes a program streams before splitting K across programs pays (a guess)
 
 
@@ -56,8 +57,10 @@ def _sm_count(index: int) -> int:
 @functools.lru_cache(maxsize=256)
 def gemv_config(rows: int, n: int, k: int, elem_size: int, device: torch.device,
                 summed: bool = False) -> GemvConfig:
-    """The default launch shape: tiles as large as the accumulator budget allows, shrunk until the programs
-    cover every SM once; small tiles on the CPU (the interpreter).
+    """The default launch shape: tiles as large as the accumulator budget allows, shrunk until there are
+    ``FILL`` programs an SM (all resident at once, so the weight's bytes spread evenly over the SMs: with one
+    or two programs an SM, the SMs that got two stream twice the bytes); small tiles on the CPU (the
+    interpreter).
 
     K is split only where it pays: when the partials are summed by a kernel that runs anyway (``summed``: the
     fused x_proj -> dt_proj), or when each of too few programs would stream more than ``SPLIT_BYTES`` of
@@ -72,13 +75,14 @@ def gemv_config(rows: int, n: int, k: int, elem_size: int, device: torch.device,
     block_n = max(1, min(next_power_of_2(n), ACC_BUDGET // (block_b * block_k)))
     sms = _sm_count(device.index if device.index is not None else torch.cuda.current_device())
     row_blocks = cdiv(rows, block_b)
-    while block_n > 1 and cdiv(n, block_n) * row_blocks < sms:
+    while block_n > 1 and cdiv(n, block_n) * row_blocks < FILL * sms:
         block_n //= 2
     programs = cdiv(n, block_n) * row_blocks
     splits = 1
     if programs < sms and (summed or n * k * elem_size > SPLIT_BYTES * programs):
         splits = min(cdiv(sms, programs), cdiv(k, block_k))
-    num_warps = max(1, min(4, block_n * block_k // (32 * vec)))  # a tile smaller than 16 bytes a thread
+    # Enough threads for one 16-byte load each of the weight tile, and for at most 32 accumulators each.
+    num_warps = max(1, min(4, max(block_n * block_k // (32 * vec), block_b * block_n * block_k // 1024)))
     return GemvConfig(block_b, block_n, block_k, splits, num_warps)
 
 
