@@ -61,15 +61,18 @@ def parse_args() -> argparse.Namespace:
 class Bench:
     """Rows (printed as they come, kept for the TSV) and the timing of variants, alternated rep by rep."""
 
-    def __init__(self, torch, cuda: bool, reps: int):
+    def __init__(self, torch, cuda: bool, reps: int, out: Path, header: str):
         self.torch, self.cuda, self.reps, self.rows = torch, cuda, reps, []
+        self.out, self.header = out, header
         self.l2 = 0
         if cuda:
             self.l2 = getattr(torch.cuda.get_device_properties(0), "L2_cache_size", 0) or 64 * 2**20
 
     def add(self, **row) -> None:
+        """Print the row and rewrite the files with it (a run the timeout stops keeps every row it made)."""
         self.rows.append(row)
         print("\t".join(_fmt(row.get(c, "")) for c in COLUMNS), flush=True)
+        write(self, self.out, self.header)
 
     def copies(self, nbytes: int) -> int:
         """Weight copies a graph cycles through: together >= 2x L2, at least 8, at most 1024."""
@@ -266,7 +269,7 @@ def decode_section(torch, bench: Bench, layers: int, batches: list[int], ks: lis
 
 
 def write(bench: Bench, out: Path, header: str) -> None:
-    """gemv.tsv (through a temporary file, so a run cut short leaves the last whole table) and table.md."""
+    """gemv.tsv and table.md (each through a temporary file: a run cut short leaves whole files)."""
     out.mkdir(parents=True, exist_ok=True)
     lines = ["\t".join(COLUMNS)] + ["\t".join(_fmt(r.get(c, "")) for c in COLUMNS) for r in bench.rows]
     tmp = out / "gemv.tsv.tmp"
@@ -274,7 +277,9 @@ def write(bench: Bench, out: Path, header: str) -> None:
     tmp.replace(out / "gemv.tsv")
     md = [header, "", "| " + " | ".join(COLUMNS) + " |", "|" + " --- |" * len(COLUMNS)]
     md += ["| " + " | ".join(_fmt(r.get(c, "")) for c in COLUMNS) + " |" for r in bench.rows]
-    (out / "table.md").write_text("\n".join(md) + "\n")
+    tmp = out / "table.md.tmp"
+    tmp.write_text("\n".join(md) + "\n")
+    tmp.replace(out / "table.md")
 
 
 def main() -> None:
@@ -293,20 +298,17 @@ def main() -> None:
     header = (f"{name}, {datetime.now(UTC):%Y-%m-%d %H:%M} UTC, torch {torch.__version__}, "
               f"triton {triton.__version__}, {str(dtype).removeprefix('torch.')}")
     print(header + "\n" + "\t".join(COLUMNS), flush=True)
-    bench = Bench(torch, cuda, args.reps if cuda else 1)
+    bench = Bench(torch, cuda, args.reps if cuda else 1, args.out, header)
     sections = set(args.sections.split(","))
     with torch.no_grad():
         if "proj" in sections:
             proj_section(torch, bench, SHAPES if cuda else SMOKE_SHAPES, PAIRS if cuda else SMOKE_PAIRS,
                          args.batches if cuda else [1, 3], device, dtype)
-            write(bench, args.out, header)
         if "decode" in sections:
             decode_section(torch, bench, args.decode_layers if cuda else 1, args.decode_batches if cuda else [1],
                            args.ks if cuda else [1], device, dtype, smoke=not cuda)
-            write(bench, args.out, header)
         if args.sweep:
             sweep_section(torch, bench, SHAPES if cuda else {"x_proj": (768, 9, 32)}, device, dtype)
-            write(bench, args.out, header)
     print("\n" + (args.out / "table.md").read_text() if bench.rows else "no rows")
     print(f"wrote {args.out / 'gemv.tsv'} and {args.out / 'table.md'}")
 
