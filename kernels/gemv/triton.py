@@ -314,20 +314,27 @@ def gemv_x_dt(
     if rows == 0:
         return x_dbl, dt
     cfg = config or gemv_config(rows, n1, k, x_proj_weight.element_size(), x.device, summed=True)
-    part = _gemv_launch(x, x_proj_weight, None, cfg, partial=True)
+    sum_dt(_gemv_launch(x, x_proj_weight, None, cfg, partial=True), dt_proj_weight, x_dbl, dt)
+    return x_dbl, dt
+
+
+def sum_dt(part: torch.Tensor, dt_proj_weight: torch.Tensor, x_dbl: torch.Tensor, dt: torch.Tensor) -> None:
+    """x_dbl [B, R + 2N] = the sum of x_proj's fp32 partials part [S, B, R + 2N]; dt [B, E2] = x_dbl[:, :R] (as
+    stored) @ dt_proj_weight^T: one launch."""
+    splits, rows, n1 = part.shape
+    n2, rank = dt_proj_weight.shape
     block_b = min(MAX_BLOCK_B, next_power_of_2(rows))
     block_r = max(16, next_power_of_2(rank))
-    if x.device.type == "cuda":
+    if part.device.type == "cuda":
         block_n2 = max(1, min(next_power_of_2(n2), 2 * ACC_BUDGET // (block_b * block_r)))
-        sms = _sm_count(x.device.index if x.device.index is not None else torch.cuda.current_device())
+        sms = _sm_count(part.device.index if part.device.index is not None else torch.cuda.current_device())
         while block_n2 > 1 and cdiv(n2, block_n2) * cdiv(rows, block_b) < sms:
             block_n2 //= 2
         block_n1, warps = min(128, max(16, next_power_of_2(n1))), 4
     else:
         block_n2, block_n1, warps = 16, 16, 1
     _launch_split_sum_dt_kernel[(cdiv(n2, block_n2), cdiv(rows, block_b))](
-        part, x_dbl, dt_proj_weight, dt, rows, n1, rank, n2, part.shape[0], part.stride(0), part.stride(1),
+        part, x_dbl, dt_proj_weight, dt, rows, n1, rank, n2, splits, part.stride(0), part.stride(1),
         *x_dbl.stride(), *dt_proj_weight.stride(), *dt.stride(),
         BLOCK_B=block_b, BLOCK_N1=block_n1, BLOCK_R=block_r, BLOCK_N2=block_n2, num_warps=warps,
     )
-    return x_dbl, dt

@@ -31,7 +31,8 @@ class Kernels(NamedTuple):
     """The ops one block needs: the whole inner mixer for a sequence (``mamba_inner_*``: in_proj, conv, scan,
     out_proj), in-place updates for a token, the residual add + RMSNorm before the mixer, and a token's
     projections: ``linear(x, weight, bias)`` as F.linear and ``x_dt_proj(x, x_proj_weight, dt_proj_weight)``
-    -> (x_dbl, dt)."""
+    -> (x_dbl, dt); ``conv_x_dt`` (None: not fused) the conv update, x_proj and dt_proj in one call,
+    ``(x, conv_state, conv_weight, conv_bias, x_proj_weight, dt_proj_weight)`` -> (x_conv, x_dbl, dt)."""
 
     inner: Callable
     state_update: Callable
@@ -39,6 +40,7 @@ class Kernels(NamedTuple):
     add_norm: Callable
     linear: Callable
     x_dt_proj: Callable
+    conv_x_dt: Callable | None
 
 
 def _x_dt_linear(x: torch.Tensor, x_proj_weight: torch.Tensor, dt_proj_weight: torch.Tensor):
@@ -91,7 +93,7 @@ def _ref_kernels(scan: str = "ref") -> Kernels:
         scan_fn = selective_scan_ref
     return Kernels(inner=functools.partial(mamba_inner_ref, scan=scan_fn, conv=causal_conv1d_ref),
                    state_update=selective_state_update_ref, conv_update=causal_conv1d_update_ref,
-                   add_norm=add_rms_norm, linear=F.linear, x_dt_proj=_x_dt_linear)
+                   add_norm=add_rms_norm, linear=F.linear, x_dt_proj=_x_dt_linear, conv_x_dt=None)
 
 
 def _chunked_kernels() -> Kernels:
@@ -101,14 +103,14 @@ def _chunked_kernels() -> Kernels:
 @functools.cache
 def _triton_kernels() -> Kernels:
     from seqssm.kernels.causal_conv1d import causal_conv1d_update_fn
-    from seqssm.kernels.gemv import gemv  # noqa: F401  (imported here so that a missing kernel falls back)
+    from seqssm.kernels.gemv import conv_x_dt
     from seqssm.kernels.mamba_inner import mamba_inner_fused
     from seqssm.kernels.rms_norm import add_rms_norm_fused
     from seqssm.kernels.selective_scan import selective_state_update_fused
 
     return Kernels(inner=mamba_inner_fused, state_update=selective_state_update_fused,
                    conv_update=causal_conv1d_update_fn, add_norm=add_rms_norm_fused, linear=_linear_small_rows,
-                   x_dt_proj=_x_dt_small_rows)
+                   x_dt_proj=_x_dt_small_rows, conv_x_dt=conv_x_dt)
 
 
 def select_kernels(impl: str, device: torch.device) -> Kernels:
@@ -270,8 +272,14 @@ class MambaMixer(nn.Module):
         ops = select_kernels(self.impl, hidden.device)
         # [B, E] each; the update kernels read strided rows
         x, z = ops.linear(hidden, self.in_proj.weight, self.in_proj.bias).chunk(2, dim=-1)
-        x = ops.conv_update(x, cache.conv_state, self._conv_weight(), self.conv1d.bias, activation="silu")
-        x_dbl, dt = ops.x_dt_proj(x, self.x_proj.weight, self.dt_proj.weight)  # dt [B, E]: the bias comes below
+        conv_w, conv_b, x_w, dt_w = self._conv_weight(), self.conv1d.bias, self.x_proj.weight, self.dt_proj.weight
+        if ops.conv_x_dt is not None and 2 <= self.d_conv <= 4 and self.dt_rank <= 256 \
+                and _gemv_ok(x, conv_w, conv_b, x_w, dt_w):
+            # Few rows on the Triton path: conv + x_proj in one kernel, x_proj's sum + dt_proj in a second.
+            x, x_dbl, dt = ops.conv_x_dt(x, cache.conv_state, conv_w, conv_b, x_w, dt_w)
+        else:
+            x = ops.conv_update(x, cache.conv_state, conv_w, conv_b, activation="silu")
+            x_dbl, dt = ops.x_dt_proj(x, x_w, dt_w)  # dt [B, E]: its bias is added by the state update
         _, B, C = torch.split(x_dbl, [self.dt_rank, self.d_state, self.d_state], dim=-1)
         A, D, dt_bias = self._step_constants()
         y = ops.state_update(cache.ssm_state, x, dt, A, B, C, D, z=z, dt_bias=dt_bias, dt_softplus=True)
