@@ -255,11 +255,17 @@ def test_decode_step_kernel_path_matches_linear(monkeypatch, mixer):
     # Per step: in_proj and out_proj of each layer, the head; Mamba-1's conv + x_proj kernel in each layer.
     assert len(calls) == ids.shape[1] * (2 * config.n_layer + 1), len(calls)
     assert len(conv_calls) == (ids.shape[1] * config.n_layer if mixer == "mamba" else 0)
+    # The conv apart from x_proj: the step's x_proj -> dt_proj pair through gemv_x_dt (its first launch counts).
+    monkeypatch.setattr(mixer_module, "FUSE_CONV_X_PROJ", False)
+    calls.clear()
+    apart = _step_logits(model, ids)
+    assert len(calls) == ids.shape[1] * ((3 if mixer == "mamba" else 2) * config.n_layer + 1), len(calls)
     monkeypatch.setattr(mixer_module, "GEMV_MAX_ROWS", 0)
     calls.clear()
     conv_calls.clear()
     linear = _step_logits(model, ids)
     assert not calls and not conv_calls
+    torch.testing.assert_close(apart, linear, rtol=1e-4, atol=1e-4)
     assert torch.isfinite(fast).all()
     torch.testing.assert_close(fast, linear, rtol=1e-4, atol=1e-4)
     assert torch.equal(fast.argmax(-1), linear.argmax(-1))

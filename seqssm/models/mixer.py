@@ -25,6 +25,9 @@ IMPLS = ("auto", "triton", "chunked", "ref")
 # Triton kernels are chosen (CUDA): there they are weight-bandwidth-bound, and cuBLAS's GEMMs ran them ~10x
 # below bandwidth (benchmarks/RESULTS.md, "Decode profile"). More rows, the CPU, and autograd take F.linear.
 GEMV_MAX_ROWS = 8
+# There, Mamba-1's conv update also takes x_proj along (seqssm.kernels.gemv.conv_x_dt: one launch fewer a layer);
+# False keeps the conv update and the x_proj -> dt_proj pair apart (benchmarks/bench_gemv.py compares both).
+FUSE_CONV_X_PROJ = True
 
 
 class Kernels(NamedTuple):
@@ -273,7 +276,7 @@ class MambaMixer(nn.Module):
         # [B, E] each; the update kernels read strided rows
         x, z = ops.linear(hidden, self.in_proj.weight, self.in_proj.bias).chunk(2, dim=-1)
         conv_w, conv_b, x_w, dt_w = self._conv_weight(), self.conv1d.bias, self.x_proj.weight, self.dt_proj.weight
-        if ops.conv_x_dt is not None and 2 <= self.d_conv <= 4 and self.dt_rank <= 256 \
+        if FUSE_CONV_X_PROJ and ops.conv_x_dt is not None and 2 <= self.d_conv <= 4 and self.dt_rank <= 256 \
                 and _gemv_ok(x, conv_w, conv_b, x_w, dt_w):
             # Few rows on the Triton path: conv + x_proj in one kernel, x_proj's sum + dt_proj in a second.
             x, x_dbl, dt = ops.conv_x_dt(x, cache.conv_state, conv_w, conv_b, x_w, dt_w)
