@@ -18,6 +18,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from seqssm.datasets.window_starts import SPLITS, WindowStarts, item_rng
 from seqssm.errors import InputError
 
 _GZIP_MAGIC = b"\x1f\x8b"
@@ -77,13 +78,14 @@ class ByteWindowDataset(Dataset):
     sequence, window starts uniform over every position that fits a whole window inside the split; each
     file's last ``round(val_fraction * length)`` bytes are "val", the rest "train" ("all": whole files).
     Item i depends only on (seed, i) (``np.random.default_rng([seed, i])``), so resumed runs and
-    DataLoader workers see the same windows. Files are held in memory (uint8; large plain files
+    DataLoader workers see the same windows; the draw is the genome's own
+    (:class:`~seqssm.datasets.window_starts.WindowStarts`). Files are held in memory (uint8; large plain files
     memory-mapped, see :func:`read_bytes`; gzip ones decompressed whole).
     """
 
     def __init__(self, path: str | os.PathLike, window: int, num_samples: int = 10_000, seed: int = 0,
                  split: str = "train", val_fraction: float = 0.1):
-        if split not in ("train", "val", "all"):
+        if split not in SPLITS:
             raise InputError(f"split={split!r}: use 'train', 'val' or 'all'")
         if not isinstance(window, int) or window < 1:
             raise InputError(f"window={window!r}: use a positive number of bytes")
@@ -95,16 +97,11 @@ class ByteWindowDataset(Dataset):
             raise InputError(f"training data {str(path)!r} is empty (0 bytes)")
         self.names = [name for name, _ in named]
         self._data = [data for _, data in named]
-        self.regions = []
-        for data in self._data:
-            train_end = len(data) - round(val_fraction * len(data))
-            self.regions.append({"train": (0, train_end), "val": (train_end, len(data)), "all": (0, len(data))}[split])
-        starts = np.array([max(0, hi - lo - window + 1) for lo, hi in self.regions], dtype=np.int64)
-        if starts.sum() == 0:
-            longest = max(hi - lo for lo, hi in self.regions)
+        self._starts = WindowStarts([len(data) for data in self._data], window, split, val_fraction)
+        self.regions = self._starts.regions
+        if self._starts.total == 0:
             raise InputError(f"a window of {window} bytes is longer than every file of {path} in split {split!r} "
-                             f"(longest available: {longest} bytes); lower --window or give more data")
-        self._cum_starts = np.cumsum(starts)
+                             f"(longest available: {self._starts.longest} bytes); lower --window or give more data")
 
     def __len__(self) -> int:
         return self.num_samples
@@ -113,9 +110,7 @@ class ByteWindowDataset(Dataset):
         """(file index, start) of item i."""
         if not 0 <= i < self.num_samples:
             raise IndexError(f"item {i} out of range for {self.num_samples} samples")
-        k = int(np.random.default_rng([self.seed, i]).integers(int(self._cum_starts[-1])))
-        f = int(np.searchsorted(self._cum_starts, k, side="right"))
-        return f, self.regions[f][0] + k - (int(self._cum_starts[f - 1]) if f else 0)
+        return self._starts.draw(item_rng(self.seed, i))
 
     def locate(self, i: int) -> tuple[str, int, int]:
         """(file name, start, end) of item i: the same draw as ``self[i]``."""

@@ -11,6 +11,7 @@ import torch
 from torch.utils.data import Dataset
 
 from seqssm.datasets.fasta import FastaFile, iter_fasta, sniff_compression
+from seqssm.datasets.window_starts import WindowStarts, item_rng
 from seqssm.errors import InputError
 from seqssm.tokenizers import NucleotideTokenizer
 
@@ -36,8 +37,9 @@ class GenomeWindowDataset(Dataset):
     With ``both_strands`` a window is reverse-complemented with probability 0.5. A window with more than
     ``max_n_fraction`` N is redrawn (up to 100 times, then InputError).
 
-    Item i depends only on (seed, i) — its draws come from ``np.random.default_rng([seed, i])`` — so
-    DataLoader workers, shuffling and resumed runs all see the same windows.
+    Item i depends only on (seed, i) — its draws come from ``np.random.default_rng([seed, i])``, through
+    :class:`~seqssm.datasets.window_starts.WindowStarts` — so DataLoader workers, shuffling and resumed runs
+    all see the same windows.
 
     Genomes up to ``in_memory_max_bp`` bases are read once into uint8 token arrays (any FASTA, plain gzip
     included); larger ones are read per item through :class:`FastaFile` (plain or bgzip FASTA only).
@@ -81,14 +83,10 @@ class GenomeWindowDataset(Dataset):
                 self._fasta = fasta
 
         # Usable part of each contig in this split, and how many window starts it offers.
-        regions = []
-        for length in lengths:
-            train_end = length - round(val_fraction * length)
-            regions.append({"train": (0, train_end), "val": (train_end, length), "all": (0, length)}[split])
-        self.regions: list[tuple[int, int]] = regions
-        starts = np.array([max(0, hi - lo - window + 1) for lo, hi in regions], dtype=np.int64)
-        if starts.sum() == 0:
-            longest = max((hi - lo for lo, hi in regions), default=0)
+        self._starts = WindowStarts(lengths, window, split, val_fraction)
+        self.regions: list[tuple[int, int]] = self._starts.regions
+        if self._starts.total == 0:
+            longest = self._starts.longest
             if longest == 0:
                 raise InputError(f"split {split!r} of {path} is empty (val_fraction={val_fraction}); raise "
                                  "--val-fraction")
@@ -97,7 +95,6 @@ class GenomeWindowDataset(Dataset):
                 f"available: {longest} bp); lower --window to fit"
                 + (" (or, in Python, use split='all')" if split != "all" else "")
             )
-        self._cum_starts = np.cumsum(starts)
 
     def _encode(self, seq: str, contig: str, offset: int | None = None) -> np.ndarray:
         where = f"{contig} of {self.path}" + (f" (window starting at {offset})" if offset is not None else "")
@@ -129,14 +126,11 @@ class GenomeWindowDataset(Dataset):
     def _draw(self, i: int) -> tuple[Window, np.ndarray]:
         if not 0 <= i < self.num_samples:
             raise IndexError(f"item {i} out of range for {self.num_samples} samples")
-        rng = np.random.default_rng([self.seed, i])
-        total = int(self._cum_starts[-1])
+        rng = item_rng(self.seed, i)
         for _ in range(_MAX_DRAWS):
-            k = int(rng.integers(total))
+            c, start = self._starts.draw(rng)
             # The coin is drawn even on one strand, so both_strands=False gives the same positions.
             coin = rng.random()
-            c = int(np.searchsorted(self._cum_starts, k, side="right"))
-            start = self.regions[c][0] + k - (int(self._cum_starts[c - 1]) if c else 0)
             codes = self._read(c, start)
             if np.count_nonzero(codes == self.tokenizer.n_id) <= self.max_n:
                 reverse = self.both_strands and coin < 0.5

@@ -26,12 +26,17 @@ from seqssm.pipelines.outputs import (  # noqa: F401  (re-exported for the pipel
 LM, CLASSIFIER, ANY = "language model", "classifier", "any"
 _TOKENIZER_MODALITY = {"nucleotide": "dna", "byte": "byte", "external": "external"}
 
-# What to do instead when the modality is wrong: by (command, the checkpoint's modality), else by command.
+# A checkpoint's modality as --modality spells it (config.json's tokenizer "byte" is "bytes" on the command line).
+FLAG_MODALITY = {"dna": "dna", "audio": "audio", "byte": "bytes"}
+FLAG_OF = {flag: have for have, flag in FLAG_MODALITY.items()}
+_MODALITY_WORD = {"dna": "DNA", "audio": "audio", "byte": "byte-level", "external": "external text"}
+
+# What to do instead when the command cannot take the checkpoint's modality: by (command, the checkpoint's
+# modality), else by command.
 _MODALITY_FIX = {
-    ("generate", "audio"): "add --modality audio (it writes a WAV)",
+    ("generate", "audio"): ("`seqssm generate` samples audio from it (the modality follows the checkpoint); in "
+                            "Python call seqssm.pipelines.audio_lm.generate_audio(GenerateAudioConfig(...))"),
     ("generate", "dna"): "drop --modality audio / bytes (DNA is written as FASTA)",
-    ("embed", "dna"): "drop --modality bytes (a DNA model embeds FASTA records)",
-    ("score", "dna"): "drop --modality bytes (a DNA model scores FASTA records)",
     ("embed", "audio"): "embed audio with `seqssm score-audio CHECKPOINT AUDIO --out DIR --embeddings`",
     ("embed --stream", "audio"): "embed audio with `seqssm score-audio CHECKPOINT AUDIO --out DIR --embeddings`",
     ("score-audio", "dna"): "embed DNA with `seqssm embed`, sample it with `seqssm generate`",
@@ -75,14 +80,31 @@ def checkpoint_kind(path: str | os.PathLike) -> tuple[str, bool, str, bool]:
     return _TOKENIZER_MODALITY.get(config.tokenizer, "audio"), False, config.tokenizer, config.bidirectional
 
 
+def checkpoint_modality(path: str | os.PathLike, command: str, *, given: str | None = None,
+                        takes: tuple[str, ...] | None = None, kind: str = ANY, causal: bool | None = None) -> str:
+    """The modality ``seqssm command`` runs in with checkpoint ``path``: the checkpoint's own (its config's
+    tokenizer, a classifier's task), spelt as --modality spells it ("dna", "audio", "bytes"; "external" for
+    a foreign text model). How embed, generate and score choose, so that no command needs --modality for
+    what the checkpoint already says.
+
+    ``given``: the --modality the user passed (None: not given, the checkpoint decides); one that contradicts
+    the checkpoint is refused in one line. ``takes``: the checkpoint modalities the command handles
+    ("dna", "audio", "byte"; None: any); ``kind``, ``causal``: as :func:`check_checkpoint`, which runs first.
+    """
+    have = check_checkpoint(path, command, modality=takes, kind=kind, causal=causal, given=given)
+    return FLAG_MODALITY.get(have, have)
+
+
 def check_checkpoint(path: str | os.PathLike, command: str, *, modality: str | tuple[str, ...] | None = None,
-                     kind: str = ANY, causal: bool | None = None) -> str:
+                     kind: str = ANY, causal: bool | None = None, given: str | None = None) -> str:
     """Refuse, from its JSON files and before any weights are read, a checkpoint that ``seqssm command``
     cannot use; the message says which command or flag fits. Returns the checkpoint's modality.
 
     ``modality``: "dna", "audio", or a tuple of those the command takes (the first is named; None: any).
     ``kind``: LM (from `seqssm pretrain`; no task.json), CLASSIFIER (from `seqssm finetune`) or ANY.
     ``causal``: True needs a causal model, False a bidirectional one, None either.
+    ``given``: a --modality value ("dna", "audio", "bytes") the checkpoint must be of (None: no check); see
+    :func:`checkpoint_modality`.
     """
     have, classifier, tokenizer, bidirectional = checkpoint_kind(path)
     wanted = (modality,) if isinstance(modality, str) else modality
@@ -94,6 +116,16 @@ def check_checkpoint(path: str | os.PathLike, command: str, *, modality: str | t
         raise InputError(f"checkpoint {path} has no classification head (no task.json): it is a language model; "
                          f"`seqssm {command}` needs a checkpoint from `seqssm finetune`: fine-tune this one with "
                          f"`seqssm finetune DATA --init-from {path}`, or use it for embeddings with `seqssm embed`")
+    if given is not None and FLAG_MODALITY.get(have, have) != given:
+        if wanted is not None and have not in wanted:  # the command cannot take it at all: say what can
+            word = _MODALITY_WORD.get(FLAG_OF.get(given), given)
+            fix = _MODALITY_FIX.get((command, have), f"use {_a(word)} checkpoint")
+        else:
+            fix = (f"drop --modality {given} (`seqssm {command}` follows the checkpoint, here "
+                   f"{FLAG_MODALITY.get(have, have)})")
+        raise InputError(f"mismatched modality: --modality {given} but checkpoint {path} is "
+                         f"{_a(_MODALITY_WORD.get(have, have))} {'classifier' if classifier else 'model'} "
+                         f"(tokenizer {tokenizer!r}); {fix}")
     if wanted is not None and have not in wanted:
         modality = wanted[0]
         if have == "external":
@@ -105,12 +137,12 @@ def check_checkpoint(path: str | os.PathLike, command: str, *, modality: str | t
         asked = "--modality bytes" if modality == "byte" else (
             f"--modality {modality}" if command in _MODALITY_FLAG else f"`seqssm {command}` takes {modality}")
         what = "classifier" if classifier else "model"
-
-        def a(word: str) -> str:
-            return f"an {word}" if word[0] in "aeiou" else f"a {word}"
-
-        raise InputError(f"mismatched modality: {asked} but checkpoint {path} is not {a(modality)} {what}, it is "
-                         f"{a(have)} one (tokenizer {tokenizer!r}); {fix}")
+        if command not in _MODALITY_FLAG and modality != "byte":  # no flag to blame: say what the command takes
+            takes = " or ".join(_MODALITY_WORD.get(w, w) for w in wanted)
+            raise InputError(f"mismatched modality: `seqssm {command}` takes {takes} models but checkpoint {path} is "
+                             f"{_a(_MODALITY_WORD.get(have, have))} {what} (tokenizer {tokenizer!r}); {fix}")
+        raise InputError(f"mismatched modality: {asked} but checkpoint {path} is not {_a(modality)} {what}, it is "
+                         f"{_a(have)} one (tokenizer {tokenizer!r}); {fix}")
     if causal is True and bidirectional:
         fix = ("use --objective mlm to continue it" if command == "pretrain" else
                "train one with `seqssm pretrain --objective clm`")
@@ -120,6 +152,10 @@ def check_checkpoint(path: str | os.PathLike, command: str, *, modality: str | t
         raise InputError(f"checkpoint {path} is causal; --objective mlm trains a bidirectional model: use "
                          "--objective clm to continue this one")
     return have
+
+
+def _a(word: str) -> str:
+    return f"an {word}" if word[0] in "aeiou" else f"a {word}"
 
 
 BROKEN_WEIGHTS = "its weights are broken (a diverged run or a damaged file); train it again or restore a good copy"

@@ -32,15 +32,17 @@ class EmbedConfig(Options):
 
     ``window`` None embeds each FASTA record whole; otherwise records are tiled into windows of that many
     bases every ``stride`` (default: ``window``) bases, the last window of a record possibly shorter.
-    ``modality`` "bytes" (a byte-level checkpoint, ``seqssm pretrain --modality bytes``): ``fasta`` is any
-    file or folder of files, read as raw bytes (gzip decompressed), each file one record, windows in bytes.
+    ``modality`` None: the checkpoint's (what every caller wants; "dna" or "bytes" only to insist, a value
+    that contradicts the checkpoint is refused). A byte-level checkpoint (``seqssm pretrain --modality
+    bytes``): ``fasta`` is any file or folder of files, read as raw bytes (gzip decompressed), each file one
+    record, windows in bytes.
     """
 
     checkpoint: str = option(argument=True, path=True, help="Checkpoint folder (config.json + model.safetensors).")
     fasta: str = option(argument=True, path=True, help="FASTA file to embed (with --stream also SAM/BAM/CRAM; "
                         "with --modality bytes any file or folder).")
-    modality: str = option("dna", help="dna (FASTA records), or bytes (byte-level model: each file's raw bytes).",
-                           check=one_of("dna", "bytes"))
+    modality: str | None = option(None, help="dna (FASTA records) or bytes (each file's raw bytes); default: the "
+                                  "checkpoint's, and a contradicting value is refused.", check=one_of("dna", "bytes"))
     out: str = out_option("Output folder (embeddings.npy, index.tsv).")
     window: int | None = option(None, help="Tile records into windows of this many bases.", check=positive)
     stride: int | None = option(None, help="Window step (default: --window).")
@@ -117,8 +119,10 @@ class StreamAudioConfig(Options):
 class GenerateConfig(Options):
     """Everything `seqssm generate` takes; the Python API takes the same object.
 
-    ``modality`` "bytes" (a byte-level checkpoint): ``length`` bytes of any value 0–255 are drawn after the
-    prompt (``prompt`` as UTF-8, or ``prompt_file``'s raw bytes) and written as they are, one sequence.
+    ``modality`` None: the checkpoint's ("dna" or "bytes" only to insist; a contradicting value is refused).
+    A byte-level checkpoint: ``length`` bytes of any value 0–255 are drawn after the prompt (``prompt`` as
+    UTF-8, or ``prompt_file``'s raw bytes) and written as they are, one sequence. The checks that depend
+    on the modality run when it is known (here when given, else once the pipeline has read the checkpoint).
     """
 
     checkpoint: str = option(argument=True, path=True, help="Causal checkpoint folder.")
@@ -127,7 +131,7 @@ class GenerateConfig(Options):
     prompt: str | None = option(None, help="dna: prompt DNA text (bytes: any text, UTF-8).")
     prompt_fasta: str | None = option(None, path=True, help="dna: prompt is the first record of this FASTA.")
     prompt_file: str | None = option(None, path=True, help="bytes: the prompt is this file's raw bytes.")
-    modality: str = option("dna", cli=False, check=one_of("dna", "bytes"))  # the command line's --modality
+    modality: str | None = option(None, cli=False, check=one_of("dna", "bytes"))  # the command line's --modality
     num_sequences: int = option(1, flags=("--num-sequences", "-n"), help="Sequences (or clips) to sample.")
     temperature: float = option(1.0)
     top_k: int = option(0, help="0 = off.")
@@ -149,12 +153,12 @@ class GenerateConfig(Options):
         if self.modality == "bytes":
             for flag, used in (("--prompt-fasta", self.prompt_fasta), ("--allow-ambiguous", self.allow_ambiguous)):
                 if used:
-                    raise InputError(f"{flag} is for DNA; with --modality bytes give --prompt TEXT or --prompt-file")
+                    raise InputError(f"{flag} is for DNA; a byte-level model takes --prompt TEXT or --prompt-file")
             if self.num_sequences != 1:
-                raise InputError(f"--modality bytes writes one stream of raw bytes to --out; use -n 1 (got "
+                raise InputError(f"a byte-level model writes one stream of raw bytes to --out; use -n 1 (got "
                                  f"{self.num_sequences}), once per --seed for more samples")
-        elif self.prompt_file:
-            raise InputError("--prompt-file is for --modality bytes; for DNA give --prompt-fasta")
+        elif self.modality == "dna" and self.prompt_file:
+            raise InputError("--prompt-file is for byte-level models (raw bytes); for DNA give --prompt-fasta")
 
 
 @dataclass

@@ -20,7 +20,7 @@ from seqssm.pipelines.common import (
     OutputPlan,
     atomic_path,
     autocast,
-    check_checkpoint,
+    checkpoint_modality,
     load_checked,
     progress,
     require_file,
@@ -39,26 +39,15 @@ class EmbedResult:
     dim: int
 
 
-def _pieces(cfg: EmbedConfig, tokenizer):
+def _pieces(cfg: EmbedConfig, tokenizer, raw: bool):
     """(record, start, end, ids) in file order, 0-based half-open coordinates (bytes: a record is a file)."""
-    if cfg.modality == "bytes":
+    if raw:
         yield from tile_bytes(cfg.fasta, cfg.window, cfg.stride)
     elif cfg.window is None:
         for name, seq in iter_fasta(cfg.fasta):
             yield name, 0, len(seq), tokenizer.encode(seq, source=f"record {name!r} of {cfg.fasta}")
     else:
-        yield from tile_windows(cfg.fasta, cfg.window, stride=cfg.stride or cfg.window)
-
-
-def _hinted(pieces, byte_model: bool):
-    """``pieces``, an unreadable FASTA under a byte-level model also saying how to embed the file's raw bytes."""
-    try:
-        yield from pieces
-    except InputError as err:
-        if not byte_model:
-            raise
-        raise InputError(f"{err} (this is a byte-level model: add --modality bytes to embed the file's raw "
-                         "bytes)") from None
+        yield from tile_windows(cfg.fasta, cfg.window, stride=cfg.stride or cfg.window, tokenizer=tokenizer)
 
 
 def _batches(pieces, batch_size):
@@ -99,15 +88,14 @@ def embed(cfg: EmbedConfig) -> EmbedResult:
     Per-position mode: ``embeddings.npy`` is a float16 [P, D] array over all positions in file order
     (memory-mapped: open it with ``np.load(path, mmap_mode="r")``) and ``index.tsv`` gives each piece's row
     ``offset``.
-    With ``modality`` "bytes" the records are the files of ``cfg.fasta`` (one file, or every file of a folder),
-    their positions bytes.
+    The modality is the checkpoint's (``cfg.modality`` None; a contradicting one is refused): with a
+    byte-level checkpoint the records are the files of ``cfg.fasta`` (one file, or every file of a folder),
+    read as raw bytes, their positions bytes.
     """
-    raw = cfg.modality == "bytes"
+    raw = checkpoint_modality(cfg.checkpoint, "embed", given=cfg.modality, takes=("dna", "byte")) == "bytes"
     if not raw:
         require_file(cfg.fasta, "FASTA file")
     device = resolve_device(cfg.device)
-    byte_model = check_checkpoint(cfg.checkpoint, "embed", modality="byte" if raw else ("dna", "byte")) == "byte"
-    hint = byte_model and not raw  # a byte-level model given a file that is not FASTA: say --modality bytes
     embed_outputs(cfg).check()
     model = load_checked(cfg.checkpoint, device).eval()
     tokenizer = get_tokenizer(model.config.tokenizer)
@@ -116,14 +104,14 @@ def embed(cfg: EmbedConfig) -> EmbedResult:
 
     if cfg.per_position:
         # One pass to count positions so the memory-mapped array can be sized before any model work.
-        total = sum(end - start for _, start, end, _ in _hinted(_pieces(cfg, tokenizer), hint))
+        total = sum(end - start for _, start, end, _ in _pieces(cfg, tokenizer, raw))
         require_free_space(out, total * dim * 2, f"embeddings.npy ({total} positions × {dim} float16)")
     rows, pooled, offset = [], [], 0
     with atomic_path(out / "embeddings.npy") as tmp_npy:
         if cfg.per_position:
             array = np.lib.format.open_memmap(tmp_npy, mode="w+", dtype=np.float16, shape=(total, dim))
         bar = progress(desc="embed", unit="bp")
-        for batch in _batches(_hinted(_pieces(cfg, tokenizer), hint), cfg.batch_size):
+        for batch in _batches(_pieces(cfg, tokenizer, raw), cfg.batch_size):
             ids, mask = pad_batch([torch.as_tensor(piece[3]) for piece in batch], pad_id=tokenizer.pad_id)
             ids, mask = ids.to(device), mask.to(device)
             with autocast(device):

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import torch
@@ -17,7 +18,7 @@ from seqssm.pipelines.common import (
     LM,
     OutputPlan,
     atomic_path,
-    check_checkpoint,
+    checkpoint_modality,
     load_checked,
     require_file,
     require_finite,
@@ -67,18 +68,22 @@ def generate(cfg: GenerateConfig) -> Path:
     The prompt is consumed in one parallel pass (prefill); each new base is one recurrent step, so memory
     per generated base is constant whatever the length. Only A, C, G and T are drawn, unless
     ``allow_ambiguous`` also admits N (and, for a byte vocabulary, the IUPAC ambiguity letters). Returns the
-    FASTA path. ``modality`` "bytes": ``length`` bytes of any value after the prompt, written raw to ``out``.
+    FASTA path. A byte-level checkpoint (the modality is the checkpoint's; ``cfg.modality`` may only agree):
+    ``length`` bytes of any value after the prompt, written raw to ``out``.
     """
+    modality = checkpoint_modality(cfg.checkpoint, "generate", given=cfg.modality, takes=("dna", "byte"), kind=LM,
+                                   causal=True)
+    if cfg.modality is None:
+        cfg = dataclasses.replace(cfg, modality=modality)  # runs the config's checks for this modality
+    raw = modality == "bytes"
     device = resolve_device(cfg.device)
     seed_everything(cfg.seed)
-    raw = cfg.modality == "bytes"
-    check_checkpoint(cfg.checkpoint, "generate", modality="byte" if raw else ("dna", "byte"), kind=LM, causal=True)
     generate_outputs(cfg).check()
     model = load_checked(cfg.checkpoint, device).eval()
     tokenizer = get_tokenizer(model.config.tokenizer)
-    if not isinstance(tokenizer, (NucleotideTokenizer, ByteTokenizer)):
-        raise InputError(f"checkpoint {cfg.checkpoint!r} is not a DNA model (tokenizer "
-                         f"{model.config.tokenizer!r}); for audio pass --modality audio")
+    if not isinstance(tokenizer, ByteTokenizer if raw else NucleotideTokenizer):
+        raise InputError(f"checkpoint {cfg.checkpoint!r} loads with tokenizer {model.config.tokenizer!r}, not the "
+                         f"{'byte' if raw else 'nucleotide'} one its files name; save it again with save_pretrained")
     if model.config.bidirectional:
         raise InputError(f"checkpoint {cfg.checkpoint!r} is a bidirectional (masked-LM) model; generation needs "
                          "a causal one")

@@ -94,10 +94,21 @@ class ExpertUse:
                                              if layer.moe is not None]
         self.weight = 0.0 if lm is None else float(lm.config.moe_aux_weight)
         experts = self.layers[0][1].n_experts if self.layers else 0
-        self.interval = torch.zeros(len(self.layers), experts, dtype=torch.long)  # [M, E] since the last row
-        self.total = torch.zeros_like(self.interval)  # [M, E] over the run
-        self.aux_sum, self.forwards = 0.0, 0
-        self.last = 0.0  # the value of the last loss() (a float, for the divergence check)
+        # [M, E] since the last row, on the device the counts come from: loss() adds to it without a host
+        # sync; it is read only when a log row (or the resume state) is written.
+        self.interval = torch.zeros(len(self.layers), experts, dtype=torch.long)
+        self.total = torch.zeros_like(self.interval)  # [M, E] over the run (CPU)
+        self._aux_sum, self.forwards = torch.zeros(()), 0  # on the device, like interval
+        self._last: torch.Tensor | float = 0.0
+
+    @property
+    def last(self) -> float:
+        """The value of the last loss(), for the divergence check (reading it waits for the device)."""
+        return float(self._last)
+
+    @property
+    def aux_sum(self) -> float:
+        return float(self._aux_sum)
 
     def __bool__(self) -> bool:
         return bool(self.layers)
@@ -112,15 +123,17 @@ class ExpertUse:
     def loss(self) -> torch.Tensor | float:
         """The weighted balance loss of the last forward (a 0-dim tensor that backpropagates to the routers)."""
         ran = [(row, moe) for row, (_, moe) in enumerate(self.layers) if moe.aux_loss is not None]
+        if ran and self.interval.device != ran[0][1].counts.device:
+            self.interval = self.interval.to(ran[0][1].counts.device)
         for row, moe in ran:  # frozen (eval-mode) layers too: their use is still worth logging
             self.interval[row] += moe.counts
         trained = [moe.aux_loss for _, moe in ran if moe.training and moe.aux_loss.requires_grad]
-        self.last = 0.0
+        self._last = 0.0
         if not trained:
             return 0.0
         aux = self.weight * sum(trained)
-        self.last = float(aux.detach())
-        self.aux_sum += self.last
+        self._last = aux.detach()
+        self._aux_sum = self._aux_sum.to(aux.device) + self._last.float()
         self.forwards += 1
         return aux
 
@@ -129,7 +142,7 @@ class ExpertUse:
         next interval."""
         if not self.layers:
             return {}
-        interval = self.interval.clone()
+        interval = self.interval.to("cpu", copy=True)
         aux = torch.tensor([self.aux_sum, float(self.forwards)], dtype=torch.float64)
         if world > 1:
             packed = torch.cat([interval.reshape(-1).double(), aux]).to(device)
@@ -139,7 +152,7 @@ class ExpertUse:
             aux = packed[-2:]
         self.total += interval
         self.interval.zero_()
-        self.aux_sum, self.forwards = 0.0, 0
+        self._aux_sum, self.forwards = torch.zeros(()), 0
         cells = {"aux_loss": float(aux[0] / aux[1]) if aux[1] else math.nan}
         for (i, _), counts in zip(self.layers, interval, strict=True):
             cells.update({f"moe{i}_{k}": v for k, v in share_stats(counts).items()})
@@ -162,7 +175,8 @@ class ExpertUse:
         if state is not None and self.layers:
             self.interval = torch.tensor(state["interval"], dtype=torch.long)
             self.total = torch.tensor(state["total"], dtype=torch.long)
-            self.aux_sum, self.forwards = float(state["aux_sum"]), int(state["forwards"])
+            self._aux_sum = torch.tensor(float(state["aux_sum"]))
+            self.forwards = int(state["forwards"])
 
 
 def share_stats(counts: torch.Tensor) -> dict[str, float]:

@@ -40,7 +40,7 @@ from seqssm.pipelines.common import (
     LM,
     OutputPlan,
     atomic_path,
-    check_checkpoint,
+    checkpoint_modality,
     load_checked,
     progress,
     resolve_device,
@@ -246,8 +246,8 @@ def score(cfg: ScoreConfig) -> ScoreResult:
     for what, path in (("BED file (--bed)", cfg.bed), ("genome FASTA (--genome)", cfg.genome)):
         if path is not None:
             require_file(path, what)
-    modality = check_checkpoint(cfg.checkpoint, "score", modality=("dna", "audio", "byte"), kind=LM)
-    audio, raw = modality == "audio", modality == "byte"
+    modality = checkpoint_modality(cfg.checkpoint, "score", takes=("dna", "audio", "byte"), kind=LM)
+    audio, raw = modality == "audio", modality == "bytes"
     if cfg.input is not None and not ((audio or raw) and Path(cfg.input).is_dir()):
         require_file(cfg.input, "input")
     if raw and (cfg.bed or cfg.record is not None):

@@ -89,9 +89,11 @@ _SCORE_REGION = (str | None, typer.Option(None, help=(
 def embed(opts: Opts, stream: bool, region: str | None):
     """Embed FASTA records or windows: mean-pooled vectors, or one vector per base (streamed for long ones)."""
     if stream:
-        if opts["modality"] == "bytes":
-            raise InputError("--stream reads one FASTA contig or read; with --modality bytes drop --stream (files "
-                             "are embedded whole or in --window tiles)")
+        from seqssm.pipelines.common import checkpoint_modality
+
+        if checkpoint_modality(opts["checkpoint"], "embed --stream", given=opts["modality"]) == "bytes":
+            raise InputError("--stream reads one FASTA contig or read; a byte-level model embeds files whole or in "
+                             "--window tiles: drop --stream")
         if not opts["per_position"] or opts["window"] is not None:
             raise InputError("--stream writes per-position embeddings of one contig or read: add --per-position "
                              "and drop --window")
@@ -154,25 +156,32 @@ def score_variants(opts: Opts):
     typer.echo(f"wrote {result.out} (index {result.index}){', ' + str(result.tsv) if result.tsv else ''}")
 
 
-# Command-line only: --modality picks GenerateAudioConfig over GenerateConfig.
-_GENERATE_EXTRA = {"modality": (str, typer.Option("dna", help="dna (FASTA out), audio (WAV out) or bytes "
-                                                              "(raw bytes out, byte-level models)."))}
+# Command-line only: the checkpoint's modality (which --modality may only confirm) picks GenerateAudioConfig
+# over GenerateConfig.
+_GENERATE_EXTRA = {"modality": (str | None, typer.Option(None, help=(
+    "dna (FASTA out), audio (WAV out) or bytes (raw bytes out); default: the checkpoint's, and a contradicting "
+    "value is refused.")))}
 
 
 @config_command(GenerateConfig, GenerateAudioConfig, extra=_GENERATE_EXTRA)
-def generate(opts: Opts, modality: str):
-    """Sample DNA (to FASTA), audio (to WAV) or raw bytes from a causal checkpoint, with constant memory per token."""
+def generate(opts: Opts, modality: str | None):
+    """Sample DNA (to FASTA), audio (to WAV) or raw bytes from a causal checkpoint, with constant memory per token;
+    which one is the checkpoint's modality."""
+    if modality is not None and modality not in ("dna", "audio", "bytes"):
+        raise InputError(f"--modality {modality!r} is not supported; use 'dna', 'audio' or 'bytes'")
+    from seqssm.pipelines.common import LM, checkpoint_modality
+
+    modality = checkpoint_modality(opts["checkpoint"], "generate", given=modality, takes=("dna", "audio", "byte"),
+                                   kind=LM, causal=True)
     if modality == "audio":
         if opts["allow_ambiguous"] or opts["prompt_file"]:
             flag = "--allow-ambiguous is for DNA" if opts["allow_ambiguous"] else "--prompt-file is for bytes"
-            raise InputError(f"{flag}; leave it out with --modality audio")
+            raise InputError(f"{flag}; leave it out for an audio model")
         from seqssm.pipelines.audio_lm import generate_audio
 
         paths = generate_audio(opts.make(GenerateAudioConfig, num_clips=opts["num_sequences"]))
         typer.echo(f"wrote {len(paths)} clip(s) of {opts['seconds']:g} s: {', '.join(map(str, paths))}")
         return
-    if modality not in ("dna", "bytes"):
-        raise InputError(f"--modality {modality!r} is not supported; use 'dna', 'audio' or 'bytes'")
     if modality == "bytes":
         from seqssm.pipelines.generate import generate as run
 
@@ -185,7 +194,7 @@ def generate(opts: Opts, modality: str):
         NucleotideTokenizer().encode(opts["prompt"], source="--prompt")  # the flag in the message, before loading
     from seqssm.pipelines.generate import generate as run
 
-    path = run(opts.make(GenerateConfig))
+    path = run(opts.make(GenerateConfig, modality="dna"))
     typer.echo(f"wrote {opts['num_sequences']} sequence(s) of {opts['length']} bases to {path}")
 
 
@@ -238,7 +247,7 @@ app.command(epilog=_example(
     "seqssm embed runs/lm/checkpoint reads.fa --out emb_pos --per-position",
     "seqssm embed runs/lm/checkpoint chrI.fa.gz --out chrI --per-position --stream --region chrI:1-1000000",
     "seqssm embed runs/lm/checkpoint ce_large_seq.bam --out read --per-position --stream --region read_name",
-    "seqssm embed runs/bytes/checkpoint notes.txt --modality bytes --out emb_bytes --window 4096",
+    "seqssm embed runs/bytes/checkpoint notes.txt --out emb_bytes --window 4096",
 ))(embed)
 app.command(name="score-audio", epilog=_example(
     "seqssm score-audio runs/audio/checkpoint machine_wars.mp3 --out scores",
@@ -257,8 +266,8 @@ app.command(name="score-variants", epilog=_example(
 app.command(epilog=_example(
     "seqssm generate runs/lm/checkpoint --out sample.fa --length 1000 --top-p 0.95",
     "seqssm generate runs/lm/checkpoint --out more.fa --prompt ACGTTGCA -n 4",
-    "seqssm generate runs/audio/checkpoint --modality audio --seconds 2 --out clip.wav -n 4",
-    "seqssm generate runs/bytes/checkpoint --modality bytes --prompt 'Once upon' --length 500 --out story.txt",
+    "seqssm generate runs/audio/checkpoint --seconds 2 --out clip.wav -n 4",
+    "seqssm generate runs/bytes/checkpoint --prompt 'Once upon' --length 500 --out story.txt",
 ))(generate)
 app.command(epilog=_example("seqssm info runs/demo/pretrain/checkpoint"))(info)
 app.command(epilog=_example(

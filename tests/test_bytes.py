@@ -129,6 +129,53 @@ def test_embed_pooled_per_window_and_per_position_and_the_python_api(runs, tmp_p
     assert [a.shape for a in api.embed([b"abc", b"\x00"], per_position=True)] == [(3, 16), (1, 16)]
 
 
+def _embedded(result):
+    return np.load(result.embeddings), result.index.read_text()
+
+
+@pytest.mark.parametrize("extra", [{}, {"window": 100}, {"window": 100, "stride": 60, "per_position": True}])
+def test_embed_takes_the_modality_from_the_checkpoint(extra, runs, tmp_path):
+    """No --modality: a byte checkpoint embeds the file's raw bytes, exactly as with --modality bytes. (It used
+    to read a FASTA as DNA records, and with --window tile it with nucleotide ids the model never saw.)"""
+    ckpt, fasta = runs["fasta"].checkpoint, runs["root"] / "genome.fa.gz"
+    common = dict(checkpoint=str(ckpt), fasta=str(fasta), device="cpu", batch_size=3, **extra)
+    auto = _embedded(embed(EmbedConfig(out=str(tmp_path / "auto"), **common)))
+    explicit = _embedded(embed(EmbedConfig(out=str(tmp_path / "bytes"), modality="bytes", **common)))
+    assert np.array_equal(auto[0], explicit[0]) and auto[1] == explicit[1]
+    if extra.get("per_position"):  # one row per byte of every tile
+        assert auto[0].shape == (sum(end - start for _, start, end, _ in tile_bytes(fasta, 100, 60)), 16)
+        return
+    tiles = list(tile_bytes(fasta, extra.get("window")))
+    assert auto[0].shape == (len(tiles), 16)
+    assert auto[1].splitlines()[1].startswith(f"genome.fa.gz:1-{tiles[0][2]}\tgenome.fa.gz\t0\t")
+    model = load_model(ckpt).eval()
+    for row, (_, _, _, ids) in zip(auto[0], tiles, strict=True):  # each row: the mean over that tile's bytes
+        with torch.no_grad():
+            hand = model.backbone(torch.as_tensor(ids)[None]).mean(1)[0].numpy()
+        np.testing.assert_allclose(row, hand, rtol=1e-4, atol=1e-5)
+
+
+def test_generate_takes_the_modality_from_the_checkpoint(runs, tmp_path, capsys, monkeypatch):
+    ckpt = runs["ckpt"]
+    common = dict(checkpoint=str(ckpt), length=41, seed=2, prompt="The", device="cpu")
+    auto = generate(GenerateConfig(out=str(tmp_path / "auto.bin"), **common)).read_bytes()
+    explicit = generate(GenerateConfig(out=str(tmp_path / "bytes.bin"), modality="bytes", **common)).read_bytes()
+    assert auto == explicit and len(auto) == 41
+    outs = []
+    for name, flag in (("cli_auto.bin", []), ("cli_bytes.bin", ["--modality", "bytes"])):
+        code, out, err = _cli(["generate", ckpt, *flag, "--length", "41", "--seed", "2", "--prompt", "The", "--out",
+                               tmp_path / name, "--device", "cpu"], capsys, monkeypatch)
+        assert code in (0, None) and "wrote 41 bytes" in out, err
+        outs.append((tmp_path / name).read_bytes())
+    assert outs == [auto, auto]
+    for name, flag in (("e_auto", []), ("e_bytes", ["--modality", "bytes"])):
+        code, out, err = _cli(["embed", ckpt, runs["root"] / "text.txt", *flag, "--window", "500", "--out",
+                               tmp_path / name, "--device", "cpu"], capsys, monkeypatch)
+        assert code in (0, None), err
+    assert np.array_equal(np.load(tmp_path / "e_auto" / "embeddings.npy"), np.load(tmp_path / "e_bytes" /
+                                                                                    "embeddings.npy"))
+
+
 def _hand_bits(model, data: bytes) -> float:
     """-log2 p(bytes 1..N-1 | the bytes before), by one forward pass (the first byte is not scored)."""
     ids = torch.as_tensor(TOK.encode(data))[None]
@@ -226,6 +273,14 @@ def dna_ckpt(tmp_path_factory):
     return path
 
 
+@pytest.fixture(scope="module")
+def audio_ckpt(tmp_path_factory):
+    path = tmp_path_factory.mktemp("audio") / "alm"
+    MambaLMHeadModel(MambaConfig(d_model=16, n_layer=1, vocab_size=256, d_state=4, tokenizer="mulaw8",
+                                 sample_rate=8000)).save_pretrained(path)
+    return path
+
+
 def test_pretrain_cli_reports_bits_per_byte(runs, tmp_path, capsys, monkeypatch):
     code, out, err = _cli(["pretrain", runs["root"] / "genome.fa.gz", "--modality", "bytes", "--out", tmp_path / "r",
                            "--steps", "2", "--window", "16", "--batch-size", "2", "--d-model", "8", "--n-layer", "1",
@@ -250,16 +305,25 @@ def test_generate_cli_writes_bytes(runs, tmp_path, capsys, monkeypatch):
     ("corrupt gzip", "corrupt or truncated gzip"),
     ("embed a DNA model as bytes", "--modality bytes but checkpoint"),
     ("embed bytes --stream", "drop --stream"),
-    ("embed text without --modality bytes", "not FASTA"),
+    ("embed a byte model as DNA", "--modality dna but checkpoint"),
+    ("embed a byte model --stream", "drop --stream"),
+    ("embed an audio model as bytes", "seqssm score-audio"),
+    ("embed an audio model as DNA", "seqssm score-audio"),
     ("generate bytes -n 2", "use -n 1"),
     ("generate bytes --allow-ambiguous", "--allow-ambiguous is for DNA"),
-    ("generate DNA --prompt-file", "--prompt-file is for --modality bytes"),
+    ("generate DNA --prompt-file", "--prompt-file is for byte-level models"),
+    ("generate bytes -n 2 without --modality", "use -n 1"),
     ("generate a DNA model as bytes", "--modality bytes but checkpoint"),
+    ("generate a byte model as DNA", "--modality dna but checkpoint"),
+    ("generate a byte model as audio", "--modality audio but checkpoint"),
+    ("generate an audio model as bytes", "--modality bytes but checkpoint"),
+    ("generate an audio model as DNA", "--modality dna but checkpoint"),
     ("score bytes --region", "--region is for DNA"),
     ("score DNA --window", "--window is for byte-level models"),
     ("score bytes bigWig", "bigWig is for genomes"),
 ])
-def test_bad_byte_inputs_exit_2_with_one_line(case, message, runs, dna_ckpt, tmp_path, capsys, monkeypatch):
+def test_bad_byte_inputs_exit_2_with_one_line(case, message, runs, dna_ckpt, audio_ckpt, tmp_path, capsys,
+                                              monkeypatch):
     ckpt, text = runs["ckpt"], runs["root"] / "text.txt"
     (tmp_path / "empty.txt").write_bytes(b"")
     (tmp_path / "bad.gz").write_bytes(gzip.compress(TEXT)[:40])
@@ -273,14 +337,23 @@ def test_bad_byte_inputs_exit_2_with_one_line(case, message, runs, dna_ckpt, tmp
         "window too long": [*train, text, "--window", "4096"],
         "corrupt gzip": [*train, tmp_path / "bad.gz"],
         "embed a DNA model as bytes": ["embed", dna_ckpt, text, "--modality", "bytes", "--out", tmp_path / "e"],
-        "embed text without --modality bytes": ["embed", ckpt, text, "--out", tmp_path / "e"],
+        "embed a byte model as DNA": ["embed", ckpt, text, "--modality", "dna", "--out", tmp_path / "e"],
+        "embed a byte model --stream": ["embed", ckpt, text, "--per-position", "--stream", "--out", tmp_path / "e"],
+        "embed an audio model as bytes": ["embed", audio_ckpt, text, "--modality", "bytes", "--out", tmp_path / "e"],
+        "embed an audio model as DNA": ["embed", audio_ckpt, text, "--modality", "dna", "--out", tmp_path / "e"],
         "embed bytes --stream": ["embed", ckpt, text, "--modality", "bytes", "--per-position", "--stream",
                                  "--out", tmp_path / "e"],
         "generate bytes -n 2": ["generate", ckpt, "--modality", "bytes", "-n", "2", "--out", tmp_path / "g"],
         "generate bytes --allow-ambiguous": ["generate", ckpt, "--modality", "bytes", "--allow-ambiguous",
                                              "--out", tmp_path / "g"],
-        "generate DNA --prompt-file": ["generate", ckpt, "--prompt-file", tmp_path / "p.bin", "--out", tmp_path / "g"],
+        "generate DNA --prompt-file": ["generate", dna_ckpt, "--prompt-file", tmp_path / "p.bin", "--out",
+                                       tmp_path / "g"],
+        "generate bytes -n 2 without --modality": ["generate", ckpt, "-n", "2", "--out", tmp_path / "g"],
         "generate a DNA model as bytes": ["generate", dna_ckpt, "--modality", "bytes", "--out", tmp_path / "g"],
+        "generate a byte model as DNA": ["generate", ckpt, "--modality", "dna", "--out", tmp_path / "g"],
+        "generate a byte model as audio": ["generate", ckpt, "--modality", "audio", "--out", tmp_path / "g"],
+        "generate an audio model as bytes": ["generate", audio_ckpt, "--modality", "bytes", "--out", tmp_path / "g"],
+        "generate an audio model as DNA": ["generate", audio_ckpt, "--modality", "dna", "--out", tmp_path / "g"],
         "score bytes --region": ["score", ckpt, text, "--region", "text.txt:1-10", "--out", tmp_path / "s.tsv"],
         "score DNA --window": ["score", dna_ckpt, text, "--window", "10", "--out", tmp_path / "s.tsv"],
         "score bytes bigWig": ["score", ckpt, text, "--per-position", tmp_path / "s.bw", "--out", tmp_path / "s.tsv"],
@@ -290,6 +363,6 @@ def test_bad_byte_inputs_exit_2_with_one_line(case, message, runs, dna_ckpt, tmp
     assert "Traceback" not in err
     lines = err.strip().splitlines()
     assert len(lines) == 1 and message in lines[0], err
-    if case.startswith("embed text"):
-        assert lines[0].endswith("add --modality bytes to embed the file's raw bytes)")
+    if case.startswith(("embed", "generate")) and "--modality" in message:  # a contradicting --modality:
+        assert "mismatched modality:" in lines[0] and "drop --modality" in lines[0], lines[0]  # the checkpoint's wins
     assert not (tmp_path / "r").exists() and not (tmp_path / "g").exists()

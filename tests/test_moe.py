@@ -12,7 +12,7 @@ from seqssm.config import MambaConfig
 from seqssm.data import lambda_phage_fasta
 from seqssm.errors import InputError
 from seqssm.models import MambaLMHeadModel, load_model
-from seqssm.models.moe import MoEMLP, keep_within_capacity, route
+from seqssm.models.moe import MoEMLP, keep_within_capacity, moe_reference, route
 from seqssm.pipelines.length_schedule import LengthScheduleConfig, plan_length_schedule, step_backward
 from seqssm.pipelines.objectives import ExpertUse, causal_lm_loss
 from seqssm.pipelines.pretrain import PretrainConfig, pretrain
@@ -184,3 +184,103 @@ def test_chunked_training_refuses_moe(tmp_path):
     with pytest.raises(InputError, match="--max-tokens-per-micro-batch"):
         pretrain(PretrainConfig(data=str(lambda_phage_fasta()), out=str(tmp_path / "a"),
                                 **dict(TINY, max_tokens_per_micro_batch=16), **MOE))
+
+
+# ---------------------------------------------------- no host sync; equal to the plain per-expert reference
+
+
+class HostSync(AssertionError):
+    pass
+
+
+@pytest.fixture
+def no_host_sync(monkeypatch):
+    """Inside ``with no_host_sync():`` every Python-level way a tensor's value reaches the host raises: item,
+    tolist, cpu, numpy, bool/int/float/index of a tensor, nonzero, and indexing by a boolean mask (a
+    data-dependent shape). A CPU stand-in for ``torch.cuda.set_sync_debug_mode("error")``."""
+    import contextlib
+
+    def refuse(name):
+        def raiser(*args, **kwargs):
+            raise HostSync(f"host sync: {name}")
+        return raiser
+
+    getitem = torch.Tensor.__getitem__
+
+    def checked_getitem(self, index):
+        parts = index if isinstance(index, tuple) else (index,)
+        if any(isinstance(p, torch.Tensor) and p.dtype == torch.bool for p in parts):
+            raise HostSync("host sync: boolean-mask indexing")
+        return getitem(self, index)
+
+    @contextlib.contextmanager
+    def guard():
+        with monkeypatch.context() as patch:
+            for name in ("item", "tolist", "cpu", "numpy", "nonzero", "__bool__", "__int__", "__float__",
+                         "__index__"):
+                patch.setattr(torch.Tensor, name, refuse(f"Tensor.{name}"))
+            patch.setattr(torch.Tensor, "__getitem__", checked_getitem)
+            patch.setattr(torch, "nonzero", refuse("torch.nonzero"))
+            yield
+
+    return guard
+
+
+def _layer(top_k: int, capacity_factor: float, seed: int = 0) -> MoEMLP:
+    torch.manual_seed(seed)
+    layer = MoEMLP(d_model=8, d_ff=12, n_experts=4, top_k=top_k, capacity_factor=capacity_factor)
+    with torch.no_grad():
+        layer.router.weight.mul_(4.0)  # peaked routing: some experts overflow, some get nothing
+    return layer
+
+
+@pytest.mark.parametrize("top_k", [1, 2])
+@pytest.mark.parametrize("capacity_factor", [0.5, 1.25, 8.0])
+@pytest.mark.parametrize("training", [True, False])
+def test_forward_and_gradients_equal_the_reference(top_k, capacity_factor, training):
+    layer = _layer(top_k, capacity_factor).train(training)
+    x = torch.randn(3, 7, 8)  # T = 21: odd
+    x_fast, x_ref = x.clone().requires_grad_(), x.clone().requires_grad_()
+    out = layer(x_fast)
+    ref = moe_reference(layer, x_ref)
+    torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-6)
+    weight = torch.randn_like(out)
+    grads = torch.autograd.grad((out * weight).sum() + layer.aux_loss, [x_fast, *layer.parameters()],
+                                allow_unused=True)
+    first = torch.nn.functional.one_hot(route(torch.softmax(layer.router(x_ref.reshape(-1, 8)).float(), -1),
+                                              top_k)[0][:, 0], 4).float()
+    probs = torch.softmax(layer.router(x_ref.reshape(-1, 8)).float(), -1)
+    ref_aux = 4 * (first.mean(0) * probs.mean(0)).sum()  # the Switch loss, unchanged
+    torch.testing.assert_close(layer.aux_loss, ref_aux)
+    ref_grads = torch.autograd.grad((ref * weight).sum() + ref_aux, [x_ref, *layer.parameters()],
+                                    allow_unused=True)
+    for name, g, r in zip(["x", *(n for n, _ in layer.named_parameters())], grads, ref_grads, strict=True):
+        if r is None:  # an expert the reference never ran: the fast path's gradient is zero there
+            assert g is None or not g.abs().any(), name
+        else:
+            torch.testing.assert_close(g, r, rtol=1e-5, atol=1e-6, msg=name)
+    keep = keep_within_capacity(route(probs, top_k)[0], 4, layer.capacity(21)) if training else None
+    assert layer.dropped == (0 if keep is None else int((~keep).sum()))
+    assert layer.counts.tolist() == first.sum(0).long().tolist()
+    if training and capacity_factor == 0.5:
+        assert layer.dropped > 0  # the case with overflow is exercised
+
+
+def test_forward_makes_no_host_sync(no_host_sync):
+    for top_k, training in ((1, True), (2, True), (2, False)):
+        layer = _layer(top_k, 0.5).train(training)
+        x = torch.randn(2, 9, 8, requires_grad=True)
+        with no_host_sync():
+            out = layer(x)
+            (out.sum() + layer.aux_loss).backward()
+        assert x.grad is not None and out.shape == x.shape
+    with no_host_sync(), pytest.raises(HostSync):  # the guard does catch the reference's per-expert syncs
+        moe_reference(layer, x)
+    model = _moe_model()
+    use = ExpertUse(model)
+    ids = torch.randint(0, 12, (2, 9))
+    loss = causal_lm_loss(model, ids)  # (the model checks its input ids on the host: not the MoE layer's)
+    with no_host_sync():  # the balance loss and the expert-use tally of every training step
+        loss = loss + use.loss()
+    loss.backward()
+    assert use.row()["moe0_max_share"] >= 0.25 and use.last > 0

@@ -337,7 +337,7 @@ def test_the_wrong_modality_or_task_is_refused_with_the_fitting_command(data, se
     cpu = ["--device", "cpu"]
     refused(seqssm("embed", data["audio_lm"], data["genome"], "--out", tmp_path / "e", *cpu),
             "mismatched modality", "audio", "seqssm score-audio")
-    refused(seqssm("generate", data["audio_lm"], "--out", tmp_path / "g.fa", *cpu), "add --modality audio")
+    refused(seqssm("generate", data["audio_lm"], "--out", tmp_path / "g.fa", *cpu), "audio is written as WAV")
     refused(seqssm("generate", data["lm"], "--modality", "audio", "--out", tmp_path / "g.wav", *cpu),
             "drop --modality audio")
     refused(seqssm("score-audio", data["lm"], data["wav"], "--out", tmp_path / "s", *cpu), "seqssm embed")
