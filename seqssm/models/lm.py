@@ -18,7 +18,7 @@ from seqssm.models.bidirectional import BiMambaMixer, reverse_index
 from seqssm.models.block import Block, add_norm
 from seqssm.models.cache import InferenceCache
 from seqssm.models.layers import allocate_layer_state, build_mixer, build_moe
-from seqssm.models.mixer import IMPLS
+from seqssm.models.mixer import IMPLS, select_kernels
 from seqssm.models.moe import MoEMLP
 from seqssm.models.norm import RMSNorm
 from seqssm.models.packing import seq_idx_from_cu_seqlens, unpack
@@ -257,6 +257,10 @@ class MambaLMHeadModel(nn.Module):
                 layer.mixer.tie_weights()
 
     def _logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        if hidden.dim() == 2 and type(self.lm_head) is nn.Linear:
+            # A decode step's rows [B, D]: the kernels' linear (a GEMV on CUDA for a few rows, else F.linear).
+            linear = select_kernels(self.backbone.layers[0].impl, hidden.device).linear
+            return linear(hidden, self.lm_head.weight, self.lm_head.bias)[..., : self.config.vocab_size]
         return self.lm_head(hidden)[..., : self.config.vocab_size]
 
     def forward(

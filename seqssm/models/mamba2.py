@@ -19,6 +19,7 @@ from torch import nn
 from seqssm.errors import InputError
 from seqssm.kernels.ssd import ssd, ssd_step_ref
 from seqssm.models.cache import LayerCache
+from seqssm.models.mixer import IMPLS, select_kernels
 
 
 class Mamba2Mixer(nn.Module):
@@ -67,7 +68,13 @@ class Mamba2Mixer(nn.Module):
         """Gated RMSNorm (norm of y · SiLU(z), in fp32) then out_proj."""
         g = (y.float() * F.silu(z.float()))
         g = g * torch.rsqrt(g.pow(2).mean(-1, keepdim=True) + 1e-5) * self.norm_weight.float()
-        return self.out_proj(g.to(self.out_proj.weight.dtype))
+        g = g.to(self.out_proj.weight.dtype)
+        if g.dim() == 2:  # a decode step: the kernels' linear (a GEMV on CUDA for a few rows)
+            return self._step_ops(g).linear(g, self.out_proj.weight, self.out_proj.bias)
+        return self.out_proj(g)
+
+    def _step_ops(self, hidden: torch.Tensor):
+        return select_kernels(self.impl if self.impl in IMPLS else "auto", hidden.device)
 
     def _split(self, xBC: torch.Tensor):
         x, B, C = torch.split(xBC, [self.d_inner, self.ngroups * self.d_state, self.ngroups * self.d_state], -1)
@@ -105,7 +112,8 @@ class Mamba2Mixer(nn.Module):
 
     def step(self, hidden: torch.Tensor, cache: LayerCache) -> torch.Tensor:
         """One token: [B, D] → [B, D], advancing ``cache`` in place."""
-        z, xBC, dt = torch.split(self.in_proj(hidden), [self.d_inner, self.conv_dim, self.nheads], dim=-1)
+        zxbcdt = self._step_ops(hidden).linear(hidden, self.in_proj.weight, self.in_proj.bias)
+        z, xBC, dt = torch.split(zxbcdt, [self.d_inner, self.conv_dim, self.nheads], dim=-1)
         window = torch.cat([cache.conv_state.to(xBC.dtype), xBC[..., None]], dim=-1)  # [B, K, W]
         conv = (window * self.conv1d.weight.squeeze(1)).sum(-1)
         if self.conv1d.bias is not None:

@@ -21,15 +21,60 @@ from seqssm.models.cache import LayerCache
 
 IMPLS = ("auto", "triton", "chunked", "ref")
 
+# Decode projections of at most this many rows take the Triton GEMV kernels (seqssm.kernels.gemv) where the
+# Triton kernels are chosen (CUDA): there they are weight-bandwidth-bound, and cuBLAS's GEMMs ran them ~10x
+# below bandwidth (benchmarks/RESULTS.md, "Decode profile"). More rows, the CPU, and autograd take F.linear.
+GEMV_MAX_ROWS = 8
+# There, Mamba-1's conv update also takes x_proj along (seqssm.kernels.gemv.conv_x_dt: one launch fewer a layer);
+# False keeps the conv update and the x_proj -> dt_proj pair apart (benchmarks/bench_gemv.py compares both).
+FUSE_CONV_X_PROJ = True
+
 
 class Kernels(NamedTuple):
     """The ops one block needs: the whole inner mixer for a sequence (``mamba_inner_*``: in_proj, conv, scan,
-    out_proj), in-place updates for a token, and the residual add + RMSNorm before the mixer."""
+    out_proj), in-place updates for a token, the residual add + RMSNorm before the mixer, and a token's
+    projections: ``linear(x, weight, bias)`` as F.linear and ``x_dt_proj(x, x_proj_weight, dt_proj_weight)``
+    -> (x_dbl, dt); ``conv_x_dt`` (None: not fused) the conv update, x_proj and dt_proj in one call,
+    ``(x, conv_state, conv_weight, conv_bias, x_proj_weight, dt_proj_weight)`` -> (x_conv, x_dbl, dt)."""
 
     inner: Callable
     state_update: Callable
     conv_update: Callable
     add_norm: Callable
+    linear: Callable
+    x_dt_proj: Callable
+    conv_x_dt: Callable | None
+
+
+def _x_dt_linear(x: torch.Tensor, x_proj_weight: torch.Tensor, dt_proj_weight: torch.Tensor):
+    """x_proj then dt_proj of a step as two F.linear calls: (x_dbl [B, R + 2N], dt [B, E])."""
+    x_dbl = F.linear(x, x_proj_weight)
+    return x_dbl, F.linear(x_dbl[:, : dt_proj_weight.shape[1]], dt_proj_weight)
+
+
+def _gemv_ok(x: torch.Tensor, *params: torch.Tensor | None) -> bool:
+    """Whether the GEMV kernels take this projection: a [B, K] input of at most GEMV_MAX_ROWS rows, one dtype
+    with the weights, no autocast (F.linear would cast), and no autograd (the kernels have no backward)."""
+    if x.dim() != 2 or x.shape[0] > GEMV_MAX_ROWS or torch.is_autocast_enabled(x.device.type):
+        return False
+    grad = torch.is_grad_enabled()
+    return all(p is None or (p.dtype == x.dtype or p.dim() == 1) and not (grad and p.requires_grad)
+               for p in (x, *params))
+
+
+def _linear_small_rows(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
+    from seqssm.kernels.gemv import gemv
+
+    return gemv(x, weight, bias) if _gemv_ok(x, weight, bias) else F.linear(x, weight, bias)
+
+
+def _x_dt_small_rows(x: torch.Tensor, x_proj_weight: torch.Tensor, dt_proj_weight: torch.Tensor):
+    from seqssm.kernels.gemv import gemv_x_dt
+    from seqssm.kernels.gemv.triton import MAX_RANK
+
+    if _gemv_ok(x, x_proj_weight, dt_proj_weight) and dt_proj_weight.shape[1] <= MAX_RANK:
+        return gemv_x_dt(x, x_proj_weight, dt_proj_weight)
+    return _x_dt_linear(x, x_proj_weight, dt_proj_weight)
 
 
 @functools.cache
@@ -51,7 +96,7 @@ def _ref_kernels(scan: str = "ref") -> Kernels:
         scan_fn = selective_scan_ref
     return Kernels(inner=functools.partial(mamba_inner_ref, scan=scan_fn, conv=causal_conv1d_ref),
                    state_update=selective_state_update_ref, conv_update=causal_conv1d_update_ref,
-                   add_norm=add_rms_norm)
+                   add_norm=add_rms_norm, linear=F.linear, x_dt_proj=_x_dt_linear, conv_x_dt=None)
 
 
 def _chunked_kernels() -> Kernels:
@@ -61,12 +106,14 @@ def _chunked_kernels() -> Kernels:
 @functools.cache
 def _triton_kernels() -> Kernels:
     from seqssm.kernels.causal_conv1d import causal_conv1d_update_fn
+    from seqssm.kernels.gemv import conv_x_dt
     from seqssm.kernels.mamba_inner import mamba_inner_fused
     from seqssm.kernels.rms_norm import add_rms_norm_fused
     from seqssm.kernels.selective_scan import selective_state_update_fused
 
     return Kernels(inner=mamba_inner_fused, state_update=selective_state_update_fused,
-                   conv_update=causal_conv1d_update_fn, add_norm=add_rms_norm_fused)
+                   conv_update=causal_conv1d_update_fn, add_norm=add_rms_norm_fused, linear=_linear_small_rows,
+                   x_dt_proj=_x_dt_small_rows, conv_x_dt=conv_x_dt)
 
 
 def select_kernels(impl: str, device: torch.device) -> Kernels:
@@ -226,10 +273,17 @@ class MambaMixer(nn.Module):
     def step(self, hidden: torch.Tensor, cache: LayerCache) -> torch.Tensor:
         """One token: [B, D] -> [B, D], advancing ``cache`` in place."""
         ops = select_kernels(self.impl, hidden.device)
-        x, z = self.in_proj(hidden).chunk(2, dim=-1)  # [B, E] each; the update kernels read strided rows
-        x = ops.conv_update(x, cache.conv_state, self._conv_weight(), self.conv1d.bias, activation="silu")
-        dt, B, C = torch.split(self.x_proj(x), [self.dt_rank, self.d_state, self.d_state], dim=-1)
-        dt = F.linear(dt, self.dt_proj.weight)  # [B, E]
+        # [B, E] each; the update kernels read strided rows
+        x, z = ops.linear(hidden, self.in_proj.weight, self.in_proj.bias).chunk(2, dim=-1)
+        conv_w, conv_b, x_w, dt_w = self._conv_weight(), self.conv1d.bias, self.x_proj.weight, self.dt_proj.weight
+        if FUSE_CONV_X_PROJ and ops.conv_x_dt is not None and 2 <= self.d_conv <= 4 and self.dt_rank <= 256 \
+                and _gemv_ok(x, conv_w, conv_b, x_w, dt_w):
+            # Few rows on the Triton path: conv + x_proj in one kernel, x_proj's sum + dt_proj in a second.
+            x, x_dbl, dt = ops.conv_x_dt(x, cache.conv_state, conv_w, conv_b, x_w, dt_w)
+        else:
+            x = ops.conv_update(x, cache.conv_state, conv_w, conv_b, activation="silu")
+            x_dbl, dt = ops.x_dt_proj(x, x_w, dt_w)  # dt [B, E]: its bias is added by the state update
+        _, B, C = torch.split(x_dbl, [self.dt_rank, self.d_state, self.d_state], dim=-1)
         A, D, dt_bias = self._step_constants()
         y = ops.state_update(cache.ssm_state, x, dt, A, B, C, D, z=z, dt_bias=dt_bias, dt_softplus=True)
-        return self.out_proj(y)
+        return ops.linear(y, self.out_proj.weight, self.out_proj.bias)

@@ -1,0 +1,284 @@
+"""Small-batch projections (kernels/gemv) against their PyTorch references, and the decode step through them.
+
+On a CUDA machine the kernels run compiled; without CUDA they run under Triton's interpreter at small sizes:
+this module reruns itself in a child pytest with TRITON_INTERPRET=1 (tests/triton_harness.py) and each test
+here reports its twin's outcome. Every fresh kernel output starts as NaN (POISON), so an element no program
+wrote fails the comparison.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from triton_harness import DEVICE, ON_CUDA, PROXY, interpreted
+
+DTYPES = (torch.float32, torch.bfloat16, torch.float16)
+# (N, K): the d_model 768 step's in_proj [3072, 768], x_proj [80, 1536], dt_proj [1536, 48] and out_proj
+# [768, 1536] at 1/32 scale (x_proj's N kept: its short-N, long-K shape is what split-K is for), then odd N and K
+# that end inside a tile, and a K shorter than one tile.
+SHAPES = [(96, 24), (80, 48), (48, 3), (24, 48), (37, 53), (5, 131)]
+if ON_CUDA:
+    SHAPES += [(3072, 768), (80, 1536), (1536, 48), (768, 1536), (50277, 768)]
+
+if not PROXY:
+    from seqssm.config import MambaConfig
+    from seqssm.errors import InputError
+    from seqssm.kernels import common
+    from seqssm.kernels.gemv import (
+        GemvConfig,
+        conv_x_dt,
+        conv_x_dt_ref,
+        gemv,
+        gemv_ref,
+        gemv_x_dt,
+        gemv_x_dt_ref,
+        triton_conv,
+    )
+    from seqssm.kernels.gemv import triton as gemv_triton
+    from seqssm.models import MambaLMHeadModel
+    from seqssm.models import mixer as mixer_module
+
+
+@pytest.fixture(autouse=True)
+def _poison(monkeypatch):
+    if not PROXY:
+        monkeypatch.setattr(common, "POISON", True)
+
+
+def _tol(dtype: torch.dtype) -> dict:
+    """A rounding step of the output dtype (fp32 sums in another order; the interpreter truncates to bf16
+    where PyTorch rounds)."""
+    if dtype == torch.bfloat16:
+        return dict(rtol=2e-2, atol=2e-2)
+    if dtype == torch.float16:
+        return dict(rtol=3e-3, atol=3e-3)
+    return dict(rtol=1e-5, atol=1e-5)
+
+
+def _rand(*shape, seed: int, dtype=torch.float32, scale: float = 1.0) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    return (scale * torch.randn(*shape, generator=g)).to(DEVICE, dtype)
+
+
+def _check(got: torch.Tensor, ref: torch.Tensor) -> None:
+    assert got.shape == ref.shape and got.dtype == ref.dtype, (got.shape, got.dtype, ref.shape, ref.dtype)
+    assert torch.isfinite(got).all(), "entries no kernel wrote (NaN)"
+    torch.testing.assert_close(got.float(), ref.float(), **_tol(ref.dtype))
+
+
+@interpreted
+@pytest.mark.parametrize("rows", [1, 2, 5])
+@pytest.mark.parametrize("shape", SHAPES, ids=lambda s: f"{s[0]}x{s[1]}")
+def test_gemv_matches_reference(shape, rows):
+    """The default launch shapes; each shape sees the three dtypes over its three row counts (the interpreter
+    is slow), with and without a bias."""
+    n, k = shape
+    dtypes = DTYPES if ON_CUDA else DTYPES[(SHAPES.index(shape) + rows) % 3 :][:1]
+    for i, dtype in enumerate(dtypes):
+        x = _rand(rows, k, seed=i, dtype=dtype)
+        w = _rand(n, k, seed=10 + i, dtype=dtype, scale=k**-0.5)
+        bias = _rand(n, seed=20 + i) if (i + rows + n) % 2 else None  # fp32 bias on low-precision weights too
+        _check(gemv(x, w, bias), gemv_ref(x, w, bias))
+
+
+# (block_b, block_n, block_k, splits, num_warps), then (rows, N, K) and the dtype
+LAUNCH_SHAPES = {
+    "b1n1": ((1, 1, 16, 1, 1), (2, 3, 39), torch.float32),  # one row, one weight row a program
+    "split3": ((2, 16, 16, 3, 1), (5, 19, 87), torch.bfloat16),  # K split in 3, 5 rows in 3 row blocks
+    "wide": ((8, 32, 64, 1, 2), (5, 19, 87), torch.float16),  # tiles wider than N and than K's tail
+    "oversplit": ((4, 32, 16, 64, 1), (3, 19, 87), torch.float32),  # more splits asked for than K has tiles
+    "long": ((8, 32, 16, 1, 1), (3, 19, 16 * 17 + 7), torch.bfloat16),  # 18 K tiles > MAX_K_ITERS: split
+}
+
+
+@interpreted
+@pytest.mark.parametrize("name", list(LAUNCH_SHAPES))
+def test_gemv_launch_shapes(name):
+    cfg, (rows, n, k), dtype = LAUNCH_SHAPES[name]
+    x = _rand(rows, k, seed=1, dtype=dtype)
+    w = _rand(n, k, seed=2, dtype=dtype, scale=k**-0.5)
+    bias = _rand(n, seed=3, dtype=dtype)
+    _check(gemv(x, w, bias, config=GemvConfig(*cfg)), gemv_ref(x, w, bias))
+
+
+@interpreted
+def test_gemv_even_k_and_float64_baseline():
+    """K a multiple of the tiles (the unmasked loads), against the product in float64."""
+    rows, n, k = 3, 21, 64
+    x, w, bias = _rand(rows, k, seed=4), _rand(n, k, seed=5), _rand(n, seed=6)
+    expected = x.double() @ w.double().T + bias.double()
+    for cfg in (GemvConfig(4, 32, 16, 1, 1), GemvConfig(4, 32, 16, 2, 1), GemvConfig(2, 16, 32, 2, 1)):
+        torch.testing.assert_close(gemv(x, w, bias, config=cfg).double(), expected, rtol=1e-5, atol=1e-5)
+
+
+@interpreted
+def test_gemv_strided_inputs():
+    """x a column slice of a wider buffer and transposed; weight a row-strided view and a transposed one."""
+    rows, n, k = 4, 13, 29
+    x_wide = _rand(rows, k + 6, seed=7)[:, 3 : 3 + k]
+    x_t = _rand(k, rows, seed=8).T
+    w_rows = _rand(n, 2 * k, seed=9)[:, ::2]
+    w_t = _rand(k, n, seed=10).T
+    for x in (x_wide, x_t):
+        for w in (w_rows, w_t):
+            _check(gemv(x, w), gemv_ref(x, w))
+
+
+@interpreted
+@pytest.mark.parametrize("rows", [1, 5])
+@pytest.mark.parametrize("dims", [(24, 3, 4, 24), (40, 20, 8, 37)], ids=["mamba", "odd"])
+def test_gemv_x_dt_matches_reference(dims, rows):
+    """x_proj [R + 2N, E] then dt_proj [E2, R]: (E 24, R 3, N 4) is the d_model 12 block's, then an odd E2;
+    the default launch, and split K with row blocks of 2."""
+    e, rank, d_state, e2 = dims
+    for i, dtype in enumerate((torch.float32, torch.bfloat16) if ON_CUDA else DTYPES[rows % 2 :][:1]):
+        x = _rand(rows, e, seed=30 + i, dtype=dtype)
+        wx = _rand(rank + 2 * d_state, e, seed=40 + i, dtype=dtype, scale=e**-0.5)
+        wdt = _rand(e2, rank, seed=50 + i, dtype=dtype, scale=rank**-0.5)
+        for cfg in (None, GemvConfig(2, 32, 16, 3, 1)):
+            x_dbl, dt = gemv_x_dt(x, wx, wdt, config=cfg)
+            ref_dbl, ref_dt = gemv_x_dt_ref(x, wx, wdt)
+            _check(x_dbl, ref_dbl)
+            _check(dt, ref_dt)
+            # dt comes from x_dbl as stored: the dt_proj of the returned x_dbl, to fp32 precision.
+            torch.testing.assert_close(dt.float(), gemv_ref(x_dbl[:, :rank], wdt).float(), **_tol(dtype))
+
+
+@interpreted
+@pytest.mark.parametrize(("rows", "width", "has_bias", "dtype"), [
+    (1, 4, True, torch.float32), (3, 2, False, torch.bfloat16), (5, 3, True, torch.float16), (2, 4, False,
+                                                                                               torch.float32),
+])
+def test_conv_x_dt_matches_reference(rows, width, has_bias, dtype):
+    """The conv update fused with x_proj (E 37: channel blocks end inside a tile; x a half of in_proj's output
+    with row stride 2E), the summing dt_proj kernel after it, and the conv state shifted in place."""
+    e, rank, d_state = 37, 3, 4
+    xz = _rand(rows, 2 * e, seed=60, dtype=dtype)
+    x = xz[:, e:]
+    state = _rand(rows, e, width - 1, seed=61, dtype=dtype)
+    cw = _rand(e, width, seed=62, dtype=dtype, scale=0.5)
+    cb = _rand(e, seed=63) if has_bias else None
+    wx = _rand(rank + 2 * d_state, e, seed=64, dtype=dtype, scale=e**-0.5)
+    wdt = _rand(e, rank, seed=65, dtype=dtype, scale=rank**-0.5)
+    ref_state = state.clone()
+    got = conv_x_dt(x, state, cw, cb, wx, wdt)
+    ref = conv_x_dt_ref(x, ref_state, cw, cb, wx, wdt)
+    for g, r in zip(got, ref, strict=True):
+        _check(g, r)
+    assert torch.equal(state, ref_state)
+
+
+@interpreted
+def test_no_rows_and_no_outputs():
+    w = _rand(7, 5, seed=1)
+    assert gemv(torch.zeros(0, 5, device=DEVICE), w).shape == (0, 7)
+    assert gemv(_rand(2, 5, seed=2), w[:0]).shape == (2, 0)
+    x_dbl, dt = gemv_x_dt(torch.zeros(0, 5, device=DEVICE), w, _rand(9, 3, seed=3))
+    assert x_dbl.shape == (0, 7) and dt.shape == (0, 9)
+
+
+@interpreted
+def test_rejects_bad_arguments():
+    x, w = _rand(2, 6, seed=1), _rand(4, 6, seed=2)
+    with pytest.raises(InputError, match="requires grad"):
+        gemv(x, w.clone().requires_grad_())
+    with torch.no_grad():  # inference under no_grad is fine even for parameters
+        gemv(x, w.clone().requires_grad_())
+    with pytest.raises(InputError, match="one dtype"):
+        gemv(x, w.bfloat16())
+    with pytest.raises(InputError, match="expected \\[B, K\\]"):
+        gemv(x[None], w)
+    with pytest.raises(InputError, match="expected \\[N, 6\\]"):
+        gemv(x, w[:, :5])
+    with pytest.raises(InputError, match="bias has shape"):
+        gemv(x, w, torch.zeros(5, device=DEVICE))
+    with pytest.raises(InputError, match="K = 0"):
+        gemv(x[:, :0], w[:, :0])
+    with pytest.raises(InputError, match="dtype"):
+        gemv(x.double(), w.double())
+    with pytest.raises(InputError, match="1 <= R <= 4"):
+        gemv_x_dt(x, w, _rand(3, 5, seed=3))
+    state = torch.zeros(2, 4, 3, device=DEVICE)
+    with pytest.raises(InputError, match="conv_weight has shape"):
+        conv_x_dt(x[:, :4], state, _rand(4, 5, seed=4), None, w[:, :4], _rand(4, 2, seed=5))
+    with pytest.raises(InputError, match="conv_state has shape"):
+        conv_x_dt(x[:, :4], state[:, :, :2], _rand(4, 4, seed=4), None, w[:, :4], _rand(4, 2, seed=5))
+
+
+# The decode step through the kernels ---------------------------------------------------------------------
+
+
+def _spy(monkeypatch, launcher=None) -> list:
+    """Count launches of a kernel, the GEMV one by default (the Kernels tuple holds the public functions, which
+    launch it through these launchers)."""
+    calls = []
+    launcher = launcher or gemv_triton._launch_gemv_kernel
+    real = launcher.launch
+    monkeypatch.setattr(launcher, "launch", lambda *a, **kw: (calls.append(1), real(*a, **kw))[1])
+    return calls
+
+
+def _light_updates(monkeypatch) -> None:
+    """Interpreted: the Triton kernels with the conv and state updates' references (those kernels have their
+    own tests, and interpreted they take seconds a step); the projections stay the kernels'."""
+    if ON_CUDA:
+        return
+    from seqssm.kernels.causal_conv1d import causal_conv1d_update_ref
+    from seqssm.kernels.selective_scan import selective_state_update_ref
+
+    kernels = mixer_module._triton_kernels()._replace(conv_update=causal_conv1d_update_ref,
+                                                      state_update=selective_state_update_ref)
+    monkeypatch.setattr(mixer_module, "_triton_kernels", lambda: kernels)
+
+
+def _step_logits(model, ids: torch.Tensor) -> torch.Tensor:
+    """Logits [T, B, V] of model.step over the tokens ids [B, T] (teacher forced)."""
+    cache = model.allocate_cache(ids.shape[0])
+    return torch.stack([model.step(ids[:, t], cache).float() for t in range(ids.shape[1])])
+
+
+@interpreted
+@pytest.mark.parametrize("mixer", ["mamba", "mamba2"])
+def test_decode_step_kernel_path_matches_linear(monkeypatch, mixer):
+    """Steps with the GEMV kernels (rows <= GEMV_MAX_ROWS) give F.linear's logits and greedy tokens (and, for
+    Mamba-1, the fused conv + x_proj -> dt_proj those of the conv update then two F.linear)."""
+    torch.manual_seed(0)
+    config = MambaConfig(d_model=16, n_layer=1, vocab_size=10, d_state=4, mixer=mixer, headdim=8)
+    model = MambaLMHeadModel(config, impl="triton").to(DEVICE).eval()
+    with torch.no_grad():  # off the structured init, so that the states matter
+        for p in model.parameters():
+            p.add_(0.3 * torch.randn_like(p))
+    ids = torch.randint(0, 10, (2, 4), generator=torch.Generator().manual_seed(1)).to(DEVICE)
+    _light_updates(monkeypatch)
+    calls, conv_calls = _spy(monkeypatch), _spy(monkeypatch, triton_conv._launch_conv_x_proj_kernel)
+    fast = _step_logits(model, ids)
+    # Per step: in_proj and out_proj of each layer, the head; Mamba-1's conv + x_proj kernel in each layer.
+    assert len(calls) == ids.shape[1] * (2 * config.n_layer + 1), len(calls)
+    assert len(conv_calls) == (ids.shape[1] * config.n_layer if mixer == "mamba" else 0)
+    # The conv apart from x_proj: the step's x_proj -> dt_proj pair through gemv_x_dt (its first launch counts).
+    monkeypatch.setattr(mixer_module, "FUSE_CONV_X_PROJ", False)
+    calls.clear()
+    apart = _step_logits(model, ids)
+    assert len(calls) == ids.shape[1] * ((3 if mixer == "mamba" else 2) * config.n_layer + 1), len(calls)
+    monkeypatch.setattr(mixer_module, "GEMV_MAX_ROWS", 0)
+    calls.clear()
+    conv_calls.clear()
+    linear = _step_logits(model, ids)
+    assert not calls and not conv_calls
+    torch.testing.assert_close(apart, linear, rtol=1e-4, atol=1e-4)
+    assert torch.isfinite(fast).all()
+    torch.testing.assert_close(fast, linear, rtol=1e-4, atol=1e-4)
+    assert torch.equal(fast.argmax(-1), linear.argmax(-1))
+
+
+@interpreted
+def test_step_with_autograd_takes_linear(monkeypatch):
+    """A step that records gradients (parameters require grad, grad mode on) keeps F.linear."""
+    model = MambaLMHeadModel(MambaConfig(d_model=16, n_layer=1, vocab_size=8, d_state=4), impl="triton").to(DEVICE)
+    layer = model.backbone.layers[0].mixer
+    cache = model.allocate_cache(2).layers[0]
+    _light_updates(monkeypatch)
+    calls = _spy(monkeypatch)
+    conv_calls = _spy(monkeypatch, triton_conv._launch_conv_x_proj_kernel)
+    out = layer.step(_rand(2, 16, seed=1), cache)
+    assert out.requires_grad and not calls and not conv_calls
