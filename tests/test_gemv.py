@@ -250,6 +250,7 @@ def test_decode_step_kernel_path_matches_linear(monkeypatch, mixer):
             p.add_(0.3 * torch.randn_like(p))
     ids = torch.randint(0, 10, (2, 4), generator=torch.Generator().manual_seed(1)).to(DEVICE)
     _light_updates(monkeypatch)
+    monkeypatch.setattr(mixer_module, "GEMV_MAX_ROWS", 8)  # the kernels' threshold once turned on
     calls, conv_calls = _spy(monkeypatch), _spy(monkeypatch, triton_conv._launch_conv_x_proj_kernel)
     fast = _step_logits(model, ids)
     # Per step: in_proj and out_proj of each layer, the head; Mamba-1's conv + x_proj kernel in each layer.
@@ -278,6 +279,7 @@ def test_step_with_autograd_takes_linear(monkeypatch):
     layer = model.backbone.layers[0].mixer
     cache = model.allocate_cache(2).layers[0]
     _light_updates(monkeypatch)
+    monkeypatch.setattr(mixer_module, "GEMV_MAX_ROWS", 8)  # on, so that only autograd keeps F.linear
     calls = _spy(monkeypatch)
     conv_calls = _spy(monkeypatch, triton_conv._launch_conv_x_proj_kernel)
     out = layer.step(_rand(2, 16, seed=1), cache)

@@ -11,7 +11,7 @@ FILES=("$@")
 if [ ${#FILES[@]} -eq 0 ]; then
   FILES=(test_triton_scan test_ssd test_s4d test_moe test_architectures test_decoding test_rms_norm
          test_triton_conv1d test_causal_conv1d test_mamba_inner test_selective_scan_dispatch test_ptx_scans
-         test_packing test_streaming_family test_inference_cache test_score test_tokenizers test_audio_lm)
+         test_gemv test_packing test_streaming_family test_inference_cache test_score test_tokenizers test_audio_lm)
 fi
 nvidia-smi --query-gpu=name,driver_version,memory.used --format=csv,noheader | tee "$OUT/cuda_tests/device.txt"
 python3 -c "import torch, triton; print('torch', torch.__version__, 'triton', triton.__version__)" \

@@ -24,7 +24,9 @@ IMPLS = ("auto", "triton", "chunked", "ref")
 # Decode projections of at most this many rows take the Triton GEMV kernels (seqssm.kernels.gemv) where the
 # Triton kernels are chosen (CUDA): there they are weight-bandwidth-bound, and cuBLAS's GEMMs ran them ~10x
 # below bandwidth (benchmarks/RESULTS.md, "Decode profile"). More rows, the CPU, and autograd take F.linear.
-GEMV_MAX_ROWS = 8
+# Off (0) by default until benchmarks/bench_gemv.py and tests/test_gemv.py have run on a GPU: the kernels are
+# tested under the interpreter only. SEQSSM_GEMV_MAX_ROWS=8 turns them on.
+GEMV_MAX_ROWS = int(os.environ.get("SEQSSM_GEMV_MAX_ROWS", "0"))
 # There, Mamba-1's conv update also takes x_proj along (seqssm.kernels.gemv.conv_x_dt: one launch fewer a layer);
 # False keeps the conv update and the x_proj -> dt_proj pair apart (benchmarks/bench_gemv.py compares both).
 FUSE_CONV_X_PROJ = True
