@@ -11,9 +11,9 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from seqssm.config import IMPLS
 from seqssm.datasets.input_spec import InputSpec
 from seqssm.errors import InputError
-from seqssm.models.mixer import IMPLS
 from seqssm.options import (
     Options,
     at_least,

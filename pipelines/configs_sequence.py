@@ -11,8 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from seqssm.config import EXPORT_FORMATS as FORMATS
 from seqssm.errors import InputError
-from seqssm.models.convert import FORMATS
 from seqssm.options import (
     Options,
     device_option,
@@ -23,8 +23,16 @@ from seqssm.options import (
     positive,
     positive_int,
 )
-from seqssm.pipelines.sampling import check_sampling
 
+
+def check_sampling(temperature: float, top_k: int, top_p: float) -> None:
+    """The sampling options every generator takes, checked once here."""
+    if not temperature > 0:
+        raise InputError(f"--temperature must be > 0, got {temperature}")
+    if not 0 < top_p <= 1:
+        raise InputError(f"--top-p must be in (0, 1], got {top_p}")
+    if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 0:
+        raise InputError(f"--top-k must be an integer >= 0 (0 = off), got {top_k}")
 
 @dataclass(kw_only=True)
 class EmbedConfig(Options):

@@ -12,11 +12,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from seqssm.config import MIXERS
+from seqssm.config import IMPLS, MIXERS, POOLINGS
 from seqssm.datasets.input_spec import InputSpec
 from seqssm.errors import InputError
-from seqssm.models.heads import POOLINGS
-from seqssm.models.mixer import IMPLS
 from seqssm.options import (
     Options,
     at_least,

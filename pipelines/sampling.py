@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import torch
 
-from seqssm.errors import InputError
+from seqssm.pipelines.configs_sequence import check_sampling  # noqa: F401 (checked with the options)
 
 __all__ = ["check_sampling", "sample_tokens", "symbol_mask"]
 
@@ -19,16 +19,6 @@ __all__ = ["check_sampling", "sample_tokens", "symbol_mask"]
 # would give -inf or +inf and could pick a filtered token).
 _U_MIN = torch.finfo(torch.float32).tiny
 _U_MAX = 1.0 - 2.0**-24
-
-
-def check_sampling(temperature: float, top_k: int, top_p: float) -> None:
-    """The sampling options every generator takes, checked once here."""
-    if not temperature > 0:
-        raise InputError(f"--temperature must be > 0, got {temperature}")
-    if not 0 < top_p <= 1:
-        raise InputError(f"--top-p must be in (0, 1], got {top_p}")
-    if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 0:
-        raise InputError(f"--top-k must be an integer >= 0 (0 = off), got {top_k}")
 
 
 def symbol_mask(vocab_size: int, ids) -> torch.Tensor:

@@ -11,9 +11,9 @@ from pathlib import Path
 import typer
 
 from seqssm.cli_build import Opts, config_command
+from seqssm.config import IMPLS as MIXER_IMPLS
+from seqssm.config import POOLINGS as HEAD_POOLINGS
 from seqssm.errors import InputError
-from seqssm.models.heads import POOLINGS as HEAD_POOLINGS
-from seqssm.models.mixer import IMPLS as MIXER_IMPLS
 from seqssm.pipelines.configs_labelled import BaselineConfig, PredictConfig, ProbeConfig
 from seqssm.pipelines.configs_train import FinetuneConfig
 

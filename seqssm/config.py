@@ -9,6 +9,12 @@ from typing import Any
 
 from seqssm.errors import InputError, did_you_mean
 
+# Choices shared by the models and the CLI's option checks, kept here (torch-free) so that parsing arguments and
+# `--help` never import torch: the mixer implementations and the classifier head poolings.
+IMPLS = ("auto", "triton", "chunked", "ref")
+POOLINGS = ("mean", "cls", "last", "flatten")
+EXPORT_FORMATS = ("hf", "mamba_ssm")  # checkpoint layouts seqssm reads and writes (seqssm.models.convert)
+
 MIXERS = ("mamba", "mamba2", "s4d")
 
 

@@ -93,6 +93,15 @@ def test_help_shows_an_example():
         assert proc.returncode == 0 and "Example" in proc.stdout and f"seqssm {command}" in proc.stdout
 
 
+def test_help_and_option_parsing_do_not_import_torch(tmp_path):
+    """`seqssm CMD --help` and the CLI module (every config dataclass and option check) start without torch,
+    numpy or scikit-learn: those load only when a command runs its job."""
+    code = ("import sys, seqssm.cli; "
+            "print(sorted(m for m in ('torch', 'numpy', 'sklearn') if m in sys.modules))")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path)
+    assert proc.returncode == 0 and proc.stdout.strip() == "[]", proc.stdout + proc.stderr
+
+
 def test_missing_fasta(tmp_path):
     assert_user_error(run("pretrain", tmp_path / "nope.fa", "--out", tmp_path / "o", *TINY), "nope.fa",
                       "does not exist")

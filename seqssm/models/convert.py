@@ -35,14 +35,14 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file
 
-from seqssm.config import MambaConfig
+from seqssm.config import EXPORT_FORMATS, MambaConfig
 from seqssm.errors import InputError
 from seqssm.models.io import materialize
 from seqssm.models.lm import MambaLMHeadModel
 from seqssm.tokenizers import get_tokenizer
 from seqssm.version import __version__
 
-FORMATS = ("hf", "mamba_ssm")
+FORMATS = EXPORT_FORMATS
 EXTERNAL_TOKENIZER = "external"
 METADATA_KEY = "seqssm"
 CONFIG_NAME = "config.json"

@@ -25,6 +25,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from seqssm.config import POOLINGS
 from seqssm.errors import InputError
 from seqssm.models.io import (
     CONFIG_NAME,
@@ -43,7 +44,6 @@ from seqssm.version import __version__
 TASK_NAME = "task.json"
 HEAD_NAME = "head.safetensors"
 TASK_FORMAT = "seqssm-classifier"
-POOLINGS = ("mean", "cls", "last", "flatten")
 PROBLEM_TYPES = ("single_label", "multi_label")
 LEVELS = ("sequence", "token")
 MODALITIES = ("dna", "audio")

@@ -16,10 +16,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from seqssm.config import IMPLS
 from seqssm.errors import InputError
 from seqssm.models.cache import LayerCache
-
-IMPLS = ("auto", "triton", "chunked", "ref")
 
 # Decode projections of at most this many rows take the Triton GEMV kernels (seqssm.kernels.gemv) where the
 # Triton kernels are chosen (CUDA): there they are weight-bandwidth-bound, and cuBLAS's GEMMs ran them ~10x
