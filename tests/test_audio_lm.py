@@ -350,7 +350,7 @@ def test_cli_rejects_a_dna_checkpoint(tmp_path):
     MambaLMHeadModel(config).save_pretrained(tmp_path / "dna")
     out = tmp_path / "x.wav"
     assert_user_error(run("generate", tmp_path / "dna", "--modality", "audio", "--out", out, "--device", "cpu"),
-                      "not an audio model")
+                      "mismatched modality")
     assert not out.exists()
 
 

@@ -305,7 +305,7 @@ CASES = [
          lambda e: score(e, e.wav("good.wav"), "--window-seconds", "0")),
     Case("score-audio", "--chunk-size -1", "--chunk-size must be a positive integer",
          lambda e: score(e, e.wav("good.wav"), "--chunk-size", "-1")),
-    Case("score-audio", "DNA checkpoint", "not an audio model", lambda e: ["score-audio", e.ck["lm"], e.wav("g.wav"),
+    Case("score-audio", "DNA checkpoint", "mismatched modality", lambda e: ["score-audio", e.ck["lm"], e.wav("g.wav"),
                                                                         "--out", e.out]),
     Case("score-audio --embeddings", "disk too full for the embeddings", "--out: embeddings.npy (4000 samples × 16",
          lambda e: score(e, e.wav("good.wav"), "--embeddings"), patch=_no_space),
