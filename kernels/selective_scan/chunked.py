@@ -234,8 +234,9 @@ def selective_scan_chunked(
         delta_softplus: apply softplus to Δ (+ bias).
         initial_state: [B, D, N] state before position 0, optional (zeros when None).
         return_final_state: also return the state after the last position.
-        chunk_size: positions T per chunk; the scan holds one [B, D, T, N] block at a time. 32 was fastest
-            on 2 CPU threads for D = 256, N = 16 (16 ties at D = 1,536): benchmarks/bench_cpu_scan.py.
+        chunk_size: positions T per chunk; the scan holds one [B, D, T, N] block at a time. With the
+            in-chunk loop, 32 and 64 are within ~10% of each other on 1 CPU thread (64 a little faster at
+            L ≥ 4 k, 16 slower): benchmarks/NOTES-demo.md.
 
     Returns:
         out [B, D, L] in u's dtype, and final_state [B, D, N] in fp32 when asked. Computed in fp32.
