@@ -234,6 +234,8 @@ class DemoConfig(Options):
     out: str = out_option(None, "runs/demo")
     minutes: float = option(20.0, help="Safety cap on pretraining wall time (warns when it stops training early).")
     steps: int = option(400, help="Pretraining steps: the budget (a slow machine takes longer, same model).")
+    threads: int | None = option(None, check=positive_int, help=(
+        "CPU threads for torch (default: the cores the load average leaves idle, at least 1)."))
     device: str = device_option()
     seed: int = option(0)
     overwrite: bool = overwrite_option()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import gzip
 import math
+import os
 import threading
 from pathlib import Path
 
@@ -23,9 +24,10 @@ from seqssm.pipelines.generate import GenerateConfig, generate, generate_outputs
 from seqssm.pipelines.pretrain import PretrainConfig, pretrain, pretrain_outputs
 from seqssm.tokenizers import get_tokenizer
 
-# The demo's model and recipe: small and shallow with short windows and a high learning rate, so the few
-# hundred steps that 2 CPU cores manage in ~2 minutes are enough to beat a uniform model clearly.
-D_MODEL, N_LAYER, WINDOW, BATCH, LR, WARMUP = 64, 2, 128, 32, 5e-3, 20
+# The demo's model and recipe, sized so that the step budget takes under 3 minutes on 2 CPU cores (measured as
+# 1-thread CPU time on a busy machine, benchmarks/NOTES-demo.md): a small, shallow model with a 4-number state
+# per channel and no expansion (the scan's cost is D·N per base), on windows long enough to see a few codons.
+D_MODEL, N_LAYER, D_STATE, EXPAND, WINDOW, BATCH, LR, WARMUP = 64, 2, 4, 1, 256, 16, 5e-3, 20
 VAL_FRACTION = 0.1  # pretrain's default: the last 10% of the genome is the validation part
 MARKOV_ORDERS = (2, 4)  # 3-mer and 5-mer Markov models: the cheap classical baseline
 
@@ -120,17 +122,42 @@ class _Progress:
         self.seen = max(self.seen, len(rows))
 
 
+def cpu_threads(requested: int | None) -> int:
+    """Torch CPU threads for the demo: ``requested``, else the cores that the 1-minute load average leaves
+    idle, at least 1. OpenMP threads that share busy cores with other jobs mostly wait for one another: on 2
+    cores at a load average of 14, a demo step took 14.7 s on 2 threads and 1.3 s on 1 (NOTES-demo.md)."""
+    if requested:
+        return requested
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    try:
+        load = os.getloadavg()[0]
+    except OSError:  # not available on this platform
+        load = 0.0
+    return max(1, min(cores, round(cores - load)))
+
+
 def demo(cfg: DemoConfig, echo=print) -> dict:
     """Run the main job end to end on the bundled genome and return where each output is.
 
-    Pretrains a causal Mamba LM (d_model 64, 2 layers) for ``cfg.steps`` steps (default 400) of 32 windows of
-    128 bases at a peak learning rate of 5e-3, printing a line per validation (every 50 steps); then scores
-    the whole validation part (the genome's last 10%) and compares it with a uniform model (2 bits) and with
-    3-mer and 5-mer Markov models fitted on the training part; then embeds the genome and generates 1 kb.
+    Pretrains a causal Mamba LM (d_model 64, 2 layers, d_state 4, expand 1) for ``cfg.steps`` steps (default
+    400) of 16 windows of 256 bases at a peak learning rate of 5e-3, printing a line per validation (every
+    50 steps); then scores the whole validation part (the genome's last 10%) and compares it with a uniform
+    model (2 bits) and with 3-mer and 5-mer Markov models fitted on the training part; then embeds the genome
+    and generates 1 kb. On the CPU it uses ``cfg.threads`` threads (default: the idle cores, ``cpu_threads``).
 
     The outputs of all three steps are checked before the first starts, so a demo run into an earlier one's
     folder stops at once (unless ``overwrite``) instead of after pretraining.
     """
+    saved = torch.get_num_threads()
+    try:
+        if resolve_device(cfg.device).type == "cpu":
+            torch.set_num_threads(cpu_threads(cfg.threads))
+        return _demo(cfg, echo)
+    finally:  # the caller's setting back (tests and notebooks call this in-process)
+        torch.set_num_threads(saved)
+
+
+def _demo(cfg: DemoConfig, echo) -> dict:
     out = Path(cfg.out)
     fasta = lambda_phage_fasta()
     checkpoint = out / "pretrain" / "checkpoint"
@@ -138,7 +165,7 @@ def demo(cfg: DemoConfig, echo=print) -> dict:
         data=str(fasta), out=str(out / "pretrain"), window=WINDOW, batch_size=BATCH, steps=cfg.steps, lr=LR,
         warmup_steps=min(WARMUP, max(cfg.steps // 10, 1)), val_every=min(50, cfg.steps), val_windows=64,
         val_fraction=VAL_FRACTION, max_minutes=cfg.minutes, seed=cfg.seed, device=cfg.device, d_model=D_MODEL,
-        n_layer=N_LAYER, overwrite=cfg.overwrite,
+        n_layer=N_LAYER, d_state=D_STATE, expand=EXPAND, overwrite=cfg.overwrite,
     )
     embed_cfg = EmbedConfig(checkpoint=str(checkpoint), fasta=str(fasta), out=str(out / "embeddings"), window=1024,
                             device=cfg.device, overwrite=cfg.overwrite)
@@ -147,8 +174,10 @@ def demo(cfg: DemoConfig, echo=print) -> dict:
     OutputPlan([], folder=out).check()  # --out itself must be (or become) a folder
     for plan in (pretrain_outputs(pretrain_cfg), embed_outputs(embed_cfg), generate_outputs(generate_cfg)):
         plan.check()
-    echo(f"[1/3] pretraining a causal Mamba DNA model (d_model {D_MODEL}, {N_LAYER} layers) on {fasta.name} "
-         f"(48,502 bp) for {cfg.steps} steps of {BATCH} × {WINDOW} bases")
+    n = torch.get_num_threads()
+    threads = f" on {n} CPU thread{'s' * (n != 1)}" if resolve_device(cfg.device).type == "cpu" else ""
+    echo(f"[1/3] pretraining a causal Mamba DNA model (d_model {D_MODEL}, {N_LAYER} layers, d_state {D_STATE}) on "
+         f"{fasta.name} (48,502 bp) for {cfg.steps} steps of {BATCH} × {WINDOW} bases{threads}")
     with _Progress(out / "pretrain" / "train_log.tsv", cfg.steps, echo):
         result = pretrain(pretrain_cfg)
     echo(f"      {result.steps} steps in {result.seconds:.0f} s "

@@ -6,23 +6,35 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from seqssm.data import lambda_phage_fasta
 from seqssm.pipelines import demo as demo_module
 from seqssm.pipelines.configs_sequence import DemoConfig
-from seqssm.pipelines.demo import demo, markov_bits, split_genome
+from seqssm.pipelines.demo import cpu_threads, demo, markov_bits, split_genome
 
 
 def test_defaults_are_what_the_docstring_says():
     cfg = DemoConfig()
     doc = " ".join(demo.__doc__.split())
     assert f"for ``cfg.steps`` steps (default {cfg.steps})" in doc
-    assert cfg.steps == 400 and cfg.minutes == 20.0
-    assert (demo_module.D_MODEL, demo_module.N_LAYER, demo_module.WINDOW, demo_module.BATCH, demo_module.LR) \
-        == (64, 2, 128, 32, 5e-3)
-    assert f"d_model {demo_module.D_MODEL}, {demo_module.N_LAYER} layers" in doc
-    assert f"{demo_module.BATCH} windows of {demo_module.WINDOW} bases" in doc
+    assert cfg.steps == 400 and cfg.minutes == 20.0 and cfg.threads is None
+    m = demo_module
+    assert (m.D_MODEL, m.N_LAYER, m.D_STATE, m.EXPAND, m.WINDOW, m.BATCH, m.LR) == (64, 2, 4, 1, 256, 16, 5e-3)
+    assert f"d_model {m.D_MODEL}, {m.N_LAYER} layers, d_state {m.D_STATE}, expand {m.EXPAND}" in doc
+    assert f"{m.BATCH} windows of {m.WINDOW} bases" in doc
     assert "learning rate of 5e-3" in doc
+
+
+def test_cpu_threads_leaves_busy_cores_alone(monkeypatch):
+    monkeypatch.setattr(demo_module.os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)
+    monkeypatch.setattr(demo_module.os, "getloadavg", lambda: (0.2, 0.0, 0.0))
+    assert cpu_threads(None) == 2  # a quiet 2-core machine: both cores
+    monkeypatch.setattr(demo_module.os, "getloadavg", lambda: (1.2, 0.0, 0.0))
+    assert cpu_threads(None) == 1
+    monkeypatch.setattr(demo_module.os, "getloadavg", lambda: (14.0, 0.0, 0.0))
+    assert cpu_threads(None) == 1  # never fewer than one
+    assert cpu_threads(3) == 3  # --threads wins
 
 
 def test_split_matches_pretrain_and_markov_is_sane():
@@ -40,9 +52,11 @@ def test_split_matches_pretrain_and_markov_is_sane():
 def test_tiny_demo_writes_outputs_and_prints_summary(tmp_path):
     lines = []
     # The default device ("auto"), as `make demo` runs it.
-    result = demo(DemoConfig(out=str(tmp_path / "demo"), steps=2), echo=lines.append)
+    threads = torch.get_num_threads()
+    result = demo(DemoConfig(out=str(tmp_path / "demo"), steps=2, threads=1), echo=lines.append)
+    assert torch.get_num_threads() == threads  # the caller's setting back
     text = "\n".join(lines)
-    assert "for 2 steps of 32 × 128 bases" in text
+    assert "for 2 steps of 16 × 256 bases on 1 CPU thread" in text
     assert "step    2/2" in text  # a progress line from the validation at the last step
     assert "summary: the model scores" in text and "Markov baseline" in text and "uniform 2.000" in text
     assert result["steps"] == 2

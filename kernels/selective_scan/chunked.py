@@ -1,14 +1,16 @@
 """Chunked selective scan in plain PyTorch: the fast path on the CPU.
 
-A sequential loop over chunks of T positions; inside a chunk a Hillis–Steele scan (log2 T steps) over
-[T, B, D, N] with the associative op (a1, b1) ∘ (a2, b2) = (a1 a2, a2 b1 + b2). Only products of
-exp(ΔA) ≤ 1 appear, so nothing overflows. The forward keeps only the state at each chunk boundary; the
+A sequential loop over chunks of T positions; inside a chunk, a = exp(ΔA) and b = Δ B u are formed for the
+whole [T, B, D, N] block at once, then the recurrence h_t = a_t h_{t-1} + b_t runs as T fused multiply-adds
+over contiguous [B, D, N] slices, in place (one pass over the block; a parallel Hillis–Steele scan needs
+~3 log2 T passes and was 3–6x slower on the CPU, benchmarks/NOTES-demo.md). Every product is of
+exp(ΔA) ≤ 1, so nothing overflows. The forward keeps only the state at each chunk boundary; the
 hand-written backward walks the chunks in reverse, recomputes a chunk's states from its boundary state and
-runs the reverse scan dh_t = C_t dy_t + a_{t+1} dh_{t+1}. So the [B, D, L, N] tensor of all states exists
-one chunk at a time, and memory is O(B·D·L + B·D·N·L/T).
+runs the reverse recurrence dh_t = C_t dy_t + a_{t+1} dh_{t+1}. So the [B, D, L, N] tensor of all states
+exists one chunk at a time, and memory is O(B·D·L + B·D·N·L/T).
 
-Inside, tensors are time-major ([L, B, D], B/C as [L, B, N] or [L, B, G, N]) so that a chunk and every
-shifted slice of it are contiguous blocks.
+Inside, tensors are time-major ([L, B, D], B/C as [L, B, N] or [L, B, G, N]) so that a chunk and each of
+its positions are contiguous blocks.
 """
 
 from __future__ import annotations
@@ -57,39 +59,32 @@ def _grad_M(h: torch.Tensor, x: torch.Tensor, M: torch.Tensor) -> torch.Tensor:
     return torch.bmm(xg, h.reshape(T * batch * groups, -1, N)).view(T, batch, groups, N)
 
 
-def _scan(a: torch.Tensor, b: torch.Tensor, reverse: bool = False) -> torch.Tensor:
-    """Hillis–Steele scan over dim 0: b_t <- a_t b_{t-1} + b_t (b_{t+1} with reverse). Clobbers a and b.
+def _recur(a: torch.Tensor, b: torch.Tensor, reverse: bool = False, shift: int = 0) -> torch.Tensor:
+    """Linear recurrence over dim 0, in place in b: b_t <- a_{t+shift} b_{t-1} + b_t, or with reverse
+    b_t <- a_{t+shift} b_{t+1} + b_t. a is not changed; a and b are [T, ...] with contiguous [...] slices.
 
-    a, b: [T, ...] contiguous. Returns the scanned b (one of two ping-pong buffers).
+    A plain loop of T fused multiply-adds over [B, D, N] slices: one pass over the chunk, where a parallel
+    (Hillis–Steele) scan needs ~3 log2 T passes; on the CPU the loop was 3–6x faster for every shape tried
+    (B·D·N from 4 k to 65 k, benchmarks/NOTES-demo.md), as each slice has enough work to hide the call.
     """
-    T = a.shape[0]
-    a2, b2 = torch.empty_like(a), torch.empty_like(b)
-    k = 1
-    while k < T:
-        lo, hi = slice(None, T - k), slice(k, None)
-        dst, src, keep = (lo, hi, slice(T - k, None)) if reverse else (hi, lo, slice(None, k))
-        torch.addcmul(b[dst], a[dst], b[src], out=b2[dst])
-        b2[keep] = b[keep]
-        if 2 * k < T:  # the last step needs no new products of a
-            torch.mul(a[dst], a[src], out=a2[dst])
-            a2[keep] = a[keep]
-            a, a2 = a2, a
-        b, b2 = b2, b
-        k *= 2
+    av, bv = a.unbind(0), b.unbind(0)
+    T = b.shape[0]
+    if reverse:
+        for t in range(T - 2, -1, -1):
+            bv[t].addcmul_(av[t + shift], bv[t + 1])
+    else:
+        for t in range(1, T):
+            bv[t].addcmul_(av[t + shift], bv[t - 1])
     return b
 
 
-def _chunk_fwd_kernel(u, delta, A, B, h0, s, e, keep_a=False):
-    """States of positions s..e-1 [T, B, D, N] given h0 [B, D, N], the state before s.
-
-    With keep_a, also a = exp(ΔA) [T, B, D, N] (the scan clobbers its own copy); else None.
-    """
+def _chunk_fwd_kernel(u, delta, A, B, h0, s, e):
+    """States of positions s..e-1 [T, B, D, N] given h0 [B, D, N], the state before s; and a = exp(ΔA)
+    [T, B, D, N] (the backward reuses it)."""
     a = (delta[s:e].unsqueeze(-1) * A).exp_()
     b = _outer(delta[s:e] * u[s:e], B, s, e)
     b[0].addcmul_(a[0], h0)
-    if not keep_a:
-        return _scan(a, b), None
-    return _scan(a.clone(), b), a
+    return _recur(a, b), a
 
 
 def _chunk_bwd_kernel(u, delta, A, B, C, h0, dy, dh, s, e):
@@ -97,27 +92,25 @@ def _chunk_bwd_kernel(u, delta, A, B, C, h0, dy, dh, s, e):
 
     Returns du, ddelta [T, B, D]; dA [D, N]; dB, dC (chunk rows or [D, N]); dh0, the gradient of h0.
     """
-    hs, a = _chunk_fwd_kernel(u, delta, A, B, h0, s, e, keep_a=True)
+    hs, a = _chunk_fwd_kernel(u, delta, A, B, h0, s, e)
     dts, dtu, dys = delta[s:e], delta[s:e] * u[s:e], dy[s:e]
     g = _outer(dys, C, s, e)
     g[-1] += dh
-    # g_t = C_t dy_t + a_{t+1} g_{t+1}: the reverse scan's factor is a shifted by one position
-    alpha = torch.empty_like(a)
-    alpha[:-1] = a[1:]
-    alpha[-1] = 0
-    g = _scan(alpha, g, reverse=True)
+    # g_t = C_t dy_t + a_{t+1} g_{t+1}: the reverse recurrence's factor is a shifted by one position
+    g = _recur(a, g, reverse=True, shift=1)
     dC = _grad_M(hs, dys, C)
     dB = _grad_M(g, dtu, B)
     gB = _dot(g, B, s, e)
     du = dts * gB
     ddelta = u[s:e] * gB
-    q = torch.empty_like(a)  # d(ΔA)_t = g_t h_{t-1} a_t
-    torch.mul(h0, a[0], out=q[0])
-    torch.mul(hs[:-1], a[1:], out=q[1:])
+    dh0 = a[0] * g[0]
+    q = a  # d(ΔA)_t = g_t h_{t-1} a_t, written over a (not needed any more)
+    q[0].mul_(h0)
+    q[1:].mul_(hs[:-1])
     q.mul_(g)
-    dA = (q * dts.unsqueeze(-1)).sum((0, 1))
-    ddelta += q.mul_(A).sum(-1)
-    return du, ddelta, dA, dB, dC, a[0] * g[0]
+    ddelta += (q * A).sum(-1)
+    dA = q.mul_(dts.unsqueeze(-1)).sum((0, 1))
+    return du, ddelta, dA, dB, dC, dh0
 
 
 def _selective_scan_chunked_fwd(u, delta, A, B, C, h0, chunk_size):
@@ -241,8 +234,9 @@ def selective_scan_chunked(
         delta_softplus: apply softplus to Δ (+ bias).
         initial_state: [B, D, N] state before position 0, optional (zeros when None).
         return_final_state: also return the state after the last position.
-        chunk_size: positions T per chunk; the scan holds one [B, D, T, N] block at a time. 32 was fastest
-            on 2 CPU threads for D = 256, N = 16 (16 ties at D = 1,536): benchmarks/bench_cpu_scan.py.
+        chunk_size: positions T per chunk; the scan holds one [B, D, T, N] block at a time. With the
+            in-chunk loop, 32 and 64 are within ~10% of each other on 1 CPU thread (64 a little faster at
+            L ≥ 4 k, 16 slower): benchmarks/NOTES-demo.md.
 
     Returns:
         out [B, D, L] in u's dtype, and final_state [B, D, N] in fp32 when asked. Computed in fp32.
