@@ -459,7 +459,8 @@ CASES = [
          lambda e: pretrain(e, e.fasta(), "--pack", "--modality", "bytes")),
     Case("pretrain", "--pack on a FASTA of one record", "holds 1 record",
          lambda e: pretrain(e, e.fasta(text=f">only\n{DNA}\n"), "--pack")),
-    Case("pretrain", "--pack with MoE layers", "--moe-every", lambda e: pretrain(e, e.fasta(), "--pack", "--moe-every", "1")),
+    Case("pretrain", "--pack with MoE layers", "--moe-every",
+         lambda e: pretrain(e, e.fasta(), "--pack", "--moe-every", "1")),
     # ------------------------------------------------------------------------------------------------- evaluate
     Case("evaluate", "predictions file missing", "does not exist", lambda e: evaluate(e, e.tmp / "none.tsv")),
     Case("evaluate", "predictions file that is a PNG", "is a PNG image, not a predictions file",
