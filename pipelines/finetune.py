@@ -262,7 +262,9 @@ def _train(cfg: FinetuneConfig, saved, device, labels: list[str], splits: dict, 
         return stop
 
     def record(status: dict) -> None:
-        resolved = dataclasses.replace(cfg, init_seed=_init_seed(cfg))  # the number used, not None
+        resolved = dataclasses.replace(cfg, init_seed=_init_seed(cfg),  # the numbers used, not None
+                                       patch_size=task.patch_size if cfg.modality == "audio" else cfg.patch_size,
+                                       frontend=task.frontend if cfg.modality == "audio" else cfg.frontend)
         # The backbone actually trained: with init_from, d_model etc. in the config above are not its own.
         moe = {"expert_use": expert_use.record()} if expert_use else {}
         write_run_record(out, resolved, {**status, "warnings": list(warned), **({"fold": fold} if fold else {}),

@@ -20,6 +20,8 @@ from seqssm.pipelines.configs_train import FinetuneConfig
 from seqssm.pipelines.train_utils import RECIPE_SAMPLE_RATE, EpochSampler, param_groups, sample_rate_warning
 from seqssm.transforms import WaveformAugment
 
+RAW_PATCH = 16  # the raw front end's default samples per token
+
 
 def load_data(cfg: FinetuneConfig):
     """(labels of every item, {split: items}, sample rate): Examples for DNA, AudioRecords for audio; the split
@@ -56,15 +58,28 @@ def task(cfg: FinetuneConfig, labels: list[str], rate: int | None, length: int |
         classes = set(labels)
     return TaskConfig(classes=sorted(classes, key=natural_key), problem_type="multi_label" if multi else
                       "single_label", level=cfg.level, pooling=cfg.pooling, modality=cfg.modality,
-                      patch_size=cfg.patch_size if cfg.modality == "audio" else None, sample_rate=rate,
+                      patch_size=patch_size(cfg, rate) if cfg.modality == "audio" else None, sample_rate=rate,
                       dropout=cfg.dropout, length=length, **frontend(cfg))
+
+
+def patch_size(cfg: FinetuneConfig, rate: int) -> int:
+    """Samples per token: ``--patch-size``, else 16 (raw; 2 ms at 8 kHz) or a 10 ms hop (logmel, as log-mel
+    front ends use, e.g. 80 at 8 kHz)."""
+    if cfg.patch_size is not None:
+        return cfg.patch_size
+    return RAW_PATCH if frontend_of(cfg) == "raw" else max(1, round(rate / 100))
 
 
 def frontend(cfg: FinetuneConfig) -> dict:
     """The audio front end's TaskConfig fields (``seqssm.models.frontends``)."""
-    if cfg.modality != "audio" or cfg.frontend == "raw":
+    if cfg.modality != "audio" or frontend_of(cfg) == "raw":
         return {}
-    return {"frontend": cfg.frontend, "n_mels": LOGMEL_BANDS}
+    return {"frontend": "logmel", "n_mels": LOGMEL_BANDS}
+
+
+def frontend_of(cfg: FinetuneConfig) -> str:
+    """The audio front end: ``--frontend``; "auto" is logmel, which beat raw on FSDD in short CPU runs."""
+    return "logmel" if cfg.frontend == "auto" else cfg.frontend
 
 
 def backbone(cfg: FinetuneConfig, rate: int | None) -> MambaLMHeadModel:
@@ -105,8 +120,10 @@ def rate_warning(cfg: FinetuneConfig, model: SequenceClassifier, rate: int | Non
     own = model.lm.config.sample_rate if cfg.init_from else None
     if own:
         return sample_rate_warning(rate, own, f"the {own} Hz of the --init-from backbone")
+    if cfg.patch_size is None and frontend_of(cfg) == "logmel":
+        return None  # a 10 ms hop at any rate: as many tokens a second at 44.1 kHz as at 8 kHz
     return sample_rate_warning(rate, RECIPE_SAMPLE_RATE, f"the {RECIPE_SAMPLE_RATE} Hz the audio recipe is sized for "
-                               f"(--patch-size {cfg.patch_size}, --clip-seconds {cfg.clip_seconds:g})")
+                               f"(--patch-size {model.task.patch_size}, --clip-seconds {cfg.clip_seconds:g})")
 
 
 def optimizer(cfg: FinetuneConfig, model: SequenceClassifier) -> torch.optim.Optimizer:

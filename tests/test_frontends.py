@@ -148,3 +148,16 @@ def test_finetune_logmel_then_predict_and_embed(tmp_path):
     vectors = Embedder(result.checkpoint, device="cpu").embed_audio(
         [str(data / "lo" / "lo0.wav")], sample_rate=RATE)
     assert vectors.shape == (1, 16) and np.isfinite(np.asarray(vectors)).all()
+
+
+def test_default_audio_recipe_is_logmel_with_a_10_ms_hop():
+    from seqssm.pipelines.finetune_setup import patch_size
+
+    cfg = FinetuneConfig(data="x", out="y", modality="audio")
+    assert cfg.frontend == "auto" and cfg.patch_size is None
+    assert FinetuneConfig(data="x", out="y", modality="dna").frontend == "auto"  # no front end for DNA
+    assert patch_size(cfg, 8000) == 80 and patch_size(cfg, 44100) == 441
+    assert patch_size(FinetuneConfig(data="x", out="y", modality="audio", frontend="raw"), 8000) == 16
+    assert patch_size(FinetuneConfig(data="x", out="y", modality="audio", patch_size=32), 8000) == 32
+    with pytest.raises(InputError, match="--patch-size"):
+        FinetuneConfig(data="x", out="y", modality="audio", patch_size=0)
