@@ -207,7 +207,8 @@ def _train(cfg: FinetuneConfig, saved, device, labels: list[str], splits: dict, 
     saved_step = step if saved is not None else None
     start = time.perf_counter() - position["seconds"]  # the clock (and a --max-minutes budget) runs on
     # --max-minutes covers the whole run: self-pretraining (at most a third of it) comes out of the budget.
-    budget = None if cfg.max_minutes is None else max(1.0, 60 * cfg.max_minutes - (pretrained or {}).get("seconds", 0))
+    budget = None if cfg.max_minutes is None else max(60 * cfg.max_minutes - (pretrained or {}).get("seconds", 0),
+                                                      20 * cfg.max_minutes)
     deadline = None if budget is None else start + budget
     scheduler = cosine_schedule(optimizer, min(cfg.warmup_steps, total // 10), total, seconds=budget, start=start)
 
