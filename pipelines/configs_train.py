@@ -26,6 +26,7 @@ from seqssm.options import (
     out_option,
     overwrite_option,
     positive,
+    positive_int,
     resume_option,
     seed_value,
     zero_or_more,
@@ -189,6 +190,23 @@ def checked_split(split: Sequence[float]) -> tuple[float, ...]:
     return split
 
 
+def parse_self_pretrain_steps(text: str) -> int | str:
+    """``--self-pretrain-steps`` text: "auto" or a whole number of steps (0: off)."""
+    text = text.strip().lower()
+    if text == "auto":
+        return text
+    try:
+        return int(text)
+    except ValueError:
+        raise InputError(f"--self-pretrain-steps must be auto or a whole number of steps (0: off), got "
+                         f"{text!r}") from None
+
+
+def check_self_pretrain_steps(flag: str, value) -> None:
+    if value != "auto" and (isinstance(value, bool) or not isinstance(value, int) or value < 0):
+        raise InputError(f"{flag} must be auto or a whole number of steps >= 0 (0: off), got {value!r}")
+
+
 def _ema(flag: str, value: float | None) -> None:
     if value is not None:
         from seqssm.pipelines.ema import check_decay
@@ -210,7 +228,8 @@ class FinetuneConfig(TrainingOptions, BackboneOptions, InputSpec):
     Task: ``problem_type`` "auto" is multi-label when a label cell holds ";"-joined labels; ``level``
     "token" takes one label character per base. ``pooling``, ``dropout``: see ``TaskConfig``.
     Backbone: ``init_from`` a checkpoint, else a fresh one of ``d_model``, ``n_layer``, ``d_state``,
-    ``expand`` (``bidirectional``, ``rc_equivariant``). Audio: ``patch_size`` samples per token, training
+    ``expand`` (``bidirectional``, ``rc_equivariant``). Audio: ``frontend`` "logmel" (log-mel frames; "auto")
+    or "raw" (waveform frames), ``patch_size`` samples per token (None: 16 raw, a 10 ms hop logmel), training
     clips randomly cropped to ``clip_seconds`` (evaluation uses whole clips).
     Training: AdamW at ``lr`` for the head (and the audio patch projection) and ``backbone_lr`` (default
     ``lr``) for the backbone, unless ``freeze_backbone``; warm-up then cosine decay; ``class_weights``
@@ -241,7 +260,11 @@ class FinetuneConfig(TrainingOptions, BackboneOptions, InputSpec):
     d_model: int = option(64)
     n_layer: int = option(2)
     bidirectional: bool = option(True)
-    patch_size: int = option(16, help="audio: samples per token (a linear map of each frame).", check=positive)
+    patch_size: int | None = option(None, help="audio: samples per token (default: 16 raw, a 10 ms hop logmel).",
+                                    check=positive_int)
+    frontend: str = option("auto", help="audio: logmel (log-mel spectrogram frames every --patch-size samples; "
+                           "auto) or raw (a linear map of each frame of --patch-size samples).",
+                           check=one_of("auto", "raw", "logmel"))
     clip_seconds: float = option(2.0, help="audio: random training crops of at most this length.", check=positive)
     freeze_backbone: bool = option(False, help="Train the head only.")
     backbone_lr: float | None = option(None, help="Backbone learning rate (default: --lr).", check=positive)
@@ -267,6 +290,10 @@ class FinetuneConfig(TrainingOptions, BackboneOptions, InputSpec):
     baseline: bool = option(False, flags=("--baseline",), help=(
         "Also fit `seqssm baseline` on this split and print both test scores side by side (run.json, "
         "baseline_predictions.tsv)."))
+    self_pretrain_steps: int | str = option(
+        "auto", cli_type=str, parse=parse_self_pretrain_steps, show=str, check=check_self_pretrain_steps, help=(
+            "First pretrain the backbone on the training rows alone for N steps (masked LM for bidirectional "
+            "DNA backbones, next token for causal ones; 0: off; auto: chosen by the data, see run.json)."))
     folds: int | None = option(None, help="Cross-validate in K stratified folds of the train and val rows: one "
                                "run per fold, pooled out-of-fold predictions (oof_predictions.tsv).",
                                check=at_least(2))
@@ -284,6 +311,8 @@ class FinetuneConfig(TrainingOptions, BackboneOptions, InputSpec):
                 raise InputError(f"--metric must be auto or one of {', '.join(METRICS)}, got {self.metric!r}")
         if self.rc_augment and self.modality != "dna":
             raise InputError("--rc-augment flips DNA strands; drop it for audio")
+        if self.frontend == "logmel" and self.modality != "audio":
+            raise InputError(f"--frontend {self.frontend} reads waveforms (audio); drop it for DNA")
         if self.augment and self.modality != "audio":
             raise InputError("--augment perturbs waveforms (audio); for DNA use --rc-augment")
         self.split = checked_split(self.split)

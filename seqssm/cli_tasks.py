@@ -31,7 +31,7 @@ FINETUNE_EPILOG = example_epilog(
     "seqssm finetune promoters.tsv --out runs/prom --epochs 8 --rc-augment",
     "seqssm finetune peaks.bed --genome hg38.fa --bed-labels 6 --length 512 --init-from runs/mlm/checkpoint "
     "--out runs/peaks --freeze-backbone",
-    "seqssm finetune fsdd/ --modality audio --patch-size 16 --out runs/digits --augment --ema 0.999",
+    "seqssm finetune fsdd/ --modality audio --out runs/digits --augment --ema 0.999",
     "seqssm finetune promoters.tsv --pooling flatten --seed 0 --init-seed 100 --out runs/prom_s0_i100",
 )
 PREDICT_EPILOG = example_epilog(

@@ -94,8 +94,11 @@ def test_rate_warning_takes_the_init_from_backbones_rate():
     assert "--init-from backbone" in _rate_warning(cfg, model, 44100)
     assert "--sample-rate 16000" in _rate_warning(cfg, model, 44100)
     assert _rate_warning(cfg, model, 22050) is None  # 1.4x the backbone's, though 2.8x the recipe's
-    fresh = FinetuneConfig(data="clips", out="run", modality="audio")
+    fresh = FinetuneConfig(data="clips", out="run", modality="audio", frontend="raw")
+    model.task = SimpleNamespace(patch_size=16)
     assert "--sample-rate 8000" in _rate_warning(fresh, model, 22050)
+    # The default log-mel front end hops 10 ms at any rate: no more tokens at 22 kHz than at 8 kHz.
+    assert _rate_warning(FinetuneConfig(data="clips", out="run", modality="audio"), model, 22050) is None
     assert _rate_warning(FinetuneConfig(data="t.tsv", out="run", modality="dna"), model, None) is None
 
 
