@@ -172,6 +172,23 @@ def checked_split(split: Sequence[float]) -> tuple[float, ...]:
     return split
 
 
+def parse_self_pretrain_steps(text: str) -> int | str:
+    """``--self-pretrain-steps`` text: "auto" or a whole number of steps (0: off)."""
+    text = text.strip().lower()
+    if text == "auto":
+        return text
+    try:
+        return int(text)
+    except ValueError:
+        raise InputError(f"--self-pretrain-steps must be auto or a whole number of steps (0: off), got "
+                         f"{text!r}") from None
+
+
+def check_self_pretrain_steps(flag: str, value) -> None:
+    if value != "auto" and (isinstance(value, bool) or not isinstance(value, int) or value < 0):
+        raise InputError(f"{flag} must be auto or a whole number of steps >= 0 (0: off), got {value!r}")
+
+
 def _ema(flag: str, value: float | None) -> None:
     if value is not None:
         from seqssm.pipelines.ema import check_decay
@@ -250,6 +267,10 @@ class FinetuneConfig(TrainingOptions, BackboneOptions, InputSpec):
     baseline: bool = option(False, flags=("--baseline",), help=(
         "Also fit `seqssm baseline` on this split and print both test scores side by side (run.json, "
         "baseline_predictions.tsv)."))
+    self_pretrain_steps: int | str = option(
+        "auto", cli_type=str, parse=parse_self_pretrain_steps, show=str, check=check_self_pretrain_steps, help=(
+            "First pretrain the backbone on the training rows alone for N steps (masked LM for bidirectional "
+            "DNA backbones, next token for causal ones; 0: off; auto: chosen by the data, see run.json)."))
     folds: int | None = option(None, help="Cross-validate in K stratified folds of the train and val rows: one "
                                "run per fold, pooled out-of-fold predictions (oof_predictions.tsv).",
                                check=at_least(2))

@@ -64,6 +64,7 @@ from seqssm.pipelines.configs_train import FinetuneConfig
 from seqssm.pipelines.ema import WeightEMA
 from seqssm.pipelines.metrics import cat_batches, compute_metrics, evaluate_split, task_metrics
 from seqssm.pipelines.objectives import ExpertUse
+from seqssm.pipelines.self_pretrain import for_finetune as self_pretrain
 from seqssm.pipelines.train_utils import (
     RECIPE_SAMPLE_RATE,
     TIME_CHECK_STEPS,
@@ -268,6 +269,9 @@ def _train(cfg: FinetuneConfig, saved, device, labels: list[str], splits: dict, 
     model = SequenceClassifier(_backbone(cfg, rate), task).to(device)
     if saved is not None:
         saved.load_model(model)
+    # The backbone as a language model on the training rows first (--self-pretrain-steps); not again on resume.
+    pretrained = saved.position.get("self_pretrain") if saved is not None else self_pretrain(
+        cfg, model.lm, splits["train"], device, rate, _init_seed(cfg))
     if cfg.freeze_backbone:
         model.lm.requires_grad_(False)
     ema = WeightEMA(model, cfg.ema) if cfg.ema is not None else None
@@ -306,7 +310,7 @@ def _train(cfg: FinetuneConfig, saved, device, labels: list[str], splits: dict, 
         save_trainer_state(state_dir, cfg, {
             "step": step, "epoch": epoch, "batch": batch, "train_loss": running, "best": best, "best_step": best_step,
             "stale": stale, "history": history, "seconds": time.perf_counter() - start, "finished": finished,
-            "expert_use": expert_use.state(),
+            "expert_use": expert_use.state(), "self_pretrain": pretrained,
         }, model=model, optimizer=optimizer, scheduler=scheduler, device=device, ema=ema)
         saved_step = step
 
@@ -355,7 +359,7 @@ def _train(cfg: FinetuneConfig, saved, device, labels: list[str], splits: dict, 
         # The backbone actually trained: with init_from, d_model etc. in the config above are not its own.
         moe = {"expert_use": expert_use.record()} if expert_use else {}
         write_run_record(out, resolved, {**status, "warnings": list(warned), **({"fold": fold} if fold else {}),
-                                         "task": task.to_dict(),
+                                         "task": task.to_dict(), "self_pretrain": pretrained,
                                          "backbone": model.config.to_dict(),
                                          **moe, "history": history})
 
