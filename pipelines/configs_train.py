@@ -242,6 +242,8 @@ class FinetuneConfig(TrainingOptions, BackboneOptions, InputSpec):
     n_layer: int = option(2)
     bidirectional: bool = option(True)
     patch_size: int = option(16, help="audio: samples per token (a linear map of each frame).", check=positive)
+    frontend: str = option("raw", help="audio: raw (a linear map of each frame of --patch-size samples) or logmel "
+                           "(log-mel spectrogram frames every --patch-size samples).", check=one_of("raw", "logmel"))
     clip_seconds: float = option(2.0, help="audio: random training crops of at most this length.", check=positive)
     freeze_backbone: bool = option(False, help="Train the head only.")
     backbone_lr: float | None = option(None, help="Backbone learning rate (default: --lr).", check=positive)
@@ -288,6 +290,8 @@ class FinetuneConfig(TrainingOptions, BackboneOptions, InputSpec):
                 raise InputError(f"--metric must be auto or one of {', '.join(METRICS)}, got {self.metric!r}")
         if self.rc_augment and self.modality != "dna":
             raise InputError("--rc-augment flips DNA strands; drop it for audio")
+        if self.frontend != "raw" and self.modality != "audio":
+            raise InputError(f"--frontend {self.frontend} reads waveforms (audio); drop it for DNA")
         if self.augment and self.modality != "audio":
             raise InputError("--augment perturbs waveforms (audio); for DNA use --rc-augment")
         self.split = checked_split(self.split)

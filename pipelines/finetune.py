@@ -30,6 +30,7 @@ from seqssm.datasets.splits import labelled_splits
 from seqssm.datasets.training_sets import AudioEvalClips, AudioTrainClips, RCFlipped
 from seqssm.errors import InputError
 from seqssm.models import MambaLMHeadModel
+from seqssm.models.frontends import LOGMEL_BANDS
 from seqssm.models.heads import (
     SequenceClassifier,
     TaskConfig,
@@ -135,7 +136,14 @@ def _task(cfg: FinetuneConfig, labels: list[str], rate: int | None, length: int 
     return TaskConfig(classes=sorted(classes, key=natural_key), problem_type="multi_label" if multi else
                       "single_label", level=cfg.level, pooling=cfg.pooling, modality=cfg.modality,
                       patch_size=cfg.patch_size if cfg.modality == "audio" else None, sample_rate=rate,
-                      dropout=cfg.dropout, length=length)
+                      dropout=cfg.dropout, length=length, **_frontend(cfg))
+
+
+def _frontend(cfg: FinetuneConfig) -> dict:
+    """The audio front end's TaskConfig fields (``seqssm.models.frontends``)."""
+    if cfg.modality != "audio" or cfg.frontend == "raw":
+        return {}
+    return {"frontend": cfg.frontend, "n_mels": LOGMEL_BANDS}
 
 
 def _backbone(cfg: FinetuneConfig, rate: int | None) -> MambaLMHeadModel:

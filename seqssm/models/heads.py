@@ -26,6 +26,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from seqssm.errors import InputError
+from seqssm.models.frontends import FRONTENDS, audio_frontend
 from seqssm.models.io import (
     CONFIG_NAME,
     DIGEST_KEY,
@@ -63,6 +64,8 @@ class TaskConfig:
     head, as a CNN's dense layer is: promoter elements sit at fixed offsets).
     ``modality``: "dna" (token ids) or "audio" (waveform, with ``patch_size`` samples per token at
     ``sample_rate`` Hz). ``normalize_audio`` scales each clip to peak 1 (recording levels vary a lot).
+    ``frontend`` (audio): "raw" frames of samples or "logmel" spectrogram frames of ``n_mels`` bands, one token
+    per ``patch_size`` samples either way (``seqssm.models.frontends``).
 
     ``num_labels`` is derived.
     """
@@ -77,6 +80,8 @@ class TaskConfig:
     normalize_audio: bool = True
     dropout: float = 0.0
     length: int | None = None
+    frontend: str = "raw"
+    n_mels: int | None = None
 
     num_labels: int = field(init=False)
 
@@ -94,6 +99,8 @@ class TaskConfig:
         if len(self.classes) < minimum:
             raise InputError(f"a {self.problem_type} task needs at least {minimum} classes, got {self.classes}; "
                              "check the label column")
+        if self.frontend not in FRONTENDS or (self.frontend != "raw" and self.modality != "audio"):
+            raise InputError(f"TaskConfig.frontend must be one of {FRONTENDS} (logmel: audio), got {self.frontend!r}")
         if self.modality == "audio":
             for name in ("patch_size", "sample_rate"):
                 value = getattr(self, name)
@@ -234,8 +241,9 @@ class SequenceClassifier(nn.Module):
         self.lm = lm
         self.task = task
         device, dtype = lm.backbone.embedding.weight.device, lm.backbone.embedding.weight.dtype
-        self.patch = PatchEmbedding(task.patch_size, config.d_model, normalize=task.normalize_audio,
-                                    device=device, dtype=dtype) if task.modality == "audio" else None
+        self.patch = audio_frontend(task.frontend, task.patch_size, config.d_model, sample_rate=task.sample_rate,
+                                    n_mels=task.n_mels, normalize=task.normalize_audio, device=device,
+                                    dtype=dtype) if task.modality == "audio" else None
         pooled_rc = config.rc_equivariant and task.level == "sequence"
         self.feature_dim = config.d_model // 2 if pooled_rc else config.d_model
         if task.pooling == "flatten" and task.level == "sequence":

@@ -1,0 +1,103 @@
+"""Audio front ends of a classifier: waveform [B, T] → token embeddings [B, L, D] and a token mask [B, L].
+
+Two kinds, chosen by ``TaskConfig.frontend`` and saved with the classifier, one token every P =
+``patch_size`` samples either way (L = ceil(T / P)):
+
+- "raw": a linear map of each non-overlapping frame of P samples (:class:`~seqssm.models.heads.PatchEmbedding`).
+- "logmel": a linear map of each frame of a log-mel spectrogram (torchaudio ``MelSpectrogram``, windows of
+  about 25 ms, hop P, F mel bands), the frames-as-tokens input of Audio Mamba and SSAMBA
+  (:class:`LogMelEmbedding`; the pure function :func:`log_mel_frames`).
+
+Padding samples are zeroed and the spectrogram pads with zeros (not reflection), so a row's frames do not
+depend on the rows it is batched with; token t is real when its first sample t·P is.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from seqssm.errors import InputError
+
+FRONTENDS = ("raw", "logmel")
+LOGMEL_BANDS = 40
+LOG_FLOOR = 1e-6  # added before the log: silence is log(1e-6), not -inf
+
+
+def spectrogram_window(sample_rate: int) -> int:
+    """The FFT size: about 25 ms rounded up to a power of two (256 samples at 8 kHz, 512 at 16 kHz)."""
+    return 1 << max(3, math.ceil(math.log2(0.025 * sample_rate)))
+
+
+def _mel(sample_rate: int, hop: int, n_mels: int):
+    from torchaudio.transforms import MelSpectrogram  # imported when a log-mel model is built
+
+    n_fft = spectrogram_window(sample_rate)
+    return MelSpectrogram(sample_rate=sample_rate, n_fft=n_fft, hop_length=hop, n_mels=n_mels, center=True,
+                          pad_mode="constant", power=2.0)
+
+
+def log_mel_frames(waveform: torch.Tensor, attention_mask: torch.Tensor | None, *, sample_rate: int, hop: int,
+                   n_mels: int = LOGMEL_BANDS, normalize: bool = True,
+                   transform: nn.Module | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Waveform [B, T] (right-padded, mask [B, T]) → log-mel frames [B, L, F] and token mask [B, L],
+    L = ceil(T / hop), F = ``n_mels``; frame t is centred on sample t·hop. ``normalize`` divides each row by its
+    peak |sample| first. ``transform``: a ``MelSpectrogram`` of these settings to reuse (built when None)."""
+    if not isinstance(waveform, torch.Tensor) or waveform.dim() != 2 or not waveform.dtype.is_floating_point:
+        got = tuple(waveform.shape) if isinstance(waveform, torch.Tensor) else type(waveform).__name__
+        raise InputError(f"audio input must be a float waveform [B, T], got {got}")
+    if attention_mask is None:
+        attention_mask = torch.ones_like(waveform, dtype=torch.bool)
+    elif attention_mask.shape != waveform.shape:
+        raise InputError(f"audio attention_mask {tuple(attention_mask.shape)} differs from the waveform's "
+                         f"{tuple(waveform.shape)}; pass one [B, T] mask of 1 (sample) / 0 (padding)")
+    mask = attention_mask.bool()
+    wave = (waveform * mask).float()
+    if normalize:
+        wave = wave / wave.abs().amax(dim=1, keepdim=True).clamp_min(1e-6)
+    transform = transform if transform is not None else _mel(sample_rate, hop, n_mels).to(wave.device)
+    n_tokens = -(-waveform.shape[1] // hop)
+    power = transform(wave)[..., :n_tokens]  # [B, F, 1 + T // hop] → its first L frames
+    frames = torch.log(power + LOG_FLOOR).transpose(1, 2)
+    return frames, mask[:, ::hop]
+
+
+class LogMelEmbedding(nn.Module):
+    """Waveform [B, T] → [B, ceil(T / P), D]: a linear map of each log-mel frame (F bands, hop P samples).
+
+    The mel filterbank and window are fixed buffers rebuilt from the settings (not saved); only ``proj`` is
+    learnt. Log power is scaled by a fixed affine (log 1e-6 ≈ -13.8 maps near -1) so the inputs start near
+    unit scale.
+    """
+
+    def __init__(self, patch_size: int, d_model: int, *, sample_rate: int, n_mels: int = LOGMEL_BANDS,
+                 normalize: bool = True, device=None, dtype=None):
+        super().__init__()
+        self.patch_size, self.sample_rate, self.n_mels, self.normalize = patch_size, sample_rate, n_mels, normalize
+        self.mel = _mel(sample_rate, patch_size, n_mels).to(device)
+        for name, buffer in list(self.mel.named_buffers()):  # rebuilt from the settings: not in the checkpoint
+            owner = self.mel.get_submodule(name.rpartition(".")[0]) if "." in name else self.mel
+            owner.register_buffer(name.rpartition(".")[2], buffer, persistent=False)
+        self.proj = nn.Linear(n_mels, d_model, device=device, dtype=dtype)
+
+    def forward(self, waveform: torch.Tensor,
+                attention_mask: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """(embeddings [B, L, D], token mask [B, L])."""
+        frames, mask = log_mel_frames(waveform, attention_mask, sample_rate=self.sample_rate, hop=self.patch_size,
+                                      n_mels=self.n_mels, normalize=self.normalize, transform=self.mel)
+        return self.proj(((frames + 7.0) / 7.0).to(self.proj.weight.dtype)), mask
+
+
+def audio_frontend(frontend: str, patch_size: int, d_model: int, *, sample_rate: int, n_mels: int | None,
+                   normalize: bool, device=None, dtype=None) -> nn.Module:
+    """The front end a classifier's task names (``TaskConfig.frontend``)."""
+    if frontend == "raw":
+        from seqssm.models.heads import PatchEmbedding
+
+        return PatchEmbedding(patch_size, d_model, normalize=normalize, device=device, dtype=dtype)
+    if frontend == "logmel":
+        return LogMelEmbedding(patch_size, d_model, sample_rate=sample_rate, n_mels=n_mels or LOGMEL_BANDS,
+                               normalize=normalize, device=device, dtype=dtype)
+    raise InputError(f"the audio front end must be one of {', '.join(FRONTENDS)}, got {frontend!r}")
