@@ -9,13 +9,14 @@ Tasks (inputs from ``--data-root``, default ``../shared/data``, built into ``{ou
 is copied into the repository): ``promoters`` (E. coli promoter or not, 81 nt, 5,720 rows), ``sigma`` (the
 promoters' sigma factor, 6 imbalanced classes), ``fsdd`` (spoken digits, 8 kHz waveforms, FSDD's own test split
 of takes 0-4) and ``segments`` (``benchmarks/genome_segments.py``: 1-2 kb genome segments, 14 imbalanced
-region-and-strand classes). For every task and split seed S: ``seqssm.pipelines.finetune.finetune`` with
-``--seed S --baseline`` and otherwise the command's defaults (the recipe run.json records; each row keeps it),
-so the baseline is fitted on exactly the model's train / val rows and scored on its test rows. ``--quick``
-(a CPU smoke run, stated in every row) shrinks the data (seeded subsets: 300 promoters, 300 sigma rows, FSDD
-takes 0 and 5-7, 8 segments a class) and the model (d_model 16, 1 layer, 2 epochs; audio patches of 32 samples,
-1-s training crops): it checks the machinery, and its numbers say little about the recipe. ``--set KEY=VALUE``
-overrides any other FinetuneConfig field (recorded in the rows' recipe).
+region-and-strand classes, at most 150 a class: 1,549 rows). For every task and split seed S:
+``seqssm.pipelines.finetune.finetune`` with ``--seed S --baseline`` and otherwise the command's defaults (the
+recipe run.json records; each row keeps it), so the baseline is fitted on exactly the model's train / val rows
+and scored on its test rows. ``--quick`` (a CPU smoke run, stated in every row) shrinks the data (seeded
+subsets: 300 promoters, 300 sigma rows, FSDD takes 0 and 5-7, 8 segments a class) and the model (d_model 16,
+1 layer, 2 epochs; audio patches of 32 samples, 1-s training crops): it checks the machinery, and its numbers
+say little about the recipe. ``--set KEY=VALUE`` overrides any other FinetuneConfig field (recorded in the
+rows' recipe).
 
 Per task and metric (accuracy, macro F1, balanced accuracy) the table gives the means over seeds of the model
 and the baseline, the mean paired difference d = model - baseline, its standard error sd(d) / sqrt(n), and
@@ -45,12 +46,16 @@ SHORT = {"accuracy": "acc", "macro_f1": "macro F1", "balanced_accuracy": "bal. a
 QUICK_MODEL = {"d_model": 16, "n_layer": 1, "epochs": 2}
 QUICK_AUDIO = {"patch_size": 32, "clip_seconds": 1.0}
 QUICK_ROWS = {"promoters": 300, "sigma": 300, "segments": 8}  # segments: rows per class
+# Full runs keep at most this many segments a class (of ~410): the k-mer baseline's 36 logistic regressions on
+# 1-2 kb rows are the slowest part of a seed (minutes of CPU at 4,000 rows); the rare classes keep all of theirs.
+SEGMENTS_PER_CLASS = 150
 QUICK_FSDD_TAKES = (0, 5, 6, 7)  # take 0 is the (FSDD) test split, 5-7 train and val
 # run.json config fields that are data, output or machine, not recipe.
 NOT_RECIPE = {"data", "out", "overwrite", "resume", "device", "num_workers", "seed", "init_seed", "baseline",
               "data_format", "genome", "bed_labels", "length", "sequence_column", "label_column", "id_column",
               "fsdd_split", "sample_rate", "modality", "split", "impl", "level", "problem_type", "folds"}
-RECIPE_SHOWN = ("d_model", "n_layer", "pooling", "epochs", "batch_size", "lr", "class_weights", "metric")
+RECIPE_SHOWN = ("d_model", "n_layer", "pooling", "epochs", "batch_size", "lr", "class_weights", "metric", "frontend",
+                "self_pretrain_steps", "patch_size", "clip_seconds")
 
 
 def _load_segments():
@@ -99,7 +104,7 @@ def prepare(task: str, root: Path, data_dir: Path, quick: bool) -> dict:
             tmp.rename(dst)
         return {"data": str(dst), "modality": "audio", "data_format": "fsdd"}
     if task == "segments":
-        per_class = QUICK_ROWS["segments"] if quick else None
+        per_class = QUICK_ROWS["segments"] if quick else SEGMENTS_PER_CLASS
         dst = data_dir / f"segments{'_quick' if quick else ''}.tsv"
         if not dst.exists():
             seg = _load_segments()

@@ -9,21 +9,28 @@
 #   cp -r ../shared/data/audio/fsdd .carry/clsdata/audio/
 # Run from the repo root on the device (carry .whl and .carry/clsdata):
 #   bash benchmarks/device/classification.sh
-#   CLS_TASKS="promoters sigma" CLS_SEEDS=0-4 CLS_TIMEOUT=420 CLS_ARGS="--set epochs=5" bash benchmarks/device/classification.sh
+#   CLS_TASKS="promoters sigma" CLS_GROUPS="0-4" CLS_TIMEOUT=420 CLS_ARGS="--set epochs=5" bash benchmarks/device/classification.sh
 # Writes $OUT/table.txt (the paired table), rows.tsv and results.md (benchmarks/classification.py's), log.txt
 # (GPU, then each task's progress lines) and runs.tgz (every row's JSON and run.json, no checkpoints). Each task
 # stops at CLS_TIMEOUT seconds; the rows it finished are kept.
 set -u
 . benchmarks/device/install.sh
 W=/tmp/cls; rm -rf "$W"; mkdir -p "$W"
+export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}  # 11 processes on 16 cores: one thread each
 DATA=${CLS_DATA:-$R/.carry/clsdata}
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader > "$W/gpu.txt" 2>&1
 python3 -c "import torch, triton, sklearn; print('torch', torch.__version__, 'triton', triton.__version__, \
 'scikit-learn', sklearn.__version__)" >> "$W/gpu.txt" 2>&1
+# Each task's seeds in CLS_GROUPS groups, one process a group: 11 processes share the GPU (and the 16 CPU cores the
+# baselines fit on); a group that hits CLS_TIMEOUT keeps its finished seeds.
 for t in ${CLS_TASKS:-segments promoters fsdd sigma}; do
-  (cd /tmp && timeout "${CLS_TIMEOUT:-420}" python3 "$R/benchmarks/classification.py" --device "${CLS_DEVICE:-cuda}" --tasks "$t" \
-     --seeds "${CLS_SEEDS:-0-4}" --data-root "$DATA" --out "$W/$t" --overwrite ${CLS_ARGS:-} \
-     > "$W/log_$t.txt" 2>&1) &
+  groups=${CLS_GROUPS:-0,2,4 1,3}
+  [ "$t" = segments ] && groups=${CLS_SEG_GROUPS:-0 1 2 3 4}  # its k-mer baselines are the slowest part
+  for g in $groups; do
+    (cd /tmp && timeout "${CLS_TIMEOUT:-420}" python3 "$R/benchmarks/classification.py" --device "${CLS_DEVICE:-cuda}" \
+       --tasks "$t" --seeds "$g" --data-root "$DATA" --out "$W/${t}_${g//,/}" --overwrite ${CLS_ARGS:-} \
+       > "$W/log_${t}_${g//,/}.txt" 2>&1) &
+  done
 done
 wait
 cd /tmp && python3 "$R/benchmarks/classification.py" --summarize --out "$W" | tee "$OUT/table.txt"
