@@ -13,7 +13,7 @@ region-and-strand classes, at most 150 a class: 1,549 rows). For every task and 
 ``seqssm.pipelines.finetune.finetune`` with ``--seed S --baseline`` and otherwise the command's defaults (the
 recipe run.json records; each row keeps it), so the baseline is fitted on exactly the model's train / val rows
 and scored on its test rows. ``--quick`` (a CPU smoke run, stated in every row) shrinks the data (seeded
-subsets: 300 promoters, 300 sigma rows, FSDD takes 0 and 5-7, 8 segments a class) and the model (d_model 16,
+subsets: 300 promoters, 300 sigma rows, FSDD takes 0 and 5-7, 12 segments a class) and the model (d_model 16,
 1 layer, 2 epochs; audio patches of 32 samples, 1-s training crops): it checks the machinery, and its numbers
 say little about the recipe. ``--set KEY=VALUE`` overrides any other FinetuneConfig field (recorded in the
 rows' recipe).
@@ -45,7 +45,7 @@ SHORT = {"accuracy": "acc", "macro_f1": "macro F1", "balanced_accuracy": "bal. a
 # --quick: sized for a 2-core machine shared with other jobs (the CPU scan ran ~1 s a step of 32 x 81 nt here).
 QUICK_MODEL = {"d_model": 16, "n_layer": 1, "epochs": 2}
 QUICK_AUDIO = {"patch_size": 32, "clip_seconds": 1.0}
-QUICK_ROWS = {"promoters": 300, "sigma": 300, "segments": 8}  # segments: rows per class
+QUICK_ROWS = {"promoters": 300, "sigma": 300, "segments": 12}  # segments: rows per class (test >= 14 rows)
 # Full runs keep at most this many segments a class (of ~410): the k-mer baseline's 36 logistic regressions on
 # 1-2 kb rows are the slowest part of a seed (minutes of CPU at 4,000 rows); the rare classes keep all of theirs.
 SEGMENTS_PER_CLASS = 150

@@ -32,9 +32,14 @@ for t in ${CLS_TASKS:-segments promoters fsdd sigma}; do
        > "$W/log_${t}_${g//,/}.txt" 2>&1) &
   done
 done
-wait
-cd /tmp && python3 "$R/benchmarks/classification.py" --summarize --out "$W" | tee "$OUT/table.txt"
-cp "$W/rows.tsv" "$W/results.md" "$OUT/" 2>/dev/null
-cat "$W/gpu.txt" "$W"/log_*.txt > "$OUT/log.txt"
+snapshot() {  # the table so far into $OUT: what comes back if the call is cut at its limit
+  (cd /tmp && python3 "$R/benchmarks/classification.py" --summarize --out "$W" > "$OUT/table.txt" 2>&1)
+  cp "$W/rows.tsv" "$W/results.md" "$OUT/" 2>/dev/null
+  cat "$W/gpu.txt" "$W"/log_*.txt > "$OUT/log.txt" 2>/dev/null
+}
+( while sleep "${CLS_SNAPSHOT_S:-20}"; do snapshot; done ) & watcher=$!
+wait $(jobs -p | grep -v "^$watcher$")
+kill $watcher 2>/dev/null
+snapshot; cat "$OUT/table.txt"
 tar czf "$OUT/runs.tgz" -C "$W" --exclude=checkpoint --exclude=trainer_state --exclude=data \
   --exclude='*_predictions.tsv' .
