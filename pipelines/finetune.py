@@ -7,8 +7,8 @@ epoch (or every ``val_every`` steps) the model is scored on val; the best checkp
 end the best checkpoint predicts the test split into ``test_predictions.tsv``, the table `seqssm evaluate`
 reads.
 
-Why over 400 lines: one training loop (resume, signals, early stopping, EMA, folds, the recipe warnings) is
-kept whole; what other jobs share lives in ``classify``, ``classical``, ``folds`` and ``train_utils``.
+The set-up around the loop (data, task, backbone, loaders, optimiser) is in ``finetune_setup``; what other
+jobs share lives in ``classify``, ``classical``, ``folds``, ``self_pretrain`` and ``train_utils``.
 """
 
 from __future__ import annotations
@@ -22,18 +22,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader
 
-from seqssm.config import MambaConfig
-from seqssm.datasets.labelled import InputSpec, natural_key, split_label
-from seqssm.datasets.splits import labelled_splits
-from seqssm.datasets.training_sets import AudioEvalClips, AudioTrainClips, RCFlipped
 from seqssm.errors import InputError
-from seqssm.models import MambaLMHeadModel
-from seqssm.models.frontends import LOGMEL_BANDS
 from seqssm.models.heads import (
     SequenceClassifier,
-    TaskConfig,
     classification_loss,
     load_classifier,
 )
@@ -48,7 +40,7 @@ from seqssm.pipelines.checkpointing import (
     stop_for_signal,
     weights_finite,
 )
-from seqssm.pipelines.classify import TaskCollate, class_weights, model_inputs, write_predictions
+from seqssm.pipelines.classify import class_weights, model_inputs, write_predictions
 from seqssm.pipelines.common import (
     FILE,
     FOLDER,
@@ -56,30 +48,32 @@ from seqssm.pipelines.common import (
     atomic_path,
     autocast,
     check_checkpoint,
-    load_checked,
     progress,
     resolve_device,
     seed_everything,
 )
 from seqssm.pipelines.configs_train import FinetuneConfig
 from seqssm.pipelines.ema import WeightEMA
+from seqssm.pipelines.finetune_setup import backbone as _backbone
+from seqssm.pipelines.finetune_setup import fixed_length as _fixed_length
+from seqssm.pipelines.finetune_setup import init_seed as _init_seed
+from seqssm.pipelines.finetune_setup import load_data as _load_data
+from seqssm.pipelines.finetune_setup import loaders as _loaders
+from seqssm.pipelines.finetune_setup import optimizer as _optimizer
+from seqssm.pipelines.finetune_setup import rate_warning as _rate_warning
+from seqssm.pipelines.finetune_setup import task as _task
 from seqssm.pipelines.metrics import cat_batches, compute_metrics, evaluate_split, task_metrics
 from seqssm.pipelines.objectives import ExpertUse
 from seqssm.pipelines.self_pretrain import for_finetune as self_pretrain
 from seqssm.pipelines.train_utils import (
-    RECIPE_SAMPLE_RATE,
     TIME_CHECK_STEPS,
-    EpochSampler,
     RunWarnings,
     cosine_schedule,
     few_steps_warning,
-    param_groups,
-    sample_rate_warning,
     time_cap_hit_warning,
     time_cap_warning,
     write_run_record,
 )
-from seqssm.transforms import WaveformAugment
 
 
 @dataclass
@@ -98,103 +92,6 @@ class FinetuneResult:
     baseline: dict | None = None
     folds: dict | None = None  # --folds: the cross-validation record (seqssm.pipelines.folds)
     warnings: list = field(default_factory=list)  # the lines printed to stderr, also in run.json
-
-
-def _load_data(cfg: FinetuneConfig):
-    """(labels of every item, {split: items}, sample rate): Examples for DNA, AudioRecords for audio; the split
-    `seqssm baseline` takes too (``seqssm.datasets.splits``)."""
-    return labelled_splits(InputSpec.of(cfg), cfg.split, cfg.seed, cfg.level)
-
-
-def _init_seed(cfg: FinetuneConfig) -> int:
-    """The seed of everything random in training but the split."""
-    return cfg.seed if cfg.init_seed is None else cfg.init_seed
-
-
-def _fixed_length(cfg: FinetuneConfig, splits: dict) -> int | None:
-    """The one length of every DNA input, which flatten pooling needs."""
-    if cfg.pooling != "flatten" or cfg.level != "sequence":
-        return None
-    if cfg.modality != "dna":
-        raise InputError("--pooling flatten needs DNA inputs of one length; use mean or last for audio")
-    lengths = {len(item.data) for items in splits.values() for item in items}
-    if len(lengths) != 1:
-        raise InputError(f"--pooling flatten needs inputs of one length, {cfg.data} has lengths "
-                         f"{min(lengths)} to {max(lengths)}; use --pooling mean (or --length for BED)")
-    return lengths.pop()
-
-
-def _task(cfg: FinetuneConfig, labels: list[str], rate: int | None, length: int | None = None) -> TaskConfig:
-    multi = cfg.problem_type == "multi_label" or (
-        cfg.problem_type == "auto" and cfg.level == "sequence" and any(";" in label for label in labels))
-    if cfg.level == "token":
-        classes = {c for label in labels for c in label}
-    elif multi:
-        classes = {part for label in labels for part in split_label(label)}
-    else:
-        classes = set(labels)
-    return TaskConfig(classes=sorted(classes, key=natural_key), problem_type="multi_label" if multi else
-                      "single_label", level=cfg.level, pooling=cfg.pooling, modality=cfg.modality,
-                      patch_size=cfg.patch_size if cfg.modality == "audio" else None, sample_rate=rate,
-                      dropout=cfg.dropout, length=length, **_frontend(cfg))
-
-
-def _frontend(cfg: FinetuneConfig) -> dict:
-    """The audio front end's TaskConfig fields (``seqssm.models.frontends``)."""
-    if cfg.modality != "audio" or cfg.frontend == "raw":
-        return {}
-    return {"frontend": cfg.frontend, "n_mels": LOGMEL_BANDS}
-
-
-def _backbone(cfg: FinetuneConfig, rate: int | None) -> MambaLMHeadModel:
-    if cfg.init_from:
-        return load_checked(cfg.init_from, impl=cfg.impl)
-    extra = {"tokenizer": "mulaw8", "vocab_size": 256, "sample_rate": rate} if cfg.modality == "audio" else {
-        "tokenizer": "nucleotide", "vocab_size": 10}
-    config = MambaConfig(d_model=cfg.d_model, n_layer=cfg.n_layer, d_state=cfg.d_state, expand=cfg.expand,
-                         bidirectional=cfg.bidirectional or cfg.rc_equivariant, rc_equivariant=cfg.rc_equivariant,
-                         **extra, **cfg.architecture())
-    return MambaLMHeadModel(config, impl=cfg.impl)
-
-
-def _loaders(cfg: FinetuneConfig, task: TaskConfig, splits: dict, rate: int | None):
-    """(train, val, test) DataLoaders. Training order, RC flips, crops and augmentation are pure functions of
-    (init seed, epoch, index): the train loader's ``EpochSampler`` resumes mid-epoch by skipping indices."""
-    seed = _init_seed(cfg)
-    if cfg.modality == "audio":
-        augment = WaveformAugment() if cfg.augment else None
-        train = AudioTrainClips(splits["train"], rate, round(cfg.clip_seconds * rate), seed, augment)
-        val, test = AudioEvalClips(splits["val"], rate), AudioEvalClips(splits["test"], rate)
-    else:
-        train = RCFlipped(splits["train"], seed, cfg.level == "token") if cfg.rc_augment else splits["train"]
-        val, test = splits["val"], splits["test"]
-    kwargs = {"batch_size": cfg.batch_size, "num_workers": cfg.num_workers}
-    eval_collate = TaskCollate(task)
-    # The generator only seeds worker processes, which draw nothing: it keeps the global stream (dropout) apart.
-    train_loader = DataLoader(train, sampler=EpochSampler(len(train), seed), collate_fn=TaskCollate(task),
-                              generator=torch.Generator().manual_seed(seed), **kwargs)
-    return (train_loader, DataLoader(val, collate_fn=eval_collate, **kwargs),
-            DataLoader(test, collate_fn=eval_collate, **kwargs))
-
-
-def _rate_warning(cfg: FinetuneConfig, model: SequenceClassifier, rate: int | None) -> str | None:
-    """Audio far above the rate the backbone (--init-from) or else the default recipe expects."""
-    if cfg.modality != "audio":
-        return None
-    own = model.lm.config.sample_rate if cfg.init_from else None
-    if own:
-        return sample_rate_warning(rate, own, f"the {own} Hz of the --init-from backbone")
-    return sample_rate_warning(rate, RECIPE_SAMPLE_RATE, f"the {RECIPE_SAMPLE_RATE} Hz the audio recipe is sized for "
-                               f"(--patch-size {cfg.patch_size}, --clip-seconds {cfg.clip_seconds:g})")
-
-
-def _optimizer(cfg: FinetuneConfig, model: SequenceClassifier) -> torch.optim.Optimizer:
-    head = torch.nn.ModuleList([model.head] + ([model.patch] if model.patch is not None else []))
-    groups = [{**g, "lr": cfg.lr} for g in param_groups(head, cfg.weight_decay)]
-    if not cfg.freeze_backbone:
-        lr = cfg.backbone_lr if cfg.backbone_lr is not None else cfg.lr
-        groups += [{**g, "lr": lr} for g in param_groups(model.lm, cfg.weight_decay)]
-    return torch.optim.AdamW([g for g in groups if g["params"]], betas=(0.9, 0.98))
 
 
 def finetune_outputs(cfg: FinetuneConfig) -> OutputPlan:
@@ -308,7 +205,8 @@ def _train(cfg: FinetuneConfig, saved, device, labels: list[str], splits: dict, 
     log_lines = resume_log(log_path, header, step) if saved is not None else [header]
     saved_step = step if saved is not None else None
     start = time.perf_counter() - position["seconds"]  # the clock (and a --max-minutes budget) runs on
-    budget = None if cfg.max_minutes is None else 60 * cfg.max_minutes
+    # --max-minutes covers the whole run: self-pretraining (at most a third of it) comes out of the budget.
+    budget = None if cfg.max_minutes is None else max(1.0, 60 * cfg.max_minutes - (pretrained or {}).get("seconds", 0))
     deadline = None if budget is None else start + budget
     scheduler = cosine_schedule(optimizer, min(cfg.warmup_steps, total // 10), total, seconds=budget, start=start)
 

@@ -129,10 +129,11 @@ def _fixed_loss(lm, loss_fn: _Loss, batches, device) -> float:
 
 def self_pretrain(lm: MambaLMHeadModel, items: list, *, modality: str, steps: int, batch_size: int, lr: float,
                   seed: int, device: torch.device, rate: int | None = None, clip_samples: int | None = None,
-                  requested=None, reason: str | None = None) -> dict:
+                  requested=None, reason: str | None = None, max_seconds: float | None = None) -> dict:
     """Train ``lm`` in place for ``steps`` optimiser steps on ``items`` (the training rows: Examples of DNA,
-    AudioRecords of audio) with its pretraining objective; return the record for run.json (objective, steps,
-    rows and a digest of their ids, loss before / after in nats on fixed rows and masks, seconds)."""
+    AudioRecords of audio) with its pretraining objective, or until ``max_seconds`` have passed; return the
+    record for run.json (objective, steps done, rows and a digest of their ids, loss before / after in nats on
+    fixed rows and masks, seconds)."""
     if not items:
         raise InputError("--self-pretrain-steps: the training split is empty")
     kind = objective_of(lm, modality)
@@ -154,7 +155,10 @@ def self_pretrain(lm: MambaLMHeadModel, items: list, *, modality: str, steps: in
         order: list[int] = []
         running = math.nan
         bar = progress(total=steps, desc="self-pretrain", unit="step")
+        done = 0
         for _ in range(steps):
+            if max_seconds is not None and time.perf_counter() - start > max_seconds:
+                break
             while len(order) < batch_size:  # epochs of a fresh permutation each
                 order += rng.permutation(len(items)).tolist()
             chosen, order = order[:batch_size], order[batch_size:]
@@ -174,16 +178,18 @@ def self_pretrain(lm: MambaLMHeadModel, items: list, *, modality: str, steps: in
             optimizer.step()
             scheduler.step()
             running = value if math.isnan(running) else 0.9 * running + 0.1 * value
+            done += 1
             bar.update(1)
             bar.set_postfix(loss=f"{running:.3f}")
         bar.close()
         after = _fixed_loss(lm, loss_fn, eval_batches, device)
     seconds = time.perf_counter() - start
-    record = {"steps": steps, "requested": requested if requested is not None else steps, "objective": kind,
+    cut = {"planned_steps": steps, "stopped_by": "--max-minutes"} if done < steps else {}
+    record = {"steps": done, **cut, "requested": requested if requested is not None else steps, "objective": kind,
               "rows": len(items), "ids_digest": _digest([item.id for item in items]), "lr": lr,
               "loss_before": round(before, 5), "loss_after": round(after, 5), "seconds": round(seconds, 1),
               **({"reason": reason} if reason else {})}
-    print(f"self-pretrain: {steps} steps of {kind} on {len(items)} training rows, loss {before:.4f} -> "
+    print(f"self-pretrain: {done} steps of {kind} on {len(items)} training rows, loss {before:.4f} -> "
           f"{after:.4f} nats ({seconds:.0f} s)", file=sys.stderr, flush=True)
     return record
 
@@ -204,4 +210,4 @@ def for_finetune(cfg, lm: MambaLMHeadModel, train: list, device: torch.device, r
     clip = round(cfg.clip_seconds * rate) if cfg.modality == "audio" else None
     return self_pretrain(lm, train, modality=cfg.modality, steps=steps, batch_size=cfg.batch_size, lr=lr,
                          seed=seed, device=device, rate=rate, clip_samples=clip, requested=requested,
-                         reason=reason)
+                         reason=reason, max_seconds=None if cfg.max_minutes is None else 20 * cfg.max_minutes)

@@ -20,7 +20,8 @@ CLI = {"seqssm.cli", "seqssm.cli_tasks", "seqssm.cli_build"}
 # pipelines/ modules that are not jobs: the pieces jobs share. Every other module there is a job.
 COMMON = {"__init__", "baseline_features", "checkpointing", "classical", "classify", "common", "configs_labelled",
           "configs_score", "configs_sequence", "configs_train", "decoding", "ema", "folds", "length_schedule",
-          "likelihood", "metrics", "objectives", "outputs", "report", "sampling", "self_pretrain", "train_utils"}
+          "likelihood", "metrics", "objectives", "outputs", "report", "sampling", "self_pretrain", "train_utils",
+          "finetune_setup"}
 # Jobs made of other jobs (the quick-start runs pretrain, embed and generate).
 COMPOSITE = {"demo"}
 

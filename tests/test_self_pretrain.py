@@ -171,3 +171,11 @@ def test_bad_self_pretrain_values(tmp_path):
                            "ten"], capture_output=True, text=True, env={**os.environ, "SEQSSM_PROGRESS": "0"})
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert "--self-pretrain-steps" in proc.stderr.strip().splitlines()[-1]
+
+
+def test_max_minutes_caps_self_pretraining_at_a_third_of_the_budget(tmp_path):
+    table = motif_table(tmp_path / "t.tsv", n=24)
+    run(tmp_path, table, self_pretrain_steps=100000, max_minutes=0.003)  # 0.18 s: a third is 0.06 s
+    done = json.loads((tmp_path / "run" / "run.json").read_text())["self_pretrain"]
+    assert done["steps"] < 100000 and done["planned_steps"] == 100000 and done["stopped_by"] == "--max-minutes"
+    assert done["seconds"] < 30
