@@ -150,3 +150,15 @@ def test_tiny_run_writes_paired_rows_on_the_models_own_split(tmp_path, capsys, o
     again = bench.main([*argv, "--resume"])
     assert [r["model"] for r in again] == [r["model"] for r in rows]
     assert "done before, kept" in capsys.readouterr().out
+
+
+def test_device_script_parses_and_names_the_benchmark():
+    import shutil
+    import subprocess
+
+    script = REPO / "benchmarks" / "device" / "classification.sh"
+    if shutil.which("bash") is None:
+        pytest.skip("no bash")
+    subprocess.run(["bash", "-n", str(script)], check=True)
+    text = script.read_text()
+    assert "benchmarks/classification.py" in text and "--summarize" in text and "--device" in text

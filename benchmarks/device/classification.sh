@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # One device call for benchmarks/classification.py --device cuda (issue 16 item 5): the four shared tasks, one
-# process per task side by side on the one GPU, each over the split seeds; then the paired table.
+# process per group of split seeds (CLS_GROUPS, default "0,2,4 1,3"; segments one per seed), side by side on the
+# one GPU; then the paired table. 2026-12-03: 20 processes (CLS_GROUPS="0 1 2 3 4") ran ~0.2 s a step, CPU-bound.
 # Needs, copied beforehand into git-ignored folders of the checkout that travels (the shared data does not):
 #   the wheels (.whl) and the data in ../shared/data's layout under .carry/clsdata:
 #   mkdir -p .carry/clsdata/{dna,labelled,audio}
@@ -12,7 +13,10 @@
 #   CLS_TASKS="promoters sigma" CLS_GROUPS="0-4" CLS_TIMEOUT=420 CLS_ARGS="--set epochs=5" bash benchmarks/device/classification.sh
 # Writes $OUT/table.txt (the paired table), rows.tsv and results.md (benchmarks/classification.py's), log.txt
 # (GPU, then each task's progress lines) and runs.tgz (every row's JSON and run.json, no checkpoints). Each task
-# stops at CLS_TIMEOUT seconds; the rows it finished are kept.
+# stops at CLS_TIMEOUT seconds; the rows it finished are kept, and the table is copied into $OUT every
+# CLS_SNAPSHOT_S seconds (default 20), so a call cut at its limit still brings back what was done.
+# From a helper's worktree, run a copy of its tracked files: .carry/src-NAME (see the helper notes), e.g.
+#   cd .carry/src-score && ln -sfn ../../.whl .whl && CLS_DATA=$PWD/../clsdata bash benchmarks/device/classification.sh
 set -u
 . benchmarks/device/install.sh
 W=/tmp/cls; rm -rf "$W"; mkdir -p "$W"
