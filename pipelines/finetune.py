@@ -92,6 +92,7 @@ class FinetuneResult:
     baseline: dict | None = None
     folds: dict | None = None  # --folds: the cross-validation record (seqssm.pipelines.folds)
     warnings: list = field(default_factory=list)  # the lines printed to stderr, also in run.json
+    self_pretrain: dict | None = None  # what --self-pretrain-steps did (also run.json's "self_pretrain")
 
 
 def finetune_outputs(cfg: FinetuneConfig) -> OutputPlan:
@@ -355,7 +356,7 @@ def _train(cfg: FinetuneConfig, saved, device, labels: list[str], splits: dict, 
     result = FinetuneResult(checkpoint=out / "checkpoint", metric=metric, best_value=best, best_step=best_step,
                             steps=step, seconds=seconds, sizes=sizes, test_metrics=test_metrics,
                             test_predictions=test_path, history=history, test_notes=test_notes, baseline=base,
-                            warnings=list(warned))
+                            warnings=list(warned), self_pretrain=pretrained)
     record({"status": "complete", "result": {
         "metric": metric, "best_value": best, "best_step": best_step, "steps": step, "seconds": round(seconds, 1),
         "sizes": sizes, "test_metrics": test_metrics, "test_notes": test_notes, "baseline": base}})

@@ -98,7 +98,7 @@ def split_ids(table, seed=0, fractions=(0.8, 0.1, 0.1)):
 
 def test_only_training_rows_reach_self_pretraining_and_run_json_records_it(tmp_path, seen):
     table = motif_table(tmp_path / "t.tsv", n=40)
-    run(tmp_path, table, self_pretrain_steps=30, lr=5e-3)
+    result = run(tmp_path, table, self_pretrain_steps=30, lr=5e-3)
     train, val, test = split_ids(table)
     assert len(seen) == 1 and set(seen[0]) == train and len(seen[0]) == len(train)
     assert not set(seen[0]) & (val | test)
@@ -109,7 +109,7 @@ def test_only_training_rows_reach_self_pretraining_and_run_json_records_it(tmp_p
     assert done["rows"] == len(train) and done["ids_digest"] == sp._digest(sorted(train))
     # From an untrained model's ~ln 10 nats towards the base frequencies' ~ln 4.
     assert done["loss_before"] > 2.0 and done["loss_after"] < done["loss_before"] - 0.3
-    assert record["config"]["self_pretrain_steps"] == 30
+    assert record["config"]["self_pretrain_steps"] == 30 and result.self_pretrain == done
 
 
 def test_self_pretraining_changes_the_backbone_the_fine_tune_starts_from(tmp_path, start_state):
