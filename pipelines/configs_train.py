@@ -254,8 +254,9 @@ class FinetuneConfig(TrainingOptions, BackboneOptions, InputSpec):
                                check=one_of("auto", "single_label", "multi_label"))
     level: str = option("sequence", help="sequence, or token (one label character per base).",
                         check=one_of("sequence", "token"))
-    pooling: str = option("mean", help="mean (RC-invariant for RC models), cls, last, or flatten (all positions; "
-                          "inputs of one length).", check=one_of(*POOLINGS))
+    pooling: str = option("auto", help="auto (flatten for DNA inputs of one length up to 512, else mean), mean "
+                          "(RC-invariant for RC models), cls, last, or flatten (all positions; inputs of one "
+                          "length).", check=one_of("auto", *POOLINGS))
     dropout: float = option(0.1, check=_dropout)
     d_model: int = option(64)
     n_layer: int = option(2)

@@ -60,6 +60,7 @@ from seqssm.pipelines.finetune_setup import init_seed as _init_seed
 from seqssm.pipelines.finetune_setup import load_data as _load_data
 from seqssm.pipelines.finetune_setup import loaders as _loaders
 from seqssm.pipelines.finetune_setup import optimizer as _optimizer
+from seqssm.pipelines.finetune_setup import pooling_of as _pooling_of
 from seqssm.pipelines.finetune_setup import rate_warning as _rate_warning
 from seqssm.pipelines.finetune_setup import task as _task
 from seqssm.pipelines.metrics import cat_batches, compute_metrics, evaluate_split, task_metrics
@@ -157,7 +158,8 @@ def _train(cfg: FinetuneConfig, saved, device, labels: list[str], splits: dict, 
            fold: dict | None = None) -> FinetuneResult:
     """One fine-tuning run on ``splits`` into ``cfg.out``; ``fold`` (``--folds``) goes into run.json."""
     out = Path(cfg.out)
-    task = _task(cfg, labels, rate, _fixed_length(cfg, splits))
+    pooling = _pooling_of(cfg, splits)  # --pooling auto chosen by the data; task.json and run.json keep it
+    task = _task(cfg, labels, rate, _fixed_length(cfg, splits, pooling), pooling)
     if not splits["train"] or not splits["val"]:
         raise InputError(f"{cfg.data}: too few examples ({len(labels)}) for a train and a val split; add data")
     metric = cfg.metric if cfg.metric != "auto" else ("macro_f1" if task.problem_type == "multi_label"
@@ -263,7 +265,8 @@ def _train(cfg: FinetuneConfig, saved, device, labels: list[str], splits: dict, 
     def record(status: dict) -> None:
         resolved = dataclasses.replace(cfg, init_seed=_init_seed(cfg),  # the numbers used, not None
                                        patch_size=task.patch_size if cfg.modality == "audio" else cfg.patch_size,
-                                       frontend=task.frontend if cfg.modality == "audio" else cfg.frontend)
+                                       frontend=task.frontend if cfg.modality == "audio" else cfg.frontend,
+                                       pooling=task.pooling)
         # The backbone actually trained: with init_from, d_model etc. in the config above are not its own.
         moe = {"expert_use": expert_use.record()} if expert_use else {}
         write_run_record(out, resolved, {**status, "warnings": list(warned), **({"fold": fold} if fold else {}),

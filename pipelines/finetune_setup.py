@@ -34,9 +34,34 @@ def init_seed(cfg: FinetuneConfig) -> int:
     return cfg.seed if cfg.init_seed is None else cfg.init_seed
 
 
-def fixed_length(cfg: FinetuneConfig, splits: dict) -> int | None:
-    """The one length of every DNA input, which flatten pooling needs."""
-    if cfg.pooling != "flatten" or cfg.level != "sequence":
+# --pooling auto takes flatten up to this many positions (its head has length x d_model weights a class): on
+# short fixed-length DNA tasks it beat mean pooling clearly (sigma subtypes 0.822 against a majority-class
+# collapse at 0.602; promoters 0.848; benchmarks/RESULTS-classification.md).
+AUTO_FLATTEN_MAX = 512
+
+
+def pooling_of(cfg: FinetuneConfig, splits: dict) -> str:
+    """``--pooling``, with auto resolved by the data: flatten for sequence-level DNA inputs of one length up to
+    AUTO_FLATTEN_MAX, mean otherwise (audio, variable lengths, long inputs, token-level tasks, RC-equivariant
+    backbones, whose RC-invariant pooling is mean)."""
+    if cfg.pooling != "auto":
+        return cfg.pooling
+    if cfg.init_from:
+        from seqssm.models.io import read_config
+
+        rc = read_config(cfg.init_from).rc_equivariant
+    else:
+        rc = cfg.rc_equivariant
+    if cfg.modality == "dna" and cfg.level == "sequence" and not rc:  # RC-equivariant models pool by mean
+        lengths = {len(item.data) for items in splits.values() for item in items}
+        if len(lengths) == 1 and 0 < next(iter(lengths)) <= AUTO_FLATTEN_MAX:
+            return "flatten"
+    return "mean"
+
+
+def fixed_length(cfg: FinetuneConfig, splits: dict, pooling: str | None = None) -> int | None:
+    """The one length of every DNA input, which flatten pooling needs (``pooling``: the resolved one)."""
+    if (pooling or cfg.pooling) != "flatten" or cfg.level != "sequence":
         return None
     if cfg.modality != "dna":
         raise InputError("--pooling flatten needs DNA inputs of one length; use mean or last for audio")
@@ -47,7 +72,8 @@ def fixed_length(cfg: FinetuneConfig, splits: dict) -> int | None:
     return lengths.pop()
 
 
-def task(cfg: FinetuneConfig, labels: list[str], rate: int | None, length: int | None = None) -> TaskConfig:
+def task(cfg: FinetuneConfig, labels: list[str], rate: int | None, length: int | None = None,
+         pooling: str | None = None) -> TaskConfig:
     multi = cfg.problem_type == "multi_label" or (
         cfg.problem_type == "auto" and cfg.level == "sequence" and any(";" in label for label in labels))
     if cfg.level == "token":
@@ -57,7 +83,7 @@ def task(cfg: FinetuneConfig, labels: list[str], rate: int | None, length: int |
     else:
         classes = set(labels)
     return TaskConfig(classes=sorted(classes, key=natural_key), problem_type="multi_label" if multi else
-                      "single_label", level=cfg.level, pooling=cfg.pooling, modality=cfg.modality,
+                      "single_label", level=cfg.level, pooling=pooling or cfg.pooling, modality=cfg.modality,
                       patch_size=patch_size(cfg, rate) if cfg.modality == "audio" else None, sample_rate=rate,
                       dropout=cfg.dropout, length=length, **frontend(cfg))
 

@@ -562,3 +562,25 @@ def test_finetune_on_real_fsdd_files(shared_data, tmp_path):
     result = run_finetune(tmp_path, folder, modality="audio", patch_size=32, clip_seconds=0.25, epochs=1)
     assert result.sizes["test"] == 10 and result.sizes["train"] + result.sizes["val"] == 6
     assert load_classifier(result.checkpoint).task.classes == ["3", "7"]
+
+
+def test_pooling_auto_is_chosen_by_the_data():
+    """--pooling auto: flatten for sequence-level DNA of one length up to AUTO_FLATTEN_MAX, mean for variable or
+    long lengths, audio and token-level tasks; an explicit --pooling is kept."""
+    from seqssm.pipelines.finetune_setup import AUTO_FLATTEN_MAX, fixed_length, pooling_of
+
+    def splits(*lengths):
+        return {"train": [Example(f"r{i}", "A" * n, "x") for i, n in enumerate(lengths)], "val": [], "test": []}
+
+    auto = FinetuneConfig(data="d", out="o")
+    assert auto.pooling == "auto"
+    assert pooling_of(auto, splits(81, 81, 81)) == "flatten"
+    assert fixed_length(auto, splits(81, 81), pooling_of(auto, splits(81, 81))) == 81
+    assert pooling_of(auto, splits(81, 82)) == "mean"
+    assert pooling_of(auto, splits(AUTO_FLATTEN_MAX + 1, AUTO_FLATTEN_MAX + 1)) == "mean"
+    assert pooling_of(FinetuneConfig(data="d", out="o", level="token"), splits(81, 81)) == "mean"
+    assert pooling_of(FinetuneConfig(data="d", out="o", modality="audio"), splits(81, 81)) == "mean"
+    assert pooling_of(FinetuneConfig(data="d", out="o", pooling="last"), splits(81, 81)) == "last"
+    with pytest.raises(InputError, match="--pooling"):
+        FinetuneConfig(data="d", out="o", pooling="max")
+    assert pooling_of(FinetuneConfig(data="d", out="o", rc_equivariant=True), splits(81, 81)) == "mean"
