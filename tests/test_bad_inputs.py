@@ -419,8 +419,8 @@ CASES = [
                                                                                   "--epochs", "0")),
     Case("finetune", "--num-workers -1", "--num-workers must be zero or more",
          lambda e: finetune(e, e.file("t.tsv", TABLE), "--num-workers", "-1")),
-    Case("finetune", "--pooling misspelt", "--pooling 'maen' is not one of auto, mean, cls, last, flatten (did you mean "
-         "'mean'?)", lambda e: finetune(e, e.file("t.tsv", TABLE), "--pooling", "maen")),
+    Case("finetune", "--pooling misspelt",
+         "--pooling 'maen' is not one of auto, mean, cls, last, flatten (did you mean 'mean'?)", lambda e: finetune(e, e.file("t.tsv", TABLE), "--pooling", "maen")),
     Case("finetune --modality audio", "--sample-rate 0", "--sample-rate must be positive",
          lambda e: finetune(e, _wav_folder(e, WAVE), "--modality", "audio", "--sample-rate", "0")),
     Case("finetune", "--ema 1.5", "--ema must be a decay in (0, 1)", lambda e: finetune(e, e.file("t.tsv", TABLE),

@@ -23,7 +23,7 @@ from safetensors.torch import load_file
 from seqssm.data import lambda_phage_fasta
 from seqssm.errors import InputError
 from seqssm.pipelines import finetune as finetune_module
-from seqssm.pipelines import pretrain as pretrain_module
+from seqssm.pipelines import objectives as objectives_module
 from seqssm.pipelines.checkpointing import JSON_NAME, STATE_DIR, TENSORS_NAME, TrainingDiverged, resume_log
 from seqssm.pipelines.finetune import FinetuneConfig, finetune
 from seqssm.pipelines.pretrain import PretrainConfig, pretrain
@@ -171,14 +171,14 @@ TINY = dict(window=64, batch_size=4, val_windows=4, lr=1e-2, warmup_steps=1, d_m
 
 def test_nan_after_a_checkpoint_names_it(tmp_path, monkeypatch):
     calls = {"n": 0}
-    real = pretrain_module.causal_lm_loss
+    real = objectives_module.causal_lm_loss  # pretrain's Objective calls it there
 
-    def poisoned(model, ids):  # the 7th training step's loss is NaN (validation calls it in eval mode)
+    def poisoned(model, ids, *args, **kwargs):  # the 7th training step's loss is NaN (validation is in eval mode)
         calls["n"] += model.training
-        loss = real(model, ids)
+        loss = real(model, ids, *args, **kwargs)
         return loss * float("nan") if model.training and calls["n"] == 7 else loss
 
-    monkeypatch.setattr(pretrain_module, "causal_lm_loss", poisoned)
+    monkeypatch.setattr(objectives_module, "causal_lm_loss", poisoned)
     out = tmp_path / "run"
     with pytest.raises(TrainingDiverged) as err:
         pretrain(PretrainConfig(data=str(lambda_phage_fasta()), out=str(out), steps=20, val_every=5, **TINY))
