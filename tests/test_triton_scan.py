@@ -302,9 +302,11 @@ def _seq_idx(length: int, seed: int = 0) -> torch.Tensor:
 
 
 # Interpreted, each of these costs 30-70 s of one core: the CPU runs the grouped form (B/C per group, the
-# general indexing) and fp32 (the exact bound); the GPU runs every form and dtype.
+# general indexing) and one-sequence rows; the GPU runs every form and dtype, whole chunks and launch shapes.
 SEQ_FORMS = ["const", "var", "grouped"] if ON_CUDA else ["grouped"]
-SEQ_DTYPES = [torch.float32, torch.bfloat16] if ON_CUDA else [torch.float32]
+_GPU_ONLY = pytest.mark.skipif(not ON_CUDA, reason="interpreted it costs minutes; seq_idx is covered above")
+SEQ_DTYPES = [pytest.param(torch.float32, id="fp32", marks=_GPU_ONLY),
+              pytest.param(torch.bfloat16, id="bf16", marks=_GPU_ONLY)]
 
 
 @interpreted
@@ -315,7 +317,7 @@ def test_scan_seq_idx_matches_reference(form):
 
 
 @interpreted
-@pytest.mark.parametrize("dtype", SEQ_DTYPES, ids=["fp32", "bf16"][:len(SEQ_DTYPES)])
+@pytest.mark.parametrize("dtype", SEQ_DTYPES)
 def test_scan_seq_idx_whole_chunks_and_launch_shapes(dtype):
     """seq_idx with L a multiple of every chunk (unmasked tiles) and, on a GPU, at the one-warp backward whose
     reverse scan is inline PTX; forward with one segment per chunk and with one segment."""

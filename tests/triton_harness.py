@@ -53,7 +53,8 @@ def _run_child(module_path: str) -> dict[str, tuple[str, str]]:
                module_path, "-q", "-p", "no:cacheprovider", f"--junitxml={report}"]
         # One thread: the interpreter is Python-bound, and the parent's tests use the other core meanwhile.
         env = {**os.environ, "TRITON_INTERPRET": "1", "OMP_NUM_THREADS": "1"}
-        proc = subprocess.run(cmd, cwd=tmp, env=env, capture_output=True, text=True, timeout=900)
+        # A hang guard, not a budget: on a loaded 2-core machine the largest module took over 15 minutes.
+        proc = subprocess.run(cmd, cwd=tmp, env=env, capture_output=True, text=True, timeout=1800)
         if not report.exists():
             return {"": ("failed", proc.stdout[-3000:] + proc.stderr[-3000:])}
         outcomes = {}
