@@ -93,7 +93,7 @@ def test_conv_bf16_within_rounding():
 
 
 @interpreted
-@pytest.mark.parametrize("width", [2, 3, 4])
+@pytest.mark.parametrize("width", [2, 4])
 def test_conv_seq_idx_matches_reference(width):
     """Packed sequences: output, final state and every gradient (initial state included) as the reference's."""
     _compare(width, LENGTHS[-1], "silu", with_bias=True, with_state=True, seq_idx=_seq_idx(LENGTHS[-1]))

@@ -19,50 +19,45 @@ from seqssm.kernels.host import DirectLauncher, cdiv, next_power_of_2, rows_layo
 
 
 @triton.jit
-def _same_seq(seq_base, p, t, length, W: tl.constexpr):
-    """True where input position p (t - W < p <= t; p < 0 is the initial state, part of a row's first
-    sequence) lies in the sequence of output position t: no sequence starts in (max(p, 0), t]. Positions at or
-    past ``length`` count as no start (their outputs are never stored)."""
-    lo = tl.maximum(p, 0)
-    ok = p <= t
-    for j in tl.static_range(1, W):
-        q = lo + j
-        check = (q <= t) & (q < length)
-        qc = tl.minimum(q, length - 1)
-        cur = tl.load(seq_base + qc, mask=check, other=0)
-        prev = tl.load(seq_base + qc - 1, mask=check, other=0)
-        ok = ok & ((cur == prev) | (check == 0))
-    return ok
+def _same_seq(run_base, p, t, length):
+    """True where input position p (<= t; p < 0 is the initial state, part of a row's first sequence) lies in
+    the sequence of output position t. ``run`` counts the sequence starts up to each position (``_run_arg``):
+    it only grows along a row, so equal counts mean no start in between. Positions past the row are clamped
+    (their outputs are never stored, their gradients are zero)."""
+    last = length - 1
+    run_p = tl.load(run_base + tl.minimum(tl.maximum(p, 0), last))
+    run_t = tl.load(run_base + tl.minimum(tl.maximum(t, 0), last))
+    return run_p == run_t
 
 
 @triton.jit
-def _load_shifted(x_base, s0_base, seq_base, s_x_l, s_s_w, t, shift, length, mask_d, W: tl.constexpr,
+def _load_shifted(x_base, s0_base, run_base, s_x_l, s_s_w, t, shift, length, mask_d, W: tl.constexpr,
                   HAS_S0: tl.constexpr, HAS_SEQ: tl.constexpr):
     """xx at positions t + shift (xx = [initial_state, x], zeros before 0 without a state) in fp32; with
     seq_idx, zeros where t + shift is outside the sequence of t."""
     p = t + shift
     in_x = (p >= 0) & (p < length)
     if HAS_SEQ:
-        in_x = in_x & _same_seq(seq_base, p, t, length, W)
+        in_x = in_x & _same_seq(run_base, p, t, length)
     v = tl.load(x_base + p.to(tl.int64)[None, :] * s_x_l, mask=mask_d[:, None] & in_x[None, :], other=0.0)
     v = v.to(tl.float32)
     if HAS_S0:
         in_s = (p < 0) & (p >= -(W - 1))
         if HAS_SEQ:
-            in_s = in_s & _same_seq(seq_base, p, t, length, W)
+            in_s = in_s & _same_seq(run_base, p, t, length)
         v += tl.load(s0_base + (p + W - 1)[None, :] * s_s_w, mask=mask_d[:, None] & in_s[None, :],
                      other=0.0).to(tl.float32)
     return v
 
 
 @triton.jit
-def _conv_at(x_base, s0_base, seq_base, s_x_l, s_s_w, w_ptr, s_w_d, s_w_k, offs_d, mask_d, t, length, bias,
+def _conv_at(x_base, s0_base, run_base, s_x_l, s_s_w, w_ptr, s_w_d, s_w_k, offs_d, mask_d, t, length, bias,
              W: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_S0: tl.constexpr, HAS_SEQ: tl.constexpr):
     """Pre-activation sum_k w_k xx_{t - W + 1 + k} (+ bias) at positions t."""
     acc = tl.zeros((offs_d.shape[0], t.shape[0]), dtype=tl.float32)
     for k in tl.static_range(W):
         wk = tl.load(w_ptr + offs_d * s_w_d + k * s_w_k, mask=mask_d, other=0.0).to(tl.float32)
-        acc += wk[:, None] * _load_shifted(x_base, s0_base, seq_base, s_x_l, s_s_w, t, k - (W - 1), length,
+        acc += wk[:, None] * _load_shifted(x_base, s0_base, run_base, s_x_l, s_s_w, t, k - (W - 1), length,
                                            mask_d, W, HAS_S0, HAS_SEQ)
     if HAS_BIAS:
         acc += bias[:, None]
@@ -71,7 +66,7 @@ def _conv_at(x_base, s0_base, seq_base, s_x_l, s_s_w, w_ptr, s_w_d, s_w_k, offs_
 
 @triton.jit
 def _causal_conv1d_fwd_kernel(
-    x_ptr, w_ptr, bias_ptr, s0_ptr, seq_ptr, out_ptr, sT_ptr,
+    x_ptr, w_ptr, bias_ptr, s0_ptr, run_ptr, out_ptr, sT_ptr,
     dim, length,
     s_x_b, s_x_d, s_x_l,
     s_w_d, s_w_k,
@@ -88,9 +83,9 @@ def _causal_conv1d_fwd_kernel(
     row = offs_d.to(tl.int64)[:, None]
     x_base = x_ptr + pid_b * s_x_b + row * s_x_d
     s0_base = s0_ptr + pid_b * s_s_b + row * s_s_d
-    seq_base = seq_ptr + pid_b * s_q_b
+    run_base = run_ptr + pid_b * s_q_b
     bias = tl.load(bias_ptr + offs_d, mask=mask_d, other=0.0).to(tl.float32) if HAS_BIAS else None
-    pre = _conv_at(x_base, s0_base, seq_base, s_x_l, s_s_w, w_ptr, s_w_d, s_w_k, offs_d, mask_d, t, length,
+    pre = _conv_at(x_base, s0_base, run_base, s_x_l, s_s_w, w_ptr, s_w_d, s_w_k, offs_d, mask_d, t, length,
                    bias, W, HAS_BIAS, HAS_S0, HAS_SEQ)
     if SILU:
         pre = pre * tl.sigmoid(pre)
@@ -104,13 +99,13 @@ def _causal_conv1d_fwd_kernel(
             p = length - (W - 1) + j
             in_x = (p >= 0) & (j < W - 1)
             if HAS_SEQ:  # the last sequence's inputs only: zeros before it when it is shorter than W - 1
-                in_x = in_x & _same_seq(seq_base, p, length - 1, length, W)
+                in_x = in_x & _same_seq(run_base, p, tl.zeros_like(p) + (length - 1), length)
             v = tl.load(x_base + p.to(tl.int64)[None, :] * s_x_l, mask=mask_d[:, None] & in_x[None, :],
                         other=0.0)
             if HAS_S0:
                 in_s = (p < 0) & (j < W - 1)
                 if HAS_SEQ:
-                    in_s = in_s & _same_seq(seq_base, p, length - 1, length, W)
+                    in_s = in_s & _same_seq(run_base, p, tl.zeros_like(p) + (length - 1), length)
                 v += tl.load(s0_base + (p + W - 1)[None, :] * s_s_w, mask=mask_d[:, None] & in_s[None, :],
                              other=0.0).to(v.dtype)
             tl.store(sT_ptr + (pid_b * dim + row) * (W - 1) + j[None, :], v.to(sT_ptr.dtype.element_ty),
@@ -119,7 +114,7 @@ def _causal_conv1d_fwd_kernel(
 
 @triton.jit
 def _causal_conv1d_bwd_kernel(
-    x_ptr, w_ptr, bias_ptr, s0_ptr, seq_ptr, dout_ptr, dsT_ptr,
+    x_ptr, w_ptr, bias_ptr, s0_ptr, run_ptr, dout_ptr, dsT_ptr,
     dx_ptr, dw_ptr, dbias_ptr, ds0_ptr,
     dim, length, n_tiles,
     s_x_b, s_x_d, s_x_l,
@@ -138,7 +133,7 @@ def _causal_conv1d_bwd_kernel(
     row = offs_d.to(tl.int64)[:, None]
     x_base = x_ptr + pid_b * s_x_b + row * s_x_d
     s0_base = s0_ptr + pid_b * s_s_b + row * s_s_d
-    seq_base = seq_ptr + pid_b * s_q_b
+    run_base = run_ptr + pid_b * s_q_b
     # dout, dx share one contiguous [B, D, L] layout (made so on the host).
     g_base = pid_b * s_g_b + row * s_g_d
     bias = tl.load(bias_ptr + offs_d, mask=mask_d, other=0.0).to(tl.float32) if HAS_BIAS else None
@@ -154,13 +149,13 @@ def _causal_conv1d_bwd_kernel(
         dpre = tl.load(dout_ptr + g_base + q.to(tl.int64)[None, :] * s_g_l,
                        mask=mask_d[:, None] & (q < length)[None, :], other=0.0).to(tl.float32)
         if SILU:
-            pre = _conv_at(x_base, s0_base, seq_base, s_x_l, s_s_w, w_ptr, s_w_d, s_w_k, offs_d, mask_d, q,
+            pre = _conv_at(x_base, s0_base, run_base, s_x_l, s_s_w, w_ptr, s_w_d, s_w_k, offs_d, mask_d, q,
                            length, bias, W, HAS_BIAS, HAS_S0, HAS_SEQ)
             sg = tl.sigmoid(pre)
             dpre = dpre * sg * (1.0 + pre * (1.0 - sg))
         wk = tl.load(w_ptr + offs_d * s_w_d + (W - 1 - s) * s_w_k, mask=mask_d, other=0.0).to(tl.float32)
         if HAS_SEQ:  # x_t feeds q only within its own sequence
-            dx += wk[:, None] * tl.where(_same_seq(seq_base, t, q, length, W)[None, :], dpre, 0.0)
+            dx += wk[:, None] * tl.where(_same_seq(run_base, t, q, length)[None, :], dpre, 0.0)
         else:
             dx += wk[:, None] * dpre
         if s == 0:
@@ -168,7 +163,7 @@ def _causal_conv1d_bwd_kernel(
             if HAS_BIAS:
                 db_part += tl.sum(dpre, axis=1)
             for k in tl.static_range(W):
-                xs = _load_shifted(x_base, s0_base, seq_base, s_x_l, s_s_w, t, k - (W - 1), length, mask_d, W,
+                xs = _load_shifted(x_base, s0_base, run_base, s_x_l, s_s_w, t, k - (W - 1), length, mask_d, W,
                                    HAS_S0, HAS_SEQ)
                 dw_part += tl.where(kk[None, :] == k, tl.sum(dpre * xs, axis=1)[:, None], 0.0)
     if HAS_DST:
@@ -176,7 +171,7 @@ def _causal_conv1d_bwd_kernel(
         j = t - (length - (W - 1))
         in_t = (j >= 0) & (t < length)
         if HAS_SEQ:  # it holds the last sequence's inputs only
-            in_t = in_t & _same_seq(seq_base, t, length - 1, length, W)
+            in_t = in_t & _same_seq(run_base, t, tl.zeros_like(t) + (length - 1), length)
         dsT = tl.load(dsT_ptr + (pid_b * dim + row) * (W - 1) + j[None, :],
                       mask=mask_d[:, None] & in_t[None, :], other=0.0)
         dx += dsT.to(tl.float32)
@@ -197,11 +192,11 @@ def _causal_conv1d_bwd_kernel(
                 q0 = i - k
                 ok = (q0 >= 0) & (q0 < length) & (i < W - 1)
                 if HAS_SEQ:  # the state feeds only the row's first sequence
-                    ok = ok & _same_seq(seq_base, i - (W - 1), q0, length, W)
+                    ok = ok & _same_seq(run_base, i - (W - 1), q0, length)
                 dpre0 = tl.load(dout_ptr + g_base + q0[None, :] * s_g_l, mask=mask_d[:, None] & ok[None, :],
                                 other=0.0).to(tl.float32)
                 if SILU:
-                    pre0 = _conv_at(x_base, s0_base, seq_base, s_x_l, s_s_w, w_ptr, s_w_d, s_w_k, offs_d, mask_d,
+                    pre0 = _conv_at(x_base, s0_base, run_base, s_x_l, s_s_w, w_ptr, s_w_d, s_w_k, offs_d, mask_d,
                                     q0, length, bias, W, HAS_BIAS, HAS_S0, HAS_SEQ)
                     sg0 = tl.sigmoid(pre0)
                     dpre0 = dpre0 * sg0 * (1.0 + pre0 * (1.0 - sg0))
@@ -212,7 +207,7 @@ def _causal_conv1d_bwd_kernel(
                 j0 = i - length
                 keep = (j0 >= 0) & (i < W - 1)
                 if HAS_SEQ:
-                    keep = keep & _same_seq(seq_base, i - (W - 1), length - 1, length, W)
+                    keep = keep & _same_seq(run_base, i - (W - 1), tl.zeros_like(i) + (length - 1), length)
                 ds0 += tl.load(dsT_ptr + (pid_b * dim + row) * (W - 1) + j0[None, :],
                                mask=mask_d[:, None] & keep[None, :], other=0.0).to(tl.float32)
             tl.store(ds0_ptr + (pid_b * dim + row) * (W - 1) + i[None, :], ds0,
@@ -265,9 +260,15 @@ def _tiles(device: torch.device, length: int) -> tuple[int, int, int]:
     return 4, min(256, next_power_of_2(length)), 4
 
 
-def _seq_arg(seq_idx, device):
-    """seq_idx itself, or a stand-in the kernels never read (HAS_SEQ=False)."""
-    return seq_idx if seq_idx is not None else torch.zeros(1, 1, dtype=torch.int32, device=device)
+def _run_arg(seq_idx, device):
+    """[B, L] int32 run counts of seq_idx (the sequence starts up to each position) as the kernels read them, or
+    a stand-in they never read (HAS_SEQ=False). One compare per tap then tells whether two positions share a
+    sequence."""
+    if seq_idx is None:
+        return torch.zeros(1, 1, dtype=torch.int32, device=device)
+    run = torch.zeros(seq_idx.shape, dtype=torch.int32, device=device)
+    run[:, 1:] = (seq_idx[:, 1:] != seq_idx[:, :-1]).cumsum(-1, dtype=torch.int32)
+    return run
 
 
 def _causal_conv1d_fwd(x, weight, bias, initial_state, return_final_state, silu, seq_idx=None):
@@ -278,7 +279,7 @@ def _causal_conv1d_fwd(x, weight, bias, initial_state, return_final_state, silu,
     if return_final_state:
         final = fresh(torch.empty(batch, dim, width - 1, device=x.device, dtype=x.dtype))
     s0 = initial_state if initial_state is not None else x.new_empty(0, 0, 0)
-    seq = _seq_arg(seq_idx, x.device)
+    seq = _run_arg(seq_idx, x.device)
     bd, bt, warps = _tiles(x.device, length)
     grid = (batch, cdiv(dim, bd), cdiv(length, bt))
     _launch_causal_conv1d_fwd_kernel[grid](
@@ -311,7 +312,7 @@ def _causal_conv1d_bwd(x, weight, bias, initial_state, dout, dfinal, silu, dx_ou
     ds0 = fresh(torch.empty(batch, dim, width - 1, **f32)) if initial_state is not None else None
     s0 = initial_state if initial_state is not None else x.new_empty(0, 0, 0)
     dsT = dfinal.contiguous() if dfinal is not None else None
-    seq = _seq_arg(seq_idx, x.device)
+    seq = _run_arg(seq_idx, x.device)
     _launch_causal_conv1d_bwd_kernel[(batch, cdiv(dim, bd), n_tiles)](
         x, weight, bias, s0, seq, dout, dsT, dx, dw, dbias, ds0,
         dim, length, n_tiles,
