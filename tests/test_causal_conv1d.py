@@ -131,3 +131,74 @@ def test_unknown_activation_raises(fn):
             causal_conv1d_ref(x, weight, activation="gelu")
         else:
             causal_conv1d_update_ref(x[:, :, 0], torch.zeros(1, 2, 3), weight, activation="gelu")
+
+
+def _runs(row: torch.Tensor) -> list[tuple[int, int]]:
+    """[start, end) of each run of one value in a 1-D seq_idx row."""
+    cuts = [0] + [t for t in range(1, len(row)) if row[t] != row[t - 1]] + [len(row)]
+    return list(zip(cuts[:-1], cuts[1:], strict=True))
+
+
+def _per_sequence(x, weight, bias, state, activation, seq_idx):
+    """Each sequence convolved alone from a zero state (a row's first from ``state``), one call per run."""
+    outs, finals = [], []
+    for b in range(x.shape[0]):
+        pieces = []
+        for start, end in _runs(seq_idx[b]):
+            s0 = state[b:b + 1] if state is not None and start == 0 else None
+            out, final = causal_conv1d_ref(x[b:b + 1, :, start:end], weight, bias, initial_state=s0,
+                                           return_final_state=True, activation=activation)
+            pieces.append(out)
+        outs.append(torch.cat(pieces, dim=-1))
+        finals.append(final)
+    return torch.cat(outs), torch.cat(finals)
+
+
+SEQ_IDX = torch.tensor([[0, 0, 0, 0, 1, 2, 2, 3, 3, 3, 3],  # one-position sequence, short sequences
+                        [5, 5, 7, 5, 5, 5, 5, 5, -1, -1, -1]])  # a value repeated after a change, padding
+
+
+@pytest.mark.parametrize("width", [1, 2, 4])
+@pytest.mark.parametrize("with_state", [False, True])
+@pytest.mark.parametrize("activation", [None, "silu"])
+def test_seq_idx_equals_each_sequence_alone(width, with_state, activation):
+    batch, dim, length = 2, 3, SEQ_IDX.shape[1]
+    x = torch.randn(batch, dim, length)
+    weight, bias = torch.randn(dim, width), torch.randn(dim)
+    state = torch.randn(batch, dim, width - 1) if with_state else None
+    out, final = causal_conv1d_ref(x, weight, bias, initial_state=state, return_final_state=True,
+                                   activation=activation, seq_idx=SEQ_IDX)
+    exp_out, exp_final = _per_sequence(x, weight, bias, state, activation, SEQ_IDX)
+    torch.testing.assert_close(out, exp_out, rtol=1e-6, atol=1e-6)
+    torch.testing.assert_close(final, exp_final, rtol=0, atol=0)
+
+
+def test_seq_idx_short_last_sequence_final_state_has_zeros():
+    """The last sequence shorter than W - 1: the final state holds zeros before it, not the previous inputs."""
+    x = torch.randn(1, 2, 5)
+    _, final = causal_conv1d_ref(x, torch.randn(2, 4), initial_state=torch.randn(1, 2, 3),
+                                 return_final_state=True, seq_idx=torch.tensor([[0, 0, 0, 0, 1]]))
+    torch.testing.assert_close(final, torch.cat([torch.zeros(1, 2, 2), x[:, :, 4:]], dim=-1), rtol=0, atol=0)
+
+
+def test_seq_idx_one_value_changes_nothing():
+    x, weight, bias, state = torch.randn(2, 3, 9), torch.randn(3, 4), torch.randn(3), torch.randn(2, 3, 3)
+    plain = causal_conv1d_ref(x, weight, bias, initial_state=state, return_final_state=True, activation="silu")
+    packed = causal_conv1d_ref(x, weight, bias, initial_state=state, return_final_state=True, activation="silu",
+                               seq_idx=torch.tensor([[3] * 9, [-1] * 9]))
+    for got, ref in zip(packed, plain, strict=True):
+        torch.testing.assert_close(got, ref, rtol=1e-6, atol=1e-6)
+
+
+def test_seq_idx_gradcheck_float64():
+    args = [torch.randn(1, 2, 6, dtype=torch.float64, requires_grad=True),
+            torch.randn(2, 3, dtype=torch.float64, requires_grad=True),
+            torch.randn(2, dtype=torch.float64, requires_grad=True),
+            torch.randn(1, 2, 2, dtype=torch.float64, requires_grad=True)]
+    seq_idx = torch.tensor([[0, 0, 1, 2, 2, 2]])
+
+    def fn(x, weight, bias, state):
+        return causal_conv1d_ref(x, weight, bias, initial_state=state, return_final_state=True, activation="silu",
+                                 seq_idx=seq_idx)
+
+    assert torch.autograd.gradcheck(fn, args)

@@ -29,7 +29,22 @@ def _poison(monkeypatch):
         monkeypatch.setattr(common, "POISON", True)
 
 
-def _compare(width, length, activation, with_bias, with_state, dtype=torch.float32):
+def _seq_idx(length: int) -> torch.Tensor:
+    """[BATCH, L] int32 packed-sequence ids. Row 0: cuts at 1, on both sides of the tile edge at 16 (the
+    interpreter's BLOCK_T; on CUDA the tile is longer), a one-position sequence (16) and a last sequence of one
+    position. Row 1: a value repeated after a change (a run is a sequence, not a value), padding (-1) last."""
+    rows = torch.zeros(BATCH, length, dtype=torch.int32)
+    if length > 1:
+        cuts = sorted({c for c in (1, 15, 16, 17, 256, 257, length - 1) if 0 < c < length})
+        for i, c in enumerate(cuts):
+            rows[0, c:] = i + 1
+        rows[1, length // 3:] = 1
+        rows[1, (2 * length) // 3:] = 0
+        rows[1, length - max(1, length // 5):] = -1
+    return rows.to(DEVICE)
+
+
+def _compare(width, length, activation, with_bias, with_state, dtype=torch.float32, seq_idx=None):
     x = torch.randn(BATCH, DIM, length, device=DEVICE, dtype=dtype)
     inputs = {"x": x, "weight": torch.randn(DIM, width, device=DEVICE)}
     if with_bias:
@@ -38,8 +53,9 @@ def _compare(width, length, activation, with_bias, with_state, dtype=torch.float
         inputs["initial_state"] = torch.randn(BATCH, DIM, width - 1, device=DEVICE, dtype=dtype)
     inputs = {k: v.requires_grad_() for k, v in inputs.items()}
     leaves = {k: v.detach().float().requires_grad_() for k, v in inputs.items()}
-    out, last = causal_conv1d_fn(**inputs, return_final_state=True, activation=activation)
-    ref_out, ref_last = causal_conv1d_ref(**leaves, return_final_state=True, activation=activation)
+    out, last = causal_conv1d_fn(**inputs, return_final_state=True, activation=activation, seq_idx=seq_idx)
+    ref_out, ref_last = causal_conv1d_ref(**leaves, return_final_state=True, activation=activation,
+                                          seq_idx=seq_idx)
     dout = torch.randn_like(ref_out).to(dtype).float()
     dlast = torch.randn_like(ref_last).to(dtype).float()
     names = list(inputs)
@@ -74,6 +90,45 @@ def test_conv_without_optional_inputs(width):
 @interpreted
 def test_conv_bf16_within_rounding():
     _compare(4, LENGTHS[-1], "silu", with_bias=True, with_state=True, dtype=torch.bfloat16)
+
+
+@interpreted
+@pytest.mark.parametrize("width", [2, 4])
+def test_conv_seq_idx_matches_reference(width):
+    """Packed sequences: output, final state and every gradient (initial state included) as the reference's."""
+    _compare(width, LENGTHS[-1], "silu", with_bias=True, with_state=True, seq_idx=_seq_idx(LENGTHS[-1]))
+
+
+@interpreted
+@pytest.mark.parametrize("length", [2, 3])
+def test_conv_seq_idx_shorter_than_window(length):
+    """L < W - 1 with a cut at 1: the initial state reaches only the first position, the final state drops it."""
+    _compare(4, length, None, with_bias=False, with_state=True, seq_idx=_seq_idx(length))
+
+
+@interpreted
+def test_conv_seq_idx_one_sequence_changes_nothing():
+    """seq_idx with one value per row gives exactly the result without it (no reset anywhere)."""
+    x = torch.randn(BATCH, DIM, LENGTHS[-1], device=DEVICE)
+    w, b, s0 = torch.randn(DIM, 4, device=DEVICE), torch.randn(DIM, device=DEVICE), torch.randn(BATCH, DIM, 3,
+                                                                                                  device=DEVICE)
+    seq = torch.full((BATCH, LENGTHS[-1]), 7, dtype=torch.int64, device=DEVICE)
+    seq[1] = -1
+    plain = causal_conv1d_fn(x, w, b, s0, return_final_state=True, activation="silu")
+    packed = causal_conv1d_fn(x, w, b, s0, return_final_state=True, activation="silu", seq_idx=seq)
+    for got, ref in zip(packed, plain, strict=True):
+        assert torch.equal(got, ref)
+
+
+@interpreted
+def test_conv_seq_idx_rejects_bad_shapes():
+    x, w = torch.randn(BATCH, DIM, 5, device=DEVICE), torch.randn(DIM, 4, device=DEVICE)
+    for bad in (torch.zeros(BATCH, 4, dtype=torch.int32), torch.zeros(5, dtype=torch.int32),
+                torch.zeros(BATCH, 5), [[0] * 5] * BATCH):
+        if isinstance(bad, torch.Tensor):
+            bad = bad.to(DEVICE)
+        with pytest.raises(InputError, match="seq_idx"):
+            causal_conv1d_fn(x, w, seq_idx=bad)
 
 
 @interpreted
