@@ -5,6 +5,8 @@ A program owns a [BLOCK_D, BLOCK_T] tile of one sequence. The W taps are W shift
 the pre-activation at the W positions each input feeds (for the SiLU derivative) rather than storing it;
 dweight and dbias are per-tile partials summed on the host, so the result does not depend on launch order.
 With seq_idx (packed sequences) every tap is masked to the inputs of its output's own sequence (``_same_seq``).
+Over 400 lines because the forward, backward and update kernels share the tap helpers above them; splitting
+into triton_fwd.py / triton_bwd.py is the next step when it grows.
 """
 
 from __future__ import annotations
