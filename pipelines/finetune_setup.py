@@ -74,6 +74,7 @@ def fixed_length(cfg: FinetuneConfig, splits: dict, pooling: str | None = None) 
 
 def task(cfg: FinetuneConfig, labels: list[str], rate: int | None, length: int | None = None,
          pooling: str | None = None) -> TaskConfig:
+    """The TaskConfig of a run; ``pooling`` is the resolved one (:func:`pooling_of`) when ``--pooling`` is auto."""
     multi = cfg.problem_type == "multi_label" or (
         cfg.problem_type == "auto" and cfg.level == "sequence" and any(";" in label for label in labels))
     if cfg.level == "token":

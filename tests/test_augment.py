@@ -26,6 +26,7 @@ from seqssm.pipelines.finetune import (
     FinetuneResult,
     _load_data,
     _loaders,
+    _pooling_of,
     _task,
     finetune,
 )
@@ -154,7 +155,7 @@ def write_clips(folder, per_class=6):
 
 def train_dataset(cfg: FinetuneConfig):
     labels, splits, rate = _load_data(cfg)
-    task = _task(cfg, labels, rate)
+    task = _task(cfg, labels, rate, None, _pooling_of(cfg, splits))  # --pooling auto resolved, as finetune does
     return _loaders(cfg, task, splits, rate)[0].dataset
 
 
