@@ -217,18 +217,11 @@ def _causal_conv1d_bwd_kernel(
 
 
 @triton.jit
-def _causal_conv1d_update_fwd_kernel(
-    x_ptr, state_ptr, w_ptr, bias_ptr, out_ptr,
-    dim,
-    s_x_b, s_x_d,
-    s_s_b, s_s_d, s_s_w,
-    s_w_d, s_w_k,
-    s_o_b, s_o_d,
-    W: tl.constexpr, HAS_BIAS: tl.constexpr, SILU: tl.constexpr, BLOCK_D: tl.constexpr,
-):
-    pid_b = tl.program_id(0).to(tl.int64)
-    offs_d = tl.program_id(1) * BLOCK_D + tl.arange(0, BLOCK_D)
-    mask_d = offs_d < dim
+def conv_update_rows(x_ptr, state_ptr, w_ptr, bias_ptr, out_ptr, pid_b, offs_d, mask_d, s_x_b, s_x_d, s_s_b, s_s_d,
+                     s_s_w, s_w_d, s_w_k, s_o_b, s_o_d, W: tl.constexpr, HAS_BIAS: tl.constexpr,
+                     SILU: tl.constexpr):
+    """One decode step of the conv for row ``pid_b``, channels ``offs_d``: stores and returns the output (in
+    out's dtype) and shifts the state in place. Shared with the fused conv + x_proj step (seqssm.kernels.gemv)."""
     k = tl.arange(0, 4)
     s_ptrs = state_ptr + pid_b * s_s_b + offs_d[:, None] * s_s_d
     # window_k = state_{k} for k < W - 1, then x: the state shifted left by one with x appended.
@@ -242,10 +235,28 @@ def _causal_conv1d_update_fwd_kernel(
         out += tl.load(bias_ptr + offs_d, mask=mask_d, other=0.0).to(tl.float32)
     if SILU:
         out = out * tl.sigmoid(out)
-    tl.store(out_ptr + pid_b * s_o_b + offs_d * s_o_d, out.to(out_ptr.dtype.element_ty), mask=mask_d)
+    out = out.to(out_ptr.dtype.element_ty)
+    tl.store(out_ptr + pid_b * s_o_b + offs_d * s_o_d, out, mask=mask_d)
     # New state entry k is window entry k + 1; shift the row with a one-hot sum (no register indexing).
     nxt = tl.sum(tl.where(k[None, :, None] + 1 == k[None, None, :], win[:, None, :], 0.0), axis=2)
     tl.store(s_ptrs + k[None, :] * s_s_w, nxt, mask=mask_d[:, None] & (k < W - 1)[None, :])
+    return out
+
+
+@triton.jit
+def _causal_conv1d_update_fwd_kernel(
+    x_ptr, state_ptr, w_ptr, bias_ptr, out_ptr,
+    dim,
+    s_x_b, s_x_d,
+    s_s_b, s_s_d, s_s_w,
+    s_w_d, s_w_k,
+    s_o_b, s_o_d,
+    W: tl.constexpr, HAS_BIAS: tl.constexpr, SILU: tl.constexpr, BLOCK_D: tl.constexpr,
+):
+    pid_b = tl.program_id(0).to(tl.int64)
+    offs_d = tl.program_id(1) * BLOCK_D + tl.arange(0, BLOCK_D)
+    conv_update_rows(x_ptr, state_ptr, w_ptr, bias_ptr, out_ptr, pid_b, offs_d, offs_d < dim, s_x_b, s_x_d, s_s_b,
+                     s_s_d, s_s_w, s_w_d, s_w_k, s_o_b, s_o_d, W, HAS_BIAS, SILU)
 
 
 # Launched through the compiled kernel after the first launch (kernels/host.py): host time counts at short L.

@@ -13,6 +13,7 @@ import triton
 import triton.language as tl
 
 from seqssm.errors import InputError
+from seqssm.kernels.causal_conv1d.triton import conv_update_rows
 from seqssm.kernels.common import check_tensor, fresh
 from seqssm.kernels.gemv.triton import MAX_RANK, _check, sum_dt
 from seqssm.kernels.host import DirectLauncher, cdiv, next_power_of_2
@@ -30,23 +31,9 @@ def _conv_x_proj_kernel(
     pid_b = tl.program_id(1).to(tl.int64)
     offs_d = pid_d * BLOCK_D + tl.arange(0, BLOCK_D)
     mask_d = offs_d < dim
-    k = tl.arange(0, 4)
-    # The conv update, as _causal_conv1d_update_fwd_kernel: window = the state shifted left with x appended.
-    s_ptrs = state_ptr + pid_b * s_s_b + offs_d[:, None] * s_s_d
-    win = tl.load(s_ptrs + k[None, :] * s_s_w, mask=mask_d[:, None] & (k < W - 1)[None, :], other=0.0)
-    x = tl.load(x_ptr + pid_b * s_x_b + offs_d * s_x_d, mask=mask_d, other=0.0).to(win.dtype)
-    win = tl.where(k[None, :] == W - 1, x[:, None], win)
-    cw = tl.load(cw_ptr + offs_d[:, None] * s_cw_d + k[None, :] * s_cw_k,
-                 mask=mask_d[:, None] & (k < W)[None, :], other=0.0).to(tl.float32)
-    out = tl.sum(win.to(tl.float32) * cw, axis=1)
-    if HAS_BIAS:
-        out += tl.load(cb_ptr + offs_d, mask=mask_d, other=0.0).to(tl.float32)
-    if SILU:
-        out = out * tl.sigmoid(out)
-    out = out.to(out_ptr.dtype.element_ty)
-    tl.store(out_ptr + pid_b * s_o_b + offs_d * s_o_d, out, mask=mask_d)
-    nxt = tl.sum(tl.where(k[None, :, None] + 1 == k[None, None, :], win[:, None, :], 0.0), axis=2)
-    tl.store(s_ptrs + k[None, :] * s_s_w, nxt, mask=mask_d[:, None] & (k < W - 1)[None, :])
+    # The conv update, the one the plain decode step runs (stores the output, shifts the state in place).
+    out = conv_update_rows(x_ptr, state_ptr, cw_ptr, cb_ptr, out_ptr, pid_b, offs_d, mask_d, s_x_b, s_x_d, s_s_b,
+                           s_s_d, s_s_w, s_cw_d, s_cw_k, s_o_b, s_o_d, W, HAS_BIAS, SILU)
     # x_proj's partial over this block of channels, from the output as stored (what x_proj reads).
     xr = tl.where(mask_d, out.to(tl.float32), 0.0)
     for i in tl.static_range(N_ITERS):
