@@ -29,13 +29,13 @@ def softplus(x):
     return tl.where(x <= 20.0, tl.log(1.0 + tl.exp(x)), x)
 
 
-def check_tensor(fn: str, name: str, X: torch.Tensor | None, shape: tuple[int, ...], device: torch.device,
+def check_tensor(fn: str, name: str, X: torch.Tensor | None, shape: tuple[int, ...] | None, device: torch.device,
                  first: str = "x") -> None:
-    """InputError unless X (None passes) has ``shape``, lives on ``device`` (that of input ``first``) and is
-    fp32, fp16 or bf16."""
+    """InputError unless X (None passes) has ``shape`` (None: any), lives on ``device`` (that of input ``first``)
+    and is fp32, fp16 or bf16."""
     if X is None:
         return
-    if tuple(X.shape) != shape:
+    if shape is not None and tuple(X.shape) != shape:
         raise InputError(f"{fn}: {name} has shape {tuple(X.shape)}; expected {list(shape)}")
     if X.device != device:
         raise InputError(f"{fn}: {name} is on {X.device} but {first} is on {device}; move all inputs to one "

@@ -26,7 +26,7 @@ import triton
 import triton.language as tl
 
 from seqssm.errors import InputError
-from seqssm.kernels.common import FLOATS, fresh
+from seqssm.kernels.common import check_tensor, fresh
 from seqssm.kernels.host import DirectLauncher, cdiv, next_power_of_2
 
 MAX_BLOCK_B = 8  # rows of x one program serves; more rows take more row blocks (the weight is read again)
@@ -225,14 +225,8 @@ def _check(fn: str, x, weight, name: str, inputs) -> None:
     if x.shape[1] == 0:
         raise InputError(f"{fn}: K = 0 (x has shape {tuple(x.shape)}); pass at least one input feature")
     for label, X in inputs:
-        if X is None:
-            continue
-        if X.dtype not in FLOATS:
-            raise InputError(f"{fn}: {label} has dtype {X.dtype}; use float32, float16 or bfloat16")
-        if X.device != x.device:
-            raise InputError(f"{fn}: {label} is on {X.device} but x is on {x.device}; move all inputs to one "
-                             "device")
-        if torch.is_grad_enabled() and X.requires_grad:
+        check_tensor(fn, label, X, None, x.device)
+        if X is not None and torch.is_grad_enabled() and X.requires_grad:
             raise InputError(f"{fn}: {label} requires grad, but the kernel is inference only (no backward); "
                              "call it under torch.no_grad() or use F.linear")
     if weight.dtype != x.dtype:
