@@ -39,12 +39,11 @@ def _mel(sample_rate: int, hop: int, n_mels: int):
                           pad_mode="constant", power=2.0)
 
 
-def log_mel_frames(waveform: torch.Tensor, attention_mask: torch.Tensor | None, *, sample_rate: int, hop: int,
-                   n_mels: int = LOGMEL_BANDS, normalize: bool = True,
-                   transform: nn.Module | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """Waveform [B, T] (right-padded, mask [B, T]) → log-mel frames [B, L, F] and token mask [B, L],
-    L = ceil(T / hop), F = ``n_mels``; frame t is centred on sample t·hop. ``normalize`` divides each row by its
-    peak |sample| first. ``transform``: a ``MelSpectrogram`` of these settings to reuse (built when None)."""
+def masked_waveform(waveform: torch.Tensor, attention_mask: torch.Tensor | None, normalize: bool = True,
+                    dtype: torch.dtype | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """The checks and clean-up both front ends start with: waveform [B, T] with padding zeroed (so a row's
+    tokens do not depend on what its padding held) and, with ``normalize``, each row divided by its peak
+    |sample| (in ``dtype`` when given); and the bool mask [B, T] (all True when None)."""
     if not isinstance(waveform, torch.Tensor) or waveform.dim() != 2 or not waveform.dtype.is_floating_point:
         got = tuple(waveform.shape) if isinstance(waveform, torch.Tensor) else type(waveform).__name__
         raise InputError(f"audio input must be a float waveform [B, T], got {got}")
@@ -54,9 +53,21 @@ def log_mel_frames(waveform: torch.Tensor, attention_mask: torch.Tensor | None, 
         raise InputError(f"audio attention_mask {tuple(attention_mask.shape)} differs from the waveform's "
                          f"{tuple(waveform.shape)}; pass one [B, T] mask of 1 (sample) / 0 (padding)")
     mask = attention_mask.bool()
-    wave = (waveform * mask).float()
+    wave = waveform * mask
+    if dtype is not None:
+        wave = wave.to(dtype)
     if normalize:
         wave = wave / wave.abs().amax(dim=1, keepdim=True).clamp_min(1e-6)
+    return wave, mask
+
+
+def log_mel_frames(waveform: torch.Tensor, attention_mask: torch.Tensor | None, *, sample_rate: int, hop: int,
+                   n_mels: int = LOGMEL_BANDS, normalize: bool = True,
+                   transform: nn.Module | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Waveform [B, T] (right-padded, mask [B, T]) → log-mel frames [B, L, F] and token mask [B, L],
+    L = ceil(T / hop), F = ``n_mels``; frame t is centred on sample t·hop. ``normalize`` divides each row by its
+    peak |sample| first. ``transform``: a ``MelSpectrogram`` of these settings to reuse (built when None)."""
+    wave, mask = masked_waveform(waveform, attention_mask, normalize, torch.float32)
     transform = transform if transform is not None else _mel(sample_rate, hop, n_mels).to(wave.device)
     n_tokens = -(-waveform.shape[1] // hop)
     power = transform(wave)[..., :n_tokens]  # [B, F, 1 + T // hop] → its first L frames

@@ -27,7 +27,7 @@ from torch import nn
 
 from seqssm.config import POOLINGS
 from seqssm.errors import InputError
-from seqssm.models.frontends import FRONTENDS, audio_frontend
+from seqssm.models.frontends import FRONTENDS, audio_frontend, masked_waveform
 from seqssm.models.io import (
     CONFIG_NAME,
     DIGEST_KEY,
@@ -179,19 +179,8 @@ def patch_frames(
     Padding samples are zeroed first, so a row's frames do not depend on what its padding held; a frame
     is real when its first sample is. ``normalize`` divides each row by its peak |sample|.
     """
-    if not isinstance(waveform, torch.Tensor) or waveform.dim() != 2 or not waveform.dtype.is_floating_point:
-        got = tuple(waveform.shape) if isinstance(waveform, torch.Tensor) else type(waveform).__name__
-        raise InputError(f"audio input must be a float waveform [B, T], got {got}")
-    batch, length = waveform.shape
-    if attention_mask is None:
-        attention_mask = torch.ones_like(waveform, dtype=torch.bool)
-    elif attention_mask.shape != waveform.shape:
-        raise InputError(f"audio attention_mask {tuple(attention_mask.shape)} differs from the waveform's "
-                         f"{tuple(waveform.shape)}; pass one [B, T] mask of 1 (sample) / 0 (padding)")
-    mask = attention_mask.bool()
-    wave = waveform * mask
-    if normalize:
-        wave = wave / wave.abs().amax(dim=1, keepdim=True).clamp_min(1e-6)
+    wave, mask = masked_waveform(waveform, attention_mask, normalize)
+    batch, length = wave.shape
     n_tokens = -(-length // patch_size)
     pad = n_tokens * patch_size - length
     wave = F.pad(wave, (0, pad))
