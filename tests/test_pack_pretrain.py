@@ -7,12 +7,12 @@ from __future__ import annotations
 import json
 import random
 import signal
-import sys
 
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from cli_harness import run_cli
 
 from seqssm.config import MambaConfig
 from seqssm.datasets.packed import PackedRecords, read_records, split_records
@@ -175,20 +175,12 @@ def test_rows_are_record_pieces_and_the_split_holds_out_whole_records(fasta):
         split_records(type(records)(records.path, records.names[:1], records.codes[:1]), 0.1)
 
 
-def _cli(args, capsys, monkeypatch) -> tuple[int, str]:
-    from seqssm import cli
-
-    monkeypatch.setattr(sys, "argv", ["seqssm", *map(str, args)])
-    capsys.readouterr()
-    with pytest.raises(SystemExit) as exit_:
-        cli.main()
-    return exit_.value.code, capsys.readouterr().err
 
 
 @pytest.mark.parametrize("objective", ["clm", "mlm"])
 def test_pretrain_pack_end_to_end_on_a_multi_record_fasta(fasta, tmp_path, capsys, monkeypatch, objective):
     extra = ["--objective", "mlm", "--bidirectional"] if objective == "mlm" else []
-    code, err = _cli(["pretrain", fasta, "--out", tmp_path / "run", "--pack", *TINY, *extra], capsys, monkeypatch)
+    code, err = run_cli(["pretrain", fasta, "--out", tmp_path / "run", "--pack", *TINY, *extra], capsys, monkeypatch)
     assert code == 0, err
     record = json.loads((tmp_path / "run" / "run.json").read_text())
     packing = record["packing"]
@@ -203,7 +195,7 @@ def test_pretrain_pack_end_to_end_on_a_multi_record_fasta(fasta, tmp_path, capsy
 
 def test_pretrain_pack_end_to_end_on_a_bam_of_reads(tmp_path, capsys, monkeypatch):
     bam = _bam(tmp_path / "reads.bam", [random.Random(i).randint(20, 60) for i in range(40)])
-    code, err = _cli(["pretrain", bam, "--out", tmp_path / "run", "--pack", *TINY], capsys, monkeypatch)
+    code, err = run_cli(["pretrain", bam, "--out", tmp_path / "run", "--pack", *TINY], capsys, monkeypatch)
     assert code == 0, err
     packing = json.loads((tmp_path / "run" / "run.json").read_text())["packing"]
     assert packing["records"] < 40 and packing["sequences_per_row"] > 1 and packing["efficiency"] > 0.8
@@ -225,7 +217,7 @@ def test_bad_pack_combinations_exit_2(fasta, tmp_path, capsys, monkeypatch, args
     elif args == "cram":
         data, args = tmp_path / "reads.cram", []
         data.write_bytes(b"CRAM\x03\x00" + b"\x00" * 40)
-    code, err = _cli(["pretrain", data, "--out", tmp_path / "run", "--pack", *TINY, *args], capsys, monkeypatch)
+    code, err = run_cli(["pretrain", data, "--out", tmp_path / "run", "--pack", *TINY, *args], capsys, monkeypatch)
     assert code == 2 and message in err and "Traceback" not in err, err
     assert len(err.strip().splitlines()) == 1, err
     assert not (tmp_path / "run").exists()

@@ -11,6 +11,7 @@ import pysam
 import pytest
 import soundfile as sf
 import torch
+from cli_harness import run_cli
 
 from seqssm.config import MambaConfig
 from seqssm.models import MambaLMHeadModel
@@ -343,14 +344,6 @@ def test_out_of_order_records_are_counted_and_left_out(models, tmp_path):
 # ------------------------------------------------------------------------------------------ bad input
 
 
-def _cli(args, capsys, monkeypatch) -> tuple[int, str]:
-    from seqssm import cli
-
-    monkeypatch.setattr(sys, "argv", ["seqssm", *map(str, args)])
-    capsys.readouterr()
-    with pytest.raises(SystemExit) as exit_:
-        cli.main()
-    return exit_.value.code, capsys.readouterr().err
 
 
 @pytest.mark.parametrize("bad,message", [
@@ -380,7 +373,7 @@ def test_bad_variant_inputs_exit_2_with_one_line(bad, message, models, tmp_path,
         genome.unlink()
     elif bad == "unparsable record":
         vcf.write_text(header + "chr\tfive\t.\tA\tC\t.\t.\t.\n")
-    code, err = _cli(["score-variants", ckpt, vcf, "--genome", genome, "--out", out, "--device", "cpu"],
+    code, err = run_cli(["score-variants", ckpt, vcf, "--genome", genome, "--out", out, "--device", "cpu"],
                      capsys, monkeypatch)
     lines = [line for line in err.splitlines() if line.strip()]
     assert code == 2 and len(lines) == 1 and message in lines[0], err
@@ -431,7 +424,7 @@ def test_bad_score_inputs_exit_2_with_one_line(bad, message, models, tmp_path, c
         args = ["score", ckpt, "--bed", tmp_path / "o.bed", "--genome", fasta, "--out", out, "--per-position",
                 tmp_path / "s.bw", "--device", "cpu"]
         (tmp_path / "o.bed").write_text("chr\t10\t100\nchr\t50\t120\n")
-    code, err = _cli(args, capsys, monkeypatch)
+    code, err = run_cli(args, capsys, monkeypatch)
     lines = [line for line in err.splitlines() if line.strip()]
     assert code == 2 and len(lines) == 1 and message in lines[0], err
     assert not out.exists() and not (tmp_path / "s.bw").exists()
