@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from triton_harness import DEVICE, ON_CUDA, PROXY, interpreted, rel_error, rounded
+from triton_harness import DEVICE, ON_CUDA, PROXY, interpreted, packed_seq_idx, rel_error, rounded
 
 BATCH, DIM = (2, 96) if ON_CUDA else (2, 6)
 LENGTHS = (1, 2, 3, 4099) if ON_CUDA else (1, 2, 3, 37)
@@ -33,15 +33,7 @@ def _seq_idx(length: int) -> torch.Tensor:
     """[BATCH, L] int32 packed-sequence ids. Row 0: cuts at 1, on both sides of the tile edge at 16 (the
     interpreter's BLOCK_T; on CUDA the tile is longer), a one-position sequence (16) and a last sequence of one
     position. Row 1: a value repeated after a change (a run is a sequence, not a value), padding (-1) last."""
-    rows = torch.zeros(BATCH, length, dtype=torch.int32)
-    if length > 1:
-        cuts = sorted({c for c in (1, 15, 16, 17, 256, 257, length - 1) if 0 < c < length})
-        for i, c in enumerate(cuts):
-            rows[0, c:] = i + 1
-        rows[1, length // 3:] = 1
-        rows[1, (2 * length) // 3:] = 0
-        rows[1, length - max(1, length // 5):] = -1
-    return rows.to(DEVICE)
+    return packed_seq_idx(BATCH, length, (1, 15, 16, 17, 256, 257, length - 1))
 
 
 def _compare(width, length, activation, with_bias, with_state, dtype=torch.float32, seq_idx=None):

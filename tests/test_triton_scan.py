@@ -12,7 +12,7 @@ import warnings
 
 import pytest
 import torch
-from triton_harness import DEVICE, ON_CUDA, PROXY, interpreted, rel_error, rounded
+from triton_harness import DEVICE, ON_CUDA, PROXY, interpreted, packed_seq_idx, rel_error, rounded
 
 # (batch, channels, states, lengths): small under the interpreter, a few chunks of 256 on the GPU.
 BATCH, DIM, NSTATE = (2, 64, 16) if ON_CUDA else (2, 4, 3)
@@ -291,15 +291,7 @@ def _seq_idx(length: int, seed: int = 0) -> torch.Tensor:
     """[BATCH, L] int32 packed-sequence ids: row 0 cut at a chunk boundary (16), just after it, at position
     1, into a one-position sequence and at the last position; row 1 one value repeated after a change (a run
     is a sequence, not a value) and its last sequence padding (-1)."""
-    rows = torch.zeros(BATCH, length, dtype=torch.int32)
-    if length > 1:
-        cuts = sorted({c for c in (1, 16, 17, 18, length - 1, length // 2 + 3) if 0 < c < length})
-        for i, c in enumerate(cuts):
-            rows[0, c:] = i + 1
-        rows[1, length // 3:] = 1
-        rows[1, (2 * length) // 3:] = 0
-        rows[1, length - max(1, length // 5):] = -1
-    return rows.to(DEVICE)
+    return packed_seq_idx(BATCH, length, (1, 16, 17, 18, length - 1, length // 2 + 3))
 
 
 # Interpreted, each of these costs 30-70 s of one core: the CPU runs the grouped form (B/C per group, the

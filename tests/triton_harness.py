@@ -101,3 +101,17 @@ def rounded(ref: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     if dtype == torch.bfloat16 and not ON_CUDA:
         return (ref.float().contiguous().view(torch.int32) & -65536).view(torch.float32)
     return ref.to(dtype)
+
+
+def packed_seq_idx(batch: int, length: int, cuts) -> torch.Tensor:
+    """[batch, L] int32 packed-sequence ids for the kernels' seq_idx tests, on DEVICE. Row 0 starts a new
+    sequence at each of ``cuts`` inside (0, L); row 1 repeats a value after a change (a run is a sequence, not a
+    value) and ends in padding (-1); further rows are one sequence."""
+    rows = torch.zeros(batch, length, dtype=torch.int32)
+    if length > 1:
+        for i, c in enumerate(sorted({c for c in cuts if 0 < c < length})):
+            rows[0, c:] = i + 1
+        rows[1, length // 3:] = 1
+        rows[1, (2 * length) // 3:] = 0
+        rows[1, length - max(1, length // 5):] = -1
+    return rows.to(DEVICE)
