@@ -11,8 +11,8 @@ from importlib.resources import files
 
 import numpy as np
 import pytest
-import soundfile as sf
 import torch
+from tiny_data import tone_clips
 from typer.testing import CliRunner
 
 from seqssm.datasets.training_sets import AudioTrainClips
@@ -142,15 +142,7 @@ def test_bad_settings_and_inputs():
 
 def write_clips(folder, per_class=6):
     """8 kHz clips of 0.05-0.1 s: class 'lo' a 300 Hz tone, 'hi' a 2 kHz tone."""
-    rng = np.random.default_rng(0)
-    for label, freq in (("lo", 300), ("hi", 2000)):
-        for i in range(per_class):
-            n = int(rng.integers(400, 800))
-            wave = 0.3 * np.sin(2 * np.pi * freq * np.arange(n) / 8000) + 0.01 * rng.standard_normal(n)
-            path = folder / label / f"{label}{i}.wav"
-            path.parent.mkdir(parents=True, exist_ok=True)
-            sf.write(path, wave.astype(np.float32), 8000, subtype="PCM_16")
-    return folder
+    return tone_clips(folder, (400, 800), per_class=per_class)
 
 
 def train_dataset(cfg: FinetuneConfig):

@@ -5,11 +5,9 @@ one line on stderr and an entry of run.json's "warnings", and is absent when it 
 from __future__ import annotations
 
 import json
-import random
 from types import SimpleNamespace
 
-import numpy as np
-import soundfile as sf
+from tiny_data import motif_table, tone_clips
 
 from seqssm.pipelines import train_utils
 from seqssm.pipelines.finetune import FinetuneConfig, _rate_warning, finetune
@@ -27,25 +25,12 @@ TINY = {"d_model": 16, "n_layer": 1, "d_state": 4, "expand": 1, "device": "cpu",
 
 def _table(path, n):
     """Class 1 rows carry GGGGGG; 16-20 bases."""
-    rng = random.Random(0)
-    rows = ["sequence\tlabel\tid"]
-    for i in range(n):
-        seq = "".join(rng.choice("ACGT") for _ in range(rng.randint(16, 20)))
-        rows.append(f"{seq[:4] + 'GGGGGG' + seq[4:] if i % 2 else seq}\t{i % 2}\ts{i}")
-    path.write_text("\n".join(rows) + "\n")
-    return path
+    return motif_table(path, n, (16, 20))
 
 
 def _wavs(folder, rate, per_class=4):
     """Tiny clips at ``rate``: class 'lo' a 300 Hz tone, 'hi' a 2 kHz tone, 0.01-0.02 s."""
-    rng = np.random.default_rng(0)
-    for label, freq in (("lo", 300), ("hi", 2000)):
-        for i in range(per_class):
-            n = int(rng.integers(rate // 100, rate // 50))
-            wave = 0.3 * np.sin(2 * np.pi * freq * np.arange(n) / rate) + 0.01 * rng.standard_normal(n)
-            (folder / label).mkdir(parents=True, exist_ok=True)
-            sf.write(folder / label / f"{label}{i}.wav", wave.astype(np.float32), rate, subtype="PCM_16")
-    return folder
+    return tone_clips(folder, (rate // 100, rate // 50), rate, per_class)
 
 
 def _run(tmp_path, data, name, **kw):

@@ -10,15 +10,14 @@ from __future__ import annotations
 
 import json
 import os
-import random
 import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
-import soundfile as sf
+import tiny_data
 import torch
+from tiny_data import tone_clips
 
 import seqssm.pipelines.finetune as finetune_module
 import seqssm.pipelines.self_pretrain as sp
@@ -34,25 +33,12 @@ TINY = {"d_model": 16, "n_layer": 1, "d_state": 4, "expand": 1, "device": "cpu",
 
 def motif_table(path, n=48, seed=0):
     """Class 1 sequences carry GGGGGG; lengths 15-30, so batches are padded."""
-    rng = random.Random(seed)
-    rows = ["sequence\tlabel\tid"]
-    for i in range(n):
-        seq = "".join(rng.choice("ACGT") for _ in range(rng.randint(15, 30)))
-        rows.append(f"{seq[:4] + 'GGGGGG' + seq[4:] if i % 2 else seq}\t{i % 2}\ts{i}")
-    path.write_text("\n".join(rows) + "\n")
-    return path
+    return tiny_data.motif_table(path, n, (15, 30), seed)
 
 
 def write_wavs(folder, per_class=4):
     """8 kHz clips of 0.02-0.05 s in class folders: 'lo' a 300 Hz tone, 'hi' a 2 kHz one."""
-    rng = np.random.default_rng(0)
-    for label, freq in (("lo", 300), ("hi", 2000)):
-        for i in range(per_class):
-            n = int(rng.integers(160, 400))
-            wave = 0.3 * np.sin(2 * np.pi * freq * np.arange(n) / 8000) + 0.01 * rng.standard_normal(n)
-            (folder / label).mkdir(parents=True, exist_ok=True)
-            sf.write(folder / label / f"{label}{i}.wav", wave.astype(np.float32), 8000, subtype="PCM_16")
-    return folder
+    return tone_clips(folder, (160, 400), per_class=per_class)
 
 
 @pytest.fixture
