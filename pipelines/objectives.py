@@ -102,8 +102,9 @@ class Objective:
     ``seq_idx`` [B, L] (``--pack``: packed rows, -1 on padding) each sequence runs alone, nothing is predicted
     at padding nor across a boundary, and padding is never masked.
 
-    Returns (mean loss in nats, number of predicted positions) so validation can average exactly. ``cfg``: a
-    ``PretrainConfig`` (its ``objective`` and ``mask_prob``).
+    Returns (mean loss in nats, number of predicted positions: an int, or a 0-dim tensor where it depends on the
+    batch, so that a training step never waits on the device for it) so validation can average exactly.
+    ``cfg``: a ``PretrainConfig`` (its ``objective`` and ``mask_prob``).
     """
 
     def __init__(self, cfg, tokenizer):
@@ -118,11 +119,11 @@ class Objective:
         if self.kind == "clm":
             if seq_idx is None:
                 return causal_lm_loss(model, ids), ids.shape[0] * (ids.shape[1] - 1)
-            n = int((packed_next_targets(ids, seq_idx) != IGNORE).sum())
+            n = (packed_next_targets(ids, seq_idx) != IGNORE).sum()
             return causal_lm_loss(model, ids, seq_idx=seq_idx), n
         inputs, labels = mask_tokens(ids, mask_id=self.mask_id, vocab_ids=self.vocab_ids, mask_prob=self.mask_prob,
                                      special=None if seq_idx is None else seq_idx < 0, generator=generator)
-        return masked_lm_loss(model, inputs, labels, seq_idx=seq_idx), int((labels != IGNORE).sum())
+        return masked_lm_loss(model, inputs, labels, seq_idx=seq_idx), (labels != IGNORE).sum()
 
 
 def on_device(batch, device) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -146,6 +147,7 @@ def evaluate_bits(model, objective: Objective, batches, device) -> float:
         ids, seq_idx = on_device(batch, device)
         with autocast(device):
             loss, n = objective(model, ids, generator, seq_idx)
+        n = int(n)
         total += loss.item() * n
         count += n
     model.train()
