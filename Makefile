@@ -5,10 +5,10 @@ STAMP := $(VENV)/.seqssm-installed
 
 .PHONY: demo test lint bench clean
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[dev]'
+	$(PY) -m pip install --quiet -e '.[dev]' -c constraints.txt  # the versions the suite last passed with
 	touch $(STAMP)
 
 demo: $(STAMP)

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from repo_modules import shadowed_repo_folders
 from safetensors.torch import load_file, save_file
 
 from seqssm.config import MambaConfig
@@ -68,8 +69,7 @@ def hf():
     transformers.logging.set_verbosity_error()  # its notes that mamba_ssm's CUDA kernels are absent
     # transformers imports the optional PyPI packages `kernels` and `datasets` when it finds them: with the
     # repo root on sys.path (`python -m pytest`) it would find this repo's folders of those names instead.
-    shadowed = {name: getattr(sys.modules[name], "__file__", "") for name in ("kernels", "datasets", "pipelines")
-                if name in sys.modules and str(ROOT) in str(getattr(sys.modules[name], "__file__", ""))}
+    shadowed = shadowed_repo_folders()
     assert not shadowed, (f"the repo's folders were imported as top-level modules {shadowed}: run the tests "
                           "with plain `pytest`, never `python -m pytest`")
     return HFMambaConfig, MambaForCausalLM

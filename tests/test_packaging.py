@@ -9,6 +9,7 @@ import zipfile
 from pathlib import Path
 
 import pytest
+from repo_modules import shadowed_repo_folders
 
 ROOT = Path(__file__).resolve().parents[1]
 # Folder in the repo -> the package name it installs as.
@@ -78,4 +79,14 @@ def test_installed_package_is_not_the_repo_root():
     import seqssm.kernels
 
     assert Path(seqssm.kernels.__file__).parent.name == "kernels"
-    assert "kernels" not in sys.modules, "the bare name 'kernels' got imported"
+    assert not shadowed_repo_folders(), "a repo folder got imported under its bare name"
+
+
+def test_shadow_check_sees_the_repo_folder_imported_bare():
+    # The check above must fail when the repo root is on sys.path (what `python -m pytest` does), and
+    # must not when the bare name is some other package's (transformers >= 5.25 installs PyPI `kernels`).
+    code = ("import sys; sys.path[:0] = [sys.argv[1], sys.argv[2]]; import kernels; "
+            "from repo_modules import shadowed_repo_folders as s; print(sorted(s()))")
+    out = subprocess.run([sys.executable, "-c", code, str(ROOT), str(ROOT / "tests")], capture_output=True,
+                         text=True, cwd=ROOT / "tests", check=True).stdout
+    assert out.strip() == "['kernels']"
