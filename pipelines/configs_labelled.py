@@ -26,7 +26,7 @@ from seqssm.options import (
 )
 from seqssm.pipelines.configs_train import checked_split, split_option
 
-PROBE_POOLINGS = ("mean", "last", "cls")
+PROBE_POOLINGS = ("mean", "last", "cls", "flatten")
 KMER_SIZES = (1, 2, 3, 4, 5, 6)
 AUDIO_FEATURES = ("logmel", "mfcc")
 BASELINE_FEATURES = ("auto", "onehot", *(f"kmer{k}" for k in KMER_SIZES), *AUDIO_FEATURES)
@@ -90,7 +90,8 @@ class ProbeConfig(InputSpec):
     C: float = option(1.0, flags=("--C",), help="Inverse L2 strength of the logistic regression.",
                       check=positive)
     max_iter: int = option(1000, check=positive)
-    pooling: str | None = option(None, help="mean, last or cls (default: mean).", check=one_of(*PROBE_POOLINGS))
+    pooling: str | None = option(None, help="mean, last, cls or flatten (all positions, for "
+                                  "inputs of one length; default: mean).", check=one_of(*PROBE_POOLINGS))
     max_examples: int | None = option(None, help="Probe a seeded random subset of this size.", check=at_least(2))
     batch_size: int = option(32, check=positive)
     seed: int = option(0)

@@ -40,13 +40,15 @@ class Embedder:
     Args:
         checkpoint: a backbone or classifier checkpoint folder.
         pooling: "mean" over real positions (RC-invariant, F = D / 2, for RC-equivariant models), "last",
-            or "cls" (DNA with a bidirectional model: a cls token is prepended). None: a classifier's own
-            pooling (but "mean" for its "flatten"), else "mean".
+            "cls" (DNA with a bidirectional model: a cls token is prepended), or "flatten" (every position's
+            vector in order, F = L * D, for inputs that all have one length L, as short fixed-length DNA
+            tasks do). None: a classifier's own pooling (but "mean" for its "flatten"), else "mean".
         batch_size: inputs per forward pass.
         device: "auto", "cpu", "cuda"...
         impl: kernel path ("auto", "triton", "chunked", "ref").
 
-    ``modality`` ("dna", "audio", or "bytes" for a byte-level model) and ``dim`` (F) are set from the checkpoint.
+    ``modality`` ("dna", "audio", or "bytes" for a byte-level model) and ``dim`` (F; D per position for
+    "flatten") are set from the checkpoint.
     """
 
     def __init__(self, checkpoint: str | os.PathLike, *, pooling: str | None = None, batch_size: int = 32,
@@ -68,8 +70,8 @@ class Embedder:
             self.sample_rate = self.lm.config.sample_rate
         self.lm.eval()
         self.pooling = pooling or "mean"
-        if self.pooling not in ("mean", "last", "cls"):
-            raise InputError(f"Embedder: pooling must be mean, last or cls, got {self.pooling!r}")
+        if self.pooling not in ("mean", "last", "cls", "flatten"):
+            raise InputError(f"Embedder: pooling must be mean, last, cls or flatten, got {self.pooling!r}")
         if self.pooling == "cls" and (self.modality != "dna" or not self.lm.config.bidirectional):
             raise InputError("Embedder: cls pooling needs a bidirectional DNA model; use 'mean' or 'last'")
         rc = self.lm.config.rc_equivariant
@@ -94,9 +96,15 @@ class Embedder:
         pooled = pool_hidden(hidden, mask, self.pooling, rc_equivariant=self.lm.config.rc_equivariant)
         return list(pooled.float().cpu().numpy())
 
-    @staticmethod
-    def _stack(rows: list, per_position: bool):
-        return rows if per_position else np.stack(rows).astype(np.float32, copy=False)
+    def _stack(self, rows: list, per_position: bool):
+        if per_position:
+            return rows
+        if self.pooling == "flatten" and len({row.shape[0] for row in rows}) > 1:
+            # Each batch was checked for padding; inputs of another length in another batch land here.
+            lengths = sorted({row.shape[0] // self.dim for row in rows})
+            raise InputError(f"flatten pooling needs inputs of one length, got lengths {lengths[0]} to "
+                             f"{lengths[-1]}; use pooling 'mean' (or cut the inputs to one length)")
+        return np.stack(rows).astype(np.float32, copy=False)
 
     @torch.no_grad()
     def embed_tokens(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None, *,
@@ -290,8 +298,15 @@ class SeqEmbedder(TransformerMixin, BaseEstimator):
     def fit(self, X, y=None):
         """Load the checkpoint; X is checked but nothing is learned."""
         self.__dict__.pop("_cached_embedder", None)
-        _as_strings(X)
-        self.n_features_out_ = self._embedder().dim
+        strings = _as_strings(X)
+        embedder = self._embedder()
+        self.n_features_out_ = embedder.dim
+        if embedder.pooling == "flatten":  # F = L * D: L from the inputs, which must share it
+            lengths = sorted({len(x) for x in strings})
+            if len(lengths) != 1:
+                raise InputError(f"SeqEmbedder: flatten pooling needs inputs of one length, got lengths "
+                                 f"{lengths[0]} to {lengths[-1]}; use pooling 'mean'")
+            self.n_features_out_ = lengths[0] * embedder.dim
         return self
 
     def transform(self, X) -> np.ndarray:

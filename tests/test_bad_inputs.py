@@ -512,7 +512,7 @@ CASES = [
     Case("embed", "option misspelt", "No such option: --windw", lambda e: embed(e, e.fasta(), "--windw", "10")),
     Case("probe", "--folds 1", "--folds must be at least 2", lambda e: ["probe", e.ck["lm"], e.file("t.tsv", TABLE),
                                                                       "--folds", "1", "--out", e.out]),
-    Case("probe", "--pooling unknown", "--pooling 'max' is not one of mean, last, cls",
+    Case("probe", "--pooling unknown", "--pooling 'max' is not one of mean, last, cls, flatten",
          lambda e: ["probe", e.ck["lm"], e.file("t.tsv", TABLE), "--pooling", "max", "--out", e.out]),
     Case("export", "--format unknown", "--format 'onnx': use one of", lambda e: ["export", e.ck["lm"], "--format",
                                                                                 "onnx", "--out", e.out]),

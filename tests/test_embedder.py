@@ -80,6 +80,30 @@ def test_pooled_sequences_equal_each_row_alone(ckpt, pooling):
         np.testing.assert_allclose(row, expected.numpy(), atol=1e-5, rtol=1e-5)
 
 
+def test_flatten_pooling_concatenates_every_position_in_order(ckpt, tmp_path):
+    path, model = ckpt
+    rng = random.Random(4)
+    data = ["".join(rng.choice("ACGT") for _ in range(12)) for _ in range(7)]
+    got = Embedder(path, pooling="flatten", batch_size=3, device="cpu").embed_sequences(data)
+    assert got.shape == (7, 12 * 16) and got.dtype == np.float32
+    for row, seq in zip(got, data, strict=True):
+        np.testing.assert_allclose(row, alone(model, seq).reshape(-1).numpy(), atol=1e-5, rtol=1e-5)
+    # Another length is refused, within one batch (padding) or across batches.
+    for batch_size in (1, 8):
+        with pytest.raises(InputError, match="flatten pooling needs inputs of one length"):
+            Embedder(path, pooling="flatten", batch_size=batch_size, device="cpu").embed_sequences(
+                [*data, data[0] + "A"])
+    fitted = SeqEmbedder(path, pooling="flatten").fit(data)
+    assert fitted.n_features_out_ == 12 * 16
+    np.testing.assert_allclose(fitted.transform(data), got, atol=1e-6)
+    assert len(fitted.get_feature_names_out()) == 12 * 16
+    with pytest.raises(InputError, match="flatten pooling needs inputs of one length, got lengths 12 to 13"):
+        SeqEmbedder(path, pooling="flatten").fit([*data, data[0] + "A"])
+    backbone(tmp_path / "rc", rc=True)
+    with pytest.raises(InputError, match="RC-invariantly with 'mean' only"):
+        Embedder(tmp_path / "rc", pooling="flatten", device="cpu")
+
+
 def test_per_position_tokens_and_batch_size(ckpt):
     path, model = ckpt
     data = seqs(5)

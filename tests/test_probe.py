@@ -94,6 +94,23 @@ def test_probe_end_to_end(ckpt, tmp_path):
     assert sub.n == 18 and sub.report is None
 
 
+def test_probe_flatten_pooling_keeps_where_a_motif_sits(ckpt, tmp_path):
+    # Fixed-length rows whose class is only where GGCC sits: flatten features carry position, and the probe's
+    # scores are exactly a hand cross-validation of the flattened embeddings.
+    rng = random.Random(1)
+    rows = []
+    for i in range(24):
+        seq = list("".join(rng.choice("AT") for _ in range(16)))
+        at = 2 if i % 2 else 10
+        seq[at:at + 4] = "GGCC"
+        rows.append(("".join(seq), "early" if i % 2 else "late", f"r{i}"))
+    data = write_table(tmp_path / "pos.tsv", rows)
+    result = probe(ProbeConfig(checkpoint=ckpt, data=data, folds=3, pooling="flatten", device="cpu"))
+    assert result.dim == 16 * 16
+    features = Embedder(ckpt, pooling="flatten", device="cpu").embed_sequences([r[0] for r in rows])
+    assert result.metrics == probe_embeddings(features, [r[1] for r in rows], folds=3)
+
+
 def test_probe_bad_inputs(ckpt, tmp_path):
     data = write_table(tmp_path / "ml.tsv", [("ACGT", "a;b", "x")] * 6)
     with pytest.raises(InputError, match="multi-label"):
