@@ -207,6 +207,12 @@ def check_self_pretrain_steps(flag: str, value) -> None:
         raise InputError(f"{flag} must be auto or a whole number of steps >= 0 (0: off), got {value!r}")
 
 
+def parse_class_weights(text: str) -> str | None:
+    """``--class-weights`` text: auto, balanced, none (None) or the numbers as given (checked per task)."""
+    text = text.strip()
+    return None if text.lower() == "none" else text.lower() if text.lower() in ("auto", "balanced") else text
+
+
 def _ema(flag: str, value: float | None) -> None:
     if value is not None:
         from seqssm.pipelines.ema import check_decay
@@ -231,16 +237,16 @@ class FinetuneConfig(TrainingOptions, BackboneOptions, InputSpec):
     ``expand`` (``bidirectional``, ``rc_equivariant``). Audio: ``frontend`` "logmel" (log-mel frames; "auto")
     or "raw" (waveform frames), ``patch_size`` samples per token (None: 16 raw, a 10 ms hop logmel), training
     clips randomly cropped to ``clip_seconds`` (evaluation uses whole clips).
-    Training: AdamW at ``lr`` for the head (and the audio patch projection) and ``backbone_lr`` (default
-    ``lr``) for the backbone, unless ``freeze_backbone``; warm-up then cosine decay; ``class_weights``
-    None, "balanced" or one weight per class ("1,3.5", in class order); ``rc_augment`` flips DNA strands
-    at random; early stopping on ``metric`` ("auto": accuracy, or macro_f1 for multi-label) with
-    ``patience`` validations; ``max_minutes`` stops training after that much wall time, and the cosine decay
-    follows the clock when it is further along than the steps (``train_utils.cosine_schedule``), so a run cut
-    short still ends at the floor learning rate. ``augment`` (audio): every training clip is a random variant
-    from ``seqssm.transforms.augment_waveform`` (speed, shift, time masks, noise), drawn from (seed, epoch,
-    index). ``ema``: validate, keep and test an exponential moving average of the weights with this decay
-    (``seqssm.pipelines.ema.WeightEMA``) instead of the raw weights.
+    Training: AdamW at ``lr`` for the head (and the audio patch projection) and ``backbone_lr`` (default ``lr``) for
+    the backbone, unless ``freeze_backbone``; warm-up then cosine decay; ``class_weights`` "auto" (balanced on an
+    imbalanced single-label task, ``finetune_setup.AUTO_IMBALANCE``), None, "balanced" or one weight per class
+    ("1,3.5", in class order); ``rc_augment`` flips DNA strands at random; early stopping on ``metric`` ("auto":
+    macro_f1 for multi-label and imbalanced tasks, else accuracy) with ``patience`` validations; ``max_minutes``
+    stops training after that much wall time, and the cosine decay follows the clock when it is further along than
+    the steps (``train_utils.cosine_schedule``), so a run cut short still ends at the floor learning rate.
+    ``augment`` (audio): every training clip is a random variant from ``seqssm.transforms.augment_waveform`` (speed,
+    shift, time masks, noise), drawn from (seed, epoch, index). ``ema``: validate, keep and test an exponential
+    moving average of the weights with this decay (``seqssm.pipelines.ema.WeightEMA``) instead of the raw weights.
     Seeds: ``seed`` fixes the split; ``init_seed`` (None: ``seed``) the initialisation, data order, RC
     flips, audio crops and augmentation, and dropout, so runs that differ only in ``init_seed`` train on the
     same split, e.g. the members of a checkpoint ensemble (``seqssm predict A B C data``). ``run.json``
@@ -273,11 +279,14 @@ class FinetuneConfig(TrainingOptions, BackboneOptions, InputSpec):
     epochs: int = option(10, check=positive)
     batch_size: int = option(32)
     val_every: int | None = option(None, help="Validate every N steps (default: every epoch).")
-    metric: str = option("auto", help="Early-stopping metric: accuracy, balanced_accuracy, macro_f1, micro_f1, "
-                         "mcc, auroc or loss.")
+    metric: str = option("auto", help="Early-stopping metric: auto (macro_f1 for multi-label and imbalanced "
+                         "tasks, else accuracy), accuracy, balanced_accuracy, macro_f1, micro_f1, mcc, auroc or "
+                         "loss.")
     patience: int | None = option(None, help="Stop after N validations without improvement.", check=positive)
     class_weights: str | Sequence[float] | None = option(
-        None, cli_type=str | None, help="'balanced' or one weight per class, e.g. 1,3.")
+        "auto", cli_type=str, parse=parse_class_weights, show=lambda v: "none" if v is None else str(v),
+        help="auto (balanced when the largest class has 3x the rows of the smallest), balanced, none, or one "
+        "weight per class, e.g. 1,3.")
     rc_augment: bool = option(False, help="DNA: reverse-complement training inputs at random.")
     augment: bool = option(False, help="audio: random speed (±10%), shift, time masks and noise on training "
                            "clips.")

@@ -55,10 +55,12 @@ from seqssm.pipelines.common import (
 from seqssm.pipelines.configs_train import FinetuneConfig
 from seqssm.pipelines.ema import WeightEMA
 from seqssm.pipelines.finetune_setup import backbone as _backbone
+from seqssm.pipelines.finetune_setup import class_weights_of as _class_weights_of
 from seqssm.pipelines.finetune_setup import fixed_length as _fixed_length
 from seqssm.pipelines.finetune_setup import init_seed as _init_seed
 from seqssm.pipelines.finetune_setup import load_data as _load_data
 from seqssm.pipelines.finetune_setup import loaders as _loaders
+from seqssm.pipelines.finetune_setup import metric_of as _metric_of
 from seqssm.pipelines.finetune_setup import optimizer as _optimizer
 from seqssm.pipelines.finetune_setup import pooling_of as _pooling_of
 from seqssm.pipelines.finetune_setup import rate_warning as _rate_warning
@@ -162,8 +164,8 @@ def _train(cfg: FinetuneConfig, saved, device, labels: list[str], splits: dict, 
     task = _task(cfg, labels, rate, _fixed_length(cfg, splits, pooling), pooling)
     if not splits["train"] or not splits["val"]:
         raise InputError(f"{cfg.data}: too few examples ({len(labels)}) for a train and a val split; add data")
-    metric = cfg.metric if cfg.metric != "auto" else ("macro_f1" if task.problem_type == "multi_label"
-                                                      else "accuracy")
+    metric = _metric_of(cfg, task, splits["train"])  # auto: by the task and its balance; run.json keeps it
+    weights_spec = _class_weights_of(cfg, task, splits["train"])
     if cfg.baseline and (task.problem_type != "single_label" or task.level != "sequence"):
         raise InputError("--baseline fits a single-label sequence classifier; drop it for multi-label or "
                          "token-level tasks")
@@ -182,7 +184,7 @@ def _train(cfg: FinetuneConfig, saved, device, labels: list[str], splits: dict, 
         model.lm.requires_grad_(False)
     ema = WeightEMA(model, cfg.ema) if cfg.ema is not None else None
     expert_use = ExpertUse(model)  # MoE backbones: the balance loss joins the task loss; expert use is logged
-    weights = class_weights(cfg.class_weights, task, splits["train"])
+    weights = class_weights(weights_spec, task, splits["train"])
     weights = weights.to(device) if weights is not None else None
     train_loader, val_loader, test_loader = _loaders(cfg, task, splits, rate)
     per_epoch = len(train_loader)
@@ -266,7 +268,7 @@ def _train(cfg: FinetuneConfig, saved, device, labels: list[str], splits: dict, 
         resolved = dataclasses.replace(cfg, init_seed=_init_seed(cfg),  # the numbers used, not None
                                        patch_size=task.patch_size if cfg.modality == "audio" else cfg.patch_size,
                                        frontend=task.frontend if cfg.modality == "audio" else cfg.frontend,
-                                       pooling=task.pooling)
+                                       pooling=task.pooling, metric=metric, class_weights=weights_spec)
         # The backbone actually trained: with init_from, d_model etc. in the config above are not its own.
         moe = {"expert_use": expert_use.record()} if expert_use else {}
         write_run_record(out, resolved, {**status, "warnings": list(warned), **({"fold": fold} if fold else {}),

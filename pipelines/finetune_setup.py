@@ -3,6 +3,8 @@ the data loaders, the optimiser and the sample-rate warning (``seqssm.pipelines.
 
 from __future__ import annotations
 
+from collections import Counter
+
 import torch
 from torch.utils.data import DataLoader
 
@@ -57,6 +59,41 @@ def pooling_of(cfg: FinetuneConfig, splits: dict) -> str:
         if len(lengths) == 1 and 0 < next(iter(lengths)) <= AUTO_FLATTEN_MAX:
             return "flatten"
     return "mean"
+
+
+# --class-weights auto and --metric auto turn to balanced loss weights and early stopping on macro F1 when the
+# training rows' largest class has at least this many times the rows of the smallest: without them an
+# imbalanced task's model drifts to the large classes (sigma subtypes, 18:1, benchmarks/RESULTS-classification.md).
+AUTO_IMBALANCE = 3.0
+
+
+def imbalance(task: TaskConfig, train: list) -> float | None:
+    """Rows of the largest class over rows of the smallest (inf when a class has none) among the training rows
+    of a single-label sequence task; None for multi-label and token-level tasks."""
+    if task.problem_type != "single_label" or task.level != "sequence" or not train:
+        return None
+    counts = Counter(item.label for item in train)
+    sizes = [counts.get(c, 0) for c in task.classes]
+    return float("inf") if min(sizes) == 0 else max(sizes) / min(sizes)
+
+
+def class_weights_of(cfg: FinetuneConfig, task: TaskConfig, train: list):
+    """``--class-weights`` with auto resolved by the training rows: "balanced" when :func:`imbalance` is at
+    least AUTO_IMBALANCE, else None."""
+    if cfg.class_weights != "auto":
+        return cfg.class_weights
+    ratio = imbalance(task, train)
+    return "balanced" if ratio is not None and ratio >= AUTO_IMBALANCE else None
+
+
+def metric_of(cfg: FinetuneConfig, task: TaskConfig, train: list) -> str:
+    """``--metric`` with auto resolved: macro F1 for multi-label and imbalanced single-label tasks (as
+    :func:`class_weights_of` decides), accuracy otherwise."""
+    if cfg.metric != "auto":
+        return cfg.metric
+    ratio = imbalance(task, train)
+    imbalanced = ratio is not None and ratio >= AUTO_IMBALANCE
+    return "macro_f1" if task.problem_type == "multi_label" or imbalanced else "accuracy"
 
 
 def fixed_length(cfg: FinetuneConfig, splits: dict, pooling: str | None = None) -> int | None:

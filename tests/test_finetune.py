@@ -37,6 +37,7 @@ from seqssm.models.heads import (
 )
 from seqssm.pipelines.classify import TaskCollate, class_weights, encode_targets
 from seqssm.pipelines.finetune import FinetuneConfig, finetune
+from seqssm.pipelines.finetune_setup import class_weights_of, imbalance, metric_of
 from seqssm.pipelines.metrics import compute_metrics, evaluate_split
 from seqssm.tokenizers import NucleotideTokenizer
 
@@ -429,6 +430,47 @@ def test_class_weights(tmp_path):
         class_weights("1,2", task, train)
     table = motif_table(tmp_path / "t.tsv", n=24)
     assert run_finetune(tmp_path, table, class_weights="balanced", epochs=1).steps == 3
+
+
+def test_auto_class_weights_and_metric_follow_the_training_rows_balance(tmp_path):
+    # 3:1 or worse between the largest and the smallest class: balanced weights and macro-F1 early stopping.
+    task = dna_task()
+    auto = FinetuneConfig(data="x", out="y")
+    assert (auto.class_weights, auto.metric) == ("auto", "auto")
+    skewed = [Example(str(i), "A", lab) for i, lab in enumerate("aaaaaabbc" + "a" * 3)]  # 9:2:1
+    even = [Example(str(i), "A", lab) for i, lab in enumerate("aabbcc" + "abc")]
+    two_to_one = [Example(str(i), "A", lab) for i, lab in enumerate("aaaabbcc")]
+    missing = [Example(str(i), "A", lab) for i, lab in enumerate("aabb")]  # no "c": imbalance inf
+    assert imbalance(task, skewed) == 9 and imbalance(task, two_to_one) == 2
+    assert imbalance(task, missing) == math.inf
+    for rows, weights, metric in ((skewed, "balanced", "macro_f1"), (even, None, "accuracy"),
+                                  (two_to_one, None, "accuracy"), (missing, "balanced", "macro_f1")):
+        assert class_weights_of(auto, task, rows) == weights and metric_of(auto, task, rows) == metric
+    # Explicit choices are kept as given; multi-label and token tasks are never weighted automatically.
+    chosen = FinetuneConfig(data="x", out="y", class_weights=None, metric="loss")
+    assert class_weights_of(chosen, task, skewed) is None and metric_of(chosen, task, skewed) == "loss"
+    multi = dna_task(problem_type="multi_label")
+    assert imbalance(multi, skewed) is None
+    assert class_weights_of(auto, multi, skewed) is None and metric_of(auto, multi, skewed) == "macro_f1"
+    assert imbalance(dna_task(level="token"), skewed) is None
+
+
+def test_auto_class_weights_reach_the_loss_and_run_json(tmp_path, monkeypatch):
+    # An 8:1 table trains with balanced weights and stops on macro F1; run.json keeps the resolved choices.
+    rows = [(seq, "major" if i % 9 else "minor", f"r{i}") for i, seq in
+            enumerate(random_dna(random.Random(3), 16) for _ in range(54))]
+    table = write_table(tmp_path / "skew.tsv", rows)
+    seen = []
+    real = F.cross_entropy
+    monkeypatch.setattr(F, "cross_entropy", lambda *a, **k: seen.append(k.get("weight")) or real(*a, **k))
+    result = run_finetune(tmp_path, table, epochs=1)
+    config = json.loads((tmp_path / "run" / "run.json").read_text())["config"]
+    assert (config["class_weights"], config["metric"], result.metric) == ("balanced", "macro_f1", "macro_f1")
+    weights = next(w for w in seen if w is not None)
+    assert weights[1] / weights[0] > 4  # minor (class 1) weighs far more than major
+    result = run_finetune(tmp_path, table, name="none", epochs=1, class_weights=None, metric="accuracy")
+    config = json.loads((tmp_path / "none" / "run.json").read_text())["config"]
+    assert (config["class_weights"], config["metric"]) == (None, "accuracy")
 
 
 def test_multilabel_finetune(tmp_path):
