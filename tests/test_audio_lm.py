@@ -25,7 +25,6 @@ from seqssm.pipelines.audio_lm import (
 )
 from seqssm.transforms import AudioTokenizer, mu_law_encode
 
-SEQSSM = str(Path(sys.executable).parent / "seqssm")
 RATE = 8000
 GAP = round(SILENCE_GAP_SECONDS * RATE)
 TOK = AudioTokenizer("mulaw", 8)
@@ -37,7 +36,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def run(*args) -> subprocess.CompletedProcess:
-    return subprocess.run([SEQSSM, *map(str, args)], capture_output=True, text=True, env=ENV)
+    return subprocess.run([sys.executable, "-m", "seqssm", *map(str, args)], capture_output=True, text=True, env=ENV)
 
 
 def assert_user_error(proc: subprocess.CompletedProcess, *fragments: str):

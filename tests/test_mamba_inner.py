@@ -69,32 +69,41 @@ def test_fused_inner_matches_reference(length, batch, with_states, bias):
                   "ssm_state": torch.randn(batch, E, D_STATE, device=DEVICE).requires_grad_()}
     args = {**inputs, **params}
     leaves = [v for v in (*args.values(), *states.values()) if v is not None]
+    # The reference runs in float64 (the exact answer up to ~1e-16); an fp32 reference would differ from it
+    # by as much as the kernels do (seen on the H200: both ~1e-6 of each tensor's scale), so comparing fp32
+    # against fp32 element by element fails on rounding alone.
+    exact = {k: None if v is None else v.detach().double().requires_grad_() for k, v in args.items()}
+    exact_states = {k: v.detach().double().requires_grad_() for k, v in states.items()}
+    exact_leaves = [v for v in (*exact.values(), *exact_states.values()) if v is not None]
     out, conv_final, ssm_final = mamba_inner_fused(*args.values(), **states, return_final_states=True)
-    ref_out, ref_conv, ref_ssm = mamba_inner_ref(*args.values(), **states, return_final_states=True)
+    ref_out, ref_conv, ref_ssm = mamba_inner_ref(*exact.values(), **exact_states, return_final_states=True)
     for name, got, ref in (("out", out, ref_out), ("conv_state", conv_final, ref_conv),
                            ("ssm_state", ssm_final, ref_ssm)):
-        assert got.shape == ref.shape and torch.isfinite(got).all(), name
-        torch.testing.assert_close(got, ref, rtol=1e-4, atol=1e-4, msg=name)
+        _close(got, ref, name)
     # Weighted sums of all three outputs, so every gradient path (final states included) is exercised.
-    weights = [torch.randn_like(t) for t in (ref_out, ref_conv, ref_ssm)]
+    weights = [torch.randn_like(t) for t in (out, conv_final, ssm_final)]
 
     def loss(*outs):
-        return sum((o * w).sum() for o, w in zip(outs, weights, strict=True))
+        return sum((o * w.to(o.dtype)).sum() for o, w in zip(outs, weights, strict=True))
 
     grads = torch.autograd.grad(loss(out, conv_final, ssm_final), leaves)
-    ref_grads = torch.autograd.grad(loss(ref_out, ref_conv, ref_ssm), leaves)
+    ref_grads = torch.autograd.grad(loss(ref_out, ref_conv, ref_ssm), exact_leaves)
     names = [k for k, v in (*args.items(), *states.items()) if v is not None]
+    # A gradient that is exactly zero (dA at L = 1 with no incoming state: no h_{t-1} to scale) is measured
+    # against the case's largest gradient: the kernels' dA is a sum of cancelling fp32 terms of that size.
+    case_scale = max(g.abs().max().item() for g in ref_grads)
     for name, got, ref in zip(names, grads, ref_grads, strict=True):
-        _close(got, ref, f"d{name}")
+        _close(got, ref, f"d{name}", floor=case_scale)
 
 
-def _close(got: torch.Tensor, ref: torch.Tensor, name: str, tol: float = 1e-5) -> None:
-    """Max error relative to the tensor's scale: gradients here reach 1e5 while single elements sit near
-    zero, and fp32 sums in another order differ by ~1e-7 of the scale (seen on the H200: 5e-7 at most)."""
-    assert got.shape == ref.shape and got.dtype == ref.dtype, name
+def _close(got: torch.Tensor, ref: torch.Tensor, name: str, tol: float = 1e-5, floor: float = 0.0) -> None:
+    """Max error relative to the tensor's scale (``floor`` where the reference is all zeros): gradients here
+    reach 1e5 while single elements sit near zero, and fp32 sums in another order differ by ~1e-7 of the scale
+    (seen on the H200 against a float64 reference: 2e-6 at most). ``ref`` may be float64."""
+    assert got.shape == ref.shape, name
     assert torch.isfinite(got).all(), name
-    err = (got - ref).abs().max().item()
-    scale = ref.abs().max().item()
+    err = (got.double() - ref.double()).abs().max().item()
+    scale = ref.abs().max().item() or floor
     assert err <= tol * scale + 1e-6, f"{name}: max error {err:.3g} against scale {scale:.3g}"
 
 
@@ -159,8 +168,10 @@ def test_state_passing_in_pieces_equals_one_pass():
                                               return_states=True)
         assert all(isinstance(st, LayerCache) for st in states)
         pieces.append(out)
-    torch.testing.assert_close(torch.cat(pieces, 1), full, rtol=1e-5, atol=1e-5)
+    # Scale-relative: on the H200 pieces change the kernels' fp32 summation order (6e-5 absolute on a
+    # gradient of scale ~1e1, beyond an element-wise 1e-5).
+    _close(torch.cat(pieces, 1), full, "pieces")
     w = torch.randn_like(full)
     g_full = torch.autograd.grad((full * w).sum(), model.backbone.embedding.weight)[0]
     g_pieces = torch.autograd.grad((torch.cat(pieces, 1) * w).sum(), model.backbone.embedding.weight)[0]
-    torch.testing.assert_close(g_pieces, g_full, rtol=1e-5, atol=1e-5)
+    _close(g_pieces, g_full, "d embedding")

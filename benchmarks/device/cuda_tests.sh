@@ -24,12 +24,12 @@ for f in "${FILES[@]}"; do
   limit=$(( left < ${CUDA_TEST_LIMIT:-150} ? left : ${CUDA_TEST_LIMIT:-150} ))
   t0=$SECONDS
   (cd /tmp && timeout "$limit" python3 -c 'import sys, pytest; sys.exit(pytest.main(sys.argv[1:]))' \
-    "$R/tests/$f.py" -q -p no:cacheprovider -rfEs --tb=short --junitxml="$OUT/cuda_tests/$f.xml" \
+    "$R/tests/$f.py" -v -p no:cacheprovider -rfEs --tb=short --durations=8 --junitxml="$OUT/cuda_tests/$f.xml" \
     > "$OUT/cuda_tests/$f.log" 2>&1)
   rc=$?
   echo "$f: rc $rc, $(( SECONDS - t0 )) s, $(tail -n 1 "$OUT/cuda_tests/$f.log")" | tee -a "$OUT/cuda_tests/summary.txt"
   # The failures reach stdout (the call's output tail), since only a few files come back from $OUT.
-  grep -E "^(FAILED|ERROR) |Error:|^E  " "$OUT/cuda_tests/$f.log" | head -n 40
+  grep -E "^(FAILED|ERROR) |Error:|^E  | FAILED" "$OUT/cuda_tests/$f.log" | head -n 40
 done
 # One archive, so every log comes back (the device returns a limited number of files).
 tar -czf "$OUT/cuda_tests.tar.gz" -C "$OUT" cuda_tests && rm -rf "$OUT/cuda_tests"
