@@ -35,7 +35,7 @@ from seqssm.models.heads import (
     pool_hidden,
     pool_hidden_ref,
 )
-from seqssm.pipelines.classify import TaskCollate, class_weights, encode_targets
+from seqssm.pipelines.classify import PAD_TOKENS, TaskCollate, class_weights, encode_targets
 from seqssm.pipelines.finetune import FinetuneConfig, finetune
 from seqssm.pipelines.finetune_setup import class_weights_of, imbalance, metric_of
 from seqssm.pipelines.metrics import compute_metrics, evaluate_split
@@ -197,8 +197,8 @@ def test_audio_classifier_padding_and_patches():
     model = SequenceClassifier(lm(True, tokenizer="mulaw8", vocab=256), audio_task()).eval()
     lengths = [10, 23, 16]
     waves = [torch.randn(n) * 0.1 for n in lengths]
-    batch = TaskCollate(model.task)([Example(f"c{i}", w, None) for i, w in enumerate(waves)])
-    assert batch["input_values"].shape == (3, 23)
+    batch = TaskCollate(model.task, pad_tokens=1)([Example(f"c{i}", w, None) for i, w in enumerate(waves)])
+    assert batch["input_values"].shape == (3, 24)  # whole patches of 4
     logits = model(input_values=batch["input_values"], attention_mask=batch["attention_mask"])
     for b, w in enumerate(waves):
         torch.testing.assert_close(logits[b], model(input_values=w[None])[0], atol=1e-5, rtol=1e-5)
@@ -206,6 +206,36 @@ def test_audio_classifier_padding_and_patches():
     assert hidden.shape == (3, 6, 16) and mask.sum(1).tolist() == [3, 6, 4]
     with pytest.raises(InputError, match="audio classifier"):
         model(torch.zeros(1, 4, dtype=torch.long))
+
+
+@pytest.mark.parametrize("frontend", ["raw", "logmel"])
+def test_rounded_batch_lengths_keep_every_rows_output(frontend):
+    """The collate rounds L up to PAD_TOKENS tokens (one Triton compile per kernel, tests/test_compile_keys.py):
+    logits and the real positions' hidden states are those of the unrounded batch."""
+    extra = {"frontend": "logmel", "n_mels": 8} if frontend == "logmel" else {}
+    model = SequenceClassifier(lm(True, tokenizer="mulaw8", vocab=256), audio_task(patch_size=8, **extra)).eval()
+    waves = [torch.randn(n) * 0.1 for n in (10, 91, 57, 130)]
+    examples = [Example(f"c{i}", w, None) for i, w in enumerate(waves)]
+    plain, rounded = TaskCollate(model.task, pad_tokens=1)(examples), TaskCollate(model.task)(examples)
+    step = PAD_TOKENS * 8  # samples: PAD_TOKENS patches of 8
+    assert plain["input_values"].shape[1] == 136 and rounded["input_values"].shape[1] == -(-130 // step) * step
+    inputs = [{"input_values": b["input_values"], "attention_mask": b["attention_mask"]} for b in (plain, rounded)]
+    torch.testing.assert_close(model(**inputs[1]), model(**inputs[0]), atol=1e-5, rtol=1e-5)
+    (h0, m0), (h1, m1) = (model.hidden(**x) for x in inputs)
+    assert h1.shape[1] % PAD_TOKENS == 0 and torch.equal(m1[:, :m0.shape[1]], m0) and not m1[:, m0.shape[1]:].any()
+    torch.testing.assert_close(h1[:, :h0.shape[1]][m0], h0[m0], atol=1e-5, rtol=1e-5)
+
+
+def test_rounded_dna_batches_but_not_flatten_or_token_level():
+    examples = [Example("a", "ACGTA", "a"), Example("b", "AC", "b")]
+    assert TaskCollate(dna_task())(examples)["input_ids"].shape == (2, PAD_TOKENS)
+    assert TaskCollate(dna_task(), pad_tokens=1)(examples)["input_ids"].shape == (2, 5)
+    same = [Example("a", "ACGTA", "a"), Example("b", "ACGTT", "b")]
+    assert TaskCollate(dna_task(pooling="flatten", length=5))(same)["input_ids"].shape == (2, 5)
+    token = [Example("a", "ACGTA", "aabba"), Example("b", "AC", "ab")]
+    assert TaskCollate(dna_task(level="token", classes=["a", "b"]))(token)["input_ids"].shape == (2, 5)
+    with pytest.raises(InputError, match="pad_tokens"):
+        TaskCollate(dna_task(), pad_tokens=0)
 
 
 def test_rc_classifier_is_reverse_complement_invariant():
