@@ -51,12 +51,16 @@ def main() -> None:
         sys.exit(2)
 
     import torch
+    import triton
     from torch.optim.optimizer import register_optimizer_step_post_hook
 
     from seqssm.pipelines import classify
     from seqssm.pipelines import finetune as ft
     from seqssm.pipelines.configs_train import FinetuneConfig
 
+    gpu = torch.cuda.get_device_name() if args.device.startswith("cuda") else "CPU"
+    print(f"{args.label}: {gpu}, torch {torch.__version__}, triton {triton.__version__}, PAD_TOKENS "
+          f"{classify.PAD_TOKENS}, {vars(args)}", flush=True)
     times, counts = time_compiles()
     lengths: list[int] = []
     inputs = ft.model_inputs
