@@ -5,9 +5,10 @@ bidirectional layers of d_model 128, patch 32, 1-s crops, batch 32, 4 workers) a
 optimiser steps (or once ``--max-seconds`` have passed). Per step: wall seconds (step end to step end, the GPU
 synchronised), the batch's padded length in samples, and the Triton compiles that happened in it (count and
 seconds, ``compile_times.time_compiles``). The collate's rounding of batch lengths is ``SEQSSM_PAD_TOKENS`` (16
-by default; 1 = the old unrounded batches), read when seqssm is imported, so run one process per setting:
+by default; 1 = the old unrounded batches), read when seqssm is imported, so run one process per setting; with
+``--specialize-norm-rows`` too, a run compiles what the code before the fix compiled:
 
-    SEQSSM_PAD_TOKENS=1 python benchmarks/fsdd_step.py --fsdd .carry/archbench/fsdd --label unrounded
+    SEQSSM_PAD_TOKENS=1 python benchmarks/fsdd_step.py --fsdd .carry/archbench/fsdd --label old --specialize-norm-rows
     python benchmarks/fsdd_step.py --fsdd .carry/archbench/fsdd --label rounded --json out.json
 
 Use a fresh ``TRITON_CACHE_DIR`` per run for cold-machine compiles (benchmarks/device/fsdd_step.sh does).
@@ -45,6 +46,9 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=4)
     ap.add_argument("--device", default="cuda")
     ap.add_argument("--json", type=Path, help="also write the rows and summary here")
+    ap.add_argument("--specialize-norm-rows", action="store_true",
+                    help="the RMSNorm kernels specialise their row and tile counts again, as before 2026-12-04 (with "
+                    "SEQSSM_PAD_TOKENS=1: the old code's compiles)")
     args = ap.parse_args()
     if not args.fsdd.is_dir():
         print(f"--fsdd {args.fsdd}: not a folder", file=sys.stderr)
@@ -61,6 +65,12 @@ def main() -> None:
     gpu = torch.cuda.get_device_name() if args.device.startswith("cuda") else "CPU"
     print(f"{args.label}: {gpu}, torch {torch.__version__}, triton {triton.__version__}, PAD_TOKENS "
           f"{classify.PAD_TOKENS}, {vars(args)}", flush=True)
+    if args.specialize_norm_rows:
+        from seqssm.kernels.rms_norm import triton_bwd, triton_fwd
+
+        for kernel in (triton_fwd._add_rms_norm_fwd_kernel, triton_bwd._add_rms_norm_bwd_kernel):
+            for param in getattr(kernel, "params", ()):  # read when the kernel's binder is built, at its first launch
+                param.do_not_specialize = False
     times, counts = time_compiles()
     lengths: list[int] = []
     inputs = ft.model_inputs
@@ -100,7 +110,8 @@ def main() -> None:
             pass
     later = [r["s"] for r in rows[1:]]
     summary = {
-        "label": args.label, "pad_tokens": classify.PAD_TOKENS, "steps": len(rows),
+        "label": args.label, "pad_tokens": classify.PAD_TOKENS, "specialize_norm_rows": args.specialize_norm_rows,
+        "steps": len(rows),
         "wall_s": round(time.perf_counter() - start, 1),
         "first_step_s": round(rows[0]["s"], 2) if rows else None,
         "median_step_s_after_first": round(statistics.median(later), 4) if later else None,

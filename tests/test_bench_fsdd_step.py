@@ -27,11 +27,11 @@ def fsdd_like(folder: Path) -> Path:
     return folder
 
 
-def run(tmp_path: Path, pad_tokens: str) -> dict:
+def run(tmp_path: Path, pad_tokens: str, *extra: str) -> dict:
     out = tmp_path / f"pad{pad_tokens}.json"
     cmd = [sys.executable, str(REPO / "benchmarks" / "fsdd_step.py"), "--fsdd", str(tmp_path / "fsdd"),
            "--steps", "3", "--device", "cpu", "--workers", "0", "--d-model", "8", "--n-layer", "1", "--batch", "4",
-           "--patch", "8", "--clip", "0.25", "--label", "t", "--json", str(out)]
+           "--patch", "8", "--clip", "0.25", "--label", "t", "--json", str(out), *extra]
     env = {**os.environ, "SEQSSM_PAD_TOKENS": pad_tokens, "OMP_NUM_THREADS": "1"}
     proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -41,9 +41,10 @@ def run(tmp_path: Path, pad_tokens: str) -> dict:
 
 def test_three_steps_with_and_without_rounding(tmp_path):
     fsdd_like(tmp_path / "fsdd")
-    rounded, plain = run(tmp_path, "16"), run(tmp_path, "1")
+    rounded, plain = run(tmp_path, "16"), run(tmp_path, "1", "--specialize-norm-rows")
     assert [r["step"] for r in rounded["rows"]] == [1, 2, 3] and rounded["summary"]["steps"] == 3
     assert rounded["summary"]["pad_tokens"] == 16 and plain["summary"]["pad_tokens"] == 1
+    assert plain["summary"]["specialize_norm_rows"] and not rounded["summary"]["specialize_norm_rows"]
     assert all(r["samples"] % (16 * 8) == 0 for r in rounded["rows"]), rounded["rows"]
     assert any(r["samples"] % (16 * 8) for r in plain["rows"]), plain["rows"]
     assert rounded["summary"]["compiles"] == 0  # the CPU takes the chunked scan: nothing to compile
