@@ -63,8 +63,8 @@ def main() -> None:
     from seqssm.pipelines.configs_train import FinetuneConfig
 
     gpu = torch.cuda.get_device_name() if args.device.startswith("cuda") else "CPU"
-    print(f"{args.label}: {gpu}, torch {torch.__version__}, triton {triton.__version__}, PAD_TOKENS "
-          f"{classify.PAD_TOKENS}, {vars(args)}", flush=True)
+    print(f"{args.label}: {gpu}, torch {torch.__version__}, triton {triton.__version__}, pad_tokens "
+          f"{classify.pad_tokens_for(args.device)}, {vars(args)}", flush=True)
     if args.specialize_norm_rows:
         from seqssm.kernels.rms_norm import triton_bwd, triton_fwd
 
@@ -110,8 +110,8 @@ def main() -> None:
             pass
     later = [r["s"] for r in rows[1:]]
     summary = {
-        "label": args.label, "pad_tokens": classify.PAD_TOKENS, "specialize_norm_rows": args.specialize_norm_rows,
-        "steps": len(rows),
+        "label": args.label, "pad_tokens": classify.pad_tokens_for(args.device),
+        "specialize_norm_rows": args.specialize_norm_rows, "steps": len(rows),
         "wall_s": round(time.perf_counter() - start, 1),
         "first_step_s": round(rows[0]["s"], 2) if rows else None,
         "median_step_s_after_first": round(statistics.median(later), 4) if later else None,

@@ -28,8 +28,16 @@ from seqssm.tokenizers import NucleotideTokenizer
 # random lengths (FSDD crops) gave each kernel a fresh compile of ~3 s for each new class of L, B·L and the
 # strides (31 specialisations in an epoch where one batch needs 10), and rows not 16-aligned also lose the
 # scan backward's PTX path. With L a multiple of 16 every length-derived integer divides by 16 whatever the
-# batch size. The masks keep each real row's output what it was (padding is zeros at the right end).
+# batch size. The masks keep each real row's output what it was (padding is zeros at the right end). Only where the
+# Triton kernels run (pad_tokens_for): the CPU's chunked scan compiles nothing and would pay for the extra
+# positions alone (FSDD, 10 ms log-mel frames: +7 % a step).
 PAD_TOKENS = int(os.environ.get("SEQSSM_PAD_TOKENS", "16"))
+
+
+def pad_tokens_for(device: torch.device | str, impl: str = "auto") -> int:
+    """The ``pad_tokens`` of :class:`TaskCollate` for a model on ``device`` with kernel path ``impl``: PAD_TOKENS
+    where Triton compiles its kernels (CUDA, impl auto or triton), else 1."""
+    return PAD_TOKENS if torch.device(device).type == "cuda" and impl in ("auto", "triton") else 1
 
 
 def encode_targets(examples: Sequence[Example], task: TaskConfig, lengths: Sequence[int] | None = None):
@@ -77,16 +85,16 @@ class TaskCollate:
     ``attention_mask``), ``targets`` (when labelled) and the raw ``labels``.
 
     ``rc_generator`` (DNA training): reverse-complement each sequence (and reverse a token-level label)
-    with probability 1/2, drawn from that generator. ``pad_tokens`` (default :data:`PAD_TOKENS`): the token
-    count L of a padded batch is rounded up to a multiple of it (waveforms to a multiple of ``pad_tokens`` ×
-    ``patch_size`` samples); sequence-level only, and not with flatten pooling, whose length is fixed.
+    with probability 1/2, drawn from that generator. ``pad_tokens`` (:func:`pad_tokens_for` the model's device):
+    the token count L of a padded batch is rounded up to a multiple of it (waveforms to a multiple of
+    ``pad_tokens`` × ``patch_size`` samples; 1: whole tokens only); sequence-level only, and not with flatten
+    pooling, whose length is fixed.
     """
 
-    def __init__(self, task: TaskConfig, rc_generator: torch.Generator | None = None, pad_tokens: int | None = None):
+    def __init__(self, task: TaskConfig, rc_generator: torch.Generator | None = None, pad_tokens: int = 1):
         self.task = task
         self.tokenizer = NucleotideTokenizer() if task.modality == "dna" else None
         self.rc_generator = rc_generator
-        pad_tokens = PAD_TOKENS if pad_tokens is None else pad_tokens
         if pad_tokens < 1:
             raise InputError(f"pad_tokens={pad_tokens} (SEQSSM_PAD_TOKENS?); give a positive integer, 1 for none")
         rounded = task.level == "sequence" and task.pooling != "flatten"

@@ -3,8 +3,9 @@ paid a fresh compile every few steps).
 
 Counted on the CPU by ``triton_keys.record_specializations``: the keys a CUDA run would compile, no kernel run.
 The training loop of an audio classifier (bidirectional, both front ends) over batches of random lengths and a
-short last batch, as FSDD's 1-s crops give: with the collate's rounding of L to ``PAD_TOKENS`` the first batch's
-keys are all there ever are; without it (``pad_tokens=1``) new ones keep coming, which is what the GPU paid for.
+short last batch, as FSDD's 1-s crops give: with the collate's rounding of L for CUDA (``pad_tokens_for``) the
+first batch's keys are all there ever are; without it (``pad_tokens=1``) new ones keep coming, which is what the
+GPU paid for.
 On a GPU these tests skip: benchmarks/device/fsdd_step.sh counts the real compiles there.
 """
 
@@ -21,7 +22,7 @@ if not PROXY:
     from seqssm.datasets.labelled import Example
     from seqssm.models import MambaLMHeadModel
     from seqssm.models.heads import SequenceClassifier, TaskConfig, classification_loss
-    from seqssm.pipelines.classify import TaskCollate
+    from seqssm.pipelines.classify import TaskCollate, pad_tokens_for
 
 pytestmark = pytest.mark.skipif(ON_CUDA, reason="counts keys under the interpreter; fsdd_step.sh counts on a GPU")
 
@@ -45,7 +46,7 @@ def batches(seed: int, n: int, size: int, last: int):
         yield [Example(f"c{j}", torch.randn(k, generator=g) * 0.1, str(j % 10)) for j, k in enumerate(lengths)]
 
 
-def train_keys(monkeypatch, frontend: str, patch: int, pad_tokens: int | None) -> list[int]:
+def train_keys(monkeypatch, frontend: str, patch: int, pad_tokens: int) -> list[int]:
     """Keys new at each training step (forward + backward under bf16 autocast, as on the GPU)."""
     rec = record_specializations(monkeypatch)
     model = classifier(frontend, patch).train()
@@ -63,7 +64,7 @@ def train_keys(monkeypatch, frontend: str, patch: int, pad_tokens: int | None) -
 @interpreted
 @pytest.mark.parametrize("frontend,patch", [("raw", 32), ("logmel", 80)])
 def test_varying_lengths_compile_only_the_first_batch(monkeypatch, frontend, patch):
-    new = train_keys(monkeypatch, frontend, patch, None)
+    new = train_keys(monkeypatch, frontend, patch, pad_tokens_for("cuda"))  # what finetune's CUDA loaders take
     assert new[0] >= 8 and sum(new[1:]) == 0, new  # conv, scan and norm kernels, each way; none added later
 
 

@@ -19,6 +19,7 @@ import soundfile as sf
 import torch
 import torch.nn.functional as F
 from sklearn.utils.class_weight import compute_class_weight
+from tiny_data import tone_clips
 
 from seqssm.config import MambaConfig
 from seqssm.datasets.labelled import Example
@@ -35,9 +36,11 @@ from seqssm.models.heads import (
     pool_hidden,
     pool_hidden_ref,
 )
-from seqssm.pipelines.classify import PAD_TOKENS, TaskCollate, class_weights, encode_targets
+from seqssm.pipelines.classify import PAD_TOKENS, TaskCollate, class_weights, encode_targets, pad_tokens_for
 from seqssm.pipelines.finetune import FinetuneConfig, finetune
-from seqssm.pipelines.finetune_setup import class_weights_of, imbalance, metric_of
+from seqssm.pipelines.finetune_setup import class_weights_of, imbalance, load_data, metric_of
+from seqssm.pipelines.finetune_setup import loaders as finetune_loaders
+from seqssm.pipelines.finetune_setup import task as finetune_task
 from seqssm.pipelines.metrics import compute_metrics, evaluate_split
 from seqssm.tokenizers import NucleotideTokenizer
 
@@ -216,7 +219,7 @@ def test_rounded_batch_lengths_keep_every_rows_output(frontend):
     model = SequenceClassifier(lm(True, tokenizer="mulaw8", vocab=256), audio_task(patch_size=8, **extra)).eval()
     waves = [torch.randn(n) * 0.1 for n in (10, 91, 57, 130)]
     examples = [Example(f"c{i}", w, None) for i, w in enumerate(waves)]
-    plain, rounded = TaskCollate(model.task, pad_tokens=1)(examples), TaskCollate(model.task)(examples)
+    plain, rounded = (TaskCollate(model.task, pad_tokens=n)(examples) for n in (1, PAD_TOKENS))
     step = PAD_TOKENS * 8  # samples: PAD_TOKENS patches of 8
     assert plain["input_values"].shape[1] == 136 and rounded["input_values"].shape[1] == -(-130 // step) * step
     inputs = [{"input_values": b["input_values"], "attention_mask": b["attention_mask"]} for b in (plain, rounded)]
@@ -228,14 +231,31 @@ def test_rounded_batch_lengths_keep_every_rows_output(frontend):
 
 def test_rounded_dna_batches_but_not_flatten_or_token_level():
     examples = [Example("a", "ACGTA", "a"), Example("b", "AC", "b")]
-    assert TaskCollate(dna_task())(examples)["input_ids"].shape == (2, PAD_TOKENS)
-    assert TaskCollate(dna_task(), pad_tokens=1)(examples)["input_ids"].shape == (2, 5)
+    assert TaskCollate(dna_task(), pad_tokens=PAD_TOKENS)(examples)["input_ids"].shape == (2, PAD_TOKENS)
+    assert TaskCollate(dna_task())(examples)["input_ids"].shape == (2, 5)
     same = [Example("a", "ACGTA", "a"), Example("b", "ACGTT", "b")]
-    assert TaskCollate(dna_task(pooling="flatten", length=5))(same)["input_ids"].shape == (2, 5)
+    flatten = dna_task(pooling="flatten", length=5)
+    assert TaskCollate(flatten, pad_tokens=PAD_TOKENS)(same)["input_ids"].shape == (2, 5)
     token = [Example("a", "ACGTA", "aabba"), Example("b", "AC", "ab")]
-    assert TaskCollate(dna_task(level="token", classes=["a", "b"]))(token)["input_ids"].shape == (2, 5)
+    token_task = dna_task(level="token", classes=["a", "b"])
+    assert TaskCollate(token_task, pad_tokens=PAD_TOKENS)(token)["input_ids"].shape == (2, 5)
     with pytest.raises(InputError, match="pad_tokens"):
         TaskCollate(dna_task(), pad_tokens=0)
+
+
+def test_batches_are_rounded_only_where_triton_compiles(tmp_path):
+    """CUDA with the Triton kernels: PAD_TOKENS; the CPU and the PyTorch paths: whole tokens only. finetune's
+    loaders take it from the model's device (building a CUDA loader touches no GPU)."""
+    assert pad_tokens_for("cuda") == pad_tokens_for(torch.device("cuda:1"), "triton") == PAD_TOKENS
+    assert pad_tokens_for("cpu") == pad_tokens_for("cuda", "chunked") == pad_tokens_for("cpu", "triton") == 1
+    clips = tone_clips(tmp_path / "clips", (400, 800), per_class=6)
+    cfg = FinetuneConfig(data=str(clips), modality="audio", out=str(tmp_path / "out"), patch_size=8)
+    labels, splits, rate = load_data(cfg)
+    task = finetune_task(cfg, labels, rate, None, "mean")
+    for device, expected in (("cuda", PAD_TOKENS), ("cpu", 1)):
+        made = finetune_loaders(cfg, task, splits, rate, torch.device(device))
+        got = [loader.collate_fn.pad_tokens for loader in made]
+        assert got == [expected] * 3, device
 
 
 def test_rc_classifier_is_reverse_complement_invariant():
