@@ -9,6 +9,7 @@ BED + genome and audio sources, bad inputs.
 from __future__ import annotations
 
 import csv
+import itertools
 import json
 import math
 import random
@@ -676,3 +677,21 @@ def test_pooling_auto_is_chosen_by_the_data():
     with pytest.raises(InputError, match="--pooling"):
         FinetuneConfig(data="d", out="o", pooling="max")
     assert pooling_of(FinetuneConfig(data="d", out="o", rc_equivariant=True), splits(81, 81)) == "mean"
+
+
+def test_an_fsdd_epoch_on_the_gpu_has_a_few_batch_lengths(shared_data, tmp_path):
+    """The architectures benchmark's FSDD recipe (patch 32, 1-s crops, batch 32): the CUDA loaders give an epoch a
+    handful of lengths, all whole multiples of PAD_TOKENS tokens; unrounded, nearly every batch had its own."""
+    cfg = FinetuneConfig(data=str(shared_data / "audio" / "fsdd"), modality="audio", data_format="fsdd",
+                         out=str(tmp_path / "out"), patch_size=32, clip_seconds=1.0, batch_size=32)
+    labels, splits, rate = load_data(cfg)
+    task = finetune_task(cfg, labels, rate, None, "mean")
+    for device in ("cuda", "cpu"):
+        train = finetune_loaders(cfg, task, splits, rate, torch.device(device))[0]
+        train.sampler.set_epoch(0, 0)
+        lengths = [batch["input_values"].shape[1] for batch in itertools.islice(train, 40)]
+        if device == "cuda":
+            # multiples of 512 samples from the shortest batch's longest clip up to 8192 (a full crop, rounded)
+            assert all(n % (PAD_TOKENS * 32) == 0 for n in lengths) and len(set(lengths)) <= 8, lengths
+        else:
+            assert len(set(lengths)) > 20, lengths
