@@ -20,8 +20,10 @@ import tempfile
 import time
 
 
-def workload() -> None:
-    import torch
+def time_compiles() -> tuple[dict[str, float], dict[str, int]]:
+    """From now on, sum the wall time and count the calls of Triton's compile-or-load (``JITFunction._do_compile``,
+    one per new specialisation in a process) per kernel name, into the two dicts returned (filled as it runs).
+    Also used by ``fsdd_step.py``."""
     from triton.runtime.jit import JITFunction
 
     times, counts = collections.defaultdict(float), collections.defaultdict(int)
@@ -36,6 +38,13 @@ def workload() -> None:
             counts[self.fn.__name__] += 1
 
     JITFunction._do_compile = timed
+    return times, counts
+
+
+def workload() -> None:
+    import torch
+
+    times, counts = time_compiles()
     from seqssm.config import MambaConfig
     from seqssm.kernels.ssd import ssd
     from seqssm.models import MambaLMHeadModel

@@ -23,6 +23,22 @@ from seqssm.models.heads import IGNORE_INDEX, SequenceClassifier, TaskConfig, en
 from seqssm.pipelines.common import BROKEN_WEIGHTS, atomic_path, autocast, require_finite
 from seqssm.tokenizers import NucleotideTokenizer
 
+# Padded batches are rounded up to a multiple of this many tokens (SEQSSM_PAD_TOKENS=1: whole tokens only). The Triton
+# kernels specialise every integer argument on its divisibility by 16 and compile once per class: batches of
+# random lengths (FSDD crops) gave each kernel a fresh compile of ~3 s for each new class of L, B·L and the
+# strides (31 specialisations in an epoch where one batch needs 10), and rows not 16-aligned also lose the
+# scan backward's PTX path. With L a multiple of 16 every length-derived integer divides by 16 whatever the
+# batch size. The masks keep each real row's output what it was (padding is zeros at the right end). Only where the
+# Triton kernels run (pad_tokens_for): the CPU's chunked scan compiles nothing and would pay for the extra
+# positions alone (FSDD, 10 ms log-mel frames: +7 % a step).
+PAD_TOKENS = int(os.environ.get("SEQSSM_PAD_TOKENS", "16"))
+
+
+def pad_tokens_for(device: torch.device | str, impl: str = "auto") -> int:
+    """The ``pad_tokens`` of :class:`TaskCollate` for a model on ``device`` with kernel path ``impl``: PAD_TOKENS
+    where Triton compiles its kernels (CUDA, impl auto or triton), else 1."""
+    return PAD_TOKENS if torch.device(device).type == "cuda" and impl in ("auto", "triton") else 1
+
 
 def encode_targets(examples: Sequence[Example], task: TaskConfig, lengths: Sequence[int] | None = None):
     """Targets of a batch, or None when no example has a label.
@@ -69,13 +85,20 @@ class TaskCollate:
     ``attention_mask``), ``targets`` (when labelled) and the raw ``labels``.
 
     ``rc_generator`` (DNA training): reverse-complement each sequence (and reverse a token-level label)
-    with probability 1/2, drawn from that generator.
+    with probability 1/2, drawn from that generator. ``pad_tokens`` (:func:`pad_tokens_for` the model's device):
+    the token count L of a padded batch is rounded up to a multiple of it (waveforms to a multiple of
+    ``pad_tokens`` × ``patch_size`` samples; 1: whole tokens only); sequence-level only, and not with flatten
+    pooling, whose length is fixed.
     """
 
-    def __init__(self, task: TaskConfig, rc_generator: torch.Generator | None = None):
+    def __init__(self, task: TaskConfig, rc_generator: torch.Generator | None = None, pad_tokens: int = 1):
         self.task = task
         self.tokenizer = NucleotideTokenizer() if task.modality == "dna" else None
         self.rc_generator = rc_generator
+        if pad_tokens < 1:
+            raise InputError(f"pad_tokens={pad_tokens} (SEQSSM_PAD_TOKENS?); give a positive integer, 1 for none")
+        rounded = task.level == "sequence" and task.pooling != "flatten"
+        self.pad_tokens = pad_tokens if rounded else 1
 
     def _augment(self, examples: list[Example]) -> list[Example]:
         flips = torch.rand(len(examples), generator=self.rc_generator) < 0.5
@@ -93,15 +116,19 @@ class TaskCollate:
                 examples = self._augment(examples)
             tokens = encode_dna([e.data for e in examples], self.tokenizer, add_cls=self.task.pooling == "cls",
                                 names=[e.id for e in examples])
-            batch["input_ids"], batch["attention_mask"] = pad_batch(tokens, self.tokenizer.pad_id)
+            batch["input_ids"], batch["attention_mask"] = pad_batch(tokens, self.tokenizer.pad_id, self.pad_tokens)
             lengths = [len(t) for t in tokens]
         else:
             if any(not isinstance(e.data, torch.Tensor) for e in examples):
                 raise InputError("mismatched modality: an audio classifier got DNA text input")
             waves = [e.data.float().reshape(-1) for e in examples]
             lengths = [len(w) for w in waves]
-            batch["input_values"] = torch.nn.utils.rnn.pad_sequence(waves, batch_first=True)
-            batch["attention_mask"] = torch.arange(max(lengths))[None] < torch.tensor(lengths)[:, None]
+            multiple = self.pad_tokens * (self.task.patch_size or 1)  # samples: tokens are patches or frames
+            width = -(-max(lengths) // multiple) * multiple
+            batch["input_values"] = torch.zeros(len(waves), width)
+            for b, w in enumerate(waves):
+                batch["input_values"][b, :len(w)] = w
+            batch["attention_mask"] = torch.arange(width)[None] < torch.tensor(lengths)[:, None]
         batch["targets"] = encode_targets(examples, self.task, lengths)
         return batch
 

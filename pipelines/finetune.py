@@ -186,7 +186,7 @@ def _train(cfg: FinetuneConfig, saved, device, labels: list[str], splits: dict, 
     expert_use = ExpertUse(model)  # MoE backbones: the balance loss joins the task loss; expert use is logged
     weights = class_weights(weights_spec, task, splits["train"])
     weights = weights.to(device) if weights is not None else None
-    train_loader, val_loader, test_loader = _loaders(cfg, task, splits, rate)
+    train_loader, val_loader, test_loader = _loaders(cfg, task, splits, rate, device)
     per_epoch = len(train_loader)
     total = cfg.epochs * per_epoch
     optimizer = _optimizer(cfg, model)

@@ -16,7 +16,7 @@ from seqssm.errors import InputError
 from seqssm.models import MambaLMHeadModel
 from seqssm.models.frontends import LOGMEL_BANDS
 from seqssm.models.heads import SequenceClassifier, TaskConfig
-from seqssm.pipelines.classify import TaskCollate
+from seqssm.pipelines.classify import TaskCollate, pad_tokens_for
 from seqssm.pipelines.common import load_checked
 from seqssm.pipelines.configs_train import FinetuneConfig
 from seqssm.pipelines.train_utils import RECIPE_SAMPLE_RATE, EpochSampler, param_groups, sample_rate_warning
@@ -159,9 +159,10 @@ def backbone(cfg: FinetuneConfig, rate: int | None) -> MambaLMHeadModel:
     return MambaLMHeadModel(config, impl=cfg.impl)
 
 
-def loaders(cfg: FinetuneConfig, task: TaskConfig, splits: dict, rate: int | None):
+def loaders(cfg: FinetuneConfig, task: TaskConfig, splits: dict, rate: int | None, device: torch.device):
     """(train, val, test) DataLoaders. Training order, RC flips, crops and augmentation are pure functions of
-    (init seed, epoch, index): the train loader's ``EpochSampler`` resumes mid-epoch by skipping indices."""
+    (init seed, epoch, index): the train loader's ``EpochSampler`` resumes mid-epoch by skipping indices. Batch
+    lengths are rounded for the model's ``device`` (``classify.pad_tokens_for``)."""
     seed = init_seed(cfg)
     if cfg.modality == "audio":
         augment = WaveformAugment() if cfg.augment else None
@@ -171,9 +172,11 @@ def loaders(cfg: FinetuneConfig, task: TaskConfig, splits: dict, rate: int | Non
         train = RCFlipped(splits["train"], seed, cfg.level == "token") if cfg.rc_augment else splits["train"]
         val, test = splits["val"], splits["test"]
     kwargs = {"batch_size": cfg.batch_size, "num_workers": cfg.num_workers}
-    eval_collate = TaskCollate(task)
+    pad = pad_tokens_for(device, cfg.impl)
+    eval_collate = TaskCollate(task, pad_tokens=pad)
     # The generator only seeds worker processes, which draw nothing: it keeps the global stream (dropout) apart.
-    train_loader = DataLoader(train, sampler=EpochSampler(len(train), seed), collate_fn=TaskCollate(task),
+    train_loader = DataLoader(train, sampler=EpochSampler(len(train), seed),
+                              collate_fn=TaskCollate(task, pad_tokens=pad),
                               generator=torch.Generator().manual_seed(seed), **kwargs)
     return (train_loader, DataLoader(val, collate_fn=eval_collate, **kwargs),
             DataLoader(test, collate_fn=eval_collate, **kwargs))

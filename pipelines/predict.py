@@ -18,7 +18,7 @@ from pathlib import Path
 from seqssm.datasets.labelled import InputSpec, iter_examples
 from seqssm.models.ensemble import ClassifierEnsemble, check_one_task
 from seqssm.models.heads import load_classifier, read_task
-from seqssm.pipelines.classify import TaskCollate, batched, write_predictions
+from seqssm.pipelines.classify import TaskCollate, batched, pad_tokens_for, write_predictions
 from seqssm.pipelines.common import CLASSIFIER, FILE, OutputPlan, check_checkpoint, progress, resolve_device
 from seqssm.pipelines.configs_labelled import PredictConfig
 
@@ -55,7 +55,7 @@ def predict(cfg: PredictConfig) -> PredictResult:
     model = members[0] if len(members) == 1 else ClassifierEnsemble(members, names)
     task = model.task
     spec = InputSpec.of(cfg, modality=task.modality, sample_rate=task.sample_rate)
-    collate = TaskCollate(task)
+    collate = TaskCollate(task, pad_tokens=pad_tokens_for(device, cfg.impl))
     batches = (collate(b) for b in batched(iter_examples(spec), cfg.batch_size))
     bar = progress(desc="predict", unit="seq")
     try:

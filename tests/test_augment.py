@@ -148,7 +148,7 @@ def write_clips(folder, per_class=6):
 def train_dataset(cfg: FinetuneConfig):
     labels, splits, rate = _load_data(cfg)
     task = _task(cfg, labels, rate, None, _pooling_of(cfg, splits))  # --pooling auto resolved, as finetune does
-    return _loaders(cfg, task, splits, rate)[0].dataset
+    return _loaders(cfg, task, splits, rate, torch.device("cpu"))[0].dataset
 
 
 def test_augment_is_off_by_default_and_the_flag_reaches_the_dataset(tmp_path):

@@ -9,6 +9,7 @@ BED + genome and audio sources, bad inputs.
 from __future__ import annotations
 
 import csv
+import itertools
 import json
 import math
 import random
@@ -19,6 +20,7 @@ import soundfile as sf
 import torch
 import torch.nn.functional as F
 from sklearn.utils.class_weight import compute_class_weight
+from tiny_data import tone_clips
 
 from seqssm.config import MambaConfig
 from seqssm.datasets.labelled import Example
@@ -35,9 +37,11 @@ from seqssm.models.heads import (
     pool_hidden,
     pool_hidden_ref,
 )
-from seqssm.pipelines.classify import TaskCollate, class_weights, encode_targets
+from seqssm.pipelines.classify import PAD_TOKENS, TaskCollate, class_weights, encode_targets, pad_tokens_for
 from seqssm.pipelines.finetune import FinetuneConfig, finetune
-from seqssm.pipelines.finetune_setup import class_weights_of, imbalance, metric_of
+from seqssm.pipelines.finetune_setup import class_weights_of, imbalance, load_data, metric_of
+from seqssm.pipelines.finetune_setup import loaders as finetune_loaders
+from seqssm.pipelines.finetune_setup import task as finetune_task
 from seqssm.pipelines.metrics import compute_metrics, evaluate_split
 from seqssm.tokenizers import NucleotideTokenizer
 
@@ -197,8 +201,8 @@ def test_audio_classifier_padding_and_patches():
     model = SequenceClassifier(lm(True, tokenizer="mulaw8", vocab=256), audio_task()).eval()
     lengths = [10, 23, 16]
     waves = [torch.randn(n) * 0.1 for n in lengths]
-    batch = TaskCollate(model.task)([Example(f"c{i}", w, None) for i, w in enumerate(waves)])
-    assert batch["input_values"].shape == (3, 23)
+    batch = TaskCollate(model.task, pad_tokens=1)([Example(f"c{i}", w, None) for i, w in enumerate(waves)])
+    assert batch["input_values"].shape == (3, 24)  # whole patches of 4
     logits = model(input_values=batch["input_values"], attention_mask=batch["attention_mask"])
     for b, w in enumerate(waves):
         torch.testing.assert_close(logits[b], model(input_values=w[None])[0], atol=1e-5, rtol=1e-5)
@@ -206,6 +210,53 @@ def test_audio_classifier_padding_and_patches():
     assert hidden.shape == (3, 6, 16) and mask.sum(1).tolist() == [3, 6, 4]
     with pytest.raises(InputError, match="audio classifier"):
         model(torch.zeros(1, 4, dtype=torch.long))
+
+
+@pytest.mark.parametrize("frontend", ["raw", "logmel"])
+def test_rounded_batch_lengths_keep_every_rows_output(frontend):
+    """The collate rounds L up to PAD_TOKENS tokens (one Triton compile per kernel, tests/test_compile_keys.py):
+    logits and the real positions' hidden states are those of the unrounded batch."""
+    extra = {"frontend": "logmel", "n_mels": 8} if frontend == "logmel" else {}
+    model = SequenceClassifier(lm(True, tokenizer="mulaw8", vocab=256), audio_task(patch_size=8, **extra)).eval()
+    waves = [torch.randn(n) * 0.1 for n in (10, 91, 57, 130)]
+    examples = [Example(f"c{i}", w, None) for i, w in enumerate(waves)]
+    plain, rounded = (TaskCollate(model.task, pad_tokens=n)(examples) for n in (1, PAD_TOKENS))
+    step = PAD_TOKENS * 8  # samples: PAD_TOKENS patches of 8
+    assert plain["input_values"].shape[1] == 136 and rounded["input_values"].shape[1] == -(-130 // step) * step
+    inputs = [{"input_values": b["input_values"], "attention_mask": b["attention_mask"]} for b in (plain, rounded)]
+    torch.testing.assert_close(model(**inputs[1]), model(**inputs[0]), atol=1e-5, rtol=1e-5)
+    (h0, m0), (h1, m1) = (model.hidden(**x) for x in inputs)
+    assert h1.shape[1] % PAD_TOKENS == 0 and torch.equal(m1[:, :m0.shape[1]], m0) and not m1[:, m0.shape[1]:].any()
+    torch.testing.assert_close(h1[:, :h0.shape[1]][m0], h0[m0], atol=1e-5, rtol=1e-5)
+
+
+def test_rounded_dna_batches_but_not_flatten_or_token_level():
+    examples = [Example("a", "ACGTA", "a"), Example("b", "AC", "b")]
+    assert TaskCollate(dna_task(), pad_tokens=PAD_TOKENS)(examples)["input_ids"].shape == (2, PAD_TOKENS)
+    assert TaskCollate(dna_task())(examples)["input_ids"].shape == (2, 5)
+    same = [Example("a", "ACGTA", "a"), Example("b", "ACGTT", "b")]
+    flatten = dna_task(pooling="flatten", length=5)
+    assert TaskCollate(flatten, pad_tokens=PAD_TOKENS)(same)["input_ids"].shape == (2, 5)
+    token = [Example("a", "ACGTA", "aabba"), Example("b", "AC", "ab")]
+    token_task = dna_task(level="token", classes=["a", "b"])
+    assert TaskCollate(token_task, pad_tokens=PAD_TOKENS)(token)["input_ids"].shape == (2, 5)
+    with pytest.raises(InputError, match="pad_tokens"):
+        TaskCollate(dna_task(), pad_tokens=0)
+
+
+def test_batches_are_rounded_only_where_triton_compiles(tmp_path):
+    """CUDA with the Triton kernels: PAD_TOKENS; the CPU and the PyTorch paths: whole tokens only. finetune's
+    loaders take it from the model's device (building a CUDA loader touches no GPU)."""
+    assert pad_tokens_for("cuda") == pad_tokens_for(torch.device("cuda:1"), "triton") == PAD_TOKENS
+    assert pad_tokens_for("cpu") == pad_tokens_for("cuda", "chunked") == pad_tokens_for("cpu", "triton") == 1
+    clips = tone_clips(tmp_path / "clips", (400, 800), per_class=6)
+    cfg = FinetuneConfig(data=str(clips), modality="audio", out=str(tmp_path / "out"), patch_size=8)
+    labels, splits, rate = load_data(cfg)
+    task = finetune_task(cfg, labels, rate, None, "mean")
+    for device, expected in (("cuda", PAD_TOKENS), ("cpu", 1)):
+        made = finetune_loaders(cfg, task, splits, rate, torch.device(device))
+        got = [loader.collate_fn.pad_tokens for loader in made]
+        assert got == [expected] * 3, device
 
 
 def test_rc_classifier_is_reverse_complement_invariant():
@@ -626,3 +677,21 @@ def test_pooling_auto_is_chosen_by_the_data():
     with pytest.raises(InputError, match="--pooling"):
         FinetuneConfig(data="d", out="o", pooling="max")
     assert pooling_of(FinetuneConfig(data="d", out="o", rc_equivariant=True), splits(81, 81)) == "mean"
+
+
+def test_an_fsdd_epoch_on_the_gpu_has_a_few_batch_lengths(shared_data, tmp_path):
+    """The architectures benchmark's FSDD recipe (patch 32, 1-s crops, batch 32): the CUDA loaders give an epoch a
+    handful of lengths, all whole multiples of PAD_TOKENS tokens; unrounded, nearly every batch had its own."""
+    cfg = FinetuneConfig(data=str(shared_data / "audio" / "fsdd"), modality="audio", data_format="fsdd",
+                         out=str(tmp_path / "out"), patch_size=32, clip_seconds=1.0, batch_size=32)
+    labels, splits, rate = load_data(cfg)
+    task = finetune_task(cfg, labels, rate, None, "mean")
+    for device in ("cuda", "cpu"):
+        train = finetune_loaders(cfg, task, splits, rate, torch.device(device))[0]
+        train.sampler.set_epoch(0, 0)
+        lengths = [batch["input_values"].shape[1] for batch in itertools.islice(train, 40)]
+        if device == "cuda":
+            # multiples of 512 samples from the shortest batch's longest clip up to 8192 (a full crop, rounded)
+            assert all(n % (PAD_TOKENS * 32) == 0 for n in lengths) and len(set(lengths)) <= 8, lengths
+        else:
+            assert len(set(lengths)) > 20, lengths

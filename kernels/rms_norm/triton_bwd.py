@@ -21,7 +21,9 @@ from seqssm.kernels.host import DirectLauncher, cdiv, next_power_of_2
 from seqssm.kernels.rms_norm.triton_fwd import NormConfig, launch_config, sm_count
 
 
-@triton.jit
+# Row and tile counts are loop bounds and row masks only: specialising them (on % 16 and == 1) bought nothing but a
+# compile per class of B·L, which batches of varying length paid every few steps (pipelines/classify.PAD_TOKENS).
+@triton.jit(do_not_specialize=["n_rows", "n_tiles", "tiles_per_program"])
 def _add_rms_norm_bwd_kernel(
     s_ptr, w_ptr, rstd_ptr, dy_ptr, dres_ptr, dx_ptr, dres_in_ptr, dw_ptr,
     n_rows, dim, half, n_tiles, tiles_per_program,

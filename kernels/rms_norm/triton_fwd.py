@@ -47,7 +47,9 @@ def sm_count(device_index: int) -> int:
     return torch.cuda.get_device_properties(device_index).multi_processor_count
 
 
-@triton.jit
+# n_rows only masks rows (the loads are vectorised along D): not specialised, so that B·L of every class shares
+# one compile (see the backward).
+@triton.jit(do_not_specialize=["n_rows"])
 def _add_rms_norm_fwd_kernel(
     x_ptr, res_ptr, w_ptr, out_ptr, res_out_ptr, rstd_ptr,
     n_rows, dim, half, eps,
