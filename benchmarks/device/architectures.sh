@@ -5,6 +5,8 @@
 #   ARCH_ARGS="--archs s4d,moe" ARCH_BUDGET=300 bash benchmarks/device/architectures.sh   (a subset)
 set -u
 . benchmarks/device/install.sh; mkdir -p "$OUT/arch"
-cd /tmp && timeout "${ARCH_TIMEOUT:-470}" python3 "$R/benchmarks/architectures.py" \
+# timeout -k: the fine-tune catches SIGTERM to save its state and the benchmark would go on to the next
+# architecture (seen 2026-12-04), so KILL follows 10 s later.
+cd /tmp && timeout -k 10 "${ARCH_TIMEOUT:-470}" python3 "$R/benchmarks/architectures.py" \
   --dna "$R/.carry/archbench/ecoli_536.fna.gz" --fsdd "$R/.carry/archbench/fsdd" \
   --out "$OUT/arch" --overwrite --budget-s "${ARCH_BUDGET:-400}" ${ARCH_ARGS:-} 2>&1 | tee "$OUT/arch/log.txt"

@@ -7,5 +7,5 @@ set -u
 . benchmarks/device/install.sh; mkdir -p "$OUT/stream_embed"
 export SEQSSM_PROGRESS=0
 nvidia-smi --query-gpu=name,memory.used --format=csv,noheader
-cd /tmp && timeout "${BENCH_TIMEOUT:-500}" python3 "$R/benchmarks/bench_stream_embed.py" --device cuda \
+cd /tmp && timeout -k 10 "${BENCH_TIMEOUT:-500}" python3 "$R/benchmarks/bench_stream_embed.py" --device cuda \
   --out "$OUT/stream_embed" "$@" 2>&1 | tee "$OUT/stream_embed/log.txt"

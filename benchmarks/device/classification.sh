@@ -31,7 +31,7 @@ for t in ${CLS_TASKS:-segments promoters fsdd sigma}; do
   groups=${CLS_GROUPS:-0,2,4 1,3}
   [ "$t" = segments ] && groups=${CLS_SEG_GROUPS:-0 1 2 3 4}  # its k-mer baselines are the slowest part
   for g in $groups; do
-    (cd /tmp && timeout "${CLS_TIMEOUT:-420}" python3 "$R/benchmarks/classification.py" --device "${CLS_DEVICE:-cuda}" \
+    (cd /tmp && timeout -k 10 "${CLS_TIMEOUT:-420}" python3 "$R/benchmarks/classification.py" --device "${CLS_DEVICE:-cuda}" \
        --tasks "$t" --seeds "$g" --data-root "$DATA" --out "$W/${t}_${g//,/}" --overwrite ${CLS_ARGS:-} \
        > "$W/log_${t}_${g//,/}.txt" 2>&1) &
   done

@@ -23,7 +23,7 @@ for f in "${FILES[@]}"; do
   if [ "$left" -lt 20 ]; then echo "$f: not run (call budget spent)" | tee -a "$OUT/cuda_tests/summary.txt"; continue; fi
   limit=$(( left < ${CUDA_TEST_LIMIT:-150} ? left : ${CUDA_TEST_LIMIT:-150} ))
   t0=$SECONDS
-  (cd /tmp && timeout "$limit" python3 -c 'import sys, pytest; sys.exit(pytest.main(sys.argv[1:]))' \
+  (cd /tmp && timeout -k 10 "$limit" python3 -c 'import sys, pytest; sys.exit(pytest.main(sys.argv[1:]))' \
     "$R/tests/$f.py" -v -p no:cacheprovider -rfEs --tb=short --durations=8 --junitxml="$OUT/cuda_tests/$f.xml" \
     > "$OUT/cuda_tests/$f.log" 2>&1)
   rc=$?

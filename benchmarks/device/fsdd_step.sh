@@ -16,7 +16,7 @@ nvidia-smi --query-gpu=name,driver_version --format=csv,noheader
 for run in "16 rounded" "1 old --specialize-norm-rows"; do
   set -- $run
   rm -rf "/tmp/triton_cache_$2"
-  (cd /tmp && SEQSSM_PAD_TOKENS=$1 TRITON_CACHE_DIR="/tmp/triton_cache_$2" timeout "${FSDD_TIMEOUT:-90}" \
+  (cd /tmp && SEQSSM_PAD_TOKENS=$1 TRITON_CACHE_DIR="/tmp/triton_cache_$2" timeout -k 10 "${FSDD_TIMEOUT:-90}" \
      python3 "$R/benchmarks/fsdd_step.py" --fsdd "$R/.carry/archbench/fsdd" --label "$2" --steps 30 \
      --max-seconds "${FSDD_MAX_S:-75}" --json "$OUT/fsdd/$2.json" ${3:-} ${FSDD_ARGS:-}) > "$OUT/fsdd/$2.log" 2>&1
   grep -v '^summary' "$OUT/fsdd/$2.log" | tail -n 40
