@@ -170,7 +170,10 @@ def _load_state(path: Path, cache: InferenceCache) -> int:
 
 
 def _load_causal(checkpoint: str, device: torch.device, what: str):
-    model = load_checked(checkpoint, device).eval()
+    """The checkpoint's model on ``device``, without the probe forward of ``load_checked``: the streamed jobs
+    check every chunk's outputs for NaN / inf (the first chunk's check stops a broken checkpoint with the
+    probe's error), and a probe would load (or compile) a second signature of every GPU kernel."""
+    model = load_checked(checkpoint, device, probe=False).eval()
     if model.config.bidirectional:
         raise InputError(f"{what}: checkpoint {checkpoint} is bidirectional; streaming carries states left to "
                          "right and needs a causal model (for a bidirectional one use seqssm.streaming."
