@@ -7,7 +7,8 @@ checkpoint's JSON checks, CUDA init, the model load (with or without its probe f
 (Triton kernels loaded from the disk cache, or compiled), the chunk loop and what follows it. Interpreter
 start-up and process exit are outside Python: pass the shell's ``date +%s.%N`` before the call as
 ``STARTUP_T0`` and compare the printed ``python_end_epoch`` with the shell's time after it (the device script
-``benchmarks/device/stream_embed.sh`` does both).
+``benchmarks/device/stream_embed.sh`` does both). The process ends as the console script's does
+(``seqssm.cli.exit_now``).
 
     STARTUP_T0=$(date +%s.%N) python benchmarks/stream_embed_startup.py --json t.json -- \\
         embed CKPT big.fa --out emb --per-position --stream --region chrZ
@@ -166,4 +167,7 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 if __name__ == "__main__":
-    sys.exit(main()["exit_code"])
+    code = main()["exit_code"]
+    from seqssm import cli
+
+    cli.exit_now(code)  # as the console script ends (no interpreter teardown)

@@ -13,6 +13,7 @@ import json
 import os
 import sys
 from pathlib import Path
+from typing import NoReturn
 
 import typer
 
@@ -329,16 +330,22 @@ def console() -> None:
     embedding of a tiny region: 2.4 s end to end, 1.7-2.2 s without it). What an exit must still do is done
     first: non-daemon threads joined, the ``atexit`` handlers (they reap multiprocessing children and shut
     logging down), stdout and stderr flushed. Every output was closed, synced where needed and renamed into
-    place by the job. ``main`` keeps the ordinary ``SystemExit`` for callers in a process of their own.
+    place by the job. ``main`` itself still raises ``SystemExit``, for callers that run the CLI inside
+    their own process (the tests).
     """
-    import atexit
-    import threading
-
     try:
         main()
         code = 0
     except SystemExit as exit_:
         code = exit_.code
+    exit_now(code)
+
+
+def exit_now(code) -> NoReturn:
+    """End the process as ``sys.exit(code)`` would, minus the interpreter's teardown (see :func:`console`)."""
+    import atexit
+    import threading
+
     if not isinstance(code, int):  # as sys.exit: None is 0, anything else is printed and is 1
         if code is not None:
             print(code, file=sys.stderr)
