@@ -170,4 +170,4 @@ if __name__ == "__main__":
     code = main()["exit_code"]
     from seqssm import cli
 
-    cli.exit_now(code)  # as the console script ends (no interpreter teardown)
+    getattr(cli, "exit_now", sys.exit)(code)  # as the console script ends (no teardown; sys.exit before it)
