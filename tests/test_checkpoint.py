@@ -188,3 +188,18 @@ def test_bad_checkpoint_dirs_raise_input_error(tmp_path, what):
     with pytest.raises(InputError, match=message) as info:
         load_model(path)
     assert str(path) in str(info.value) and "\n" not in str(info.value)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_load_onto_cuda_is_bit_exact_and_leaves_the_cuda_rng_alone(tmp_path):
+    """Built on the GPU directly (torch.nn.init skipped): every tensor as saved, ties kept, CUDA RNG as it was."""
+    for name, kw in ARCHITECTURES.items():
+        model = make(**kw)
+        model.save_pretrained(tmp_path / name)
+        before = torch.cuda.get_rng_state(), torch.get_rng_state()
+        loaded = load_model(tmp_path / name, device="cuda")
+        assert torch.equal(before[0], torch.cuda.get_rng_state()) and torch.equal(before[1], torch.get_rng_state())
+        own = loaded.state_dict()
+        for key, value in model.state_dict().items():
+            assert own[key].device.type == "cuda" and torch.equal(own[key].cpu(), value), (name, key)
+        assert (loaded.lm_head.weight is loaded.backbone.embedding.weight) is model.config.tie_embeddings
