@@ -196,7 +196,7 @@ def table(rows: list[dict], parts: dict, chunk: int, meta: dict) -> str:
               f"{parts['write'] * 1e3:.2f} |", "",
               f"Peak RSS {meta['peak_rss_mb']:.0f} MB; peak CUDA memory allocated {meta['cuda_peak_mb']:.0f} MB.",
               "write s: blocked on the writer thread; last fsync s: the rows synced before index.tsv; setup s: model "
-              "load (with its probe forward), checks, index and state files (wall minus the chunk loop and the fsync)."]
+              "load, checks, index and state files (wall minus the chunk loop and the fsync)."]
     return "\n".join(lines) + "\n"
 
 

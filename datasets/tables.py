@@ -17,7 +17,6 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
-from sklearn.model_selection import train_test_split
 
 from seqssm.datasets.sniff import binary_kind, read_head
 from seqssm.errors import InputError, did_you_mean
@@ -107,6 +106,8 @@ def read_label_map(path: str | os.PathLike, key_column: str = "name", label_colu
 
 def _split_off(pool: np.ndarray, size: int, seed: int, labels: np.ndarray | None):
     """(kept, taken) with ``size`` indices taken from ``pool``, stratified by ``labels`` if possible."""
+    from sklearn.model_selection import train_test_split  # 1-2 s of imports that a reader without splits skips
+
     if size == 0:
         return pool, pool[:0]
     if size == len(pool):

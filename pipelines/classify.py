@@ -13,7 +13,6 @@ from collections.abc import Iterable, Iterator, Sequence
 
 import numpy as np
 import torch
-from sklearn.utils.class_weight import compute_class_weight
 
 from seqssm.datasets.batching import pad_batch
 from seqssm.datasets.labelled import MULTI_LABEL_SEP, Example, natural_key, split_label
@@ -223,6 +222,8 @@ def class_weights(spec, task: TaskConfig, train: list) -> torch.Tensor | None:
         return None
     k = task.num_labels
     if isinstance(spec, str) and spec == "balanced":
+        from sklearn.utils.class_weight import compute_class_weight  # 1-2 s of imports; predict never needs it
+
         if task.problem_type == "multi_label":
             hot = np.zeros((len(train), k))
             index = {c: j for j, c in enumerate(task.classes)}

@@ -168,13 +168,18 @@ def require_finite(values: torch.Tensor, source: str, what: str, fix: str = BROK
         raise InputError(f"{source} gives non-finite outputs (NaN or inf) for {what}: {fix}")
 
 
-def load_checked(checkpoint: str | os.PathLike, device: torch.device | str = "cpu", *, impl: str = "auto"):
-    """``seqssm.models.load_model`` onto ``device``, then :func:`probe_model`: how every pipeline opens a
-    checkpoint (after :func:`check_checkpoint` has read its JSON)."""
+def load_checked(checkpoint: str | os.PathLike, device: torch.device | str = "cpu", *, impl: str = "auto",
+                 probe: bool = True):
+    """``seqssm.models.load_model`` onto ``device`` (weights checked against their digest and for NaN / inf),
+    then :func:`probe_model`: how every pipeline opens a checkpoint (after :func:`check_checkpoint` has read
+    its JSON). ``probe=False`` skips the probe, for a job that checks every output it computes anyway and
+    whose first outputs come soon (the streamed jobs: a probe of 16 tokens there costs a process the load,
+    or on a cold cache the compile, of a second set of GPU kernels that the job never uses again)."""
     from seqssm.models import load_model
 
     model = load_model(checkpoint, device=device, impl=impl)
-    probe_model(model, checkpoint)
+    if probe:
+        probe_model(model, checkpoint)
     return model
 
 

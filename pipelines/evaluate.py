@@ -29,11 +29,11 @@ from seqssm.datasets.predictions import (
     read_predictions,
     read_table,
 )
-from seqssm.errors import InputError
+from seqssm.errors import InputError, require_file
 from seqssm.pipelines import report as pictures
-from seqssm.pipelines.common import FILE, OutputPlan, atomic_path, require_file
 from seqssm.pipelines.configs_labelled import EvaluateConfig
 from seqssm.pipelines.metrics import per_class_curves, single_label_scores
+from seqssm.pipelines.outputs import FILE, OutputPlan, atomic_path
 from seqssm.version import __version__
 
 # A softmax written with 4-6 decimals still sums to 1 within this; independent sigmoids almost never do.

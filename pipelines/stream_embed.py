@@ -45,8 +45,6 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 
-from seqssm.datasets.audio import audio_info, decoded_frames
-from seqssm.datasets.audio_stream import ResampledWindows
 from seqssm.datasets.fasta import FastaFile, FastaStream, sniff_compression
 from seqssm.datasets.reads import iter_reads
 from seqssm.errors import InputError, did_you_mean, require_free_space
@@ -68,7 +66,6 @@ from seqssm.pipelines.common import (
 from seqssm.pipelines.configs_sequence import StreamAudioConfig, StreamEmbedConfig
 from seqssm.streaming import check_streamable, stream_hidden, stream_step
 from seqssm.tokenizers import get_tokenizer
-from seqssm.transforms import AudioTokenizer
 
 __all__ = ["StreamAudioConfig", "StreamAudioResult", "StreamEmbedConfig", "StreamEmbedResult", "StreamTimings",
            "stream_audio", "stream_embed"]
@@ -170,7 +167,10 @@ def _load_state(path: Path, cache: InferenceCache) -> int:
 
 
 def _load_causal(checkpoint: str, device: torch.device, what: str):
-    model = load_checked(checkpoint, device).eval()
+    """The checkpoint's model on ``device``, without the probe forward of ``load_checked``: the streamed jobs
+    check every chunk's outputs for NaN / inf (the first chunk's check stops a broken checkpoint with the
+    probe's error), and a probe would load (or compile) a second signature of every GPU kernel."""
+    model = load_checked(checkpoint, device, probe=False).eval()
     if model.config.bidirectional:
         raise InputError(f"{what}: checkpoint {checkpoint} is bidirectional; streaming carries states left to "
                          "right and needs a causal model (for a bidirectional one use seqssm.streaming."
@@ -462,6 +462,11 @@ def stream_audio(cfg: StreamAudioConfig) -> StreamAudioResult:
     second: second, first sample, samples, bits per sample) and, with ``embeddings``, ``embeddings.npy``
     (float16 [T, D]) to ``cfg.out``. Sample t is scored from samples < t; the first sample is not scored.
     """
+    # torchaudio and the audio readers: imported here, not for the start-up of every DNA stream
+    from seqssm.datasets.audio import audio_info, decoded_frames
+    from seqssm.datasets.audio_stream import ResampledWindows
+    from seqssm.transforms import AudioTokenizer
+
     check_checkpoint(cfg.checkpoint, "score-audio", modality="audio", kind=LM, causal=True)
     stream_audio_outputs(cfg).check()
     device = resolve_device(cfg.device)

@@ -97,6 +97,44 @@ def test_load_leaves_the_global_rng_alone(tmp_path):
     assert torch.equal(before, torch.get_rng_state())
 
 
+ARCHITECTURES = {
+    "mamba": {}, "mamba2": {"mixer": "mamba2", "d_model": 64}, "s4d": {"mixer": "s4d"},
+    "hybrid": {"layers": "MA", "n_heads": 2}, "moe": {"moe_every": 1, "n_experts": 2},
+    "bidirectional": {"bidirectional": True}, "rc": {"bidirectional": True, "rc_equivariant": True},
+}
+
+
+def test_loading_any_architecture_imports_no_dynamo_and_keeps_every_tensor(tmp_path):
+    """A checkpoint of every architecture (and a mamba_ssm export) loads in a fresh process without
+    importing torch._dynamo (a meta-device build did: 1 s a process), bit-exact, the global RNG untouched."""
+    import subprocess
+    import sys
+
+    from seqssm.pipelines.configs_sequence import ExportConfig
+    from seqssm.pipelines.export import export
+
+    for name, kw in ARCHITECTURES.items():
+        make(**kw).save_pretrained(tmp_path / name)
+    export(ExportConfig(checkpoint=str(tmp_path / "mamba"), format="mamba_ssm", out=str(tmp_path / "mamba_ssm")))
+    names = [*ARCHITECTURES, "mamba_ssm"]
+    code = f"""if True:
+        import sys, torch
+        from safetensors.torch import load_file
+        from seqssm.models import load_model
+        before = torch.get_rng_state()
+        for name in {names!r}:
+            model = load_model({str(tmp_path)!r} + "/" + name)
+            own = model.state_dict()
+            for key, value in load_file({str(tmp_path)!r} + "/" + name + "/model.safetensors").items():
+                assert torch.equal(own[key], value), (name, key)
+        assert torch.equal(before, torch.get_rng_state())
+        print("dynamo imported:", "torch._dynamo" in sys.modules)
+    """
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "dynamo imported: False"
+
+
 def test_save_over_a_file_raises(tmp_path):
     target = tmp_path / "f"
     target.write_text("x")
@@ -150,3 +188,18 @@ def test_bad_checkpoint_dirs_raise_input_error(tmp_path, what):
     with pytest.raises(InputError, match=message) as info:
         load_model(path)
     assert str(path) in str(info.value) and "\n" not in str(info.value)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_load_onto_cuda_is_bit_exact_and_leaves_the_cuda_rng_alone(tmp_path):
+    """Built on the GPU directly (torch.nn.init skipped): every tensor as saved, ties kept, CUDA RNG as it was."""
+    for name, kw in ARCHITECTURES.items():
+        model = make(**kw)
+        model.save_pretrained(tmp_path / name)
+        before = torch.cuda.get_rng_state(), torch.get_rng_state()
+        loaded = load_model(tmp_path / name, device="cuda")
+        assert torch.equal(before[0], torch.cuda.get_rng_state()) and torch.equal(before[1], torch.get_rng_state())
+        own = loaded.state_dict()
+        for key, value in model.state_dict().items():
+            assert own[key].device.type == "cuda" and torch.equal(own[key].cpu(), value), (name, key)
+        assert (loaded.lm_head.weight is loaded.backbone.embedding.weight) is model.config.tie_embeddings

@@ -205,3 +205,54 @@ def test_predict_ensemble_and_mismatched_checkpoints(tmp_path):
     assert_user_error(run("predict", one, three, data, "--out", out, "--device", "cpu"), str(one), str(three),
                       "classes ['0', '1'] vs ['0', '2']")
     assert not out.exists()
+
+
+def test_console_script_joins_threads_runs_atexit_flushes_and_keeps_the_exit_code(monkeypatch, capsys):
+    """``seqssm.cli.console`` (the console script) skips only the interpreter's teardown: a running
+    non-daemon thread is waited for, the atexit handlers run, the exit code is main's."""
+    import threading
+    import time
+
+    from seqssm import cli
+
+    done, calls = [], []
+
+    def fake_main():
+        print("result line")
+        threading.Thread(target=lambda: (time.sleep(0.2), done.append(True))).start()
+        raise SystemExit(3)
+
+    class Exited(Exception):
+        pass
+
+    def fake_exit(code):
+        calls.append(("exit", code))
+        raise Exited
+
+    monkeypatch.setattr(cli, "main", fake_main)
+    monkeypatch.setattr(cli.os, "_exit", fake_exit)
+    monkeypatch.setattr("atexit._run_exitfuncs", lambda: calls.append(("atexit",)))
+    with pytest.raises(Exited):
+        cli.console()
+    assert done == [True] and calls == [("atexit",), ("exit", 3)]
+    assert capsys.readouterr().out == "result line\n"
+    monkeypatch.setattr(cli, "main", lambda: None)
+    with pytest.raises(Exited):
+        cli.console()
+    assert calls[-1] == ("exit", 0)
+
+
+def test_console_script_writes_complete_outputs(checkpoint, genome, tmp_path):
+    """Through the real console script (fast exit): the streamed rows equal an in-process run's, the index
+    is written, and a user error still exits 2 with one line."""
+    from seqssm.pipelines.stream_embed import StreamEmbedConfig, stream_embed
+
+    proc = run("embed", checkpoint, genome, "--out", tmp_path / "s", "--per-position", "--stream", "--region",
+               "contig0:1-300", "--chunk-size", "128", "--device", "cpu")
+    assert proc.returncode == 0, proc.stderr
+    assert "300 positions of contig0" in proc.stdout
+    here = stream_embed(StreamEmbedConfig(checkpoint=str(checkpoint), source=str(genome), record="contig0", end=300,
+                                          chunk_size=128, device="cpu", out=str(tmp_path / "here")))
+    assert (tmp_path / "s" / "embeddings.npy").read_bytes() == here.embeddings.read_bytes()
+    assert (tmp_path / "s" / "index.tsv").read_text() == here.index.read_text()
+    assert_user_error(run("embed", checkpoint, genome, "--out", tmp_path / "x", "--stream"), "--per-position")

@@ -306,3 +306,18 @@ def test_no_temp_files_left_when_writing_fails(tmp_path, monkeypatch):
     out = tmp_path / "out"
     names = [p.name for p in out.iterdir()]
     assert len(names) == 2 and not [n for n in names if n.startswith(".") or n.endswith(".tmp")]
+
+
+def test_evaluate_runs_without_importing_torch(tmp_path):
+    """`seqssm evaluate` scores a table with scikit-learn alone: torch (1.4 s of start-up) is never imported."""
+    import subprocess
+    import sys
+
+    table = binary_table(tmp_path / "p.tsv")
+    code = ("import sys; from seqssm import cli; "
+            f"sys.argv = ['seqssm', 'evaluate', {str(table)!r}, '--out', {str(tmp_path / 'out')!r}]\n"
+            "try:\n    cli.main()\nexcept SystemExit as e:\n    assert e.code == 0, e.code\n"
+            "print('torch' in sys.modules)")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip().splitlines()[-1] == "False" and (tmp_path / "out" / "metrics.json").is_file()

@@ -301,3 +301,21 @@ def test_cli_finetune_predict_probe(tmp_path):
     result = runner.invoke(app(), ["finetune", data, "--out", str(tmp_path / "x"), "--split", "a,b"])
     assert isinstance(result.exception, InputError)
     assert "Example" in runner.invoke(app(), ["predict", "--help"]).output
+
+
+def test_predict_on_a_table_imports_no_sklearn_biopython_or_dynamo(dna_ckpt, tmp_path):
+    """`seqssm predict` of a table starts without scikit-learn (1-2 s: fine-tuning's splits and class
+    weights), Biopython (FASTA inputs) or torch._dynamo (a meta-device model build): issue 16's start-up."""
+    import subprocess
+    import sys
+
+    data = write_table(tmp_path / "in.tsv", rows())
+    code = ("import sys; from seqssm import cli; "
+            f"sys.argv = ['seqssm', 'predict', {str(dna_ckpt)!r}, {str(data)!r}, '--out', {str(tmp_path / 'p')!r}, "
+            "'--device', 'cpu']\n"
+            "try:\n    cli.main()\nexcept SystemExit as e:\n    assert e.code == 0, e.code\n"
+            "print(sorted(m for m in ('sklearn', 'Bio', 'torch._dynamo') if m in sys.modules))")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip().splitlines()[-1] == "[]"
+    assert len((tmp_path / "p").read_text().splitlines()) == 12  # header and 11 rows

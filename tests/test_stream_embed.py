@@ -158,7 +158,7 @@ def _one_pass_bits(model, tokens: torch.Tensor) -> float:
     return (F.cross_entropy(logits, tokens[1:]) / math.log(2)).item()
 
 
-def test_streamed_audio_score_equals_one_pass_on_an_mp3_slice(audio_checkpoint, shared_data, tmp_path):
+def test_streamed_audio_score_equals_one_pass_on_an_mp3_slice(audio_checkpoint, shared_data, tmp_path, probes):
     ckpt, model = audio_checkpoint
     mp3 = shared_data / "audio" / "machine_wars.mp3"
     offset, frames = 2_000_000, 6_000
@@ -176,6 +176,7 @@ def test_streamed_audio_score_equals_one_pass_on_an_mp3_slice(audio_checkpoint, 
     rows = (tmp_path / "scores.tsv").read_text().splitlines()
     assert rows[0] == "second\tstart_sample\tsamples\tbits_per_sample"
     assert [int(r.split("\t")[2]) for r in rows[1:]] == [frames - 1]
+    assert probes == []  # every chunk's logits are checked for NaN / inf instead
 
 
 def test_streamed_audio_at_the_model_rate_equals_resampling_the_whole_slice(audio_checkpoint, shared_data):
@@ -231,20 +232,62 @@ def test_save_interval_and_padding_keep_the_bytes(checkpoint, tmp_path):
     np.testing.assert_allclose(np.load(rare.embeddings).astype(np.float32), expected, rtol=2e-3, atol=2e-3)
 
 
-def test_non_finite_outputs_are_refused_and_leave_nothing(tmp_path, monkeypatch):
+@pytest.fixture()
+def probes(monkeypatch):
+    """Counts the probe forwards of ``load_checked`` (``pipelines.common.probe_model``), still running them."""
     import seqssm.pipelines.common as common
 
-    monkeypatch.setattr(common, "probe_model", lambda model, checkpoint: None)  # the chunk loop's own check
-    model = _save_model(tmp_path / "bad")
+    calls, probe = [], common.probe_model
+    monkeypatch.setattr(common, "probe_model", lambda model, ckpt: (calls.append(ckpt), probe(model, ckpt))[1])
+    return calls
+
+
+def _broken(path) -> str:
+    """A checkpoint of finite weights (so it loads) whose outputs overflow to inf / NaN."""
+    model = _save_model(path)
     with torch.no_grad():
         for p in model.parameters():
             p.fill_(1e38)
-    model.save_pretrained(tmp_path / "bad")
+    model.save_pretrained(path)
+    return str(path)
+
+
+def test_non_finite_outputs_are_refused_and_leave_nothing(tmp_path, probes):
+    """No probe forward: the first chunk's finiteness check refuses the checkpoint, and nothing is left."""
     fasta = _random_fasta(tmp_path / "c.fa", 100)
-    with pytest.raises(InputError, match="non-finite outputs"):
-        stream_embed(StreamEmbedConfig(checkpoint=str(tmp_path / "bad"), source=fasta, chunk_size=32, device="cpu",
-                                       out=str(tmp_path / "out")))
+    with pytest.raises(InputError, match="non-finite outputs .* for c:1-32: its weights are broken"):
+        stream_embed(StreamEmbedConfig(checkpoint=_broken(tmp_path / "bad"), source=fasta, chunk_size=32,
+                                       device="cpu", out=str(tmp_path / "out")))
     assert not (tmp_path / "out").exists()
+    assert probes == []
+
+
+def test_cli_stream_runs_no_probe_and_a_broken_checkpoint_exits_2(checkpoint, tmp_path, probes, capsys, monkeypatch):
+    """``seqssm embed --per-position --stream`` never runs the probe forward of load_checked (it would load a
+    second set of GPU kernels); its rows are byte for byte those of a run with the probe; a checkpoint whose
+    outputs are not finite still stops with one line and exit code 2."""
+    from cli_harness import run_cli
+
+    import seqssm.pipelines.stream_embed as se
+
+    ckpt, _ = checkpoint
+    fasta = _random_fasta(tmp_path / "c.fa", 301)
+    args = ["embed", ckpt, fasta, "--per-position", "--stream", "--chunk-size", "64", "--device", "cpu", "--out"]
+    assert run_cli([*args, tmp_path / "plain"], capsys, monkeypatch)[0] == 0
+    assert probes == []
+    load = se.load_checked
+    monkeypatch.setattr(se, "load_checked", lambda *a, probe, **kw: load(*a, probe=True, **kw))
+    assert run_cli([*args, tmp_path / "probed"], capsys, monkeypatch)[0] == 0
+    assert probes == [str(ckpt)]  # the patched run did probe, and it changes no byte
+    assert (tmp_path / "plain" / "embeddings.npy").read_bytes() == (tmp_path / "probed" / "embeddings.npy").read_bytes()
+    monkeypatch.setattr(se, "load_checked", load)
+    code, err = run_cli(["embed", _broken(tmp_path / "bad"), fasta, "--per-position", "--stream", "--chunk-size", "64",
+                         "--device", "cpu", "--out", tmp_path / "bad_out"], capsys, monkeypatch)
+    assert code == 2 and "Traceback" not in err
+    assert err.strip().splitlines()[-1].endswith("gives non-finite outputs (NaN or inf) for c:1-64: its weights are "
+                                                  "broken (a diverged run or a damaged file); train it again or "
+                                                  "restore a good copy")
+    assert not (tmp_path / "bad_out").exists()
 
 
 def test_attention_models_refuse_a_region_past_their_key_budget_up_front(tmp_path):

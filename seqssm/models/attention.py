@@ -68,8 +68,7 @@ class AttentionMixer(nn.Module):
         """q, k, v [B, H, L, E] with q and k rotated to positions start .. start + L - 1."""
         q, k, v = self.qkv(hidden).unflatten(-1, (3, self.n_heads, self.head_dim)).permute(2, 0, 3, 1, 4)
         positions = start + torch.arange(hidden.shape[1], device=hidden.device)
-        # Computed per call, not a buffer: checkpoints hold only weights, and a meta-device load
-        # (``materialize``) leaves buffers uninitialised.
+        # Computed per call, not a buffer: checkpoints hold only weights.
         inv_freq = self.rope_base ** (-torch.arange(0, self.head_dim, 2, device=hidden.device,
                                                     dtype=torch.float32) / self.head_dim)
         return rotate(q, positions, inv_freq), rotate(k, positions, inv_freq), v

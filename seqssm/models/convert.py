@@ -37,7 +37,7 @@ from safetensors.torch import load_file
 
 from seqssm.config import EXPORT_FORMATS, MambaConfig
 from seqssm.errors import InputError
-from seqssm.models.io import materialize
+from seqssm.models.io import skip_init
 from seqssm.models.lm import MambaLMHeadModel
 from seqssm.tokenizers import get_tokenizer
 from seqssm.version import __version__
@@ -316,8 +316,8 @@ def load_converted(path: str | os.PathLike, device: torch.device | str = "cpu", 
         del state[HEAD]
     if dtype is None:
         dtype = state[EMBEDDING].dtype
-    model = MambaLMHeadModel(config, impl=impl, device="meta").to(dtype)
-    materialize(model, device)
+    with skip_init(device):
+        model = MambaLMHeadModel(config, impl=impl, device=device, dtype=dtype).to(dtype)
     own = model.state_dict()
     if config.tie_embeddings:
         del own[HEAD]

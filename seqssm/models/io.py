@@ -16,9 +16,11 @@ so the model, the converters and the loader all import it without a loop.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -142,12 +144,32 @@ def _read_config(path: Path) -> MambaConfig:
         raise InputError(f"{config_file}: {err}") from None
 
 
-def materialize(model: torch.nn.Module, device: torch.device | str) -> None:
-    """Give a meta-device model real (uninitialised) storage on ``device``, keeping ties and param markers."""
-    # to_empty makes new Parameter objects: ties break and attributes such as _no_weight_decay are lost.
-    marks = {name: dict(p.__dict__) for name, p in model.named_parameters() if p.__dict__}
-    model.to_empty(device=device)
-    model.tie_weights()
-    params = dict(model.named_parameters())
-    for name, mark in marks.items():
-        params[name].__dict__.update(mark)
+class _SkipInit(torch.overrides.TorchFunctionMode):
+    """``torch.nn.init``'s initialisers that dispatch through ``__torch_function__`` return their tensor
+    untouched (those torch modules and ``_init_weights`` call: uniform_, normal_, constant_,
+    kaiming_uniform_)."""
+
+    SKIPPED = frozenset((torch.nn.init.uniform_, torch.nn.init.normal_, torch.nn.init.constant_,
+                         torch.nn.init.kaiming_uniform_))
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        if func in self.SKIPPED:
+            return args[0] if args else kwargs["tensor"]
+        return func(*args, **kwargs)
+
+
+@contextlib.contextmanager
+def skip_init(device: torch.device | str) -> Iterator[None]:
+    """Build a model on ``device`` whose every tensor a checkpoint is about to overwrite: the initialisers
+    of ``torch.nn.init`` do nothing (a TorchFunctionMode, so in this thread only), and the few draws model
+    code makes itself (a mixer's dt and A) leave the global RNGs as they were.
+
+    Why not the meta device: an op on a meta tensor goes through torch's Python references, whose first
+    call imports ``torch._dynamo``: 1.0-1.3 s of every process that loads a checkpoint, on a CPU, and more
+    objects for the interpreter to tear down at exit (measured, torch 2.11).
+    """
+    device = torch.device(device)
+    cuda = [device.index if device.index is not None else torch.cuda.current_device()] if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=cuda), _SkipInit():
+        yield

@@ -249,7 +249,7 @@ class MambaLMHeadModel(nn.Module):
         self.tie_weights()
 
     def tie_weights(self) -> None:
-        """Share lm_head with the embedding and the bidirectional projections (again after ``to_empty``)."""
+        """Share lm_head with the embedding and the bidirectional projections."""
         if self.config.tie_embeddings:
             self.lm_head.weight = self.backbone.embedding.weight
         for layer in self.backbone.layers:

@@ -12,7 +12,7 @@ from safetensors.torch import load_file
 
 from seqssm.errors import InputError
 from seqssm.models.convert import detect_layout, load_converted
-from seqssm.models.io import CONFIG_NAME, WEIGHTS_NAME, _read_config, check_finite, materialize, verify_digest
+from seqssm.models.io import CONFIG_NAME, WEIGHTS_NAME, _read_config, check_finite, skip_init, verify_digest
 from seqssm.models.lm import MambaLMHeadModel
 
 
@@ -58,8 +58,8 @@ def load_model(
     if dtype is None:
         dtype = state.get("backbone.embedding.weight", next(iter(state.values()))).dtype
 
-    model = MambaLMHeadModel(config, impl=impl, device="meta").to(dtype)
-    materialize(model, device)
+    with skip_init(device):
+        model = MambaLMHeadModel(config, impl=impl, device=device, dtype=dtype).to(dtype)
     own = model.state_dict()
     unexpected = sorted(set(state) - set(own))
     # A key absent from the file is fine only when it is tied to (shares storage with) one that is present.
