@@ -205,11 +205,15 @@ def run_lm(arch, d_model, p, train_ids, val_ids, device, seed: int, decode: bool
     cfg = make_config(arch, d_model, p["n_layer"], vocab_size=10, **extra)
     model = MambaLMHeadModel(cfg).to(device)
     row = {"seed": seed, **train_lm(model, train_ids, p, device, seed)}
+    t0 = time.perf_counter()
     row["val_bits"] = val_bits(model, val_ids, p, device)
-    if decode:
+    row["val_s"] = round(time.perf_counter() - t0, 1)
+    if decode:  # each phase's seconds in the row, so that a device call can be planned from the last one
+        t0 = time.perf_counter()
         model = model.to(torch.bfloat16 if device.type == "cuda" else torch.float32).eval()
         for b in (1, 16):
             row[f"decode_b{b}"], row["decode_how"] = decode_rate(model, val_ids, p, b, device)
+        row["decode_s"] = round(time.perf_counter() - t0, 1)
     del model
     if device.type == "cuda":
         torch.cuda.empty_cache()
@@ -294,6 +298,49 @@ def table(header: str, rows: list[dict], base: dict | None, p: dict, note: str =
     return "\n".join(lines) + "\n"
 
 
+def merge(paths: list[Path]) -> tuple[str, list[dict], dict | None, dict]:
+    """The rows of several runs' architectures.json as one table (device calls are capped at 10 minutes, so the
+    five architectures and their seeds may take several): per architecture the seed runs by seed (the first file
+    that has a seed wins) and the other fields (decode, FSDD, memory) from its runs without an error first, so a
+    part that failed in one call and ran in another is filled; an error is shown only if every run of that
+    architecture had one. Runs of other settings (steps, batch, window, sizes) are refused: their numbers
+    would not be comparable."""
+    keep = ("budget_s", "seeds")
+    runs = [json.loads(Path(f).read_text()) for f in paths]
+    settings = {k: v for k, v in runs[0]["settings"].items() if k not in keep}
+    for f, run in zip(paths, runs, strict=True):
+        other = {k: v for k, v in run["settings"].items() if k not in keep}
+        if other != settings:
+            diff = sorted(k for k in settings.keys() | other.keys() if settings.get(k) != other.get(k))
+            raise SystemExit(f"architectures.py: error: --merge: {f} ran other settings ({', '.join(diff)})")
+    by_arch: dict[str, list[dict]] = {}
+    for run in runs:
+        for r in run["rows"]:
+            by_arch.setdefault(r["arch"], []).append(r)
+    rows: dict[str, dict] = {}
+    for arch, parts in by_arch.items():
+        # Runs without an error first: their fields win; an error stays only if every run of it had one.
+        parts = sorted(parts, key=lambda r: bool(r.get("error")))
+        row = {"seeds": []}
+        for r in parts:
+            have = {s["seed"] for s in row["seeds"]}
+            row["seeds"] += [s for s in r.get("seeds", []) if s["seed"] not in have and "error" not in s]
+            for k, v in r.items():
+                if k not in ("seeds", "error") and not (isinstance(v, float) and math.isnan(v)):
+                    row.setdefault(k, v)
+        if all(r.get("error") for r in parts):
+            row["error"] = parts[-1]["error"]
+        rows[arch] = row
+    for row in rows.values():
+        row["seeds"].sort(key=lambda s: s["seed"])
+        summarise(row)
+    base = next((run["baseline"] for run in runs if run.get("baseline")), None)
+    headers = sorted({run["header"] for run in runs})
+    header = headers[0] + (f" (merged from {len(runs)} runs: {'; '.join(headers[1:])})" if len(headers) > 1 else "")
+    order = [a for a in ARCHS if a in rows] + [a for a in rows if a not in ARCHS]
+    return header, [rows[a] for a in order], base, runs[0]["settings"]
+
+
 def write(out: Path, header: str, rows, base, p, note: str = "") -> str:
     from seqssm.pipelines.common import atomic_path
 
@@ -344,10 +391,25 @@ def main(argv=None) -> str:
     ap.add_argument("--smoke", action="store_true", help="tiny sizes on the CPU")
     ap.add_argument("--prepare-data", type=Path, metavar="DIR", help="copy the data the GPU run needs into DIR")
     ap.add_argument("--fsdd-takes", type=int, default=30, help="--prepare-data: FSDD takes 0..N-1 (0-4 are test)")
+    ap.add_argument("--merge", type=Path, nargs="+", metavar="JSON",
+                    help="write one table (into --out) from several runs' architectures.json")
     args = ap.parse_args(argv)
     if args.prepare_data:
         prepare_data(args.prepare_data, args.data_root, args.fsdd_takes)
         return ""
+    if args.merge:
+        from seqssm.pipelines.common import FILE, OutputPlan
+
+        OutputPlan([(args.out / "architectures.md", FILE), (args.out / "architectures.json", FILE)],
+                   folder=args.out, overwrite=args.overwrite).check()
+        header, rows, base, p = merge(args.merge)
+        seeds = sorted({s["seed"] for r in rows for s in r["seeds"]})
+        uneven = [r["arch"] for r in rows if [s["seed"] for s in r["seeds"]] != seeds]
+        note = f"Merged: seeds {', '.join(map(str, seeds))}" + (
+            f"; not every seed for {', '.join(uneven)}." if uneven else " for every architecture.")
+        text = write(args.out, header, rows, base, p, note)
+        print(text, flush=True)
+        return text
     import triton
 
     from seqssm.pipelines.common import FILE, OutputPlan

@@ -3,6 +3,9 @@
 # data copied beforehand, here, by:  python benchmarks/architectures.py --prepare-data .carry/archbench
 #   bash benchmarks/device/architectures.sh          (from the repo root on the device; writes under $OUT/arch)
 #   ARCH_ARGS="--archs s4d,moe" ARCH_BUDGET=300 bash benchmarks/device/architectures.sh   (a subset)
+# A call is capped at 10 minutes and one seed of all five with FSDD takes about 12 on a cold machine, so split it
+# and merge the JSONs (here): python benchmarks/architectures.py --merge A.json B.json ... --out DIR
+# (benchmarks/runs/ keeps the JSONs of earlier calls; each row says how long its phases took).
 set -u
 . benchmarks/device/install.sh; mkdir -p "$OUT/arch"
 # timeout -k: the fine-tune catches SIGTERM to save its state and the benchmark would go on to the next
