@@ -2,12 +2,22 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
 import torch
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+
+def pytest_configure(config):
+    """torch on one thread in this process and, through OMP_NUM_THREADS, in every process a test starts (seqssm
+    commands, torchrun ranks, Snakemake jobs), unless OMP_NUM_THREADS is set already. The tests run tiny ops,
+    and on a busy 2-core machine (the interpreted Triton child below holds one core) OpenMP threads mostly wait
+    for each other: test_embedder, test_finetune, test_augment and test_baseline took 80 and 112 s on torch's
+    default 2 threads and 14 and 24 s on one, run alternately on a loaded 2-core machine (2026-12-04)."""
+    torch.set_num_threads(int(os.environ.setdefault("OMP_NUM_THREADS", "1")))
 
 
 def _is_twin(item) -> bool:
