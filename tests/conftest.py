@@ -26,17 +26,19 @@ def _is_twin(item) -> bool:
 
 @pytest.hookimpl(trylast=True)  # after -k / -m have deselected
 def pytest_collection_modifyitems(session, config, items):
-    """CPU only: the Triton modules' tests report the outcomes of an interpreted child run (``triton_harness``).
-    Move them to the end and start the child runs now, on a background thread, so the interpreter (one
-    Python-bound core) overlaps the rest of the suite instead of adding to it."""
+    """CPU only: the Triton modules' tests report the outcomes of interpreted child runs (``triton_harness``).
+    Move them to the end and start the child runs of the selected ones now, on background threads, so the
+    interpreter (one Python-bound core a child) overlaps the rest of the suite instead of adding to it."""
     import triton_harness
 
     if not triton_harness.PROXY:
         return
     twins = [item for item in items if _is_twin(item)]
     items[:] = [item for item in items if not _is_twin(item)] + twins
-    modules = dict.fromkeys(str(Path(item.fspath).resolve()) for item in twins)
-    triton_harness.start_children(list(modules))
+    tests: dict[str, list[str]] = {}
+    for item in twins:
+        tests.setdefault(str(Path(item.fspath).resolve()), []).append(item.nodeid.split("::", 1)[1])
+    triton_harness.start_children(tests)
 
 
 @pytest.fixture(scope="session")
