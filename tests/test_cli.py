@@ -1,6 +1,6 @@
-"""The `seqssm` command: a tiny end-to-end round trip, help text and bad input. The pretraining run, the help
-texts and the import check are real processes, as a user runs them; the other commands go through the console
-script's entry point in this process (``cli_harness``: the same code, without 2-5 s of imports each)."""
+"""The `seqssm` command: a tiny end-to-end round trip, help text and bad input. The pretraining run and the
+import check are real processes, as a user runs them; the other commands go through the console script's entry
+point in this process (``cli_harness``: the same code, without 1-5 s of imports each)."""
 
 from __future__ import annotations
 
@@ -97,9 +97,9 @@ def test_generate_writes_fasta(checkpoint, tmp_path, seqssm):
     assert set("".join(str(r.seq) for r in records)) <= set("ACGT")
 
 
-def test_help_shows_an_example():
+def test_help_shows_an_example(seqssm):
     for command in ("pretrain", "embed", "generate", "info", "demo"):
-        proc = run(command, "--help")
+        proc = seqssm(command, "--help")
         assert proc.returncode == 0 and "Example" in proc.stdout and f"seqssm {command}" in proc.stdout
 
 
