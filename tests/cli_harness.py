@@ -3,6 +3,7 @@ entry point (``seqssm.cli.main``), minus the seconds of imports a subprocess cos
 
 from __future__ import annotations
 
+import subprocess
 import sys
 
 import pytest
@@ -10,10 +11,18 @@ import pytest
 
 def run_cli(args: list, capsys, monkeypatch) -> tuple[int, str]:
     """(exit code, stderr) of ``seqssm ARGS``."""
+    result = run_cli_result(args, capsys, monkeypatch)
+    return result.returncode, result.stderr
+
+
+def run_cli_result(args: list, capsys, monkeypatch) -> subprocess.CompletedProcess:
+    """``seqssm ARGS`` as a finished process would report it: exit code, stdout and stderr."""
     from seqssm import cli
 
-    monkeypatch.setattr(sys, "argv", ["seqssm", *map(str, args)])
+    words = ["seqssm", *map(str, args)]
+    monkeypatch.setattr(sys, "argv", words)
     capsys.readouterr()
     with pytest.raises(SystemExit) as exit_:
         cli.main()
-    return exit_.value.code, capsys.readouterr().err
+    out, err = capsys.readouterr()
+    return subprocess.CompletedProcess(words, exit_.value.code, out, err)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -10,23 +11,34 @@ import torch
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
 
+def pytest_configure(config):
+    """torch on one thread in this process and, through OMP_NUM_THREADS, in every process a test starts (seqssm
+    commands, torchrun ranks, Snakemake jobs), unless OMP_NUM_THREADS is set already. The tests run tiny ops,
+    and on a busy 2-core machine (the interpreted Triton child below holds one core) OpenMP threads mostly wait
+    for each other: test_embedder, test_finetune, test_augment and test_baseline took 80 and 112 s on torch's
+    default 2 threads and 14 and 24 s on one, run alternately on a loaded 2-core machine (2026-12-04)."""
+    torch.set_num_threads(int(os.environ.setdefault("OMP_NUM_THREADS", "1")))
+
+
 def _is_twin(item) -> bool:
     return getattr(getattr(item, "function", None), "interpreted_twin", False)
 
 
 @pytest.hookimpl(trylast=True)  # after -k / -m have deselected
 def pytest_collection_modifyitems(session, config, items):
-    """CPU only: the Triton modules' tests report the outcomes of an interpreted child run (``triton_harness``).
-    Move them to the end and start the child runs now, on a background thread, so the interpreter (one
-    Python-bound core) overlaps the rest of the suite instead of adding to it."""
+    """CPU only: the Triton modules' tests report the outcomes of interpreted child runs (``triton_harness``).
+    Move them to the end and start the child runs of the selected ones now, on background threads, so the
+    interpreter (one Python-bound core a child) overlaps the rest of the suite instead of adding to it."""
     import triton_harness
 
     if not triton_harness.PROXY:
         return
     twins = [item for item in items if _is_twin(item)]
     items[:] = [item for item in items if not _is_twin(item)] + twins
-    modules = dict.fromkeys(str(Path(item.fspath).resolve()) for item in twins)
-    triton_harness.start_children(list(modules))
+    tests: dict[str, list[str]] = {}
+    for item in twins:
+        tests.setdefault(str(Path(item.fspath).resolve()), []).append(item.nodeid.split("::", 1)[1])
+    triton_harness.start_children(tests)
 
 
 @pytest.fixture(scope="session")

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
+from cli_harness import run_cli_result
 
 from seqssm.config import MambaConfig
 from seqssm.errors import InputError
@@ -37,6 +38,13 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 def run(*args) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "seqssm", *map(str, args)], capture_output=True, text=True, env=ENV)
+
+
+@pytest.fixture
+def seqssm(capsys, monkeypatch):
+    """``seqssm(*args)`` in this process (``cli_harness``), as a finished process: exit code, stdout, stderr."""
+    monkeypatch.setenv("SEQSSM_PROGRESS", "0")
+    return lambda *args: run_cli_result(list(args), capsys, monkeypatch)
 
 
 def assert_user_error(proc: subprocess.CompletedProcess, *fragments: str):
@@ -330,10 +338,11 @@ def trained(tmp_path_factory) -> Path:
     return out / "checkpoint"
 
 
-@pytest.mark.slow  # a few seconds each: torch is imported in a child process
-def test_cli_pretrain_then_generate(trained, tmp_path):
+# The pretraining run is a real process, as a user runs it; the commands after it run in this process.
+@pytest.mark.slow  # its fixture imports torch in a child process: a few seconds
+def test_cli_pretrain_then_generate(trained, tmp_path, seqssm):
     out = tmp_path / "x.wav"
-    proc = run("generate", trained, "--modality", "audio", "--seconds", "0.05", "--out", out, "--device", "cpu")
+    proc = seqssm("generate", trained, "--modality", "audio", "--seconds", "0.05", "--out", out, "--device", "cpu")
     assert proc.returncode == 0, proc.stderr
     info = sf.info(out)
     assert (info.samplerate, info.frames, info.channels) == (RATE, 400, 1)
@@ -343,23 +352,22 @@ def test_cli_pretrain_then_generate(trained, tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["x.scores.tsv", "x.wav"]  # no temporary leftovers
 
 
-@pytest.mark.slow  # a few seconds each: torch is imported in a child process
-def test_cli_rejects_a_dna_checkpoint(tmp_path):
+def test_cli_rejects_a_dna_checkpoint(tmp_path, seqssm):
     config = MambaConfig(d_model=16, n_layer=1, d_state=4, vocab_size=10)
     MambaLMHeadModel(config).save_pretrained(tmp_path / "dna")
     out = tmp_path / "x.wav"
-    assert_user_error(run("generate", tmp_path / "dna", "--modality", "audio", "--out", out, "--device", "cpu"),
+    assert_user_error(seqssm("generate", tmp_path / "dna", "--modality", "audio", "--out", out, "--device", "cpu"),
                       "mismatched modality")
     assert not out.exists()
 
 
-@pytest.mark.slow  # a few seconds each: torch is imported in a child process
-def test_cli_rejects_a_bad_prompt(trained, tmp_path):
+@pytest.mark.slow  # its fixture imports torch in a child process: a few seconds
+def test_cli_rejects_a_bad_prompt(trained, tmp_path, seqssm):
     bad = tmp_path / "bad.wav"
     bad.write_text("this is not a WAV file")
     out = tmp_path / "x.wav"
     common = ["generate", trained, "--modality", "audio", "--out", out, "--device", "cpu", "--prompt-audio"]
-    assert_user_error(run(*common, bad), "bad.wav", "cannot decode")
+    assert_user_error(seqssm(*common, bad), "bad.wav", "cannot decode")
     assert not out.exists()
     with pytest.raises(InputError, match="does not exist"):
         generate_audio(GenerateAudioConfig(str(trained), str(out), prompt_audio=str(tmp_path / "missing.wav"),

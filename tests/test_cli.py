@@ -1,4 +1,6 @@
-"""The `seqssm` command as a user runs it: a tiny end-to-end round trip, help text and bad input."""
+"""The `seqssm` command: a tiny end-to-end round trip, help text and bad input. The pretraining run and the
+import check are real processes, as a user runs them; the other commands go through the console script's entry
+point in this process (``cli_harness``: the same code, without 1-5 s of imports each)."""
 
 from __future__ import annotations
 
@@ -12,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from Bio import SeqIO
+from cli_harness import run_cli_result
 
 SEQSSM = str(Path(sys.executable).parent / "seqssm")
 TINY = ["--d-model", "16", "--n-layer", "1", "--d-state", "4", "--window", "32", "--batch-size", "2",
@@ -21,6 +24,13 @@ TINY = ["--d-model", "16", "--n-layer", "1", "--d-state", "4", "--window", "32",
 def run(*args, cwd=None) -> subprocess.CompletedProcess:
     env = {**os.environ, "SEQSSM_PROGRESS": "0"}
     return subprocess.run([SEQSSM, *map(str, args)], capture_output=True, text=True, cwd=cwd, env=env)
+
+
+@pytest.fixture
+def seqssm(capsys, monkeypatch):
+    """``seqssm(*args)``: the command run in this process, as a finished process (exit code, stdout, stderr)."""
+    monkeypatch.setenv("SEQSSM_PROGRESS", "0")
+    return lambda *args: run_cli_result(list(args), capsys, monkeypatch)
 
 
 def assert_user_error(proc: subprocess.CompletedProcess, *fragments: str):
@@ -55,15 +65,15 @@ def checkpoint(genome, tmp_path_factory) -> Path:
     return out / "checkpoint"
 
 
-def test_info(checkpoint):
-    proc = run("info", checkpoint)
+def test_info(checkpoint, seqssm):
+    proc = seqssm("info", checkpoint)
     assert proc.returncode == 0, proc.stderr
     info = json.loads(proc.stdout)
     assert info["config"]["d_model"] == 16 and info["parameters"] > 0
 
 
-def test_embed_windows_and_per_position(checkpoint, genome, tmp_path):
-    proc = run("embed", checkpoint, genome, "--out", tmp_path / "w", "--window", "256", "--device", "cpu")
+def test_embed_windows_and_per_position(checkpoint, genome, tmp_path, seqssm):
+    proc = seqssm("embed", checkpoint, genome, "--out", tmp_path / "w", "--window", "256", "--device", "cpu")
     assert proc.returncode == 0, proc.stderr
     emb = np.load(tmp_path / "w" / "embeddings.npy")
     index = (tmp_path / "w" / "index.tsv").read_text().splitlines()
@@ -71,15 +81,15 @@ def test_embed_windows_and_per_position(checkpoint, genome, tmp_path):
     assert emb.shape == (6, 16) and len(index) == 7 and np.isfinite(emb).all()
     assert index[4].split("\t") == ["contig0:769-900", "contig0", "768", "900"]
 
-    proc = run("embed", checkpoint, genome, "--out", tmp_path / "p", "--per-position", "--device", "cpu")
+    proc = seqssm("embed", checkpoint, genome, "--out", tmp_path / "p", "--per-position", "--device", "cpu")
     assert proc.returncode == 0, proc.stderr
     pos = np.load(tmp_path / "p" / "embeddings.npy", mmap_mode="r")
     assert pos.shape == (1300, 16) and pos.dtype == np.float16
 
 
-def test_generate_writes_fasta(checkpoint, tmp_path):
+def test_generate_writes_fasta(checkpoint, tmp_path, seqssm):
     out = tmp_path / "gen.fa"
-    proc = run("generate", checkpoint, "--out", out, "--length", "50", "-n", "2", "--prompt", "ACGTACGT",
+    proc = seqssm("generate", checkpoint, "--out", out, "--length", "50", "-n", "2", "--prompt", "ACGTACGT",
                "--top-k", "3", "--top-p", "0.9", "--device", "cpu")
     assert proc.returncode == 0, proc.stderr
     records = list(SeqIO.parse(out, "fasta"))
@@ -87,9 +97,9 @@ def test_generate_writes_fasta(checkpoint, tmp_path):
     assert set("".join(str(r.seq) for r in records)) <= set("ACGT")
 
 
-def test_help_shows_an_example():
+def test_help_shows_an_example(seqssm):
     for command in ("pretrain", "embed", "generate", "info", "demo"):
-        proc = run(command, "--help")
+        proc = seqssm(command, "--help")
         assert proc.returncode == 0 and "Example" in proc.stdout and f"seqssm {command}" in proc.stdout
 
 
@@ -102,43 +112,43 @@ def test_help_and_option_parsing_do_not_import_torch(tmp_path):
     assert proc.returncode == 0 and proc.stdout.strip() == "[]", proc.stdout + proc.stderr
 
 
-def test_missing_fasta(tmp_path):
-    assert_user_error(run("pretrain", tmp_path / "nope.fa", "--out", tmp_path / "o", *TINY), "nope.fa",
+def test_missing_fasta(tmp_path, seqssm):
+    assert_user_error(seqssm("pretrain", tmp_path / "nope.fa", "--out", tmp_path / "o", *TINY), "nope.fa",
                       "does not exist")
 
 
-def test_empty_and_non_fasta(tmp_path):
+def test_empty_and_non_fasta(tmp_path, seqssm):
     empty = tmp_path / "empty.fa"
     empty.write_text("")
-    assert_user_error(run("pretrain", empty, "--out", tmp_path / "o", *TINY), "empty.fa")
+    assert_user_error(seqssm("pretrain", empty, "--out", tmp_path / "o", *TINY), "empty.fa")
     text = tmp_path / "notes.fa"
     text.write_text("hello world\nthis is not a FASTA file\n")
-    assert_user_error(run("pretrain", text, "--out", tmp_path / "o", *TINY), "notes.fa")
+    assert_user_error(seqssm("pretrain", text, "--out", tmp_path / "o", *TINY), "notes.fa")
 
 
-def test_characters_outside_iupac(tmp_path):
+def test_characters_outside_iupac(tmp_path, seqssm):
     bad = tmp_path / "bad.fa"
     bad.write_text(">r1\nACGTACGTAC\n>r2\nACGT1234ACGT\n")
-    assert_user_error(run("pretrain", bad, "--out", tmp_path / "o", *TINY), "'1'")
+    assert_user_error(seqssm("pretrain", bad, "--out", tmp_path / "o", *TINY), "'1'")
 
 
-def test_window_longer_than_genome(genome, tmp_path):
+def test_window_longer_than_genome(genome, tmp_path, seqssm):
     args = [a if a != "32" else "5000" for a in TINY]
-    assert_user_error(run("pretrain", genome, "--out", tmp_path / "o", *args), "window")
+    assert_user_error(seqssm("pretrain", genome, "--out", tmp_path / "o", *args), "window")
 
 
-def test_not_a_checkpoint(genome, tmp_path):
-    assert_user_error(run("info", tmp_path), str(tmp_path))
+def test_not_a_checkpoint(genome, tmp_path, seqssm):
+    assert_user_error(seqssm("info", tmp_path), str(tmp_path))
     out = tmp_path / "gen.fa"
-    assert_user_error(run("generate", tmp_path, "--out", out, "--device", "cpu"), str(tmp_path))
+    assert_user_error(seqssm("generate", tmp_path, "--out", out, "--device", "cpu"), str(tmp_path))
     assert not out.exists()
 
 
-def test_failed_run_leaves_no_partial_output(checkpoint, tmp_path):
+def test_failed_run_leaves_no_partial_output(checkpoint, tmp_path, seqssm):
     out = tmp_path / "emb"
     bad = tmp_path / "bad.fa"
     bad.write_text(">r1\n" + "ACGT" * 100 + "\n>r2\nAC-GT\n")
-    assert_user_error(run("embed", checkpoint, bad, "--out", out, "--device", "cpu"), "'-'")
+    assert_user_error(seqssm("embed", checkpoint, bad, "--out", out, "--device", "cpu"), "'-'")
     assert not (out / "embeddings.npy").exists() and not (out / "index.tsv").exists()
     assert not out.exists() or list(out.iterdir()) == []
 
@@ -155,14 +165,14 @@ def test_parse_region_is_one_based_inclusive_at_the_edge():
             parse_region(bad)
 
 
-def test_streamed_per_position_equals_one_pass(checkpoint, genome, tmp_path):
+def test_streamed_per_position_equals_one_pass(checkpoint, genome, tmp_path, seqssm):
     plain = tmp_path / "toy.fa"
     plain.write_bytes(gzip.decompress(genome.read_bytes()))
-    proc = run("embed", checkpoint, plain, "--out", tmp_path / "s", "--per-position", "--stream",
+    proc = seqssm("embed", checkpoint, plain, "--out", tmp_path / "s", "--per-position", "--stream",
                "--region", "contig0:101-300", "--chunk-size", "64", "--device", "cpu")
     assert proc.returncode == 0, proc.stderr
     streamed = np.load(tmp_path / "s" / "embeddings.npy")
-    proc = run("embed", checkpoint, plain, "--out", tmp_path / "p", "--per-position", "--device", "cpu")
+    proc = seqssm("embed", checkpoint, plain, "--out", tmp_path / "p", "--per-position", "--device", "cpu")
     assert proc.returncode == 0, proc.stderr
     whole = np.load(tmp_path / "p" / "embeddings.npy")
     assert streamed.shape == (200, 16)
@@ -170,18 +180,18 @@ def test_streamed_per_position_equals_one_pass(checkpoint, genome, tmp_path):
     # same region instead, which starts from the same zero state
     region = tmp_path / "region.fa"
     region.write_text(">r\n" + plain.read_text().split("\n")[1][100:300] + "\n")
-    proc = run("embed", checkpoint, region, "--out", tmp_path / "r", "--per-position", "--device", "cpu")
+    proc = seqssm("embed", checkpoint, region, "--out", tmp_path / "r", "--per-position", "--device", "cpu")
     assert proc.returncode == 0, proc.stderr
     np.testing.assert_allclose(streamed.astype(np.float32), np.load(tmp_path / "r" / "embeddings.npy").astype(
         np.float32), atol=2e-2, rtol=2e-2)
     assert whole.shape == (1300, 16)
 
 
-def test_stream_needs_per_position(checkpoint, genome, tmp_path):
-    assert_user_error(run("embed", checkpoint, genome, "--out", tmp_path / "x", "--stream"), "--per-position")
+def test_stream_needs_per_position(checkpoint, genome, tmp_path, seqssm):
+    assert_user_error(seqssm("embed", checkpoint, genome, "--out", tmp_path / "x", "--stream"), "--per-position")
 
 
-def test_predict_ensemble_and_mismatched_checkpoints(tmp_path):
+def test_predict_ensemble_and_mismatched_checkpoints(tmp_path, seqssm):
     import torch
 
     from seqssm.config import MambaConfig
@@ -198,11 +208,11 @@ def test_predict_ensemble_and_mismatched_checkpoints(tmp_path):
     one, two, three = classifier("one", ["0", "1"]), classifier("two", ["0", "1"]), classifier("three", ["0", "2"])
     data = tmp_path / "in.tsv"
     data.write_text("sequence\tid\nACGTAC\tx\nGGGA\ty\n")
-    proc = run("predict", one, two, data, "--out", tmp_path / "p.tsv", "--device", "cpu")
+    proc = seqssm("predict", one, two, data, "--out", tmp_path / "p.tsv", "--device", "cpu")
     assert proc.returncode == 0, proc.stderr
     assert "2 predictions over 2 classes, the mean of 2 checkpoints" in proc.stdout
     out = tmp_path / "q.tsv"
-    assert_user_error(run("predict", one, three, data, "--out", out, "--device", "cpu"), str(one), str(three),
+    assert_user_error(seqssm("predict", one, three, data, "--out", out, "--device", "cpu"), str(one), str(three),
                       "classes ['0', '1'] vs ['0', '2']")
     assert not out.exists()
 

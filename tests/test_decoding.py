@@ -4,14 +4,10 @@ symbols, and (on CUDA) graph replay against the eager loop and constant memory.
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-from pathlib import Path
-
 import pytest
 import torch
 from Bio import SeqIO
+from cli_harness import run_cli
 
 from seqssm.config import MambaConfig
 from seqssm.errors import InputError
@@ -22,7 +18,6 @@ from seqssm.pipelines.sampling import check_sampling, sample_tokens, symbol_mask
 from seqssm.tokenizers import ByteTokenizer, NucleotideTokenizer
 
 VOCAB = 10
-SEQSSM = str(Path(sys.executable).parent / "seqssm")
 cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 
 
@@ -205,15 +200,12 @@ def test_dna_generation_never_emits_n_unless_allowed(n_loving_checkpoint, tmp_pa
     assert ambiguous.count("N") > 590
 
 
-@pytest.mark.slow  # a few seconds: torch is imported in a child process
-def test_cli_allow_ambiguous(n_loving_checkpoint, tmp_path):
-    if not Path(SEQSSM).exists():  # the GPU machine runs the tests from the tree, without the console script
-        pytest.skip(f"no seqssm console script at {SEQSSM} (run `pip install -e .` to test the CLI)")
+def test_cli_allow_ambiguous(n_loving_checkpoint, tmp_path, capsys, monkeypatch):
+    """The flag through the console script's entry point, in this process (``cli_harness``)."""
     out = tmp_path / "cli.fa"
-    proc = subprocess.run([SEQSSM, "generate", str(n_loving_checkpoint), "--out", str(out), "--length", "50",
-                           "--allow-ambiguous", "--device", "cpu"], capture_output=True, text=True,
-                          env={**os.environ, "OMP_NUM_THREADS": "1"})
-    assert proc.returncode == 0, proc.stderr
+    code, err = run_cli(["generate", n_loving_checkpoint, "--out", out, "--length", "50", "--allow-ambiguous",
+                         "--device", "cpu"], capsys, monkeypatch)
+    assert code == 0, err
     assert str(next(SeqIO.parse(out, "fasta")).seq).count("N") > 45
 
 

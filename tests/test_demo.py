@@ -53,8 +53,12 @@ def test_tiny_demo_writes_outputs_and_prints_summary(tmp_path):
     lines = []
     # The default device ("auto"), as `make demo` runs it.
     threads = torch.get_num_threads()
-    result = demo(DemoConfig(out=str(tmp_path / "demo"), steps=2, threads=1), echo=lines.append)
-    assert torch.get_num_threads() == threads  # the caller's setting back
+    torch.set_num_threads(2)  # a caller's setting other than the demo's 1 (the suite runs on 1: conftest)
+    try:
+        result = demo(DemoConfig(out=str(tmp_path / "demo"), steps=2, threads=1), echo=lines.append)
+        assert torch.get_num_threads() == 2  # the caller's setting back
+    finally:
+        torch.set_num_threads(threads)
     text = "\n".join(lines)
     assert "for 2 steps of 16 × 256 bases on 1 CPU thread" in text
     assert "step    2/2" in text  # a progress line from the validation at the last step

@@ -50,10 +50,11 @@ def _params(bias: bool, expand: int = 2, dt_rank: int = 3):
     return {k: None if v is None else v.requires_grad_() for k, v in p.items()}
 
 
-# Under the interpreter each launch costs seconds: four corners of (L, B, states, biases) cover each path.
+# Under the interpreter each launch costs seconds: four corners of (L, B, states, biases) cover each path, at
+# batch 2 (batch 3 cost twice the time: 13-3-True-True 15 s, 13-2-True-True 7 s, run back to back).
 CASES = [(L, b, st, bias) for L in LENGTHS for b in (1, 3) for st in (False, True) for bias in (False, True)]
 if not ON_CUDA:
-    CASES = [(13, 3, True, True), (1, 1, False, False), (13, 1, True, False), (1, 3, False, True)]
+    CASES = [(13, 2, True, True), (1, 1, False, False), (13, 1, True, False), (1, 2, False, True)]
 
 
 @interpreted
@@ -123,7 +124,11 @@ def test_fused_inner_without_grad_and_bad_shape():
 
 
 def _tiny(kind: str) -> MambaConfig:
-    return MambaConfig(d_model=2 * D_MODEL if kind == "rc" else D_MODEL, n_layer=2 if ON_CUDA else 1,
+    # An rc model's mixer runs at d_model / 2 per strand, on both strands in both directions: on the GPU it gets
+    # D_MODEL a strand; interpreted, D_MODEL / 2 (half the scan programs: 10 s instead of 43; the kernels' own
+    # modules test them at their sizes, here it is the model's path through them).
+    rc_width = 2 * D_MODEL if ON_CUDA else D_MODEL
+    return MambaConfig(d_model=rc_width if kind == "rc" else D_MODEL, n_layer=2 if ON_CUDA else 1,
                        vocab_size=12,
                        d_state=D_STATE, bidirectional=kind == "bi", rc_equivariant=kind == "rc")
 

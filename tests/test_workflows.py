@@ -204,6 +204,10 @@ embed: {{window: 2048}}
 score: {{per_position: true}}
 score_variants: {{window: 64}}
 generate: {{length: 200}}
+# One thread a job (the defaults ask up to 4, capped at --cores 2): two jobs at a time, each on one core,
+# instead of one job whose two OpenMP threads wait for each other on a busy machine.
+resources: {{pretrain: {{threads: 1}}, finetune: {{threads: 1}}, predict: {{threads: 1}}, embed: {{threads: 1}},
+            score: {{threads: 1}}, score_variants: {{threads: 1}}}}
 """
 
 

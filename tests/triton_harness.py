@@ -2,7 +2,8 @@
 
 TRITON_INTERPRET=1 must be set before triton is first imported, which another test file of the same
 session may already have done, so without CUDA a Triton test module reruns itself in a child pytest with
-the variable set, and each test in the parent reports its child twin's outcome.
+the variable set (only the tests this session selected), and each test in the parent reports its child twin's
+outcome.
 """
 
 from __future__ import annotations
@@ -25,32 +26,41 @@ DEVICE = "cuda" if ON_CUDA else "cpu"
 
 
 # Interpreted children started ahead of their tests (``start_children``, from conftest at the end of
-# collection): one at a time on a background thread, so on a 2-core machine the interpreter (single-threaded
-# Python) runs on the second core while the parent runs the other test modules.
+# collection) on two background threads: with this process that makes three single-threaded processes on a
+# 2-core machine, so neither core idles while the other finishes a long module. The longest modules start
+# first, each in a child of its own; the rest share one child (a child's start, Python, torch and Triton, costs
+# 3-10 s of a busy core).
+LONGEST = ("test_triton_scan.py", "test_mamba_inner.py")  # 136 and 73 s of one core interpreted (2026-12-04)
 _FUTURES: dict[str, concurrent.futures.Future] = {}
-_POOL = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="interpreted")
+_POOL = concurrent.futures.ThreadPoolExecutor(max_workers=2, thread_name_prefix="interpreted")
 
 
-def start_children(module_paths: list[str]) -> None:
-    """Queue the interpreted child run of each module (in order) on the background thread."""
-    for path in module_paths:
-        if path not in _FUTURES:
-            _FUTURES[path] = _POOL.submit(_run_child, path)
+def start_children(tests: dict[str, list[str]]) -> None:
+    """Queue the interpreted child runs of ``tests`` (module path -> the node ids, after the path, of its twins
+    in this session) on the background threads: the LONGEST modules alone, then the rest together."""
+    todo = {path: names for path, names in tests.items() if path not in _FUTURES}
+    first = sorted((p for p in todo if Path(p).name in LONGEST), key=lambda p: LONGEST.index(Path(p).name))
+    for group in [[p] for p in first] + [[p for p in todo if p not in first]]:
+        if group:
+            future = _POOL.submit(_run_child, [f"{path}::{name}" for path in group for name in todo[path]])
+            _FUTURES.update(dict.fromkeys(group, future))
 
 
 @functools.cache
-def _child_outcomes(module_path: str) -> dict[str, tuple[str, str]]:
-    """The module's outcomes under TRITON_INTERPRET=1 (its queued child run, or one started now)."""
+def _child_outcomes(module_path: str) -> dict[tuple[str, str], tuple[str, str]]:
+    """Outcomes under TRITON_INTERPRET=1 from the module's queued child run, or from a run of the whole module
+    started now."""
     future = _FUTURES.get(module_path)
-    return future.result() if future is not None else _run_child(module_path)
+    return future.result() if future is not None else _run_child([module_path])
 
 
-def _run_child(module_path: str) -> dict[str, tuple[str, str]]:
-    """Run the module under TRITON_INTERPRET=1 in a child pytest; test name -> (outcome, message)."""
+def _run_child(tests: list[str]) -> dict[tuple[str, str], tuple[str, str]]:
+    """Run ``tests`` (module paths or node ids) under TRITON_INTERPRET=1 in a child pytest; (module name, test
+    name) -> (outcome, message), or "" -> ("failed", output) when the child wrote no report."""
     with tempfile.TemporaryDirectory() as tmp:
         report = Path(tmp) / "report.xml"
         cmd = [sys.executable, "-c", "import sys, pytest; sys.exit(pytest.main(sys.argv[1:]))",
-               module_path, "-q", "-p", "no:cacheprovider", f"--junitxml={report}"]
+               *tests, "-q", "-p", "no:cacheprovider", f"--junitxml={report}"]
         # One thread: the interpreter is Python-bound, and the parent's tests use the other core meanwhile.
         env = {**os.environ, "TRITON_INTERPRET": "1", "OMP_NUM_THREADS": "1"}
         # A hang guard, not a budget: on a loaded 2-core machine the largest module took over 15 minutes.
@@ -65,7 +75,8 @@ def _run_child(module_path: str) -> dict[str, tuple[str, str]]:
                 if node is not None:
                     outcome = "skipped" if kind == "skipped" else "failed"
                     message = (node.get("message") or "") + "\n" + (node.text or "")
-            outcomes[case.get("name")] = (outcome, message)
+            # classname is the module's dotted path from the rootdir ("tests.test_ssd"): its last part.
+            outcomes[(case.get("classname").rsplit(".", 1)[-1], case.get("name"))] = (outcome, message)
         return outcomes
 
 
@@ -79,7 +90,8 @@ def interpreted(fn):
     def twin(*args, **kwargs):
         name = os.environ["PYTEST_CURRENT_TEST"].split("::")[-1].rsplit(" ", 1)[0]
         outcomes = _child_outcomes(module_path)
-        outcome, message = outcomes.get(name, outcomes.get("", ("failed", f"{name} did not run in the child")))
+        outcome, message = outcomes.get((Path(module_path).stem, name),
+                                        outcomes.get("", ("failed", f"{name} did not run in the child")))
         if outcome == "skipped":
             pytest.skip(message)
         if outcome != "passed":
