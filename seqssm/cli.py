@@ -350,9 +350,10 @@ def exit_now(code) -> NoReturn:
         if code is not None:
             print(code, file=sys.stderr)
         code = 0 if code is None else 1
-    for thread in threading.enumerate():
-        if thread is not threading.main_thread() and not thread.daemon:
-            thread.join()
+    # What the interpreter's own exit does first (Py_FinalizeEx): the threading exit hooks (they tell idle
+    # ThreadPoolExecutor workers to stop; joining those by hand waits forever), then every non-daemon thread
+    # joined.
+    threading._shutdown()
     atexit._run_exitfuncs()
     for stream in (sys.stdout, sys.stderr):
         try:

@@ -239,17 +239,37 @@ def test_console_script_joins_threads_runs_atexit_flushes_and_keeps_the_exit_cod
         calls.append(("exit", code))
         raise Exited
 
+    def fake_shutdown():  # threading's real one here would also stop this test process's thread pools
+        calls.append(("threads",))
+        for thread in started:
+            thread.join()
+
+    started = []
+    real_start = threading.Thread.start
+    monkeypatch.setattr(threading.Thread, "start", lambda self: (started.append(self), real_start(self))[1])
     monkeypatch.setattr(cli, "main", fake_main)
     monkeypatch.setattr(cli.os, "_exit", fake_exit)
+    monkeypatch.setattr(threading, "_shutdown", fake_shutdown)
     monkeypatch.setattr("atexit._run_exitfuncs", lambda: calls.append(("atexit",)))
     with pytest.raises(Exited):
         cli.console()
-    assert done == [True] and calls == [("atexit",), ("exit", 3)]
+    assert done == [True] and calls == [("threads",), ("atexit",), ("exit", 3)]
     assert capsys.readouterr().out == "result line\n"
     monkeypatch.setattr(cli, "main", lambda: None)
     with pytest.raises(Exited):
         cli.console()
     assert calls[-1] == ("exit", 0)
+
+
+def test_console_exit_does_not_wait_for_idle_thread_pools(tmp_path):
+    """A ThreadPoolExecutor left open (its idle workers are non-daemon threads) must not hang the fast exit,
+    as it does not hang Python's own: a real process, with the atexit handler's output checked."""
+    code = ("import atexit; from concurrent.futures import ThreadPoolExecutor\n"
+            "pool = ThreadPoolExecutor(1); pool.submit(int).result()\n"
+            "atexit.register(lambda: print('atexit ran', flush=True))\n"
+            "from seqssm.cli import exit_now; exit_now(4)\n")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, cwd=tmp_path)
+    assert proc.returncode == 4 and proc.stdout == "atexit ran\n", proc.stderr
 
 
 def test_console_script_writes_complete_outputs(checkpoint, genome, tmp_path):
