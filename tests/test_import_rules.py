@@ -16,7 +16,7 @@ BASE = {"seqssm.errors", "seqssm.version", "seqssm.device", "seqssm.options", "s
         "seqssm.tokenizers", "seqssm.transforms"}
 # The library API above models and datasets (load_model, Embedder, streaming).
 API = {"seqssm", "seqssm.embedder", "seqssm.streaming", "seqssm.streaming_bidirectional"}
-CLI = {"seqssm.cli", "seqssm.cli_tasks", "seqssm.cli_build"}
+CLI = {"seqssm.cli", "seqssm.cli_tasks", "seqssm.cli_build", "seqssm.__main__"}  # __main__: python -m seqssm
 # pipelines/ modules that are not jobs: the pieces jobs share. Every other module there is a job.
 COMMON = {"__init__", "baseline_features", "checkpointing", "classical", "classify", "common", "configs_labelled",
           "configs_score", "configs_sequence", "configs_train", "decoding", "ema", "folds", "length_schedule",
