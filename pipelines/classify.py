@@ -124,9 +124,8 @@ class TaskCollate:
             lengths = [len(w) for w in waves]
             multiple = self.pad_tokens * (self.task.patch_size or 1)  # samples: tokens are patches or frames
             width = -(-max(lengths) // multiple) * multiple
-            batch["input_values"] = torch.zeros(len(waves), width)
-            for b, w in enumerate(waves):
-                batch["input_values"][b, :len(w)] = w
+            padded = torch.nn.utils.rnn.pad_sequence(waves, batch_first=True)
+            batch["input_values"] = torch.nn.functional.pad(padded, (0, width - padded.shape[1]))
             batch["attention_mask"] = torch.arange(width)[None] < torch.tensor(lengths)[:, None]
         batch["targets"] = encode_targets(examples, self.task, lengths)
         return batch
