@@ -2,4 +2,5 @@
 
 from seqssm.cli import main
 
-main()
+if __name__ == "__main__":  # not when a package walk (pkgutil) imports it
+    main()
