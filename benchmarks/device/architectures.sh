@@ -13,3 +13,4 @@ set -u
 cd /tmp && timeout -k 10 "${ARCH_TIMEOUT:-470}" python3 "$R/benchmarks/architectures.py" \
   --dna "$R/.carry/archbench/ecoli_536.fna.gz" --fsdd "$R/.carry/archbench/fsdd" \
   --out "$OUT/arch" --overwrite --budget-s "${ARCH_BUDGET:-400}" ${ARCH_ARGS:-} 2>&1 | tee "$OUT/arch/log.txt"
+save_triton_cache

@@ -12,3 +12,4 @@ cd /tmp && timeout 400 python3 "$R/benchmarks/bench_gemv.py" --out "$OUT/gemv" -
   | tee "$OUT/gemv/log.txt"
 echo "bench_gemv exit ${PIPESTATUS[0]}" | tee -a "$OUT/gemv/log.txt"
 timeout 60 python3 "$R/benchmarks/profile_decode.py" --batch 1 --k 1 2>&1 | tee "$OUT/gemv/profile.txt" | head -30
+save_triton_cache

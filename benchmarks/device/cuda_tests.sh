@@ -33,3 +33,4 @@ for f in "${FILES[@]}"; do
 done
 # One archive, so every log comes back (the device returns a limited number of files).
 tar -czf "$OUT/cuda_tests.tar.gz" -C "$OUT" cuda_tests && rm -rf "$OUT/cuda_tests"
+save_triton_cache

@@ -5,9 +5,7 @@ set -u
 OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
 T0=$(date +%s)
 log() { echo "[$(( $(date +%s) - T0 ))s] $*" | tee -a "$OUT/progress.log"; }
-python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
-python3 -m pip install -q --no-deps --no-build-isolation --no-compile --target /tmp/sq . > "$OUT/install.log" 2>&1 || { cat "$OUT/install.log"; exit 1; }
-export PYTHONPATH=/tmp/sq:/tmp/site
+. benchmarks/device/install.sh
 # Every subpackage must be in the installed copy, or the whole call is wasted: stop here if one is not.
 (cd /tmp && python3 -c "import pkgutil, seqssm; [__import__(m.name) for m in pkgutil.walk_packages(seqssm.__path__, 'seqssm.') if '.data' not in m.name and not m.name.endswith('__main__')]") || { log "install incomplete"; exit 1; }
 log "installed seqssm"
@@ -35,4 +33,4 @@ if [ -n "${POST:-}" ]; then
   if [ -f /tmp/b/cc_done ]; then log "post (with causal-conv1d): $POST"; bash -c "$POST" 2>&1 | tee -a "$OUT/post.log"
   else log "post skipped: causal-conv1d not built yet"; tail -n 5 /tmp/b/cc.log 2>/dev/null; fi
 fi
-log "done"
+save_triton_cache; log "done"
