@@ -24,16 +24,7 @@ if not PROXY:
     from seqssm.config import MambaConfig
     from seqssm.errors import InputError
     from seqssm.kernels import common
-    from seqssm.kernels.gemv import (
-        GemvConfig,
-        conv_x_dt,
-        conv_x_dt_ref,
-        gemv,
-        gemv_ref,
-        gemv_x_dt,
-        gemv_x_dt_ref,
-        triton_conv,
-    )
+    from seqssm.kernels.gemv import GemvConfig, gemv, gemv_ref, gemv_x_dt, gemv_x_dt_ref
     from seqssm.kernels.gemv import triton as gemv_triton
     from seqssm.models import MambaLMHeadModel
     from seqssm.models import mixer as mixer_module
@@ -145,30 +136,6 @@ def test_gemv_x_dt_matches_reference(dims, rows):
 
 
 @interpreted
-@pytest.mark.parametrize(("rows", "width", "has_bias", "dtype"), [
-    (1, 4, True, torch.float32), (3, 2, False, torch.bfloat16), (5, 3, True, torch.float16), (2, 4, False,
-                                                                                               torch.float32),
-])
-def test_conv_x_dt_matches_reference(rows, width, has_bias, dtype):
-    """The conv update fused with x_proj (E 37: channel blocks end inside a tile; x a half of in_proj's output
-    with row stride 2E), the summing dt_proj kernel after it, and the conv state shifted in place."""
-    e, rank, d_state = 37, 3, 4
-    xz = _rand(rows, 2 * e, seed=60, dtype=dtype)
-    x = xz[:, e:]
-    state = _rand(rows, e, width - 1, seed=61, dtype=dtype)
-    cw = _rand(e, width, seed=62, dtype=dtype, scale=0.5)
-    cb = _rand(e, seed=63) if has_bias else None
-    wx = _rand(rank + 2 * d_state, e, seed=64, dtype=dtype, scale=e**-0.5)
-    wdt = _rand(e, rank, seed=65, dtype=dtype, scale=rank**-0.5)
-    ref_state = state.clone()
-    got = conv_x_dt(x, state, cw, cb, wx, wdt)
-    ref = conv_x_dt_ref(x, ref_state, cw, cb, wx, wdt)
-    for g, r in zip(got, ref, strict=True):
-        _check(g, r)
-    assert torch.equal(state, ref_state)
-
-
-@interpreted
 def test_no_rows_and_no_outputs():
     w = _rand(7, 5, seed=1)
     assert gemv(torch.zeros(0, 5, device=DEVICE), w).shape == (0, 7)
@@ -198,11 +165,6 @@ def test_rejects_bad_arguments():
         gemv(x.double(), w.double())
     with pytest.raises(InputError, match="1 <= R <= 4"):
         gemv_x_dt(x, w, _rand(3, 5, seed=3))
-    state = torch.zeros(2, 4, 3, device=DEVICE)
-    with pytest.raises(InputError, match="conv_weight has shape"):
-        conv_x_dt(x[:, :4], state, _rand(4, 5, seed=4), None, w[:, :4], _rand(4, 2, seed=5))
-    with pytest.raises(InputError, match="conv_state has shape"):
-        conv_x_dt(x[:, :4], state[:, :, :2], _rand(4, 4, seed=4), None, w[:, :4], _rand(4, 2, seed=5))
 
 
 # The decode step through the kernels ---------------------------------------------------------------------
@@ -240,8 +202,7 @@ def _step_logits(model, ids: torch.Tensor) -> torch.Tensor:
 @interpreted
 @pytest.mark.parametrize("mixer", ["mamba", "mamba2"])
 def test_decode_step_kernel_path_matches_linear(monkeypatch, mixer):
-    """Steps with the GEMV kernels (rows <= GEMV_MAX_ROWS) give F.linear's logits and greedy tokens (and, for
-    Mamba-1, the fused conv + x_proj -> dt_proj those of the conv update then two F.linear)."""
+    """Steps with the GEMV kernels (rows <= GEMV_MAX_ROWS) give F.linear's logits and greedy tokens."""
     torch.manual_seed(0)
     config = MambaConfig(d_model=16, n_layer=1, vocab_size=10, d_state=4, mixer=mixer, headdim=8)
     model = MambaLMHeadModel(config, impl="triton").to(DEVICE).eval()
@@ -250,23 +211,15 @@ def test_decode_step_kernel_path_matches_linear(monkeypatch, mixer):
             p.add_(0.3 * torch.randn_like(p))
     ids = torch.randint(0, 10, (2, 4), generator=torch.Generator().manual_seed(1)).to(DEVICE)
     _light_updates(monkeypatch)
-    monkeypatch.setattr(mixer_module, "GEMV_MAX_ROWS", 8)  # the kernels' threshold once turned on
-    calls, conv_calls = _spy(monkeypatch), _spy(monkeypatch, triton_conv._launch_conv_x_proj_kernel)
+    monkeypatch.setattr(mixer_module, "GEMV_MAX_ROWS", 4)  # the default
+    calls = _spy(monkeypatch)
     fast = _step_logits(model, ids)
-    # Per step: in_proj and out_proj of each layer, the head; Mamba-1's conv + x_proj kernel in each layer.
-    assert len(calls) == ids.shape[1] * (2 * config.n_layer + 1), len(calls)
-    assert len(conv_calls) == (ids.shape[1] * config.n_layer if mixer == "mamba" else 0)
-    # The conv apart from x_proj: the step's x_proj -> dt_proj pair through gemv_x_dt (its first launch counts).
-    monkeypatch.setattr(mixer_module, "FUSE_CONV_X_PROJ", False)
-    calls.clear()
-    apart = _step_logits(model, ids)
+    # Per step: in_proj and out_proj of each layer, the head; Mamba-1's x_proj -> dt_proj (its first launch).
     assert len(calls) == ids.shape[1] * ((3 if mixer == "mamba" else 2) * config.n_layer + 1), len(calls)
     monkeypatch.setattr(mixer_module, "GEMV_MAX_ROWS", 0)
     calls.clear()
-    conv_calls.clear()
     linear = _step_logits(model, ids)
-    assert not calls and not conv_calls
-    torch.testing.assert_close(apart, linear, rtol=1e-4, atol=1e-4)
+    assert not calls
     assert torch.isfinite(fast).all()
     torch.testing.assert_close(fast, linear, rtol=1e-4, atol=1e-4)
     assert torch.equal(fast.argmax(-1), linear.argmax(-1))
@@ -279,8 +232,7 @@ def test_step_with_autograd_takes_linear(monkeypatch):
     layer = model.backbone.layers[0].mixer
     cache = model.allocate_cache(2).layers[0]
     _light_updates(monkeypatch)
-    monkeypatch.setattr(mixer_module, "GEMV_MAX_ROWS", 8)  # on, so that only autograd keeps F.linear
+    monkeypatch.setattr(mixer_module, "GEMV_MAX_ROWS", 4)  # on, so that only autograd keeps F.linear
     calls = _spy(monkeypatch)
-    conv_calls = _spy(monkeypatch, triton_conv._launch_conv_x_proj_kernel)
     out = layer.step(_rand(2, 16, seed=1), cache)
-    assert out.requires_grad and not calls and not conv_calls
+    assert out.requires_grad and not calls

@@ -36,19 +36,3 @@ def gemv_x_dt_ref(
     x_dbl = gemv_ref(x, x_proj_weight)
     return x_dbl, gemv_ref(x_dbl[:, : dt_proj_weight.shape[1]], dt_proj_weight)
 
-
-def conv_x_dt_ref(
-    x: torch.Tensor,
-    conv_state: torch.Tensor,
-    conv_weight: torch.Tensor,
-    conv_bias: torch.Tensor | None,
-    x_proj_weight: torch.Tensor,
-    dt_proj_weight: torch.Tensor,
-    activation: str | None = "silu",
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """The conv update (shifting ``conv_state`` in place) then x_proj and dt_proj on its output:
-    (x_conv [B, E], x_dbl [B, R + 2N], dt [B, E2]), all in x's dtype."""
-    from seqssm.kernels.causal_conv1d import causal_conv1d_update_ref
-
-    x_conv = causal_conv1d_update_ref(x, conv_state, conv_weight, conv_bias, activation=activation)
-    return (x_conv, *gemv_x_dt_ref(x_conv, x_proj_weight, dt_proj_weight))

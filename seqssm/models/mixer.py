@@ -23,20 +23,18 @@ from seqssm.models.cache import LayerCache
 # Decode projections of at most this many rows take the Triton GEMV kernels (seqssm.kernels.gemv) where the
 # Triton kernels are chosen (CUDA): there they are weight-bandwidth-bound, and cuBLAS's GEMMs ran them ~10x
 # below bandwidth (benchmarks/RESULTS.md, "Decode profile"). More rows, the CPU, and autograd take F.linear.
-# Off (0) by default until benchmarks/bench_gemv.py and tests/test_gemv.py have run on a GPU: the kernels are
-# tested under the interpreter only. SEQSSM_GEMV_MAX_ROWS=8 turns them on.
-GEMV_MAX_ROWS = int(os.environ.get("SEQSSM_GEMV_MAX_ROWS", "0"))
-# There, Mamba-1's conv update also takes x_proj along (seqssm.kernels.gemv.conv_x_dt: one launch fewer a layer);
-# False keeps the conv update and the x_proj -> dt_proj pair apart (benchmarks/bench_gemv.py compares both).
-FUSE_CONV_X_PROJ = True
+# Measured on the H200 (2026-12-04, benchmarks/bench_gemv.py, 768 x 24 bf16 model, Decoder CUDA graph of 32 steps):
+# 566 us a step at B = 1 against F.linear's 667, 646 against 676 at B = 4; single projections at B = 1, e.g.
+# in_proj 4.14 us (F.linear 4.74), out_proj 4.53 (6.24). Beyond 4 rows it is not measured (at 64, F.linear either
+# way). SEQSSM_GEMV_MAX_ROWS=0 turns them off.
+GEMV_MAX_ROWS = int(os.environ.get("SEQSSM_GEMV_MAX_ROWS", "4"))
 
 
 class Kernels(NamedTuple):
     """The ops one block needs: the whole inner mixer for a sequence (``mamba_inner_*``: in_proj, conv, scan,
     out_proj), in-place updates for a token, the residual add + RMSNorm before the mixer, and a token's
     projections: ``linear(x, weight, bias)`` as F.linear and ``x_dt_proj(x, x_proj_weight, dt_proj_weight)``
-    -> (x_dbl, dt); ``conv_x_dt`` (None: not fused) the conv update, x_proj and dt_proj in one call,
-    ``(x, conv_state, conv_weight, conv_bias, x_proj_weight, dt_proj_weight)`` -> (x_conv, x_dbl, dt)."""
+    -> (x_dbl, dt)."""
 
     inner: Callable
     state_update: Callable
@@ -44,7 +42,6 @@ class Kernels(NamedTuple):
     add_norm: Callable
     linear: Callable
     x_dt_proj: Callable
-    conv_x_dt: Callable | None
 
 
 def _x_dt_linear(x: torch.Tensor, x_proj_weight: torch.Tensor, dt_proj_weight: torch.Tensor):
@@ -97,7 +94,7 @@ def _ref_kernels(scan: str = "ref") -> Kernels:
         scan_fn = selective_scan_ref
     return Kernels(inner=functools.partial(mamba_inner_ref, scan=scan_fn, conv=causal_conv1d_ref),
                    state_update=selective_state_update_ref, conv_update=causal_conv1d_update_ref,
-                   add_norm=add_rms_norm, linear=F.linear, x_dt_proj=_x_dt_linear, conv_x_dt=None)
+                   add_norm=add_rms_norm, linear=F.linear, x_dt_proj=_x_dt_linear)
 
 
 def _chunked_kernels() -> Kernels:
@@ -107,14 +104,13 @@ def _chunked_kernels() -> Kernels:
 @functools.cache
 def _triton_kernels() -> Kernels:
     from seqssm.kernels.causal_conv1d import causal_conv1d_update_fn
-    from seqssm.kernels.gemv import conv_x_dt
     from seqssm.kernels.mamba_inner import mamba_inner_fused
     from seqssm.kernels.rms_norm import add_rms_norm_fused
     from seqssm.kernels.selective_scan import selective_state_update_fused
 
     return Kernels(inner=mamba_inner_fused, state_update=selective_state_update_fused,
                    conv_update=causal_conv1d_update_fn, add_norm=add_rms_norm_fused, linear=_linear_small_rows,
-                   x_dt_proj=_x_dt_small_rows, conv_x_dt=conv_x_dt)
+                   x_dt_proj=_x_dt_small_rows)
 
 
 def select_kernels(impl: str, device: torch.device) -> Kernels:
@@ -276,14 +272,8 @@ class MambaMixer(nn.Module):
         ops = select_kernels(self.impl, hidden.device)
         # [B, E] each; the update kernels read strided rows
         x, z = ops.linear(hidden, self.in_proj.weight, self.in_proj.bias).chunk(2, dim=-1)
-        conv_w, conv_b, x_w, dt_w = self._conv_weight(), self.conv1d.bias, self.x_proj.weight, self.dt_proj.weight
-        if FUSE_CONV_X_PROJ and ops.conv_x_dt is not None and 2 <= self.d_conv <= 4 and self.dt_rank <= 256 \
-                and _gemv_ok(x, conv_w, conv_b, x_w, dt_w):
-            # Few rows on the Triton path: conv + x_proj in one kernel, x_proj's sum + dt_proj in a second.
-            x, x_dbl, dt = ops.conv_x_dt(x, cache.conv_state, conv_w, conv_b, x_w, dt_w)
-        else:
-            x = ops.conv_update(x, cache.conv_state, conv_w, conv_b, activation="silu")
-            x_dbl, dt = ops.x_dt_proj(x, x_w, dt_w)  # dt [B, E]: its bias is added by the state update
+        x = ops.conv_update(x, cache.conv_state, self._conv_weight(), self.conv1d.bias, activation="silu")
+        x_dbl, dt = ops.x_dt_proj(x, self.x_proj.weight, self.dt_proj.weight)  # dt [B, E]: the update adds its bias
         _, B, C = torch.split(x_dbl, [self.dt_rank, self.d_state, self.d_state], dim=-1)
         A, D, dt_bias = self._step_constants()
         y = ops.state_update(cache.ssm_state, x, dt, A, B, C, D, z=z, dt_bias=dt_bias, dt_softplus=True)
