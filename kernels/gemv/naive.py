@@ -36,3 +36,27 @@ def gemv_x_dt_ref(
     x_dbl = gemv_ref(x, x_proj_weight)
     return x_dbl, gemv_ref(x_dbl[:, : dt_proj_weight.shape[1]], dt_proj_weight)
 
+
+
+def add_norm_gemv_ref(
+    x: torch.Tensor,
+    residual: torch.Tensor | None,
+    norm_weight: torch.Tensor,
+    eps: float,
+    residual_in_fp32: bool,
+    weight: torch.Tensor,
+    bias: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """A Mamba block's residual add + RMSNorm (``add_rms_norm_ref``) then the mixer's in_proj (``gemv_ref``).
+
+    Args:
+        x: [B, K] (the previous layer's output); residual: [B, K] or None (the first layer); norm_weight: [K];
+        residual_in_fp32: as ``add_rms_norm_ref``; weight: [N, K] in norm_weight's dtype; bias: [N] optional.
+
+    Returns:
+        y [B, N] in norm_weight's dtype (the normed input's), and the summed residual [B, K].
+    """
+    from seqssm.kernels.rms_norm.naive import add_rms_norm_ref
+
+    normed, residual = add_rms_norm_ref(x, residual, norm_weight, eps, residual_in_fp32)
+    return gemv_ref(normed, weight, bias), residual
