@@ -92,15 +92,15 @@ def gemv_config(rows: int, n: int, k: int, elem_size: int, device: torch.device,
 
 
 @triton.jit
-def _summed_input(x_rows, res_rows, offs_k, mask, s_x_k, s_r_k, res_dtype, HAS_RESIDUAL: tl.constexpr,
+def _summed_input(x_rows, res_rows, res_out_ptr, offs_k, mask, s_x_k, s_r_k, HAS_RESIDUAL: tl.constexpr,
                   STORE_RESIDUAL: tl.constexpr):
-    """x (+ residual) at columns ``offs_k`` in fp32, rounded to the residual's dtype when it is stored (the
+    """x (+ residual) at columns ``offs_k`` in fp32, rounded to res_out's dtype when the sum is stored (the
     value add_rms_norm normalises); [BLOCK_B, BLOCK_K], zero where masked."""
     s = tl.load(x_rows + offs_k[None, :] * s_x_k, mask=mask, other=0.0).to(tl.float32)
     if HAS_RESIDUAL:
         s += tl.load(res_rows + offs_k[None, :] * s_r_k, mask=mask, other=0.0).to(tl.float32)
     if STORE_RESIDUAL:
-        s = s.to(res_dtype).to(tl.float32)
+        s = s.to(res_out_ptr.dtype.element_ty).to(tl.float32)
     return s
 
 
@@ -129,16 +129,16 @@ def _gemv_kernel(
     res_rows = res_ptr + offs_b.to(tl.int64)[:, None] * s_r_b
     rstd = tl.zeros((BLOCK_B,), dtype=tl.float32)
     if NORM:
-        res_dtype = res_out_ptr.dtype.element_ty
         writes = (pid_n == 0) & (pid_s == 0)
         sq = tl.zeros((BLOCK_B, BLOCK_K), dtype=tl.float32)
         for k0 in range(0, k, BLOCK_K):
             offs_k = k0 + tl.arange(0, BLOCK_K)
             mask = mask_b[:, None] & (offs_k < k)[None, :]
-            s = _summed_input(x_rows, res_rows, offs_k, mask, s_x_k, s_r_k, res_dtype, HAS_RESIDUAL, STORE_RESIDUAL)
+            s = _summed_input(x_rows, res_rows, res_out_ptr, offs_k, mask, s_x_k, s_r_k, HAS_RESIDUAL,
+                              STORE_RESIDUAL)
             if STORE_RESIDUAL:
-                tl.store(res_out_ptr + offs_b.to(tl.int64)[:, None] * k + offs_k[None, :], s.to(res_dtype),
-                         mask=mask & writes)
+                tl.store(res_out_ptr + offs_b.to(tl.int64)[:, None] * k + offs_k[None, :],
+                         s.to(res_out_ptr.dtype.element_ty), mask=mask & writes)
             sq += s * s
         rstd = tl.rsqrt(tl.sum(sq, axis=1) / k + eps)
     k_lo = pid_s * (K_ITERS * BLOCK_K)
@@ -153,7 +153,7 @@ def _gemv_kernel(
             w = tl.load(w_rows + offs_k[None, :] * s_w_k, mask=mask_n[:, None] & mask_k[None, :], other=0.0)
             mask_x = mask_b[:, None] & mask_k[None, :]
         if NORM:  # x's tile normalised, in the weight's dtype as the stored normed input
-            xv = _summed_input(x_rows, res_rows, offs_k, mask_x, s_x_k, s_r_k, res_dtype, HAS_RESIDUAL,
+            xv = _summed_input(x_rows, res_rows, res_out_ptr, offs_k, mask_x, s_x_k, s_r_k, HAS_RESIDUAL,
                                STORE_RESIDUAL)
             nw = tl.load(nw_ptr + offs_k, mask=mask_k, other=0.0).to(tl.float32)
             xv = (xv * rstd[:, None] * nw[None, :]).to(w_ptr.dtype.element_ty)
