@@ -201,7 +201,7 @@ def test_state_update_x_dt_matches_reference(case):
     """x_proj's partials, then their sum + dt_proj + the state update in one kernel (E 37, R 3, N 5: channel
     blocks, dt's rank and the state end inside their tiles; x and z halves of in_proj's output), against the
     reference, and against gemv_x_dt then the plain update kernel (the unfused step), which it matches to fp32
-    rounding: x_dbl and Δ are rounded to x's dtype at the same points."""
+    rounding under the interpreter: x_dbl and Δ are rounded to x's dtype at the same points."""
     rows, dtype, has_d, has_z, has_bias, cfg, block_d = case
     e, rank, d_state = 37, 3, 5
     xz = _rand(rows, 2 * e, seed=80, dtype=dtype)
@@ -220,8 +220,11 @@ def test_state_update_x_dt_matches_reference(case):
     _, B, C = x_dbl.split([rank, d_state, d_state], dim=-1)
     unfused = selective_state_update_fused(states[2], x, dt, A, B, C, D, z, dt_bias, True)
     assert torch.isfinite(y).all(), "entries no kernel wrote (NaN)"
-    torch.testing.assert_close(y.float(), unfused.float(), rtol=1e-5, atol=1e-5)
-    torch.testing.assert_close(states[0], states[2], rtol=1e-5, atol=1e-5)
+    # Compiled, dt_proj's sum may reduce in another order than sum_dt's, and a Δ one rounding step apart
+    # moves the outputs by about one step of x's dtype; interpreted, the two agree to fp32 rounding.
+    tol = _tol(dtype) if ON_CUDA else dict(rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(y.float(), unfused.float(), **tol)
+    torch.testing.assert_close(states[0], states[2], **tol)
     if dtype == torch.float32:  # in low precision the reference rounds x_dbl and Δ to nearest, the interpreter
         # truncates
         _check(y, ref)
