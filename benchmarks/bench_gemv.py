@@ -3,16 +3,19 @@
 Projections section: the four projections of a Mamba block's decode step, of d_model 768 (in_proj [3072, 768],
 x_proj [80, 1536], dt_proj [1536, 48], out_proj [768, 1536]) and d_model 1536 ([6144, 1536], [128, 3072],
 [3072, 96], [1536, 3072]), bf16, at B = 1, 4 and 64 rows; the x_proj -> dt_proj pair as two F.linear, two
-``gemv`` and the fused ``gemv_x_dt``; and the conv update with the pair after it (the Triton conv update then
-two F.linear, or then ``gemv_x_dt``) against ``conv_x_dt``, which fuses the conv with x_proj.
+``gemv`` and the fused ``gemv_x_dt`` (the conv update fused with x_proj lost: benchmarks/NOTES-gemv.md); and the
+fused decode pieces against what they replace: ``add_norm_gemv`` against ``add_rms_norm_fused`` then ``gemv``
+(in_proj), ``selective_state_update_x_dt`` against ``gemv_x_dt`` then ``selective_state_update_fused``.
 Each variant is timed inside a CUDA graph of back-to-back calls on distinct copies of the weight (together at least
 twice the L2 cache, so every call reads its weight from HBM, as a decode step does), replayed many times, the
 variants alternated rep by rep; the median per call is reported with the weight bandwidth it achieved (weight bytes
 / time) and its relative error against F.linear.
 
 Decode-step section: a random d_model 768 x 24-layer model, bf16 weights, ``Decoder`` CUDA graphs of K steps, with
-the GEMV path on (``seqssm.models.mixer.GEMV_MAX_ROWS`` = 8; with and without ``FUSE_CONV_X_PROJ``) and off (0,
-F.linear everywhere), the graphs replayed alternately; per-step time and whether the paths sampled the same tokens.
+the GEMV path on (``seqssm.models.mixer.GEMV_MAX_ROWS`` = 4, the default), "fused decode" (GEMV on and
+``FUSE_DECODE``: the add + norm inside in_proj, x_proj's sum + dt_proj + the state update in one kernel; 5 launches
+a layer instead of 7) and off (0, F.linear everywhere), the graphs replayed alternately; per-step time and
+whether the paths sampled the same tokens.
 The issue-20 target is at most half of mamba_ssm's 0.973 ms a token at batch 1 (benchmarks/RESULTS.md), i.e. <= 486
 us.
 
@@ -137,24 +140,10 @@ def _two(linear, x, wx, wdt):
     return x_dbl, linear(x_dbl[:, : wdt.shape[1]], wdt)
 
 
-def _two_linear(x, wx, wdt):
-    import torch.nn.functional as F
-
-    return _two(F.linear, x, wx, wdt)
-
-
-def _conv_then(x_dt, x, state, cw, cb, wx, wdt):
-    """The Triton conv update, then ``x_dt`` (x, wx, wdt) -> (x_dbl, dt) on its output."""
-    from seqssm.kernels.causal_conv1d import causal_conv1d_update_fn
-
-    x_conv = causal_conv1d_update_fn(x, state, cw, cb, activation="silu")
-    return (x_conv, *x_dt(x_conv, wx, wdt))
-
-
 def proj_section(torch, bench: Bench, shapes: dict, pairs: dict, batches: list[int], device, dtype) -> None:
     import torch.nn.functional as F
 
-    from seqssm.kernels.gemv import conv_x_dt, gemv, gemv_x_dt
+    from seqssm.kernels.gemv import gemv, gemv_x_dt
 
     g = torch.Generator(device=device).manual_seed(0)
     elem = torch.finfo(dtype).bits // 8
@@ -192,25 +181,76 @@ def proj_section(torch, bench: Bench, shapes: dict, pairs: dict, batches: list[i
                 bench.add(section="proj", shape=name, d_model=d_model, N=f"{n1}->{e}", K=f"{e}->{rank}", B=b,
                           variant=variant, us=us, **{"GB/s": nbytes / us / 1e3}, rel_err=errs[variant],
                           note=f"{copies} weight copies a graph")
-            # With the conv update before them (its state shifts every call; the timing does not care).
-            xz = torch.randn(b, 2 * e, device=device, generator=g).to(dtype)
-            conv = (xz[:, :e], torch.randn(b, e, 3, device=device, generator=g).to(dtype),
-                    (0.5 * torch.randn(e, 4, device=device, generator=g)).to(dtype),
-                    torch.randn(e, device=device, generator=g).to(dtype))
-            fns = {"conv_update + F.linear x2": partial(_conv_then, _two_linear),
-                   "conv_update + gemv_x_dt": partial(_conv_then, gemv_x_dt), "conv_x_dt (fused)": conv_x_dt}
-            def fresh_state(conv=conv):  # each comparison from the same conv state
-                return (conv[0], conv[1].clone(), *conv[2:])
+        del ws
 
-            ref = _conv_then(_two_linear, *fresh_state(), *ws[0])
-            errs = {v: max(rel_err(a, r) for a, r in zip(f(*fresh_state(), *ws[0]), ref, strict=True))
-                    for v, f in fns.items()}
-            variants = {v: [partial(f, *conv, *w) for w in ws] for v, f in fns.items()}
+
+def _norm_then_gemv(x, residual, nw, w):
+    from seqssm.kernels.gemv import gemv
+    from seqssm.kernels.rms_norm import add_rms_norm_fused
+
+    normed, residual = add_rms_norm_fused(x, residual, nw, 1e-5, True)
+    return gemv(normed, w), residual
+
+
+def _x_dt_then_update(state, x, wx, wdt, A, D, z, dt_bias):
+    from seqssm.kernels.gemv import gemv_x_dt
+    from seqssm.kernels.selective_scan import selective_state_update_fused
+
+    x_dbl, dt = gemv_x_dt(x, wx, wdt)
+    n = A.shape[1]
+    _, B, C = x_dbl.split([wdt.shape[1], n, n], dim=-1)
+    return selective_state_update_fused(state, x, dt, A, B, C, D, z, dt_bias, True)
+
+
+def fused_section(torch, bench: Bench, pairs: dict, batches: list[int], device, dtype) -> None:
+    """The fused decode pieces (``FUSE_DECODE``) against the two kernels each replaces, at the pairs' shapes
+    (in_proj of d_model, the update of E channels)."""
+    from seqssm.kernels.gemv import add_norm_gemv
+    from seqssm.kernels.selective_scan import selective_state_update_x_dt
+
+    g = torch.Generator(device=device).manual_seed(2)
+    elem = torch.finfo(dtype).bits // 8
+    for name, (d_model, e, rank, d_state) in pairs.items():
+        n1 = rank + 2 * d_state
+        copies = bench.copies(2 * e * d_model * elem)
+        ws = [(torch.randn(2 * e, d_model, device=device, generator=g) * d_model**-0.5).to(dtype)
+              for _ in range(copies)]
+        nw = (1 + 0.1 * torch.randn(d_model, device=device, generator=g)).to(dtype)
+        for b in batches:
+            x = torch.randn(b, d_model, device=device, generator=g).to(dtype)
+            res = torch.randn(b, d_model, device=device, generator=g)
+            fns = {"add_rms_norm + gemv": _norm_then_gemv,
+                   "add_norm_gemv (fused)": lambda x, r, nw, w: add_norm_gemv(x, r, nw, 1e-5, True, w)}
+            ref = _norm_then_gemv(x, res, nw, ws[0])[0]
+            errs = {v: rel_err(f(x, res, nw, ws[0])[0], ref) for v, f in fns.items()}
+            variants = {v: [partial(f, x, res, nw, w) for w in ws] for v, f in fns.items()}
             for variant, us in bench.time(variants).items():
-                bench.add(section="proj", shape=name.replace("x_proj", "conv+x_proj"), d_model=d_model,
-                          N=f"{n1}->{e}", K=f"{e}->{rank}", B=b, variant=variant, us=us,
+                bench.add(section="fused", shape=name.replace("x_proj+dt_proj", "norm+in_proj"), d_model=d_model,
+                          N=2 * e, K=d_model, B=b, variant=variant, us=us,
+                          **{"GB/s": 2 * e * d_model * elem / us / 1e3}, rel_err=errs[variant],
+                          note=f"{copies} weight copies a graph; residual fp32")
+        del ws
+        nbytes = (n1 * e + e * rank) * elem
+        copies = bench.copies(nbytes)
+        ws = [((torch.randn(n1, e, device=device, generator=g) * e**-0.5).to(dtype),
+               (torch.randn(e, rank, device=device, generator=g) * rank**-0.5).to(dtype)) for _ in range(copies)]
+        A = -torch.rand(e, d_state, device=device, generator=g) - 0.5
+        D, dt_bias = torch.ones(e, device=device), torch.full((e,), -4.0, device=device)
+        for b in batches:
+            xz = torch.randn(b, 2 * e, device=device, generator=g).to(dtype)
+            x, z = xz[:, :e], xz[:, e:]
+            state = torch.randn(b, e, d_state, device=device, generator=g)
+            fns = {"gemv_x_dt + state update": _x_dt_then_update,
+                   "selective_state_update_x_dt (fused)": lambda s, x, wx, wdt, A, D, z, bias:
+                       selective_state_update_x_dt(s, x, wx, wdt, A, D, z, bias, True)}
+            ref = _x_dt_then_update(state.clone(), x, *ws[0], A, D, z, dt_bias)
+            errs = {v: rel_err(f(state.clone(), x, *ws[0], A, D, z, dt_bias), ref) for v, f in fns.items()}
+            variants = {v: [partial(f, state, x, *w, A, D, z, dt_bias) for w in ws] for v, f in fns.items()}
+            for variant, us in bench.time(variants).items():
+                bench.add(section="fused", shape=name.replace("x_proj+dt_proj", "x_proj+dt_proj+update"),
+                          d_model=d_model, N=f"{n1}->{e}", K=f"{e}->{rank}", B=b, variant=variant, us=us,
                           **{"GB/s": nbytes / us / 1e3}, rel_err=errs[variant],
-                          note=f"{copies} weight copies a graph; rel_err: the worst of the 3 outputs")
+                          note=f"{copies} weight copies a graph; the state shifts every call")
         del ws
 
 
@@ -266,16 +306,16 @@ def decode_section(torch, bench: Bench, layers: int, batches: list[int], ks: lis
     impl = "triton" if smoke else "auto"
     model = MambaLMHeadModel(MambaConfig(d_model=d_model, n_layer=layers, vocab_size=10), impl=impl,
                              device=device, dtype=dtype).eval()
-    saved = mixer_module.GEMV_MAX_ROWS, mixer_module.FUSE_CONV_X_PROJ
+    saved = mixer_module.GEMV_MAX_ROWS, mixer_module.FUSE_DECODE
     try:
         for batch in batches:
             prompts = torch.randint(5, 9, (batch, 8 if smoke else 64), device=device)
             for k in ks:
                 decoders, tokens = {}, {}
-                for label, rows, fuse in (("GEMV on", 8, True), ("GEMV on, conv and x_proj apart", 8, False),
+                for label, rows, fuse in (("GEMV on", 4, False), ("fused decode", 4, True),
                                           ("GEMV off (F.linear)", 0, False)):
                     # read when the graph is captured
-                    mixer_module.GEMV_MAX_ROWS, mixer_module.FUSE_CONV_X_PROJ = rows, fuse
+                    mixer_module.GEMV_MAX_ROWS, mixer_module.FUSE_DECODE = rows, fuse
                     dec = Decoder(model, batch, cuda_graph=bench.cuda, steps_per_replay=k)
                     tokens[label] = dec.decode(prompts, 2 if smoke else 64, seed=3).tokens
                     decoders[label] = dec
@@ -304,7 +344,7 @@ def decode_section(torch, bench: Bench, layers: int, batches: list[int], ks: lis
                 if bench.cuda:
                     torch.cuda.empty_cache()
     finally:
-        mixer_module.GEMV_MAX_ROWS, mixer_module.FUSE_CONV_X_PROJ = saved
+        mixer_module.GEMV_MAX_ROWS, mixer_module.FUSE_DECODE = saved
 
 
 def write(bench: Bench, out: Path, header: str) -> None:
@@ -343,6 +383,8 @@ def main() -> None:
         if "proj" in sections:
             proj_section(torch, bench, SHAPES if cuda else SMOKE_SHAPES, PAIRS if cuda else SMOKE_PAIRS,
                          args.batches if cuda else [1, 3], device, dtype)
+            fused_section(torch, bench, PAIRS if cuda else SMOKE_PAIRS,
+                          [b for b in args.batches if b <= 8] if cuda else [1, 3], device, dtype)
         if "decode" in sections:
             decode_section(torch, bench, args.decode_layers if cuda else 1, args.decode_batches if cuda else [1],
                            args.ks if cuda else [1], device, dtype, smoke=not cuda)

@@ -1,4 +1,5 @@
-"""Compile the Triton scan kernels for sm_90a on a machine without a GPU and print ptxas's resource report.
+"""Compile the Triton scan kernels (and the fused decode-step kernels) for sm_90a on a machine without a GPU and
+print ptxas's resource report.
 
 Registers, spills and shared memory decide most launch-shape questions before any GPU time is spent
 (benchmarks/NOTES-scan.md). The PTX, TTGIR and SASS of each variant are written to --out for reading.
@@ -17,7 +18,8 @@ import triton
 from triton.backends.compiler import GPUTarget
 from triton.compiler import ASTSource
 
-from seqssm.kernels.selective_scan import triton_bwd, triton_fwd
+from seqssm.kernels.gemv import triton as gemv_triton
+from seqssm.kernels.selective_scan import triton_bwd, triton_fwd, triton_update
 
 TARGET = GPUTarget("cuda", 90, 32)
 BIN = Path(triton.__file__).parent / "backends" / "nvidia" / "bin"
@@ -57,9 +59,10 @@ def compile_variant(fn, pointers: dict[str, str], ints: dict[str, int], constexp
     for i, arg in enumerate(fn.arg_names):
         if arg in constexprs:
             sig[arg] = "constexpr"
-        elif arg in pointers:
+        elif arg in pointers:  # pointers, and scalars of another type ("fp32")
             sig[arg] = pointers[arg]
-            attrs[(i,)] = [["tt.divisibility", 16]]
+            if pointers[arg].startswith("*"):
+                attrs[(i,)] = [["tt.divisibility", 16]]
         elif ints[arg] == 1 and arg not in dynamic:
             consts[arg], sig[arg] = 1, "constexpr"
         else:
@@ -132,6 +135,35 @@ def forward_variants() -> dict[str, tuple[object, dict, int]]:
     return variants
 
 
+GEMV_POINTERS = {"x_ptr": "*bf16", "w_ptr": "*bf16", "bias_ptr": "*bf16", "out_ptr": "*bf16", "res_ptr": "*fp32",
+                 "nw_ptr": "*bf16", "res_out_ptr": "*fp32", "eps": "fp32"}
+UPDATE_POINTERS = {"state_ptr": "*fp32", "x_ptr": "*bf16", "part_ptr": "*fp32", "w_ptr": "*bf16", "A_ptr": "*fp32",
+                   "D_ptr": "*fp32", "z_ptr": "*bf16", "bias_ptr": "*fp32", "y_ptr": "*bf16"}
+
+
+def decode_variants() -> dict[str, tuple]:
+    """name -> (kernel, constexprs, num_warps, pointers, ints): the d_model 768 decode step's fused kernels at
+    batch 1 (``FUSE_DECODE``): the add + norm inside in_proj's GEMV, x_proj's partials, and their sum + dt_proj +
+    the state update, with the launch shapes the host code picks on the H200."""
+    n, k, e, n1, rank = 3072, 768, 1536, 80, 48
+    gemv = dict(HAS_BIAS=False, EVEN_K=True, BLOCK_B=1, BLOCK_K=256, HAS_RESIDUAL=True)
+    in_ints = dict(rows=1, n=n, k=k, s_x_b=k, s_x_k=1, s_w_n=k, s_w_k=1, s_o_s=0, s_o_b=n, s_o_n=1, s_r_b=k, s_r_k=1)
+    x_ints = dict(in_ints, n=n1, k=e, s_x_b=2 * e, s_w_n=e, s_o_s=n1, s_o_b=n1, s_r_b=0, s_r_k=0)
+    update_ints = dict(dim=e, n_state=16, rank=rank, splits=2, s_h_b=e * 16, s_h_d=16, s_h_n=1, s_x_b=2 * e, s_x_d=1,
+                       s_p_s=n1, s_p_b=n1, s_w_d=rank, s_w_r=1, s_A_d=16, s_A_n=1, s_z_b=2 * e, s_z_d=1, s_y_b=e,
+                       s_y_d=1)
+    return {
+        "norm_in_proj": (gemv_triton._gemv_kernel, dict(gemv, PARTIAL=False, K_ITERS=3, BLOCK_N=4, NORM=True,
+                                                         STORE_RESIDUAL=True), 4, GEMV_POINTERS, in_ints),
+        "x_proj_partials": (gemv_triton._gemv_kernel, dict(gemv, PARTIAL=True, K_ITERS=3, BLOCK_N=1, NORM=False,
+                                                           HAS_RESIDUAL=False, STORE_RESIDUAL=False), 1,
+                            dict(GEMV_POINTERS, out_ptr="*fp32"), x_ints),
+        "x_dt_update": (triton_update._x_dt_state_update_kernel,
+                        dict(HAS_D=True, HAS_Z=True, HAS_BIAS=True, SOFTPLUS=True, BLOCK_D=64, N_PAD=16, BLOCK_R=64),
+                        4, UPDATE_POINTERS, update_ints),
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, default=Path("/tmp/sm90"))
@@ -139,6 +171,7 @@ def main() -> None:
     args = parser.parse_args()
     variants = {name: (*v, BWD_POINTERS, bwd_ints(block_t=v[1]["BLOCK_T"])) for name, v in backward_variants().items()}
     variants.update({name: (*v, SEQ_POINTERS, seq_ints()) for name, v in forward_variants().items()})
+    variants.update(decode_variants())
     for name, (fn, flags, warps, pointers, ints) in variants.items():
         if args.variant and name not in args.variant:
             continue

@@ -1,4 +1,5 @@
-"""Small-batch projections (kernels/gemv) against their PyTorch references, and the decode step through them.
+"""Small-batch projections (kernels/gemv) and the fused decode pieces (the add + norm inside in_proj, x_proj's sum +
+dt_proj + the state update) against their PyTorch references, and the decode step through them.
 
 On a CUDA machine the kernels run compiled; without CUDA they run under Triton's interpreter at small sizes:
 this module reruns itself in a child pytest with TRITON_INTERPRET=1 (tests/triton_harness.py) and each test
@@ -26,15 +27,22 @@ if not PROXY:
     from seqssm.kernels import common
     from seqssm.kernels.gemv import (
         GemvConfig,
-        conv_x_dt,
-        conv_x_dt_ref,
+        add_norm_gemv,
+        add_norm_gemv_ref,
         gemv,
         gemv_ref,
         gemv_x_dt,
         gemv_x_dt_ref,
-        triton_conv,
     )
     from seqssm.kernels.gemv import triton as gemv_triton
+    from seqssm.kernels.rms_norm import add_rms_norm_fused
+    from seqssm.kernels.rms_norm import triton_fwd as norm_triton
+    from seqssm.kernels.selective_scan import (
+        selective_state_update_fused,
+        selective_state_update_x_dt,
+        selective_state_update_x_dt_ref,
+        triton_update,
+    )
     from seqssm.models import MambaLMHeadModel
     from seqssm.models import mixer as mixer_module
 
@@ -144,28 +152,83 @@ def test_gemv_x_dt_matches_reference(dims, rows):
             torch.testing.assert_close(dt.float(), gemv_ref(x_dbl[:, :rank], wdt).float(), **_tol(dtype))
 
 
+# (rows, dtype, residual: None | "same" (x's dtype) | "fp32", residual_in_fp32, bias, launch shape or None)
+NORM_CASES = [
+    (1, torch.float32, None, True, False, None),  # the first layer: no residual, the sum stored in fp32
+    (2, torch.bfloat16, None, False, True, None),  # no residual, none written: x is the residual
+    (3, torch.bfloat16, "fp32", True, True, (2, 8, 16, 3, 1)),  # K split in 3 (partials + the summing kernel)
+    (4, torch.float16, "same", False, False, (4, 16, 16, 1, 1)),  # the sum rounded to fp16 before the norm
+    (4, torch.float32, "same", True, True, None),
+]
+
+
 @interpreted
-@pytest.mark.parametrize(("rows", "width", "has_bias", "dtype"), [
-    (1, 4, True, torch.float32), (3, 2, False, torch.bfloat16), (5, 3, True, torch.float16), (2, 4, False,
-                                                                                               torch.float32),
-])
-def test_conv_x_dt_matches_reference(rows, width, has_bias, dtype):
-    """The conv update fused with x_proj (E 37: channel blocks end inside a tile; x a half of in_proj's output
-    with row stride 2E), the summing dt_proj kernel after it, and the conv state shifted in place."""
-    e, rank, d_state = 37, 3, 4
-    xz = _rand(rows, 2 * e, seed=60, dtype=dtype)
-    x = xz[:, e:]
-    state = _rand(rows, e, width - 1, seed=61, dtype=dtype)
-    cw = _rand(e, width, seed=62, dtype=dtype, scale=0.5)
-    cb = _rand(e, seed=63) if has_bias else None
-    wx = _rand(rank + 2 * d_state, e, seed=64, dtype=dtype, scale=e**-0.5)
-    wdt = _rand(e, rank, seed=65, dtype=dtype, scale=rank**-0.5)
-    ref_state = state.clone()
-    got = conv_x_dt(x, state, cw, cb, wx, wdt)
-    ref = conv_x_dt_ref(x, ref_state, cw, cb, wx, wdt)
-    for g, r in zip(got, ref, strict=True):
-        _check(g, r)
-    assert torch.equal(state, ref_state)
+@pytest.mark.parametrize("case", NORM_CASES, ids=[f"case{i}" for i in range(len(NORM_CASES))])
+def test_add_norm_gemv_matches_reference(case):
+    """The residual add + RMSNorm inside in_proj's GEMV (K 37: norm tiles and K tiles end inside a tile) against
+    add_rms_norm then gemv, both as references and as the unfused kernels."""
+    rows, dtype, res_kind, r32, has_bias, cfg = case
+    n, k = 21, 37
+    x = _rand(rows, k, seed=70, dtype=dtype)
+    residual = None if res_kind is None else _rand(rows, k, seed=71, dtype=dtype if res_kind == "same" else
+                                                  torch.float32)
+    nw = 1 + _rand(k, seed=72, dtype=dtype, scale=0.2)
+    w = _rand(n, k, seed=73, dtype=dtype, scale=k**-0.5)
+    bias = _rand(n, seed=74) if has_bias else None
+    y, res = add_norm_gemv(x, residual, nw, 1e-5, r32, w, bias, config=cfg and GemvConfig(*cfg))
+    ref_y, ref_res = add_norm_gemv_ref(x, residual, nw, 1e-5, r32, w, bias)
+    _check(y, ref_y)
+    _check(res, ref_res)
+    if residual is None and not r32:
+        assert res is x
+    normed, kernel_res = add_rms_norm_fused(x, residual, nw, 1e-5, r32)
+    torch.testing.assert_close(res, kernel_res, rtol=0, atol=0)  # the same sum, stored the same way
+    _check(y, gemv(normed, w, bias, config=cfg and GemvConfig(*cfg)))
+
+
+# (rows, dtype, D, z, dt_bias, x_proj launch shape, block_d)
+UPDATE_CASES = [
+    (1, torch.float32, True, True, True, None, None),
+    (2, torch.bfloat16, True, True, True, (2, 8, 16, 3, 1), 8),  # x_proj split in 3; channel blocks of 8
+    (3, torch.float16, False, True, False, None, 16),
+    (4, torch.float32, True, False, True, (4, 16, 16, 2, 1), 8),
+]
+
+
+@interpreted
+@pytest.mark.parametrize("case", UPDATE_CASES, ids=[f"case{i}" for i in range(len(UPDATE_CASES))])
+def test_state_update_x_dt_matches_reference(case):
+    """x_proj's partials, then their sum + dt_proj + the state update in one kernel (E 37, R 3, N 5: channel
+    blocks, dt's rank and the state end inside their tiles; x and z halves of in_proj's output), against the
+    reference, and against gemv_x_dt then the plain update kernel (the unfused step), which it matches to fp32
+    rounding under the interpreter: x_dbl and Δ are rounded to x's dtype at the same points."""
+    rows, dtype, has_d, has_z, has_bias, cfg, block_d = case
+    e, rank, d_state = 37, 3, 5
+    xz = _rand(rows, 2 * e, seed=80, dtype=dtype)
+    x, z = xz[:, :e], xz[:, e:] if has_z else None
+    wx = _rand(rank + 2 * d_state, e, seed=81, dtype=dtype, scale=e**-0.5)
+    wdt = _rand(e, rank, seed=82, dtype=dtype, scale=rank**-0.5)
+    A = -0.5 - _rand(e, d_state, seed=83).abs()
+    D = _rand(e, seed=84) if has_d else None
+    dt_bias = _rand(e, seed=85, scale=0.5) if has_bias else None
+    state0 = _rand(rows, e, d_state, seed=86)
+    cfg = cfg and GemvConfig(*cfg)
+    states = [state0.clone() for _ in range(3)]
+    y = selective_state_update_x_dt(states[0], x, wx, wdt, A, D, z, dt_bias, True, config=cfg, block_d=block_d)
+    ref = selective_state_update_x_dt_ref(states[1], x, wx, wdt, A, D, z, dt_bias, True)
+    x_dbl, dt = gemv_x_dt(x, wx, wdt, config=cfg)
+    _, B, C = x_dbl.split([rank, d_state, d_state], dim=-1)
+    unfused = selective_state_update_fused(states[2], x, dt, A, B, C, D, z, dt_bias, True)
+    assert torch.isfinite(y).all(), "entries no kernel wrote (NaN)"
+    # Compiled, dt_proj's sum may reduce in another order than sum_dt's, and a Δ one rounding step apart
+    # moves the outputs by about one step of x's dtype; interpreted, the two agree to fp32 rounding.
+    tol = _tol(dtype) if ON_CUDA else dict(rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(y.float(), unfused.float(), **tol)
+    torch.testing.assert_close(states[0], states[2], **tol)
+    if dtype == torch.float32:  # in low precision the reference rounds x_dbl and Δ to nearest, the interpreter
+        # truncates
+        _check(y, ref)
+        torch.testing.assert_close(states[0], states[1], rtol=1e-5, atol=1e-5)
 
 
 @interpreted
@@ -198,11 +261,15 @@ def test_rejects_bad_arguments():
         gemv(x.double(), w.double())
     with pytest.raises(InputError, match="1 <= R <= 4"):
         gemv_x_dt(x, w, _rand(3, 5, seed=3))
-    state = torch.zeros(2, 4, 3, device=DEVICE)
-    with pytest.raises(InputError, match="conv_weight has shape"):
-        conv_x_dt(x[:, :4], state, _rand(4, 5, seed=4), None, w[:, :4], _rand(4, 2, seed=5))
-    with pytest.raises(InputError, match="conv_state has shape"):
-        conv_x_dt(x[:, :4], state[:, :, :2], _rand(4, 4, seed=4), None, w[:, :4], _rand(4, 2, seed=5))
+    with pytest.raises(InputError, match="norm_weight is torch.bfloat16"):
+        add_norm_gemv(x, None, _rand(6, seed=3, dtype=torch.bfloat16), 1e-5, True, w)
+    with pytest.raises(InputError, match="residual has shape"):
+        add_norm_gemv(x, x[:1], _rand(6, seed=3), 1e-5, True, w)
+    state, A = torch.zeros(2, 4, 2, device=DEVICE), -torch.ones(4, 2, device=DEVICE)
+    with pytest.raises(InputError, match="x_proj_weight has shape"):
+        selective_state_update_x_dt(state, x[:, :4], w[:, :4], _rand(4, 1, seed=4), A)
+    with pytest.raises(InputError, match="dt_proj_weight has shape"):
+        selective_state_update_x_dt(state, x[:, :4], w[:, :4], _rand(4, 0, seed=4), A)
 
 
 # The decode step through the kernels ---------------------------------------------------------------------
@@ -240,8 +307,7 @@ def _step_logits(model, ids: torch.Tensor) -> torch.Tensor:
 @interpreted
 @pytest.mark.parametrize("mixer", ["mamba", "mamba2"])
 def test_decode_step_kernel_path_matches_linear(monkeypatch, mixer):
-    """Steps with the GEMV kernels (rows <= GEMV_MAX_ROWS) give F.linear's logits and greedy tokens (and, for
-    Mamba-1, the fused conv + x_proj -> dt_proj those of the conv update then two F.linear)."""
+    """Steps with the GEMV kernels (rows <= GEMV_MAX_ROWS) give F.linear's logits and greedy tokens."""
     torch.manual_seed(0)
     config = MambaConfig(d_model=16, n_layer=1, vocab_size=10, d_state=4, mixer=mixer, headdim=8)
     model = MambaLMHeadModel(config, impl="triton").to(DEVICE).eval()
@@ -250,23 +316,15 @@ def test_decode_step_kernel_path_matches_linear(monkeypatch, mixer):
             p.add_(0.3 * torch.randn_like(p))
     ids = torch.randint(0, 10, (2, 4), generator=torch.Generator().manual_seed(1)).to(DEVICE)
     _light_updates(monkeypatch)
-    monkeypatch.setattr(mixer_module, "GEMV_MAX_ROWS", 8)  # the kernels' threshold once turned on
-    calls, conv_calls = _spy(monkeypatch), _spy(monkeypatch, triton_conv._launch_conv_x_proj_kernel)
+    monkeypatch.setattr(mixer_module, "GEMV_MAX_ROWS", 4)  # the default
+    calls = _spy(monkeypatch)
     fast = _step_logits(model, ids)
-    # Per step: in_proj and out_proj of each layer, the head; Mamba-1's conv + x_proj kernel in each layer.
-    assert len(calls) == ids.shape[1] * (2 * config.n_layer + 1), len(calls)
-    assert len(conv_calls) == (ids.shape[1] * config.n_layer if mixer == "mamba" else 0)
-    # The conv apart from x_proj: the step's x_proj -> dt_proj pair through gemv_x_dt (its first launch counts).
-    monkeypatch.setattr(mixer_module, "FUSE_CONV_X_PROJ", False)
-    calls.clear()
-    apart = _step_logits(model, ids)
+    # Per step: in_proj and out_proj of each layer, the head; Mamba-1's x_proj -> dt_proj (its first launch).
     assert len(calls) == ids.shape[1] * ((3 if mixer == "mamba" else 2) * config.n_layer + 1), len(calls)
     monkeypatch.setattr(mixer_module, "GEMV_MAX_ROWS", 0)
     calls.clear()
-    conv_calls.clear()
     linear = _step_logits(model, ids)
-    assert not calls and not conv_calls
-    torch.testing.assert_close(apart, linear, rtol=1e-4, atol=1e-4)
+    assert not calls
     assert torch.isfinite(fast).all()
     torch.testing.assert_close(fast, linear, rtol=1e-4, atol=1e-4)
     assert torch.equal(fast.argmax(-1), linear.argmax(-1))
@@ -279,8 +337,45 @@ def test_step_with_autograd_takes_linear(monkeypatch):
     layer = model.backbone.layers[0].mixer
     cache = model.allocate_cache(2).layers[0]
     _light_updates(monkeypatch)
-    monkeypatch.setattr(mixer_module, "GEMV_MAX_ROWS", 8)  # on, so that only autograd keeps F.linear
+    monkeypatch.setattr(mixer_module, "GEMV_MAX_ROWS", 4)  # on, so that only autograd keeps F.linear
     calls = _spy(monkeypatch)
-    conv_calls = _spy(monkeypatch, triton_conv._launch_conv_x_proj_kernel)
     out = layer.step(_rand(2, 16, seed=1), cache)
-    assert out.requires_grad and not calls and not conv_calls
+    assert out.requires_grad and not calls
+
+
+@interpreted
+@pytest.mark.parametrize(("dtype", "residual_in_fp32"), [(torch.float32, True), (torch.bfloat16, False)])
+def test_fused_decode_matches_unfused(monkeypatch, dtype, residual_in_fp32):
+    """A two-layer model's teacher-forced steps at B = 1..4 with FUSE_DECODE on give the logits and greedy tokens
+    of the unfused GEMV step, in 5 launches a layer: add + norm + in_proj, the conv update, x_proj's partials,
+    their sum + dt_proj + the state update, out_proj (no separate norm, x_dbl sum or state update)."""
+    torch.manual_seed(0)
+    config = MambaConfig(d_model=16, n_layer=2, vocab_size=10, d_state=4, residual_in_fp32=residual_in_fp32)
+    model = MambaLMHeadModel(config, impl="triton").to(DEVICE, dtype).eval()
+    with torch.no_grad():  # off the structured init, so that the states matter
+        for p in model.parameters():
+            p.add_(0.3 * torch.randn_like(p))
+    steps = 3
+    counts = {name: _spy(monkeypatch, launcher) for name, launcher in (
+        ("gemv", gemv_triton._launch_gemv_kernel), ("sum_dt", gemv_triton._launch_split_sum_dt_kernel),
+        ("norm", norm_triton._launch_fwd), ("update", triton_update._launch_selective_state_update_fwd_kernel),
+        ("x_dt_update", triton_update._launch_x_dt_state_update_kernel))}
+    for rows in (1, 4):
+        ids = torch.randint(0, 10, (rows, steps), generator=torch.Generator().manual_seed(rows)).to(DEVICE)
+        monkeypatch.setattr(mixer_module, "FUSE_DECODE", True)
+        fused = _step_logits(model, ids)
+        layers = config.n_layer * steps
+        got = {name: len(c) for name, c in counts.items()}
+        # in_proj, x_proj and out_proj a layer and the head; the final norm alone a step
+        assert got == {"gemv": 3 * layers + steps, "sum_dt": 0, "norm": steps, "update": 0, "x_dt_update": layers}
+        monkeypatch.setattr(mixer_module, "FUSE_DECODE", False)
+        for c in counts.values():
+            c.clear()
+        unfused = _step_logits(model, ids)
+        assert len(counts["x_dt_update"]) == 0 and len(counts["norm"]) == (config.n_layer + 1) * steps
+        for c in counts.values():
+            c.clear()
+        assert torch.isfinite(fused).all()
+        torch.testing.assert_close(fused, unfused, **(_tol(dtype) if dtype != torch.float32 else
+                                                      dict(rtol=1e-4, atol=1e-4)))
+        assert torch.equal(fused.argmax(-1), unfused.argmax(-1))

@@ -221,7 +221,7 @@ def conv_update_rows(x_ptr, state_ptr, w_ptr, bias_ptr, out_ptr, pid_b, offs_d, 
                      s_s_w, s_w_d, s_w_k, s_o_b, s_o_d, W: tl.constexpr, HAS_BIAS: tl.constexpr,
                      SILU: tl.constexpr):
     """One decode step of the conv for row ``pid_b``, channels ``offs_d``: stores and returns the output (in
-    out's dtype) and shifts the state in place. Shared with the fused conv + x_proj step (seqssm.kernels.gemv)."""
+    out's dtype) and shifts the state in place."""
     k = tl.arange(0, 4)
     s_ptrs = state_ptr + pid_b * s_s_b + offs_d[:, None] * s_s_d
     # window_k = state_{k} for k < W - 1, then x: the state shifted left by one with x appended.

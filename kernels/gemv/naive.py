@@ -37,18 +37,26 @@ def gemv_x_dt_ref(
     return x_dbl, gemv_ref(x_dbl[:, : dt_proj_weight.shape[1]], dt_proj_weight)
 
 
-def conv_x_dt_ref(
-    x: torch.Tensor,
-    conv_state: torch.Tensor,
-    conv_weight: torch.Tensor,
-    conv_bias: torch.Tensor | None,
-    x_proj_weight: torch.Tensor,
-    dt_proj_weight: torch.Tensor,
-    activation: str | None = "silu",
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """The conv update (shifting ``conv_state`` in place) then x_proj and dt_proj on its output:
-    (x_conv [B, E], x_dbl [B, R + 2N], dt [B, E2]), all in x's dtype."""
-    from seqssm.kernels.causal_conv1d import causal_conv1d_update_ref
 
-    x_conv = causal_conv1d_update_ref(x, conv_state, conv_weight, conv_bias, activation=activation)
-    return (x_conv, *gemv_x_dt_ref(x_conv, x_proj_weight, dt_proj_weight))
+def add_norm_gemv_ref(
+    x: torch.Tensor,
+    residual: torch.Tensor | None,
+    norm_weight: torch.Tensor,
+    eps: float,
+    residual_in_fp32: bool,
+    weight: torch.Tensor,
+    bias: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """A Mamba block's residual add + RMSNorm (``add_rms_norm_ref``) then the mixer's in_proj (``gemv_ref``).
+
+    Args:
+        x: [B, K] (the previous layer's output); residual: [B, K] or None (the first layer); norm_weight: [K];
+        residual_in_fp32: as ``add_rms_norm_ref``; weight: [N, K] in norm_weight's dtype; bias: [N] optional.
+
+    Returns:
+        y [B, N] in norm_weight's dtype (the normed input's), and the summed residual [B, K].
+    """
+    from seqssm.kernels.rms_norm.naive import add_rms_norm_ref
+
+    normed, residual = add_rms_norm_ref(x, residual, norm_weight, eps, residual_in_fp32)
+    return gemv_ref(normed, weight, bias), residual

@@ -14,12 +14,17 @@ weight's bytes. cuBLAS's GEMM kernels ran the decode step's four projections abo
 - The Mamba step's x_proj -> dt_proj pair is fused in that second kernel: each of its programs sums the dt
   columns of the partials itself, rounds them as the stored x_dbl is rounded, and multiplies by its rows of
   dt_proj's weight, so the pair costs two launches instead of three.
+- The GEMV kernel's NORM path takes a Mamba block's residual add + RMSNorm into in_proj (``add_norm_gemv``,
+  triton_norm.py), and ``x_proj_partials`` feeds the fused decode update (selective_scan/triton_update.py).
+
+Over 400 lines: the one GEMV kernel, its launch plans and its summing kernels, which those paths share.
 """
 
 from __future__ import annotations
 
 import functools
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import torch
 import triton
@@ -87,31 +92,73 @@ def gemv_config(rows: int, n: int, k: int, elem_size: int, device: torch.device,
 
 
 @triton.jit
+def _summed_input(x_rows, res_rows, res_out_ptr, offs_k, mask, s_x_k, s_r_k, HAS_RESIDUAL: tl.constexpr,
+                  STORE_RESIDUAL: tl.constexpr):
+    """x (+ residual) at columns ``offs_k`` in fp32, rounded to res_out's dtype when the sum is stored (the
+    value add_rms_norm normalises); [BLOCK_B, BLOCK_K], zero where masked."""
+    s = tl.load(x_rows + offs_k[None, :] * s_x_k, mask=mask, other=0.0).to(tl.float32)
+    if HAS_RESIDUAL:
+        s += tl.load(res_rows + offs_k[None, :] * s_r_k, mask=mask, other=0.0).to(tl.float32)
+    if STORE_RESIDUAL:
+        s = s.to(res_out_ptr.dtype.element_ty).to(tl.float32)
+    return s
+
+
+@triton.jit
 def _gemv_kernel(
-    x_ptr, w_ptr, bias_ptr, out_ptr,
-    rows, n, k,
-    s_x_b, s_x_k, s_w_n, s_w_k, s_o_s, s_o_b, s_o_n,
+    x_ptr, w_ptr, bias_ptr, out_ptr, res_ptr, nw_ptr, res_out_ptr,
+    rows, n, k, eps,
+    s_x_b, s_x_k, s_w_n, s_w_k, s_o_s, s_o_b, s_o_n, s_r_b, s_r_k,
     HAS_BIAS: tl.constexpr, PARTIAL: tl.constexpr, EVEN_K: tl.constexpr, K_ITERS: tl.constexpr,
     BLOCK_B: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
+    NORM: tl.constexpr, HAS_RESIDUAL: tl.constexpr, STORE_RESIDUAL: tl.constexpr,
 ):
-    """out[b, n] (or partial out[s, b, n], fp32) = sum over split s's K range of x[b, k] w[n, k]."""
+    """out[b, n] (or partial out[s, b, n], fp32) = sum over split s's K range of x[b, k] w[n, k].
+
+    With NORM, x is the block's residual add + RMSNorm of x (and residual [B, K], row stride s_r_b) with weight
+    nw [K], as add_rms_norm computes it: every program takes its rows' statistics over the whole of K (a
+    decode step's K, d_model, is small), rounds the normed input to the weight's dtype as the stored one would
+    be, and the first program of each row block also writes the summed residual res_out [B, K] (contiguous).
+    """
     pid_n, pid_s, pid_b = tl.program_id(0), tl.program_id(1), tl.program_id(2)
     offs_b = pid_b * BLOCK_B + tl.arange(0, BLOCK_B)
     offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
     mask_b, mask_n = offs_b < rows, offs_n < n
     x_rows = x_ptr + offs_b.to(tl.int64)[:, None] * s_x_b
     w_rows = w_ptr + offs_n.to(tl.int64)[:, None] * s_w_n
+    res_rows = res_ptr + offs_b.to(tl.int64)[:, None] * s_r_b
+    rstd = tl.zeros((BLOCK_B,), dtype=tl.float32)
+    if NORM:
+        writes = (pid_n == 0) & (pid_s == 0)
+        sq = tl.zeros((BLOCK_B, BLOCK_K), dtype=tl.float32)
+        for k0 in range(0, k, BLOCK_K):
+            offs_k = k0 + tl.arange(0, BLOCK_K)
+            mask = mask_b[:, None] & (offs_k < k)[None, :]
+            s = _summed_input(x_rows, res_rows, res_out_ptr, offs_k, mask, s_x_k, s_r_k, HAS_RESIDUAL,
+                              STORE_RESIDUAL)
+            if STORE_RESIDUAL:
+                tl.store(res_out_ptr + offs_b.to(tl.int64)[:, None] * k + offs_k[None, :],
+                         s.to(res_out_ptr.dtype.element_ty), mask=mask & writes)
+            sq += s * s
+        rstd = tl.rsqrt(tl.sum(sq, axis=1) / k + eps)
     k_lo = pid_s * (K_ITERS * BLOCK_K)
     acc = tl.zeros((BLOCK_B, BLOCK_N, BLOCK_K), dtype=tl.float32)
     for i in tl.static_range(K_ITERS):
         offs_k = k_lo + i * BLOCK_K + tl.arange(0, BLOCK_K)
+        mask_k = offs_k < k
         if EVEN_K:  # no K mask: the loads along K stay 16-byte vectors
             w = tl.load(w_rows + offs_k[None, :] * s_w_k, mask=mask_n[:, None], other=0.0)
-            xv = tl.load(x_rows + offs_k[None, :] * s_x_k, mask=mask_b[:, None], other=0.0)
+            mask_x = mask_b[:, None]
         else:
-            mask_k = offs_k < k
             w = tl.load(w_rows + offs_k[None, :] * s_w_k, mask=mask_n[:, None] & mask_k[None, :], other=0.0)
-            xv = tl.load(x_rows + offs_k[None, :] * s_x_k, mask=mask_b[:, None] & mask_k[None, :], other=0.0)
+            mask_x = mask_b[:, None] & mask_k[None, :]
+        if NORM:  # x's tile normalised, in the weight's dtype as the stored normed input
+            xv = _summed_input(x_rows, res_rows, res_out_ptr, offs_k, mask_x, s_x_k, s_r_k, HAS_RESIDUAL,
+                               STORE_RESIDUAL)
+            nw = tl.load(nw_ptr + offs_k, mask=mask_k, other=0.0).to(tl.float32)
+            xv = (xv * rstd[:, None] * nw[None, :]).to(w_ptr.dtype.element_ty)
+        else:
+            xv = tl.load(x_rows + offs_k[None, :] * s_x_k, mask=mask_x, other=0.0)
         acc += xv.to(tl.float32)[:, None, :] * w.to(tl.float32)[None, :, :]
     y = tl.sum(acc, axis=2)  # [BLOCK_B, BLOCK_N]
     mask = mask_b[:, None] & mask_n[None, :]
@@ -190,8 +237,20 @@ _launch_split_sum_kernel = DirectLauncher(_split_sum_kernel)
 _launch_split_sum_dt_kernel = DirectLauncher(_split_sum_dt_kernel)
 
 
-def _gemv_launch(x, weight, bias, cfg: GemvConfig, partial: bool) -> torch.Tensor:
-    """Launch the GEMV kernel: out [B, N] in x's dtype, or (``partial``) fp32 partials [S, B, N]."""
+class NormArgs(NamedTuple):
+    """The residual add + RMSNorm a GEMV kernel applies to its input first (see ``_gemv_kernel``): residual
+    [B, K] or None, weight [K], eps, and res_out [B, K] (contiguous) for the summed residual, or None when it is
+    not written (no residual and its dtype is x's)."""
+
+    residual: torch.Tensor | None
+    weight: torch.Tensor
+    eps: float
+    res_out: torch.Tensor | None
+
+
+def _gemv_launch(x, weight, bias, cfg: GemvConfig, partial: bool, norm: NormArgs | None = None) -> torch.Tensor:
+    """Launch the GEMV kernel: out [B, N] in x's dtype (weight's with ``norm``), or (``partial``) fp32
+    partials [S, B, N]."""
     rows, k = x.shape
     n = weight.shape[0]
     k_iters = cdiv(cdiv(k, max(1, cfg.splits)), cfg.block_k)
@@ -200,12 +259,18 @@ def _gemv_launch(x, weight, bias, cfg: GemvConfig, partial: bool) -> torch.Tenso
     if partial or splits > 1:
         out = fresh(torch.empty(splits, rows, n, device=x.device, dtype=torch.float32))
     else:
-        out = fresh(torch.empty(rows, n, device=x.device, dtype=x.dtype))
+        out = fresh(torch.empty(rows, n, device=x.device, dtype=weight.dtype))
     s_o = out.stride() if out.dim() == 3 else (0, *out.stride())
+    res = None if norm is None else norm.residual
+    res_out = x if norm is None or norm.res_out is None else norm.res_out
     _launch_gemv_kernel[(cdiv(n, cfg.block_n), splits, cdiv(rows, cfg.block_b))](
-        x, weight, bias, out, rows, n, k, *x.stride(), *weight.stride(), *s_o,
+        x, weight, bias, out, x if res is None else res, x if norm is None else norm.weight, res_out,
+        rows, n, k, 0.0 if norm is None else norm.eps, *x.stride(), *weight.stride(), *s_o,
+        *((0, 0) if res is None else res.stride()),
         HAS_BIAS=bias is not None, PARTIAL=out.dim() == 3, EVEN_K=k % (k_iters * cfg.block_k) == 0,
-        K_ITERS=k_iters, BLOCK_B=cfg.block_b, BLOCK_N=cfg.block_n, BLOCK_K=cfg.block_k, num_warps=cfg.num_warps,
+        K_ITERS=k_iters, BLOCK_B=cfg.block_b, BLOCK_N=cfg.block_n, BLOCK_K=cfg.block_k,
+        NORM=norm is not None, HAS_RESIDUAL=res is not None,
+        STORE_RESIDUAL=norm is not None and norm.res_out is not None, num_warps=cfg.num_warps,
     )
     return out
 
@@ -261,11 +326,17 @@ def gemv(
         raise InputError(f"{fn}: bias has shape {tuple(bias.shape)}; expected [{n}]")
     if rows == 0 or n == 0:
         return torch.empty(rows, n, device=x.device, dtype=x.dtype)
-    cfg = config or gemv_config(rows, n, k, weight.element_size(), x.device)
-    out = _gemv_launch(x, weight, bias, cfg, partial=False)
+    return gemv_rows(x, weight, bias, config or gemv_config(rows, n, k, weight.element_size(), x.device))
+
+
+def gemv_rows(x, weight, bias, cfg: GemvConfig, norm: NormArgs | None = None) -> torch.Tensor:
+    """y [B, N] in weight's dtype on checked inputs: one launch, or two where K is split (the partials summed
+    in a fixed order)."""
+    out = _gemv_launch(x, weight, bias, cfg, partial=False, norm=norm)
     if out.dim() == 2:
         return out
-    part, y = out, fresh(torch.empty(rows, n, device=x.device, dtype=x.dtype))
+    rows, n = out.shape[1:]
+    part, y = out, fresh(torch.empty(rows, n, device=x.device, dtype=weight.dtype))
     block_n, warps = _reduce_tiles(x, n, cfg.block_b)
     block_b = min(MAX_BLOCK_B, next_power_of_2(rows))
     _launch_split_sum_kernel[(cdiv(n, block_n), cdiv(rows, block_b))](
@@ -307,9 +378,17 @@ def gemv_x_dt(
     dt = fresh(torch.empty(rows, n2, device=x.device, dtype=x.dtype))
     if rows == 0:
         return x_dbl, dt
-    cfg = config or gemv_config(rows, n1, k, x_proj_weight.element_size(), x.device, summed=True)
-    sum_dt(_gemv_launch(x, x_proj_weight, None, cfg, partial=True), dt_proj_weight, x_dbl, dt)
+    sum_dt(x_proj_partials(x, x_proj_weight, config), dt_proj_weight, x_dbl, dt)
     return x_dbl, dt
+
+
+def x_proj_partials(x: torch.Tensor, x_proj_weight: torch.Tensor, config: GemvConfig | None = None) -> torch.Tensor:
+    """x_proj's split-K fp32 partials [S, B, R + 2N] of x @ x_proj_weight^T on checked inputs (one launch): what
+    ``sum_dt`` and the fused decode update sum up, in a fixed order."""
+    rows, k = x.shape
+    cfg = config or gemv_config(rows, x_proj_weight.shape[0], k, x_proj_weight.element_size(), x.device,
+                                summed=True)
+    return _gemv_launch(x, x_proj_weight, None, cfg, partial=True)
 
 
 def sum_dt(part: torch.Tensor, dt_proj_weight: torch.Tensor, x_dbl: torch.Tensor, dt: torch.Tensor) -> None:

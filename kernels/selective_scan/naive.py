@@ -167,3 +167,33 @@ def selective_state_update_ref(
     if z is not None:
         y = y * F.silu(z.float())
     return y.to(dtype_in)
+
+
+def selective_state_update_x_dt_ref(
+    state: torch.Tensor,
+    x: torch.Tensor,
+    x_proj_weight: torch.Tensor,
+    dt_proj_weight: torch.Tensor,
+    A: torch.Tensor,
+    D: torch.Tensor | None = None,
+    z: torch.Tensor | None = None,
+    dt_bias: torch.Tensor | None = None,
+    dt_softplus: bool = False,
+) -> torch.Tensor:
+    """A Mamba-1 decode step's x_proj and dt_proj (``gemv_x_dt_ref``: x_dbl and Δ stored in x's dtype), then
+    :func:`selective_state_update_ref` with B, C from x_dbl = [dt_low (R), B (N), C (N)]; updates ``state`` in
+    place.
+
+    Args:
+        state: [B, E, N]; x: [B, E]; x_proj_weight: [R + 2N, E]; dt_proj_weight: [E, R]; A: [E, N];
+        D: [E] optional; z: [B, E] optional; dt_bias: [E] optional.
+
+    Returns:
+        y [B, E] in x's dtype.
+    """
+    from seqssm.kernels.gemv.naive import gemv_x_dt_ref
+
+    x_dbl, dt = gemv_x_dt_ref(x, x_proj_weight, dt_proj_weight)
+    n_state = A.shape[1]
+    _, B, C = torch.split(x_dbl, [dt_proj_weight.shape[1], n_state, n_state], dim=-1)
+    return selective_state_update_ref(state, x, dt, A, B, C, D, z, dt_bias, dt_softplus)

@@ -7,7 +7,7 @@ from torch import nn
 
 from seqssm.models.bidirectional import BiMambaMixer
 from seqssm.models.cache import LayerCache
-from seqssm.models.mixer import MambaMixer, select_kernels
+from seqssm.models.mixer import MambaMixer, PreNorm, select_kernels
 from seqssm.models.norm import RMSNorm
 
 
@@ -60,9 +60,13 @@ class Block(nn.Module):
     def step(
         self, hidden: torch.Tensor, residual: torch.Tensor | None, cache: LayerCache
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """One token: hidden, residual [B, D]."""
-        normed, residual = self.add_norm(hidden, residual)
-        out = self.mixer.step(normed, cache)
+        """One token: hidden, residual [B, D]. A Mamba-1 mixer may take the add + norm into its in_proj kernel
+        (``MambaMixer.fuses_prenorm``, ``mixer.FUSE_DECODE``)."""
+        if isinstance(self.mixer, MambaMixer) and self.mixer.fuses_prenorm(hidden, self.norm):
+            out, residual = self.mixer.step(hidden, cache, PreNorm(residual, self.norm, self.residual_in_fp32))
+        else:
+            normed, residual = self.add_norm(hidden, residual)
+            out = self.mixer.step(normed, cache)
         if self.moe is not None:
             out, residual = self._moe(out, residual, self.moe.step)
         return out, residual

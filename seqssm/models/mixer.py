@@ -23,20 +23,26 @@ from seqssm.models.cache import LayerCache
 # Decode projections of at most this many rows take the Triton GEMV kernels (seqssm.kernels.gemv) where the
 # Triton kernels are chosen (CUDA): there they are weight-bandwidth-bound, and cuBLAS's GEMMs ran them ~10x
 # below bandwidth (benchmarks/RESULTS.md, "Decode profile"). More rows, the CPU, and autograd take F.linear.
-# Off (0) by default until benchmarks/bench_gemv.py and tests/test_gemv.py have run on a GPU: the kernels are
-# tested under the interpreter only. SEQSSM_GEMV_MAX_ROWS=8 turns them on.
-GEMV_MAX_ROWS = int(os.environ.get("SEQSSM_GEMV_MAX_ROWS", "0"))
-# There, Mamba-1's conv update also takes x_proj along (seqssm.kernels.gemv.conv_x_dt: one launch fewer a layer);
-# False keeps the conv update and the x_proj -> dt_proj pair apart (benchmarks/bench_gemv.py compares both).
-FUSE_CONV_X_PROJ = True
+# Measured on the H200 (2026-12-04, benchmarks/bench_gemv.py, 768 x 24 bf16 model, Decoder CUDA graph of 32 steps):
+# 566 us a step at B = 1 against F.linear's 667, 646 against 676 at B = 4; single projections at B = 1, e.g.
+# in_proj 4.14 us (F.linear 4.74), out_proj 4.53 (6.24). Beyond 4 rows it is not measured (at 64, F.linear either
+# way). SEQSSM_GEMV_MAX_ROWS=0 turns them off.
+GEMV_MAX_ROWS = int(os.environ.get("SEQSSM_GEMV_MAX_ROWS", "4"))
+# Where the GEMV kernels run, a Mamba-1 step also fuses the block's residual add + RMSNorm into in_proj
+# (seqssm.kernels.gemv.add_norm_gemv) and x_proj's sum, dt_proj and the state update into one kernel
+# (seqssm.kernels.selective_scan.selective_state_update_x_dt): 5 launches a layer instead of 7. Off until
+# benchmarks/bench_gemv.py has timed it on a GPU (tested under the interpreter only); SEQSSM_FUSE_DECODE=1 turns
+# it on.
+FUSE_DECODE = os.environ.get("SEQSSM_FUSE_DECODE", "0") == "1"
 
 
 class Kernels(NamedTuple):
     """The ops one block needs: the whole inner mixer for a sequence (``mamba_inner_*``: in_proj, conv, scan,
     out_proj), in-place updates for a token, the residual add + RMSNorm before the mixer, and a token's
     projections: ``linear(x, weight, bias)`` as F.linear and ``x_dt_proj(x, x_proj_weight, dt_proj_weight)``
-    -> (x_dbl, dt); ``conv_x_dt`` (None: not fused) the conv update, x_proj and dt_proj in one call,
-    ``(x, conv_state, conv_weight, conv_bias, x_proj_weight, dt_proj_weight)`` -> (x_conv, x_dbl, dt)."""
+    -> (x_dbl, dt). The fused decode pieces (None where there are none, see ``FUSE_DECODE``): ``norm_linear``
+    as ``add_norm_gemv`` (the block's add + norm, then in_proj) and ``x_dt_update`` as
+    ``selective_state_update_x_dt`` (x_proj, dt_proj, then the state update)."""
 
     inner: Callable
     state_update: Callable
@@ -44,7 +50,18 @@ class Kernels(NamedTuple):
     add_norm: Callable
     linear: Callable
     x_dt_proj: Callable
-    conv_x_dt: Callable | None
+    norm_linear: Callable | None = None
+    x_dt_update: Callable | None = None
+
+
+class PreNorm(NamedTuple):
+    """A block's residual add + RMSNorm, handed to :meth:`MambaMixer.step` with the block's un-normalised input
+    so that the step fuses it into in_proj: the residual [B, D] (None in the first block), the ``RMSNorm``
+    module and the block's ``residual_in_fp32``."""
+
+    residual: torch.Tensor | None
+    norm: nn.Module
+    residual_in_fp32: bool
 
 
 def _x_dt_linear(x: torch.Tensor, x_proj_weight: torch.Tensor, dt_proj_weight: torch.Tensor):
@@ -53,13 +70,14 @@ def _x_dt_linear(x: torch.Tensor, x_proj_weight: torch.Tensor, dt_proj_weight: t
     return x_dbl, F.linear(x_dbl[:, : dt_proj_weight.shape[1]], dt_proj_weight)
 
 
-def _gemv_ok(x: torch.Tensor, *params: torch.Tensor | None) -> bool:
+def _gemv_ok(x: torch.Tensor, *params: torch.Tensor | None, dtype: torch.dtype | None = None) -> bool:
     """Whether the GEMV kernels take this projection: a [B, K] input of at most GEMV_MAX_ROWS rows, one dtype
-    with the weights, no autocast (F.linear would cast), and no autograd (the kernels have no backward)."""
+    (x's unless given) with the weights, no autocast (F.linear would cast), and no autograd (the kernels have
+    no backward)."""
     if x.dim() != 2 or x.shape[0] > GEMV_MAX_ROWS or torch.is_autocast_enabled(x.device.type):
         return False
-    grad = torch.is_grad_enabled()
-    return all(p is None or (p.dtype == x.dtype or p.dim() == 1) and not (grad and p.requires_grad)
+    grad, dtype = torch.is_grad_enabled(), dtype or x.dtype
+    return all(p is None or (p.dtype == dtype or p.dim() == 1) and not (grad and p.requires_grad)
                for p in (x, *params))
 
 
@@ -97,7 +115,7 @@ def _ref_kernels(scan: str = "ref") -> Kernels:
         scan_fn = selective_scan_ref
     return Kernels(inner=functools.partial(mamba_inner_ref, scan=scan_fn, conv=causal_conv1d_ref),
                    state_update=selective_state_update_ref, conv_update=causal_conv1d_update_ref,
-                   add_norm=add_rms_norm, linear=F.linear, x_dt_proj=_x_dt_linear, conv_x_dt=None)
+                   add_norm=add_rms_norm, linear=F.linear, x_dt_proj=_x_dt_linear)
 
 
 def _chunked_kernels() -> Kernels:
@@ -107,14 +125,14 @@ def _chunked_kernels() -> Kernels:
 @functools.cache
 def _triton_kernels() -> Kernels:
     from seqssm.kernels.causal_conv1d import causal_conv1d_update_fn
-    from seqssm.kernels.gemv import conv_x_dt
+    from seqssm.kernels.gemv import add_norm_gemv
     from seqssm.kernels.mamba_inner import mamba_inner_fused
     from seqssm.kernels.rms_norm import add_rms_norm_fused
-    from seqssm.kernels.selective_scan import selective_state_update_fused
+    from seqssm.kernels.selective_scan import selective_state_update_fused, selective_state_update_x_dt
 
     return Kernels(inner=mamba_inner_fused, state_update=selective_state_update_fused,
                    conv_update=causal_conv1d_update_fn, add_norm=add_rms_norm_fused, linear=_linear_small_rows,
-                   x_dt_proj=_x_dt_small_rows, conv_x_dt=conv_x_dt)
+                   x_dt_proj=_x_dt_small_rows, norm_linear=add_norm_gemv, x_dt_update=selective_state_update_x_dt)
 
 
 def select_kernels(impl: str, device: torch.device) -> Kernels:
@@ -271,20 +289,47 @@ class MambaMixer(nn.Module):
             self._constants = cached
         return cached[1]
 
-    def step(self, hidden: torch.Tensor, cache: LayerCache) -> torch.Tensor:
-        """One token: [B, D] -> [B, D], advancing ``cache`` in place."""
+    def fuses_prenorm(self, hidden: torch.Tensor, norm: nn.Module) -> bool:
+        """Whether :meth:`step` takes a block's add + ``norm`` into in_proj (``prenorm``) for this input:
+        ``FUSE_DECODE``, Triton kernels, one norm over the whole row (no ``rc_halves``) in in_proj's dtype, and
+        where the unfused step's in_proj would take the GEMV kernel."""
+        if not FUSE_DECODE:
+            return False
+        weight = self.in_proj.weight
+        return (select_kernels(self.impl, hidden.device).norm_linear is not None and not norm.rc_halves
+                and norm.weight.dtype == weight.dtype
+                and _gemv_ok(hidden, weight, self.in_proj.bias, norm.weight, dtype=weight.dtype))
+
+    def _fuses_x_dt(self, ops: Kernels, x: torch.Tensor) -> bool:
+        from seqssm.kernels.gemv.triton import MAX_RANK
+
+        return (FUSE_DECODE and ops.x_dt_update is not None and self.dt_rank <= MAX_RANK
+                and _gemv_ok(x, self.x_proj.weight, self.dt_proj.weight))
+
+    def step(self, hidden: torch.Tensor, cache: LayerCache, prenorm: PreNorm | None = None):
+        """One token: [B, D] -> [B, D], advancing ``cache`` in place.
+
+        With ``prenorm`` (only where :meth:`fuses_prenorm`), hidden is the block's input before its residual add
+        and RMSNorm, which run inside in_proj's kernel; returns (out, the summed residual) as the block's add_norm
+        then the plain step would.
+        """
         ops = select_kernels(self.impl, hidden.device)
-        # [B, E] each; the update kernels read strided rows
-        x, z = ops.linear(hidden, self.in_proj.weight, self.in_proj.bias).chunk(2, dim=-1)
-        conv_w, conv_b, x_w, dt_w = self._conv_weight(), self.conv1d.bias, self.x_proj.weight, self.dt_proj.weight
-        if FUSE_CONV_X_PROJ and ops.conv_x_dt is not None and 2 <= self.d_conv <= 4 and self.dt_rank <= 256 \
-                and _gemv_ok(x, conv_w, conv_b, x_w, dt_w):
-            # Few rows on the Triton path: conv + x_proj in one kernel, x_proj's sum + dt_proj in a second.
-            x, x_dbl, dt = ops.conv_x_dt(x, cache.conv_state, conv_w, conv_b, x_w, dt_w)
+        w_in, b_in = self.in_proj.weight, self.in_proj.bias
+        if prenorm is None:
+            xz = ops.linear(hidden, w_in, b_in)
         else:
-            x = ops.conv_update(x, cache.conv_state, conv_w, conv_b, activation="silu")
-            x_dbl, dt = ops.x_dt_proj(x, x_w, dt_w)  # dt [B, E]: its bias is added by the state update
-        _, B, C = torch.split(x_dbl, [self.dt_rank, self.d_state, self.d_state], dim=-1)
+            norm = prenorm.norm
+            xz, residual = ops.norm_linear(hidden, prenorm.residual, norm.weight, norm.eps, prenorm.residual_in_fp32,
+                                           w_in, b_in)
+        x, z = xz.chunk(2, dim=-1)  # [B, E] each; the update kernels read strided rows
+        x = ops.conv_update(x, cache.conv_state, self._conv_weight(), self.conv1d.bias, activation="silu")
         A, D, dt_bias = self._step_constants()
-        y = ops.state_update(cache.ssm_state, x, dt, A, B, C, D, z=z, dt_bias=dt_bias, dt_softplus=True)
-        return ops.linear(y, self.out_proj.weight, self.out_proj.bias)
+        if self._fuses_x_dt(ops, x):  # x_proj, dt_proj and the update in two launches
+            y = ops.x_dt_update(cache.ssm_state, x, self.x_proj.weight, self.dt_proj.weight, A, D, z=z,
+                                dt_bias=dt_bias, dt_softplus=True)
+        else:
+            x_dbl, dt = ops.x_dt_proj(x, self.x_proj.weight, self.dt_proj.weight)  # the update adds dt's bias
+            _, B, C = torch.split(x_dbl, [self.dt_rank, self.d_state, self.d_state], dim=-1)
+            y = ops.state_update(cache.ssm_state, x, dt, A, B, C, D, z=z, dt_bias=dt_bias, dt_softplus=True)
+        out = ops.linear(y, self.out_proj.weight, self.out_proj.bias)
+        return out if prenorm is None else (out, residual)
