@@ -16,11 +16,15 @@ loop reference at small L only.
     python benchmarks/bench_scan.py --quick --seq-sweep --out $OUT   # sequential-forward shapes; fused + mamba only
     python benchmarks/bench_scan.py --bwd-sweep --sweep-only --sweep-length 16384 --out $OUT   # backward shapes
     python benchmarks/bench_scan.py --quick --paired-lengths 16384 --out $OUT   # + fwd+bwd alternated with mamba
+    python benchmarks/bench_scan.py --quick --dim 512 --lengths 262144 --bwd-segments 2 4 8 --out $OUT
+        # + the segment-parallel backward (ScanConfig.segments) at S = 2, 4, 8, each as a row of its own
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
+import itertools
 import json
 import statistics
 import time
@@ -88,6 +92,11 @@ def make_inputs(length: int, seed: int = 0) -> dict[str, torch.Tensor]:
 OURS = ("seqssm triton",)
 
 
+def ours_names(impls) -> list[str]:
+    """seqssm's rows: the default launch shapes, then any --bwd-segments variants."""
+    return [name for name in impls if name.startswith(OURS[0])]
+
+
 def _flipped(fn):
     """fn on every [.., L] input flipped along L, output flipped back: the reverse scan as a bidirectional layer
     pays for it (neither scan has a reverse mode)."""
@@ -96,14 +105,19 @@ def _flipped(fn):
     return run
 
 
-def scan_impls(bwd_cfg: ScanConfig, seq_cfg: SeqConfig,
-               quick: bool = False, reverse: bool = False) -> dict[str, tuple[object, int]]:
+def scan_impls(bwd_cfg: ScanConfig, seq_cfg: SeqConfig, quick: bool = False, reverse: bool = False,
+               segments=()) -> dict[str, tuple[object, int]]:
     """name -> (fn(**inputs) -> out, largest L to run it at). quick: only the fused kernels and mamba_ssm.
-    reverse: both scans on flipped copies."""
-    def ours(**x):
-        return selective_scan_fused(**x, delta_softplus=True, bwd_config=bwd_cfg, seq_config=seq_cfg)
+    reverse: both scans on flipped copies. segments: also seqssm with the backward cut into each of these
+    segment counts."""
+    def ours(cfg=bwd_cfg, **x):
+        return selective_scan_fused(**x, delta_softplus=True, bwd_config=cfg, seq_config=seq_cfg)
 
     impls = {OURS[0]: (_flipped(ours) if reverse else ours, LENGTHS[-1])}
+    for n in segments:
+        if n != bwd_cfg.segments:
+            fn = functools.partial(ours, bwd_cfg._replace(segments=n))
+            impls[f"{OURS[0]} bwd S={n}"] = (_flipped(fn) if reverse else fn, LENGTHS[-1])
     try:
         from mamba_ssm.ops.selective_scan_interface import selective_scan_fn
 
@@ -309,6 +323,7 @@ def sweep(length: int, log: list[str], also=()) -> ScanConfig:
 
 
 def main() -> None:
+    global DIM
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, default=Path("."))
     parser.add_argument("--sweep", action="store_true", help="sweep launch shapes at --sweep-length first")
@@ -325,7 +340,14 @@ def main() -> None:
                         help="also time seqssm's and mamba_ssm's fwd+bwd alternated rep by rep at these lengths")
     parser.add_argument("--reverse", action="store_true",
                         help="both scans on flipped copies (the reverse half of a bidirectional layer)")
+    parser.add_argument("--dim", type=int, default=DIM, help=f"channels D (batch 1; default {DIM})")
+    parser.add_argument("--bwd-segments", type=int, nargs="*", default=[],
+                        help="also time seqssm with the backward cut into these segment counts (ScanConfig."
+                             "segments), each a row of its own; their gradients are checked against one segment's")
     args = parser.parse_args()
+    if args.dim < 1 or any(n < 1 for n in args.bwd_segments):
+        parser.error("--dim and --bwd-segments take positive integers")
+    DIM = args.dim
     args.out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(0)
     log: list[str] = []
@@ -343,7 +365,11 @@ def main() -> None:
     if args.seq_sweep:
         log.append(f"chosen sequential {seq_cfg}")
         print(log[-1], flush=True)
-    impls = scan_impls(bwd_cfg, seq_cfg, quick=args.quick, reverse=args.reverse)
+    for n in args.bwd_segments:
+        diff = grads_agree(bwd_cfg._replace(segments=n))
+        log.append(f"bwd segments {n}: gradients differ from {tuple(BWD_CONFIG)}'s by {diff:.2e} at L = 4,000")
+        print(log[-1], flush=True)
+    impls = scan_impls(bwd_cfg, seq_cfg, quick=args.quick, reverse=args.reverse, segments=args.bwd_segments)
     versions = {"torch": torch.__version__, "triton": triton.__version__, "cuda": torch.version.cuda}
     try:
         import mamba_ssm
@@ -392,7 +418,7 @@ def main() -> None:
     if theirs:
         lines += ["", "| impl | L | fwd speedup vs mamba_ssm | fwd+bwd speedup | peak fwd+bwd ratio (ours/theirs) |",
                   "| --- | ---: | ---: | ---: | ---: |"]
-    for name in OURS if theirs else ():
+    for name in ours_names(impls) if theirs else ():
         ours = {r["L"]: r for r in rows if r["impl"] == name}
         for length in sorted(set(ours) & set(theirs)):
             a, b = ours[length], theirs[length]
@@ -403,9 +429,10 @@ def main() -> None:
     if theirs and args.paired_lengths:
         lines += ["", "Paired fwd+bwd (alternated rep by rep, 60 pairs):", "",
                   "| L | seqssm ms | mamba_ssm ms | speedup median (quartiles) |", "| ---: | ---: | ---: | ---: |"]
-        for length in args.paired_lengths:
-            p = paired_fwdbwd(impls[OURS[0]][0], impls["mamba_ssm CUDA"][0], length)
-            lines.append(f"| {length:,} | {p['a_ms']:.3f} | {p['b_ms']:.3f} | {p['ratio_median']:.3f}x "
+        for length, name in itertools.product(args.paired_lengths, ours_names(impls)):
+            p = paired_fwdbwd(impls[name][0], impls["mamba_ssm CUDA"][0], length)
+            label = f"{length:,}" + name.removeprefix(OURS[0])
+            lines.append(f"| {label} | {p['a_ms']:.3f} | {p['b_ms']:.3f} | {p['ratio_median']:.3f}x "
                          f"({p['ratio_q1']:.3f}-{p['ratio_q3']:.3f}) |")
             print(lines[-1], flush=True)
     lines += ["", "Output error vs fp32 loop reference at L = 4096: "
