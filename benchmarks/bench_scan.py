@@ -16,8 +16,8 @@ loop reference at small L only.
     python benchmarks/bench_scan.py --quick --seq-sweep --out $OUT   # sequential-forward shapes; fused + mamba only
     python benchmarks/bench_scan.py --bwd-sweep --sweep-only --sweep-length 16384 --out $OUT   # backward shapes
     python benchmarks/bench_scan.py --quick --paired-lengths 16384 --out $OUT   # + fwd+bwd alternated with mamba
-    python benchmarks/bench_scan.py --quick --dim 512 --lengths 262144 --bwd-segments 2 4 8 --out $OUT
-        # + the segment-parallel backward (ScanConfig.segments) at S = 2, 4, 8, each as a row of its own
+    python benchmarks/bench_scan.py --quick --dim 512 --lengths 262144 --bwd-segments 2 4 8 2:1 --out $OUT
+        # + the segment-parallel backward (ScanConfig.segments S, carry_parts Q as S:Q), each a row of its own
 """
 
 from __future__ import annotations
@@ -108,16 +108,17 @@ def _flipped(fn):
 def scan_impls(bwd_cfg: ScanConfig, seq_cfg: SeqConfig, quick: bool = False, reverse: bool = False,
                segments=()) -> dict[str, tuple[object, int]]:
     """name -> (fn(**inputs) -> out, largest L to run it at). quick: only the fused kernels and mamba_ssm.
-    reverse: both scans on flipped copies. segments: also seqssm with the backward cut into each of these
-    segment counts."""
+    reverse: both scans on flipped copies. segments: also seqssm with each of these backward shapes, named
+    by what they change (``ScanConfig.segments``, ``carry_parts``)."""
     def ours(cfg=bwd_cfg, **x):
         return selective_scan_fused(**x, delta_softplus=True, bwd_config=cfg, seq_config=seq_cfg)
 
     impls = {OURS[0]: (_flipped(ours) if reverse else ours, LENGTHS[-1])}
-    for n in segments:
-        if n != bwd_cfg.segments:
-            fn = functools.partial(ours, bwd_cfg._replace(segments=n))
-            impls[f"{OURS[0]} bwd S={n}"] = (_flipped(fn) if reverse else fn, LENGTHS[-1])
+    for cfg in segments:
+        if cfg != bwd_cfg:
+            fn = functools.partial(ours, cfg)
+            impls[f"{OURS[0]} bwd S={cfg.segments} Q={cfg.carry_parts}"] = (_flipped(fn) if reverse else fn,
+                                                                            LENGTHS[-1])
     try:
         from mamba_ssm.ops.selective_scan_interface import selective_scan_fn
 
@@ -341,12 +342,16 @@ def main() -> None:
     parser.add_argument("--reverse", action="store_true",
                         help="both scans on flipped copies (the reverse half of a bidirectional layer)")
     parser.add_argument("--dim", type=int, default=DIM, help=f"channels D (batch 1; default {DIM})")
-    parser.add_argument("--bwd-segments", type=int, nargs="*", default=[],
-                        help="also time seqssm with the backward cut into these segment counts (ScanConfig."
-                             "segments), each a row of its own; their gradients are checked against one segment's")
+    parser.add_argument("--bwd-segments", nargs="*", default=[], metavar="S[:Q]",
+                        help="also time seqssm with the backward cut into S segments (ScanConfig.segments; Q: "
+                             "carry_parts), each a row of its own; gradients are checked against one segment's")
     args = parser.parse_args()
-    if args.dim < 1 or any(n < 1 for n in args.bwd_segments):
-        parser.error("--dim and --bwd-segments take positive integers")
+    try:
+        shapes = [[int(v) for v in spec.split(":")] for spec in args.bwd_segments]
+    except ValueError:
+        shapes = [[0]]
+    if args.dim < 1 or any(len(v) > 2 or min(v) < 1 for v in shapes):
+        parser.error("--dim takes a positive integer, --bwd-segments positive S or S:Q")
     DIM = args.dim
     args.out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(0)
@@ -365,11 +370,13 @@ def main() -> None:
     if args.seq_sweep:
         log.append(f"chosen sequential {seq_cfg}")
         print(log[-1], flush=True)
-    for n in args.bwd_segments:
-        diff = grads_agree(bwd_cfg._replace(segments=n))
-        log.append(f"bwd segments {n}: gradients differ from {tuple(BWD_CONFIG)}'s by {diff:.2e} at L = 4,000")
+    seg_cfgs = [bwd_cfg._replace(segments=v[0], **({"carry_parts": v[1]} if len(v) > 1 else {})) for v in shapes]
+    for cfg in seg_cfgs:
+        diff = grads_agree(cfg)
+        log.append(f"bwd S={cfg.segments} Q={cfg.carry_parts}: gradients differ from {tuple(BWD_CONFIG)}'s by "
+                   f"{diff:.2e} at L = 4,000")
         print(log[-1], flush=True)
-    impls = scan_impls(bwd_cfg, seq_cfg, quick=args.quick, reverse=args.reverse, segments=args.bwd_segments)
+    impls = scan_impls(bwd_cfg, seq_cfg, quick=args.quick, reverse=args.reverse, segments=seg_cfgs)
     versions = {"torch": torch.__version__, "triton": triton.__version__, "cuda": torch.version.cuda}
     try:
         import mamba_ssm
