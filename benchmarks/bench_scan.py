@@ -16,11 +16,15 @@ loop reference at small L only.
     python benchmarks/bench_scan.py --quick --seq-sweep --out $OUT   # sequential-forward shapes; fused + mamba only
     python benchmarks/bench_scan.py --bwd-sweep --sweep-only --sweep-length 16384 --out $OUT   # backward shapes
     python benchmarks/bench_scan.py --quick --paired-lengths 16384 --out $OUT   # + fwd+bwd alternated with mamba
+    python benchmarks/bench_scan.py --quick --dim 512 --lengths 262144 --bwd-segments 2 4 8 2:1 --out $OUT
+        # + the segment-parallel backward (ScanConfig.segments S, carry_parts Q as S:Q), each a row of its own
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
+import itertools
 import json
 import statistics
 import time
@@ -88,6 +92,11 @@ def make_inputs(length: int, seed: int = 0) -> dict[str, torch.Tensor]:
 OURS = ("seqssm triton",)
 
 
+def ours_names(impls) -> list[str]:
+    """seqssm's rows: the default launch shapes, then any --bwd-segments variants."""
+    return [name for name in impls if name.startswith(OURS[0])]
+
+
 def _flipped(fn):
     """fn on every [.., L] input flipped along L, output flipped back: the reverse scan as a bidirectional layer
     pays for it (neither scan has a reverse mode)."""
@@ -96,14 +105,20 @@ def _flipped(fn):
     return run
 
 
-def scan_impls(bwd_cfg: ScanConfig, seq_cfg: SeqConfig,
-               quick: bool = False, reverse: bool = False) -> dict[str, tuple[object, int]]:
+def scan_impls(bwd_cfg: ScanConfig, seq_cfg: SeqConfig, quick: bool = False, reverse: bool = False,
+               segments=()) -> dict[str, tuple[object, int]]:
     """name -> (fn(**inputs) -> out, largest L to run it at). quick: only the fused kernels and mamba_ssm.
-    reverse: both scans on flipped copies."""
-    def ours(**x):
-        return selective_scan_fused(**x, delta_softplus=True, bwd_config=bwd_cfg, seq_config=seq_cfg)
+    reverse: both scans on flipped copies. segments: also seqssm with each of these backward shapes, named
+    by what they change (``ScanConfig.segments``, ``carry_parts``)."""
+    def ours(cfg=bwd_cfg, **x):
+        return selective_scan_fused(**x, delta_softplus=True, bwd_config=cfg, seq_config=seq_cfg)
 
     impls = {OURS[0]: (_flipped(ours) if reverse else ours, LENGTHS[-1])}
+    for cfg in segments:
+        if cfg != bwd_cfg:
+            fn = functools.partial(ours, cfg)
+            impls[f"{OURS[0]} bwd S={cfg.segments} Q={cfg.carry_parts}"] = (_flipped(fn) if reverse else fn,
+                                                                            LENGTHS[-1])
     try:
         from mamba_ssm.ops.selective_scan_interface import selective_scan_fn
 
@@ -309,6 +324,7 @@ def sweep(length: int, log: list[str], also=()) -> ScanConfig:
 
 
 def main() -> None:
+    global DIM
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, default=Path("."))
     parser.add_argument("--sweep", action="store_true", help="sweep launch shapes at --sweep-length first")
@@ -325,7 +341,18 @@ def main() -> None:
                         help="also time seqssm's and mamba_ssm's fwd+bwd alternated rep by rep at these lengths")
     parser.add_argument("--reverse", action="store_true",
                         help="both scans on flipped copies (the reverse half of a bidirectional layer)")
+    parser.add_argument("--dim", type=int, default=DIM, help=f"channels D (batch 1; default {DIM})")
+    parser.add_argument("--bwd-segments", nargs="*", default=[], metavar="S[:Q]",
+                        help="also time seqssm with the backward cut into S segments (ScanConfig.segments; Q: "
+                             "carry_parts), each a row of its own; gradients are checked against one segment's")
     args = parser.parse_args()
+    try:
+        shapes = [[int(v) for v in spec.split(":")] for spec in args.bwd_segments]
+    except ValueError:
+        shapes = [[0]]
+    if args.dim < 1 or any(len(v) > 2 or min(v) < 1 for v in shapes):
+        parser.error("--dim takes a positive integer, --bwd-segments positive S or S:Q")
+    DIM = args.dim
     args.out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(0)
     log: list[str] = []
@@ -343,7 +370,13 @@ def main() -> None:
     if args.seq_sweep:
         log.append(f"chosen sequential {seq_cfg}")
         print(log[-1], flush=True)
-    impls = scan_impls(bwd_cfg, seq_cfg, quick=args.quick, reverse=args.reverse)
+    seg_cfgs = [bwd_cfg._replace(segments=v[0], **({"carry_parts": v[1]} if len(v) > 1 else {})) for v in shapes]
+    for cfg in seg_cfgs:
+        diff = grads_agree(cfg)
+        log.append(f"bwd S={cfg.segments} Q={cfg.carry_parts}: gradients differ from {tuple(BWD_CONFIG)}'s by "
+                   f"{diff:.2e} at L = 4,000")
+        print(log[-1], flush=True)
+    impls = scan_impls(bwd_cfg, seq_cfg, quick=args.quick, reverse=args.reverse, segments=seg_cfgs)
     versions = {"torch": torch.__version__, "triton": triton.__version__, "cuda": torch.version.cuda}
     try:
         import mamba_ssm
@@ -392,7 +425,7 @@ def main() -> None:
     if theirs:
         lines += ["", "| impl | L | fwd speedup vs mamba_ssm | fwd+bwd speedup | peak fwd+bwd ratio (ours/theirs) |",
                   "| --- | ---: | ---: | ---: | ---: |"]
-    for name in OURS if theirs else ():
+    for name in ours_names(impls) if theirs else ():
         ours = {r["L"]: r for r in rows if r["impl"] == name}
         for length in sorted(set(ours) & set(theirs)):
             a, b = ours[length], theirs[length]
@@ -403,9 +436,10 @@ def main() -> None:
     if theirs and args.paired_lengths:
         lines += ["", "Paired fwd+bwd (alternated rep by rep, 60 pairs):", "",
                   "| L | seqssm ms | mamba_ssm ms | speedup median (quartiles) |", "| ---: | ---: | ---: | ---: |"]
-        for length in args.paired_lengths:
-            p = paired_fwdbwd(impls[OURS[0]][0], impls["mamba_ssm CUDA"][0], length)
-            lines.append(f"| {length:,} | {p['a_ms']:.3f} | {p['b_ms']:.3f} | {p['ratio_median']:.3f}x "
+        for length, name in itertools.product(args.paired_lengths, ours_names(impls)):
+            p = paired_fwdbwd(impls[name][0], impls["mamba_ssm CUDA"][0], length)
+            label = f"{length:,}" + name.removeprefix(OURS[0])
+            lines.append(f"| {label} | {p['a_ms']:.3f} | {p['b_ms']:.3f} | {p['ratio_median']:.3f}x "
                          f"({p['ratio_q1']:.3f}-{p['ratio_q3']:.3f}) |")
             print(lines[-1], flush=True)
     lines += ["", "Output error vs fp32 loop reference at L = 4096: "

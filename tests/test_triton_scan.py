@@ -340,3 +340,62 @@ def test_scan_seq_idx_one_sequence_changes_nothing():
     same = selective_scan_fused(**x, delta_softplus=True,
                                 seq_idx=torch.full((BATCH, LONG), 7, dtype=torch.int64, device=DEVICE))
     assert torch.equal(plain, same)
+
+
+def _grads_with_segments(x, softplus, seq_idx, segments, dout, dlast):
+    """Every gradient of one loss through the scan with the backward cut into ``segments``."""
+    base = scan_triton.BWD_CONFIG if ON_CUDA else scan_triton.INTERPRET_CONFIG
+    out, last = selective_scan_fused(**x, delta_softplus=softplus, return_final_state=True, seq_idx=seq_idx,
+                                     bwd_config=base._replace(segments=segments))
+    return torch.autograd.grad((out.float() * dout).sum() + (last * dlast).sum(), list(x.values()))
+
+
+# (segments, length, B/C form, optional inputs and initial state, packed-sequence cuts). Under the interpreter
+# chunks are 16 long. L = 70 is 5 chunks, the last partial; S = 2 gives segments of 3 + 2 chunks and the carry
+# pass 3 parts of a chunk a segment (the last one empty); cuts inside a segment (23) and on a part boundary
+# (64), so that a carry crosses parts and segments in row 0. L = 37 is 3 chunks, S = 3 one each; cuts on a
+# segment boundary (16) and inside one (20). L = 20 is 2 chunks, fewer than S. On the GPU (chunks of 256) the
+# lengths and cuts are the same in chunks.
+SEG_CASES = [(2, 1200 if ON_CUDA else 70, "var", True, (23, 64)),
+             (3, 763 if ON_CUDA else LONG, "const", False, (16, 20)),
+             (3, 300 if ON_CUDA else 20, "grouped", True, None)]
+
+
+@interpreted
+@pytest.mark.parametrize("segments, length, form, optional, cuts", SEG_CASES, ids=["s2", "s3-plain", "s3-short"])
+def test_scan_backward_segments_match_one_segment(segments, length, form, optional, cuts):
+    """The segment-parallel backward gives one segment's gradients and the reference's, every one of them,
+    with packed sequences restarting inside and at segment boundaries, with and without z, D, delta_bias and
+    the initial state (fresh outputs are NaN-poisoned, so an unwritten partial fails)."""
+    if ON_CUDA and cuts is not None:
+        cuts = tuple(c * 256 // 16 for c in cuts)  # the same places relative to the GPU's chunks of 256
+    softplus = optional
+    x = _inputs(length, form, optional=optional, initial=optional, softplus=softplus)
+    seq_idx = None if cuts is None else packed_seq_idx(BATCH, length, cuts)
+    ref_out, ref_last, ref_leaves = _reference(x, softplus, seq_idx)
+    dout, dlast = torch.randn_like(ref_out), torch.randn_like(ref_last)
+    one = _grads_with_segments(x, softplus, seq_idx, 1, dout, dlast)
+    many = _grads_with_segments(x, softplus, seq_idx, segments, dout, dlast)
+    ref = torch.autograd.grad((ref_out * dout).sum() + (ref_last * dlast).sum(), list(ref_leaves.values()))
+    for name, g1, gs, r in zip(x, one, many, ref, strict=True):
+        assert torch.isfinite(gs).all(), f"d{name} has non-finite entries"
+        assert rel_error(gs, g1) < 1e-5, f"d{name}: {segments} segments vs one: {rel_error(gs, g1):.2e}"
+        assert rel_error(gs, r) < 1e-4, f"d{name}: relative error {rel_error(gs, r):.2e}"
+
+
+@interpreted
+def test_scan_backward_segments_from_environment(monkeypatch):
+    """SEQSSM_SCAN_BWD_SEGMENTS sets the default configs' segments; a bad value is a clear InputError."""
+    try:
+        for raw, want in (("", 1), ("4", 4)):
+            monkeypatch.setenv(scan_triton.SEGMENTS_ENV, raw)
+            scan_triton.env_segments.cache_clear()
+            assert scan_triton._default_configs(torch.device(DEVICE))[0].segments == want
+        for raw in ("0", "two", "-1"):
+            monkeypatch.setenv(scan_triton.SEGMENTS_ENV, raw)
+            scan_triton.env_segments.cache_clear()
+            with pytest.raises(InputError, match=scan_triton.SEGMENTS_ENV):
+                scan_triton.env_segments()
+    finally:
+        monkeypatch.delenv(scan_triton.SEGMENTS_ENV, raising=False)
+        scan_triton.env_segments.cache_clear()

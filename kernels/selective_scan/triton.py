@@ -8,6 +8,11 @@ for dh. dB and dC of per-position B/C are sums over channels; each backward prog
 with fp32 atomics into a zeroed buffer. dA, dD and d(delta_bias) are summed over the chunks in registers and over
 the batch on the host. Packed sequences (``seq_idx``) reset the state in both kernels.
 
+The backward can also cut L into segments of whole chunks (``ScanConfig.segments``, ``triton_bwd.py``): more
+programs at small D·B, at the cost of a carry pass. The default is one segment; ``SEQSSM_SCAN_BWD_SEGMENTS=N``
+in the environment (read once, at the first default launch shape) sets N for the default configs, for timing it
+(benchmarks/bench_scan.py --bwd-segments).
+
 At short L the GPU waits for the host, so the host side works out a call's launches once per input signature
 (``_Plan``: checks, layouts, grids, integer arguments, constexprs) and reuses them; the signature must cover
 everything a launch derives from its inputs (docs/design.md).
@@ -18,8 +23,10 @@ function) keeps the forward's and backward's launch plans beside the Function th
 
 from __future__ import annotations
 
+import functools
 import itertools
 import math
+import os
 from typing import NamedTuple
 
 import torch
@@ -29,7 +36,11 @@ from seqssm.errors import InputError
 from seqssm.kernels.common import check_seq_idx, check_tensor, fresh
 from seqssm.kernels.host import DirectLauncher, cdiv, launch_options, next_power_of_2, rows_layout
 from seqssm.kernels.selective_scan.ptx import row_width
-from seqssm.kernels.selective_scan.triton_bwd import _selective_scan_pair_bwd_kernel, pair_bwd_flags
+from seqssm.kernels.selective_scan.triton_bwd import (
+    _selective_scan_bwd_carry_kernel,
+    _selective_scan_pair_bwd_kernel,
+    pair_bwd_flags,
+)
 from seqssm.kernels.selective_scan.triton_fwd import (
     SEQ_CONFIG,
     SEQ_INTERPRET_CONFIG,
@@ -43,8 +54,10 @@ from seqssm.kernels.selective_scan.triton_fwd import (
 class ScanConfig(NamedTuple):
     """Launch shape of the backward: channels and positions per tile (BLOCK_T is also the forward's CHUNK, the
     spacing of the saved states), warps per program, how many times the loop over states is unrolled, how many
-    chunks the loop over L keeps in flight (software pipelining) and a register cap (None: the compiler's
-    choice; fewer registers, more warps an SM)."""
+    chunks the loop over L keeps in flight (software pipelining), a register cap (None: the compiler's
+    choice; fewer registers, more warps an SM), how many segments of whole chunks L is cut into (at most one
+    a chunk; each segment's programs start from a carry that an extra carry kernel works out) and into how many
+    parts that kernel cuts each segment (more programs for it; at most one a chunk)."""
 
     block_d: int
     block_t: int
@@ -52,6 +65,8 @@ class ScanConfig(NamedTuple):
     unroll_n: int = 1
     stages: int = 1
     maxnreg: int | None = None
+    segments: int = 1
+    carry_parts: int = 4
 
 
 # Chosen with benchmarks/bench_scan.py on an H200 (NOTES-scan.md): the inline-PTX reverse scan wants one channel
@@ -61,12 +76,27 @@ INTERPRET_CONFIG = ScanConfig(block_d=2, block_t=16, num_warps=1)
 
 # Launched through the compiled kernel after the first launch (kernels/host.py): host time counts at short L.
 _launch_selective_scan_pair_bwd_kernel = DirectLauncher(_selective_scan_pair_bwd_kernel)
+_launch_selective_scan_bwd_carry_kernel = DirectLauncher(_selective_scan_bwd_carry_kernel)
+
+SEGMENTS_ENV = "SEQSSM_SCAN_BWD_SEGMENTS"
+
+
+@functools.cache
+def env_segments() -> int:
+    """The backward's segment count from ``SEQSSM_SCAN_BWD_SEGMENTS`` (1 when unset), read once."""
+    raw = os.environ.get(SEGMENTS_ENV, "").strip()
+    if not raw:
+        return 1
+    if not raw.isdigit() or int(raw) < 1:
+        raise InputError(f"{SEGMENTS_ENV}={raw!r}: expected a positive integer (segments of the scan backward)")
+    return int(raw)
 
 
 def _default_configs(device: torch.device) -> tuple[ScanConfig, SeqConfig]:
+    segments = env_segments()
     if device.type == "cuda":
-        return BWD_CONFIG, SEQ_CONFIG
-    return INTERPRET_CONFIG, SEQ_INTERPRET_CONFIG
+        return BWD_CONFIG._replace(segments=segments), SEQ_CONFIG
+    return INTERPRET_CONFIG._replace(segments=segments), SEQ_INTERPRET_CONFIG
 
 
 class _Layout(NamedTuple):
@@ -225,12 +255,15 @@ def _pad32(n: int) -> int:
 class _BwdLaunch(NamedTuple):
     """The backward's launch for one plan and one kind of incoming gradient, less the tensors."""
 
-    grid: tuple[int, int]
+    grid: tuple[int, int, int]  # (batch, channel tiles, segments)
     ints: tuple[int, ...]
     kw: dict
     # Workspace pieces in fp32 elements, padded: the per-position dB/dC rows (zeroed), and the rest.
     row_sizes: list[int]
     small_sizes: list[int]
+    segments: int  # S: L is cut into S runs of whole chunks (at most seg_chunks each, the last maybe fewer)
+    # The carry kernel's launch when S > 1 (grid, integers, constexprs), else None.
+    carry: tuple | None
 
 
 def _bwd_launch(plan: _Plan, u, delta, A, D, z, delta_bias, seq_idx, has_dht: bool, width: int,
@@ -239,21 +272,38 @@ def _bwd_launch(plan: _Plan, u, delta, A, D, z, delta_bias, seq_idx, has_dht: bo
     n_state = A.shape[1]
     cfg, lay = plan.bwd_cfg, plan.lay
     zz = z if z is not None else u
-    ints = (dim, length, n_state, dim // lay.b_groups, dim // lay.c_groups, cdiv(length, cfg.block_t),
+    n_chunks = cdiv(length, cfg.block_t)
+    seg_chunks = cdiv(n_chunks, max(1, min(cfg.segments, n_chunks)))
+    segs = cdiv(n_chunks, seg_chunks)
+    part_chunks = cdiv(seg_chunks, max(1, min(cfg.carry_parts, seg_chunks)))
+    parts = cdiv(seg_chunks, part_chunks)
+    tiles = cdiv(dim, lay.block_d)
+    ints = (dim, length, n_state, dim // lay.b_groups, dim // lay.c_groups, n_chunks, segs, seg_chunks, parts,
             *u.stride(), *delta.stride(), *A.stride(), *lay.b_strides, *lay.c_strides, *zz.stride(),
             *strides,  # dout's, du's, dΔ's and dz's layout
             0 if seq_idx is None else seq_idx.stride(0))
     kw = dict(HAS_D=D is not None, HAS_Z=z is not None, HAS_BIAS=delta_bias is not None, HAS_DHT=has_dht,
               SOFTPLUS=plan.softplus, B_VAR=lay.b_var, C_VAR=lay.c_var, HAS_SEQ=seq_idx is not None,
-              BLOCK_D=lay.block_d, BLOCK_T=cfg.block_t, N_PAD=next_power_of_2(n_state), UNROLL_N=cfg.unroll_n,
-              STAGES=cfg.stages, **launch_options(cfg),
+              HAS_SEGS=segs > 1, BLOCK_D=lay.block_d, BLOCK_T=cfg.block_t, N_PAD=next_power_of_2(n_state),
+              UNROLL_N=cfg.unroll_n, STAGES=cfg.stages, **launch_options(cfg),
               **pair_bwd_flags(lay.block_d, cfg.block_t, cfg.num_warps, width))
+    carry = None
+    if segs > 1:
+        carry_ints = (dim, length, n_state, dim // lay.c_groups, n_chunks, seg_chunks, parts, part_chunks,
+                      *delta.stride(),
+                      *A.stride(), *lay.c_strides, *zz.stride(), *strides,
+                      0 if seq_idx is None else seq_idx.stride(0))
+        carry_kw = {k: kw[k] for k in ("HAS_Z", "HAS_BIAS", "SOFTPLUS", "C_VAR", "HAS_SEQ", "BLOCK_D", "BLOCK_T",
+                                       "N_PAD")}
+        carry = ((batch, tiles, (segs - 1) * parts), carry_ints, {**carry_kw, **launch_options(cfg)})
     bdn, bd = batch * dim * n_state, batch * dim
     var = [batch * g * n_state * length for g, v in ((lay.b_groups, lay.b_var), (lay.c_groups, lay.c_var)) if v]
-    # Pieces: dB, dC when not per position, dA, dD, d(delta_bias), dh0, the two carry slots.
-    small = [bdn] * (2 - len(var)) + [bdn, bd, bd, bdn, 2 * bdn]
-    return _BwdLaunch((batch, cdiv(dim, lay.block_d)), ints, kw, [_pad32(n) for n in var],
-                      [_pad32(n) for n in small])
+    # Pieces: dB, dC when not per position, dA, dD, d(delta_bias) (these per segment), dh0, each segment's two
+    # carry slots, and the carry pass's W and P a part (triton_bwd.py) when there are several segments.
+    small = [segs * bdn] * (2 - len(var)) + [segs * bdn, segs * bd, segs * bd, bdn, 2 * segs * bdn]
+    small += [(segs - 1) * parts * bdn] * 2 if segs > 1 else []
+    return _BwdLaunch((batch, tiles, segs), ints, kw, [_pad32(n) for n in var], [_pad32(n) for n in small], segs,
+                      carry)
 
 
 def _selective_scan_bwd(u, delta, A, B, C, D, z, delta_bias, seq_idx, chunks, dout, dfinal, plan: _Plan,
@@ -293,28 +343,36 @@ def _selective_scan_bwd(u, delta, A, B, C, D, z, delta_bias, seq_idx, chunks, do
     lay = plan.lay
     dB = rows.pop(0) if lay.b_var else pieces.pop(0)
     dC = rows.pop(0) if lay.c_var else pieces.pop(0)
-    dA, dD, dbias, dh0, carry = pieces
+    dA, dD, dbias, dh0, carry = pieces[:5]
+    seg_w, seg_p = pieces[5:] if launch.carry else (None, None)
+    seq = seq_idx if seq_idx is not None else chunks
+    if launch.carry:
+        grid, ints, kw = launch.carry
+        _launch_selective_scan_bwd_carry_kernel.launch(
+            grid, (delta, A, C, z, delta_bias, seq, dout, seg_w, seg_p, *ints), kw, key)
     _launch_selective_scan_pair_bwd_kernel.launch(
         launch.grid,
-        (u, delta, A, B, C, D, z, delta_bias, seq_idx if seq_idx is not None else chunks, chunks, dout, dhT, du,
-         ddelta, dz, dA, dB, dC,
-         dD if D is not None else None, dbias if delta_bias is not None else None, dh0, carry, *launch.ints),
+        (u, delta, A, B, C, D, z, delta_bias, seq, chunks, dout, dhT, du, ddelta, dz, dA, dB, dC,
+         dD if D is not None else None, dbias if delta_bias is not None else None, dh0, carry, seg_w, seg_p,
+         *launch.ints),
         launch.kw, key)
-    bdn, bd = batch * dim * n_state, batch * dim
-    dA, dh0 = _batch_sum(dA[:bdn].view(batch, dim, n_state)), dh0[:bdn].view(batch, dim, n_state)
-    dD = _batch_sum(dD[:bd].view(batch, dim)) if D is not None else None
-    dbias = _batch_sum(dbias[:bd].view(batch, dim)) if delta_bias is not None else None
-    dB = _bc_grad(dB, B, lay.b_groups, batch, dim, n_state, length)
-    dC = _bc_grad(dC, C, lay.c_groups, batch, dim, n_state, length)
+    # Partials per (segment, sequence) are summed as the batch is.
+    partials = launch.segments * batch
+    dA = _batch_sum(dA[:partials * dim * n_state].view(partials, dim, n_state))
+    dh0 = dh0[:batch * dim * n_state].view(batch, dim, n_state)
+    dD = _batch_sum(dD[:partials * dim].view(partials, dim)) if D is not None else None
+    dbias = _batch_sum(dbias[:partials * dim].view(partials, dim)) if delta_bias is not None else None
+    dB = _bc_grad(dB, B, lay.b_groups, batch, dim, n_state, length, partials)
+    dC = _bc_grad(dC, C, lay.c_groups, batch, dim, n_state, length, partials)
     return du, ddelta, dA, dB, dC, dD, dz, dbias, dh0
 
 
 def _bc_grad(dX: torch.Tensor, X: torch.Tensor, groups: int, batch: int, dim: int, n_state: int,
-             length: int) -> torch.Tensor:
+             length: int, partials: int) -> torch.Tensor:
     """The gradient of B or C in X's form from its workspace piece: per position [B, N, L] or [B, G, N, L],
-    or [D, N] summed over the batch."""
+    or [D, N] summed over its ``partials`` (one a segment and sequence)."""
     if X.dim() == 2:
-        return _batch_sum(dX[:batch * dim * n_state].view(batch, dim, n_state))
+        return _batch_sum(dX[:partials * dim * n_state].view(partials, dim, n_state))
     dX = dX[:batch * groups * n_state * length].view(batch, groups, n_state, length)
     return dX.squeeze(1) if X.dim() == 3 else dX
 

@@ -21,6 +21,17 @@ program's [BLOCK_T] row (sums over channels). The [B, D, L, N] tensor never exis
 - Packed sequences (``seq_idx``): a = exp(Δ_t A) is 0 where a sequence starts, as in the forward; the
   recomputed states, the reverse scan (whose factor is a_{t+1}) and every gradient then stop at the boundary.
 
+Segments (``ScanConfig.segments`` = S > 1; default 1, one program walks the whole sequence): L is cut at chunk
+boundaries into S runs of whole chunks, so that S times the programs share the SMs at small D·B. The reverse
+recursion does not depend on the states h, so a first, cheaper kernel (``_selective_scan_bwd_carry_kernel``, one
+program per part of a segment after the first × channel tile; ``ScanConfig.carry_parts`` parts a segment) gives
+each part's carry out of its left end as G_out = W + P·G_in: W the carry when nothing enters from the right,
+P = exp(A·ΣΔ) over the part (0 across a packed-sequence start). The backward kernel's program for segment s
+then folds W, P of the parts right of it into its incoming carry ((S - 1 - s)·parts [BLOCK_D, N] steps) and
+walks only its own chunks. dA, dD, d(delta_bias) and
+constant dB, dC are per-segment partials that the host sums with the batch; d(initial state) comes from
+segment 0.
+
 benchmarks/NOTES-scan.md (runs 6–8) has the measurements behind each choice.
 """
 
@@ -93,10 +104,89 @@ def _add2(a1, b1, a2, b2):
 
 
 @triton.jit
+def _selective_scan_bwd_carry_kernel(
+    dt_ptr, A_ptr, C_ptr, z_ptr, bias_ptr, seq_ptr, dout_ptr, w_ptr, p_ptr,
+    dim, length, n_state, c_cpg, n_chunks, seg_chunks, n_parts, part_chunks,
+    s_dt_b, s_dt_d, s_dt_l,
+    s_A_d, s_A_n,
+    s_C_b, s_C_g, s_C_n, s_C_l,
+    s_z_b, s_z_d, s_z_l,
+    s_g_b, s_g_d, s_g_l,
+    s_q_b,
+    HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr, C_VAR: tl.constexpr,
+    HAS_SEQ: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_T: tl.constexpr, N_PAD: tl.constexpr,
+):
+    """Part j = program_id(2) of the segments after the first, each cut into ``n_parts`` parts of at most
+    ``part_chunks`` chunks (so that this pass has more programs than segments): the part's carry out of its
+    left end when none enters at its right, W = Σ_t (Π_{k<=t} a_k) C_t·dy_t over the part, and its decay
+    P = exp(A·ΣΔ) (0 if a packed sequence starts inside it; an empty part gives W = 0, P = 1), both [B, D, N]
+    fp32 at w_ptr, p_ptr + j·B·D·N. Grid (B, D / BLOCK_D, (S - 1)·n_parts)."""
+    pid_b = tl.program_id(0).to(tl.int64)
+    d0 = tl.program_id(1) * BLOCK_D
+    part = tl.program_id(2)
+    seg = part // n_parts + 1
+    offs_d = d0 + tl.arange(0, BLOCK_D)
+    mask_d = offs_d < dim
+    offs_n = tl.arange(0, N_PAD)
+    state_mask = mask_d[:, None] & (offs_n < n_state)[None, :]
+    offs_j = tl.arange(0, BLOCK_T)
+    row = offs_d.to(tl.int64)[:, None]
+    dt_base = dt_ptr + pid_b * s_dt_b + row * s_dt_d
+    g_off = pid_b * s_g_b + row * s_g_d
+    C_base = bc_base(C_ptr, pid_b, d0, offs_d, c_cpg, s_C_b, s_C_g, C_VAR)
+    bias = tl.load(bias_ptr + offs_d, mask=mask_d, other=0.0).to(tl.float32) if HAS_BIAS else 0.0
+    A2t = tl.load(A_ptr + offs_d[:, None] * s_A_d + offs_n[None, :] * s_A_n, mask=state_mask,
+                  other=0.0).to(tl.float32) * LOG2E
+    W = tl.zeros((BLOCK_D, N_PAD), dtype=tl.float32)
+    dt_sum = tl.zeros((BLOCK_D,), dtype=tl.float32)
+    cut = tl.zeros((BLOCK_D,), dtype=tl.int32)  # packed-sequence starts in the chunks walked so far
+    c_lo = seg * seg_chunks + (part % n_parts) * part_chunks
+    c_hi = tl.minimum(tl.minimum(c_lo + part_chunks, seg * seg_chunks + seg_chunks), n_chunks)
+    for cc in tl.range(0, c_hi - c_lo):
+        c = c_hi - 1 - cc
+        pos = c * BLOCK_T + offs_j
+        mask = mask_d[:, None] & (pos < length)[None, :]
+        _, dt = load_dt(dt_base, pos, s_dt_l, mask, bias, HAS_BIAS, SOFTPLUS)
+        dy = tl.load(dout_ptr + g_off + pos[None, :] * s_g_l, mask=mask, other=0.0).to(tl.float32)
+        if HAS_Z:
+            zz = tl.load(z_ptr + pid_b * s_z_b + row * s_z_d + pos[None, :] * s_z_l, mask=mask,
+                         other=0.0).to(tl.float32)
+            dy = dy * tl.sigmoid(zz) * zz
+        # Π_{k<=t} a_k inside the chunk = exp(A Σ_{k<=t} Δ_k), 0 from a packed-sequence start on.
+        cum_dt = tl.cumsum(dt, axis=1)
+        pos_2d = tl.broadcast_to(pos[None, :], (BLOCK_D, BLOCK_T))
+        if HAS_SEQ:
+            restart = starts(seq_ptr + pid_b * s_q_b, pos_2d, mask).to(tl.int32)
+            alive = tl.cumsum(restart, axis=1) == 0
+            n_cut = tl.sum(restart, axis=1)
+        Wc = tl.zeros((BLOCK_D, N_PAD), dtype=tl.float32)
+        for n in tl.range(0, n_state):
+            A_n = tl.load(A_ptr + offs_d * s_A_d + n * s_A_n, mask=mask_d, other=0.0).to(tl.float32)
+            decay = tl.exp2(cum_dt * (A_n * LOG2E)[:, None])
+            if HAS_SEQ:
+                decay = tl.where(alive, decay, 0.0)
+            C_n = load_state_row(C_base, n, s_C_n, pos_2d, s_C_l, mask, mask_d, C_VAR)
+            Wc += tl.where(offs_n[None, :] == n, tl.sum(decay * dy * C_n, axis=1)[:, None], 0.0)
+        chunk_dt = tl.sum(dt, axis=1)
+        P_c = tl.exp2(chunk_dt[:, None] * A2t)
+        if HAS_SEQ:
+            P_c = tl.where((n_cut == 0)[:, None], P_c, 0.0)
+            cut += n_cut
+        W = Wc + P_c * W
+        dt_sum += chunk_dt
+    P = tl.exp2(dt_sum[:, None] * A2t)
+    if HAS_SEQ:
+        P = tl.where((cut == 0)[:, None], P, 0.0)
+    out_offs = ((part * tl.num_programs(0) + pid_b) * dim + offs_d)[:, None] * n_state + offs_n[None, :]
+    tl.store(w_ptr + out_offs, W, mask=state_mask)
+    tl.store(p_ptr + out_offs, P, mask=state_mask)
+
+
+@triton.jit
 def _selective_scan_pair_bwd_kernel(
     u_ptr, dt_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_ptr, seq_ptr, hc_ptr, dout_ptr, dhT_ptr,
-    du_ptr, ddt_ptr, dz_ptr, dA_ptr, dB_ptr, dC_ptr, dD_ptr, dbias_ptr, dh0_ptr, carry_ptr,
-    dim, length, n_state, b_cpg, c_cpg, n_chunks,
+    du_ptr, ddt_ptr, dz_ptr, dA_ptr, dB_ptr, dC_ptr, dD_ptr, dbias_ptr, dh0_ptr, carry_ptr, w_ptr, p_ptr,
+    dim, length, n_state, b_cpg, c_cpg, n_chunks, n_segs, seg_chunks, n_parts,
     s_u_b, s_u_d, s_u_l,
     s_dt_b, s_dt_d, s_dt_l,
     s_A_d, s_A_n,
@@ -107,12 +197,15 @@ def _selective_scan_pair_bwd_kernel(
     s_q_b,
     HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_DHT: tl.constexpr,
     SOFTPLUS: tl.constexpr, B_VAR: tl.constexpr, C_VAR: tl.constexpr, HAS_SEQ: tl.constexpr,
-    BLOCK_D: tl.constexpr, BLOCK_T: tl.constexpr, N_PAD: tl.constexpr,
+    HAS_SEGS: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_T: tl.constexpr, N_PAD: tl.constexpr,
     UNROLL_N: tl.constexpr, STAGES: tl.constexpr, VEC: tl.constexpr, REV_PTX: tl.constexpr,
     REV_CONSTRAINTS: tl.constexpr,
 ):
     pid_b = tl.program_id(0).to(tl.int64)
     d0 = tl.program_id(1) * BLOCK_D
+    seg = tl.program_id(2)  # the segment of chunks [c_lo, c_hi) (one segment: the whole sequence)
+    c_lo = seg * seg_chunks
+    c_hi = tl.minimum(c_lo + seg_chunks, n_chunks)
     offs_d = d0 + tl.arange(0, BLOCK_D)
     mask_d = offs_d < dim
     offs_n = tl.arange(0, N_PAD)
@@ -133,7 +226,11 @@ def _selective_scan_pair_bwd_kernel(
     state_row = (pid_b * dim + offs_d) * n_state
     state_offs = state_row[:, None] + offs_n[None, :]
     state_mask = mask_d[:, None] & mask_n[None, :]
+    # Per-segment partials (dA, dD, d(delta_bias), constant dB, dC) are [S, B, D, ..]: the host sums them.
+    part_row = seg * tl.num_programs(0) * dim + pid_b * dim + offs_d
+    part_offs = part_row[:, None] * n_state + offs_n[None, :]
     slot = dim * n_state * tl.num_programs(0)
+    carry_ptr += seg * 2 * slot
 
     if HAS_D:
         Dv = tl.load(D_ptr + offs_d, mask=mask_d, other=0.0).to(tl.float32)
@@ -143,6 +240,12 @@ def _selective_scan_pair_bwd_kernel(
         G0 = tl.load(dhT_ptr + state_offs, mask=state_mask, other=0.0).to(tl.float32)
     else:
         G0 = tl.zeros((BLOCK_D, N_PAD), dtype=tl.float32)
+    if HAS_SEGS:
+        # Through the carry pass's parts right of this segment, last first: G <- W_j + P_j·G.
+        for kk in tl.range(0, (n_segs - 1 - seg) * n_parts):
+            k_offs = ((n_segs - 1) * n_parts - 1 - kk) * slot + state_offs
+            G0 = tl.load(w_ptr + k_offs, mask=state_mask, other=0.0) + tl.load(
+                p_ptr + k_offs, mask=state_mask, other=0.0) * G0
     tl.store(carry_ptr + state_offs, G0, mask=state_mask)
     tl.debug_barrier()
     dA_acc = tl.zeros((BLOCK_D, N_PAD), dtype=tl.float32)
@@ -152,8 +255,8 @@ def _selective_scan_pair_bwd_kernel(
     dbias_acc = tl.zeros((BLOCK_D,), dtype=tl.float32)
     is_first = offs_j[None, :] == 0
 
-    for cc in tl.range(0, n_chunks, num_stages=STAGES):
-        c = n_chunks - 1 - cc
+    for cc in tl.range(0, c_hi - c_lo, num_stages=STAGES):
+        c = c_hi - 1 - cc
         read_slot = carry_ptr + (cc % 2) * slot
         write_slot = carry_ptr + ((cc + 1) % 2) * slot
         hc_row = ((pid_b * n_chunks + c) * dim + offs_d) * n_state
@@ -253,14 +356,15 @@ def _selective_scan_pair_bwd_kernel(
         # The next chunk reads the slot written here; no thread may still be reading it from the last one.
         tl.debug_barrier()
 
-    G = tl.load(carry_ptr + (n_chunks % 2) * slot + state_offs, mask=state_mask, other=0.0)
-    tl.store(dh0_ptr + state_offs, G, mask=state_mask)
-    tl.store(dA_ptr + state_offs, dA_acc, mask=state_mask)
+    if seg == 0:
+        G = tl.load(carry_ptr + ((c_hi - c_lo) % 2) * slot + state_offs, mask=state_mask, other=0.0)
+        tl.store(dh0_ptr + state_offs, G, mask=state_mask)
+    tl.store(dA_ptr + part_offs, dA_acc, mask=state_mask)
     if not B_VAR:
-        tl.store(dB_ptr + state_offs, dB_acc, mask=state_mask)
+        tl.store(dB_ptr + part_offs, dB_acc, mask=state_mask)
     if not C_VAR:
-        tl.store(dC_ptr + state_offs, dC_acc, mask=state_mask)
+        tl.store(dC_ptr + part_offs, dC_acc, mask=state_mask)
     if HAS_D:
-        tl.store(dD_ptr + pid_b * dim + offs_d, dD_acc, mask=mask_d)
+        tl.store(dD_ptr + part_row, dD_acc, mask=mask_d)
     if HAS_BIAS:
-        tl.store(dbias_ptr + pid_b * dim + offs_d, dbias_acc, mask=mask_d)
+        tl.store(dbias_ptr + part_row, dbias_acc, mask=mask_d)
