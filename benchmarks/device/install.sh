@@ -7,13 +7,13 @@ python3 -m pip install -q --no-deps --no-build-isolation --no-compile --upgrade 
   || { tail -n 20 "$OUT/install.log"; exit 1; }
 export PYTHONPATH=/tmp/sq:/tmp/site PYTHONUNBUFFERED=1
 # Triton's compile cache travels between calls: a fresh machine compiled every kernel again, 40-140 s of a call
-# (2026-12-04). Restored from .carry/triton-cache.tgz.* when the call carries it; `save_triton_cache` (at the
-# end of a script) writes the cache as 15 MB parts $OUT/triton-cache.tgz.NN, which go into .carry/ here for the
+# (2026-12-04). Restored from .carry/triton/triton-cache.tgz.* when the call carries .carry/triton; `save_triton_cache` (at the
+# end of a script) writes the cache as 15 MB parts $OUT/triton-cache.tgz.NN, which go into .carry/triton/ here for the
 # next call. A script timing cold compiles sets its own TRITON_CACHE_DIR.
 export TRITON_CACHE_DIR=${TRITON_CACHE_DIR:-/tmp/triton-cache}
 mkdir -p "$TRITON_CACHE_DIR"
-if compgen -G ".carry/triton-cache.tgz.*" > /dev/null; then
-  cat .carry/triton-cache.tgz.* | tar -xzf - -C "$TRITON_CACHE_DIR" && echo "triton cache restored: $(du -sh "$TRITON_CACHE_DIR" | cut -f1)"
+if compgen -G ".carry/triton/triton-cache.tgz.*" > /dev/null; then
+  cat .carry/triton/triton-cache.tgz.* | tar -xzf - -C "$TRITON_CACHE_DIR" && echo "triton cache restored: $(du -sh "$TRITON_CACHE_DIR" | cut -f1)"
 fi
 save_triton_cache() {
   rm -f "$OUT"/triton-cache.tgz.*

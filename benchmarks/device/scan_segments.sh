@@ -4,7 +4,7 @@
 # B = 1, D = 512, L = 262,144 with S = 1, 2, 3, 4, 8 (and S = 2 with Q = 1, 16); then the same beside mamba_ssm
 # (paired fwd+bwd) and the whole-model training row 256 x 4 @ 262 k with SEQSSM_SCAN_BWD_SEGMENTS=$MODEL_SEGMENTS
 # (default 2; the S = 1 row is RESULTS.md's 1.016x). Carry .whl, .carry/mamba_ssm.tar.gz,
-# .carry/causal_conv1d.tar.gz, .carry/triton-cache.tgz.* when there. From the repo root:
+# .carry/causal_conv1d.tar.gz, .carry/triton (Triton cache parts) when there. From the repo root:
 #   bash benchmarks/device/scan_segments.sh        (about 9 minutes; writes under $OUT)
 set -u
 R=$PWD
