@@ -112,8 +112,8 @@ class S4DMixer(nn.Module):
             with torch.no_grad():
                 Ad, Bd, C = self._discrete()
                 # y = 2 Re(C h) = sum over the pairs of (2 Re C) Re h + (-2 Im C) Im h.
-                C_pairs = (2 * torch.view_as_real(C[0]) * torch.tensor([1.0, -1.0], device=C.device)).flatten(-2)
-                cached = (key, (Ad, Bd, C_pairs.contiguous(), self.D.float()))
+                C_pairs = torch.stack([2 * C[0].real, -2 * C[0].imag], -1).flatten(-2)  # no host tensor
+                cached = (key, (Ad, Bd, C_pairs, self.D.float()))
             self._constants = cached
         return cached[1]
 
