@@ -110,10 +110,58 @@ class Mamba2Mixer(nn.Module):
         conv_state = padded[..., padded.shape[-1] - w:] if w else padded[..., :0]
         return out, LayerCache(conv_state=conv_state, ssm_state=final)
 
+    def _step_constants(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """fp32 (A [E, N], D [E], Δ bias [E]) for the Triton step: each head's scalar repeated over its P channels
+        (A a stride-0 view over N), so that the Mamba-1 update kernel runs the SSD recurrence with one channel a
+        row of the [B, E, N] state. Recomputed only when a parameter changed (data_ptr, ``_version``, dtype), as
+        ``MambaMixer._step_constants``."""
+        params = (self.A_log, self.D, self.dt_bias)
+        key = tuple((p.data_ptr(), p._version, p.dtype) for p in params)
+        cached = getattr(self, "_constants", None)
+        if cached is None or cached[0] != key:
+            with torch.no_grad():
+                per_channel = lambda v: v.float()[:, None].expand(-1, self.headdim).reshape(-1)  # noqa: E731
+                A = per_channel(-torch.exp(self.A_log.float()))
+                cached = (key, (A[:, None].expand(-1, self.d_state), per_channel(self.D), per_channel(self.dt_bias)))
+            self._constants = cached
+        return cached[1]
+
+    def _triton_step_ok(self, ops, cache: LayerCache) -> bool:
+        """The Triton kernels take this step: the conv update's widths (2..4), a [B, H, P, N] state that views as
+        [B, E, N] (updated in place through the view) and the RMSNorm kernel's row length."""
+        if not ops.triton or not 2 <= self.d_conv <= 4:
+            return False
+        from seqssm.kernels.rms_norm.triton_fwd import MAX_DIM
+
+        s = cache.ssm_state.stride()
+        return self.d_inner <= MAX_DIM and s[1] == self.headdim * s[2]
+
     def step(self, hidden: torch.Tensor, cache: LayerCache) -> torch.Tensor:
-        """One token: [B, D] → [B, D], advancing ``cache`` in place."""
-        zxbcdt = self._step_ops(hidden).linear(hidden, self.in_proj.weight, self.in_proj.bias)
+        """One token: [B, D] → [B, D], advancing ``cache`` in place.
+
+        With the Triton kernels: in_proj, the conv update (SiLU) on the xBC channels, Δ repeated over each head's
+        P channels (the one copy), the Mamba-1 state update on the state as [B, E, N] (heads as P channels each,
+        B and C per group, z's gate inside: the norm's input y · SiLU(z)), the RMSNorm kernel, out_proj. Else the
+        PyTorch reference step.
+        """
+        ops = self._step_ops(hidden)
+        zxbcdt = ops.linear(hidden, self.in_proj.weight, self.in_proj.bias)
         z, xBC, dt = torch.split(zxbcdt, [self.d_inner, self.conv_dim, self.nheads], dim=-1)
+        if not self._triton_step_ok(ops, cache):
+            return self._step_ref(z, xBC, dt, cache)
+        batch = hidden.shape[0]
+        xBC = ops.conv_update(xBC, cache.conv_state, self.conv1d.weight.squeeze(1), self.conv1d.bias,
+                              activation="silu")
+        x, B, C = self._split(xBC)
+        dt = dt[:, :, None].expand(-1, -1, self.headdim).reshape(batch, self.d_inner)
+        A, D, dt_bias = self._step_constants()
+        state = cache.ssm_state.view(batch, self.d_inner, self.d_state)
+        y = ops.state_update(state, x.flatten(-2), dt, A, B, C, D, z=z, dt_bias=dt_bias, dt_softplus=True)
+        g, _ = ops.add_norm(y, None, self.norm_weight, 1e-5, False, out_dtype=self.out_proj.weight.dtype)
+        return ops.linear(g, self.out_proj.weight, self.out_proj.bias)
+
+    def _step_ref(self, z: torch.Tensor, xBC: torch.Tensor, dt: torch.Tensor, cache: LayerCache) -> torch.Tensor:
+        """The reference step after in_proj, in PyTorch (``ssd_step_ref``)."""
         window = torch.cat([cache.conv_state.to(xBC.dtype), xBC[..., None]], dim=-1)  # [B, K, W]
         conv = (window * self.conv1d.weight.squeeze(1)).sum(-1)
         if self.conv1d.bias is not None:

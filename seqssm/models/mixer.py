@@ -42,7 +42,8 @@ class Kernels(NamedTuple):
     projections: ``linear(x, weight, bias)`` as F.linear and ``x_dt_proj(x, x_proj_weight, dt_proj_weight)``
     -> (x_dbl, dt). The fused decode pieces (None where there are none, see ``FUSE_DECODE``): ``norm_linear``
     as ``add_norm_gemv`` (the block's add + norm, then in_proj) and ``x_dt_update`` as
-    ``selective_state_update_x_dt`` (x_proj, dt_proj, then the state update)."""
+    ``selective_state_update_x_dt`` (x_proj, dt_proj, then the state update). ``triton``: these are the Triton
+    kernels (the Mamba-2 step maps its heads onto them only then)."""
 
     inner: Callable
     state_update: Callable
@@ -52,6 +53,7 @@ class Kernels(NamedTuple):
     x_dt_proj: Callable
     norm_linear: Callable | None = None
     x_dt_update: Callable | None = None
+    triton: bool = False
 
 
 class PreNorm(NamedTuple):
@@ -132,7 +134,8 @@ def _triton_kernels() -> Kernels:
 
     return Kernels(inner=mamba_inner_fused, state_update=selective_state_update_fused,
                    conv_update=causal_conv1d_update_fn, add_norm=add_rms_norm_fused, linear=_linear_small_rows,
-                   x_dt_proj=_x_dt_small_rows, norm_linear=add_norm_gemv, x_dt_update=selective_state_update_x_dt)
+                   x_dt_proj=_x_dt_small_rows, norm_linear=add_norm_gemv, x_dt_update=selective_state_update_x_dt,
+                   triton=True)
 
 
 def select_kernels(impl: str, device: torch.device) -> Kernels:

@@ -63,8 +63,9 @@ class S4DMixer(nn.Module):
         return LayerCache(conv_state=torch.zeros(batch_size, 0, device=device),
                           ssm_state=torch.zeros(batch_size, self.d_model, self.n_modes, 2, device=device))
 
-    def _out(self, y: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
-        y = F.gelu(y + u * self.D.float())
+    def _out(self, y: torch.Tensor, u: torch.Tensor, D: torch.Tensor | None = None) -> torch.Tensor:
+        """GELU(y + D u), out_proj, GLU; D: fp32 [D] (the step's cached copy), else self.D in fp32."""
+        y = F.gelu(torch.addcmul(y, u, self.D.float() if D is None else D))
         return F.glu(self.out_proj(y.to(self.out_proj.weight.dtype)), dim=-1)
 
     def forward(self, hidden: torch.Tensor, state: LayerCache | None = None, *, return_state: bool = False,
@@ -100,12 +101,34 @@ class S4DMixer(nn.Module):
         return out, LayerCache(conv_state=hidden.new_zeros(hidden.shape[0], 0),
                                ssm_state=torch.view_as_real(final))
 
+    def _step_constants(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(Ā, B̄ complex [D, N/2], C as real pairs [D, N] = (2 Re C, -2 Im C) per mode, D fp32 [D]) for decoding,
+        recomputed only when a parameter changed (data_ptr, ``_version``, dtype), as ``MambaMixer``'s: a step then
+        launches no exp or complex algebra, at one token per row the GPU waits on launches, not arithmetic."""
+        params = (self.log_dt, self.log_A_real, self.A_imag, self.C, self.D)
+        key = tuple((p.data_ptr(), p._version, p.dtype) for p in params)
+        cached = getattr(self, "_constants", None)
+        if cached is None or cached[0] != key:
+            with torch.no_grad():
+                Ad, Bd, C = self._discrete()
+                # y = 2 Re(C h) = sum over the pairs of (2 Re C) Re h + (-2 Im C) Im h.
+                C_pairs = torch.stack([2 * C[0].real, -2 * C[0].imag], -1).flatten(-2)  # no host tensor
+                cached = (key, (Ad, Bd, C_pairs, self.D.float()))
+            self._constants = cached
+        return cached[1]
+
     def step(self, hidden: torch.Tensor, cache: LayerCache) -> torch.Tensor:
         """Recurrent mode, one token: [B, D] → [B, D], advancing ``cache`` in place."""
         if self.bidirectional:
             raise InputError("S4DMixer: a bidirectional layer cannot decode step by step")
         u = hidden.float()
-        Ad, Bd, C = self._discrete()
-        h = torch.view_as_complex(cache.ssm_state.contiguous()) * Ad + Bd * u[..., None]
-        cache.ssm_state.copy_(torch.view_as_real(h))
-        return self._out(2 * (C[0] * h).sum(-1).real, u)
+        Ad, Bd, C_pairs, D = self._step_constants()
+        state = cache.ssm_state
+        if state.is_contiguous():  # h <- Ā h + B̄ u, in place through a complex view of the state
+            h = torch.view_as_complex(state)
+            h.mul_(Ad).addcmul_(Bd, u[..., None])
+        else:
+            h = torch.view_as_complex(state.contiguous()) * Ad + Bd * u[..., None]
+            state.copy_(torch.view_as_real(h))
+        y = (state.flatten(-2) * C_pairs).sum(-1)  # 2 Re(C h) [B, D]
+        return self._out(y, u, D)
