@@ -44,6 +44,14 @@ def check_tensor(fn: str, name: str, X: torch.Tensor | None, shape: tuple[int, .
         raise InputError(f"{fn}: {name} has dtype {X.dtype}; use float32, float16 or bfloat16")
 
 
+def check_no_grad(fn: str, name: str, X: torch.Tensor | None, instead: str = "") -> None:
+    """InputError if X needs a gradient now: the inference-only kernels (decode steps, GEMV) have no backward;
+    ``instead`` names what to call for autograd."""
+    if X is not None and torch.is_grad_enabled() and X.requires_grad:
+        raise InputError(f"{fn}: {name} requires grad, but the kernel is inference only (no backward); call it "
+                         f"under torch.no_grad(){' or use ' + instead if instead else ''}")
+
+
 def check_seq_idx(fn: str, seq_idx: torch.Tensor | None, batch: int, length: int,
                   device: torch.device) -> torch.Tensor | None:
     """seq_idx [B, L] as the kernels read it (int32, unit stride along L), or InputError. A sequence is a run of

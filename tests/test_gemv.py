@@ -270,6 +270,12 @@ def test_rejects_bad_arguments():
         selective_state_update_x_dt(state, x[:, :4], w[:, :4], _rand(4, 1, seed=4), A)
     with pytest.raises(InputError, match="dt_proj_weight has shape"):
         selective_state_update_x_dt(state, x[:, :4], w[:, :4], _rand(4, 0, seed=4), A)
+    # The inference-only kernels name what to call for autograd (kernels.common.check_no_grad).
+    with pytest.raises(InputError, match="requires grad.*or use add_rms_norm and F.linear"):
+        add_norm_gemv(x, None, _rand(6, seed=3), 1e-5, True, w.clone().requires_grad_())
+    with pytest.raises(InputError, match="A requires grad.*torch.no_grad\\(\\)$"):
+        selective_state_update_x_dt(state, x[:, :4], _rand(5, 4, seed=5), _rand(4, 1, seed=4),
+                                    A.clone().requires_grad_())
 
 
 # The decode step through the kernels ---------------------------------------------------------------------

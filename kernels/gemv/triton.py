@@ -31,7 +31,7 @@ import triton
 import triton.language as tl
 
 from seqssm.errors import InputError
-from seqssm.kernels.common import check_tensor, fresh
+from seqssm.kernels.common import check_no_grad, check_tensor, fresh
 from seqssm.kernels.host import DirectLauncher, cdiv, next_power_of_2
 
 MAX_BLOCK_B = 8  # rows of x one program serves; more rows take more row blocks (the weight is read again)
@@ -291,9 +291,7 @@ def _check(fn: str, x, weight, name: str, inputs) -> None:
         raise InputError(f"{fn}: K = 0 (x has shape {tuple(x.shape)}); pass at least one input feature")
     for label, X in inputs:
         check_tensor(fn, label, X, None, x.device)
-        if X is not None and torch.is_grad_enabled() and X.requires_grad:
-            raise InputError(f"{fn}: {label} requires grad, but the kernel is inference only (no backward); "
-                             "call it under torch.no_grad() or use F.linear")
+        check_no_grad(fn, label, X, "F.linear")
     if weight.dtype != x.dtype:
         raise InputError(f"{fn}: {name} is {weight.dtype} but x is {x.dtype}; pass both in one dtype "
                          "(as F.linear needs)")

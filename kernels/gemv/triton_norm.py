@@ -13,7 +13,7 @@ import torch
 import triton
 
 from seqssm.errors import InputError
-from seqssm.kernels.common import check_tensor, fresh
+from seqssm.kernels.common import check_no_grad, check_tensor, fresh
 from seqssm.kernels.gemv.triton import GemvConfig, NormArgs, gemv_config, gemv_rows
 
 
@@ -56,9 +56,7 @@ def add_norm_gemv(
     for name, X, shape in (("x", x, None), ("residual", residual, (rows, k)), ("norm_weight", norm_weight, (k,)),
                            ("weight", weight, None), ("bias", bias, (n,))):
         check_tensor(fn, name, X, shape, x.device)
-        if X is not None and torch.is_grad_enabled() and X.requires_grad:
-            raise InputError(f"{fn}: {name} requires grad, but the kernel is inference only (no backward); "
-                             "call it under torch.no_grad() or use add_rms_norm and F.linear")
+        check_no_grad(fn, name, X, "add_rms_norm and F.linear")
     if norm_weight.dtype != weight.dtype:
         raise InputError(f"{fn}: norm_weight is {norm_weight.dtype} but weight is {weight.dtype}; pass both in "
                          "one dtype (the normed input is stored in the norm's and read by the projection)")

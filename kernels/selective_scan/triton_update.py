@@ -17,7 +17,7 @@ import triton
 import triton.language as tl
 
 from seqssm.errors import InputError
-from seqssm.kernels.common import LOG2E, check_tensor, fresh, softplus
+from seqssm.kernels.common import LOG2E, check_no_grad, check_tensor, fresh, softplus
 from seqssm.kernels.gemv.triton import MAX_RANK, GemvConfig, _split_sum, x_proj_partials
 from seqssm.kernels.host import DirectLauncher, cdiv, next_power_of_2
 
@@ -234,9 +234,7 @@ def selective_state_update_x_dt(
                            ("dt_proj_weight", dt_proj_weight, None), ("A", A, None), ("D", D, (dim,)),
                            ("z", z, (batch, dim)), ("dt_bias", dt_bias, (dim,))):
         check_tensor(fn, name, X, shape, x.device)
-        if X is not None and torch.is_grad_enabled() and X.requires_grad:
-            raise InputError(f"{fn}: {name} requires grad, but the kernel is inference only (no backward); "
-                             "call it under torch.no_grad()")
+        check_no_grad(fn, name, X)
     for name, X in (("x_proj_weight", x_proj_weight), ("dt_proj_weight", dt_proj_weight)):
         if X.dtype != x.dtype:
             raise InputError(f"{fn}: {name} is {X.dtype} but x is {x.dtype}; pass both in one dtype")
