@@ -30,6 +30,9 @@ export PYTHONPATH=/tmp/sq:/tmp/site:/tmp/mamba
 if [ -n "${POST_NOCONV:-}" ]; then log "post (no causal-conv1d): $POST_NOCONV"; bash -c "$POST_NOCONV" 2>&1 | tee -a "$OUT/post_noconv.log"; fi
 export PYTHONPATH=/tmp/sq:/tmp/site:/tmp/mamba:/tmp/cc
 if [ -n "${POST:-}" ]; then
+  # CC_WAIT: seconds POST may still wait for causal-conv1d (default 0; on 2026-12-04 it had not built after 400 s
+  # with MAX_JOBS=6 beside mamba_ssm's 12).
+  for _ in $(seq 1 $(( ${CC_WAIT:-0} / 5 ))); do [ -f /tmp/b/cc_done ] && break; sleep 5; done
   if [ -f /tmp/b/cc_done ]; then log "post (with causal-conv1d): $POST"; bash -c "$POST" 2>&1 | tee -a "$OUT/post.log"
   else log "post skipped: causal-conv1d not built yet"; tail -n 5 /tmp/b/cc.log 2>/dev/null; fi
 fi
