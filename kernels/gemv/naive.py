@@ -37,7 +37,6 @@ def gemv_x_dt_ref(
     return x_dbl, gemv_ref(x_dbl[:, : dt_proj_weight.shape[1]], dt_proj_weight)
 
 
-
 def add_norm_gemv_ref(
     x: torch.Tensor,
     residual: torch.Tensor | None,

@@ -15,6 +15,7 @@ import triton
 from seqssm.errors import InputError
 from seqssm.kernels.common import check_no_grad, check_tensor, fresh
 from seqssm.kernels.gemv.triton import GemvConfig, NormArgs, gemv_config, gemv_rows
+from seqssm.kernels.rms_norm.naive import summed_residual_dtype
 
 
 def add_norm_gemv(
@@ -62,9 +63,7 @@ def add_norm_gemv(
                          "one dtype (the normed input is stored in the norm's and read by the projection)")
     if x.device.type == "cpu" and not triton.knobs.runtime.interpret:
         raise InputError(f"{fn}: inputs are on the CPU; move them to CUDA or use add_norm_gemv_ref")
-    res_dtype = x.dtype if residual is None else torch.promote_types(x.dtype, residual.dtype)
-    if residual_in_fp32:
-        res_dtype = torch.float32
+    res_dtype = summed_residual_dtype(x, residual, residual_in_fp32)
     store = residual is not None or res_dtype != x.dtype
     res_out = fresh(torch.empty(rows, k, device=x.device, dtype=res_dtype)) if store else None
     if rows == 0:

@@ -9,6 +9,13 @@ from __future__ import annotations
 import torch
 
 
+def summed_residual_dtype(x: torch.Tensor, residual: torch.Tensor | None, residual_in_fp32: bool) -> torch.dtype:
+    """The summed residual's dtype: x's and residual's promoted, at least fp32 with ``residual_in_fp32``. One
+    rule for the reference and every kernel that writes the residual (rms_norm, gemv's add_norm_gemv)."""
+    dtype = x.dtype if residual is None else torch.promote_types(x.dtype, residual.dtype)
+    return torch.promote_types(dtype, torch.float32) if residual_in_fp32 else dtype
+
+
 def add_rms_norm_ref(
     x: torch.Tensor,
     residual: torch.Tensor | None,
@@ -30,9 +37,7 @@ def add_rms_norm_ref(
     Returns:
         normed [..., D] in ``out_dtype``, residual [..., D].
     """
-    dtype = x.dtype if residual is None else torch.promote_types(x.dtype, residual.dtype)
-    if residual_in_fp32:
-        dtype = torch.promote_types(dtype, torch.float32)
+    dtype = summed_residual_dtype(x, residual, residual_in_fp32)
     # Summed in the residual's dtype: with residual_in_fp32 two bf16 inputs add exactly, as the kernel does.
     residual = x.to(dtype) if residual is None else x.to(dtype) + residual.to(dtype)
     acc = torch.promote_types(residual.dtype, torch.float32)

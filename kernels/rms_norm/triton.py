@@ -6,6 +6,7 @@ import torch
 import triton
 
 from seqssm.errors import InputError
+from seqssm.kernels.rms_norm.naive import summed_residual_dtype
 from seqssm.kernels.rms_norm.triton_bwd import add_rms_norm_bwd
 from seqssm.kernels.rms_norm.triton_fwd import MAX_DIM, add_rms_norm_fwd
 
@@ -104,8 +105,5 @@ def add_rms_norm_fused(
         raise InputError(f"{fn}: out_dtype is {out_dtype}; use float32, float16 or bfloat16")
     if x.device.type == "cpu" and not triton.knobs.runtime.interpret:
         raise InputError(f"{fn}: inputs are on the CPU; move them to CUDA or use add_rms_norm_ref")
-    residual_dtype = x.dtype if residual is None else torch.promote_types(x.dtype, residual.dtype)
-    if residual_in_fp32:
-        residual_dtype = torch.float32
-    return _AddRMSNormFn.apply(x, residual, weight, float(eps), residual_dtype,
+    return _AddRMSNormFn.apply(x, residual, weight, float(eps), summed_residual_dtype(x, residual, residual_in_fp32),
                                weight.dtype if out_dtype is None else out_dtype, rc_halves)

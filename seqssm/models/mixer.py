@@ -304,10 +304,11 @@ class MambaMixer(nn.Module):
                 and _gemv_ok(hidden, weight, self.in_proj.bias, norm.weight, dtype=weight.dtype))
 
     def _fuses_x_dt(self, ops: Kernels, x: torch.Tensor) -> bool:
+        if not FUSE_DECODE or ops.x_dt_update is None:
+            return False
         from seqssm.kernels.gemv.triton import MAX_RANK
 
-        return (FUSE_DECODE and ops.x_dt_update is not None and self.dt_rank <= MAX_RANK
-                and _gemv_ok(x, self.x_proj.weight, self.dt_proj.weight))
+        return self.dt_rank <= MAX_RANK and _gemv_ok(x, self.x_proj.weight, self.dt_proj.weight)
 
     def step(self, hidden: torch.Tensor, cache: LayerCache, prenorm: PreNorm | None = None):
         """One token: [B, D] -> [B, D], advancing ``cache`` in place.
