@@ -85,9 +85,9 @@ class TaskCollate:
 
     ``rc_generator`` (DNA training): reverse-complement each sequence (and reverse a token-level label)
     with probability 1/2, drawn from that generator. ``pad_tokens`` (:func:`pad_tokens_for` the model's device):
-    the token count L of a padded batch is rounded up to a multiple of it (waveforms to a multiple of
-    ``pad_tokens`` × ``patch_size`` samples; 1: whole tokens only); sequence-level only, and not with flatten
-    pooling, whose length is fixed.
+    the token count L of a padded batch is rounded up to a multiple of it (waveforms and patched DNA to a multiple
+    of ``pad_tokens`` × ``patch_size`` samples or bases; 1: whole tokens only); sequence-level only, and not with
+    flatten pooling, whose length is fixed.
     """
 
     def __init__(self, task: TaskConfig, rc_generator: torch.Generator | None = None, pad_tokens: int = 1):
@@ -115,7 +115,8 @@ class TaskCollate:
                 examples = self._augment(examples)
             tokens = encode_dna([e.data for e in examples], self.tokenizer, add_cls=self.task.pooling == "cls",
                                 names=[e.id for e in examples])
-            batch["input_ids"], batch["attention_mask"] = pad_batch(tokens, self.tokenizer.pad_id, self.pad_tokens)
+            multiple = self.pad_tokens * (self.task.patch_size or 1)  # bases: tokens may be patches of them
+            batch["input_ids"], batch["attention_mask"] = pad_batch(tokens, self.tokenizer.pad_id, multiple)
             lengths = [len(t) for t in tokens]
         else:
             if any(not isinstance(e.data, torch.Tensor) for e in examples):

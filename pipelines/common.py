@@ -96,7 +96,8 @@ def checkpoint_modality(path: str | os.PathLike, command: str, *, given: str | N
 
 
 def check_checkpoint(path: str | os.PathLike, command: str, *, modality: str | tuple[str, ...] | None = None,
-                     kind: str = ANY, causal: bool | None = None, given: str | None = None) -> str:
+                     kind: str = ANY, causal: bool | None = None, given: str | None = None,
+                     patches_ok: bool = False) -> str:
     """Refuse, from its JSON files and before any weights are read, a checkpoint that ``seqssm command``
     cannot use; the message says which command or flag fits. Returns the checkpoint's modality.
 
@@ -104,9 +105,18 @@ def check_checkpoint(path: str | os.PathLike, command: str, *, modality: str | t
     ``kind``: LM (from `seqssm pretrain`; no task.json), CLASSIFIER (from `seqssm finetune`) or ANY.
     ``causal``: True needs a causal model, False a bidirectional one, None either.
     ``given``: a --modality value ("dna", "audio", "bytes") the checkpoint must be of (None: no check); see
-    :func:`checkpoint_modality`.
+    :func:`checkpoint_modality`. ``patches_ok``: the command runs a classifier's own front end, so it takes one
+    that reads DNA in patches (``finetune --patch-size``); the others need a model that reads base by base.
     """
     have, classifier, tokenizer, bidirectional = checkpoint_kind(path)
+    if classifier and not patches_ok and have == "dna":
+        from seqssm.models.heads import read_task
+
+        patch = read_task(path).patch_size
+        if patch:
+            raise InputError(f"checkpoint {path} is a classifier that reads DNA in patches of {patch} bases "
+                             f"(finetune --patch-size), so it has no base-by-base model for `seqssm {command}`; use "
+                             "it with `seqssm predict` or `seqssm probe`, or fine-tune with --patch-size 1")
     wanted = (modality,) if isinstance(modality, str) else modality
     if kind == LM and classifier:
         raise InputError(f"checkpoint {path} is a fine-tuned classifier (it has a task.json), not a language "

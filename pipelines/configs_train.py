@@ -236,7 +236,8 @@ class FinetuneConfig(TrainingOptions, BackboneOptions, InputSpec):
     Backbone: ``init_from`` a checkpoint, else a fresh one of ``d_model``, ``n_layer``, ``d_state``,
     ``expand`` (``bidirectional``, ``rc_equivariant``). Audio: ``frontend`` "logmel" (log-mel frames; "auto")
     or "raw" (waveform frames), ``patch_size`` samples per token (None: 16 raw, a 10 ms hop logmel), training
-    clips randomly cropped to ``clip_seconds`` (evaluation uses whole clips).
+    clips randomly cropped to ``clip_seconds`` (evaluation uses whole clips). DNA: ``patch_size`` bases per token
+    (None: ``finetune_setup.dna_patch_of`` chooses by the input lengths).
     Training: AdamW at ``lr`` for the head (and the audio patch projection) and ``backbone_lr`` (default ``lr``) for
     the backbone, unless ``freeze_backbone``; warm-up then cosine decay; ``class_weights`` "auto" (balanced on an
     imbalanced single-label task, ``finetune_setup.AUTO_IMBALANCE``), None, "balanced" or one weight per class
@@ -267,7 +268,8 @@ class FinetuneConfig(TrainingOptions, BackboneOptions, InputSpec):
     d_model: int = option(64)
     n_layer: int = option(2)
     bidirectional: bool = option(True)
-    patch_size: int | None = option(None, help="audio: samples per token (default: 16 raw, a 10 ms hop logmel).",
+    patch_size: int | None = option(None, help="audio: samples per token (default: 16 raw, a 10 ms hop logmel); "
+                                    "DNA: bases per token (default: 8 for inputs over 512 bases, else 1).",
                                     check=positive_int)
     frontend: str = option("auto", help="audio: logmel (log-mel spectrogram frames every --patch-size samples; "
                            "auto) or raw (a linear map of each frame of --patch-size samples).",

@@ -56,6 +56,7 @@ from seqssm.pipelines.configs_train import FinetuneConfig
 from seqssm.pipelines.ema import WeightEMA
 from seqssm.pipelines.finetune_setup import backbone as _backbone
 from seqssm.pipelines.finetune_setup import class_weights_of as _class_weights_of
+from seqssm.pipelines.finetune_setup import dna_patch_of as _dna_patch_of
 from seqssm.pipelines.finetune_setup import fixed_length as _fixed_length
 from seqssm.pipelines.finetune_setup import init_seed as _init_seed
 from seqssm.pipelines.finetune_setup import load_data as _load_data
@@ -161,7 +162,12 @@ def _train(cfg: FinetuneConfig, saved, device, labels: list[str], splits: dict, 
     """One fine-tuning run on ``splits`` into ``cfg.out``; ``fold`` (``--folds``) goes into run.json."""
     out = Path(cfg.out)
     pooling = _pooling_of(cfg, splits)  # --pooling auto chosen by the data; task.json and run.json keep it
-    task = _task(cfg, labels, rate, _fixed_length(cfg, splits, pooling), pooling)
+    dna_patch = _dna_patch_of(cfg, splits, pooling)  # so is --patch-size auto for DNA
+    task = _task(cfg, labels, rate, _fixed_length(cfg, splits, pooling, dna_patch), pooling, dna_patch)
+    if dna_patch and cfg.self_pretrain_steps not in (0, "auto"):
+        raise InputError(f"--self-pretrain-steps trains the backbone's base-by-base embedding, which a model reading "
+                         f"DNA in patches of {dna_patch} bases does not use; add --patch-size 1 or drop "
+                         "--self-pretrain-steps")
     if not splits["train"] or not splits["val"]:
         raise InputError(f"{cfg.data}: too few examples ({len(labels)}) for a train and a val split; add data")
     metric = _metric_of(cfg, task, splits["train"])  # auto: by the task and its balance; run.json keeps it
@@ -266,7 +272,7 @@ def _train(cfg: FinetuneConfig, saved, device, labels: list[str], splits: dict, 
 
     def record(status: dict) -> None:
         resolved = dataclasses.replace(cfg, init_seed=_init_seed(cfg),  # the numbers used, not None
-                                       patch_size=task.patch_size if cfg.modality == "audio" else cfg.patch_size,
+                                       patch_size=task.patch_size or 1,
                                        frontend=task.frontend if cfg.modality == "audio" else cfg.frontend,
                                        pooling=task.pooling, metric=metric, class_weights=weights_spec)
         # The backbone actually trained: with init_from, d_model etc. in the config above are not its own.

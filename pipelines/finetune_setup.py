@@ -42,23 +42,49 @@ def init_seed(cfg: FinetuneConfig) -> int:
 AUTO_FLATTEN_MAX = 512
 
 
+def _rc_equivariant(cfg: FinetuneConfig) -> bool:
+    """Whether the backbone (--init-from's, else the fresh one) is RC-equivariant."""
+    if cfg.init_from:
+        from seqssm.models.io import read_config
+
+        return read_config(cfg.init_from).rc_equivariant
+    return cfg.rc_equivariant
+
+
 def pooling_of(cfg: FinetuneConfig, splits: dict) -> str:
     """``--pooling``, with auto resolved by the data: flatten for sequence-level DNA inputs of one length up to
     AUTO_FLATTEN_MAX, mean otherwise (audio, variable lengths, long inputs, token-level tasks, RC-equivariant
     backbones, whose RC-invariant pooling is mean)."""
     if cfg.pooling != "auto":
         return cfg.pooling
-    if cfg.init_from:
-        from seqssm.models.io import read_config
-
-        rc = read_config(cfg.init_from).rc_equivariant
-    else:
-        rc = cfg.rc_equivariant
+    rc = _rc_equivariant(cfg)
     if cfg.modality == "dna" and cfg.level == "sequence" and not rc:  # RC-equivariant models pool by mean
         lengths = {len(item.data) for items in splits.values() for item in items}
         if len(lengths) == 1 and 0 < next(iter(lengths)) <= AUTO_FLATTEN_MAX:
             return "flatten"
     return "mean"
+
+
+# --patch-size auto (None) reads sequence-level DNA whose median input is longer than AUTO_DNA_PATCH_OVER bases in
+# patches of AUTO_DNA_PATCH bases (seqssm.models.frontends.DnaPatchEmbedding): 8x fewer tokens, so a 1-2 kb task
+# trains at ~89 k bases/s on one CPU core against ~9 k base by base (d_model 64, 2 bidirectional layers, batch 32
+# of 1,536 bases, 2026-12-04); benchmarks/NOTES-classification.md has what it does to accuracy.
+AUTO_DNA_PATCH_OVER = 512
+AUTO_DNA_PATCH = 8
+
+
+def dna_patch_of(cfg: FinetuneConfig, splits: dict, pooling: str) -> int | None:
+    """Bases per token of a DNA task (None: one base a token): ``--patch-size``, or auto (None) resolved by the
+    data: AUTO_DNA_PATCH for sequence-level inputs of median length over AUTO_DNA_PATCH_OVER (not with cls
+    pooling, token-level labels or RC-equivariant backbones, which read base by base)."""
+    if cfg.modality != "dna":
+        return None
+    if cfg.patch_size is not None:
+        return None if cfg.patch_size == 1 else cfg.patch_size
+    if cfg.level != "sequence" or pooling == "cls" or _rc_equivariant(cfg):
+        return None
+    lengths = sorted(len(item.data) for items in splits.values() for item in items)
+    return AUTO_DNA_PATCH if lengths and lengths[len(lengths) // 2] > AUTO_DNA_PATCH_OVER else None
 
 
 # --class-weights auto and --metric auto turn to balanced loss weights and early stopping on macro F1 when the
@@ -96,8 +122,10 @@ def metric_of(cfg: FinetuneConfig, task: TaskConfig, train: list) -> str:
     return "macro_f1" if task.problem_type == "multi_label" or imbalanced else "accuracy"
 
 
-def fixed_length(cfg: FinetuneConfig, splits: dict, pooling: str | None = None) -> int | None:
-    """The one length of every DNA input, which flatten pooling needs (``pooling``: the resolved one)."""
+def fixed_length(cfg: FinetuneConfig, splits: dict, pooling: str | None = None, dna_patch: int | None = None
+                 ) -> int | None:
+    """The one length in tokens of every DNA input, which flatten pooling needs (``pooling``: the resolved one;
+    ``dna_patch``: bases per token, :func:`dna_patch_of`)."""
     if (pooling or cfg.pooling) != "flatten" or cfg.level != "sequence":
         return None
     if cfg.modality != "dna":
@@ -106,12 +134,13 @@ def fixed_length(cfg: FinetuneConfig, splits: dict, pooling: str | None = None) 
     if len(lengths) != 1:
         raise InputError(f"--pooling flatten needs inputs of one length, {cfg.data} has lengths "
                          f"{min(lengths)} to {max(lengths)}; use --pooling mean (or --length for BED)")
-    return lengths.pop()
+    return -(-lengths.pop() // (dna_patch or 1))
 
 
 def task(cfg: FinetuneConfig, labels: list[str], rate: int | None, length: int | None = None,
-         pooling: str | None = None) -> TaskConfig:
-    """The TaskConfig of a run; ``pooling`` is the resolved one (:func:`pooling_of`) when ``--pooling`` is auto."""
+         pooling: str | None = None, dna_patch: int | None = None) -> TaskConfig:
+    """The TaskConfig of a run; ``pooling`` and ``dna_patch`` are the resolved ones (:func:`pooling_of`,
+    :func:`dna_patch_of`) when ``--pooling`` / ``--patch-size`` are auto."""
     multi = cfg.problem_type == "multi_label" or (
         cfg.problem_type == "auto" and cfg.level == "sequence" and any(";" in label for label in labels))
     if cfg.level == "token":
@@ -122,7 +151,7 @@ def task(cfg: FinetuneConfig, labels: list[str], rate: int | None, length: int |
         classes = set(labels)
     return TaskConfig(classes=sorted(classes, key=natural_key), problem_type="multi_label" if multi else
                       "single_label", level=cfg.level, pooling=pooling or cfg.pooling, modality=cfg.modality,
-                      patch_size=patch_size(cfg, rate) if cfg.modality == "audio" else None, sample_rate=rate,
+                      patch_size=patch_size(cfg, rate) if cfg.modality == "audio" else dna_patch, sample_rate=rate,
                       dropout=cfg.dropout, length=length, **frontend(cfg))
 
 

@@ -48,7 +48,7 @@ def predict(cfg: PredictConfig) -> PredictResult:
     device = resolve_device(cfg.device)
     names = cfg.checkpoints
     for name in names:  # before loading any weights
-        check_checkpoint(name, "predict", modality=cfg.modality, kind=CLASSIFIER)
+        check_checkpoint(name, "predict", modality=cfg.modality, kind=CLASSIFIER, patches_ok=True)
     check_one_task([(name, read_task(name)) for name in names])
     predict_outputs(cfg).check()
     members = [load_classifier(name, device, impl=cfg.impl) for name in names]

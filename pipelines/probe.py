@@ -72,7 +72,7 @@ def probe_outputs(cfg: ProbeConfig) -> OutputPlan:
 def probe(cfg: ProbeConfig) -> ProbeResult:
     """Embed ``cfg.data`` with the frozen backbone of ``cfg.checkpoint`` and cross-validate a linear probe;
     write ``{out}/probe.json`` when ``out`` is given."""
-    check_checkpoint(cfg.checkpoint, "probe")
+    check_checkpoint(cfg.checkpoint, "probe", patches_ok=True)
     probe_outputs(cfg).check()
     embedder = Embedder(cfg.checkpoint, pooling=cfg.pooling, batch_size=cfg.batch_size, device=cfg.device)
     probe_model(embedder.lm, cfg.checkpoint)

@@ -121,8 +121,19 @@ class Embedder:
         for start in range(0, input_ids.shape[0], self.batch_size):
             ids = input_ids[start:start + self.batch_size].to(self.device)
             mask = attention_mask[start:start + self.batch_size].to(self.device)
-            rows += self._outputs(self.lm.backbone(ids, mask), mask, per_position)
+            rows += self._outputs(*self._dna_hidden(ids, mask, per_position), per_position)
         return self._stack(rows, per_position)
+
+    def _dna_hidden(self, ids: torch.Tensor, mask: torch.Tensor, per_position: bool):
+        """(hidden [B, L, D], token mask [B, L]) of DNA ids [B, N]: through a classifier's patch front end when it
+        reads DNA in patches (L = ceil(N / P)), else base by base (L = N)."""
+        if self.patch is None:
+            return self.lm.backbone(ids, mask), mask
+        if per_position:
+            raise InputError(f"{self.checkpoint} reads DNA in patches of {self.patch.patch_size} bases, so it has "
+                             "no per-base vectors; embed pooled, or use a model fine-tuned with --patch-size 1")
+        embeds, mask = self.patch(ids, mask)
+        return self.lm.backbone(None, mask, inputs_embeds=embeds), mask
 
     @torch.no_grad()
     def embed_bytes(self, items: Sequence[bytes | str], *, per_position: bool = False):
@@ -154,7 +165,7 @@ class Embedder:
         for chunk in _chunks(list(sequences), self.batch_size):
             ids, mask = pad_batch(encode_dna(chunk, self.tokenizer, add_cls=cls), self.tokenizer.pad_id)
             ids, mask = ids.to(self.device), mask.to(self.device)
-            rows += self._outputs(self.lm.backbone(ids, mask), mask, per_position, skip=int(cls))
+            rows += self._outputs(*self._dna_hidden(ids, mask, per_position), per_position, skip=int(cls))
         if not rows:
             raise InputError("embed_sequences: no sequences given")
         return self._stack(rows, per_position)

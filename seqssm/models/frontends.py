@@ -1,7 +1,11 @@
-"""Audio front ends of a classifier: waveform [B, T] → token embeddings [B, L, D] and a token mask [B, L].
+"""Front ends of a classifier: inputs → token embeddings [B, L, D] and a token mask [B, L].
 
-Two kinds, chosen by ``TaskConfig.frontend`` and saved with the classifier, one token every P =
-``patch_size`` samples either way (L = ceil(T / P)):
+DNA (``TaskConfig.patch_size`` P > 1): :class:`DnaPatchEmbedding`, a linear map of the one-hot bases of each
+non-overlapping patch of P bases (L = ceil(N / P) for N bases), so a 2 kb input is 250 tokens at P = 8 (the
+pure function :func:`dna_patches`). Without it DNA enters base by base through the backbone's embedding.
+
+Audio: waveform [B, T], two kinds, chosen by ``TaskConfig.frontend`` and saved with the classifier, one
+token every P = ``patch_size`` samples either way (L = ceil(T / P)):
 
 - "raw": a linear map of each non-overlapping frame of P samples (:class:`~seqssm.models.heads.PatchEmbedding`).
 - "logmel": a linear map of each frame of a log-mel spectrogram (torchaudio ``MelSpectrogram``, windows of
@@ -17,6 +21,7 @@ from __future__ import annotations
 import math
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from seqssm.errors import InputError
@@ -99,6 +104,43 @@ class LogMelEmbedding(nn.Module):
         frames, mask = log_mel_frames(waveform, attention_mask, sample_rate=self.sample_rate, hop=self.patch_size,
                                       n_mels=self.n_mels, normalize=self.normalize, transform=self.mel)
         return self.proj(((frames + 7.0) / 7.0).to(self.proj.weight.dtype)), mask
+
+
+def dna_patches(input_ids: torch.Tensor, attention_mask: torch.Tensor | None, patch_size: int,
+                vocab_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Token ids [B, N] (right-padded, mask [B, N]) → one-hot patches [B, L, P * V] (float32) and the token
+    mask [B, L], L = ceil(N / P), V = ``vocab_size``. Padding positions are all-zero, so a row's patches do not
+    depend on its padding; a patch is real when its first base is. Feature p * V + v of a patch is "base p of the
+    patch has id v"."""
+    if not isinstance(input_ids, torch.Tensor) or input_ids.dim() != 2 or input_ids.dtype.is_floating_point:
+        got = tuple(input_ids.shape) if isinstance(input_ids, torch.Tensor) else type(input_ids).__name__
+        raise InputError(f"DNA patches need token ids [B, N], got {got}")
+    mask = torch.ones_like(input_ids, dtype=torch.bool) if attention_mask is None else attention_mask.bool()
+    if mask.shape != input_ids.shape:
+        raise InputError(f"attention_mask {tuple(mask.shape)} differs from the ids' {tuple(input_ids.shape)}")
+    batch, length = input_ids.shape
+    n_tokens = -(-length // patch_size)
+    pad = n_tokens * patch_size - length
+    onehot = F.one_hot(input_ids.clamp(0, vocab_size - 1), vocab_size).float() * mask.unsqueeze(-1)
+    onehot = F.pad(onehot, (0, 0, 0, pad))
+    token_mask = F.pad(mask, (0, pad))[:, ::patch_size]
+    return onehot.reshape(batch, n_tokens, patch_size * vocab_size), token_mask
+
+
+class DnaPatchEmbedding(nn.Module):
+    """Token ids [B, N] → [B, ceil(N / P), D]: a linear map of each patch's one-hot bases (:func:`dna_patches`),
+    i.e. the sum of a learnt vector per (offset in the patch, base), as a k-mer embedding without a k-mer vocabulary."""
+
+    def __init__(self, patch_size: int, vocab_size: int, d_model: int, *, device=None, dtype=None):
+        super().__init__()
+        self.patch_size, self.vocab_size = patch_size, vocab_size
+        self.proj = nn.Linear(patch_size * vocab_size, d_model, device=device, dtype=dtype)
+
+    def forward(self, input_ids: torch.Tensor,
+                attention_mask: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """(embeddings [B, L, D], token mask [B, L])."""
+        patches, mask = dna_patches(input_ids, attention_mask, self.patch_size, self.vocab_size)
+        return self.proj(patches.to(self.proj.weight.dtype)), mask
 
 
 def audio_frontend(frontend: str, patch_size: int, d_model: int, *, sample_rate: int, n_mels: int | None,

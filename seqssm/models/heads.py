@@ -2,10 +2,11 @@
 
 A :class:`SequenceClassifier` keeps the whole :class:`~seqssm.models.lm.MambaLMHeadModel` it was built from,
 so its checkpoint directory is a backbone checkpoint (``config.json`` + ``model.safetensors``, which
-:func:`~seqssm.models.io.load_model` still reads) plus ``head.safetensors`` (head, and the waveform patch
-projection of audio models) and ``task.json`` (:class:`TaskConfig`). DNA enters as token ids; audio enters
-as raw waveform samples, cut into non-overlapping frames of P samples that a linear map turns into the
-backbone's inputs (``inputs_embeds``), so an utterance of T samples is T / P tokens long.
+:func:`~seqssm.models.io.load_model` still reads) plus ``head.safetensors`` (head, and the front end's
+projection: audio, or DNA patches) and ``task.json`` (:class:`TaskConfig`). DNA enters as token ids, base by
+base or (``patch_size`` P > 1) in patches of P bases; audio enters as raw waveform samples, cut into
+non-overlapping frames of P samples; a front end's linear map turns either kind of patch into the backbone's
+inputs (``inputs_embeds``), so N bases or T samples are N / P or T / P tokens long.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from torch import nn
 
 from seqssm.config import POOLINGS
 from seqssm.errors import InputError
-from seqssm.models.frontends import FRONTENDS, audio_frontend, masked_waveform
+from seqssm.models.frontends import FRONTENDS, DnaPatchEmbedding, audio_frontend, masked_waveform
 from seqssm.models.io import (
     CONFIG_NAME,
     DIGEST_KEY,
@@ -62,8 +63,9 @@ class TaskConfig:
     "cls" (a cls token prepended to DNA; bidirectional backbones only), "last" real position, or "flatten":
     every position's vector concatenated, for DNA inputs of one fixed ``length`` in tokens (a position-aware
     head, as a CNN's dense layer is: promoter elements sit at fixed offsets).
-    ``modality``: "dna" (token ids) or "audio" (waveform, with ``patch_size`` samples per token at
-    ``sample_rate`` Hz). ``normalize_audio`` scales each clip to peak 1 (recording levels vary a lot).
+    ``modality``: "dna" (token ids; with ``patch_size`` P > 1 read in patches of P bases, one token each, so
+    ``length`` counts patches) or "audio" (waveform, with ``patch_size`` samples per token at ``sample_rate``
+    Hz). ``normalize_audio`` scales each clip to peak 1 (recording levels vary a lot).
     ``frontend`` (audio): "raw" frames of samples or "logmel" spectrogram frames of ``n_mels`` bands, one token
     per ``patch_size`` samples either way (``seqssm.models.frontends``).
 
@@ -109,6 +111,16 @@ class TaskConfig:
             if self.pooling in ("cls", "flatten"):
                 raise InputError(f"{self.pooling} pooling needs DNA (a cls token, or one fixed length); use "
                                  "pooling 'mean' or 'last' for audio")
+        elif self.patch_size is not None:  # DNA read in patches of P bases (seqssm.models.frontends)
+            if isinstance(self.patch_size, bool) or not isinstance(self.patch_size, int) or self.patch_size < 1:
+                raise InputError(f"TaskConfig.patch_size must be a positive integer (bases per token) or None, "
+                                 f"got {self.patch_size!r}")
+            if self.patch_size == 1:
+                self.patch_size = None  # one base a token: the backbone's own embedding
+            elif self.level != "sequence" or self.pooling == "cls":
+                raise InputError(f"DNA patches (patch_size {self.patch_size}) give one token per patch: they need "
+                                 f"a sequence-level task pooled by mean, last or flatten; use --patch-size 1 for "
+                                 f"{'token-level labels' if self.level != 'sequence' else 'cls pooling'}")
         if self.pooling == "flatten" and self.level == "sequence" and (
                 isinstance(self.length, bool) or not isinstance(self.length, int) or self.length < 1):
             raise InputError(f"flatten pooling needs the fixed input length in tokens, got length={self.length!r}")
@@ -230,9 +242,16 @@ class SequenceClassifier(nn.Module):
         self.lm = lm
         self.task = task
         device, dtype = lm.backbone.embedding.weight.device, lm.backbone.embedding.weight.dtype
-        self.patch = audio_frontend(task.frontend, task.patch_size, config.d_model, sample_rate=task.sample_rate,
-                                    n_mels=task.n_mels, normalize=task.normalize_audio, device=device,
-                                    dtype=dtype) if task.modality == "audio" else None
+        if task.modality == "dna" and task.patch_size is not None and config.rc_equivariant:
+            raise InputError("an RC-equivariant backbone reads DNA base by base; use --patch-size 1 with it")
+        if task.modality == "audio":
+            self.patch = audio_frontend(task.frontend, task.patch_size, config.d_model, sample_rate=task.sample_rate,
+                                        n_mels=task.n_mels, normalize=task.normalize_audio, device=device, dtype=dtype)
+        elif task.patch_size is not None:
+            self.patch = DnaPatchEmbedding(task.patch_size, config.vocab_size, config.d_model, device=device,
+                                           dtype=dtype)
+        else:
+            self.patch = None
         pooled_rc = config.rc_equivariant and task.level == "sequence"
         self.feature_dim = config.d_model // 2 if pooled_rc else config.d_model
         if task.pooling == "flatten" and task.level == "sequence":
@@ -252,7 +271,7 @@ class SequenceClassifier(nn.Module):
         return list(self.lm.parameters())
 
     def head_parameters(self) -> list[nn.Parameter]:
-        """The head's, and the audio patch projection's, which is new to the backbone too."""
+        """The head's, and the front end's (audio, or DNA patches), which is new to the backbone too."""
         params = list(self.head.parameters())
         return params + (list(self.patch.parameters()) if self.patch is not None else [])
 
@@ -272,6 +291,9 @@ class SequenceClassifier(nn.Module):
             return self.backbone(None, mask, inputs_embeds=embeds), mask
         if input_values is not None or input_ids is None:
             raise InputError("this is a DNA classifier: pass input_ids (token ids [B, L]), not input_values")
+        if self.patch is not None:  # one token per patch of bases
+            embeds, mask = self.patch(input_ids, attention_mask)
+            return self.backbone(None, mask, inputs_embeds=embeds), mask
         return self.backbone(input_ids, attention_mask), attention_mask
 
     def features(self, input_ids=None, attention_mask=None, *, input_values=None) -> tuple[torch.Tensor, Any]:
